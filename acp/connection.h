@@ -1,0 +1,156 @@
+// Connection: JSON-RPC 2.0 over NDJSON lines, for both directions of ACP.
+// It parses and checks envelopes, dispatches requests and notifications to
+// handlers, answers every request exactly once, and tracks the calls it
+// makes to the peer. It does no I/O: lines come in through receive_line()
+// and go out through the Send function, so it is testable on its own.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/unique_function.h"
+#include "schema/expected.h"
+#include "schema/rpc_error.h"
+
+namespace harnessd {
+
+/// Serialises one message as a single compact line ending in LF. Invalid
+/// UTF-8 in strings becomes U+FFFD, so the output is always valid UTF-8.
+std::string to_line(const nlohmann::json& message);
+
+namespace detail {
+struct ConnectionShared;
+}
+
+/// The one answer to one request. Move-only; answering twice is a bug that
+/// is logged and ignored. If a Reply is destroyed unanswered while its
+/// connection is open, it answers -32603 (a safety net, not the plan).
+class Reply {
+ public:
+  /// An empty Reply answers nothing (pending() is false).
+  Reply() = default;
+  Reply(Reply&&) noexcept;
+  Reply& operator=(Reply&&) noexcept;
+  Reply(const Reply&) = delete;
+  Reply& operator=(const Reply&) = delete;
+  ~Reply();
+
+  void result(nlohmann::json value);
+  void error(const RpcError& error);
+  /// True until result() or error() is called.
+  bool pending() const { return shared_ != nullptr && !done_; }
+  const nlohmann::json& id() const { return id_; }
+  const std::string& method() const { return method_; }
+
+ private:
+  friend class Connection;
+  Reply(std::shared_ptr<detail::ConnectionShared> shared, nlohmann::json id, std::string method);
+  void send(nlohmann::json message);
+
+  std::shared_ptr<detail::ConnectionShared> shared_;
+  nlohmann::json id_;
+  std::string method_;
+  bool done_ = false;
+};
+
+struct ConnectionOptions {
+  /// Used in log lines ("host", "adapter 12345").
+  std::string peer = "peer";
+  /// When true, every request except `initialize` is answered -32600 until
+  /// mark_initialized() (the policy of the official ACP SDK's agent side).
+  bool require_initialize = false;
+  /// Outgoing calls that may await an answer at once; more fail at once.
+  std::size_t max_pending_calls = 1024;
+  /// When true, a line that is not valid UTF-8 is repaired (U+FFFD) before
+  /// parsing instead of being rejected. Used for adapters, whose output
+  /// carries model and tool bytes; the host must send valid UTF-8.
+  bool repair_utf8 = false;
+  /// When false, lines that cannot be answered with a request id (not JSON,
+  /// not an object) are only logged. Adapters print banners; answering
+  /// them would only add noise.
+  bool answer_malformed = true;
+};
+
+class Connection {
+ public:
+  using Send = std::function<void(std::string line)>;
+  using RequestHandler = std::function<void(const nlohmann::json& params, Reply reply)>;
+  using NotificationHandler = std::function<void(const nlohmann::json& params)>;
+  /// Receives the peer's answer to an outgoing call: the result or the error.
+  using CallResult = Expected<nlohmann::json, RpcError>;
+  using CallHandler = UniqueFunction<void(CallResult)>;
+
+  Connection(ConnectionOptions options, Send send);
+  /// Closes the connection (see close()).
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void on_request(std::string method, RequestHandler handler);
+  void on_notification(std::string method, NotificationHandler handler);
+  /// Forgets every handler (requests then get -32601, notifications are
+  /// dropped), e.g. before the object the handlers point to goes away.
+  void clear_handlers();
+  /// Binds a request whose params are decoded by `decode`; a decoding error
+  /// is answered as-is (-32602 naming the field) and the handler not called.
+  template <class P>
+  void bind(std::string method, Expected<P, RpcError> (*decode)(const nlohmann::json&),
+            std::function<void(P, Reply)> handler) {
+    on_request(std::move(method), [decode, handler = std::move(handler)](const nlohmann::json& params, Reply reply) {
+      auto decoded = decode(params);
+      if (!decoded) return reply.error(decoded.error());
+      handler(std::move(*decoded), std::move(reply));
+    });
+  }
+
+  /// Handles one inbound line (without its LF). Never throws.
+  void receive_line(std::string_view line);
+  /// Handles a line that exceeded the size limit: answers -32600, with the
+  /// request id when it can be read from the line's first bytes.
+  void receive_overlong(std::string_view prefix, std::size_t size, std::size_t limit);
+
+  /// Sends a request; `on_done` runs once with the answer, or with an error
+  /// when the peer goes away (kPeerGone) or the pending table is full
+  /// (kTooManyPending, called before call() returns). Returns the id used.
+  std::int64_t call(const std::string& method, nlohmann::json params, CallHandler on_done);
+  void notify(const std::string& method, nlohmann::json params);
+
+  void mark_initialized() { initialized_ = true; }
+  bool initialized() const { return initialized_; }
+
+  /// The peer is gone: pending calls fail with kPeerGone, unanswered
+  /// Replies become silent, and nothing more is sent. Idempotent.
+  void close();
+  bool closed() const;
+  std::size_t pending_calls() const { return pending_.size(); }
+  const ConnectionOptions& options() const { return options_; }
+
+ private:
+  void dispatch_request(const std::string& method, nlohmann::json id, const nlohmann::json& params);
+  void dispatch_notification(const std::string& method, const nlohmann::json& params);
+  void dispatch_response(const nlohmann::json& message);
+  void send_error(const nlohmann::json& id, const RpcError& error);
+
+  struct Pending {
+    std::string method;
+    CallHandler on_done;
+  };
+
+  ConnectionOptions options_;
+  std::shared_ptr<detail::ConnectionShared> shared_;
+  std::unordered_map<std::string, RequestHandler> requests_;
+  std::unordered_map<std::string, NotificationHandler> notifications_;
+  std::map<std::int64_t, Pending> pending_;
+  std::int64_t next_id_ = 0;
+  bool initialized_ = false;
+};
+
+}  // namespace harnessd

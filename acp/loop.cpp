@@ -1,0 +1,127 @@
+// The loop owner, the post queue and the small handle wrappers.
+#include "acp/loop.h"
+
+#include <cstdlib>
+
+#include "acp/log.h"
+
+namespace harnessd {
+
+std::string uv_error_text(int code) { return std::string(uv_err_name(code)) + ": " + uv_strerror(code); }
+
+Loop::Loop() {
+  if (int rc = uv_loop_init(&loop_); rc != 0) {
+    log::error("cannot initialise the event loop: " + uv_error_text(rc));
+    std::abort();
+  }
+  auto* idle = new uv_idle_t;
+  uv_idle_init(&loop_, idle);
+  idle->data = this;
+  idle_.reset(idle);
+}
+
+Loop::~Loop() { close(); }
+
+bool Loop::close() {
+  if (closed_) return true;
+  idle_.reset();
+  posted_.clear();
+  uv_run(&loop_, UV_RUN_NOWAIT);  // let pending close callbacks run
+  if (uv_loop_close(&loop_) == 0) {
+    closed_ = true;
+    return true;
+  }
+  // Something still holds a handle: close whatever is left so memory is not
+  // leaked, and report it; tests treat this as a failure.
+  log::warn("event loop closed with handles still open");
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  closed_ = uv_loop_close(&loop_) == 0;
+  return false;
+}
+
+void Loop::run() { uv_run(&loop_, UV_RUN_DEFAULT); }
+void Loop::run_once_nowait() { uv_run(&loop_, UV_RUN_NOWAIT); }
+void Loop::stop() { uv_stop(&loop_); }
+
+void Loop::post(UniqueFunction<void()> fn) {
+  if (!idle_) return;
+  posted_.push_back(std::move(fn));
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(idle_.get()))) uv_idle_start(idle_.get(), &Loop::on_idle);
+}
+
+void Loop::on_idle(uv_idle_t* idle) noexcept {
+  auto* self = static_cast<Loop*>(idle->data);
+  if (!self) return;
+  // Run only what was posted before this callback; work posted by these
+  // functions runs in the next iteration, so a loop of posts cannot starve I/O.
+  std::size_t n = self->posted_.size();
+  for (std::size_t i = 0; i < n && !self->posted_.empty(); ++i) {
+    auto fn = std::move(self->posted_.front());
+    self->posted_.pop_front();
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      log::error(std::string("posted task failed: ") + e.what());
+    } catch (...) {
+      log::error("posted task failed");
+    }
+  }
+  if (self->posted_.empty() && self->idle_) uv_idle_stop(self->idle_.get());
+}
+
+Timer::Timer(Loop& loop) {
+  auto* t = new uv_timer_t;
+  uv_timer_init(loop.get(), t);
+  t->data = this;
+  handle_.reset(t);
+}
+
+void Timer::start(std::chrono::milliseconds after, std::function<void()> fn) {
+  fn_ = std::move(fn);
+  uv_timer_start(
+      handle_.get(),
+      [](uv_timer_t* t) noexcept {
+        auto* self = static_cast<Timer*>(t->data);
+        if (!self) return;
+        // Copy: the callback may destroy or restart this timer.
+        auto callback = self->fn_;
+        try {
+          if (callback) callback();
+        } catch (const std::exception& e) {
+          log::error(std::string("timer callback failed: ") + e.what());
+        } catch (...) {
+          log::error("timer callback failed");
+        }
+      },
+      static_cast<uint64_t>(after.count()), 0);
+}
+
+void Timer::stop() { uv_timer_stop(handle_.get()); }
+bool Timer::active() const { return uv_is_active(reinterpret_cast<const uv_handle_t*>(handle_.get())) != 0; }
+
+SignalWatch::SignalWatch(Loop& loop, int signum, std::function<void(int)> fn) : fn_(std::move(fn)) {
+  auto* s = new uv_signal_t;
+  uv_signal_init(loop.get(), s);
+  s->data = this;
+  handle_.reset(s);
+  uv_signal_start(
+      s,
+      [](uv_signal_t* h, int sig) noexcept {
+        auto* self = static_cast<SignalWatch*>(h->data);
+        if (!self || !self->fn_) return;
+        try {
+          self->fn_(sig);
+        } catch (...) {
+          log::error("signal handler failed");
+        }
+      },
+      signum);
+}
+
+}  // namespace harnessd

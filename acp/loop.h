@@ -1,0 +1,83 @@
+// Loop: owns one uv_loop_t, runs it, and lets code post work to the next
+// iteration. No global loop exists: pass Loop& explicitly.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <uv.h>
+
+#include "acp/unique_function.h"
+#include "acp/uv_handle.h"
+
+namespace harnessd {
+
+class Loop {
+ public:
+  Loop();
+  /// Closes every handle still open, runs the loop until their close
+  /// callbacks have run, then closes the loop. Logs if libuv refuses.
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  uv_loop_t* get() { return &loop_; }
+
+  /// Runs until no active handle remains or stop() is called.
+  void run();
+  /// Runs one non-blocking iteration (for tests).
+  void run_once_nowait();
+  void stop();
+
+  /// Runs `fn` on the loop thread at the start of the next iteration, after
+  /// the current callback has returned. Used to defer work (destroying the
+  /// object whose callback is running, handing off the next turn) out of
+  /// libuv callbacks. Posted functions run in order.
+  void post(UniqueFunction<void()> fn);
+
+  /// Closes the loop and reports whether every handle was released
+  /// (uv_loop_close()==0). Tests assert this; the destructor does it too.
+  bool close();
+
+ private:
+  static void on_idle(uv_idle_t* idle) noexcept;
+
+  uv_loop_t loop_{};
+  bool closed_ = false;
+  UvHandle<uv_idle_t> idle_;
+  std::deque<UniqueFunction<void()>> posted_;
+};
+
+/// A one-shot or repeating timer. Destroying it cancels it. The callback
+/// runs on the loop thread; the timer may be destroyed from inside it.
+class Timer {
+ public:
+  explicit Timer(Loop& loop);
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
+  void start(std::chrono::milliseconds after, std::function<void()> fn);
+  void stop();
+  bool active() const;
+
+ private:
+  UvHandle<uv_timer_t> handle_;
+  std::function<void()> fn_;
+};
+
+/// Watches one signal for as long as it lives.
+class SignalWatch {
+ public:
+  SignalWatch(Loop& loop, int signum, std::function<void(int)> fn);
+  SignalWatch(const SignalWatch&) = delete;
+  SignalWatch& operator=(const SignalWatch&) = delete;
+
+ private:
+  UvHandle<uv_signal_t> handle_;
+  std::function<void(int)> fn_;
+};
+
+}  // namespace harnessd

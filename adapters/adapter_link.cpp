@@ -1,0 +1,79 @@
+// The link to one adapter: process, NDJSON framing, JSON-RPC, stderr.
+#include "adapters/adapter_link.h"
+
+#include "acp/log.h"
+
+namespace harnessd::adapters {
+
+namespace {
+constexpr std::size_t kMaxLoggedLine = 2000;
+}
+
+AdapterLink::AdapterLink(AdapterOptions options, std::function<void(const ExitStatus&)> on_exit)
+    : options_(std::move(options)),
+      on_exit_(std::move(on_exit)),
+      splitter_(
+          options_.max_line_bytes, [this](std::string_view line) { rpc_->receive_line(line); },
+          [this](std::string_view prefix, std::size_t size) {
+            rpc_->receive_overlong(prefix, size, options_.max_line_bytes);
+          }) {}
+
+AdapterLink::~AdapterLink() {
+  if (rpc_) rpc_->close();
+}
+
+Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(Loop& loop, AdapterOptions options,
+                                                          std::function<void(const ExitStatus&)> on_exit) {
+  std::unique_ptr<AdapterLink> self(new AdapterLink(std::move(options), std::move(on_exit)));
+  AdapterLink* raw = self.get();
+  ConnectionOptions copts;
+  copts.peer = "adapter (" + raw->options_.label + ")";
+  copts.repair_utf8 = true;
+  copts.answer_malformed = false;
+  raw->rpc_ = std::make_unique<Connection>(copts, [raw](std::string line) {
+    if (raw->process_) raw->process_->write(std::move(line));
+  });
+
+  Process::Callbacks callbacks;
+  callbacks.on_stdout = [raw](std::string_view data) { raw->splitter_.feed(data); };
+  callbacks.on_stderr = [raw](std::string_view data) { raw->on_stderr(data); };
+  callbacks.on_exit = [raw](const ExitStatus& status) {
+    raw->splitter_.finish();
+    if (!raw->stderr_line_.empty()) raw->on_stderr("\n");
+    raw->exit_ = status;
+    log::info(raw->options_.label + ": adapter exited with " + status.describe());
+    raw->rpc_->close();  // pending calls fail now, with exit_status() set
+    auto exit_handler = raw->on_exit_;  // a copy: the callback may replace it
+    if (exit_handler) exit_handler(status);
+  };
+  auto process = Process::spawn(loop, raw->options_.process, std::move(callbacks));
+  if (!process) return process.error();
+  raw->process_ = std::move(*process);
+  log::info(raw->options_.label + ": started adapter " + raw->options_.process.argv[0] + " (pid " +
+            std::to_string(raw->process_->pid()) + ")");
+  return self;
+}
+
+std::string AdapterLink::stderr_tail() const { return stderr_tail_; }
+
+void AdapterLink::on_stderr(std::string_view data) {
+  stderr_tail_.append(data);
+  if (stderr_tail_.size() > options_.stderr_tail_bytes) {
+    stderr_tail_.erase(0, stderr_tail_.size() - options_.stderr_tail_bytes);
+  }
+  // Log whole lines; a partial line waits for its end (bounded).
+  stderr_line_.append(data);
+  std::size_t pos;
+  while ((pos = stderr_line_.find('\n')) != std::string::npos) {
+    std::string line = stderr_line_.substr(0, pos);
+    stderr_line_.erase(0, pos + 1);
+    if (line.size() > kMaxLoggedLine) line = line.substr(0, kMaxLoggedLine) + "...";
+    if (!line.empty()) log::info(options_.label + ": adapter stderr: " + line);
+  }
+  if (stderr_line_.size() > kMaxLoggedLine) {
+    log::info(options_.label + ": adapter stderr: " + stderr_line_.substr(0, kMaxLoggedLine) + "...");
+    stderr_line_.clear();
+  }
+}
+
+}  // namespace harnessd::adapters

@@ -1,0 +1,71 @@
+// AdapterLink: the client side of ACP towards one adapter process. It owns
+// the process, frames its stdout into JSON-RPC, keeps a bounded tail of its
+// stderr and logs that stderr with a label.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "acp/connection.h"
+#include "acp/line_splitter.h"
+#include "acp/loop.h"
+#include "adapters/process.h"
+
+namespace harnessd::adapters {
+
+struct AdapterOptions {
+  ProcessSpec process;
+  /// Prefix of log lines, e.g. "session sess_01j...".
+  std::string label;
+  std::size_t max_line_bytes = 64u << 20;
+  /// Bytes of stderr kept for error reports.
+  std::size_t stderr_tail_bytes = 8192;
+};
+
+/// Lifetime: owned by a session. `on_exit` fires once when the process tree
+/// has exited and its output is drained; by then the connection is closed
+/// and every pending call has failed. Destroy the link from a posted task,
+/// never inside its callbacks.
+class AdapterLink {
+ public:
+  static Expected<std::unique_ptr<AdapterLink>> start(Loop& loop, AdapterOptions options,
+                                                      std::function<void(const ExitStatus&)> on_exit);
+  ~AdapterLink();
+  AdapterLink(const AdapterLink&) = delete;
+  AdapterLink& operator=(const AdapterLink&) = delete;
+
+  /// JSON-RPC towards the adapter: bind handlers for its requests here.
+  Connection& rpc() { return *rpc_; }
+  int pid() const { return process_->pid(); }
+  bool exited() const { return exit_.has_value(); }
+  const std::optional<ExitStatus>& exit_status() const { return exit_; }
+  /// The last bytes the adapter wrote to stderr.
+  std::string stderr_tail() const;
+  const std::string& label() const { return options_.label; }
+
+  /// Replaces the exit callback (used when ownership moves to the Reaper).
+  void set_on_exit(std::function<void(const ExitStatus&)> on_exit) { on_exit_ = std::move(on_exit); }
+
+  /// Closes stdin, SIGTERMs the group, SIGKILLs it after `kill_grace`.
+  void terminate(std::chrono::milliseconds kill_grace) { process_->terminate(kill_grace); }
+  void close_stdin() { process_->close_stdin(); }
+
+ private:
+  AdapterLink(AdapterOptions options, std::function<void(const ExitStatus&)> on_exit);
+  void on_stderr(std::string_view data);
+
+  AdapterOptions options_;
+  std::function<void(const ExitStatus&)> on_exit_;
+  std::unique_ptr<Connection> rpc_;
+  LineSplitter splitter_;
+  std::unique_ptr<Process> process_;
+  std::string stderr_tail_;
+  std::string stderr_line_;
+  std::optional<ExitStatus> exit_;
+};
+
+}  // namespace harnessd::adapters

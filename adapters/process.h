@@ -1,0 +1,101 @@
+// Process: one adapter process tree, spawned through the guard in its own
+// process group, with its stdio on pipes and a kill ladder.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <uv.h>
+
+#include "acp/loop.h"
+#include "acp/stream.h"
+#include "acp/uv_handle.h"
+#include "schema/expected.h"
+
+namespace harnessd::adapters {
+
+struct ProcessSpec {
+  /// The command; argv[0] is looked up on the PATH of `env` unless it
+  /// contains a slash. Never run through a shell.
+  std::vector<std::string> argv;
+  /// Absolute working directory; must exist.
+  std::string cwd;
+  /// The complete environment, as NAME=value strings.
+  std::vector<std::string> env;
+  /// The harnessd executable that runs the guard (`harnessd __guard`). Empty
+  /// means no guard: the adapter itself leads its process group and dies
+  /// with harnessd, but its own children may not.
+  std::string guard_exe;
+};
+
+struct ExitStatus {
+  std::int64_t code = 0;  // exit code when signal == 0
+  int signal = 0;         // terminating signal, or 0
+  /// "exit code 3" or "signal 9 (Killed)".
+  std::string describe() const;
+};
+
+/// Looks `name` up on `path` (colon-separated) as execvp would. Returns the
+/// absolute path of an executable file, or an error naming what is missing.
+Expected<std::string> find_executable(const std::string& name, const std::string& path);
+
+/// Ownership: the owner keeps the Process until on_exit has fired. Its
+/// callbacks run on the loop thread and must not destroy the Process
+/// synchronously (post the destruction). Destroying a Process whose child
+/// still runs kills the group with SIGKILL and reaps it in the background.
+class Process {
+ public:
+  struct Callbacks {
+    std::function<void(std::string_view)> on_stdout;
+    std::function<void(std::string_view)> on_stderr;
+    /// Fires once, after the child has exited and its stdout and stderr
+    /// have been drained to EOF (or a short drain limit passed).
+    std::function<void(const ExitStatus&)> on_exit;
+  };
+
+  static Expected<std::unique_ptr<Process>> spawn(Loop& loop, const ProcessSpec& spec, Callbacks callbacks);
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  /// The pid of the group leader (the guard, or the adapter without one).
+  int pid() const { return pid_; }
+  bool exited() const { return exited_; }
+
+  /// Writes to the child's stdin; dropped after close_stdin().
+  void write(std::string data);
+  /// Closes the child's stdin (it reads EOF).
+  void close_stdin();
+  /// Sends `signum` to the whole process group.
+  void signal_group(int signum);
+  /// The kill ladder's last steps: close stdin, SIGTERM the group, and
+  /// SIGKILL it if it has not exited after `kill_grace`.
+  void terminate(std::chrono::milliseconds kill_grace);
+
+ private:
+  Process(Loop& loop, Callbacks callbacks);
+  static void on_process_exit(uv_process_t* handle, int64_t exit_status, int term_signal) noexcept;
+  void maybe_finish();
+
+  Loop& loop_;
+  Callbacks callbacks_;
+  UvHandle<uv_process_t> handle_;
+  std::unique_ptr<Writer> stdin_;
+  std::unique_ptr<Reader> stdout_;
+  std::unique_ptr<Reader> stderr_;
+  Timer kill_timer_;
+  Timer drain_timer_;
+  int pid_ = 0;
+  bool exited_ = false;
+  bool stdout_done_ = false;
+  bool stderr_done_ = false;
+  bool finished_ = false;
+  ExitStatus status_;
+};
+
+}  // namespace harnessd::adapters

@@ -1,0 +1,134 @@
+// Decoding of the ACP requests harnessd serves. Every check here maps to a
+// rule of the ACP v1 schema; messages name the method and the field.
+#include "schema/acp.h"
+
+#include "schema/decoder.h"
+
+namespace harnessd::schema {
+
+using nlohmann::json;
+
+namespace {
+
+void decode_harnessd_meta(Decoder& d, HarnessdMeta& out) {
+  Decoder meta = d.nested("_meta");
+  Decoder ours = meta.nested("harnessd");
+  out.harness = ours.optional_string("harness");
+  out.name = ours.optional_string("name");
+  if (out.harness && out.harness->empty()) ours.fail("harness", "must not be empty");
+  if (out.name && out.name->empty()) ours.fail("name", "must not be empty");
+  meta.absorb(ours);
+  d.absorb(meta);
+}
+
+// Checks one ContentBlock (ACP "Content" section): text and resource_link are
+// always accepted; image, audio and embedded resources only when advertised.
+void check_content_block(Decoder& d, const json& block, std::size_t index, const PromptCapabilities& caps) {
+  const std::string field = "prompt[" + std::to_string(index) + "]";
+  if (!block.is_object()) {
+    d.fail(field, "must be an object, not " + std::string(type_name(block)));
+    return;
+  }
+  Decoder b = d.child(field, block);
+  auto type = b.required_string("type");
+  if (!type) {
+    d.absorb(b);
+    return;
+  }
+  if (*type == "text") {
+    b.required_string("text");
+  } else if (*type == "resource_link") {
+    b.required_string("uri");
+    b.required_string("name");
+  } else if (*type == "image" || *type == "audio") {
+    if ((*type == "image" && !caps.image) || (*type == "audio" && !caps.audio)) {
+      b.fail("type", "'" + *type + "' is not supported (promptCapabilities." + *type + " is false)");
+    }
+    b.required_string("data");
+    b.required_string("mimeType");
+  } else if (*type == "resource") {
+    if (!caps.embeddedContext) {
+      b.fail("type", "'resource' is not supported (promptCapabilities.embeddedContext is false)");
+    }
+    Decoder r = b.nested("resource");
+    r.required_string("uri");
+    if (!r.optional_string("text") && !r.optional_string("blob") && r.ok()) {
+      r.fail("text", "or blob is required");
+    }
+    if (!b.optional_object("resource") && b.ok()) b.fail("resource", "is required");
+    b.absorb(r);
+  } else {
+    b.fail("type", "has unknown content type '" + *type + "'");
+  }
+  d.absorb(b);
+}
+
+}  // namespace
+
+bool is_absolute_path(const std::string& path) { return !path.empty() && path.front() == '/'; }
+
+Expected<InitializeRequest, RpcError> decode_initialize(const json& params) {
+  Decoder d("initialize", params);
+  InitializeRequest out;
+  // Any version is accepted: the answer is always 1 (ACP "Initialization":
+  // the agent replies with the latest version it supports).
+  if (auto v = d.required_int("protocolVersion", 0, 65535)) out.protocolVersion = *v;
+  if (const json* caps = d.optional_object("clientCapabilities")) out.clientCapabilities = *caps;
+  if (const json* info = d.optional_object("clientInfo")) out.clientInfo = *info;
+  if (!d.ok()) return d.error();
+  return out;
+}
+
+Expected<NewSessionRequest, RpcError> decode_new_session(const json& params) {
+  Decoder d("session/new", params);
+  NewSessionRequest out;
+  if (auto cwd = d.required_string("cwd")) {
+    out.cwd = *cwd;
+    if (!is_absolute_path(out.cwd)) d.fail("cwd", "must be an absolute path, got '" + out.cwd + "'");
+  }
+  if (const json* servers = d.optional_array("mcpServers")) {
+    for (std::size_t i = 0; i < servers->size(); ++i) {
+      if (!(*servers)[i].is_object()) {
+        d.fail("mcpServers[" + std::to_string(i) + "]", "must be an object");
+        break;
+      }
+    }
+    out.mcpServers = *servers;
+  }
+  decode_harnessd_meta(d, out.harnessd);
+  if (!d.ok()) return d.error();
+  return out;
+}
+
+Expected<PromptRequest, RpcError> decode_prompt(const json& params, const PromptCapabilities& caps) {
+  Decoder d("session/prompt", params);
+  PromptRequest out;
+  if (auto id = d.required_string("sessionId")) out.sessionId = *id;
+  if (const json* prompt = d.required_array("prompt")) {
+    for (std::size_t i = 0; i < prompt->size() && d.ok(); ++i) check_content_block(d, (*prompt)[i], i, caps);
+    out.prompt = *prompt;
+  }
+  decode_harnessd_meta(d, out.harnessd);
+  if (!d.ok()) return d.error();
+  return out;
+}
+
+Expected<SessionRef, RpcError> decode_session_ref(const std::string& method, const json& params) {
+  Decoder d(method, params);
+  SessionRef out;
+  if (auto id = d.required_string("sessionId")) out.sessionId = *id;
+  if (!d.ok()) return d.error();
+  return out;
+}
+
+Expected<ListSessionsRequest, RpcError> decode_list_sessions(const json& params) {
+  Decoder d("session/list", params);
+  ListSessionsRequest out;
+  out.cwd = d.optional_string("cwd");
+  out.cursor = d.optional_string("cursor");
+  if (out.cwd && !is_absolute_path(*out.cwd)) d.fail("cwd", "must be an absolute path, got '" + *out.cwd + "'");
+  if (!d.ok()) return d.error();
+  return out;
+}
+
+}  // namespace harnessd::schema

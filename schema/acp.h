@@ -1,0 +1,73 @@
+// ACP v1 wire types that harnessd decodes, and harnessd's `_meta.harnessd`
+// extension fields. Field names keep the protocol's camelCase spelling so
+// that code reads like the specification.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "schema/expected.h"
+#include "schema/rpc_error.h"
+
+namespace harnessd::schema {
+
+inline constexpr int kProtocolVersion = 1;
+
+/// `_meta.harnessd` on session requests. Unknown keys are ignored so that a
+/// newer host can talk to an older daemon.
+struct HarnessdMeta {
+  std::optional<std::string> harness;  // harness profile name
+  std::optional<std::string> name;     // session name
+};
+
+struct InitializeRequest {
+  std::int64_t protocolVersion = 0;
+  nlohmann::json clientCapabilities = nlohmann::json::object();
+  nlohmann::json clientInfo;  // null when absent
+};
+
+struct NewSessionRequest {
+  std::string cwd;
+  nlohmann::json mcpServers = nlohmann::json::array();
+  HarnessdMeta harnessd;
+};
+
+struct PromptRequest {
+  std::string sessionId;
+  nlohmann::json prompt;  // array of ContentBlock, each checked by decode
+  HarnessdMeta harnessd;
+};
+
+/// Params of session/cancel and session/close.
+struct SessionRef {
+  std::string sessionId;
+};
+
+struct ListSessionsRequest {
+  std::optional<std::string> cwd;
+  std::optional<std::string> cursor;
+};
+
+/// What a prompt may carry besides text and resource links, from the
+/// promptCapabilities harnessd advertises.
+struct PromptCapabilities {
+  bool image = false;
+  bool audio = false;
+  bool embeddedContext = false;
+};
+
+/// Decoders: each returns the typed request or a -32602 naming the field.
+Expected<InitializeRequest, RpcError> decode_initialize(const nlohmann::json& params);
+Expected<NewSessionRequest, RpcError> decode_new_session(const nlohmann::json& params);
+Expected<PromptRequest, RpcError> decode_prompt(const nlohmann::json& params, const PromptCapabilities& caps);
+Expected<SessionRef, RpcError> decode_session_ref(const std::string& method, const nlohmann::json& params);
+Expected<ListSessionsRequest, RpcError> decode_list_sessions(const nlohmann::json& params);
+
+/// True for a POSIX absolute path (ACP requires absolute paths everywhere).
+bool is_absolute_path(const std::string& path);
+
+}  // namespace harnessd::schema

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what harnessd needs to build and test (Debian packages, the
+# pinned npm packages of the tests), then builds it. Safe to run again:
+# it installs only what is missing and rebuilds only what changed.
+# Usage: scripts/setup.sh [--tests] [--sanitize]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+want_tests=0
+sanitize=0
+for arg in "$@"; do
+  case $arg in
+    --tests) want_tests=1 ;;
+    --sanitize) sanitize=1 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+say() { echo "setup: $*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else say "need root to run: $*"; exit 1
+  fi
+}
+
+packages=(g++ make cmake pkg-config nlohmann-json3-dev libuv1-dev libtomlplusplus-dev catch2 libcli11-dev bsdutils procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node is needed for the demo driver and the tests; keep any node already
+# on PATH (a newer one from elsewhere), else take Debian's.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ $want_tests -eq 1 ]; then
+  # npm ci only when the lockfile changed since the last install.
+  lock="$root/tests/node/package-lock.json"
+  stamp="$root/tests/node/node_modules/.harnessd-lock"
+  if ! cmp -s "$lock" "$stamp" 2>/dev/null; then
+    say "installing the test's npm packages from the lockfile"
+    (cd "$root/tests/node" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$lock" "$stamp"
+  fi
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+build="$root/build"
+flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DHARNESSD_BUILD_TESTS=ON)
+if [ $sanitize -eq 1 ]; then
+  build="$root/build-sanitize"
+  flags=(-DCMAKE_BUILD_TYPE=Debug -DHARNESSD_SANITIZE=ON -DHARNESSD_BUILD_TESTS=ON)
+fi
+cmake -S "$root" -B "$build" "${flags[@]}" >/dev/null
+if [ $want_tests -eq 1 ] || [ $sanitize -eq 1 ]; then
+  cmake --build "$build" -j "$jobs" >/dev/null
+else
+  cmake --build "$build" -j "$jobs" --target harnessd fake_agent >/dev/null
+fi
+say "built $build/harnessd"

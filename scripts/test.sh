@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, transcript, shell, end-to-end and the
+# Node conformance tests, first on the normal build, then again with
+# AddressSanitizer and UndefinedBehaviorSanitizer. Installs what is missing.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/scripts/setup.sh" --tests
+ctest --test-dir "$root/build" --output-on-failure -j 2 --timeout 300
+echo "test: now with AddressSanitizer and UndefinedBehaviorSanitizer" >&2
+"$root/scripts/setup.sh" --tests --sanitize
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir "$root/build-sanitize" --output-on-failure -j 2 --timeout 300

@@ -1,0 +1,221 @@
+// The JSON-RPC connection without I/O: envelopes, dispatch, reply-once,
+// outgoing calls and what happens when the peer goes away.
+#include <catch2/catch.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "acp/connection.h"
+
+using namespace harnessd;
+using nlohmann::json;
+
+namespace {
+struct Wire {
+  std::vector<json> out;
+  std::vector<std::string> raw;
+  Connection::Send sender() {
+    return [this](std::string line) {
+      REQUIRE(!line.empty());
+      REQUIRE(line.back() == '\n');
+      REQUIRE(line.find('\n') == line.size() - 1);  // exactly one line
+      raw.push_back(line);
+      out.push_back(json::parse(line));
+    };
+  }
+};
+
+ConnectionOptions agent_side() {
+  ConnectionOptions o;
+  o.peer = "test";
+  o.require_initialize = true;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("requests are dispatched and ids echoed with their JSON type") {
+  Wire w;
+  Connection c(agent_side(), w.sender());
+  c.on_request("initialize", [&](const json&, Reply r) {
+    r.result({{"ok", true}});
+    c.mark_initialized();
+  });
+  c.on_request("echo", [](const json& p, Reply r) { r.result(p); });
+  c.receive_line(R"({"jsonrpc":"2.0","id":"abc","method":"initialize","params":{}})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":7,"method":"echo","params":{"x":1}})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":null,"method":"echo"})");
+  REQUIRE(w.out.size() == 3);
+  CHECK(w.out[0]["id"] == "abc");
+  CHECK(w.out[1]["id"] == 7);
+  CHECK(w.out[1]["result"] == json{{"x", 1}});
+  CHECK(w.out[2]["id"].is_null());
+  CHECK(w.out[2]["result"] == json::object());  // absent params read as {}
+}
+
+TEST_CASE("requests before initialize get -32600 and notifications get nothing") {
+  Wire w;
+  Connection c(agent_side(), w.sender());
+  int notified = 0;
+  c.on_request("session/new", [](const json&, Reply r) { r.result({}); });
+  c.on_notification("session/cancel", [&](const json&) { ++notified; });
+  c.receive_line(R"({"jsonrpc":"2.0","id":1,"method":"session/new","params":{}})");
+  c.receive_line(R"({"jsonrpc":"2.0","method":"session/cancel","params":{}})");
+  REQUIRE(w.out.size() == 1);
+  CHECK(w.out[0]["error"]["code"] == -32600);
+  CHECK(w.out[0]["id"] == 1);
+  CHECK(notified == 0);
+}
+
+TEST_CASE("malformed envelopes get the right code") {
+  Wire w;
+  Connection c(agent_side(), w.sender());
+  c.mark_initialized();
+  struct Case {
+    const char* line;
+    int code;
+    json id;
+  };
+  std::vector<Case> cases = {
+      {"not json", -32700, nullptr},
+      {"[1,2]", -32600, nullptr},
+      {"42", -32600, nullptr},
+      {R"({"jsonrpc":"1.0","id":3,"method":"x"})", -32600, 3},
+      {R"({"id":4,"method":"x"})", -32600, 4},
+      {R"({"jsonrpc":"2.0","id":5,"method":7})", -32600, 5},
+      {R"({"jsonrpc":"2.0","id":6})", -32600, 6},
+      {R"({"jsonrpc":"2.0","id":{"a":1},"method":"x"})", -32600, nullptr},
+      {R"({"jsonrpc":"2.0","id":8,"method":"x","params":"s"})", -32600, 8},
+      {R"({"jsonrpc":"2.0","id":9,"method":"nope"})", -32601, 9},
+      {R"({"jsonrpc":"2.0","id":10,"method":"_vendor/thing"})", -32601, 10},
+  };
+  for (const auto& k : cases) {
+    w.out.clear();
+    c.receive_line(k.line);
+    INFO(k.line);
+    REQUIRE(w.out.size() == 1);
+    CHECK(w.out[0]["error"]["code"] == k.code);
+    CHECK(w.out[0]["id"] == k.id);
+    CHECK(w.out[0]["jsonrpc"] == "2.0");
+    CHECK_FALSE(w.out[0]["error"]["message"].get<std::string>().empty());
+  }
+  w.out.clear();
+  c.receive_line(R"({"jsonrpc":"2.0","method":"unknown/notification"})");
+  CHECK(w.out.empty());
+}
+
+TEST_CASE("a Reply answers exactly once, and a forgotten one answers -32603") {
+  Wire w;
+  Connection c({}, w.sender());
+  std::optional<Reply> kept;
+  c.on_request("twice", [](const json&, Reply r) {
+    r.result({{"n", 1}});
+    r.result({{"n", 2}});  // dropped and logged
+  });
+  c.on_request("keep", [&](const json&, Reply r) { kept.emplace(std::move(r)); });
+  c.on_request("forget", [](const json&, Reply) {});
+  c.on_request("throw", [](const json&, Reply) { throw std::runtime_error("boom"); });
+  c.receive_line(R"({"jsonrpc":"2.0","id":1,"method":"twice"})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":2,"method":"forget"})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":3,"method":"keep"})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":4,"method":"throw"})");
+  REQUIRE(w.out.size() == 3);
+  CHECK(w.out[0]["result"]["n"] == 1);
+  CHECK(w.out[1]["id"] == 2);
+  CHECK(w.out[1]["error"]["code"] == -32603);
+  CHECK(w.out[2]["id"] == 4);
+  CHECK(w.out[2]["error"]["code"] == -32603);
+  REQUIRE(kept->pending());
+  kept->result({});
+  CHECK(w.out.size() == 4);
+  CHECK_FALSE(kept->pending());
+}
+
+TEST_CASE("replies after the connection closed are dropped silently") {
+  Wire w;
+  std::optional<Reply> kept;
+  {
+    Connection c({}, w.sender());
+    c.on_request("keep", [&](const json&, Reply r) { kept.emplace(std::move(r)); });
+    c.receive_line(R"({"jsonrpc":"2.0","id":1,"method":"keep"})");
+  }
+  kept->result({});
+  kept.reset();
+  CHECK(w.out.empty());
+}
+
+TEST_CASE("outgoing calls get their answers, errors, and fail when the peer goes") {
+  Wire w;
+  std::vector<Connection::CallResult> got;
+  Connection c({}, w.sender());
+  auto collect = [&](Connection::CallResult r) { got.push_back(std::move(r)); };
+  auto id0 = c.call("a", {{"x", 1}}, collect);
+  auto id1 = c.call("b", nullptr, collect);
+  c.call("c", {}, collect);
+  REQUIRE(w.out.size() == 3);
+  CHECK(w.out[0]["method"] == "a");
+  CHECK(w.out[0]["id"] == id0);
+  CHECK_FALSE(w.out[1].contains("params"));
+  c.receive_line(json({{"jsonrpc", "2.0"}, {"id", id1}, {"result", {{"ok", 1}}}}).dump());
+  c.receive_line(json({{"jsonrpc", "2.0"}, {"id", id0}, {"error", {{"code", -5}, {"message", "no"}}}}).dump());
+  c.receive_line(json({{"jsonrpc", "2.0"}, {"id", 999}, {"result", {}}}).dump());  // unknown: ignored
+  REQUIRE(got.size() == 2);
+  CHECK((*got[0])["ok"] == 1);
+  CHECK(got[1].error().code == -5);
+  CHECK(c.pending_calls() == 1);
+  c.close();
+  REQUIRE(got.size() == 3);
+  CHECK(got[2].error().code == rpc_code::kPeerGone);
+  c.call("after", {}, collect);
+  CHECK(got.back().error().code == rpc_code::kPeerGone);
+}
+
+TEST_CASE("the table of outgoing calls is bounded") {
+  Wire w;
+  ConnectionOptions o;
+  o.max_pending_calls = 2;
+  std::vector<int> codes;  // outlives the connection, whose destructor fails the pending calls
+  Connection c(o, w.sender());
+  for (int i = 0; i < 3; ++i) c.call("m", {}, [&](Connection::CallResult r) { codes.push_back(r ? 0 : r.error().code); });
+  REQUIRE(codes.size() == 1);
+  CHECK(codes[0] == rpc_code::kTooManyPending);
+  CHECK(w.out.size() == 2);
+}
+
+TEST_CASE("an over-long request is answered with its id when the id can be read") {
+  Wire w;
+  Connection c(agent_side(), w.sender());
+  c.receive_overlong(R"({"jsonrpc":"2.0","id":42,"method":"session/prompt","params":{"prompt":[{"text":"xxx)", 99999999,
+                     1000);
+  REQUIRE(w.out.size() == 1);
+  CHECK(w.out[0]["id"] == 42);
+  CHECK(w.out[0]["error"]["code"] == -32600);
+  CHECK(w.out[0]["error"]["data"]["size"] == 99999999);
+
+  w.out.clear();
+  c.receive_overlong(R"({"jsonrpc":"2.0","params":{"nested":{"id":5}},"xx)", 5000, 1000);
+  REQUIRE(w.out.size() == 1);
+  CHECK(w.out[0]["id"].is_null());  // only a top-level id counts
+}
+
+TEST_CASE("output is valid UTF-8 even when strings are not") {
+  Wire w;
+  Connection c({}, w.sender());
+  c.notify("n", {{"text", std::string("bad \xff byte")}});
+  REQUIRE(w.raw.size() == 1);
+  CHECK(w.raw[0].find("\xef\xbf\xbd") != std::string::npos);
+}
+
+TEST_CASE("an adapter-side connection repairs invalid UTF-8 and does not answer garbage") {
+  Wire w;
+  ConnectionOptions o;
+  o.repair_utf8 = true;
+  o.answer_malformed = false;
+  Connection c(o, w.sender());
+  std::string seen;
+  c.on_notification("session/update", [&](const json& p) { seen = p["t"].get<std::string>(); });
+  c.receive_line(std::string("{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"t\":\"a\xff\"}}"));
+  CHECK(seen == "a\xef\xbf\xbd");
+  c.receive_line("Starting server on port 1234...");
+  CHECK(w.out.empty());
+}

@@ -1,0 +1,133 @@
+// The loop owner and fd streams: pipes, regular files, posting, timers.
+// Every test ends by checking that the loop closed with no handle left.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "acp/loop.h"
+#include "acp/stream.h"
+#include "daemon_process.h"
+
+using namespace harnessd;
+
+TEST_CASE("posted work runs in order on the next iteration") {
+  Loop loop;
+  std::string order;
+  loop.post([&] {
+    order += "a";
+    loop.post([&] { order += "c"; });
+  });
+  loop.post([&] { order += "b"; });
+  CHECK(order.empty());
+  loop.run();
+  CHECK(order == "abc");
+  CHECK(loop.close());
+}
+
+TEST_CASE("a timer fires once and can be destroyed from its callback") {
+  Loop loop;
+  int fired = 0;
+  auto timer = std::make_unique<Timer>(loop);
+  timer->start(std::chrono::milliseconds(5), [&] {
+    ++fired;
+    timer.reset();
+  });
+  loop.run();
+  CHECK(fired == 1);
+  CHECK(loop.close());
+}
+
+TEST_CASE("a pipe reader delivers everything, then EOF") {
+  Loop loop;
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  std::string payload(300000, 'z');
+  std::string got;
+  int end_status = 1;
+  {
+    auto reader = open_fd_reader(loop, fds[0]);
+    REQUIRE(reader);
+    auto writer = open_fd_writer(loop, fds[1]);
+    REQUIRE(writer);
+    std::unique_ptr<Reader> r = std::move(*reader);
+    std::unique_ptr<Writer> w = std::move(*writer);
+    r->start([&](std::string_view d) { got.append(d); },
+             [&](int status) {
+               end_status = status;
+               loop.post([&] { r.reset(); });
+             });
+    w->write(payload);
+    w->flush([&] { loop.post([&] { w.reset(); }); });  // closing the write end gives EOF
+    loop.run();
+  }
+  CHECK(got == payload);
+  CHECK(end_status == 0);
+  CHECK(loop.close());
+}
+
+TEST_CASE("a regular file works as input (harnessd < session.jsonl)") {
+  harnessd::test::TempDir dir;
+  std::string content;
+  for (int i = 0; i < 20000; ++i) content += "{\"line\":" + std::to_string(i) + "}\n";
+  std::string path = dir.write("in.jsonl", content);
+  int fd = ::open(path.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  Loop loop;
+  std::string got;
+  bool ended = false;
+  {
+    auto reader = open_fd_reader(loop, fd);
+    REQUIRE(reader);
+    std::unique_ptr<Reader> r = std::move(*reader);
+    r->start([&](std::string_view d) { got.append(d); },
+             [&](int status) {
+               ended = status == 0;
+               loop.post([&] { r.reset(); });
+             });
+    loop.run();
+  }
+  ::close(fd);
+  CHECK(ended);
+  CHECK(got == content);
+  CHECK(loop.close());
+}
+
+TEST_CASE("a regular file works as output") {
+  harnessd::test::TempDir dir;
+  std::string path = dir.path() + "/out.jsonl";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  REQUIRE(fd >= 0);
+  Loop loop;
+  {
+    auto writer = open_fd_writer(loop, fd);
+    REQUIRE(writer);
+    (*writer)->write("one\n");
+    (*writer)->write("two\n");
+  }
+  ::close(fd);
+  CHECK(harnessd::test::read_file(path) == "one\ntwo\n");
+  CHECK(loop.close());
+}
+
+TEST_CASE("a write to a pipe nobody reads reports EPIPE once") {
+  signal(SIGPIPE, SIG_IGN);
+  Loop loop;
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  ::close(fds[0]);
+  int errors = 0;
+  {
+    auto writer = open_fd_writer(loop, fds[1]);
+    REQUIRE(writer);
+    (*writer)->on_error([&](int) { ++errors; });
+    (*writer)->write("a\n");
+    (*writer)->write("b\n");
+    loop.run();
+  }
+  CHECK(errors == 1);
+  CHECK(loop.close());
+}

@@ -1,0 +1,655 @@
+// fake_agent: a scriptable ACP v1 agent used by harnessd's tests as a stand-in adapter.
+// JSON-RPC 2.0 over stdin/stdout, one compact JSON object per line; the prompt text picks the behaviour.
+// See README.md in this directory for the commands and command-line flags.
+
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kMethodNotFound = -32601;
+constexpr int kInvalidParams = -32602;
+constexpr int kInternalError = -32603;
+constexpr long long kTickMs = 50;
+constexpr size_t kReadChunk = 65536;
+
+struct Options {
+  std::optional<int> exit_on_start;
+  bool no_init_reply = false;
+  bool new_error = false;
+  bool banner = false;
+  long long init_delay_ms = 0;
+  std::string log_file;
+};
+
+// State of the prompt turn currently being executed.
+struct Turn {
+  json request_id;
+  std::string session_id;
+  bool cancel_requested = false;
+  bool ignore_cancel = false;
+  bool answered = false;
+};
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (fd == 1) _exit(1);  // stdout is gone: nobody is listening any more
+      return;
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+void log_err(const std::string& text) { write_all(2, "fake-agent: " + text + "\n"); }
+
+// Compact serialisation that never throws on odd strings.
+std::string dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+std::string trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return std::string(s);
+}
+
+// Splits "word rest" into the first word and everything after the single separator following it.
+std::pair<std::string, std::string> split_word(std::string_view text) {
+  size_t end = 0;
+  while (end < text.size() && !is_space(text[end])) ++end;
+  std::string word(text.substr(0, end));
+  std::string rest = end < text.size() ? std::string(text.substr(end + 1)) : std::string();
+  return {word, rest};
+}
+
+std::optional<long long> parse_int(std::string_view s) {
+  long long value = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) return std::nullopt;
+  return value;
+}
+
+long long int_arg(std::string_view args, long long fallback) {
+  std::string text = trim(args);
+  return parse_int(text).value_or(fallback);
+}
+
+void on_sigchld(int) {}  // only there to interrupt poll() so children get reaped
+
+class FakeAgent {
+ public:
+  explicit FakeAgent(Options options) : options_(std::move(options)) {
+    if (!options_.log_file.empty()) {
+      log_fd_ = ::open(options_.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (log_fd_ < 0) log_err("cannot open log file " + options_.log_file + ": " + std::strerror(errno));
+    }
+  }
+
+  [[noreturn]] void run() {
+    for (;;) {
+      if (pending_prompts_.empty()) {
+        pump(-1);
+        continue;
+      }
+      json request = std::move(pending_prompts_.front());
+      pending_prompts_.pop_front();
+      run_turn(request);
+    }
+  }
+
+ private:
+  // ---- transport -------------------------------------------------------
+
+  void send(const json& message) { send_raw_line(dump(message)); }
+
+  void send_raw_line(const std::string& line) { write_all(1, line + "\n"); }
+
+  void respond(const json& id, json result) {
+    send({{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(result)}});
+  }
+
+  void respond_error(const json& id, int code, const std::string& message) {
+    send({{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", message}}}});
+  }
+
+  long long send_request(const std::string& method, std::optional<json> params) {
+    long long id = next_request_id_++;
+    json message = {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}};
+    if (params) message["params"] = std::move(*params);
+    awaited_.insert(id);
+    send(message);
+    return id;
+  }
+
+  // Waits up to timeout_ms (-1: forever) for stdin and dispatches every complete line that arrived.
+  void pump(int timeout_ms) {
+    if (stdin_closed_) {
+      ::poll(nullptr, 0, timeout_ms);
+      reap_children();
+      return;
+    }
+    pollfd fd{0, POLLIN, 0};
+    int ready = ::poll(&fd, 1, timeout_ms);
+    reap_children();
+    if (ready <= 0) return;  // timeout or EINTR
+    char chunk[kReadChunk];
+    ssize_t n = ::read(0, chunk, sizeof chunk);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    if (n <= 0) {
+      on_eof();
+      return;
+    }
+    input_.append(chunk, static_cast<size_t>(n));
+    size_t newline;
+    while ((newline = input_.find('\n')) != std::string::npos) {
+      std::string line = input_.substr(0, newline);
+      input_.erase(0, newline + 1);
+      handle_line(std::move(line));
+    }
+  }
+
+  void on_eof() {
+    if (!ignore_eof_) {
+      log_err("stdin closed, exiting");
+      std::exit(0);
+    }
+    log_err("stdin closed, ignoring it");
+    stdin_closed_ = true;
+  }
+
+  void reap_children() {
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+
+  void handle_line(std::string line) {
+    if (log_fd_ >= 0) write_all(log_fd_, line + "\n");
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (trim(line).empty()) return;
+    json message = json::parse(line, nullptr, false);
+    if (message.is_discarded() || !message.is_object()) {
+      log_err("ignoring non-JSON-RPC input line: " + line);
+      return;
+    }
+    try {
+      if (message.contains("method") && message["method"].is_string()) {
+        if (message.contains("id"))
+          handle_request(message);
+        else
+          handle_notification(message);
+      } else if (message.contains("id") && (message.contains("result") || message.contains("error"))) {
+        handle_response(message);
+      } else {
+        log_err("ignoring unrecognised message: " + line);
+      }
+    } catch (const std::exception& e) {
+      log_err(std::string("failed to handle message: ") + e.what());
+    }
+  }
+
+  void handle_request(const json& message) {
+    const json& id = message["id"];
+    const std::string method = message["method"];
+    const json params = message.value("params", json::object());
+    if (method == "initialize") {
+      if (options_.no_init_reply) {
+        log_err("--no-init-reply: not answering initialize");
+        return;
+      }
+      if (options_.init_delay_ms > 0) ::usleep(static_cast<useconds_t>(options_.init_delay_ms * 1000));
+      json caps = params.is_object() ? params.value("clientCapabilities", json::object()) : json::object();
+      client_capabilities_ = caps.is_null() ? json::object() : caps;
+      respond(id, {{"protocolVersion", 1},
+                   {"agentCapabilities",
+                    {{"loadSession", false},
+                     {"promptCapabilities", {{"image", true}, {"audio", false}, {"embeddedContext", true}}}}},
+                   {"authMethods", json::array()},
+                   {"agentInfo", {{"name", "fake-agent"}, {"version", "1.0.0"}}}});
+    } else if (method == "session/new") {
+      if (options_.new_error) {
+        respond_error(id, kInternalError, "cannot create session");
+        return;
+      }
+      if (!params.is_object() || !params.contains("cwd") || !params["cwd"].is_string()) {
+        respond_error(id, kInvalidParams, "Invalid params: cwd (string) is required");
+        return;
+      }
+      std::string session_id = "fake-" + std::to_string(::getpid()) + "-" + std::to_string(next_session_++);
+      sessions_[session_id] = params["cwd"].get<std::string>();
+      respond(id, {{"sessionId", session_id}});
+    } else if (method == "session/prompt") {
+      pending_prompts_.push_back(message);  // run by run(), never nested inside another turn
+    } else if (method == "session/close") {
+      if (params.is_object() && params.contains("sessionId") && params["sessionId"].is_string())
+        sessions_.erase(params["sessionId"].get<std::string>());
+      respond(id, json::object());
+    } else {
+      respond_error(id, kMethodNotFound, "Method not found: " + method);
+    }
+  }
+
+  void handle_notification(const json& message) {
+    if (message["method"] != "session/cancel") return;
+    const json params = message.value("params", json::object());
+    if (!params.is_object() || !params.contains("sessionId") || !params["sessionId"].is_string()) return;
+    const std::string session_id = params["sessionId"];
+    if (turn_ && !turn_->answered && turn_->session_id == session_id) {
+      log_err("cancel requested for " + session_id + (turn_->ignore_cancel ? " (ignored)" : ""));
+      turn_->cancel_requested = true;
+    }
+    // Prompts queued behind the running turn are cancelled before they start.
+    for (auto it = pending_prompts_.begin(); it != pending_prompts_.end();) {
+      const json queued = it->value("params", json());
+      if (queued.is_object() && queued.value("sessionId", json()) == session_id) {
+        respond((*it)["id"], {{"stopReason", "cancelled"}});
+        it = pending_prompts_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void handle_response(const json& message) {
+    const json& id = message["id"];
+    if (id.is_number_integer() && awaited_.count(id.get<long long>())) {
+      awaited_.erase(id.get<long long>());
+      responses_[id.get<long long>()] = message;
+    } else {
+      log_err("ignoring response to unknown or abandoned request id " + dump(id));
+    }
+  }
+
+  // ---- turn helpers -----------------------------------------------------
+
+  void send_update(json update) {
+    send({{"jsonrpc", "2.0"},
+          {"method", "session/update"},
+          {"params", {{"sessionId", turn_->session_id}, {"update", std::move(update)}}}});
+  }
+
+  void send_chunk(const std::string& text) {
+    send_update({{"sessionUpdate", "agent_message_chunk"}, {"content", {{"type", "text"}, {"text", text}}}});
+  }
+
+  void finish(const std::string& stop_reason) {
+    respond(turn_->request_id, {{"stopReason", stop_reason}});
+    turn_->answered = true;
+  }
+
+  bool cancelled() const { return turn_ && turn_->cancel_requested && !turn_->ignore_cancel; }
+
+  // Keeps serving stdin until the deadline; false as soon as an honoured cancel arrives.
+  bool sleep_until(Clock::time_point deadline) {
+    for (;;) {
+      if (cancelled()) return false;
+      auto remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (remaining <= 0) return true;
+      pump(static_cast<int>(remaining));
+    }
+  }
+
+  // Sends "tick <i>" every kTickMs for total_ms; false if cancelled on the way.
+  bool tick_for(long long total_ms) {
+    const auto start = Clock::now();
+    for (long long i = 1; i * kTickMs <= total_ms; ++i) {
+      if (!sleep_until(start + std::chrono::milliseconds(i * kTickMs))) return false;
+      send_chunk("tick " + std::to_string(i));
+    }
+    return sleep_until(start + std::chrono::milliseconds(total_ms));
+  }
+
+  // Waits for the answer to one of our requests; nullopt if an honoured cancel came first.
+  std::optional<json> await_response(long long id, bool honour_cancel) {
+    for (;;) {
+      if (auto it = responses_.find(id); it != responses_.end()) {
+        json response = std::move(it->second);
+        responses_.erase(it);
+        return response;
+      }
+      if (honour_cancel && cancelled()) {
+        awaited_.erase(id);  // a late answer will be logged and dropped
+        return std::nullopt;
+      }
+      pump(-1);
+    }
+  }
+
+  void run_turn(const json& request) {
+    const json& id = request["id"];
+    const json params = request.value("params", json::object());
+    if (!params.is_object() || !params.contains("sessionId") || !params["sessionId"].is_string() ||
+        !params.contains("prompt") || !params["prompt"].is_array()) {
+      respond_error(id, kInvalidParams, "Invalid params: sessionId (string) and prompt (array) are required");
+      return;
+    }
+    const std::string session_id = params["sessionId"];
+    if (!sessions_.count(session_id)) {
+      respond_error(id, kInvalidParams, "Unknown session: " + session_id);
+      return;
+    }
+    std::string text;
+    for (const json& block : params["prompt"]) {
+      if (block.is_object() && block.value("type", json()) == "text" && block.contains("text") &&
+          block["text"].is_string()) {
+        text = trim(block["text"].get<std::string>());
+        break;
+      }
+    }
+    Turn turn;
+    turn.request_id = id;
+    turn.session_id = session_id;
+    turn_ = &turn;
+    log_err("prompt for " + session_id + ": " + text.substr(0, 200));
+    try {
+      execute(text);
+      if (!turn.answered) finish("end_turn");  // safety net; every command answers itself
+    } catch (const std::exception& e) {
+      log_err(std::string("command failed: ") + e.what());
+      if (!turn.answered) respond_error(id, kInternalError, std::string("fake-agent: ") + e.what());
+    }
+    turn_ = nullptr;
+  }
+
+  // ---- commands ---------------------------------------------------------
+
+  void execute(const std::string& text) {
+    auto [command, raw_args] = split_word(text);
+    const std::string args = trim(raw_args);
+    if (command == "echo") {
+      send_chunk(raw_args);
+      finish("end_turn");
+    } else if (command == "stream") {
+      long long n = int_arg(args, 1);
+      for (long long i = 1; i <= n; ++i) send_chunk("chunk " + std::to_string(i));
+      finish("end_turn");
+    } else if (command == "permission") {
+      cmd_permission();
+    } else if (command == "slow") {
+      finish(tick_for(int_arg(args, 1000)) ? "end_turn" : "cancelled");
+    } else if (command == "ignore-cancel") {
+      turn_->ignore_cancel = true;
+      tick_for(int_arg(args, 1000));
+      finish("end_turn");
+    } else if (command == "ignore-sigterm") {
+      cmd_ignore_sigterm();
+    } else if (command == "crash") {
+      send_chunk("about to crash");
+      write_all(2, "crashing\n");
+      _exit(static_cast<int>(int_arg(args, 3)));
+    } else if (command == "crash-signal") {
+      cmd_crash_signal();
+    } else if (command == "half-line") {
+      write_all(1, R"({"jsonrpc":"2.0","method":"session/up)");
+      _exit(0);
+    } else if (command == "garbage") {
+      send_raw_line("this is not json");
+      send_chunk("after garbage");
+      finish("end_turn");
+    } else if (command == "call") {
+      cmd_call(args);
+    } else if (command == "stderr") {
+      long long n = int_arg(args, 1);
+      for (long long i = 1; i <= n; ++i) write_all(2, "stderr line " + std::to_string(i) + "\n");
+      send_chunk("done");
+      finish("end_turn");
+    } else if (command == "env") {
+      const char* value = std::getenv(args.c_str());
+      send_chunk(value ? value : "<unset>");
+      finish("end_turn");
+    } else if (command == "cwd") {
+      char buffer[4096];
+      send_chunk(::getcwd(buffer, sizeof buffer) ? buffer : std::string("<getcwd failed>"));
+      finish("end_turn");
+    } else if (command == "pid") {
+      send_chunk("pid " + std::to_string(::getpid()) + " ppid " + std::to_string(::getppid()));
+      finish("end_turn");
+    } else if (command == "grandchild" || command == "grandchild-detached") {
+      cmd_grandchild(command == "grandchild-detached");
+    } else if (command == "client-caps") {
+      send_chunk(dump(client_capabilities_));
+      finish("end_turn");
+    } else if (command == "big") {
+      send_chunk(std::string(static_cast<size_t>(std::max(0LL, int_arg(args, 0))), 'x'));
+      finish("end_turn");
+    } else if (command == "bad-utf8") {
+      send_raw_line(R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":)" +
+                    dump(turn_->session_id) +
+                    R"(,"update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"ok )"
+                    "\xff\xfe"
+                    R"( end"}}}})");
+      finish("end_turn");
+    } else if (command == "update-after") {
+      send_chunk("before");
+      finish("end_turn");
+      sleep_until(Clock::now() + std::chrono::milliseconds(20));
+      send_chunk("after the answer");
+    } else if (command == "error") {
+      auto [code_text, message] = split_word(args);
+      std::optional<long long> code = parse_int(code_text);
+      std::string text_message = code ? trim(message) : args;
+      respond_error(turn_->request_id, code ? static_cast<int>(*code) : kInternalError,
+                    text_message.empty() ? "error" : text_message);
+      turn_->answered = true;
+    } else if (command == "stop") {
+      finish(args.empty() ? "end_turn" : args);
+    } else {
+      send_chunk("unknown command: " + text);
+      finish("end_turn");
+    }
+  }
+
+  void cmd_permission() {
+    send_update({{"sessionUpdate", "tool_call"},
+                 {"toolCallId", "call_1"},
+                 {"title", "Write file"},
+                 {"kind", "edit"},
+                 {"status", "pending"}});
+    json params = {{"sessionId", turn_->session_id},
+                   {"toolCall", {{"toolCallId", "call_1"}}},
+                   {"options",
+                    {{{"optionId", "allow"}, {"name", "Allow once"}, {"kind", "allow_once"}},
+                     {{"optionId", "reject"}, {"name", "Reject"}, {"kind", "reject_once"}}}}};
+    long long id = send_request("session/request_permission", std::move(params));
+    // Per ACP the client answers a pending permission request with "cancelled" after session/cancel,
+    // so keep waiting for it even when a cancel arrives.
+    json response = *await_response(id, false);
+    if (response.contains("error")) {
+      if (cancelled()) return finish("cancelled");
+      const json& error = response["error"];
+      send_chunk("permission: error " + dump(error.is_object() ? error.value("code", json()) : error));
+      return finish("end_turn");
+    }
+    const json result = response.value("result", json());
+    const json outcome = result.is_object() ? result.value("outcome", json()) : json();
+    const json kind = outcome.is_object() ? outcome.value("outcome", json()) : json();
+    if (kind == "cancelled") {
+      send_chunk("permission: cancelled");
+      return finish(cancelled() ? "cancelled" : "end_turn");
+    }
+    if (cancelled()) return finish("cancelled");
+    if (kind == "selected") {
+      const json option = outcome.value("optionId", json());
+      const std::string option_id = option.is_string() ? option.get<std::string>() : dump(option);
+      send_update({{"sessionUpdate", "tool_call_update"},
+                   {"toolCallId", "call_1"},
+                   {"status", option_id == "allow" ? "completed" : "failed"}});
+      send_chunk("permission: selected " + option_id);
+      return finish("end_turn");
+    }
+    send_chunk("permission: unexpected answer " + dump(result));
+    finish("end_turn");
+  }
+
+  void cmd_ignore_sigterm() {
+    turn_->ignore_cancel = true;
+    ignore_eof_ = true;
+    ::signal(SIGTERM, SIG_IGN);
+    ::signal(SIGINT, SIG_IGN);
+    send_chunk("stubborn");
+    for (;;) pump(-1);  // only SIGKILL ends this
+  }
+
+  void cmd_crash_signal() {
+    send_chunk("about to crash");
+    rlimit no_core{0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);  // no core files in the test directory
+    ::signal(SIGSEGV, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGSEGV);
+    ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+    ::kill(::getpid(), SIGSEGV);
+    _exit(128 + SIGSEGV);  // not reached
+  }
+
+  void cmd_call(const std::string& args) {
+    auto [method, params_text] = split_word(args);
+    if (method.empty()) {
+      send_chunk("call: missing method");
+      return finish("end_turn");
+    }
+    std::optional<json> params;
+    if (!trim(params_text).empty()) {
+      json parsed = json::parse(params_text, nullptr, false);
+      if (parsed.is_discarded()) {
+        send_chunk("call: invalid params JSON");
+        return finish("end_turn");
+      }
+      if (parsed.is_object() && parsed.value("sessionId", json()) == "$SESSION")
+        parsed["sessionId"] = turn_->session_id;
+      params = std::move(parsed);
+    }
+    long long id = send_request(method, std::move(params));
+    std::optional<json> response = await_response(id, true);
+    if (!response) return finish("cancelled");
+    if (response->contains("error"))
+      send_chunk("error: " + dump((*response)["error"]));
+    else
+      send_chunk("result: " + dump(response->value("result", json())));
+    finish("end_turn");
+  }
+
+  void cmd_grandchild(bool detached) {
+    pid_t child = ::fork();
+    if (child < 0) {
+      send_chunk(std::string("grandchild: fork failed: ") + std::strerror(errno));
+      return finish("end_turn");
+    }
+    if (child == 0) {
+      if (detached) ::setsid();
+      // Keep the grandchild off the agent's pipes so it cannot hold them open.
+      int null_fd = ::open("/dev/null", O_RDWR);
+      if (null_fd >= 0) {
+        ::dup2(null_fd, 0);
+        ::dup2(null_fd, 1);
+        ::dup2(null_fd, 2);
+      }
+      ::execlp("sleep", "sleep", "1000", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    send_chunk("grandchild " + std::to_string(child));
+    // On cancel the grandchild is deliberately left alive: the daemon's containment must kill it.
+    finish(tick_for(600000) ? "end_turn" : "cancelled");
+  }
+
+  Options options_;
+  int log_fd_ = -1;
+  std::string input_;
+  bool stdin_closed_ = false;
+  bool ignore_eof_ = false;
+  json client_capabilities_ = json::object();
+  std::map<std::string, std::string> sessions_;  // sessionId -> cwd
+  long long next_session_ = 1;
+  long long next_request_id_ = 0;
+  std::set<long long> awaited_;
+  std::map<long long, json> responses_;
+  std::deque<json> pending_prompts_;
+  Turn* turn_ = nullptr;
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+  log_err(message);
+  log_err(
+      "usage: fake_agent [--exit-on-start CODE] [--no-init-reply] [--new-error] [--init-delay MS] [--banner] [--log-file PATH]");
+  std::exit(2);
+}
+
+Options parse_options(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage_error("missing value for " + arg);
+      return argv[++i];
+    };
+    if (arg == "--exit-on-start") {
+      std::string code = value();
+      auto parsed = parse_int(code);
+      if (!parsed) usage_error("invalid exit code: " + code);
+      options.exit_on_start = static_cast<int>(*parsed);
+    } else if (arg == "--no-init-reply") {
+      options.no_init_reply = true;
+    } else if (arg == "--new-error") {
+      options.new_error = true;
+    } else if (arg == "--init-delay") {
+      std::string ms = value();
+      auto parsed = parse_int(ms);
+      if (!parsed) usage_error("invalid delay: " + ms);
+      options.init_delay_ms = *parsed;
+    } else if (arg == "--banner") {
+      options.banner = true;
+    } else if (arg == "--log-file") {
+      options.log_file = value();
+    } else {
+      usage_error("unknown flag: " + arg);
+    }
+  }
+  return options;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options = parse_options(argc, argv);
+  if (options.exit_on_start) {
+    log_err("refusing to start");
+    return *options.exit_on_start;
+  }
+  // Dispositions may be inherited as ignored; the tests rely on the defaults.
+  ::signal(SIGTERM, SIG_DFL);
+  ::signal(SIGINT, SIG_DFL);
+  struct sigaction child_action{};
+  child_action.sa_handler = on_sigchld;
+  sigemptyset(&child_action.sa_mask);
+  ::sigaction(SIGCHLD, &child_action, nullptr);  // no SA_RESTART: wakes poll() to reap children
+  if (options.banner) write_all(1, "fake-agent banner (not json)\n");
+  FakeAgent agent(std::move(options));
+  agent.run();
+}

@@ -1,0 +1,68 @@
+// Harness profiles: built-ins, TOML overrides, and the adapter environment.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+
+#include "harnesses/profile.h"
+
+using namespace harnessd::harnesses;
+
+namespace {
+bool has(const std::vector<std::string>& env, const std::string& entry) {
+  return std::find(env.begin(), env.end(), entry) != env.end();
+}
+}  // namespace
+
+TEST_CASE("built-in ACP profiles run the adapters by name, never through npx") {
+  auto b = builtin_profiles();
+  CHECK(b.at("claude").command == std::vector<std::string>{"claude-agent-acp"});
+  CHECK(b.at("opencode").command == std::vector<std::string>{"opencode", "acp"});
+  CHECK(b.at("gemini").command == std::vector<std::string>{"gemini", "--acp"});
+  CHECK(b.at("codex").command == std::vector<std::string>{"codex-acp"});
+  for (const auto& [name, p] : b) {
+    CHECK(p.kind == "acp");
+    CHECK(p.command[0] != "npx");
+  }
+}
+
+TEST_CASE("a TOML table defines or overrides a profile") {
+  auto t = toml::parse(R"(command = ["/opt/agent", "--acp"]
+env = { MODE = "test" }
+env_passthrough = ["API_KEY"])");
+  auto p = profile_from_toml("mine", t, nullptr);
+  REQUIRE(p);
+  CHECK(p->command == std::vector<std::string>{"/opt/agent", "--acp"});
+  CHECK(p->env.at("MODE") == "test");
+  CHECK(p->env_passthrough == std::vector<std::string>{"API_KEY"});
+
+  auto base = builtin_profiles().at("claude");
+  auto over = profile_from_toml("claude", toml::parse(R"(env = { X = "1" })"), &base);
+  REQUIRE(over);
+  CHECK(over->command == base.command);  // kept from the built-in
+  CHECK(over->env.at("X") == "1");
+}
+
+TEST_CASE("bad profiles are rejected with the key named") {
+  CHECK(profile_from_toml("a", toml::parse("command = \"agent --acp\""), nullptr).error().message ==
+        "[harness.a].command must be an array of strings");
+  CHECK(profile_from_toml("a", toml::parse("command = []"), nullptr).error().message ==
+        "[harness.a].command must be a non-empty array (argv, no shell)");
+  CHECK(profile_from_toml("a", toml::parse("command = [\"x\"]\nkind = \"pty\""), nullptr).error().message ==
+        "[harness.a].kind 'pty' is not supported (supported: acp)");
+  CHECK(profile_from_toml("a", toml::parse("command = [\"x\"]\ncomand = 1"), nullptr).error().message ==
+        "[harness.a]: unknown key 'comand'");
+}
+
+TEST_CASE("adapters get a safe environment plus what the profile names") {
+  HarnessProfile p;
+  p.env = {{"MODE", "x"}, {"HOME", "/override"}};
+  p.env_passthrough = {"API_KEY"};
+  std::vector<std::string> parent = {"PATH=/bin", "HOME=/home/u", "API_KEY=k", "SECRET_TOKEN=s", "LANG=C.UTF-8"};
+  auto env = adapter_environment(p, parent);
+  CHECK(has(env, "PATH=/bin"));
+  CHECK(has(env, "LANG=C.UTF-8"));
+  CHECK(has(env, "API_KEY=k"));
+  CHECK(has(env, "MODE=x"));
+  CHECK(has(env, "HOME=/override"));  // the profile's env wins
+  CHECK_FALSE(has(env, "SECRET_TOKEN=s"));
+}

@@ -1,0 +1,307 @@
+// harnessd against the official ACP TypeScript SDK (2.x client API), with the fake agent as adapter.
+// Every line harnessd writes is checked against the ACP v1 JSON Schema bundled with the SDK.
+// Run: HARNESSD_EXE=... FAKE_AGENT_EXE=... node --test tests/node/conformance.test.mjs
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as acp from '@agentclientprotocol/sdk';
+import Ajv2020 from 'ajv/dist/2020.js';
+
+const HARNESSD = process.env.HARNESSD_EXE;
+const FAKE_AGENT = process.env.FAKE_AGENT_EXE;
+for (const [name, value] of [['HARNESSD_EXE', HARNESSD], ['FAKE_AGENT_EXE', FAKE_AGENT]]) {
+  if (!value || !fs.existsSync(value)) {
+    throw new Error(`${name} must point to the built executable (got ${JSON.stringify(value)})`);
+  }
+}
+
+// --- Schema: x-method/x-side annotated $defs -> validators --------------------------------------
+const schema = JSON.parse(fs.readFileSync(
+  createRequire(import.meta.url).resolve('@agentclientprotocol/sdk/schema/v1/schema.json'), 'utf8'));
+const ajv = new Ajv2020({ strict: false, validateFormats: false, allErrors: true });
+ajv.addSchema(schema, 'acp');
+const resultDefs = new Map(); // method the agent handles -> its Response def (what harnessd answers)
+const outboundDefs = new Map(); // method harnessd may send (client-side or protocol) -> params def
+for (const [name, def] of Object.entries(schema.$defs)) {
+  const method = def['x-method'];
+  const side = def['x-side'];
+  if (!method) continue;
+  if (side === 'agent' && name.endsWith('Response')) resultDefs.set(method, name);
+  if ((side === 'client' || side === 'protocol') && !name.endsWith('Response')) outboundDefs.set(method, name);
+}
+const validators = new Map();
+function validatorFor(defName) {
+  if (!validators.has(defName)) validators.set(defName, ajv.compile({ $ref: `acp#/$defs/${defName}` }));
+  return validators.get(defName);
+}
+function assertValid(defName, value, where) {
+  const validate = validatorFor(defName);
+  assert.ok(validate(value), `${where} does not match ${defName}: ${ajv.errorsText(validate.errors).slice(0, 600)}`);
+}
+
+// --- Line tap: splits a byte stream into lines as they are written -----------------------------
+class LineTap {
+  constructor() { this.lines = []; this.rest = ''; this.decoder = new StringDecoder('utf8'); }
+  feed(chunk) {
+    const parts = (this.rest + this.decoder.write(chunk)).split('\n');
+    this.rest = parts.pop();
+    this.lines.push(...parts);
+  }
+}
+
+// Checks every harnessd line: envelope, ids matched to our requests, params/results per schema.
+function validateTranscript(out, sent) {
+  const sentMethods = new Map();
+  for (const line of sent.lines) {
+    const msg = JSON.parse(line);
+    if (msg.method !== undefined && msg.id !== undefined) sentMethods.set(JSON.stringify(msg.id), msg.method);
+  }
+  assert.equal(out.rest, '', 'harnessd left an unterminated line on stdout');
+  out.lines.forEach((line, i) => {
+    const where = `harnessd line ${i + 1} ${line.slice(0, 200)}`;
+    let msg;
+    assert.doesNotThrow(() => { msg = JSON.parse(line); }, `${where} is not JSON`);
+    assert.ok(msg && typeof msg === 'object' && !Array.isArray(msg), `${where} is not a JSON object`);
+    assert.equal(msg.jsonrpc, '2.0', `${where} lacks jsonrpc "2.0"`);
+    if (typeof msg.method === 'string') {
+      const def = outboundDefs.get(msg.method);
+      if (def) assertValid(def, msg.params, `${where} params`);
+      else assert.ok(msg.method.startsWith('_'), `${where}: method ${msg.method} is neither ACP nor an _extension`);
+      return;
+    }
+    assert.ok('id' in msg, `${where} is neither request, notification nor response`);
+    assert.equal(('result' in msg) + ('error' in msg), 1, `${where} needs exactly one of result/error`);
+    if ('error' in msg) {
+      assert.ok(Number.isInteger(msg.error?.code), `${where}: error code must be an integer`);
+      assert.ok(typeof msg.error.message === 'string' && msg.error.message.length > 0, `${where}: empty error message`);
+      return;
+    }
+    const method = sentMethods.get(JSON.stringify(msg.id));
+    assert.ok(method, `${where} answers id ${JSON.stringify(msg.id)}, which we never sent`);
+    if (resultDefs.has(method)) assertValid(resultDefs.get(method), msg.result, `${where} result of ${method}`);
+  });
+}
+
+// --- Processes -----------------------------------------------------------------------------------
+function descendants(rootPid) {
+  const children = new Map();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!children.has(ppid)) children.set(ppid, []);
+      children.get(ppid).push(Number(entry));
+    } catch { /* the process went away meanwhile */ }
+  }
+  const found = [];
+  for (let queue = [rootPid]; queue.length;) for (const c of children.get(queue.shift()) ?? []) { found.push(c); queue.push(c); }
+  return found;
+}
+// A zombie counts as gone: orphans are reparented to PID 1, which may never reap them (containers).
+function isGone(pid) {
+  try { process.kill(pid, 0); } catch (e) { if (e.code === 'ESRCH') return true; throw e; }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch { return true; }
+}
+
+// Starts harnessd with a fresh config, connects the SDK client, runs body(ctx, d), then shuts down
+// and checks the exit code, leftover processes and every line harnessd wrote.
+async function withDaemon(body, { onPermission } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-node-'));
+  const config = path.join(dir, 'config.toml');
+  fs.writeFileSync(config, `[daemon]\ndefault_harness = "fake"\n[harness.fake]\ncommand = [${JSON.stringify(FAKE_AGENT)}]\n`);
+  const child = spawn(HARNESSD, ['--config', config, '--cancel-grace', '0.3', '--kill-grace', '0.5', '--log-level', 'warn'],
+    { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b) => { stderr += b; });
+  child.stdin.on('error', () => {}); // EPIPE if harnessd dies early; the exit check reports it
+  const exited = once(child, 'exit');
+
+  const out = new LineTap();
+  const sent = new LineTap();
+  const toSdk = new PassThrough();
+  toSdk.on('error', () => {});
+  child.stdout.on('data', (b) => out.feed(b));
+  child.stdout.pipe(toSdk);
+  const toDaemon = new Writable({
+    write(chunk, _enc, cb) { sent.feed(chunk); child.stdin.write(chunk, cb); },
+  });
+
+  const d = { out, sent, updates: [], waiters: [], pids: new Set(), permissions: [] };
+  const client = acp.client({ name: 'harnessd-conformance' })
+    .onRequest(acp.methods.client.session.requestPermission, ({ params }) => {
+      d.permissions.push(params);
+      return onPermission ? onPermission(params) : { outcome: { outcome: 'cancelled' } };
+    })
+    .onNotification(acp.methods.client.session.update, ({ params }) => {
+      d.updates.push(params);
+      for (const w of d.waiters.splice(0)) w();
+    });
+
+  let failure;
+  try {
+    const stream = acp.ndJsonStream(Writable.toWeb(toDaemon), Readable.toWeb(toSdk));
+    await client.connectWith(stream, (ctx) => body(ctx, d));
+  } catch (e) { failure = e; }
+
+  if (fs.existsSync('/proc')) for (const pid of descendants(child.pid)) d.pids.add(pid);
+  child.stdin.end();
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  const [code, signal] = await exited;
+  clearTimeout(timer);
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (failure) throw failure;
+  assert.equal(code, 0, `harnessd exit code ${code} signal ${signal} (killed after 5 s if hung); stderr:\n${stderr}`);
+  const left = [...d.pids].filter((pid) => !isGone(pid));
+  assert.deepEqual(left, [], `processes left after harnessd exited: ${left}`);
+  validateTranscript(out, sent);
+  return d;
+}
+
+// --- ACP helpers ---------------------------------------------------------------------------------
+async function initialize(ctx, protocolVersion = acp.PROTOCOL_VERSION) {
+  return ctx.request(acp.methods.agent.initialize, { protocolVersion, clientCapabilities: {} });
+}
+async function newSession(ctx) {
+  const res = await ctx.request(acp.methods.agent.session.new, { cwd: os.tmpdir(), mcpServers: [] });
+  assert.equal(typeof res.sessionId, 'string');
+  assert.ok(res.sessionId.length > 0);
+  return res.sessionId;
+}
+// Index in the stdout tap of harnessd's answer to the last request we sent for `method`.
+function rawAnswerIndex(d, method, from = 0) {
+  const req = d.sent.lines.map((l) => JSON.parse(l)).findLast((m) => m.method === method && m.id !== undefined);
+  const msgs = d.out.lines.map((l) => JSON.parse(l));
+  const index = msgs.findIndex((m, i) => i >= from && m.method === undefined && m.id === req?.id);
+  assert.ok(index >= 0, `answer to ${method} not seen on the stdout tap`);
+  return index;
+}
+// Sends a prompt; returns the result plus the session/update lines harnessd wrote before the answer.
+async function prompt(ctx, d, sessionId, text) {
+  const from = d.out.lines.length;
+  const result = await ctx.request(acp.methods.agent.session.prompt, { sessionId, prompt: [{ type: 'text', text }] });
+  const answer = rawAnswerIndex(d, 'session/prompt', from);
+  const msgs = d.out.lines.map((l) => JSON.parse(l));
+  const updates = msgs.slice(from, answer).filter((m) => m.method === 'session/update').map((m) => m.params);
+  return { result, updates, answerLine: answer };
+}
+const chunkTexts = (updates) => updates
+  .filter((u) => u.update.sessionUpdate === 'agent_message_chunk').map((u) => u.update.content.text);
+// Records the adapter's pid and its parent (harnessd's guard) so the shutdown check covers them.
+async function trackAdapter(ctx, d, sessionId) {
+  const { updates } = await prompt(ctx, d, sessionId, 'pid');
+  const match = /^pid (\d+) ppid (\d+)$/.exec(chunkTexts(updates).at(-1) ?? '');
+  assert.ok(match, `unexpected pid answer ${JSON.stringify(updates)}`);
+  d.pids.add(Number(match[1]));
+  d.pids.add(Number(match[2]));
+}
+async function nextUpdate(d, sessionId, from, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = d.updates.slice(from).find((u) => u.sessionId === sessionId);
+    if (found) return found;
+    assert.ok(Date.now() < deadline, 'no session/update arrived in time');
+    await Promise.race([new Promise((r) => d.waiters.push(r)), sleep(100)]);
+  }
+}
+
+// --- Tests ---------------------------------------------------------------------------------------
+test('initialize, session/new, session/list and session/close', async () => {
+  await withDaemon(async (ctx, d) => {
+    const init = await initialize(ctx);
+    assert.equal(init.protocolVersion, 1);
+    assert.equal(init.agentInfo?.name, 'harnessd');
+    assert.deepEqual(init.agentCapabilities?.sessionCapabilities, { list: {}, close: {} });
+    assert.equal(init.agentCapabilities?.loadSession, false);
+    const a = await newSession(ctx);
+    const b = await newSession(ctx);
+    assert.notEqual(a, b, 'two session/new calls must give distinct ids');
+    await trackAdapter(ctx, d, a);
+    await trackAdapter(ctx, d, b);
+    const list = await ctx.request(acp.methods.agent.session.list, {});
+    const listed = list.sessions.map((s) => s.sessionId);
+    assert.ok(listed.includes(a) && listed.includes(b), `session/list ${listed} lacks ${a} or ${b}`);
+    for (const s of list.sessions.filter((s) => s.sessionId === a || s.sessionId === b)) assert.equal(s.cwd, os.tmpdir());
+    const closed = await ctx.request(acp.methods.agent.session.close, { sessionId: a });
+    assert.deepEqual(closed, {});
+    const raw = JSON.parse(d.out.lines[rawAnswerIndex(d, 'session/close')]);
+    assert.deepEqual(raw.result, {}, 'session/close must answer {} on the wire');
+  });
+});
+
+test('initialize with protocolVersion 65535 negotiates 1', async () => {
+  await withDaemon(async (ctx) => {
+    const init = await initialize(ctx, 65535);
+    assert.equal(init.protocolVersion, 1);
+  });
+});
+
+test('stream 3: chunks arrive in order before the answer', async () => {
+  await withDaemon(async (ctx, d) => {
+    await initialize(ctx);
+    const sessionId = await newSession(ctx);
+    await trackAdapter(ctx, d, sessionId);
+    const seenBySdk = d.updates.length;
+    const { result, updates } = await prompt(ctx, d, sessionId, 'stream 3');
+    assert.equal(result.stopReason, 'end_turn');
+    assert.deepEqual(chunkTexts(updates), ['chunk 1', 'chunk 2', 'chunk 3']);
+    for (const u of updates) assert.equal(u.sessionId, sessionId);
+    assert.deepEqual(d.updates.slice(seenBySdk), updates, 'the SDK must accept every update harnessd sent');
+  });
+});
+
+test('permission round trip: the host selects allow', async () => {
+  const allow = (params) => {
+    assert.ok(params.options.some((o) => o.optionId === 'allow'), 'option allow offered');
+    return { outcome: { outcome: 'selected', optionId: 'allow' } };
+  };
+  await withDaemon(async (ctx, d) => {
+    await initialize(ctx);
+    const sessionId = await newSession(ctx);
+    await trackAdapter(ctx, d, sessionId);
+    const { result, updates } = await prompt(ctx, d, sessionId, 'permission');
+    assert.equal(result.stopReason, 'end_turn');
+    assert.equal(d.permissions.length, 1);
+    assert.equal(d.permissions[0].sessionId, sessionId);
+    assert.equal(chunkTexts(updates).at(-1), 'permission: selected allow');
+    assert.ok(updates.some((u) => u.update.sessionUpdate === 'tool_call_update' && u.update.status === 'completed'),
+      'a completed tool_call_update arrives');
+    for (const u of updates) assert.equal(u.sessionId, sessionId);
+  }, { onPermission: allow });
+});
+
+test('session/cancel ends a slow turn with cancelled and nothing after it', async () => {
+  await withDaemon(async (ctx, d) => {
+    await initialize(ctx);
+    const sessionId = await newSession(ctx);
+    await trackAdapter(ctx, d, sessionId);
+    const started = Date.now();
+    const from = d.updates.length;
+    const turn = prompt(ctx, d, sessionId, 'slow 5000');
+    await nextUpdate(d, sessionId, from);
+    await ctx.notify(acp.methods.agent.session.cancel, { sessionId });
+    const { result, answerLine } = await turn;
+    assert.equal(result.stopReason, 'cancelled');
+    assert.ok(Date.now() - started < 4000, 'the cancel must end the turn well before slow 5000 finishes');
+    await sleep(300);
+    const late = d.out.lines.slice(answerLine + 1).map((l) => JSON.parse(l))
+      .filter((m) => m.method === 'session/update' && m.params.sessionId === sessionId);
+    assert.deepEqual(late, [], 'no session/update after the cancelled answer');
+  });
+});
+
+test('the schema map covers the methods these tests exercise', () => {
+  for (const m of ['initialize', 'session/new', 'session/prompt', 'session/list', 'session/close']) assert.ok(resultDefs.has(m), m);
+  for (const m of ['session/update', 'session/request_permission']) assert.ok(outboundDefs.has(m), m);
+});

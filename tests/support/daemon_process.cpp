@@ -1,0 +1,231 @@
+// The harnessd process driver used by integration tests.
+#include "daemon_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+
+namespace harnessd::test {
+
+std::string harnessd_exe() { return HARNESSD_EXE; }
+std::string fake_agent_exe() { return FAKE_AGENT_EXE; }
+
+TempDir::TempDir() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "harnessd-test-XXXXXX").string();
+  char* made = mkdtemp(tmpl.data());
+  REQUIRE(made != nullptr);
+  path_ = made;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string TempDir::write(const std::string& name, const std::string& content) const {
+  std::string full = path_ + "/" + name;
+  std::ofstream out(full, std::ios::binary);
+  out << content;
+  return full;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string fake_config(const std::vector<std::string>& args, const std::string& extra) {
+  json argv = json::array({fake_agent_exe()});
+  for (const auto& a : args) argv.push_back(a);
+  // A JSON array of strings is also a valid TOML array.
+  return "[daemon]\ndefault_harness = \"fake\"\n\n[harness.fake]\ncommand = " + argv.dump() + "\n" + extra;
+}
+
+Daemon::Daemon(const std::string& config, std::vector<std::string> args) {
+  std::string config_path = dir_.write("config.toml", config);
+  stderr_path_ = dir_.path() + "/stderr.log";
+  std::vector<std::string> argv = {harnessd_exe(), "--config", config_path, "--cancel-grace", "0.3",
+                                   "--kill-grace", "0.5",     "--log-level", "debug"};
+  argv.insert(argv.end(), args.begin(), args.end());
+
+  int in_pipe[2], out_pipe[2];
+  REQUIRE(pipe2(in_pipe, O_CLOEXEC) == 0);
+  REQUIRE(pipe2(out_pipe, O_CLOEXEC) == 0);
+  int err_fd = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  REQUIRE(err_fd >= 0);
+  pid_ = fork();
+  REQUIRE(pid_ >= 0);
+  if (pid_ == 0) {
+    dup2(in_pipe[0], 0);
+    dup2(out_pipe[1], 1);
+    dup2(err_fd, 2);
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    execv(cargv[0], cargv.data());
+    _exit(127);
+  }
+  ::close(in_pipe[0]);
+  ::close(out_pipe[1]);
+  ::close(err_fd);
+  in_ = in_pipe[1];
+  out_ = out_pipe[0];
+}
+
+Daemon::~Daemon() {
+  close_stdin();
+  if (wait_exit(10s) == -1 && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (out_ >= 0) ::close(out_);
+}
+
+void Daemon::send_raw(const std::string& bytes) {
+  REQUIRE(in_ >= 0);
+  const char* p = bytes.data();
+  std::size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::write(in_, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    REQUIRE(n > 0);
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+
+void Daemon::send(const json& message) { send_raw(message.dump() + "\n"); }
+
+std::optional<json> Daemon::recv(std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto nl = buffer_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
+      raw_lines_.push_back(line);
+      json parsed = json::parse(line, nullptr, false);
+      INFO("harnessd wrote a line that is not JSON: " << line);
+      REQUIRE_FALSE(parsed.is_discarded());
+      return parsed;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || out_ < 0) return std::nullopt;
+    pollfd pfd{out_, POLLIN, 0};
+    int rc = poll(&pfd, 1, static_cast<int>(left.count()));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc <= 0) return std::nullopt;
+    char buf[65536];
+    ssize_t n = ::read(out_, buf, sizeof buf);
+    if (n <= 0) return std::nullopt;
+    buffer_.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+json Daemon::recv_reply(const json& id, std::vector<json>* seen, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    auto msg = recv(std::max(left, 1ms));
+    INFO("waiting for the answer to request " << id.dump() << "; stderr:\n" << stderr_text());
+    REQUIRE(msg.has_value());
+    if (msg->contains("id") && (*msg)["id"] == id && !msg->contains("method")) return *msg;
+    if (seen) seen->push_back(*msg);
+  }
+}
+
+bool Daemon::quiet_for(std::chrono::milliseconds window) { return !recv(window).has_value(); }
+
+void Daemon::close_stdin() {
+  if (in_ >= 0) ::close(in_);
+  in_ = -1;
+}
+
+int Daemon::wait_exit(std::chrono::milliseconds timeout) {
+  if (exited_) return exit_code_;
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    int status = 0;
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      exited_ = true;
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return exit_code_;
+    }
+    usleep(2000);
+  }
+  return -1;
+}
+
+std::string Daemon::stderr_text() const { return read_file(stderr_path_); }
+
+json Daemon::initialize(const json& client_capabilities) {
+  int id = next_id_++;
+  send({{"jsonrpc", "2.0"},
+        {"id", id},
+        {"method", "initialize"},
+        {"params", {{"protocolVersion", 1}, {"clientCapabilities", client_capabilities}}}});
+  json reply = recv_reply(id);
+  REQUIRE(reply.contains("result"));
+  return reply["result"];
+}
+
+std::string Daemon::new_session(const std::string& cwd, const json& meta) {
+  int id = next_id_++;
+  json params = {{"cwd", cwd}, {"mcpServers", json::array()}};
+  if (!meta.is_null()) params["_meta"] = meta;
+  send({{"jsonrpc", "2.0"}, {"id", id}, {"method", "session/new"}, {"params", params}});
+  json reply = recv_reply(id);
+  INFO(reply.dump());
+  REQUIRE(reply.contains("result"));
+  return reply["result"]["sessionId"].get<std::string>();
+}
+
+int Daemon::send_prompt(const std::string& session_id, const std::string& text) {
+  int id = next_id_++;
+  send({{"jsonrpc", "2.0"},
+        {"id", id},
+        {"method", "session/prompt"},
+        {"params", {{"sessionId", session_id}, {"prompt", json::array({{{"type", "text"}, {"text", text}}})}}}});
+  return id;
+}
+
+json Daemon::prompt(const std::string& session_id, const std::string& text, std::vector<json>* updates) {
+  int id = send_prompt(session_id, text);
+  return recv_reply(id, updates);
+}
+
+std::string message_text(const std::vector<json>& updates) {
+  std::string out;
+  for (const auto& m : updates) {
+    if (m.value("method", "") != "session/update") continue;
+    const json& u = m["params"]["update"];
+    if (u.value("sessionUpdate", "") == "agent_message_chunk" && u["content"].value("type", "") == "text") {
+      out += u["content"]["text"].get<std::string>();
+    }
+  }
+  return out;
+}
+
+bool process_alive(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string content;
+  if (!std::getline(stat, content)) return false;
+  auto close_paren = content.rfind(')');
+  if (close_paren == std::string::npos || close_paren + 2 >= content.size()) return false;
+  return content[close_paren + 2] != 'Z';
+}
+
+}  // namespace harnessd::test

@@ -1,0 +1,117 @@
+// Test support: runs the real harnessd binary on pipes and talks JSON-RPC
+// to it with timeouts, like a host would.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace harnessd::test {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+/// Paths of the programs under test, set by CMake.
+std::string harnessd_exe();
+std::string fake_agent_exe();
+
+/// A private directory, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  /// Writes `content` to `<path>/<name>` and returns the full path.
+  std::string write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::string path_;
+};
+
+/// Reads a whole file ("" if missing).
+std::string read_file(const std::string& path);
+
+/// A config whose default harness "fake" runs the fake agent with `args`.
+std::string fake_config(const std::vector<std::string>& args = {}, const std::string& extra = "");
+
+/// One harnessd process driven through its stdin and stdout.
+class Daemon {
+ public:
+  /// Starts `harnessd --config <config> <args...>` with short grace periods.
+  explicit Daemon(const std::string& config = fake_config(), std::vector<std::string> args = {});
+  /// Closes stdin and waits for the exit; kills it if it does not exit.
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  pid_t pid() const { return pid_; }
+  void send(const json& message);
+  /// Writes bytes as they are (add "\n" yourself).
+  void send_raw(const std::string& bytes);
+  /// The next message harnessd writes, or nothing on timeout or EOF.
+  std::optional<json> recv(std::chrono::milliseconds timeout = 10s);
+  /// Reads until the response with `id` arrives; everything before it is
+  /// appended to `seen`. Fails the test on timeout.
+  json recv_reply(const json& id, std::vector<json>* seen = nullptr, std::chrono::milliseconds timeout = 10s);
+  /// True when nothing arrives within `window`.
+  bool quiet_for(std::chrono::milliseconds window);
+  /// Raw stdout lines received so far (for checks on the bytes).
+  const std::vector<std::string>& raw_lines() const { return raw_lines_; }
+
+  void close_stdin();
+  /// Waits for the exit; returns the exit code, 128+signal, or -1 on timeout.
+  int wait_exit(std::chrono::milliseconds timeout = 10s);
+  std::string stderr_text() const;
+
+  // Conveniences for the common exchange.
+  json initialize(const json& client_capabilities = json::object());
+  std::string new_session(const std::string& cwd = "/tmp", const json& meta = nullptr);
+  /// Sends session/prompt with one text block; returns the request id.
+  int send_prompt(const std::string& session_id, const std::string& text);
+  /// Sends a prompt and waits for its answer; updates go to `updates`.
+  json prompt(const std::string& session_id, const std::string& text, std::vector<json>* updates = nullptr);
+
+ private:
+  TempDir dir_;
+  pid_t pid_ = -1;
+  int in_ = -1;
+  int out_ = -1;
+  int exit_code_ = -1;
+  bool exited_ = false;
+  std::string buffer_;
+  std::vector<std::string> raw_lines_;
+  std::string stderr_path_;
+  int next_id_ = 1000;
+};
+
+/// The concatenated text of agent_message_chunk updates in `updates`.
+std::string message_text(const std::vector<json>& updates);
+
+/// True if a process with this pid exists (and is not a zombie).
+bool process_alive(pid_t pid);
+
+/// Waits until `pred` holds or `timeout` passes.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = 3s);
+
+}  // namespace harnessd::test
+
+#include <thread>
+namespace harnessd::test {
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return pred();
+}
+}  // namespace harnessd::test

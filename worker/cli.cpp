@@ -1,0 +1,109 @@
+// Command line: `harnessd [serve]` speaks ACP on stdio. The hidden
+// `__guard` mode runs the process-group guard of an adapter.
+#include "worker/cli.h"
+
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <uv.h>
+
+#include "acp/log.h"
+#include "adapters/guard.h"
+#include "harnessd_version.h"
+#include "worker/config.h"
+#include "worker/daemon.h"
+
+namespace harnessd::worker {
+
+namespace {
+
+std::string self_exe() {
+  char buf[4096];
+  size_t size = sizeof buf;
+  if (uv_exepath(buf, &size) != 0) return {};
+  return std::string(buf, size);
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<long long>(std::llround(seconds * 1000.0)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // The guard must start fast and touch nothing else.
+  if (argc >= 2 && std::strcmp(argv[1], adapters::kGuardArg) == 0) adapters::guard_main(argc, argv);
+
+  CLI::App app{"harnessd: an ACP runtime that runs coding-agent harnesses as workers.\n"
+               "With no command it serves ACP v1 on stdin/stdout (logs go to stderr).",
+               "harnessd"};
+  app.set_version_flag("--version", std::string("harnessd ") + HARNESSD_VERSION);
+  std::optional<std::string> config_path;
+  std::optional<std::string> harness;
+  std::string log_level = "info";
+  std::optional<double> cancel_grace, kill_grace, start_timeout;
+  std::optional<std::size_t> max_line_bytes;
+  bool no_guard = false;
+
+  app.add_option("--config", config_path, "Configuration file (default: $XDG_CONFIG_HOME/harnessd/config.toml)");
+  app.add_option("--harness", harness, "Harness for sessions whose host names none");
+  app.add_option("--log-level", log_level, "debug, info, warn, error or off")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error", "off"}));
+  app.add_option("--cancel-grace", cancel_grace, "Seconds an adapter has to answer a cancel")
+      ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--kill-grace", kill_grace, "Seconds between SIGTERM and SIGKILL")->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--start-timeout", start_timeout, "Seconds an adapter has to start")
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--max-line-bytes", max_line_bytes, "Longest accepted inbound line")
+      ->check(CLI::Range(static_cast<std::size_t>(1024), static_cast<std::size_t>(1) << 32));
+  app.add_flag("--no-guard", no_guard, "Spawn adapters without the process-group guard");
+  auto* serve_cmd = app.add_subcommand("serve", "Serve ACP v1 on stdio (the default)");
+  serve_cmd->fallthrough();
+  app.require_subcommand(0, 1);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e, std::cerr, std::cerr) == 0 ? 0 : 2;
+  }
+
+  log::Level level = log::Level::kInfo;
+  log::parse_level(log_level, level);
+  log::set_level(level);
+  log::make_stderr_nonblocking();
+
+  auto config = load_config(config_path);
+  if (!config) {
+    log::error(config.error().message);
+    return 2;
+  }
+  auto& d = config->daemon;
+  if (harness) {
+    if (!config->harnesses.count(*harness)) {
+      log::error("--harness names unknown harness '" + *harness + "'");
+      return 2;
+    }
+    d.default_harness = *harness;
+  }
+  if (cancel_grace) d.cancel_grace = to_ms(*cancel_grace);
+  if (kill_grace) d.kill_grace = to_ms(*kill_grace);
+  if (start_timeout) d.start_timeout = to_ms(*start_timeout);
+  if (max_line_bytes) d.max_line_bytes = *max_line_bytes;
+
+  ServeOptions options;
+  options.config = std::move(*config);
+  options.guard_exe = no_guard ? std::string() : self_exe();
+  options.in_fd = 0;
+  options.out_fd = protect_stdout();
+  if (options.out_fd < 0) {
+    log::error("cannot set up stdout for the protocol");
+    return 1;
+  }
+  return serve(std::move(options));
+}
+
+}  // namespace harnessd::worker

@@ -1,0 +1,124 @@
+// TOML configuration. Every unknown key is an error, so a typo never
+// silently falls back to a default.
+#include "worker/config.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <sys/stat.h>
+
+namespace harnessd::worker {
+
+namespace {
+
+Expected<std::chrono::milliseconds> seconds(const toml::node& node, const std::string& where) {
+  std::optional<double> v;
+  if (const auto* f = node.as_floating_point()) v = f->get();
+  if (const auto* i = node.as_integer()) v = static_cast<double>(i->get());
+  if (!v || !std::isfinite(*v) || *v < 0 || *v > 86400.0 * 365) {
+    return Error{where + " must be a number of seconds (e.g. 2.5)"};
+  }
+  return std::chrono::milliseconds(static_cast<long long>(std::llround(*v * 1000.0)));
+}
+
+Expected<std::size_t> positive(const toml::node& node, const std::string& where) {
+  const auto* i = node.as_integer();
+  if (!i || i->get() <= 0) return Error{where + " must be a positive integer"};
+  return static_cast<std::size_t>(i->get());
+}
+
+Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
+  static const std::set<std::string> kKnown = {"default_harness", "max_line_bytes",  "cancel_grace",
+                                               "kill_grace",      "start_timeout",   "max_pending_calls",
+                                               "stderr_tail_bytes"};
+  for (const auto& [key, value] : t) {
+    std::string k(key.str());
+    if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
+    std::string where = "[daemon]." + k;
+    if (k == "default_harness") {
+      const auto* s = value.as_string();
+      if (!s || s->get().empty()) return Error{where + " must be a harness name"};
+      d.default_harness = s->get();
+    } else if (k == "cancel_grace" || k == "kill_grace" || k == "start_timeout") {
+      auto ms = seconds(value, where);
+      if (!ms) return ms.error();
+      (k == "cancel_grace" ? d.cancel_grace : k == "kill_grace" ? d.kill_grace : d.start_timeout) = *ms;
+    } else {
+      auto n = positive(value, where);
+      if (!n) return n.error();
+      (k == "max_line_bytes" ? d.max_line_bytes : k == "max_pending_calls" ? d.max_pending_calls
+                                                                           : d.stderr_tail_bytes) = *n;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string default_config_path() {
+  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg && *xdg == '/') {
+    return std::string(xdg) + "/harnessd/config.toml";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "") + "/.config/harnessd/config.toml";
+}
+
+Expected<Config> parse_config(const std::string& text, const std::string& origin) {
+  Config config;
+  config.harnesses = harnesses::builtin_profiles();
+  config.source = origin;
+  toml::table root;
+  try {
+    root = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    return Error{origin + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) + ": " +
+                 std::string(e.description())};
+  }
+  for (const auto& [key, value] : root) {
+    std::string k(key.str());
+    if (k == "daemon") {
+      const auto* t = value.as_table();
+      if (!t) return Error{origin + ": [daemon] must be a table"};
+      if (auto r = read_daemon(*t, config.daemon); !r) return Error{origin + ": " + r.error().message};
+    } else if (k == "harness") {
+      const auto* t = value.as_table();
+      if (!t) return Error{origin + ": [harness] must be a table of [harness.<name>] tables"};
+      for (const auto& [name_key, profile_node] : *t) {
+        std::string name(name_key.str());
+        const auto* pt = profile_node.as_table();
+        if (!pt) return Error{origin + ": [harness." + name + "] must be a table"};
+        auto base = config.harnesses.find(name);
+        auto profile = harnesses::profile_from_toml(name, *pt, base == config.harnesses.end() ? nullptr : &base->second);
+        if (!profile) return Error{origin + ": " + profile.error().message};
+        config.harnesses[name] = std::move(*profile);
+      }
+    } else {
+      return Error{origin + ": unknown table or key '" + k + "'"};
+    }
+  }
+  if (!config.harnesses.count(config.daemon.default_harness)) {
+    return Error{origin + ": [daemon].default_harness names unknown harness '" + config.daemon.default_harness + "'"};
+  }
+  return config;
+}
+
+Expected<Config> load_config(const std::optional<std::string>& path) {
+  std::string file = path ? *path : default_config_path();
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    if (path) return Error{"config file '" + file + "' does not exist"};
+    Config config;
+    config.harnesses = harnesses::builtin_profiles();
+    return config;
+  }
+  std::ifstream in(file);
+  if (!in) return Error{"cannot read config file '" + file + "'"};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), file);
+}
+
+}  // namespace harnessd::worker

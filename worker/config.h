@@ -1,0 +1,52 @@
+// Configuration: built-in defaults, overlaid by the TOML file, overlaid by
+// the command line. Loaded once before the event loop starts.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "harnesses/profile.h"
+#include "schema/expected.h"
+
+namespace harnessd::worker {
+
+struct DaemonConfig {
+  /// Harness for sessions whose host names none.
+  std::string default_harness = "claude";
+  /// Longest inbound line accepted from the host or an adapter.
+  std::size_t max_line_bytes = 64u << 20;
+  /// After session/cancel is forwarded, how long the adapter has to answer
+  /// before its stdin is closed and its group gets SIGTERM.
+  std::chrono::milliseconds cancel_grace{2500};
+  /// After SIGTERM, how long before SIGKILL.
+  std::chrono::milliseconds kill_grace{1500};
+  /// Limit for an adapter's initialize and session/new together.
+  std::chrono::milliseconds start_timeout{60000};
+  /// Outgoing calls (to the host or an adapter) awaiting an answer at once.
+  std::size_t max_pending_calls = 1024;
+  /// stderr bytes of an adapter kept for error reports.
+  std::size_t stderr_tail_bytes = 8192;
+};
+
+struct Config {
+  DaemonConfig daemon;
+  std::map<std::string, harnesses::HarnessProfile> harnesses;
+  /// The file the configuration came from, empty for built-in defaults.
+  std::string source;
+};
+
+/// The config file harnessd reads when --config is not given:
+/// $XDG_CONFIG_HOME/harnessd/config.toml, else ~/.config/harnessd/config.toml.
+std::string default_config_path();
+
+/// Parses TOML text. `origin` names the file in error messages.
+Expected<Config> parse_config(const std::string& text, const std::string& origin);
+
+/// Loads `path` when given (it must exist); otherwise the default path if
+/// that file exists; otherwise the built-in defaults.
+Expected<Config> load_config(const std::optional<std::string>& path);
+
+}  // namespace harnessd::worker

@@ -1,0 +1,133 @@
+// The serve loop: stdio transport, the host connection, the agent, and an
+// orderly shutdown that answers every open prompt and stops every adapter.
+#include "worker/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <memory>
+#include <vector>
+
+#include "acp/connection.h"
+#include "acp/line_splitter.h"
+#include "acp/log.h"
+#include "acp/loop.h"
+#include "acp/stream.h"
+#include "adapters/reaper.h"
+#include "harnesses/profile.h"
+#include "worker/agent.h"
+#include "worker/runtime.h"
+
+namespace harnessd::worker {
+
+int protect_stdout() {
+  int fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return -1;
+  dup2(2, 1);
+  return fd;
+}
+
+int serve(ServeOptions options) {
+  // A host that closes its end must not kill us with SIGPIPE: writes fail
+  // with EPIPE instead and the daemon shuts down in order.
+  signal(SIGPIPE, SIG_IGN);
+
+  Loop loop;
+  const int exit_code = 0;
+  {
+    auto reader = open_fd_reader(loop, options.in_fd);
+    if (!reader) {
+      log::error("cannot read the host's input: " + reader.error().message);
+      return 1;
+    }
+    auto writer = open_fd_writer(loop, options.out_fd);
+    if (!writer) {
+      log::error("cannot write to the host: " + writer.error().message);
+      return 1;
+    }
+    std::unique_ptr<Reader> in = std::move(*reader);
+    std::unique_ptr<Writer> out = std::move(*writer);
+
+    ConnectionOptions copts;
+    copts.peer = "host";
+    copts.require_initialize = true;
+    copts.max_pending_calls = options.config.daemon.max_pending_calls;
+    Connection host(copts, [&out](std::string line) {
+      if (out) out->write(std::move(line));
+    });
+
+    adapters::Reaper reaper(loop);
+    Runtime rt{loop, options.config, host, reaper, options.guard_exe, harnesses::current_environment()};
+    auto agent = std::make_unique<Agent>(rt);
+
+    LineSplitter splitter(
+        options.config.daemon.max_line_bytes, [&host](std::string_view line) { host.receive_line(line); },
+        [&host, &options](std::string_view prefix, std::size_t size) {
+          host.receive_overlong(prefix, size, options.config.daemon.max_line_bytes);
+        });
+
+    std::vector<std::unique_ptr<SignalWatch>> signals;
+    Timer deadline(loop);
+    bool stopping = false;
+
+    // Shutdown: answer every open prompt "cancelled", stop every adapter
+    // tree, flush what we wrote, then let the loop run dry.
+    auto shutdown = [&](const std::string& why) {
+      if (stopping) return;
+      stopping = true;
+      log::info("shutting down: " + why);
+      agent->close_all();
+      auto finish = [&] {
+        deadline.stop();
+        auto done = [&] {
+          loop.post([&] {
+            host.close();
+            in.reset();
+            out.reset();
+            signals.clear();
+          });
+        };
+        if (out) {
+          out->flush(done);
+        } else {
+          done();
+        }
+      };
+      // The kill ladder ends with SIGKILL after kill_grace; this is only a
+      // backstop in case a process cannot be reaped.
+      deadline.start(options.config.daemon.kill_grace + std::chrono::seconds(3), [&, finish] {
+        log::error("adapters did not exit in time; exiting anyway");
+        finish();
+      });
+      reaper.when_empty(finish);
+    };
+
+    out->on_error([&](int status) {
+      log::warn("the host stopped reading our output (" + uv_error_text(status) + ")");
+      host.close();
+      loop.post([&] { shutdown("host output closed"); });
+    });
+    in->start([&splitter](std::string_view data) { splitter.feed(data); },
+              [&](int status) {
+                splitter.finish();
+                if (status < 0) log::warn("reading the host's input failed: " + uv_error_text(status));
+                loop.post([&] { shutdown("end of input"); });
+              });
+    if (options.handle_signals) {
+      for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+        signals.push_back(std::make_unique<SignalWatch>(loop, sig, [&](int s) {
+          loop.post([&, s] { shutdown(std::string("signal ") + strsignal(s)); });
+        }));
+      }
+    }
+
+    loop.run();
+    agent.reset();
+    deadline.stop();
+  }
+  loop.close();  // logs if a handle was left open
+  return exit_code;
+}
+
+}  // namespace harnessd::worker

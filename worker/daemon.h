@@ -1,0 +1,31 @@
+// The daemon: ACP on stdio until the host closes stdin or a stop signal.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "worker/config.h"
+
+namespace harnessd::worker {
+
+struct ServeOptions {
+  Config config;
+  /// fds of the host connection (tests pass pipes; the binary passes 0, 1).
+  int in_fd = 0;
+  int out_fd = 1;
+  /// The executable to run as the guard of adapter groups; empty disables it.
+  std::string guard_exe;
+  /// Watch SIGTERM, SIGINT and SIGHUP as "shut down".
+  bool handle_signals = true;
+};
+
+/// Serves one host until it goes away. Returns the process exit code:
+/// 0 after a clean shutdown, 1 when stdio could not be set up.
+int serve(ServeOptions options);
+
+/// Makes fd 1 safe: the protocol gets a private duplicate of stdout
+/// (returned, close-on-exec) and fd 1 is pointed at stderr, so a stray
+/// write to stdout can never corrupt the protocol stream. -1 on error.
+int protect_stdout();
+
+}  // namespace harnessd::worker

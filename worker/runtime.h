@@ -1,0 +1,31 @@
+// Runtime: what every session needs from the daemon, passed explicitly.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/connection.h"
+#include "acp/loop.h"
+#include "adapters/reaper.h"
+#include "worker/config.h"
+
+namespace harnessd::worker {
+
+/// Owned by the daemon; outlives every session.
+struct Runtime {
+  Loop& loop;
+  const Config& config;
+  /// The host connection (harnessd is the agent side).
+  Connection& host;
+  adapters::Reaper& reaper;
+  /// The harnessd executable used as the guard of adapter process groups.
+  std::string guard_exe;
+  /// harnessd's environment, from which adapters get their variables.
+  std::vector<std::string> parent_env;
+  /// clientCapabilities the host sent in initialize ({} until then).
+  nlohmann::json client_capabilities = nlohmann::json::object();
+};
+
+}  // namespace harnessd::worker

@@ -1,0 +1,362 @@
+// The turn machinery of one session. References are to the ACP v1 spec
+// ("prompt-turn", "cancellation") and to DESIGN.md "Semantics that must hold".
+#include "worker/session.h"
+
+#include <set>
+
+#include "acp/log.h"
+#include "acp/utf8.h"
+#include "harnessd_version.h"
+#include "schema/acp.h"
+
+namespace harnessd::worker {
+
+using nlohmann::json;
+
+namespace {
+
+// Text chunks longer than this are relayed as several chunks, so that no
+// line we write comes near acpx's 8 MiB line limit.
+constexpr std::size_t kMaxChunkText = 1u << 20;
+
+// Updates that belong to a prompt turn. Outside a turn they would break
+// clients that treat "updates after the answer" as a protocol violation.
+const std::set<std::string, std::less<>> kTurnUpdates = {
+    "user_message_chunk", "agent_message_chunk", "agent_thought_chunk", "tool_call", "tool_call_update", "plan"};
+const std::set<std::string, std::less<>> kChunkUpdates = {"user_message_chunk", "agent_message_chunk",
+                                                          "agent_thought_chunk"};
+// The closed set of v1 stop reasons; anything else is an adapter bug.
+const std::set<std::string, std::less<>> kStopReasons = {"end_turn", "max_tokens", "max_turn_requests", "refusal",
+                                                         "cancelled"};
+// Requests an adapter may make of its client, which harnessd forwards to the host.
+const char* const kForwarded[] = {"session/request_permission", "fs/read_text_file", "fs/write_text_file",
+                                  "terminal/create",            "terminal/output",   "terminal/wait_for_exit",
+                                  "terminal/kill",              "terminal/release",  "elicitation/create"};
+
+json cancelled_result() { return {{"stopReason", "cancelled"}}; }
+
+bool flag(const json& caps, const char* a, const char* b = nullptr) {
+  auto it = caps.find(a);
+  if (it == caps.end()) return false;
+  if (!b) return it->is_boolean() ? it->get<bool>() : it->is_object();
+  if (!it->is_object()) return false;
+  auto jt = it->find(b);
+  return jt != it->end() && jt->is_boolean() && jt->get<bool>();
+}
+
+}  // namespace
+
+Session::Session(Runtime& rt, SessionInit init)
+    : rt_(rt), init_(std::move(init)), updated_at_(std::chrono::system_clock::now()) {}
+
+Session::~Session() { close(); }
+
+int Session::adapter_pid() const { return adapter_ && !adapter_->exited() ? adapter_->pid() : 0; }
+
+void Session::prompt(json blocks, Reply reply) {
+  updated_at_ = std::chrono::system_clock::now();
+  queue_.push_back(Queued{std::move(blocks), std::move(reply)});
+  if (!turn_) start_next();
+}
+
+void Session::start_next() {
+  if (turn_ || queue_.empty()) return;
+  Queued next = std::move(queue_.front());
+  queue_.pop_front();
+  turn_ = std::make_unique<Turn>();
+  turn_->generation = next_generation_++;
+  turn_->prompt = std::move(next.prompt);
+  turn_->reply = std::move(next.reply);
+  const std::uint64_t generation = turn_->generation;
+  ensure_adapter([this, generation](Expected<void, RpcError> ready) {
+    if (!turn_ || turn_->generation != generation) return;
+    if (!ready) {
+      finish_turn(generation, ready.error());
+      return;
+    }
+    send_prompt();
+  });
+}
+
+// ---------------------------------------------------------------- adapter start-up
+
+void Session::ensure_adapter(Ready ready) {
+  if (adapter_ && adapter_->exited()) retire_adapter();
+  if (adapter_ && adapter_ready_) {
+    ready({});
+    return;
+  }
+  adapter_waiters_.push_back(std::move(ready));
+  if (adapter_) return;  // already starting
+
+  const auto& d = rt_.config.daemon;
+  adapters::AdapterOptions options;
+  options.process.argv = init_.profile.command;
+  options.process.cwd = init_.cwd;
+  options.process.env = harnesses::adapter_environment(init_.profile, rt_.parent_env);
+  options.process.guard_exe = rt_.guard_exe;
+  options.label = "session " + init_.id;
+  options.max_line_bytes = d.max_line_bytes;
+  options.stderr_tail_bytes = d.stderr_tail_bytes;
+  auto link = adapters::AdapterLink::start(rt_.loop, std::move(options), nullptr);
+  if (!link) {
+    RpcError e{rpc_code::kHarnessUnavailable,
+               "harness '" + init_.profile.name + "' cannot start: " + link.error().message,
+               {{"harness", init_.profile.name}, {"command", init_.profile.command}}};
+    if (!init_.profile.install_hint.empty()) e.data["hint"] = init_.profile.install_hint;
+    adapter_started(e);
+    return;
+  }
+  adapter_ = std::move(*link);
+  adapters::AdapterLink* raw = adapter_.get();
+  raw->set_on_exit([this, raw](const adapters::ExitStatus& status) { on_adapter_exit(raw, status); });
+  bind_adapter(*raw);
+
+  start_timer_ = std::make_unique<Timer>(rt_.loop);
+  start_timer_->start(d.start_timeout, [this, raw] {
+    if (adapter_.get() != raw || adapter_ready_) return;
+    auto seconds = std::to_string(rt_.config.daemon.start_timeout.count() / 1000.0);
+    RpcError e = adapter_failure("did not finish start-up within " + seconds.substr(0, seconds.find('.') + 2) + " s");
+    log::warn("session " + init_.id + ": " + e.message);
+    auto waiters = std::move(adapter_waiters_);
+    adapter_waiters_.clear();
+    retire_adapter();
+    for (auto& w : waiters) w(e);
+  });
+
+  // ACP "Initialization": offer the adapter exactly what the host offered,
+  // so it never calls a client method nobody can serve.
+  json init = {{"protocolVersion", schema::kProtocolVersion},
+               {"clientCapabilities", adapter_client_capabilities()},
+               {"clientInfo", {{"name", "harnessd"}, {"version", HARNESSD_VERSION}}}};
+  raw->rpc().call("initialize", std::move(init), [this, raw](Connection::CallResult r) {
+    if (adapter_.get() != raw) return;
+    if (!r) return adapter_started(adapter_failure("failed to initialize: " + r.error().message));
+    json version = r->is_object() ? r->value("protocolVersion", json()) : json();
+    if (version != schema::kProtocolVersion) {
+      return adapter_started(adapter_failure("speaks ACP protocol version " + version.dump() + ", not 1"));
+    }
+    json params = {{"cwd", init_.cwd}, {"mcpServers", init_.mcp_servers}};
+    raw->rpc().call("session/new", std::move(params), [this, raw](Connection::CallResult r2) {
+      if (adapter_.get() != raw) return;
+      if (!r2) return adapter_started(adapter_failure("failed to create a session: " + r2.error().message));
+      json sid = r2->is_object() ? r2->value("sessionId", json()) : json();
+      if (!sid.is_string() || sid.get<std::string>().empty()) {
+        return adapter_started(adapter_failure("answered session/new without a sessionId"));
+      }
+      adapter_session_id_ = sid.get<std::string>();
+      adapter_ready_ = true;
+      start_timer_.reset();
+      log::info("session " + init_.id + ": adapter session " + adapter_session_id_ + " ready");
+      adapter_started({});
+    });
+  });
+}
+
+void Session::adapter_started(Expected<void, RpcError> result) {
+  if (!result) retire_adapter();
+  auto waiters = std::move(adapter_waiters_);
+  adapter_waiters_.clear();
+  for (auto& w : waiters) {
+    if (result) {
+      w({});
+    } else {
+      w(result.error());
+    }
+  }
+}
+
+RpcError Session::adapter_failure(const std::string& what) const {
+  RpcError e{rpc_code::kAdapterFailed, "", {{"harness", init_.profile.name}}};
+  if (adapter_ && adapter_->exited()) {
+    const auto& status = *adapter_->exit_status();
+    e.message = "adapter of harness '" + init_.profile.name + "' exited (" + status.describe() + ")";
+    if (status.signal) {
+      e.data["signal"] = status.signal;
+    } else {
+      e.data["exitCode"] = status.code;
+    }
+  } else {
+    e.message = "adapter of harness '" + init_.profile.name + "' " + what;
+  }
+  if (adapter_) e.data["stderrTail"] = adapter_->stderr_tail();
+  return e;
+}
+
+void Session::on_adapter_exit(adapters::AdapterLink* link, const adapters::ExitStatus& status) {
+  if (adapter_.get() != link) return;
+  log::info("session " + init_.id + ": adapter gone (" + status.describe() + "); the next prompt starts a new one");
+  retire_adapter();
+}
+
+void Session::retire_adapter() {
+  start_timer_.reset();
+  adapter_ready_ = false;
+  adapter_session_id_.clear();
+  prompt_in_flight_ = false;
+  if (adapter_) rt_.reaper.adopt(std::move(adapter_), rt_.config.daemon.kill_grace);
+}
+
+// ---------------------------------------------------------------- the turn
+
+void Session::send_prompt() {
+  turn_->state = TurnState::kActive;
+  const std::uint64_t generation = turn_->generation;
+  json params = {{"sessionId", adapter_session_id_}, {"prompt", turn_->prompt}};
+  prompt_in_flight_ = true;
+  adapters::AdapterLink* raw = adapter_.get();
+  raw->rpc().call("session/prompt", std::move(params), [this, raw, generation](Connection::CallResult r) {
+    if (adapter_.get() == raw) prompt_in_flight_ = false;
+    if (!r && turn_ && turn_->generation == generation && adapter_.get() == raw) {
+      // The failure may come from the adapter's death: describe it while
+      // the link still says how it ended.
+      RpcError e = adapter_->exited() ? adapter_failure("") : r.error();
+      return finish_turn(generation, e);
+    }
+    finish_turn(generation, std::move(r));
+  });
+  // A cancel that arrived during start-up was latched; apply it now that
+  // the prompt has reached the adapter.
+  if (turn_ && turn_->generation == generation && turn_->cancel_requested) apply_cancel();
+}
+
+void Session::cancel() {
+  // A cancel while idle is a no-op; it must never reach the next turn.
+  if (!turn_ || turn_->cancel_requested) return;
+  turn_->cancel_requested = true;
+  if (turn_->state == TurnState::kActive) apply_cancel();
+}
+
+void Session::apply_cancel() {
+  if (!adapter_ || adapter_->exited()) return;  // its exit ends the turn
+  adapter_->rpc().notify("session/cancel", {{"sessionId", adapter_session_id_}});
+  const std::uint64_t generation = turn_->generation;
+  turn_->cancel_timer = std::make_unique<Timer>(rt_.loop);
+  turn_->cancel_timer->start(rt_.config.daemon.cancel_grace, [this, generation] {
+    if (!turn_ || turn_->generation != generation) return;
+    log::warn("session " + init_.id + ": adapter did not answer the cancel in time; stopping it");
+    // Retiring fails the pending session/prompt, which answers the host
+    // "cancelled" at once; the reaper finishes the kill ladder.
+    retire_adapter();
+  });
+}
+
+void Session::finish_turn(std::uint64_t generation, Connection::CallResult result) {
+  if (!turn_ || turn_->generation != generation) return;
+  std::unique_ptr<Turn> turn = std::move(turn_);
+  updated_at_ = std::chrono::system_clock::now();
+  if (turn->cancel_requested) {
+    // ACP "cancellation": a cancelled turn is answered with the result
+    // stopReason "cancelled", never an error, whatever the adapter said.
+    turn->reply.result(cancelled_result());
+  } else if (!result) {
+    turn->reply.error(result.error());
+  } else {
+    json answer = std::move(*result);
+    json reason = answer.is_object() ? answer.value("stopReason", json()) : json();
+    if (!reason.is_string() || !kStopReasons.count(reason.get<std::string>())) {
+      RpcError e = adapter_failure("answered session/prompt with an invalid stopReason " + reason.dump());
+      turn->reply.error(e);
+    } else {
+      turn->reply.result(std::move(answer));
+    }
+  }
+  start_next();
+}
+
+void Session::close() {
+  if (auto turn = std::move(turn_)) turn->reply.result(cancelled_result());
+  auto queued = std::move(queue_);
+  queue_.clear();
+  for (auto& q : queued) q.reply.result(cancelled_result());
+  adapter_waiters_.clear();
+  retire_adapter();
+}
+
+// ---------------------------------------------------------------- relaying
+
+void Session::bind_adapter(adapters::AdapterLink& link) {
+  Connection& rpc = link.rpc();
+  rpc.on_notification("session/update", [this](const json& params) { relay_update(params); });
+  for (const char* method : kForwarded) {
+    std::string m = method;
+    rpc.on_request(m, [this, m](const json& params, Reply reply) { forward_to_host(m, params, std::move(reply)); });
+  }
+  rpc.on_notification("elicitation/complete", [this](const json& params) {
+    if (flag(rt_.client_capabilities, "elicitation")) rt_.host.notify("elicitation/complete", params);
+  });
+}
+
+void Session::relay_update(const json& params) {
+  const json* update = nullptr;
+  if (params.is_object()) {
+    auto it = params.find("update");
+    if (it != params.end() && it->is_object()) update = &*it;
+  }
+  if (!update) {
+    log::warn("session " + init_.id + ": adapter sent session/update without an update object; dropped");
+    return;
+  }
+  std::string kind = update->value("sessionUpdate", "");
+  if (kTurnUpdates.count(kind) && !prompt_in_flight_) {
+    log::warn("session " + init_.id + ": adapter sent " + kind + " outside a turn; dropped");
+    return;
+  }
+  json out = params;
+  out["sessionId"] = init_.id;
+
+  const json* content = update->contains("content") ? &(*update)["content"] : nullptr;
+  if (kChunkUpdates.count(kind) && content && content->is_object() && content->value("type", "") == "text" &&
+      (*content)["text"].is_string() && (*content)["text"].get_ref<const std::string&>().size() > kMaxChunkText) {
+    std::string text = (*content)["text"].get<std::string>();
+    std::string_view rest = text;
+    while (!rest.empty()) {
+      std::size_t n = utf8::safe_cut(rest, kMaxChunkText);
+      out["update"]["content"]["text"] = std::string(rest.substr(0, n));
+      rt_.host.notify("session/update", out);
+      rest.remove_prefix(n);
+    }
+    return;
+  }
+  rt_.host.notify("session/update", std::move(out));
+}
+
+bool Session::host_can_serve(const std::string& method) const {
+  const json& caps = rt_.client_capabilities;
+  if (method == "session/request_permission") return true;
+  if (method == "fs/read_text_file") return flag(caps, "fs", "readTextFile");
+  if (method == "fs/write_text_file") return flag(caps, "fs", "writeTextFile");
+  if (method.rfind("terminal/", 0) == 0) return flag(caps, "terminal");
+  if (method == "elicitation/create") return flag(caps, "elicitation");
+  return false;
+}
+
+json Session::adapter_client_capabilities() const {
+  json caps = rt_.client_capabilities.is_object() ? rt_.client_capabilities : json::object();
+  // harnessd does not relay authentication flows, so terminal auth is not offered.
+  caps.erase("auth");
+  return caps;
+}
+
+void Session::forward_to_host(const std::string& method, const json& params, Reply reply) {
+  if (!host_can_serve(method)) {
+    // The host did not advertise this capability (ACP: never call what
+    // was not advertised), so the adapter gets "method not found".
+    reply.error(RpcError::method_not_found(method));
+    return;
+  }
+  json out = params;
+  if (out.is_object() && out.contains("sessionId")) out["sessionId"] = init_.id;
+  rt_.host.call(method, std::move(out), [method, reply = std::move(reply)](Connection::CallResult r) mutable {
+    if (r) {
+      reply.result(std::move(*r));
+    } else if (method == "session/request_permission" && r.error().code == rpc_code::kPeerGone) {
+      // Nobody can approve: treat it as a cancelled permission request.
+      reply.result({{"outcome", {{"outcome", "cancelled"}}}});
+    } else {
+      reply.error(r.error());
+    }
+  });
+}
+
+}  // namespace harnessd::worker
