@@ -15,8 +15,15 @@ void decode_harnessd_meta(Decoder& d, HarnessdMeta& out) {
   Decoder ours = meta.nested("harnessd");
   out.harness = ours.optional_string("harness");
   out.name = ours.optional_string("name");
+  out.ensure = ours.optional_bool("ensure").value_or(false);
+  out.lane = ours.optional_string("lane");
+  // Up to 30 days: a deadline is for runs, not for storing forever.
+  out.timeoutMs = ours.optional_int("timeoutMs", 0, 30LL * 24 * 3600 * 1000);
   if (out.harness && out.harness->empty()) ours.fail("harness", "must not be empty");
   if (out.name && out.name->empty()) ours.fail("name", "must not be empty");
+  if (out.lane && *out.lane != "interactive" && *out.lane != "scheduled" && *out.lane != "background") {
+    ours.fail("lane", "must be \"interactive\", \"scheduled\" or \"background\", got '" + *out.lane + "'");
+  }
   meta.absorb(ours);
   d.absorb(meta);
 }
@@ -96,6 +103,13 @@ Expected<NewSessionRequest, RpcError> decode_new_session(const json& params) {
     out.mcpServers = *servers;
   }
   decode_harnessd_meta(d, out.harnessd);
+  if (d.ok() && out.harnessd.ensure && !out.harnessd.name) {
+    Decoder meta = d.nested("_meta");
+    Decoder ours = meta.nested("harnessd");
+    ours.fail("ensure", "needs _meta.harnessd.name");
+    meta.absorb(ours);
+    d.absorb(meta);
+  }
   if (!d.ok()) return d.error();
   return out;
 }
@@ -117,6 +131,20 @@ Expected<SessionRef, RpcError> decode_session_ref(const std::string& method, con
   Decoder d(method, params);
   SessionRef out;
   if (auto id = d.required_string("sessionId")) out.sessionId = *id;
+  if (!d.ok()) return d.error();
+  return out;
+}
+
+Expected<CancelRequest, RpcError> decode_cancel_request(const json& params) {
+  Decoder d("$/cancel_request", params);
+  CancelRequest out;
+  if (const json* id = d.required_value("requestId")) {
+    if (!id->is_string() && !id->is_number_integer()) {
+      d.fail("requestId", "must be a string or an integer");
+    } else {
+      out.requestId = *id;
+    }
+  }
   if (!d.ok()) return d.error();
   return out;
 }

@@ -22,6 +22,9 @@ inline constexpr int kProtocolVersion = 1;
 struct HarnessdMeta {
   std::optional<std::string> harness;  // harness profile name
   std::optional<std::string> name;     // session name
+  bool ensure = false;                 // session/new: return the open session of that name
+  std::optional<std::string> lane;     // "interactive", "scheduled" or "background"
+  std::optional<std::int64_t> timeoutMs;  // run deadline; 0 means none
 };
 
 struct InitializeRequest {
@@ -47,6 +50,11 @@ struct SessionRef {
   std::string sessionId;
 };
 
+/// Params of `$/cancel_request`.
+struct CancelRequest {
+  nlohmann::json requestId;  // string or integer
+};
+
 struct ListSessionsRequest {
   std::optional<std::string> cwd;
   std::optional<std::string> cursor;
@@ -66,6 +74,7 @@ Expected<NewSessionRequest, RpcError> decode_new_session(const nlohmann::json& p
 Expected<PromptRequest, RpcError> decode_prompt(const nlohmann::json& params, const PromptCapabilities& caps);
 Expected<SessionRef, RpcError> decode_session_ref(const std::string& method, const nlohmann::json& params);
 Expected<ListSessionsRequest, RpcError> decode_list_sessions(const nlohmann::json& params);
+Expected<CancelRequest, RpcError> decode_cancel_request(const nlohmann::json& params);
 
 /// True for a POSIX absolute path (ACP requires absolute paths everywhere).
 bool is_absolute_path(const std::string& path);

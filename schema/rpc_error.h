@@ -27,6 +27,10 @@ inline constexpr int kAdapterFailed = -32011;
 inline constexpr int kPeerGone = -32012;
 /// The bounded table of outgoing requests is full.
 inline constexpr int kTooManyPending = -32013;
+/// The session's prompt queue is full; retry later (data.retryable is true).
+inline constexpr int kQueueFull = -32014;
+/// The run passed its deadline and was stopped (data.reason is "timeout").
+inline constexpr int kRunTimeout = -32015;
 }  // namespace rpc_code
 
 /// A JSON-RPC error object. `data` is omitted from the wire when null.

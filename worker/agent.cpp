@@ -53,14 +53,18 @@ json agent_capabilities() {
           {"sessionCapabilities", {{"list", json::object()}, {"close", json::object()}}}};
 }
 
-Agent::Agent(Runtime& rt) : rt_(rt) {
+Agent::Agent(Runtime& rt)
+    : rt_(rt),
+      scheduler_(queue::SchedulerOptions{rt.config.daemon.max_concurrent_runs, rt.config.daemon.max_queue_depth, {4, 2, 1}}) {
   Connection& c = rt_.host;
   c.on_request("initialize", [this](const json& p, Reply r) { on_initialize(p, std::move(r)); });
   c.on_request("session/new", [this](const json& p, Reply r) { on_new_session(p, std::move(r)); });
   c.on_request("session/prompt", [this](const json& p, Reply r) { on_prompt(p, std::move(r)); });
   c.on_request("session/close", [this](const json& p, Reply r) { on_close(p, std::move(r)); });
   c.on_request("session/list", [this](const json& p, Reply r) { on_list(p, std::move(r)); });
+  c.on_request("_harnessd/sessions/list", [this](const json& p, Reply r) { on_harnessd_sessions(p, std::move(r)); });
   c.on_notification("session/cancel", [this](const json& p) { on_cancel(p); });
+  c.on_notification("$/cancel_request", [this](const json& p) { on_cancel_request(p); });
 }
 
 Agent::~Agent() {
@@ -69,14 +73,44 @@ Agent::~Agent() {
 }
 
 void Agent::close_all() {
-  auto sessions = std::move(sessions_);
-  sessions_.clear();
-  for (auto& [id, session] : sessions) session->close();
+  std::vector<std::string> ids;
+  registry_.for_each_open([&](const std::string& id, const auto&, const Session&) { ids.push_back(id); });
+  for (const auto& id : ids) close_session(id, "shutting down");
 }
 
-Session* Agent::find(const std::string& id) {
-  auto it = sessions_.find(id);
-  return it == sessions_.end() ? nullptr : it->second.get();
+void Agent::close_session(const std::string& id, const std::string& why) {
+  Session* session = registry_.find(id);
+  if (!session) return;
+  // Drop the queue first: it frees the session's slot, and the session's
+  // own close() does not report back.
+  std::vector<QueuedPrompt> queued = scheduler_.drop(id);
+  session->close();
+  for (auto& q : queued) answer_cancelled(q);
+  std::unique_ptr<Session> closed = registry_.close(id);
+  log::info("session " + id + ": closed (" + why + ")");
+  closed.reset();
+  pump();
+}
+
+void Agent::pump() {
+  if (pumping_) {
+    pump_again_ = true;
+    return;
+  }
+  pumping_ = true;
+  do {
+    pump_again_ = false;
+    while (auto next = scheduler_.next()) {
+      Session* session = registry_.find(next->session);
+      if (!session) {  // closed meanwhile: cannot happen, drop() removes its queue
+        answer_cancelled(next->item);
+        scheduler_.finished(next->session);
+        continue;
+      }
+      session->start_turn(std::move(next->item));
+    }
+  } while (pump_again_);
+  pumping_ = false;
 }
 
 void Agent::on_initialize(const json& params, Reply reply) {
@@ -94,8 +128,17 @@ void Agent::on_initialize(const json& params, Reply reply) {
 void Agent::on_new_session(const json& params, Reply reply) {
   auto req = schema::decode_new_session(params);
   if (!req) return reply.error(req.error());
+  const auto& meta = req->harnessd;
 
-  std::string harness = req->harnessd.harness.value_or(rt_.config.daemon.default_harness);
+  // ensure: hand back the open session of that name (acpx "sessions ensure").
+  if (meta.ensure) {
+    if (auto existing = registry_.find_name(*meta.name)) {
+      reply.result({{"sessionId", *existing}, {"_meta", {{"harnessd", {{"name", *meta.name}, {"created", false}}}}}});
+      return;
+    }
+  }
+
+  std::string harness = meta.harness.value_or(rt_.config.daemon.default_harness);
   auto profile = rt_.config.harnesses.find(harness);
   if (profile == rt_.config.harnesses.end()) {
     std::string known;
@@ -126,19 +169,48 @@ void Agent::on_new_session(const json& params, Reply reply) {
   init.cwd = req->cwd;
   init.profile = profile->second;
   init.mcp_servers = req->mcpServers;
-  init.name = req->harnessd.name;
-  std::string id = init.id;
-  sessions_.emplace(id, std::make_unique<Session>(rt_, std::move(init)));
-  log::info("session " + id + ": created for harness '" + harness + "' in " + req->cwd);
-  reply.result({{"sessionId", id}});
+  init.name = meta.name;
+  init.run_timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : rt_.config.daemon.run_timeout;
+  if (meta.lane) init.lane = *queue::parse_lane(*meta.lane);
+  const std::string id = init.id;
+  auto session = std::make_unique<Session>(rt_, std::move(init), [this](Session& s) {
+    scheduler_.finished(s.id());
+    pump();
+  });
+  auto displaced = registry_.add(id, meta.name, std::move(session));
+  log::info("session " + id + ": created for harness '" + harness + "' in " + req->cwd +
+            (meta.name ? " as '" + *meta.name + "'" : ""));
+  if (displaced) {
+    // Without ensure, a new session takes the name; the old one is closed.
+    if (Session* old = registry_.find(*displaced)) old->forget_name();
+    close_session(*displaced, "its name went to " + id);
+  }
+  json result = {{"sessionId", id}};
+  if (meta.name) result["_meta"] = {{"harnessd", {{"name", *meta.name}, {"created", true}}}};
+  reply.result(std::move(result));
 }
 
 void Agent::on_prompt(const json& params, Reply reply) {
   auto req = schema::decode_prompt(params, kPromptCapabilities);
   if (!req) return reply.error(req.error());
-  Session* session = find(req->sessionId);
+  Session* session = registry_.find(req->sessionId);
   if (!session) return reply.error(RpcError::session_not_found(req->sessionId));
-  session->prompt(std::move(req->prompt), std::move(reply));
+  if (!scheduler_.can_enqueue(session->id())) {
+    std::size_t depth = rt_.config.daemon.max_queue_depth;
+    RpcError e{rpc_code::kQueueFull,
+               "session " + session->id() + " already has " + std::to_string(depth) + " prompts waiting; retry later",
+               {{"sessionId", session->id()}, {"queueDepth", depth}, {"retryable", true}}};
+    return reply.error(e);
+  }
+  QueuedPrompt prompt;
+  prompt.run_id = queue::make_id("run_");
+  prompt.blocks = std::move(req->prompt);
+  prompt.reply = std::move(reply);
+  const auto& meta = req->harnessd;
+  prompt.timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : session->init().run_timeout;
+  queue::Lane lane = meta.lane ? *queue::parse_lane(*meta.lane) : session->init().lane;
+  scheduler_.enqueue(session->id(), lane, std::move(prompt));
+  pump();
 }
 
 void Agent::on_cancel(const json& params) {
@@ -148,7 +220,7 @@ void Agent::on_cancel(const json& params) {
     log::warn("ignored session/cancel: " + req.error().message);
     return;
   }
-  Session* session = find(req->sessionId);
+  Session* session = registry_.find(req->sessionId);
   if (!session) {
     log::warn("ignored session/cancel for unknown session " + req->sessionId);
     return;
@@ -156,17 +228,34 @@ void Agent::on_cancel(const json& params) {
   session->cancel();
 }
 
+void Agent::on_cancel_request(const json& params) {
+  auto req = schema::decode_cancel_request(params);
+  if (!req) {
+    log::warn("ignored $/cancel_request: " + req.error().message);
+    return;
+  }
+  // A queued prompt leaves the queue and is answered at once ...
+  auto removed = scheduler_.remove_if([&](const QueuedPrompt& q) { return q.reply.id() == req->requestId; });
+  if (removed) {
+    log::info("session " + removed->first + ": queued request " + req->requestId.dump() + " cancelled");
+    answer_cancelled(removed->second);
+    return;
+  }
+  // ... a running one is cancelled like session/cancel.
+  bool found = false;
+  registry_.for_each_open([&](const std::string&, const auto&, Session& s) {
+    if (!found) found = s.cancel_request(req->requestId);
+  });
+  if (!found) log::debug("$/cancel_request for " + req->requestId.dump() + ": no such prompt");
+}
+
 void Agent::on_close(const json& params, Reply reply) {
   auto req = schema::decode_session_ref("session/close", params);
   if (!req) return reply.error(req.error());
-  auto it = sessions_.find(req->sessionId);
-  if (it == sessions_.end()) return reply.error(RpcError::session_not_found(req->sessionId));
-  std::unique_ptr<Session> session = std::move(it->second);
-  sessions_.erase(it);
+  if (!registry_.find(req->sessionId)) return reply.error(RpcError::session_not_found(req->sessionId));
   // ACP "session/close": cancel the running work as if session/cancel had
-  // arrived (its prompt is answered "cancelled" before this reply).
-  session->close();
-  log::info("session " + req->sessionId + ": closed");
+  // arrived; its prompts are answered "cancelled" before this reply.
+  close_session(req->sessionId, "session/close");
   reply.result(json::object());
 }
 
@@ -174,19 +263,21 @@ void Agent::on_list(const json& params, Reply reply) {
   auto req = schema::decode_list_sessions(params);
   if (!req) return reply.error(req.error());
   // The cursor is the id of the last session of the previous page.
-  auto it = sessions_.begin();
+  const auto& entries = registry_.entries();
+  auto it = entries.begin();
   if (req->cursor) {
     if (req->cursor->rfind("after:", 0) != 0) {
       RpcError e = RpcError::invalid_params("session/list: cursor '" + *req->cursor + "' is not valid");
       e.data = {{"method", "session/list"}, {"field", "cursor"}};
       return reply.error(e);
     }
-    it = sessions_.upper_bound(req->cursor->substr(6));
+    it = entries.upper_bound(req->cursor->substr(6));
   }
   json sessions = json::array();
   std::string last;
-  for (; it != sessions_.end(); ++it) {
-    const Session& s = *it->second;
+  for (; it != entries.end(); ++it) {
+    if (!it->second.open()) continue;
+    const Session& s = *it->second.value;
     if (req->cwd && s.cwd() != *req->cwd) continue;
     if (sessions.size() == kListPageSize) break;
     json entry = {{"sessionId", s.id()}, {"cwd", s.cwd()}, {"updatedAt", iso8601(s.updated_at())}};
@@ -197,8 +288,27 @@ void Agent::on_list(const json& params, Reply reply) {
     last = s.id();
   }
   json result = {{"sessions", std::move(sessions)}};
-  if (it != sessions_.end()) result["nextCursor"] = "after:" + last;
+  if (it != entries.end()) result["nextCursor"] = "after:" + last;
   reply.result(std::move(result));
+}
+
+void Agent::on_harnessd_sessions(const json&, Reply reply) {
+  json sessions = json::array();
+  registry_.for_each_open([&](const std::string& id, const auto& name, const Session& s) {
+    json entry = {{"sessionId", id},
+                  {"name", name ? json(*name) : json()},
+                  {"harness", s.profile().name},
+                  {"cwd", s.cwd()},
+                  {"state", s.state()},
+                  {"queueDepth", scheduler_.queued(id)},
+                  {"activeRequestId", s.active_request_id()},
+                  {"activeRunId", s.active_run_id() ? json(*s.active_run_id()) : json()},
+                  {"adapterPid", s.adapter_pid() ? json(s.adapter_pid()) : json()},
+                  {"updatedAt", iso8601(s.updated_at())}};
+    sessions.push_back(std::move(entry));
+  });
+  reply.result({{"sessions", std::move(sessions)}, {"running", scheduler_.running()},
+                {"queued", scheduler_.total_queued()}});
 }
 
 }  // namespace harnessd::worker

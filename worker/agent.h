@@ -1,13 +1,15 @@
 // Agent: the host-facing ACP agent. A thin table of handlers that decode
-// params and hand the work to sessions.
+// params, keep the session registry and the scheduler, and hand the work
+// to sessions.
 #pragma once
 
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 
 #include "acp/connection.h"
+#include "queue/scheduler.h"
+#include "queue/session_registry.h"
 #include "worker/runtime.h"
 #include "worker/session.h"
 
@@ -24,21 +26,30 @@ class Agent {
   /// The host is gone (stdin EOF) or a stop signal came: every session is
   /// closed (open prompts answered cancelled) and its adapter stopped.
   void close_all();
-  std::size_t session_count() const { return sessions_.size(); }
+  std::size_t session_count() const { return registry_.open_count(); }
 
  private:
   void on_initialize(const nlohmann::json& params, Reply reply);
   void on_new_session(const nlohmann::json& params, Reply reply);
   void on_prompt(const nlohmann::json& params, Reply reply);
   void on_cancel(const nlohmann::json& params);
+  void on_cancel_request(const nlohmann::json& params);
   void on_close(const nlohmann::json& params, Reply reply);
   void on_list(const nlohmann::json& params, Reply reply);
+  void on_harnessd_sessions(const nlohmann::json& params, Reply reply);
 
-  Session* find(const std::string& id);
+  /// Starts queued prompts while slots are free. Re-entrant calls (a turn
+  /// that ends while starting) are folded into the running pump.
+  void pump();
+  /// Closes a session: running and queued prompts answered cancelled,
+  /// adapter stopped, name freed.
+  void close_session(const std::string& id, const std::string& why);
 
   Runtime& rt_;
-  // Ordered by id, and ids sort by creation time: session/list pages are stable.
-  std::map<std::string, std::unique_ptr<Session>> sessions_;
+  queue::SessionRegistry<Session> registry_;
+  queue::Scheduler<QueuedPrompt> scheduler_;
+  bool pumping_ = false;
+  bool pump_again_ = false;
 };
 
 /// The agentCapabilities harnessd advertises: only what works.

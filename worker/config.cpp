@@ -30,9 +30,9 @@ Expected<std::size_t> positive(const toml::node& node, const std::string& where)
 }
 
 Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
-  static const std::set<std::string> kKnown = {"default_harness", "max_line_bytes",  "cancel_grace",
-                                               "kill_grace",      "start_timeout",   "max_pending_calls",
-                                               "stderr_tail_bytes"};
+  static const std::set<std::string> kKnown = {
+      "default_harness",   "max_line_bytes",      "cancel_grace",    "kill_grace",  "start_timeout",
+      "max_pending_calls", "stderr_tail_bytes",   "max_concurrent_runs", "max_queue_depth", "run_timeout"};
   for (const auto& [key, value] : t) {
     std::string k(key.str());
     if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
@@ -41,15 +41,23 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       const auto* s = value.as_string();
       if (!s || s->get().empty()) return Error{where + " must be a harness name"};
       d.default_harness = s->get();
-    } else if (k == "cancel_grace" || k == "kill_grace" || k == "start_timeout") {
+    } else if (k == "cancel_grace" || k == "kill_grace" || k == "start_timeout" || k == "run_timeout") {
       auto ms = seconds(value, where);
       if (!ms) return ms.error();
-      (k == "cancel_grace" ? d.cancel_grace : k == "kill_grace" ? d.kill_grace : d.start_timeout) = *ms;
+      std::chrono::milliseconds* target = k == "cancel_grace"  ? &d.cancel_grace
+                                          : k == "kill_grace"  ? &d.kill_grace
+                                          : k == "start_timeout" ? &d.start_timeout
+                                                                 : &d.run_timeout;
+      *target = *ms;
     } else {
       auto n = positive(value, where);
       if (!n) return n.error();
-      (k == "max_line_bytes" ? d.max_line_bytes : k == "max_pending_calls" ? d.max_pending_calls
-                                                                           : d.stderr_tail_bytes) = *n;
+      std::size_t* target = k == "max_line_bytes"        ? &d.max_line_bytes
+                            : k == "max_pending_calls"   ? &d.max_pending_calls
+                            : k == "stderr_tail_bytes"   ? &d.stderr_tail_bytes
+                            : k == "max_concurrent_runs" ? &d.max_concurrent_runs
+                                                         : &d.max_queue_depth;
+      *target = *n;
     }
   }
   return {};

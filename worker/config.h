@@ -29,6 +29,13 @@ struct DaemonConfig {
   std::size_t max_pending_calls = 1024;
   /// stderr bytes of an adapter kept for error reports.
   std::size_t stderr_tail_bytes = 8192;
+  /// Turns that may run at once across all sessions.
+  std::size_t max_concurrent_runs = 8;
+  /// Prompts that may wait per session, besides the running one.
+  std::size_t max_queue_depth = 16;
+  /// Deadline of a run, counted from its start; 0 means none. Sessions
+  /// and prompts may set their own with _meta.harnessd.timeoutMs.
+  std::chrono::milliseconds run_timeout{0};
 };
 
 struct Config {

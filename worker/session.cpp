@@ -44,32 +44,63 @@ bool flag(const json& caps, const char* a, const char* b = nullptr) {
   return jt != it->end() && jt->is_boolean() && jt->get<bool>();
 }
 
+json with_run_id(json result, const std::string& run_id) {
+  if (!result.is_object()) result = json::object();
+  json& meta = result["_meta"];
+  if (!meta.is_object()) meta = json::object();
+  json& ours = meta["harnessd"];
+  if (!ours.is_object()) ours = json::object();
+  ours["runId"] = run_id;
+  return result;
+}
+
+RpcError with_run_id(RpcError error, const std::string& run_id) {
+  if (!error.data.is_object()) {
+    json original = std::move(error.data);
+    error.data = json::object();
+    if (!original.is_null()) error.data["adapterData"] = std::move(original);
+  }
+  error.data["runId"] = run_id;
+  return error;
+}
+
 }  // namespace
 
-Session::Session(Runtime& rt, SessionInit init)
-    : rt_(rt), init_(std::move(init)), updated_at_(std::chrono::system_clock::now()) {}
+void answer_cancelled(QueuedPrompt& prompt) {
+  prompt.reply.result(with_run_id(cancelled_result(), prompt.run_id));
+}
+
+Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on_idle)
+    : rt_(rt), init_(std::move(init)), on_idle_(std::move(on_idle)), updated_at_(std::chrono::system_clock::now()) {}
 
 Session::~Session() { close(); }
 
 int Session::adapter_pid() const { return adapter_ && !adapter_->exited() ? adapter_->pid() : 0; }
 
-void Session::prompt(json blocks, Reply reply) {
-  updated_at_ = std::chrono::system_clock::now();
-  queue_.push_back(Queued{std::move(blocks), std::move(reply)});
-  if (!turn_) start_next();
+const char* Session::state() const { return turn_ ? queue::turn_state_name(turn_->control.state()) : "idle"; }
+
+json Session::active_request_id() const { return turn_ ? turn_->prompt.reply.id() : json(); }
+
+std::optional<std::string> Session::active_run_id() const {
+  if (!turn_) return std::nullopt;
+  return turn_->prompt.run_id;
 }
 
-void Session::start_next() {
-  if (turn_ || queue_.empty()) return;
-  Queued next = std::move(queue_.front());
-  queue_.pop_front();
-  turn_ = std::make_unique<Turn>();
-  turn_->generation = next_generation_++;
-  turn_->prompt = std::move(next.prompt);
-  turn_->reply = std::move(next.reply);
-  const std::uint64_t generation = turn_->generation;
+void Session::start_turn(QueuedPrompt prompt) {
+  updated_at_ = std::chrono::system_clock::now();
+  turn_ = std::make_unique<Turn>(next_generation_++);
+  turn_->prompt = std::move(prompt);
+  turn_->control.start();
+  const std::uint64_t generation = turn_->control.generation();
+  // The deadline counts from the turn's start, not from when it was queued.
+  if (turn_->prompt.timeout.count() > 0) {
+    turn_->deadline = std::make_unique<Timer>(rt_.loop);
+    turn_->deadline->start(turn_->prompt.timeout, [this, generation] {
+      if (turn_ && turn_->control.generation() == generation) stop_turn(queue::StopReason::kTimeout);
+    });
+  }
   ensure_adapter([this, generation](Expected<void, RpcError> ready) {
-    if (!turn_ || turn_->generation != generation) return;
+    if (!turn_ || turn_->control.generation() != generation) return;
     if (!ready) {
       finish_turn(generation, ready.error());
       return;
@@ -118,10 +149,7 @@ void Session::ensure_adapter(Ready ready) {
     auto seconds = std::to_string(rt_.config.daemon.start_timeout.count() / 1000.0);
     RpcError e = adapter_failure("did not finish start-up within " + seconds.substr(0, seconds.find('.') + 2) + " s");
     log::warn("session " + init_.id + ": " + e.message);
-    auto waiters = std::move(adapter_waiters_);
-    adapter_waiters_.clear();
-    retire_adapter();
-    for (auto& w : waiters) w(e);
+    abort_start(e);
   });
 
   // ACP "Initialization": offer the adapter exactly what the host offered,
@@ -166,6 +194,15 @@ void Session::adapter_started(Expected<void, RpcError> result) {
   }
 }
 
+void Session::abort_start(const RpcError& error) {
+  // Take the waiters first: retiring fails the adapter's pending calls, and
+  // their callbacks must not be the ones to report.
+  auto waiters = std::move(adapter_waiters_);
+  adapter_waiters_.clear();
+  retire_adapter();
+  for (auto& w : waiters) w(error);
+}
+
 RpcError Session::adapter_failure(const std::string& what) const {
   RpcError e{rpc_code::kAdapterFailed, "", {{"harness", init_.profile.name}}};
   if (adapter_ && adapter_->exited()) {
@@ -200,14 +237,14 @@ void Session::retire_adapter() {
 // ---------------------------------------------------------------- the turn
 
 void Session::send_prompt() {
-  turn_->state = TurnState::kActive;
-  const std::uint64_t generation = turn_->generation;
-  json params = {{"sessionId", adapter_session_id_}, {"prompt", turn_->prompt}};
+  const std::uint64_t generation = turn_->control.generation();
+  const bool latched = turn_->control.activate();
+  json params = {{"sessionId", adapter_session_id_}, {"prompt", turn_->prompt.blocks}};
   prompt_in_flight_ = true;
   adapters::AdapterLink* raw = adapter_.get();
   raw->rpc().call("session/prompt", std::move(params), [this, raw, generation](Connection::CallResult r) {
     if (adapter_.get() == raw) prompt_in_flight_ = false;
-    if (!r && turn_ && turn_->generation == generation && adapter_.get() == raw) {
+    if (!r && turn_ && turn_->control.generation() == generation && adapter_.get() == raw) {
       // The failure may come from the adapter's death: describe it while
       // the link still says how it ended.
       RpcError e = adapter_->exited() ? adapter_failure("") : r.error();
@@ -215,60 +252,101 @@ void Session::send_prompt() {
     }
     finish_turn(generation, std::move(r));
   });
-  // A cancel that arrived during start-up was latched; apply it now that
-  // the prompt has reached the adapter.
-  if (turn_ && turn_->generation == generation && turn_->cancel_requested) apply_cancel();
+  // A stop that arrived during start-up was latched; apply it now that the
+  // prompt has reached the adapter.
+  if (latched && turn_ && turn_->control.generation() == generation) forward_stop();
 }
 
 void Session::cancel() {
   // A cancel while idle is a no-op; it must never reach the next turn.
-  if (!turn_ || turn_->cancel_requested) return;
-  turn_->cancel_requested = true;
-  if (turn_->state == TurnState::kActive) apply_cancel();
+  if (turn_) stop_turn(queue::StopReason::kCancelled);
 }
 
-void Session::apply_cancel() {
+bool Session::cancel_request(const json& request_id) {
+  if (!turn_ || turn_->prompt.reply.id() != request_id) return false;
+  stop_turn(queue::StopReason::kCancelled);
+  return true;
+}
+
+void Session::stop_turn(queue::StopReason why) {
+  switch (turn_->control.request_stop(why)) {
+    case queue::StopAction::kForward:
+      forward_stop();
+      break;
+    case queue::StopAction::kLatched:
+      // A deadline cannot wait for a slow start-up: stop it. A cancel waits
+      // and is applied once the prompt is sent.
+      if (why == queue::StopReason::kTimeout) {
+        abort_start(RpcError::internal("the run timed out while its adapter was starting"));
+      }
+      break;
+    case queue::StopAction::kDrop:
+    case queue::StopAction::kNone:
+      break;
+  }
+}
+
+void Session::forward_stop() {
   if (!adapter_ || adapter_->exited()) return;  // its exit ends the turn
   adapter_->rpc().notify("session/cancel", {{"sessionId", adapter_session_id_}});
-  const std::uint64_t generation = turn_->generation;
-  turn_->cancel_timer = std::make_unique<Timer>(rt_.loop);
-  turn_->cancel_timer->start(rt_.config.daemon.cancel_grace, [this, generation] {
-    if (!turn_ || turn_->generation != generation) return;
+  const std::uint64_t generation = turn_->control.generation();
+  turn_->stop_timer = std::make_unique<Timer>(rt_.loop);
+  turn_->stop_timer->start(rt_.config.daemon.cancel_grace, [this, generation] {
+    if (!turn_ || turn_->control.generation() != generation) return;
     log::warn("session " + init_.id + ": adapter did not answer the cancel in time; stopping it");
-    // Retiring fails the pending session/prompt, which answers the host
-    // "cancelled" at once; the reaper finishes the kill ladder.
+    // Retiring fails the pending session/prompt, which answers the host at
+    // once; the reaper finishes the kill ladder.
     retire_adapter();
   });
 }
 
 void Session::finish_turn(std::uint64_t generation, Connection::CallResult result) {
-  if (!turn_ || turn_->generation != generation) return;
+  if (!turn_ || turn_->control.generation() != generation || !turn_->control.finish()) return;
   std::unique_ptr<Turn> turn = std::move(turn_);
   updated_at_ = std::chrono::system_clock::now();
-  if (turn->cancel_requested) {
-    // ACP "cancellation": a cancelled turn is answered with the result
-    // stopReason "cancelled", never an error, whatever the adapter said.
-    turn->reply.result(cancelled_result());
-  } else if (!result) {
-    turn->reply.error(result.error());
-  } else {
-    json answer = std::move(*result);
-    json reason = answer.is_object() ? answer.value("stopReason", json()) : json();
-    if (!reason.is_string() || !kStopReasons.count(reason.get<std::string>())) {
-      RpcError e = adapter_failure("answered session/prompt with an invalid stopReason " + reason.dump());
-      turn->reply.error(e);
-    } else {
-      turn->reply.result(std::move(answer));
+  const std::string& run_id = turn->prompt.run_id;
+  Reply& reply = turn->prompt.reply;
+  switch (turn->control.stop_reason()) {
+    case queue::StopReason::kCancelled:
+      // ACP "cancellation": a cancelled turn is answered with the result
+      // stopReason "cancelled", never an error, whatever the adapter said.
+      reply.result(with_run_id(cancelled_result(), run_id));
+      break;
+    case queue::StopReason::kTimeout: {
+      // Whatever the adapter managed to say, a run past its deadline is not
+      // a finished turn.
+      RpcError e{rpc_code::kRunTimeout,
+                 "run " + run_id + " timed out after " + std::to_string(turn->prompt.timeout.count()) + " ms",
+                 {{"runId", run_id},
+                  {"reason", "timeout"},
+                  {"timeoutMs", turn->prompt.timeout.count()},
+                  {"partialOutput", turn->partial_output}}};
+      reply.error(e);
+      break;
     }
+    case queue::StopReason::kNone:
+      if (!result) {
+        reply.error(with_run_id(result.error(), run_id));
+        break;
+      }
+      json reason = result->is_object() ? result->value("stopReason", json()) : json();
+      if (!reason.is_string() || !kStopReasons.count(reason.get<std::string>())) {
+        reply.error(with_run_id(
+            adapter_failure("answered session/prompt with an invalid stopReason " + reason.dump()), run_id));
+      } else {
+        reply.result(with_run_id(std::move(*result), run_id));
+      }
+      break;
   }
-  start_next();
+  turn->control.done();
+  turn.reset();
+  if (on_idle_) on_idle_(*this);
 }
 
 void Session::close() {
-  if (auto turn = std::move(turn_)) turn->reply.result(cancelled_result());
-  auto queued = std::move(queue_);
-  queue_.clear();
-  for (auto& q : queued) q.reply.result(cancelled_result());
+  if (auto turn = std::move(turn_)) {
+    if (turn->control.finish()) answer_cancelled(turn->prompt);
+  }
   adapter_waiters_.clear();
   retire_adapter();
 }
@@ -302,6 +380,7 @@ void Session::relay_update(const json& params) {
     log::warn("session " + init_.id + ": adapter sent " + kind + " outside a turn; dropped");
     return;
   }
+  if (turn_ && kTurnUpdates.count(kind)) turn_->partial_output = true;
   json out = params;
   out["sessionId"] = init_.id;
 

@@ -1,11 +1,12 @@
-// Session: one host session, its prompt queue, its adapter, and the turn
-// being run. The turn machinery here follows the ACP prompt-turn and
-// cancellation rules; the queue and scheduler grow in queue/.
+// Session: one host session, its adapter, and the turn it is running.
+// Queued prompts wait in the scheduler (queue/); the Agent hands a session
+// its next prompt when a slot is free. The turn machinery follows the ACP
+// prompt-turn and cancellation rules.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +18,8 @@
 #include "acp/loop.h"
 #include "adapters/adapter_link.h"
 #include "harnesses/profile.h"
+#include "queue/lane.h"
+#include "queue/turn.h"
 #include "worker/runtime.h"
 
 namespace harnessd::worker {
@@ -27,15 +30,30 @@ struct SessionInit {
   harnesses::HarnessProfile profile;
   nlohmann::json mcp_servers = nlohmann::json::array();
   std::optional<std::string> name;
+  /// Deadline for this session's runs unless a prompt sets its own (0: none).
+  std::chrono::milliseconds run_timeout{0};
+  queue::Lane lane = queue::Lane::kInteractive;
 };
 
-/// Lives in the Agent's table until closed. All methods run on the loop
-/// thread. Every prompt given to prompt() is answered exactly once.
+/// A prompt waiting for, or running as, a turn.
+struct QueuedPrompt {
+  std::string run_id;
+  nlohmann::json blocks;  // ContentBlock array, already checked
+  Reply reply;
+  std::chrono::milliseconds timeout{0};  // 0: none
+};
+
+/// Answers a prompt that never ran (removed from the queue, session
+/// closed): stopReason "cancelled" with its runId.
+void answer_cancelled(QueuedPrompt& prompt);
+
+/// Lives in the Agent's registry while open. All methods run on the loop
+/// thread. Every prompt given to start_turn() is answered exactly once.
 class Session {
  public:
-  Session(Runtime& rt, SessionInit init);
-  /// Answers what is still open with "cancelled" and hands the adapter to
-  /// the reaper.
+  /// `on_idle` runs after each turn has been answered (never from close()),
+  /// so the Agent can start the next prompt at once.
+  Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on_idle);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -43,42 +61,46 @@ class Session {
   const std::string& id() const { return init_.id; }
   const std::string& cwd() const { return init_.cwd; }
   const std::optional<std::string>& name() const { return init_.name; }
+  void forget_name() { init_.name.reset(); }
   const harnesses::HarnessProfile& profile() const { return init_.profile; }
+  const SessionInit& init() const { return init_; }
   std::chrono::system_clock::time_point updated_at() const { return updated_at_; }
   /// The adapter's pid, or 0 when no adapter runs.
   int adapter_pid() const;
+  /// "idle" or the state of the running turn.
+  const char* state() const;
+  /// The request id and run id of the running turn, if any.
+  nlohmann::json active_request_id() const;
+  std::optional<std::string> active_run_id() const;
 
-  /// Queues a prompt (ContentBlock array, already checked); it runs after
-  /// the prompts before it.
-  void prompt(nlohmann::json blocks, Reply reply);
-  /// session/cancel: cancels the active turn only. A cancel while the
-  /// adapter starts is latched; a cancel while idle does nothing.
+  /// Runs `prompt` now. The Agent calls this only when no turn is running.
+  void start_turn(QueuedPrompt prompt);
+  /// session/cancel: stops the running turn only. While the adapter starts
+  /// the cancel is latched; with no turn running it does nothing.
   void cancel();
-  /// session/close and shutdown: every open prompt is answered cancelled
-  /// now and the adapter is stopped.
+  /// `$/cancel_request` for the running turn: true if `request_id` is its.
+  bool cancel_request(const nlohmann::json& request_id);
+  /// session/close and shutdown: the running turn is answered cancelled
+  /// now and the adapter is stopped. on_idle is not called.
   void close();
 
  private:
-  enum class TurnState { kStarting, kActive };
   struct Turn {
-    std::uint64_t generation = 0;
-    TurnState state = TurnState::kStarting;
-    nlohmann::json prompt;
-    Reply reply;
-    bool cancel_requested = false;
-    std::unique_ptr<Timer> cancel_timer;
-  };
-  struct Queued {
-    nlohmann::json prompt;
-    Reply reply;
+    explicit Turn(std::uint64_t generation) : control(generation) {}
+    queue::TurnControl control;
+    QueuedPrompt prompt;
+    bool partial_output = false;  // an update of this turn reached the host
+    std::unique_ptr<Timer> stop_timer;
+    std::unique_ptr<Timer> deadline;
   };
   using Ready = UniqueFunction<void(Expected<void, RpcError>)>;
 
-  void start_next();
   void ensure_adapter(Ready ready);
   void adapter_started(Expected<void, RpcError> result);
+  void abort_start(const RpcError& error);
   void send_prompt();
-  void apply_cancel();
+  void stop_turn(queue::StopReason why);
+  void forward_stop();
   void finish_turn(std::uint64_t generation, Connection::CallResult result);
   void on_adapter_exit(adapters::AdapterLink* link, const adapters::ExitStatus& status);
   void retire_adapter();
@@ -91,8 +113,8 @@ class Session {
 
   Runtime& rt_;
   SessionInit init_;
+  std::function<void(Session&)> on_idle_;
   std::chrono::system_clock::time_point updated_at_;
-  std::deque<Queued> queue_;
   std::unique_ptr<Turn> turn_;
   std::uint64_t next_generation_ = 1;
 

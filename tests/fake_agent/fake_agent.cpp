@@ -44,6 +44,7 @@ struct Options {
   bool banner = false;
   long long init_delay_ms = 0;
   std::string log_file;
+  std::string timing_file;
 };
 
 // State of the prompt turn currently being executed.
@@ -110,6 +111,10 @@ class FakeAgent {
       log_fd_ = ::open(options_.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (log_fd_ < 0) log_err("cannot open log file " + options_.log_file + ": " + std::strerror(errno));
     }
+    if (!options_.timing_file.empty()) {
+      timing_fd_ = ::open(options_.timing_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (timing_fd_ < 0) log_err("cannot open timing file " + options_.timing_file + ": " + std::strerror(errno));
+    }
   }
 
   [[noreturn]] void run() {
@@ -132,7 +137,17 @@ class FakeAgent {
   void send_raw_line(const std::string& line) { write_all(1, line + "\n"); }
 
   void respond(const json& id, json result) {
+    bool prompt_answer = result.is_object() && result.contains("stopReason");
     send({{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(result)}});
+    if (prompt_answer) timing("answer");
+  }
+
+  // "<CLOCK_MONOTONIC ns> <event>" lines for benchmarks (--timing-file).
+  void timing(const char* event) {
+    if (timing_fd_ < 0) return;
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    write_all(timing_fd_, std::to_string(ts.tv_sec * 1000000000LL + ts.tv_nsec) + " " + event + "\n");
   }
 
   void respond_error(const json& id, int code, const std::string& message) {
@@ -190,6 +205,7 @@ class FakeAgent {
   }
 
   void handle_line(std::string line) {
+    if (timing_fd_ >= 0 && line.find("\"session/prompt\"") != std::string::npos) timing("prompt");
     if (log_fd_ >= 0) write_all(log_fd_, line + "\n");
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (trim(line).empty()) return;
@@ -393,6 +409,22 @@ class FakeAgent {
       cmd_permission();
     } else if (command == "slow") {
       finish(tick_for(int_arg(args, 1000)) ? "end_turn" : "cancelled");
+    } else if (command == "timed") {
+      // Wall-clock start and end (ms since the epoch), so tests can compare
+      // turns of different adapter processes.
+      auto wall_ms = [] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+      };
+      long long started = wall_ms();
+      bool completed = sleep_until(Clock::now() + std::chrono::milliseconds(int_arg(args, 100)));
+      if (!completed) {
+        finish("cancelled");
+      } else {
+        send_chunk("start " + std::to_string(started) + " end " + std::to_string(wall_ms()));
+        finish("end_turn");
+      }
     } else if (command == "ignore-cancel") {
       turn_->ignore_cancel = true;
       tick_for(int_arg(args, 1000));
@@ -581,6 +613,7 @@ class FakeAgent {
 
   Options options_;
   int log_fd_ = -1;
+  int timing_fd_ = -1;
   std::string input_;
   bool stdin_closed_ = false;
   bool ignore_eof_ = false;
@@ -597,7 +630,7 @@ class FakeAgent {
 [[noreturn]] void usage_error(const std::string& message) {
   log_err(message);
   log_err(
-      "usage: fake_agent [--exit-on-start CODE] [--no-init-reply] [--new-error] [--init-delay MS] [--banner] [--log-file PATH]");
+      "usage: fake_agent [--exit-on-start CODE] [--no-init-reply] [--new-error] [--init-delay MS] [--banner] [--log-file PATH] [--timing-file PATH]");
   std::exit(2);
 }
 
@@ -627,6 +660,8 @@ Options parse_options(int argc, char** argv) {
       options.banner = true;
     } else if (arg == "--log-file") {
       options.log_file = value();
+    } else if (arg == "--timing-file") {
+      options.timing_file = value();
     } else {
       usage_error("unknown flag: " + arg);
     }

@@ -13,9 +13,16 @@
 #include <fstream>
 #include <sstream>
 
-#include <catch2/catch.hpp>
+#include <stdexcept>
 
 namespace harnessd::test {
+
+namespace {
+// Test code reports failures by throwing; Catch2 shows the message.
+void must(bool ok, const std::string& what) {
+  if (!ok) throw std::runtime_error(what);
+}
+}  // namespace
 
 std::string harnessd_exe() { return HARNESSD_EXE; }
 std::string fake_agent_exe() { return FAKE_AGENT_EXE; }
@@ -23,7 +30,7 @@ std::string fake_agent_exe() { return FAKE_AGENT_EXE; }
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "harnessd-test-XXXXXX").string();
   char* made = mkdtemp(tmpl.data());
-  REQUIRE(made != nullptr);
+  must(made != nullptr, "cannot create a temporary directory");
   path_ = made;
 }
 
@@ -61,12 +68,11 @@ Daemon::Daemon(const std::string& config, std::vector<std::string> args) {
   argv.insert(argv.end(), args.begin(), args.end());
 
   int in_pipe[2], out_pipe[2];
-  REQUIRE(pipe2(in_pipe, O_CLOEXEC) == 0);
-  REQUIRE(pipe2(out_pipe, O_CLOEXEC) == 0);
+  must(pipe2(in_pipe, O_CLOEXEC) == 0 && pipe2(out_pipe, O_CLOEXEC) == 0, "cannot create pipes");
   int err_fd = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  REQUIRE(err_fd >= 0);
+  must(err_fd >= 0, "cannot create " + stderr_path_);
   pid_ = fork();
-  REQUIRE(pid_ >= 0);
+  must(pid_ >= 0, "cannot fork");
   if (pid_ == 0) {
     dup2(in_pipe[0], 0);
     dup2(out_pipe[1], 1);
@@ -94,13 +100,13 @@ Daemon::~Daemon() {
 }
 
 void Daemon::send_raw(const std::string& bytes) {
-  REQUIRE(in_ >= 0);
+  must(in_ >= 0, "stdin of harnessd is already closed");
   const char* p = bytes.data();
   std::size_t left = bytes.size();
   while (left > 0) {
     ssize_t n = ::write(in_, p, left);
     if (n < 0 && errno == EINTR) continue;
-    REQUIRE(n > 0);
+    must(n > 0, "cannot write to harnessd");
     p += n;
     left -= static_cast<std::size_t>(n);
   }
@@ -117,8 +123,7 @@ std::optional<json> Daemon::recv(std::chrono::milliseconds timeout) {
       buffer_.erase(0, nl + 1);
       raw_lines_.push_back(line);
       json parsed = json::parse(line, nullptr, false);
-      INFO("harnessd wrote a line that is not JSON: " << line);
-      REQUIRE_FALSE(parsed.is_discarded());
+      must(!parsed.is_discarded(), "harnessd wrote a line that is not JSON: " + line);
       return parsed;
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
@@ -139,8 +144,7 @@ json Daemon::recv_reply(const json& id, std::vector<json>* seen, std::chrono::mi
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
     auto msg = recv(std::max(left, 1ms));
-    INFO("waiting for the answer to request " << id.dump() << "; stderr:\n" << stderr_text());
-    REQUIRE(msg.has_value());
+    must(msg.has_value(), "no answer to request " + id.dump() + "; harnessd's stderr:\n" + stderr_text());
     if (msg->contains("id") && (*msg)["id"] == id && !msg->contains("method")) return *msg;
     if (seen) seen->push_back(*msg);
   }
@@ -178,7 +182,7 @@ json Daemon::initialize(const json& client_capabilities) {
         {"method", "initialize"},
         {"params", {{"protocolVersion", 1}, {"clientCapabilities", client_capabilities}}}});
   json reply = recv_reply(id);
-  REQUIRE(reply.contains("result"));
+  must(reply.contains("result"), "initialize failed: " + reply.dump());
   return reply["result"];
 }
 
@@ -188,8 +192,7 @@ std::string Daemon::new_session(const std::string& cwd, const json& meta) {
   if (!meta.is_null()) params["_meta"] = meta;
   send({{"jsonrpc", "2.0"}, {"id", id}, {"method", "session/new"}, {"params", params}});
   json reply = recv_reply(id);
-  INFO(reply.dump());
-  REQUIRE(reply.contains("result"));
+  must(reply.contains("result"), "session/new failed: " + reply.dump());
   return reply["result"]["sessionId"].get<std::string>();
 }
 

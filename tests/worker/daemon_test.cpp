@@ -209,7 +209,8 @@ TEST_CASE("cancel: a cooperative adapter ends the turn with cancelled, and nothi
   REQUIRE(d.recv());  // first tick
   d.send(notification("session/cancel", {{"sessionId", sid}}));
   json reply = d.recv_reply(id);
-  CHECK(reply["result"] == json{{"stopReason", "cancelled"}});
+  CHECK(reply["result"]["stopReason"] == "cancelled");
+  CHECK(reply["result"]["_meta"]["harnessd"]["runId"].get<std::string>().rfind("run_", 0) == 0);
   CHECK(d.quiet_for(300ms));
   // The same adapter serves the next prompt: it was not killed.
   auto before = adapter_pids(d, sid);
@@ -228,7 +229,8 @@ TEST_CASE("cancel: an adapter that ignores it is stopped after the grace period"
   d.send(notification("session/cancel", {{"sessionId", sid}}));
   json reply = d.recv_reply(id);
   auto took = std::chrono::steady_clock::now() - start;
-  CHECK(reply["result"] == json{{"stopReason", "cancelled"}});
+  CHECK(reply["result"]["stopReason"] == "cancelled");
+  CHECK(reply["result"]["_meta"]["harnessd"]["runId"].get<std::string>().rfind("run_", 0) == 0);
   CHECK(took >= 250ms);  // the grace period (0.3 s in tests)
   CHECK(took < 3s);
   CHECK(d.quiet_for(300ms));
