@@ -46,14 +46,13 @@ class StreamReader final : public Reader {
  private:
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(handle_.get()); }
 
-  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
-    auto* self = static_cast<StreamReader*>(h->data);
-    if (!self) {
-      *buf = uv_buf_init(nullptr, 0);
-      return;
-    }
-    self->buffer_.resize(kReadChunk);
-    *buf = uv_buf_init(self->buffer_.data(), static_cast<unsigned>(self->buffer_.size()));
+  // One read buffer for every stream of the thread: read callbacks consume
+  // the bytes before returning, so streams never need their own. Per-stream
+  // buffers would cost 64 KiB for each adapter pipe, and harnessd forks to
+  // spawn adapters: a large address space makes every fork slower.
+  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) noexcept {
+    thread_local std::vector<char> shared(kReadChunk);
+    *buf = uv_buf_init(shared.data(), static_cast<unsigned>(shared.size()));
   }
 
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noexcept {
@@ -89,7 +88,6 @@ class StreamReader final : public Reader {
   }
 
   UvHandle<H> handle_;
-  std::vector<char> buffer_;
   DataFn on_data_;
   EndFn on_end_;
   bool reading_ = false;

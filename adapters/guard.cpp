@@ -40,43 +40,80 @@ void sleep_ms(long ms) {
   }
 }
 
-// Reads "pid (comm) state ppid pgrp ..." from /proc/<pid>/stat. The comm
-// field may contain spaces and parentheses, so parse after the last ')'.
-bool read_stat(pid_t pid, pid_t& ppid, pid_t& pgrp) {
+// Reads /proc/<pid>/stat and says whether the process is a zombie (dead,
+// only waiting to be reaped). The comm field may contain spaces and
+// parentheses, so parse after the last ')'.
+bool is_zombie(pid_t pid) {
   std::string path = "/proc/" + std::to_string(pid) + "/stat";
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) return true;  // gone
   char buf[512];
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
-  if (n <= 0) return false;
+  if (n <= 0) return true;
   buf[n] = '\0';
   char* close_paren = std::strrchr(buf, ')');
-  if (!close_paren) return false;
   char state = 0;
-  int p = 0, g = 0;
-  if (std::sscanf(close_paren + 1, " %c %d %d", &state, &p, &g) != 3) return false;
-  if (state == 'Z') return false;  // already dead, only waiting to be reaped
-  ppid = p;
-  pgrp = g;
-  return true;
+  if (!close_paren || std::sscanf(close_paren + 1, " %c", &state) != 1) return true;
+  return state == 'Z';
 }
 
-// Processes in our group (except us) and processes we adopted.
-std::vector<pid_t> leftovers() {
-  std::vector<pid_t> out;
-  pid_t self = getpid();
-  DIR* dir = opendir("/proc");
-  if (!dir) return out;
+// Appends the children of `pid` (from every thread's children list).
+bool append_children(pid_t pid, std::vector<pid_t>& out) {
+  std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* dir = opendir(tasks.c_str());
+  if (!dir) return false;
+  bool ok = true;
   while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    std::string path = tasks + "/" + e->d_name + "/children";
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      ok = errno != ENOENT || pid != getpid();  // no children file: kernel without it
+      continue;
+    }
+    std::string text;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    const char* p = text.c_str();
     char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (!end || *end != '\0' || pid <= 0 || pid == self) continue;
-    pid_t ppid = 0, pgrp = 0;
-    if (!read_stat(static_cast<pid_t>(pid), ppid, pgrp)) continue;
-    if (pgrp == self || ppid == self) out.push_back(static_cast<pid_t>(pid));
+    for (long v = std::strtol(p, &end, 10); end != p; v = std::strtol(p, &end, 10)) {
+      out.push_back(static_cast<pid_t>(v));
+      p = end;
+    }
   }
   closedir(dir);
+  return ok;
+}
+
+// Every live descendant of the guard. As a subreaper the guard adopts the
+// orphans of its tree, so its descendants are everything the adapter left,
+// in its process group or not. Walking the tree reads a few files; the
+// full /proc scan is only the fallback for kernels without children lists.
+std::vector<pid_t> leftovers() {
+  std::vector<pid_t> out;
+  std::vector<pid_t> tree;
+  if (!append_children(getpid(), tree)) {
+    DIR* dir = opendir("/proc");
+    if (!dir) return out;
+    pid_t self = getpid();
+    while (dirent* e = readdir(dir)) {
+      char* end = nullptr;
+      long pid = std::strtol(e->d_name, &end, 10);
+      if (!end || *end != '\0' || pid <= 0 || pid == self) continue;
+      if (getpgid(static_cast<pid_t>(pid)) == self && !is_zombie(static_cast<pid_t>(pid))) {
+        out.push_back(static_cast<pid_t>(pid));
+      }
+    }
+    closedir(dir);
+    return out;
+  }
+  for (std::size_t i = 0; i < tree.size(); ++i) append_children(tree[i], tree);
+  for (pid_t p : tree) {
+    if (!is_zombie(p)) out.push_back(p);
+  }
   return out;
 }
 

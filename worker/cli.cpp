@@ -2,6 +2,9 @@
 // `__guard` mode runs the process-group guard of an adapter.
 #include "worker/cli.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
 #include <iostream>
@@ -28,6 +31,24 @@ std::string self_exe() {
   return std::string(buf, size);
 }
 
+// The guard program installed next to harnessd; harnessd itself (which has
+// a guard mode) when it is missing.
+std::string guard_exe() {
+  std::string self = self_exe();
+  std::string sibling = self.substr(0, self.rfind('/') + 1) + "harnessd-guard";
+  return ::access(sibling.c_str(), X_OK) == 0 ? sibling : self;
+}
+
+// Each adapter costs harnessd three pipe fds; the usual soft limit of 1024
+// would cap a daemon at a few hundred sessions, so use the hard limit.
+void raise_fd_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
 std::chrono::milliseconds to_ms(double seconds) {
   return std::chrono::milliseconds(static_cast<long long>(std::llround(seconds * 1000.0)));
 }
@@ -42,6 +63,8 @@ int main(int argc, char** argv) {
                "With no command it serves ACP v1 on stdin/stdout (logs go to stderr).",
                "harnessd"};
   app.set_version_flag("--version", std::string("harnessd ") + HARNESSD_VERSION);
+  // A later option overrides an earlier one, so wrappers can append flags.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::optional<std::string> config_path;
   std::optional<std::string> harness;
   std::string log_level = "info";
@@ -94,9 +117,10 @@ int main(int argc, char** argv) {
   if (start_timeout) d.start_timeout = to_ms(*start_timeout);
   if (max_line_bytes) d.max_line_bytes = *max_line_bytes;
 
+  raise_fd_limit();
   ServeOptions options;
   options.config = std::move(*config);
-  options.guard_exe = no_guard ? std::string() : self_exe();
+  options.guard_exe = no_guard ? std::string() : guard_exe();
   options.in_fd = 0;
   options.out_fd = protect_stdout();
   if (options.out_fd < 0) {

@@ -20,12 +20,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
-ProcessSpec shell(const std::string& script, bool guarded = true) {
+ProcessSpec shell(const std::string& script, std::string guard = test::guard_exe()) {
   ProcessSpec spec;
   spec.argv = {"sh", "-c", script};
   spec.cwd = "/tmp";
   spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin"};
-  if (guarded) spec.guard_exe = test::harnessd_exe();
+  spec.guard_exe = std::move(guard);
   return spec;
 }
 
@@ -66,7 +66,8 @@ TEST_CASE("find_executable searches PATH like execvp") {
 }
 
 TEST_CASE("output is drained before the exit is reported, with the exit code") {
-  for (bool guarded : {true, false}) {
+  // The guard program, harnessd's own guard mode, and no guard at all.
+  for (const std::string& guarded : {test::guard_exe(), test::harnessd_exe(), std::string()}) {
     Loop loop;
     Run r;
     run(loop, r, shell("i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; echo oops >&2; exit 3", guarded));

@@ -25,6 +25,7 @@ void must(bool ok, const std::string& what) {
 }  // namespace
 
 std::string harnessd_exe() { return HARNESSD_EXE; }
+std::string guard_exe() { return GUARD_EXE; }
 std::string fake_agent_exe() { return FAKE_AGENT_EXE; }
 
 TempDir::TempDir() {
@@ -53,11 +54,12 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-std::string fake_config(const std::vector<std::string>& args, const std::string& extra) {
+std::string fake_config(const std::vector<std::string>& args, const std::string& extra, const std::string& daemon) {
   json argv = json::array({fake_agent_exe()});
   for (const auto& a : args) argv.push_back(a);
   // A JSON array of strings is also a valid TOML array.
-  return "[daemon]\ndefault_harness = \"fake\"\n\n[harness.fake]\ncommand = " + argv.dump() + "\n" + extra;
+  return "[daemon]\ndefault_harness = \"fake\"\n" + daemon + "\n[harness.fake]\ncommand = " + argv.dump() + "\n" +
+         extra;
 }
 
 Daemon::Daemon(const std::string& config, std::vector<std::string> args) {

@@ -18,6 +18,7 @@ using namespace std::chrono_literals;
 
 /// Paths of the programs under test, set by CMake.
 std::string harnessd_exe();
+std::string guard_exe();
 std::string fake_agent_exe();
 
 /// A private directory, removed with everything in it on destruction.
@@ -38,8 +39,10 @@ class TempDir {
 /// Reads a whole file ("" if missing).
 std::string read_file(const std::string& path);
 
-/// A config whose default harness "fake" runs the fake agent with `args`.
-std::string fake_config(const std::vector<std::string>& args = {}, const std::string& extra = "");
+/// A config whose default harness "fake" runs the fake agent with `args`;
+/// `extra` adds lines to [harness.fake], `daemon` adds lines to [daemon].
+std::string fake_config(const std::vector<std::string>& args = {}, const std::string& extra = "",
+                        const std::string& daemon = "");
 
 /// One harnessd process driven through its stdin and stdout.
 class Daemon {

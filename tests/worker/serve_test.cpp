@@ -44,7 +44,7 @@ TEST_CASE("serve() runs in-process with injected fds and exits 0 on EOF") {
   options.config = *config;
   options.in_fd = host_in[1];
   options.out_fd = host_out[1];
-  options.guard_exe = test::harnessd_exe();
+  options.guard_exe = test::guard_exe();
   options.handle_signals = false;
   int exit_code = -1;
   std::thread daemon([&] { exit_code = worker::serve(std::move(options)); });
