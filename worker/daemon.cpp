@@ -70,37 +70,42 @@ int serve(ServeOptions options) {
     std::vector<std::unique_ptr<SignalWatch>> signals;
     Timer deadline(loop);
     bool stopping = false;
+    bool exiting = false;
+
+    // The last step: drop the host's streams and signal watches so the
+    // loop runs dry. Whatever the host did not read by now is dropped.
+    auto exit_loop = [&] {
+      if (exiting) return;
+      exiting = true;
+      deadline.stop();
+      loop.post([&] {
+        host.close();
+        in.reset();
+        out.reset();
+        signals.clear();
+      });
+    };
 
     // Shutdown: answer every open prompt "cancelled", stop every adapter
-    // tree, flush what we wrote, then let the loop run dry.
+    // tree, flush what we wrote, then exit. The deadline bounds it all: the
+    // kill ladder ends with SIGKILL after kill_grace, and a host that stops
+    // reading its stdout must not keep us alive.
     auto shutdown = [&](const std::string& why) {
       if (stopping) return;
       stopping = true;
       log::info("shutting down: " + why);
       agent->close_all();
-      auto finish = [&] {
-        deadline.stop();
-        auto done = [&] {
-          loop.post([&] {
-            host.close();
-            in.reset();
-            out.reset();
-            signals.clear();
-          });
-        };
-        if (out) {
-          out->flush(done);
-        } else {
-          done();
-        }
-      };
-      // The kill ladder ends with SIGKILL after kill_grace; this is only a
-      // backstop in case a process cannot be reaped.
-      deadline.start(options.config.daemon.kill_grace + std::chrono::seconds(3), [&, finish] {
-        log::error("adapters did not exit in time; exiting anyway");
-        finish();
+      deadline.start(options.config.daemon.kill_grace + std::chrono::seconds(3), [&] {
+        log::warn("shutdown took too long (adapters still running or output unread); exiting anyway");
+        exit_loop();
       });
-      reaper.when_empty(finish);
+      reaper.when_empty([&] {
+        if (out) {
+          out->flush(exit_loop);
+        } else {
+          exit_loop();
+        }
+      });
     };
 
     out->on_error([&](int status) {

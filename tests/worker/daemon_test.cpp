@@ -7,6 +7,7 @@
 
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "acp/utf8.h"
 #include "daemon_process.h"
@@ -492,4 +493,17 @@ TEST_CASE("an over-long line is refused with its id and the daemon keeps serving
   CHECK(r["error"]["code"] == -32600);
   CHECK(r["error"]["data"]["limit"] == 4096);
   CHECK_FALSE(d.new_session().empty());
+}
+
+TEST_CASE("shutdown is bounded even when the host stopped reading its output") {
+  Daemon d;
+  d.initialize();
+  std::string sid = d.new_session();
+  // Several MiB of output that the host never reads: the pipe fills up.
+  for (int i = 0; i < 8; ++i) d.send_prompt(sid, "big 2000000");
+  std::this_thread::sleep_for(500ms);
+  auto start = std::chrono::steady_clock::now();
+  d.close_stdin();
+  CHECK(d.wait_exit(10s) == 0);
+  CHECK(std::chrono::steady_clock::now() - start < 5s);  // kill_grace (0.5 s) + 3 s at most
 }

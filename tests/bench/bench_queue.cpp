@@ -1,0 +1,191 @@
+// Queue benchmarks: prints figures, asserts nothing. Measures the hand-off
+// between two prompts of one session (adapter time excluded), prompts per
+// second on one session and across 100 sessions, harnessd's memory with
+// 1,000 sessions of 10 queued prompts, and the initialize round trip.
+// Usage: bench_queue [--quick]
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "daemon_process.h"
+
+using namespace harnessd::test;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+json prompt_message(int id, const std::string& sid, const std::string& text) {
+  return {{"jsonrpc", "2.0"},
+          {"id", id},
+          {"method", "session/prompt"},
+          {"params", {{"sessionId", sid}, {"prompt", {{{"type", "text"}, {"text", text}}}}}}};
+}
+
+// Reads until `n` answers have arrived.
+void await_answers(Daemon& d, std::size_t n) {
+  std::size_t got = 0;
+  while (got < n) {
+    auto m = d.recv(60s);
+    if (!m) throw std::runtime_error("harnessd stopped answering");
+    if (m->contains("id") && !m->contains("method")) ++got;
+  }
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+long status_kb(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+void handoff(bool quick) {
+  TempDir dir;
+  std::string timing = dir.path() + "/timing.log";
+  Daemon d(fake_config({"--timing-file", timing}), {"--log-level", "warn"});
+  d.initialize();
+  std::string sid = d.new_session();
+  d.prompt(sid, "echo warm");
+  int rounds = quick ? 20 : 200;
+  int id = 1;
+  for (int r = 0; r < rounds; ++r) {
+    std::string batch;
+    for (int i = 0; i < 17; ++i) batch += prompt_message(id++, sid, "echo x").dump() + "\n";
+    d.send_raw(batch);
+    await_answers(d, 17);
+  }
+  // Pairs "answer" then "prompt" inside one batch: the next prompt was
+  // already queued, so the gap is harnessd's hand-off plus two pipe hops.
+  std::ifstream in(timing);
+  std::vector<std::pair<long long, std::string>> events;
+  long long ns;
+  std::string what;
+  while (in >> ns >> what) events.emplace_back(ns, what);
+  std::vector<double> gaps;
+  int in_batch = 0;
+  for (std::size_t i = 1; i < events.size(); ++i) {
+    if (events[i].second == "prompt") ++in_batch;
+    if (events[i].second == "prompt" && events[i - 1].second == "answer" && (in_batch - 1) % 17 != 0) {
+      gaps.push_back(static_cast<double>(events[i].first - events[i - 1].first) / 1000.0);
+    }
+  }
+  std::printf("hand-off between two prompts of one session (adapter answer -> next prompt at the adapter)\n");
+  std::printf("  %zu hand-offs: p50 %.0f us, p90 %.0f us, p99 %.0f us, max %.0f us\n", gaps.size(),
+              percentile(gaps, 0.5), percentile(gaps, 0.9), percentile(gaps, 0.99), percentile(gaps, 1.0));
+}
+
+// Keeps up to `window` prompts in flight per session until `per_session`
+// have been answered on each; returns prompts per second.
+double throughput(int sessions, int per_session, int window) {
+  Daemon d(fake_config({}, "", "max_concurrent_runs = 128\n"), {"--log-level", "warn"});
+  d.initialize();
+  std::vector<std::string> sids;
+  for (int s = 0; s < sessions; ++s) sids.push_back(d.new_session());
+  for (const auto& sid : sids) d.prompt(sid, "echo warm");  // adapters up: measure the queue, not spawning
+  std::map<int, int> session_of;
+  std::vector<int> sent(sessions, 0), done(sessions, 0);
+  int id = 1;
+  auto top_up = [&](int s) {
+    std::string batch;
+    while (sent[s] < per_session && sent[s] - done[s] < window) {
+      session_of[id] = s;
+      batch += prompt_message(id++, sids[s], "echo x").dump() + "\n";
+      ++sent[s];
+    }
+    if (!batch.empty()) d.send_raw(batch);
+  };
+  auto start = Clock::now();
+  for (int s = 0; s < sessions; ++s) top_up(s);
+  long total = 0;
+  while (total < static_cast<long>(sessions) * per_session) {
+    auto m = d.recv(60s);
+    if (!m) throw std::runtime_error("harnessd stopped answering");
+    if (!m->contains("id") || m->contains("method")) continue;
+    int s = session_of.at((*m)["id"].get<int>());
+    ++done[s];
+    ++total;
+    top_up(s);
+  }
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  return static_cast<double>(total) / secs;
+}
+
+void memory(bool quick) {
+  int sessions = quick ? 200 : 1000;
+  Daemon d(fake_config({}, "", "max_concurrent_runs = 32\n"), {"--log-level", "warn"});
+  d.initialize();
+  long idle = status_kb(d.pid(), "VmRSS");
+  std::vector<std::string> sids;
+  for (int s = 0; s < sessions; ++s) {
+    sids.push_back(d.new_session("/tmp", {{"harnessd", {{"name", "bench:" + std::to_string(s)}}}}));
+  }
+  // The first prompt of each session runs long, so the other ten wait.
+  std::string batch;
+  int id = 1;
+  for (int s = 0; s < sessions; ++s) {
+    batch += prompt_message(id++, sids[s], "slow 60000").dump() + "\n";
+    for (int i = 0; i < 10; ++i) batch += prompt_message(id++, sids[s], "echo queued").dump() + "\n";
+  }
+  d.send_raw(batch);
+  // Wait until harnessd has read everything: the sessions list reports it.
+  for (;;) {
+    d.send({{"jsonrpc", "2.0"}, {"id", "q"}, {"method", "_harnessd/sessions/list"}, {"params", json::object()}});
+    json r = d.recv_reply("q");
+    if (r["result"]["queued"].get<long>() + r["result"]["running"].get<long>() >= sessions * 11L - 32) break;
+    usleep(100000);
+  }
+  long rss = status_kb(d.pid(), "VmRSS");
+  long hwm = status_kb(d.pid(), "VmHWM");
+  std::printf("memory of harnessd\n");
+  std::printf("  idle after initialize: %ld KiB RSS\n", idle);
+  std::printf("  %d sessions, 10 queued prompts each, 32 running: %ld KiB RSS, peak %ld KiB\n", sessions, rss, hwm);
+  d.close_stdin();
+  await_answers(d, static_cast<std::size_t>(sessions) * 11);  // every prompt answered "cancelled"
+  d.wait_exit(60s);
+}
+
+void initialize_round_trip() {
+  std::vector<double> ms;
+  for (int i = 0; i < 20; ++i) {
+    auto start = Clock::now();
+    Daemon d(fake_config(), {"--log-level", "warn"});
+    d.initialize();
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+  }
+  std::printf("initialize round trip from process start: p50 %.1f ms, max %.1f ms (20 starts)\n", percentile(ms, 0.5),
+              percentile(ms, 1.0));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  try {
+    initialize_round_trip();
+    handoff(quick);
+    std::printf("throughput with the instant fake agent\n");
+    std::printf("  one session, 16 in flight: %.0f prompts/s\n", throughput(1, quick ? 500 : 5000, 16));
+    std::printf("  100 sessions, 16 in flight each: %.0f prompts/s\n", throughput(100, quick ? 20 : 100, 16));
+    memory(quick);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_queue: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
