@@ -149,6 +149,12 @@ TEST_CASE("named sessions: ensure returns the open one, a new one takes the name
   CHECK(d.recv_reply(1)["error"]["code"] == -32002);
   CHECK(d.new_session("/tmp", meta) == second);
 
+  // session/close frees the name: ensure then creates a new session.
+  d.send(request(51, "session/close", {{"sessionId", second}}));
+  CHECK(d.recv_reply(51)["result"] == json::object());
+  std::string third = d.new_session("/tmp", meta);
+  CHECK(third != second);
+
   d.send(request(2, "session/new", {{"cwd", "/tmp"}, {"_meta", {{"harnessd", {{"ensure", true}}}}}}));
   CHECK(d.recv_reply(2)["error"]["data"]["field"] == "_meta.harnessd.ensure");
 }
