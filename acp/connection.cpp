@@ -352,6 +352,10 @@ void Connection::notify(const std::string& method, json params) {
   shared_->send(to_line(msg));
 }
 
+void Connection::send_line(std::string line) {
+  if (shared_->open) shared_->send(std::move(line));
+}
+
 void Connection::close() {
   if (!shared_->open) return;
   shared_->open = false;

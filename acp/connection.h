@@ -122,6 +122,9 @@ class Connection {
   /// (kTooManyPending, called before call() returns). Returns the id used.
   std::int64_t call(const std::string& method, nlohmann::json params, CallHandler on_done);
   void notify(const std::string& method, nlohmann::json params);
+  /// Sends a message that is already serialised (one line, ending in LF,
+  /// as to_line() makes it), e.g. a frame also written to a transcript.
+  void send_line(std::string line);
 
   void mark_initialized() { initialized_ = true; }
   bool initialized() const { return initialized_; }

@@ -13,7 +13,11 @@ AdapterLink::AdapterLink(AdapterOptions options, std::function<void(const ExitSt
     : options_(std::move(options)),
       on_exit_(std::move(on_exit)),
       splitter_(
-          options_.max_line_bytes, [this](std::string_view line) { rpc_->receive_line(line); },
+          options_.max_line_bytes,
+          [this](std::string_view line) {
+            if (line_tap_) line_tap_(false, line);
+            rpc_->receive_line(line);
+          },
           [this](std::string_view prefix, std::size_t size) {
             rpc_->receive_overlong(prefix, size, options_.max_line_bytes);
           }) {}
@@ -31,6 +35,7 @@ Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(Loop& loop, AdapterOpt
   copts.repair_utf8 = true;
   copts.answer_malformed = false;
   raw->rpc_ = std::make_unique<Connection>(copts, [raw](std::string line) {
+    if (raw->line_tap_) raw->line_tap_(true, std::string_view(line).substr(0, line.size() - 1));
     if (raw->process_) raw->process_->write(std::move(line));
   });
 
@@ -57,6 +62,7 @@ Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(Loop& loop, AdapterOpt
 std::string AdapterLink::stderr_tail() const { return stderr_tail_; }
 
 void AdapterLink::on_stderr(std::string_view data) {
+  if (stderr_tap_) stderr_tap_(data);
   stderr_tail_.append(data);
   if (stderr_tail_.size() > options_.stderr_tail_bytes) {
     stderr_tail_.erase(0, stderr_tail_.size() - options_.stderr_tail_bytes);

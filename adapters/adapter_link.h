@@ -47,6 +47,15 @@ class AdapterLink {
   std::string stderr_tail() const;
   const std::string& label() const { return options_.label; }
 
+  /// Sees every line exchanged with the adapter (`outbound`: written to
+  /// it) and every byte of its stderr, for recordings. Pass null to stop.
+  using LineTap = std::function<void(bool outbound, std::string_view line)>;
+  using StderrTap = std::function<void(std::string_view data)>;
+  void set_taps(LineTap lines, StderrTap stderr_tap) {
+    line_tap_ = std::move(lines);
+    stderr_tap_ = std::move(stderr_tap);
+  }
+
   /// Replaces the exit callback (used when ownership moves to the Reaper).
   void set_on_exit(std::function<void(const ExitStatus&)> on_exit) { on_exit_ = std::move(on_exit); }
 
@@ -60,6 +69,8 @@ class AdapterLink {
 
   AdapterOptions options_;
   std::function<void(const ExitStatus&)> on_exit_;
+  LineTap line_tap_;
+  StderrTap stderr_tap_;
   std::unique_ptr<Connection> rpc_;
   LineSplitter splitter_;
   std::unique_ptr<Process> process_;

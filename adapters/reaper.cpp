@@ -10,6 +10,7 @@ void Reaper::adopt(std::unique_ptr<AdapterLink> link, std::chrono::milliseconds 
   AdapterLink* raw = link.get();
   raw->rpc().close();
   raw->rpc().clear_handlers();
+  raw->set_taps(nullptr, nullptr);
   if (raw->exited()) {
     // Already gone: destroy it outside the caller's stack.
     loop_.post([l = std::move(link)]() mutable { l.reset(); });

@@ -129,6 +129,12 @@ class Scheduler {
     return std::nullopt;
   }
 
+  /// The session's next queued item, or null.
+  T* front(const std::string& session) {
+    auto it = sessions_.find(session);
+    return it == sessions_.end() || it->second.items.empty() ? nullptr : &it->second.items.front().value;
+  }
+
   /// Visits the queued items of a session, oldest first.
   void for_each_queued(const std::string& session, const std::function<void(const T&, Lane)>& fn) const {
     auto it = sessions_.find(session);

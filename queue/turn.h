@@ -13,7 +13,8 @@ namespace harnessd::queue {
 enum class TurnState { kQueued, kStarting, kActive, kFinishing, kDone };
 
 /// Why a turn is being stopped.
-enum class StopReason { kNone, kCancelled, kTimeout };
+/// kError: harnessd itself cannot go on with the run (its recording failed).
+enum class StopReason { kNone, kCancelled, kTimeout, kError };
 
 /// What the caller must do after request_stop().
 enum class StopAction {

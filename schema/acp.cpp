@@ -149,6 +149,40 @@ Expected<CancelRequest, RpcError> decode_cancel_request(const json& params) {
   return out;
 }
 
+Expected<LoadSessionRequest, RpcError> decode_load_session(const std::string& method, const json& params) {
+  Decoder d(method, params);
+  LoadSessionRequest out;
+  if (auto id = d.required_string("sessionId")) out.sessionId = *id;
+  if (auto cwd = d.required_string("cwd")) {
+    out.cwd = *cwd;
+    if (!is_absolute_path(out.cwd)) d.fail("cwd", "must be an absolute path, got '" + out.cwd + "'");
+  }
+  // session/load requires mcpServers; session/resume makes it optional.
+  const json* servers = method == "session/load" ? d.required_array("mcpServers") : d.optional_array("mcpServers");
+  if (servers) out.mcpServers = *servers;
+  if (!d.ok()) return d.error();
+  return out;
+}
+
+Expected<std::string, RpcError> decode_run_get(const json& params) {
+  Decoder d("_harnessd/runs/get", params);
+  auto id = d.required_string("runId");
+  if (!d.ok()) return d.error();
+  return *id;
+}
+
+Expected<ListRunsRequest, RpcError> decode_list_runs(const json& params) {
+  Decoder d("_harnessd/runs/list", params);
+  ListRunsRequest out;
+  out.sessionId = d.optional_string("sessionId");
+  out.name = d.optional_string("name");
+  out.since = d.optional_string("since");
+  out.state = d.optional_string("state");
+  if (auto limit = d.optional_int("limit", 1, 100000)) out.limit = *limit;
+  if (!d.ok()) return d.error();
+  return out;
+}
+
 Expected<ListSessionsRequest, RpcError> decode_list_sessions(const json& params) {
   Decoder d("session/list", params);
   ListSessionsRequest out;

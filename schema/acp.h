@@ -50,6 +50,22 @@ struct SessionRef {
   std::string sessionId;
 };
 
+/// Params of session/load and session/resume.
+struct LoadSessionRequest {
+  std::string sessionId;
+  std::string cwd;
+  std::optional<nlohmann::json> mcpServers;
+};
+
+/// Params of `_harnessd/runs/list`.
+struct ListRunsRequest {
+  std::optional<std::string> sessionId;
+  std::optional<std::string> name;
+  std::optional<std::string> since;  // ISO 8601; runs queued at or after it
+  std::optional<std::string> state;
+  std::int64_t limit = 200;
+};
+
 /// Params of `$/cancel_request`.
 struct CancelRequest {
   nlohmann::json requestId;  // string or integer
@@ -75,6 +91,10 @@ Expected<PromptRequest, RpcError> decode_prompt(const nlohmann::json& params, co
 Expected<SessionRef, RpcError> decode_session_ref(const std::string& method, const nlohmann::json& params);
 Expected<ListSessionsRequest, RpcError> decode_list_sessions(const nlohmann::json& params);
 Expected<CancelRequest, RpcError> decode_cancel_request(const nlohmann::json& params);
+/// `method` is "session/load" (mcpServers required) or "session/resume".
+Expected<LoadSessionRequest, RpcError> decode_load_session(const std::string& method, const nlohmann::json& params);
+Expected<std::string, RpcError> decode_run_get(const nlohmann::json& params);
+Expected<ListRunsRequest, RpcError> decode_list_runs(const nlohmann::json& params);
 
 /// True for a POSIX absolute path (ACP requires absolute paths everywhere).
 bool is_absolute_path(const std::string& path);

@@ -31,6 +31,8 @@ inline constexpr int kTooManyPending = -32013;
 inline constexpr int kQueueFull = -32014;
 /// The run passed its deadline and was stopped (data.reason is "timeout").
 inline constexpr int kRunTimeout = -32015;
+/// The run could not be recorded (disk full, permissions): it failed.
+inline constexpr int kStoreFailed = -32016;
 }  // namespace rpc_code
 
 /// A JSON-RPC error object. `data` is omitted from the wire when null.

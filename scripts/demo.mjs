@@ -12,7 +12,7 @@ const dir = mkdtempSync(join(tmpdir(), "harnessd-demo-"));
 const config = join(dir, "config.toml");
 writeFileSync(config, `[daemon]\ndefault_harness = "demo"\n[harness.demo]\ncommand = ${JSON.stringify([fakeAgent])}\n`);
 
-const child = spawn(harnessd, ["--config", config, "--log-level", "warn"], { stdio: ["pipe", "pipe", "inherit"] });
+const child = spawn(harnessd, ["--config", config, "--state-dir", join(dir, "state"), "--log-level", "warn"], { stdio: ["pipe", "pipe", "inherit"] });
 const lines = createInterface({ input: child.stdout });
 const waiting = new Map();
 const show = (arrow, text) => console.log(`${arrow} ${text}`);

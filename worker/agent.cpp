@@ -10,6 +10,9 @@
 #include "harnessd_version.h"
 #include "queue/ids.h"
 #include "schema/acp.h"
+#include "worker/ledger.h"
+#include "worker/run_recorder.h"
+#include "worker/store.h"
 
 namespace harnessd::worker {
 
@@ -44,13 +47,13 @@ std::string adapter_path(const Runtime& rt, const harnesses::HarnessProfile& pro
 }  // namespace
 
 json agent_capabilities() {
-  return {{"loadSession", false},
+  return {{"loadSession", true},
           {"promptCapabilities",
            {{"image", kPromptCapabilities.image},
             {"audio", kPromptCapabilities.audio},
             {"embeddedContext", kPromptCapabilities.embeddedContext}}},
           {"mcpCapabilities", {{"http", false}, {"sse", false}}},
-          {"sessionCapabilities", {{"list", json::object()}, {"close", json::object()}}}};
+          {"sessionCapabilities", {{"list", json::object()}, {"close", json::object()}, {"resume", json::object()}}}};
 }
 
 Agent::Agent(Runtime& rt)
@@ -62,7 +65,11 @@ Agent::Agent(Runtime& rt)
   c.on_request("session/prompt", [this](const json& p, Reply r) { on_prompt(p, std::move(r)); });
   c.on_request("session/close", [this](const json& p, Reply r) { on_close(p, std::move(r)); });
   c.on_request("session/list", [this](const json& p, Reply r) { on_list(p, std::move(r)); });
+  c.on_request("session/load", [this](const json& p, Reply r) { on_load(p, std::move(r), true); });
+  c.on_request("session/resume", [this](const json& p, Reply r) { on_load(p, std::move(r), false); });
   c.on_request("_harnessd/sessions/list", [this](const json& p, Reply r) { on_harnessd_sessions(p, std::move(r)); });
+  c.on_request("_harnessd/runs/get", [this](const json& p, Reply r) { on_run_get(p, std::move(r)); });
+  c.on_request("_harnessd/runs/list", [this](const json& p, Reply r) { on_runs_list(p, std::move(r)); });
   c.on_notification("session/cancel", [this](const json& p) { on_cancel(p); });
   c.on_notification("$/cancel_request", [this](const json& p) { on_cancel_request(p); });
 }
@@ -75,21 +82,31 @@ Agent::~Agent() {
 void Agent::close_all() {
   std::vector<std::string> ids;
   registry_.for_each_open([&](const std::string& id, const auto&, const Session&) { ids.push_back(id); });
-  for (const auto& id : ids) close_session(id, "shutting down");
+  for (const auto& id : ids) close_session(id, "shutting down", false);
 }
 
-void Agent::close_session(const std::string& id, const std::string& why) {
+void Agent::close_session(const std::string& id, const std::string& why, bool forget) {
   Session* session = registry_.find(id);
   if (!session) return;
   // Drop the queue first: it frees the session's slot, and the session's
   // own close() does not report back.
   std::vector<QueuedPrompt> queued = scheduler_.drop(id);
-  session->close();
-  for (auto& q : queued) answer_cancelled(q);
+  session->close(forget);
+  for (auto& q : queued) answer_cancelled(std::move(q));
   std::unique_ptr<Session> closed = registry_.close(id);
   log::info("session " + id + ": closed (" + why + ")");
   closed.reset();
   pump();
+}
+
+void Agent::prepare_next(const std::string& session) {
+  // The next prompt of a busy session gets its run folder while the current
+  // turn runs, so the hand-off does not wait for the disk; deeper queues are
+  // prepared as they move up.
+  if (!scheduler_.active(session)) return;
+  if (QueuedPrompt* next = scheduler_.front(session)) {
+    next->recorder->prepare(next->request, render_prompt_markdown(next->blocks));
+  }
 }
 
 void Agent::pump() {
@@ -103,11 +120,12 @@ void Agent::pump() {
     while (auto next = scheduler_.next()) {
       Session* session = registry_.find(next->session);
       if (!session) {  // closed meanwhile: cannot happen, drop() removes its queue
-        answer_cancelled(next->item);
+        answer_cancelled(std::move(next->item));
         scheduler_.finished(next->session);
         continue;
       }
       session->start_turn(std::move(next->item));
+      prepare_next(next->session);
     }
   } while (pump_again_);
   pumping_ = false;
@@ -134,6 +152,21 @@ void Agent::on_new_session(const json& params, Reply reply) {
   if (meta.ensure) {
     if (auto existing = registry_.find_name(*meta.name)) {
       reply.result({{"sessionId", *existing}, {"_meta", {{"harnessd", {{"name", *meta.name}, {"created", false}}}}}});
+      return;
+    }
+    // A session of that name from an earlier lifetime, not closed, comes
+    // back (the newest, if several): names outlive the daemon.
+    const json* found = nullptr;
+    for (const auto& [id, record] : rt_.store.sessions()) {
+      if (record.value("closed", false) || record.value("name", json()) != json(*meta.name)) continue;
+      if (!found || record.value("updatedAt", "") > found->value("updatedAt", "")) found = &record;
+    }
+    if (found) {
+      schema::LoadSessionRequest again{found->value("sessionId", ""), req->cwd, req->mcpServers};
+      auto reopened = reopen(*found, again);
+      if (!reopened) return reply.error(reopened.error());
+      reply.result({{"sessionId", again.sessionId},
+                    {"_meta", {{"harnessd", {{"name", *meta.name}, {"created", false}, {"reopened", true}}}}}});
       return;
     }
   }
@@ -173,21 +206,30 @@ void Agent::on_new_session(const json& params, Reply reply) {
   init.run_timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : rt_.config.daemon.run_timeout;
   if (meta.lane) init.lane = *queue::parse_lane(*meta.lane);
   const std::string id = init.id;
+  Session& session = open_session(std::move(init));
+  session.save_record();
+  log::info("session " + id + ": created for harness '" + harness + "' in " + req->cwd +
+            (meta.name ? " as '" + *meta.name + "'" : ""));
+  json result = {{"sessionId", id}};
+  if (meta.name) result["_meta"] = {{"harnessd", {{"name", *meta.name}, {"created", true}}}};
+  reply.result(std::move(result));
+}
+
+Session& Agent::open_session(SessionInit init) {
+  const std::string id = init.id;
+  std::optional<std::string> name = init.name;
   auto session = std::make_unique<Session>(rt_, std::move(init), [this](Session& s) {
     scheduler_.finished(s.id());
     pump();
   });
-  auto displaced = registry_.add(id, meta.name, std::move(session));
-  log::info("session " + id + ": created for harness '" + harness + "' in " + req->cwd +
-            (meta.name ? " as '" + *meta.name + "'" : ""));
+  Session& ref = *session;
+  auto displaced = registry_.add(id, name, std::move(session));
   if (displaced) {
     // Without ensure, a new session takes the name; the old one is closed.
     if (Session* old = registry_.find(*displaced)) old->forget_name();
     close_session(*displaced, "its name went to " + id);
   }
-  json result = {{"sessionId", id}};
-  if (meta.name) result["_meta"] = {{"harnessd", {{"name", *meta.name}, {"created", true}}}};
-  reply.result(std::move(result));
+  return ref;
 }
 
 void Agent::on_prompt(const json& params, Reply reply) {
@@ -204,13 +246,24 @@ void Agent::on_prompt(const json& params, Reply reply) {
   }
   QueuedPrompt prompt;
   prompt.run_id = queue::make_id("run_");
+  prompt.request = {{"id", reply.id()}, {"method", "session/prompt"}, {"params", params}, {"receivedAt", iso_time()}};
   prompt.blocks = std::move(req->prompt);
+  prompt.ledger.runId = prompt.run_id;
+  prompt.ledger.sessionId = session->id();
+  prompt.ledger.name = session->name();
+  prompt.ledger.harness = session->profile().name;
+  prompt.ledger.requestId = reply.id();
   prompt.reply = std::move(reply);
+  LedgerEntry queued = prompt.ledger;
+  queued.event = run_event::kQueued;
+  rt_.store.record(std::move(queued));
+  prompt.recorder = std::make_unique<RunRecorder>(rt_.store, prompt.ledger);
   const auto& meta = req->harnessd;
   prompt.timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : session->init().run_timeout;
   queue::Lane lane = meta.lane ? *queue::parse_lane(*meta.lane) : session->init().lane;
   scheduler_.enqueue(session->id(), lane, std::move(prompt));
   pump();
+  prepare_next(session->id());
 }
 
 void Agent::on_cancel(const json& params) {
@@ -238,7 +291,7 @@ void Agent::on_cancel_request(const json& params) {
   auto removed = scheduler_.remove_if([&](const QueuedPrompt& q) { return q.reply.id() == req->requestId; });
   if (removed) {
     log::info("session " + removed->first + ": queued request " + req->requestId.dump() + " cancelled");
-    answer_cancelled(removed->second);
+    answer_cancelled(std::move(removed->second));
     return;
   }
   // ... a running one is cancelled like session/cancel.
@@ -252,44 +305,152 @@ void Agent::on_cancel_request(const json& params) {
 void Agent::on_close(const json& params, Reply reply) {
   auto req = schema::decode_session_ref("session/close", params);
   if (!req) return reply.error(req.error());
-  if (!registry_.find(req->sessionId)) return reply.error(RpcError::session_not_found(req->sessionId));
-  // ACP "session/close": cancel the running work as if session/cancel had
-  // arrived; its prompts are answered "cancelled" before this reply.
-  close_session(req->sessionId, "session/close");
-  reply.result(json::object());
+  if (registry_.find(req->sessionId)) {
+    // ACP "session/close": cancel the running work as if session/cancel had
+    // arrived; its prompts are answered "cancelled" before this reply.
+    close_session(req->sessionId, "session/close");
+  } else if (const json* record = rt_.store.session(req->sessionId)) {
+    // A session of an earlier lifetime: only its record changes.
+    json closed = *record;
+    closed["closed"] = true;
+    closed["updatedAt"] = iso_time();
+    rt_.store.save_session(closed);
+  } else {
+    return reply.error(RpcError::session_not_found(req->sessionId));
+  }
+  // After every write the close caused, so the prompts' answers go first.
+  rt_.store.barrier_all([reply = std::move(reply)](Expected<void>) mutable { reply.result(json::object()); });
+}
+
+void Agent::on_load(const json& params, Reply reply, bool replay) {
+  const std::string method = replay ? "session/load" : "session/resume";
+  auto req = schema::decode_load_session(method, params);
+  if (!req) return reply.error(req.error());
+  Session* session = registry_.find(req->sessionId);
+  if (!session) {
+    const json* record = is_safe_id(req->sessionId) ? rt_.store.session(req->sessionId) : nullptr;
+    if (!record) return reply.error(RpcError::session_not_found(req->sessionId));
+    auto opened = reopen(*record, *req);
+    if (!opened) return reply.error(opened.error());
+    session = *opened;
+  }
+  if (session->busy() || scheduler_.queued(session->id()) > 0) {
+    return reply.error(RpcError::invalid_request("Invalid request: session " + session->id() +
+                                                 " has prompts running or queued; " + method + " it when idle"));
+  }
+  session->restore(replay, [reply = std::move(reply)](Expected<json, RpcError> outcome) mutable {
+    if (!outcome) return reply.error(outcome.error());
+    reply.result({{"_meta", {{"harnessd", std::move(*outcome)}}}});
+  });
+}
+
+Expected<Session*, RpcError> Agent::reopen(const json& record, const schema::LoadSessionRequest& req) {
+  std::string harness = record.value("harness", "");
+  auto profile = rt_.config.harnesses.find(harness);
+  if (profile == rt_.config.harnesses.end()) {
+    return RpcError{rpc_code::kHarnessUnavailable,
+                    "session " + req.sessionId + " ran on harness '" + harness + "', which is not configured now",
+                    {{"harness", harness}, {"sessionId", req.sessionId}}};
+  }
+  struct stat st {};
+  if (::stat(req.cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    RpcError e = RpcError::invalid_params("session/load: cwd '" + req.cwd + "' is not an existing directory");
+    e.data = {{"field", "cwd"}};
+    return e;
+  }
+  SessionInit init;
+  init.id = req.sessionId;
+  init.cwd = req.cwd;
+  init.profile = profile->second;
+  init.mcp_servers = req.mcpServers ? *req.mcpServers : record.value("mcpServers", json::array());
+  if (record.contains("name") && record["name"].is_string()) {
+    std::string name = record["name"];
+    // The name comes back only if no open session took it meanwhile.
+    if (!registry_.find_name(name)) init.name = name;
+  }
+  init.run_timeout = std::chrono::milliseconds(record.value("runTimeoutMs", 0LL));
+  if (auto lane = queue::parse_lane(record.value("lane", "interactive"))) init.lane = *lane;
+  init.created_at = record.value("createdAt", "");
+  if (record.contains("adapterSessionId") && record["adapterSessionId"].is_string()) {
+    init.restore_adapter_session = record["adapterSessionId"];
+  }
+  Session& session = open_session(std::move(init));
+  session.save_record();  // open again
+  log::info("session " + req.sessionId + ": reopened from the store");
+  return &session;
 }
 
 void Agent::on_list(const json& params, Reply reply) {
   auto req = schema::decode_list_sessions(params);
   if (!req) return reply.error(req.error());
-  // The cursor is the id of the last session of the previous page.
-  const auto& entries = registry_.entries();
-  auto it = entries.begin();
+  // Every session the store knows, of this lifetime or earlier ones, that
+  // is not closed. The cursor is the id of the last session of a page.
+  const auto& records = rt_.store.sessions();
+  auto it = records.begin();
   if (req->cursor) {
     if (req->cursor->rfind("after:", 0) != 0) {
       RpcError e = RpcError::invalid_params("session/list: cursor '" + *req->cursor + "' is not valid");
       e.data = {{"method", "session/list"}, {"field", "cursor"}};
       return reply.error(e);
     }
-    it = entries.upper_bound(req->cursor->substr(6));
+    it = records.upper_bound(req->cursor->substr(6));
   }
   json sessions = json::array();
   std::string last;
-  for (; it != entries.end(); ++it) {
-    if (!it->second.open()) continue;
-    const Session& s = *it->second.value;
-    if (req->cwd && s.cwd() != *req->cwd) continue;
+  for (; it != records.end(); ++it) {
+    const json& r = it->second;
+    if (r.value("closed", false)) continue;
+    if (req->cwd && r.value("cwd", "") != *req->cwd) continue;
     if (sessions.size() == kListPageSize) break;
-    json entry = {{"sessionId", s.id()}, {"cwd", s.cwd()}, {"updatedAt", iso8601(s.updated_at())}};
-    if (s.name()) entry["title"] = *s.name();
-    entry["_meta"] = {{"harnessd", {{"harness", s.profile().name}}}};
-    if (s.name()) entry["_meta"]["harnessd"]["name"] = *s.name();
+    json entry = {{"sessionId", it->first}, {"cwd", r.value("cwd", "")}, {"updatedAt", r.value("updatedAt", "")}};
+    json meta = {{"harness", r.value("harness", "")}, {"open", registry_.find(it->first) != nullptr}};
+    if (r.contains("name") && r["name"].is_string()) {
+      entry["title"] = r["name"];
+      meta["name"] = r["name"];
+    }
+    entry["_meta"] = {{"harnessd", meta}};
     sessions.push_back(std::move(entry));
-    last = s.id();
+    last = it->first;
   }
   json result = {{"sessions", std::move(sessions)}};
-  if (it != entries.end()) result["nextCursor"] = "after:" + last;
+  if (it != records.end()) result["nextCursor"] = "after:" + last;
   reply.result(std::move(result));
+}
+
+void Agent::on_run_get(const json& params, Reply reply) {
+  auto id = schema::decode_run_get(params);
+  if (!id) return reply.error(id.error());
+  const RunRecord* run = rt_.store.runs().find(*id);
+  if (!run) {
+    return reply.error(RpcError{rpc_code::kResourceNotFound, "Run not found: " + *id, {{"runId", *id}}});
+  }
+  reply.result({{"run", run_json(*run)}});
+}
+
+void Agent::on_runs_list(const json& params, Reply reply) {
+  auto req = schema::decode_list_runs(params);
+  if (!req) return reply.error(req.error());
+  std::vector<const RunRecord*> matching;
+  for (const auto& id : rt_.store.runs().order()) {
+    const RunRecord& r = *rt_.store.runs().find(id);
+    if (req->sessionId && r.sessionId != *req->sessionId) continue;
+    if (req->name && r.name != *req->name) continue;
+    if (req->state && r.state != *req->state) continue;
+    if (req->since && r.queuedAt < *req->since) continue;
+    matching.push_back(&r);
+  }
+  // The most recent `limit` runs, oldest first.
+  std::size_t skip = matching.size() > static_cast<std::size_t>(req->limit) ? matching.size() - req->limit : 0;
+  json runs = json::array();
+  for (std::size_t i = skip; i < matching.size(); ++i) runs.push_back(run_json(*matching[i]));
+  reply.result({{"runs", std::move(runs)}, {"total", matching.size()}});
+}
+
+json Agent::run_json(const RunRecord& run) const {
+  json j = run.to_json();
+  // The recording exists from the moment the run started.
+  if (!run.startedAt.empty()) j["recording"] = rt_.store.path(Store::run_dir(run.runId));
+  return j;
 }
 
 void Agent::on_harnessd_sessions(const json&, Reply reply) {

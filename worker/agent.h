@@ -10,6 +10,8 @@
 #include "acp/connection.h"
 #include "queue/scheduler.h"
 #include "queue/session_registry.h"
+#include "schema/acp.h"
+#include "worker/ledger.h"
 #include "worker/runtime.h"
 #include "worker/session.h"
 
@@ -37,13 +39,23 @@ class Agent {
   void on_close(const nlohmann::json& params, Reply reply);
   void on_list(const nlohmann::json& params, Reply reply);
   void on_harnessd_sessions(const nlohmann::json& params, Reply reply);
+  void on_load(const nlohmann::json& params, Reply reply, bool replay);
+  void on_run_get(const nlohmann::json& params, Reply reply);
+  void on_runs_list(const nlohmann::json& params, Reply reply);
+
+  /// Registers a live session (taking its name from an older holder).
+  Session& open_session(SessionInit init);
+  /// Brings a session of an earlier lifetime back from its record.
+  Expected<Session*, RpcError> reopen(const nlohmann::json& record, const schema::LoadSessionRequest& req);
+  nlohmann::json run_json(const RunRecord& run) const;
 
   /// Starts queued prompts while slots are free. Re-entrant calls (a turn
   /// that ends while starting) are folded into the running pump.
   void pump();
+  void prepare_next(const std::string& session);
   /// Closes a session: running and queued prompts answered cancelled,
   /// adapter stopped, name freed.
-  void close_session(const std::string& id, const std::string& why);
+  void close_session(const std::string& id, const std::string& why, bool forget = true);
 
   Runtime& rt_;
   queue::SessionRegistry<Session> registry_;

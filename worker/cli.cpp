@@ -19,6 +19,8 @@
 #include "harnessd_version.h"
 #include "worker/config.h"
 #include "worker/daemon.h"
+#include "worker/inspect.h"
+#include "worker/store.h"
 
 namespace harnessd::worker {
 
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   std::optional<double> cancel_grace, kill_grace, start_timeout;
   std::optional<std::size_t> max_line_bytes;
+  std::optional<std::string> state_dir;
   bool no_guard = false;
 
   app.add_option("--config", config_path, "Configuration file (default: $XDG_CONFIG_HOME/harnessd/config.toml)");
@@ -83,9 +86,25 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 86400.0));
   app.add_option("--max-line-bytes", max_line_bytes, "Longest accepted inbound line")
       ->check(CLI::Range(static_cast<std::size_t>(1024), static_cast<std::size_t>(1) << 32));
+  app.add_option("--state-dir", state_dir, "State directory (default: $XDG_STATE_HOME/harnessd)");
   app.add_flag("--no-guard", no_guard, "Spawn adapters without the process-group guard");
   auto* serve_cmd = app.add_subcommand("serve", "Serve ACP v1 on stdio (the default)");
   serve_cmd->fallthrough();
+
+  RunsQuery runs_query;
+  auto* runs_cmd = app.add_subcommand("runs", "List runs from the ledger of the state directory");
+  runs_cmd->fallthrough();
+  runs_cmd->add_option("--session", runs_query.session, "Only runs of this session (id or name)");
+  runs_cmd->add_option("--state", runs_query.state, "Only runs whose last event is this (completed, failed, ...)");
+  runs_cmd->add_flag("--follow", runs_query.follow, "Then print each new ledger entry as it is written");
+  runs_cmd->add_option("--format", runs_query.format, "text or json")->check(CLI::IsMember({"text", "json"}));
+
+  std::string sessions_format = "text";
+  bool sessions_all = false;
+  auto* sessions_cmd = app.add_subcommand("sessions", "List session records of the state directory");
+  sessions_cmd->fallthrough();
+  sessions_cmd->add_option("--format", sessions_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  sessions_cmd->add_flag("--all", sessions_all, "Include closed sessions");
   app.require_subcommand(0, 1);
 
   try {
@@ -104,6 +123,14 @@ int main(int argc, char** argv) {
     log::error(config.error().message);
     return 2;
   }
+  const std::string chosen_state_dir = state_dir ? *state_dir
+                                       : !config->daemon.state_dir.empty() ? config->daemon.state_dir
+                                                                           : default_state_dir();
+  if (runs_cmd->parsed()) {
+    runs_query.state_dir = chosen_state_dir;
+    return runs_command(runs_query);
+  }
+  if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
   auto& d = config->daemon;
   if (harness) {
     if (!config->harnesses.count(*harness)) {
@@ -121,6 +148,13 @@ int main(int argc, char** argv) {
   ServeOptions options;
   options.config = std::move(*config);
   options.guard_exe = no_guard ? std::string() : guard_exe();
+  options.state_dir = chosen_state_dir;
+  options.store.sync = options.config.daemon.fsync;
+  // For tests on machines that cannot mount a small filesystem: writes fail
+  // with ENOSPC after this many bytes. Not a feature; see docs/testing.md.
+  if (const char* fail = std::getenv("HARNESSD_TEST_STORE_FAIL_AFTER_BYTES")) {
+    options.store.fail_after_bytes = std::strtoull(fail, nullptr, 10);
+  }
   options.in_fd = 0;
   options.out_fd = protect_stdout();
   if (options.out_fd < 0) {

@@ -32,7 +32,8 @@ Expected<std::size_t> positive(const toml::node& node, const std::string& where)
 Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
   static const std::set<std::string> kKnown = {
       "default_harness",   "max_line_bytes",      "cancel_grace",    "kill_grace",  "start_timeout",
-      "max_pending_calls", "stderr_tail_bytes",   "max_concurrent_runs", "max_queue_depth", "run_timeout"};
+      "max_pending_calls", "stderr_tail_bytes",   "max_concurrent_runs", "max_queue_depth", "run_timeout",
+      "state_dir",         "fsync"};
   for (const auto& [key, value] : t) {
     std::string k(key.str());
     if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
@@ -41,6 +42,14 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       const auto* s = value.as_string();
       if (!s || s->get().empty()) return Error{where + " must be a harness name"};
       d.default_harness = s->get();
+    } else if (k == "state_dir") {
+      const auto* s = value.as_string();
+      if (!s || s->get().empty() || s->get().front() != '/') return Error{where + " must be an absolute path"};
+      d.state_dir = s->get();
+    } else if (k == "fsync") {
+      const auto* b = value.as_boolean();
+      if (!b) return Error{where + " must be true or false"};
+      d.fsync = b->get();
     } else if (k == "cancel_grace" || k == "kill_grace" || k == "start_timeout" || k == "run_timeout") {
       auto ms = seconds(value, where);
       if (!ms) return ms.error();

@@ -36,6 +36,10 @@ struct DaemonConfig {
   /// Deadline of a run, counted from its start; 0 means none. Sessions
   /// and prompts may set their own with _meta.harnessd.timeoutMs.
   std::chrono::milliseconds run_timeout{0};
+  /// The state directory; empty means $XDG_STATE_HOME/harnessd.
+  std::string state_dir;
+  /// fdatasync result.json and terminal ledger lines.
+  bool fsync = false;
 };
 
 struct Config {

@@ -58,7 +58,9 @@ int serve(ServeOptions options) {
     });
 
     adapters::Reaper reaper(loop);
-    Runtime rt{loop, options.config, host, reaper, options.guard_exe, harnesses::current_environment()};
+    std::unique_ptr<Store> store =
+        Store::open(loop, options.state_dir.empty() ? default_state_dir() : options.state_dir, options.store);
+    Runtime rt{loop, options.config, host, reaper, *store, options.guard_exe, harnesses::current_environment()};
     auto agent = std::make_unique<Agent>(rt);
 
     LineSplitter splitter(
@@ -70,6 +72,8 @@ int serve(ServeOptions options) {
     std::vector<std::unique_ptr<SignalWatch>> signals;
     Timer deadline(loop);
     bool stopping = false;
+    bool draining = false;
+    bool flushing = false;
     bool exiting = false;
 
     // The last step: drop the host's streams and signal watches so the
@@ -95,17 +99,39 @@ int serve(ServeOptions options) {
       stopping = true;
       log::info("shutting down: " + why);
       agent->close_all();
-      deadline.start(options.config.daemon.kill_grace + std::chrono::seconds(3), [&] {
-        log::warn("shutdown took too long (adapters still running or output unread); exiting anyway");
-        exit_loop();
-      });
-      reaper.when_empty([&] {
+      // Three steps, each with its own bound: the adapters (the kill ladder
+      // ends with SIGKILL after kill_grace), the store (every answer waits
+      // for its ledger line), then our output (a host that no longer reads
+      // must not keep us alive).
+      auto flush_output = [&] {
+        if (exiting || flushing) return;
+        flushing = true;
+        deadline.start(std::chrono::seconds(3), [&] {
+          log::warn("the host does not read our output; exiting without it");
+          exit_loop();
+        });
         if (out) {
           out->flush(exit_loop);
         } else {
           exit_loop();
         }
+      };
+      auto drain_store = [&, flush_output] {
+        if (exiting || draining) return;
+        draining = true;
+        deadline.start(std::chrono::seconds(30), [&, flush_output] {
+          log::error("the state directory did not take the last writes in 30 s; exiting anyway");
+          flush_output();
+        });
+        store->barrier_all([&, flush_output](Expected<void>) {
+          if (!exiting) flush_output();
+        });
+      };
+      deadline.start(options.config.daemon.kill_grace + std::chrono::seconds(3), [&, drain_store] {
+        log::warn("adapters did not exit in time; going on without them");
+        drain_store();
       });
+      reaper.when_empty(drain_store);
     };
 
     out->on_error([&](int status) {
@@ -130,6 +156,7 @@ int serve(ServeOptions options) {
     loop.run();
     agent.reset();
     deadline.stop();
+    store.reset();  // finishes queued writes
   }
   loop.close();  // logs if a handle was left open
   return exit_code;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "worker/config.h"
+#include "worker/store.h"
 
 namespace harnessd::worker {
 
@@ -17,6 +18,9 @@ struct ServeOptions {
   std::string guard_exe;
   /// Watch SIGTERM, SIGINT and SIGHUP as "shut down".
   bool handle_signals = true;
+  /// The state directory (ledger, sessions, runs); empty: the default.
+  std::string state_dir;
+  StoreOptions store;
 };
 
 /// Serves one host until it goes away. Returns the process exit code:

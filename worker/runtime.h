@@ -10,6 +10,7 @@
 #include "acp/loop.h"
 #include "adapters/reaper.h"
 #include "worker/config.h"
+#include "worker/store.h"
 
 namespace harnessd::worker {
 
@@ -20,6 +21,7 @@ struct Runtime {
   /// The host connection (harnessd is the agent side).
   Connection& host;
   adapters::Reaper& reaper;
+  Store& store;
   /// The harnessd executable used as the guard of adapter process groups.
   std::string guard_exe;
   /// harnessd's environment, from which adapters get their variables.

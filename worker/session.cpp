@@ -66,20 +66,67 @@ RpcError with_run_id(RpcError error, const std::string& run_id) {
 
 }  // namespace
 
-void answer_cancelled(QueuedPrompt& prompt) {
-  prompt.reply.result(with_run_id(cancelled_result(), prompt.run_id));
+void answer_cancelled(QueuedPrompt prompt) {
+  json result_file = {{"runId", prompt.run_id},
+                      {"sessionId", prompt.ledger.sessionId},
+                      {"state", run_event::kCancelled},
+                      {"reason", "removed before it started"},
+                      {"endedAt", iso_time()}};
+  // The terminal line is written before the host hears of it.
+  prompt.recorder->finish(run_event::kCancelled, {{"reason", "removed before it started"}}, result_file,
+                          [reply = std::move(prompt.reply), run_id = prompt.run_id](Expected<void> r) mutable {
+                            if (!r) log::error("run " + run_id + ": " + r.error().message);
+                            reply.result(with_run_id(cancelled_result(), run_id));
+                          });
 }
 
 Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on_idle)
-    : rt_(rt), init_(std::move(init)), on_idle_(std::move(on_idle)), updated_at_(std::chrono::system_clock::now()) {}
+    : rt_(rt), init_(std::move(init)), on_idle_(std::move(on_idle)), updated_at_(std::chrono::system_clock::now()) {
+  restore_id_ = init_.restore_adapter_session;
+  if (init_.created_at.empty()) init_.created_at = iso_time();
+}
 
-Session::~Session() { close(); }
+Session::~Session() {
+  close();
+  *alive_ = false;
+}
+
+json Session::record() const {
+  return {{"sessionId", init_.id},
+          {"name", init_.name ? json(*init_.name) : json()},
+          {"harness", init_.profile.name},
+          {"cwd", init_.cwd},
+          {"mode", "persistent"},
+          {"mcpServers", init_.mcp_servers},
+          {"adapterSessionId", !adapter_session_id_.empty() ? json(adapter_session_id_)
+                               : !restore_id_.empty()       ? json(restore_id_)
+                                                            : json(init_.restore_adapter_session.empty()
+                                                                       ? json()
+                                                                       : json(init_.restore_adapter_session))},
+          {"runTimeoutMs", init_.run_timeout.count()},
+          {"lane", queue::lane_name(init_.lane)},
+          {"configOptions", json::object()},
+          {"closed", closed_},
+          {"createdAt", init_.created_at},
+          {"updatedAt", iso_time()}};
+}
+
+void Session::save_record() {
+  std::string id = init_.id;
+  rt_.store.save_session(record(), [id](Expected<void> r) {
+    if (!r) log::warn("session " + id + ": its record could not be saved: " + r.error().message);
+  });
+}
+
+void Session::record_transcript(std::string line) {
+  rt_.store.append(Store::transcript_file(init_.id), std::move(line));
+}
 
 int Session::adapter_pid() const { return adapter_ && !adapter_->exited() ? adapter_->pid() : 0; }
 
 const char* Session::state() const { return turn_ ? queue::turn_state_name(turn_->control.state()) : "idle"; }
 
-json Session::active_request_id() const { return turn_ ? turn_->prompt.reply.id() : json(); }
+json Session::active_request_id() const { return turn_ ? turn_->prompt.ledger.requestId : json(); }
 
 std::optional<std::string> Session::active_run_id() const {
   if (!turn_) return std::nullopt;
@@ -91,6 +138,7 @@ void Session::start_turn(QueuedPrompt prompt) {
   turn_ = std::make_unique<Turn>(next_generation_++);
   turn_->prompt = std::move(prompt);
   turn_->control.start();
+  turn_->started_at = iso_time();
   const std::uint64_t generation = turn_->control.generation();
   // The deadline counts from the turn's start, not from when it was queued.
   if (turn_->prompt.timeout.count() > 0) {
@@ -99,6 +147,43 @@ void Session::start_turn(QueuedPrompt prompt) {
       if (turn_ && turn_->control.generation() == generation) stop_turn(queue::StopReason::kTimeout);
     });
   }
+  // The user's prompt goes into the transcript as the updates a replay
+  // shows (ACP session/load replays the user's messages this way).
+  for (const auto& block : turn_->prompt.blocks) {
+    record_transcript(to_line({{"jsonrpc", "2.0"},
+                               {"method", "session/update"},
+                               {"params", {{"sessionId", init_.id},
+                                           {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", block}}}}}}));
+  }
+  // The run folder was usually prepared while the previous turn ran; the
+  // turn waits until it is on disk before it does anything else.
+  turn_->recorder = std::move(turn_->prompt.recorder);
+  turn_->recorder->prepare(turn_->prompt.request, render_prompt_markdown(turn_->prompt.blocks));
+  std::string request_line = to_line(turn_->prompt.request);
+  request_line.pop_back();
+  turn_->recorder->event("host>harnessd", request_line);
+  std::weak_ptr<bool> alive = alive_;
+  turn_->recorder->open([this, alive, generation](Expected<void> opened) {
+    if (alive.expired() || closed_) return;
+    turn_recording_ready(generation, std::move(opened));
+  });
+}
+
+void Session::turn_recording_ready(std::uint64_t generation, Expected<void> opened) {
+  if (!turn_ || turn_->control.generation() != generation) return;
+  if (!opened) {
+    turn_->error = opened.error().message;
+    turn_->control.request_stop(queue::StopReason::kError);
+    finish_turn(generation, RpcError::internal(turn_->error));
+    return;
+  }
+  std::weak_ptr<bool> alive = alive_;
+  turn_->recorder->on_failure([this, alive, generation](const std::string& why) {
+    if (alive.expired() || closed_ || !turn_ || turn_->control.generation() != generation) return;
+    log::error("session " + init_.id + ": run " + turn_->prompt.run_id + " cannot be recorded: " + why);
+    turn_->error = why;
+    stop_turn(queue::StopReason::kError);
+  });
   ensure_adapter([this, generation](Expected<void, RpcError> ready) {
     if (!turn_ || turn_->control.generation() != generation) return;
     if (!ready) {
@@ -164,20 +249,62 @@ void Session::ensure_adapter(Ready ready) {
     if (version != schema::kProtocolVersion) {
       return adapter_started(adapter_failure("speaks ACP protocol version " + version.dump() + ", not 1"));
     }
-    json params = {{"cwd", init_.cwd}, {"mcpServers", init_.mcp_servers}};
-    raw->rpc().call("session/new", std::move(params), [this, raw](Connection::CallResult r2) {
+    if (restore_id_.empty()) return create_adapter_session(raw);
+    // A session of an earlier lifetime: resume the adapter's own session
+    // when it can, else load it (its replay is not relayed: the host gets
+    // harnessd's transcript), else say that it starts afresh.
+    const json caps = r->value("agentCapabilities", json::object());
+    const bool can_resume = caps.is_object() && caps.contains("sessionCapabilities") &&
+                            caps["sessionCapabilities"].is_object() &&
+                            caps["sessionCapabilities"].contains("resume") &&
+                            caps["sessionCapabilities"]["resume"].is_object();
+    const bool can_load = caps.is_object() && caps.value("loadSession", false) == true;
+    std::string method = can_resume ? "session/resume" : can_load ? "session/load" : "";
+    std::string old_id = restore_id_;
+    restore_id_.clear();
+    if (method.empty()) {
+      restore_outcome_ = {{"restored", false},
+                          {"reason", "the adapter supports neither session/resume nor session/load, so it starts a "
+                                     "new session of its own; the transcript is still harnessd's"}};
+      return create_adapter_session(raw);
+    }
+    suppress_updates_ = method == "session/load";
+    json params = {{"sessionId", old_id}, {"cwd", init_.cwd}, {"mcpServers", init_.mcp_servers}};
+    raw->rpc().call(method, std::move(params), [this, raw, method, old_id](Connection::CallResult r2) {
       if (adapter_.get() != raw) return;
-      if (!r2) return adapter_started(adapter_failure("failed to create a session: " + r2.error().message));
-      json sid = r2->is_object() ? r2->value("sessionId", json()) : json();
-      if (!sid.is_string() || sid.get<std::string>().empty()) {
-        return adapter_started(adapter_failure("answered session/new without a sessionId"));
+      suppress_updates_ = false;
+      if (!r2) {
+        restore_outcome_ = {{"restored", false},
+                            {"method", method},
+                            {"reason", "the adapter refused " + method + ": " + r2.error().message}};
+        log::warn("session " + init_.id + ": " + restore_outcome_["reason"].get<std::string>());
+        return create_adapter_session(raw);
       }
-      adapter_session_id_ = sid.get<std::string>();
+      adapter_session_id_ = old_id;
       adapter_ready_ = true;
       start_timer_.reset();
-      log::info("session " + init_.id + ": adapter session " + adapter_session_id_ + " ready");
+      restore_outcome_ = {{"restored", true}, {"method", method}, {"adapterSessionId", old_id}};
+      log::info("session " + init_.id + ": adapter session " + old_id + " restored with " + method);
       adapter_started({});
     });
+  });
+}
+
+void Session::create_adapter_session(adapters::AdapterLink* raw) {
+  json params = {{"cwd", init_.cwd}, {"mcpServers", init_.mcp_servers}};
+  raw->rpc().call("session/new", std::move(params), [this, raw](Connection::CallResult r2) {
+    if (adapter_.get() != raw) return;
+    if (!r2) return adapter_started(adapter_failure("failed to create a session: " + r2.error().message));
+    json sid = r2->is_object() ? r2->value("sessionId", json()) : json();
+    if (!sid.is_string() || sid.get<std::string>().empty()) {
+      return adapter_started(adapter_failure("answered session/new without a sessionId"));
+    }
+    adapter_session_id_ = sid.get<std::string>();
+    adapter_ready_ = true;
+    start_timer_.reset();
+    log::info("session " + init_.id + ": adapter session " + adapter_session_id_ + " ready");
+    save_record();  // the adapter's id is what a later lifetime resumes
+    adapter_started({});
   });
 }
 
@@ -263,7 +390,7 @@ void Session::cancel() {
 }
 
 bool Session::cancel_request(const json& request_id) {
-  if (!turn_ || turn_->prompt.reply.id() != request_id) return false;
+  if (!turn_ || turn_->prompt.ledger.requestId != request_id) return false;
   stop_turn(queue::StopReason::kCancelled);
   return true;
 }
@@ -274,10 +401,10 @@ void Session::stop_turn(queue::StopReason why) {
       forward_stop();
       break;
     case queue::StopAction::kLatched:
-      // A deadline cannot wait for a slow start-up: stop it. A cancel waits
-      // and is applied once the prompt is sent.
-      if (why == queue::StopReason::kTimeout) {
-        abort_start(RpcError::internal("the run timed out while its adapter was starting"));
+      // A deadline or a failed recording cannot wait for a slow start-up:
+      // stop it. A cancel waits and is applied once the prompt is sent.
+      if (why != queue::StopReason::kCancelled) {
+        abort_start(RpcError::internal("the run was stopped while its adapter was starting"));
       }
       break;
     case queue::StopAction::kDrop:
@@ -302,58 +429,195 @@ void Session::forward_stop() {
 
 void Session::finish_turn(std::uint64_t generation, Connection::CallResult result) {
   if (!turn_ || turn_->control.generation() != generation || !turn_->control.finish()) return;
-  std::unique_ptr<Turn> turn = std::move(turn_);
+  Turn& turn = *turn_;
   updated_at_ = std::chrono::system_clock::now();
-  const std::string& run_id = turn->prompt.run_id;
-  Reply& reply = turn->prompt.reply;
-  switch (turn->control.stop_reason()) {
+  const std::string run_id = turn.prompt.run_id;
+  turn.stop_timer.reset();
+  turn.deadline.reset();
+
+  // What happened, as the ledger says it and as the host will hear it.
+  std::string event;
+  json outcome = json::object();
+  std::optional<json> answer;
+  std::optional<RpcError> failure;
+  switch (turn.control.stop_reason()) {
     case queue::StopReason::kCancelled:
       // ACP "cancellation": a cancelled turn is answered with the result
       // stopReason "cancelled", never an error, whatever the adapter said.
-      reply.result(with_run_id(cancelled_result(), run_id));
+      event = run_event::kCancelled;
+      answer = with_run_id(cancelled_result(), run_id);
       break;
-    case queue::StopReason::kTimeout: {
+    case queue::StopReason::kTimeout:
       // Whatever the adapter managed to say, a run past its deadline is not
       // a finished turn.
-      RpcError e{rpc_code::kRunTimeout,
-                 "run " + run_id + " timed out after " + std::to_string(turn->prompt.timeout.count()) + " ms",
-                 {{"runId", run_id},
-                  {"reason", "timeout"},
-                  {"timeoutMs", turn->prompt.timeout.count()},
-                  {"partialOutput", turn->partial_output}}};
-      reply.error(e);
+      event = run_event::kTimeout;
+      outcome = {{"timeoutMs", turn.prompt.timeout.count()}, {"partialOutput", turn.partial_output}};
+      failure = RpcError{rpc_code::kRunTimeout,
+                         "run " + run_id + " timed out after " + std::to_string(turn.prompt.timeout.count()) + " ms",
+                         {{"runId", run_id},
+                          {"reason", "timeout"},
+                          {"timeoutMs", turn.prompt.timeout.count()},
+                          {"partialOutput", turn.partial_output}}};
       break;
-    }
+    case queue::StopReason::kError:
+      event = run_event::kFailed;
+      failure = RpcError{rpc_code::kStoreFailed,
+                         "run " + run_id + " failed: it could not be recorded (" + turn.error + ")",
+                         {{"runId", run_id}, {"reason", "store"}, {"stateDir", rt_.store.dir()}}};
+      outcome = {{"error", *failure}};
+      break;
     case queue::StopReason::kNone:
       if (!result) {
-        reply.error(with_run_id(result.error(), run_id));
+        event = run_event::kFailed;
+        failure = with_run_id(result.error(), run_id);
+        outcome = {{"error", *failure}};
         break;
       }
       json reason = result->is_object() ? result->value("stopReason", json()) : json();
       if (!reason.is_string() || !kStopReasons.count(reason.get<std::string>())) {
-        reply.error(with_run_id(
-            adapter_failure("answered session/prompt with an invalid stopReason " + reason.dump()), run_id));
+        event = run_event::kFailed;
+        failure = with_run_id(
+            adapter_failure("answered session/prompt with an invalid stopReason " + reason.dump()), run_id);
+        outcome = {{"error", *failure}};
       } else {
-        reply.result(with_run_id(std::move(*result), run_id));
+        event = run_event::kCompleted;
+        outcome = {{"stopReason", reason}};
+        answer = with_run_id(std::move(*result), run_id);
       }
       break;
   }
-  turn->control.done();
-  turn.reset();
-  if (on_idle_) on_idle_(*this);
+  json result_file = {{"runId", run_id},
+                      {"sessionId", init_.id},
+                      {"state", event},
+                      {"startedAt", turn.started_at},
+                      {"endedAt", iso_time()},
+                      {"partialOutput", turn.partial_output}};
+  for (auto& [k, v] : outcome.items()) result_file[k] = v;
+  if (answer) {
+    std::string line = to_line({{"jsonrpc", "2.0"}, {"id", turn.prompt.ledger.requestId}, {"result", *answer}});
+    line.pop_back();
+    turn.recorder->event("harnessd>host", line);
+  }
+
+  // result.json and the terminal ledger line are on disk before the host is
+  // answered; if they cannot be written, the run failed.
+  std::weak_ptr<bool> alive = alive_;
+  turn.recorder->finish(
+      event, outcome, result_file,
+      [this, alive, generation, run_id, reply = std::move(turn.prompt.reply), answer = std::move(answer),
+       failure = std::move(failure)](Expected<void> written) mutable {
+        if (!written) {
+          log::error("run " + run_id + ": " + written.error().message);
+          reply.error(RpcError{rpc_code::kStoreFailed,
+                               "run " + run_id + " failed: it could not be recorded (" + written.error().message + ")",
+                               {{"runId", run_id}, {"reason", "store"}}});
+        } else if (answer) {
+          reply.result(std::move(*answer));
+        } else {
+          reply.error(*failure);
+        }
+        if (alive.expired() || closed_) return;
+        if (turn_ && turn_->control.generation() == generation) {
+          turn_->control.done();
+          turn_.reset();
+        }
+        save_record();
+        if (on_idle_) on_idle_(*this);
+      });
 }
 
-void Session::close() {
+void Session::close(bool forget) {
+  if (closed_) return;
+  closed_ = true;
   if (auto turn = std::move(turn_)) {
-    if (turn->control.finish()) answer_cancelled(turn->prompt);
+    // A turn already finishing answers from its own callback; any other is
+    // ended now, as cancelled, recorded first.
+    if (turn->control.finish()) {
+      json result_file = {{"runId", turn->prompt.run_id}, {"sessionId", init_.id}, {"state", run_event::kCancelled},
+                          {"startedAt", turn->started_at}, {"endedAt", iso_time()},
+                          {"partialOutput", turn->partial_output}, {"reason", "session closed"}};
+      turn->recorder->finish(run_event::kCancelled, {{"reason", "session closed"}}, result_file,
+                             [reply = std::move(turn->prompt.reply), run_id = turn->prompt.run_id](
+                                 Expected<void> written) mutable {
+                               if (!written) log::error("run " + run_id + ": " + written.error().message);
+                               reply.result(with_run_id(cancelled_result(), run_id));
+                             });
+    }
   }
   adapter_waiters_.clear();
   retire_adapter();
+  if (forget) save_record();
+}
+
+void Session::restore(bool replay, UniqueFunction<void(Expected<json, RpcError>)> done) {
+  auto finish = [this](UniqueFunction<void(Expected<json, RpcError>)> cb, std::size_t replayed) mutable {
+    if (adapter_ && adapter_ready_ && !adapter_->exited()) {
+      json outcome = restore_outcome_.is_null() ? json{{"restored", true}, {"live", true}} : restore_outcome_;
+      cb(json{{"adapter", outcome}, {"replayed", replayed}});
+      return;
+    }
+    std::weak_ptr<bool> alive = alive_;
+    ensure_adapter([this, alive, cb = std::move(cb), replayed](Expected<void, RpcError> ready) mutable {
+      if (alive.expired()) return;
+      json outcome;
+      if (!ready) {
+        outcome = {{"restored", false}, {"reason", "the adapter could not start: " + ready.error().message}};
+      } else if (restore_outcome_.is_null()) {
+        outcome = {{"restored", false}, {"reason", "no adapter session was recorded for this session"}};
+      } else {
+        outcome = restore_outcome_;
+      }
+      cb(json{{"adapter", outcome}, {"replayed", replayed}});
+    });
+  };
+  if (!replay) {
+    finish(std::move(done), 0);
+    return;
+  }
+  std::weak_ptr<bool> alive = alive_;
+  rt_.store.read_file(Store::transcript_file(init_.id),
+                      [this, alive, finish, done = std::move(done)](Expected<std::string> content) mutable {
+                        if (alive.expired()) return;
+                        if (!content) {
+                          done(RpcError::internal("cannot read the transcript: " + content.error().message));
+                          return;
+                        }
+                        // Every stored line is a frame as the host saw it;
+                        // a line cut by a crash is skipped.
+                        std::size_t replayed = 0, skipped = 0, start = 0;
+                        const std::string& text = *content;
+                        while (start < text.size()) {
+                          std::size_t end = text.find('\n', start);
+                          if (end == std::string::npos) end = text.size();
+                          std::string_view line(text.data() + start, end - start);
+                          if (!line.empty()) {
+                            if (json::accept(line)) {
+                              rt_.host.send_line(std::string(line) + "\n");
+                              ++replayed;
+                            } else {
+                              ++skipped;
+                            }
+                          }
+                          start = end + 1;
+                        }
+                        if (skipped) {
+                          log::warn("session " + init_.id + ": " + std::to_string(skipped) +
+                                    " transcript line(s) cut by a crash were skipped");
+                        }
+                        finish(std::move(done), replayed);
+                      });
 }
 
 // ---------------------------------------------------------------- relaying
 
 void Session::bind_adapter(adapters::AdapterLink& link) {
+  link.set_taps(
+      [this](bool outbound, std::string_view line) {
+        if (turn_ && turn_->recorder) turn_->recorder->event(outbound ? "harnessd>adapter" : "adapter>harnessd", line);
+      },
+      [this](std::string_view data) {
+        if (turn_ && turn_->recorder) turn_->recorder->stderr_data(data);
+      });
   Connection& rpc = link.rpc();
   rpc.on_notification("session/update", [this](const json& params) { relay_update(params); });
   for (const char* method : kForwarded) {
@@ -380,6 +644,7 @@ void Session::relay_update(const json& params) {
     log::warn("session " + init_.id + ": adapter sent " + kind + " outside a turn; dropped");
     return;
   }
+  if (suppress_updates_) return;  // the adapter replaying its own history
   if (turn_ && kTurnUpdates.count(kind)) turn_->partial_output = true;
   json out = params;
   out["sessionId"] = init_.id;
@@ -392,12 +657,21 @@ void Session::relay_update(const json& params) {
     while (!rest.empty()) {
       std::size_t n = utf8::safe_cut(rest, kMaxChunkText);
       out["update"]["content"]["text"] = std::string(rest.substr(0, n));
-      rt_.host.notify("session/update", out);
+      send_update(out);
       rest.remove_prefix(n);
     }
     return;
   }
-  rt_.host.notify("session/update", std::move(out));
+  send_update(out);
+}
+
+void Session::send_update(const json& params) {
+  // Serialised once: the same line goes to the host, the transcript and the
+  // run's events.
+  std::string line = to_line({{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", params}});
+  if (turn_ && turn_->recorder) turn_->recorder->event("harnessd>host", std::string_view(line).substr(0, line.size() - 1));
+  record_transcript(line);
+  rt_.host.send_line(std::move(line));
 }
 
 bool Session::host_can_serve(const std::string& method) const {

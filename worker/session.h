@@ -20,6 +20,8 @@
 #include "harnesses/profile.h"
 #include "queue/lane.h"
 #include "queue/turn.h"
+#include "worker/ledger.h"
+#include "worker/run_recorder.h"
 #include "worker/runtime.h"
 
 namespace harnessd::worker {
@@ -33,19 +35,25 @@ struct SessionInit {
   /// Deadline for this session's runs unless a prompt sets its own (0: none).
   std::chrono::milliseconds run_timeout{0};
   queue::Lane lane = queue::Lane::kInteractive;
+  std::string created_at;
+  /// The adapter's own session id from an earlier lifetime, to resume.
+  std::string restore_adapter_session;
 };
 
 /// A prompt waiting for, or running as, a turn.
 struct QueuedPrompt {
   std::string run_id;
-  nlohmann::json blocks;  // ContentBlock array, already checked
+  nlohmann::json blocks;   // ContentBlock array, already checked
+  nlohmann::json request;  // the host's request, for request.json
   Reply reply;
   std::chrono::milliseconds timeout{0};  // 0: none
+  LedgerEntry ledger;                    // the run's identity for ledger lines
+  std::unique_ptr<RunRecorder> recorder;  // prepared when queued
 };
 
-/// Answers a prompt that never ran (removed from the queue, session
-/// closed): stopReason "cancelled" with its runId.
-void answer_cancelled(QueuedPrompt& prompt);
+/// Ends a prompt that never ran (removed from the queue, session closed):
+/// records "cancelled", then answers stopReason "cancelled".
+void answer_cancelled(QueuedPrompt prompt);
 
 /// Lives in the Agent's registry while open. All methods run on the loop
 /// thread. Every prompt given to start_turn() is answered exactly once.
@@ -81,8 +89,22 @@ class Session {
   /// `$/cancel_request` for the running turn: true if `request_id` is its.
   bool cancel_request(const nlohmann::json& request_id);
   /// session/close and shutdown: the running turn is answered cancelled
-  /// now and the adapter is stopped. on_idle is not called.
-  void close();
+  /// (once recorded) and the adapter is stopped. on_idle is not called.
+  /// `forget` (session/close, name taken over) marks the record closed; a
+  /// shutdown leaves it open, so a later lifetime can load the session.
+  void close(bool forget = false);
+
+  /// session/load and session/resume: replays the transcript (if `replay`),
+  /// then makes sure the adapter runs, resuming or loading its own earlier
+  /// session when it can. `done` gets what happened to the adapter session,
+  /// for the answer's _meta.
+  void restore(bool replay, UniqueFunction<void(Expected<nlohmann::json, RpcError>)> done);
+  bool busy() const { return turn_ != nullptr; }
+
+  /// The session record (sessions/<id>.json) as it stands.
+  nlohmann::json record() const;
+  /// Writes the record.
+  void save_record();
 
  private:
   struct Turn {
@@ -92,11 +114,17 @@ class Session {
     bool partial_output = false;  // an update of this turn reached the host
     std::unique_ptr<Timer> stop_timer;
     std::unique_ptr<Timer> deadline;
+    std::unique_ptr<RunRecorder> recorder;
+    std::string error;  // why harnessd stopped the run itself (kError)
+    std::string started_at;
   };
   using Ready = UniqueFunction<void(Expected<void, RpcError>)>;
 
   void ensure_adapter(Ready ready);
+  void create_adapter_session(adapters::AdapterLink* raw);
   void adapter_started(Expected<void, RpcError> result);
+  void record_transcript(std::string line);
+  void turn_recording_ready(std::uint64_t generation, Expected<void> opened);
   void abort_start(const RpcError& error);
   void send_prompt();
   void stop_turn(queue::StopReason why);
@@ -106,6 +134,7 @@ class Session {
   void retire_adapter();
   void bind_adapter(adapters::AdapterLink& link);
   void relay_update(const nlohmann::json& params);
+  void send_update(const nlohmann::json& params);
   void forward_to_host(const std::string& method, const nlohmann::json& params, Reply reply);
   bool host_can_serve(const std::string& method) const;
   nlohmann::json adapter_client_capabilities() const;
@@ -113,6 +142,13 @@ class Session {
 
   Runtime& rt_;
   SessionInit init_;
+  // Async store callbacks hold a weak_ptr to this: a session may be gone by
+  // the time its writes complete.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  bool closed_ = false;
+  std::string restore_id_;
+  nlohmann::json restore_outcome_;
+  bool suppress_updates_ = false;  // while the adapter replays its own session/load
   std::function<void(Session&)> on_idle_;
   std::chrono::system_clock::time_point updated_at_;
   std::unique_ptr<Turn> turn_;

@@ -19,12 +19,16 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -34,6 +38,7 @@ using Clock = std::chrono::steady_clock;
 constexpr int kMethodNotFound = -32601;
 constexpr int kInvalidParams = -32602;
 constexpr int kInternalError = -32603;
+constexpr int kResourceNotFound = -32002;
 constexpr long long kTickMs = 50;
 constexpr size_t kReadChunk = 65536;
 
@@ -45,6 +50,20 @@ struct Options {
   long long init_delay_ms = 0;
   std::string log_file;
   std::string timing_file;
+  std::string state_dir;  // empty: history is kept in memory only
+  bool resume = false;    // advertise and implement session/resume
+  bool load = false;      // advertise and implement session/load
+};
+
+// One completed prompt turn of a session, as remembered for `history`, session/load and --state-dir.
+struct TurnRecord {
+  std::string prompt;  // first text block, trimmed
+  std::string reply;   // concatenated agent_message_chunk texts of the turn
+};
+
+struct Session {
+  std::string cwd;
+  std::vector<TurnRecord> turns;
 };
 
 // State of the prompt turn currently being executed.
@@ -54,6 +73,10 @@ struct Turn {
   bool cancel_requested = false;
   bool ignore_cancel = false;
   bool answered = false;
+  std::string prompt;                 // first text block, trimmed
+  std::string reply;                  // agent_message_chunk texts sent so far
+  bool recorded = false;              // appended to the session's history
+  std::optional<size_t> record_index;  // where, if the session still existed
 };
 
 void write_all(int fd, std::string_view data) {
@@ -115,6 +138,11 @@ class FakeAgent {
       timing_fd_ = ::open(options_.timing_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (timing_fd_ < 0) log_err("cannot open timing file " + options_.timing_file + ": " + std::strerror(errno));
     }
+    if (!options_.state_dir.empty()) {
+      std::error_code error;
+      std::filesystem::create_directories(options_.state_dir, error);
+      if (error) log_err("cannot create state dir " + options_.state_dir + ": " + error.message());
+    }
   }
 
   [[noreturn]] void run() {
@@ -150,8 +178,10 @@ class FakeAgent {
     write_all(timing_fd_, std::to_string(ts.tv_sec * 1000000000LL + ts.tv_nsec) + " " + event + "\n");
   }
 
-  void respond_error(const json& id, int code, const std::string& message) {
-    send({{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", message}}}});
+  void respond_error(const json& id, int code, const std::string& message, std::optional<json> data = {}) {
+    json error = {{"code", code}, {"message", message}};
+    if (data) error["data"] = std::move(*data);
+    send({{"jsonrpc", "2.0"}, {"id", id}, {"error", std::move(error)}});
   }
 
   long long send_request(const std::string& method, std::optional<json> params) {
@@ -242,10 +272,11 @@ class FakeAgent {
       if (options_.init_delay_ms > 0) ::usleep(static_cast<useconds_t>(options_.init_delay_ms * 1000));
       json caps = params.is_object() ? params.value("clientCapabilities", json::object()) : json::object();
       client_capabilities_ = caps.is_null() ? json::object() : caps;
+      json agent_caps = {{"loadSession", options_.load},
+                         {"promptCapabilities", {{"image", true}, {"audio", false}, {"embeddedContext", true}}}};
+      if (options_.resume) agent_caps["sessionCapabilities"] = {{"resume", json::object()}};
       respond(id, {{"protocolVersion", 1},
-                   {"agentCapabilities",
-                    {{"loadSession", false},
-                     {"promptCapabilities", {{"image", true}, {"audio", false}, {"embeddedContext", true}}}}},
+                   {"agentCapabilities", std::move(agent_caps)},
                    {"authMethods", json::array()},
                    {"agentInfo", {{"name", "fake-agent"}, {"version", "1.0.0"}}}});
     } else if (method == "session/new") {
@@ -258,7 +289,9 @@ class FakeAgent {
         return;
       }
       std::string session_id = "fake-" + std::to_string(::getpid()) + "-" + std::to_string(next_session_++);
-      sessions_[session_id] = params["cwd"].get<std::string>();
+      Session& session = sessions_[session_id];
+      session.cwd = params["cwd"].get<std::string>();
+      persist(session_id, session);
       respond(id, {{"sessionId", session_id}});
     } else if (method == "session/prompt") {
       pending_prompts_.push_back(message);  // run by run(), never nested inside another turn
@@ -266,9 +299,133 @@ class FakeAgent {
       if (params.is_object() && params.contains("sessionId") && params["sessionId"].is_string())
         sessions_.erase(params["sessionId"].get<std::string>());
       respond(id, json::object());
+    } else if ((method == "session/resume" && options_.resume) || (method == "session/load" && options_.load)) {
+      resume_or_load(id, params, method == "session/load");
     } else {
       respond_error(id, kMethodNotFound, "Method not found: " + method);
     }
+  }
+
+  // session/resume adopts a known session silently; session/load replays its history first.
+  void resume_or_load(const json& id, const json& params, bool replay) {
+    if (!params.is_object() || !params.contains("sessionId") || !params["sessionId"].is_string() ||
+        !params.contains("cwd") || !params["cwd"].is_string()) {
+      respond_error(id, kInvalidParams, "Invalid params: sessionId (string) and cwd (string) are required");
+      return;
+    }
+    const std::string session_id = params["sessionId"];
+    Session* session = find_or_adopt(session_id);
+    if (!session) {
+      respond_error(id, kResourceNotFound, "Session not found: " + session_id, json{{"sessionId", session_id}});
+      return;
+    }
+    session->cwd = params["cwd"].get<std::string>();
+    log_err(std::string(replay ? "loaded " : "resumed ") + session_id + " with " +
+            std::to_string(session->turns.size()) + " turn(s)");
+    if (replay) {
+      for (const TurnRecord& turn : session->turns) {
+        send_session_update(session_id, {{"sessionUpdate", "user_message_chunk"},
+                                         {"content", {{"type", "text"}, {"text", turn.prompt}}}});
+        send_session_update(session_id, {{"sessionUpdate", "agent_message_chunk"},
+                                         {"content", {{"type", "text"}, {"text", turn.reply}}}});
+      }
+    }
+    respond(id, json::object());
+  }
+
+  // ---- session history ----------------------------------------------------
+
+  // Ids that are safe to use as a file name inside the state dir.
+  static bool storable_id(const std::string& id) {
+    return !id.empty() && id.front() != '.' && id.find('/') == std::string::npos &&
+           id.find('\0') == std::string::npos;
+  }
+
+  std::string history_path(const std::string& session_id) const {
+    return options_.state_dir + "/" + session_id + ".json";
+  }
+
+  // The session from memory, or else from its history file (then kept in memory); nullptr if unknown.
+  Session* find_or_adopt(const std::string& session_id) {
+    if (auto it = sessions_.find(session_id); it != sessions_.end()) return &it->second;
+    if (options_.state_dir.empty() || !storable_id(session_id)) return nullptr;
+    std::ifstream in(history_path(session_id), std::ios::binary);
+    if (!in) return nullptr;
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    json stored = json::parse(text, nullptr, false);
+    if (stored.is_discarded() || !stored.is_object()) {
+      log_err("ignoring unreadable history file " + history_path(session_id));
+      return nullptr;
+    }
+    Session session;
+    if (stored.contains("cwd") && stored["cwd"].is_string()) session.cwd = stored["cwd"];
+    if (stored.contains("turns") && stored["turns"].is_array()) {
+      for (const json& turn : stored["turns"]) {
+        if (!turn.is_object()) continue;
+        TurnRecord record;
+        if (turn.contains("prompt") && turn["prompt"].is_string()) record.prompt = turn["prompt"];
+        if (turn.contains("reply") && turn["reply"].is_string()) record.reply = turn["reply"];
+        session.turns.push_back(std::move(record));
+      }
+    }
+    return &(sessions_[session_id] = std::move(session));
+  }
+
+  // Writes DIR/<id>.json atomically (temp file + rename); no-op without --state-dir.
+  void persist(const std::string& session_id, const Session& session) {
+    if (options_.state_dir.empty()) return;
+    if (!storable_id(session_id)) {
+      log_err("not persisting session with unusable id " + session_id);
+      return;
+    }
+    json turns = json::array();
+    for (const TurnRecord& turn : session.turns) turns.push_back({{"prompt", turn.prompt}, {"reply", turn.reply}});
+    const std::string data = dump({{"cwd", session.cwd}, {"turns", std::move(turns)}}) + "\n";
+    const std::string path = history_path(session_id);
+    const std::string temp = options_.state_dir + "/." + session_id + ".json.tmp-" + std::to_string(::getpid());
+    int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      log_err("cannot write " + temp + ": " + std::strerror(errno));
+      return;
+    }
+    std::string_view rest = data;
+    bool ok = true;
+    while (!rest.empty()) {
+      ssize_t n = ::write(fd, rest.data(), rest.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        ok = false;
+        break;
+      }
+      rest.remove_prefix(static_cast<size_t>(n));
+    }
+    if (::close(fd) != 0) ok = false;
+    if (!ok || ::rename(temp.c_str(), path.c_str()) != 0) {
+      log_err("cannot write " + path + ": " + std::strerror(errno));
+      ::unlink(temp.c_str());
+    }
+  }
+
+  // Appends the running turn to its session's history (once) and persists it.
+  void record_turn() {
+    if (!turn_ || turn_->recorded) return;
+    turn_->recorded = true;
+    auto it = sessions_.find(turn_->session_id);
+    if (it == sessions_.end()) return;  // closed while the turn ran
+    it->second.turns.push_back({turn_->prompt, turn_->reply});
+    turn_->record_index = it->second.turns.size() - 1;
+    persist(it->first, it->second);
+  }
+
+  // Chunks sent after the answer (update-after) still belong to the turn's reply.
+  void update_recorded_reply() {
+    if (!turn_ || !turn_->record_index) return;
+    auto it = sessions_.find(turn_->session_id);
+    if (it == sessions_.end() || *turn_->record_index >= it->second.turns.size()) return;
+    TurnRecord& record = it->second.turns[*turn_->record_index];
+    if (record.reply == turn_->reply) return;
+    record.reply = turn_->reply;
+    persist(it->first, it->second);
   }
 
   void handle_notification(const json& message) {
@@ -304,17 +461,22 @@ class FakeAgent {
 
   // ---- turn helpers -----------------------------------------------------
 
-  void send_update(json update) {
+  void send_session_update(const std::string& session_id, json update) {
     send({{"jsonrpc", "2.0"},
           {"method", "session/update"},
-          {"params", {{"sessionId", turn_->session_id}, {"update", std::move(update)}}}});
+          {"params", {{"sessionId", session_id}, {"update", std::move(update)}}}});
   }
 
+  void send_update(json update) { send_session_update(turn_->session_id, std::move(update)); }
+
   void send_chunk(const std::string& text) {
+    turn_->reply += text;
     send_update({{"sessionUpdate", "agent_message_chunk"}, {"content", {{"type", "text"}, {"text", text}}}});
   }
 
+  // The history is recorded (and written) before the answer goes out, so it is current once seen.
   void finish(const std::string& stop_reason) {
+    record_turn();
     respond(turn_->request_id, {{"stopReason", stop_reason}});
     turn_->answered = true;
   }
@@ -381,6 +543,7 @@ class FakeAgent {
     Turn turn;
     turn.request_id = id;
     turn.session_id = session_id;
+    turn.prompt = text;
     turn_ = &turn;
     log_err("prompt for " + session_id + ": " + text.substr(0, 200));
     try {
@@ -388,8 +551,12 @@ class FakeAgent {
       if (!turn.answered) finish("end_turn");  // safety net; every command answers itself
     } catch (const std::exception& e) {
       log_err(std::string("command failed: ") + e.what());
-      if (!turn.answered) respond_error(id, kInternalError, std::string("fake-agent: ") + e.what());
+      if (!turn.answered) {
+        record_turn();
+        respond_error(id, kInternalError, std::string("fake-agent: ") + e.what());
+      }
     }
+    update_recorded_reply();
     turn_ = nullptr;
   }
 
@@ -476,6 +643,7 @@ class FakeAgent {
                     R"(,"update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"ok )"
                     "\xff\xfe"
                     R"( end"}}}})");
+      turn_->reply += "ok \xff\xfe end";
       finish("end_turn");
     } else if (command == "update-after") {
       send_chunk("before");
@@ -486,9 +654,23 @@ class FakeAgent {
       auto [code_text, message] = split_word(args);
       std::optional<long long> code = parse_int(code_text);
       std::string text_message = code ? trim(message) : args;
+      record_turn();
       respond_error(turn_->request_id, code ? static_cast<int>(*code) : kInternalError,
                     text_message.empty() ? "error" : text_message);
       turn_->answered = true;
+    } else if (command == "history") {
+      // This turn is recorded only when it completes, so every recorded turn is an earlier one.
+      std::string joined;
+      bool empty = true;
+      if (auto it = sessions_.find(turn_->session_id); it != sessions_.end()) {
+        for (const TurnRecord& record : it->second.turns) {
+          if (!empty) joined += " | ";
+          joined += record.prompt;
+          empty = false;
+        }
+      }
+      send_chunk("history: " + (empty ? std::string("(empty)") : joined));
+      finish("end_turn");
     } else if (command == "stop") {
       finish(args.empty() ? "end_turn" : args);
     } else {
@@ -618,7 +800,7 @@ class FakeAgent {
   bool stdin_closed_ = false;
   bool ignore_eof_ = false;
   json client_capabilities_ = json::object();
-  std::map<std::string, std::string> sessions_;  // sessionId -> cwd
+  std::map<std::string, Session> sessions_;
   long long next_session_ = 1;
   long long next_request_id_ = 0;
   std::set<long long> awaited_;
@@ -630,7 +812,7 @@ class FakeAgent {
 [[noreturn]] void usage_error(const std::string& message) {
   log_err(message);
   log_err(
-      "usage: fake_agent [--exit-on-start CODE] [--no-init-reply] [--new-error] [--init-delay MS] [--banner] [--log-file PATH] [--timing-file PATH]");
+      "usage: fake_agent [--exit-on-start CODE] [--no-init-reply] [--new-error] [--init-delay MS] [--banner] [--log-file PATH] [--timing-file PATH] [--state-dir DIR] [--resume] [--load]");
   std::exit(2);
 }
 
@@ -662,6 +844,13 @@ Options parse_options(int argc, char** argv) {
       options.log_file = value();
     } else if (arg == "--timing-file") {
       options.timing_file = value();
+    } else if (arg == "--state-dir") {
+      options.state_dir = value();
+      if (options.state_dir.empty()) usage_error("empty value for --state-dir");
+    } else if (arg == "--resume") {
+      options.resume = true;
+    } else if (arg == "--load") {
+      options.load = true;
     } else {
       usage_error("unknown flag: " + arg);
     }

@@ -117,11 +117,14 @@ function isGone(pid) {
 
 // Starts harnessd with a fresh config, connects the SDK client, runs body(ctx, d), then shuts down
 // and checks the exit code, leftover processes and every line harnessd wrote.
-async function withDaemon(body, { onPermission } = {}) {
+async function withDaemon(body, { onPermission, stateDir, fakeArgs = [] } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-node-'));
   const config = path.join(dir, 'config.toml');
-  fs.writeFileSync(config, `[daemon]\ndefault_harness = "fake"\n[harness.fake]\ncommand = [${JSON.stringify(FAKE_AGENT)}]\n`);
-  const child = spawn(HARNESSD, ['--config', config, '--cancel-grace', '0.3', '--kill-grace', '0.5', '--log-level', 'warn'],
+  const argv = JSON.stringify([FAKE_AGENT, ...fakeArgs]);
+  fs.writeFileSync(config, `[daemon]\ndefault_harness = "fake"\n[harness.fake]\ncommand = ${argv}\n`);
+  const state = stateDir ?? path.join(dir, 'state');
+  const child = spawn(HARNESSD, ['--config', config, '--state-dir', state, '--cancel-grace', '0.3', '--kill-grace', '0.5',
+    '--log-level', 'warn'],
     { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (b) => { stderr += b; });
@@ -222,8 +225,8 @@ test('initialize, session/new, session/list and session/close', async () => {
     const init = await initialize(ctx);
     assert.equal(init.protocolVersion, 1);
     assert.equal(init.agentInfo?.name, 'harnessd');
-    assert.deepEqual(init.agentCapabilities?.sessionCapabilities, { list: {}, close: {} });
-    assert.equal(init.agentCapabilities?.loadSession, false);
+    assert.deepEqual(init.agentCapabilities?.sessionCapabilities, { list: {}, close: {}, resume: {} });
+    assert.equal(init.agentCapabilities?.loadSession, true);
     const a = await newSession(ctx);
     const b = await newSession(ctx);
     assert.notEqual(a, b, 'two session/new calls must give distinct ids');

@@ -42,18 +42,18 @@ check() {
 }
 
 # A pipe in, a pipe out.
-cat "$work/session.jsonl" | "$harnessd" --config "$work/config.toml" --log-level warn 2>"$work/err1" | cat > "$work/out1"
+cat "$work/session.jsonl" | "$harnessd" --config "$work/config.toml" --state-dir "$work/state-pipe" --log-level warn 2>"$work/err1" | cat > "$work/out1"
 check "$work/out1" "stdin and stdout as pipes"
 
 # A regular file in, a regular file out.
-"$harnessd" --config "$work/config.toml" --log-level warn < "$work/session.jsonl" > "$work/out2" 2>"$work/err2"
+"$harnessd" --config "$work/config.toml" --state-dir "$work/state-file" --log-level warn < "$work/session.jsonl" > "$work/out2" 2>"$work/err2"
 check "$work/out2" "stdin and stdout as regular files"
 
 # A terminal: script(1) gives harnessd a pseudo-terminal for stdin and
 # stdout. The terminal echoes input and ends lines with CRLF, so only the
 # answers are kept; Ctrl-D at the start of a line is end of input.
 { cat "$work/session.jsonl"; sleep 1; printf '\004'; } |
-  script -qec "'$harnessd' --config '$work/config.toml' --log-level warn 2>'$work/err3'" /dev/null > "$work/raw3"
+  script -qec "'$harnessd' --config '$work/config.toml' --state-dir '$work/state-tty' --log-level warn 2>'$work/err3'" /dev/null > "$work/raw3"
 tr -d '\r' < "$work/raw3" | grep -E '"(result|error)"' > "$work/out3" || true
 check "$work/out3" "stdin and stdout as a terminal"
 

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <stdexcept>
@@ -22,7 +23,45 @@ namespace {
 void must(bool ok, const std::string& what) {
   if (!ok) throw std::runtime_error(what);
 }
+
+std::vector<std::string>& ledger_problems() {
+  static std::vector<std::string> problems;
+  return problems;
+}
 }  // namespace
+
+std::vector<std::string> take_ledger_problems() {
+  std::vector<std::string> out;
+  out.swap(ledger_problems());
+  return out;
+}
+
+std::vector<std::string> check_ledger(const std::string& state_dir, bool allow_open) {
+  std::vector<std::string> problems;
+  std::ifstream in(state_dir + "/ledger.jsonl");
+  std::map<std::string, int> ends;
+  std::vector<std::string> order;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    json e = json::parse(line, nullptr, false);
+    if (e.is_discarded() || !e.is_object()) {
+      problems.push_back(state_dir + ": a ledger line is not JSON: " + line.substr(0, 200));
+      continue;
+    }
+    std::string run = e.value("runId", "");
+    std::string ev = e.value("event", "");
+    if (!ends.count(run)) order.push_back(run);
+    int& n = ends[run];
+    if (ev == "completed" || ev == "failed" || ev == "cancelled" || ev == "timeout" || ev == "interrupted") ++n;
+  }
+  for (const auto& run : order) {
+    int n = ends[run];
+    if (n > 1) problems.push_back(state_dir + ": run " + run + " has " + std::to_string(n) + " terminal entries");
+    if (n == 0 && !allow_open) problems.push_back(state_dir + ": run " + run + " never ended");
+  }
+  return problems;
+}
 
 std::string harnessd_exe() { return HARNESSD_EXE; }
 std::string guard_exe() { return GUARD_EXE; }
@@ -62,11 +101,13 @@ std::string fake_config(const std::vector<std::string>& args, const std::string&
          extra;
 }
 
-Daemon::Daemon(const std::string& config, std::vector<std::string> args) {
+Daemon::Daemon(const std::string& config, std::vector<std::string> args, std::string state_dir) {
   std::string config_path = dir_.write("config.toml", config);
   stderr_path_ = dir_.path() + "/stderr.log";
-  std::vector<std::string> argv = {harnessd_exe(), "--config", config_path, "--cancel-grace", "0.3",
-                                   "--kill-grace", "0.5",     "--log-level", "debug"};
+  state_dir_ = state_dir.empty() ? dir_.path() + "/state" : std::move(state_dir);
+  std::vector<std::string> argv = {harnessd_exe(), "--config",     config_path, "--state-dir", state_dir_,
+                                   "--cancel-grace", "0.3",        "--kill-grace", "0.5",
+                                   "--log-level",    "debug"};
   argv.insert(argv.end(), args.begin(), args.end());
 
   int in_pipe[2], out_pipe[2];
@@ -94,11 +135,16 @@ Daemon::Daemon(const std::string& config, std::vector<std::string> args) {
 
 Daemon::~Daemon() {
   close_stdin();
-  if (wait_exit(10s) == -1 && pid_ > 0) {
+  int code = wait_exit(10s);
+  if (code == -1 && pid_ > 0) {
     ::kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
+    code = 128 + SIGKILL;
   }
   if (out_ >= 0) ::close(out_);
+  // Completion truth: after every daemon, every run ended exactly once
+  // (a daemon killed mid-run may leave runs for the next start to end).
+  for (auto& p : check_ledger(state_dir_, code == 128 + SIGKILL)) ledger_problems().push_back(std::move(p));
 }
 
 void Daemon::send_raw(const std::string& bytes) {

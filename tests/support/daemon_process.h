@@ -47,14 +47,18 @@ std::string fake_config(const std::vector<std::string>& args = {}, const std::st
 /// One harnessd process driven through its stdin and stdout.
 class Daemon {
  public:
-  /// Starts `harnessd --config <config> <args...>` with short grace periods.
-  explicit Daemon(const std::string& config = fake_config(), std::vector<std::string> args = {});
+  /// Starts `harnessd --config <config> --state-dir <dir> <args...>` with
+  /// short grace periods. `state_dir` empty: a fresh directory of its own;
+  /// give the same directory to a second Daemon to restart "the same" one.
+  explicit Daemon(const std::string& config = fake_config(), std::vector<std::string> args = {},
+                  std::string state_dir = "");
   /// Closes stdin and waits for the exit; kills it if it does not exit.
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
   pid_t pid() const { return pid_; }
+  const std::string& state_dir() const { return state_dir_; }
   void send(const json& message);
   /// Writes bytes as they are (add "\n" yourself).
   void send_raw(const std::string& bytes);
@@ -91,8 +95,18 @@ class Daemon {
   std::string buffer_;
   std::vector<std::string> raw_lines_;
   std::string stderr_path_;
+  std::string state_dir_;
   int next_id_ = 1000;
 };
+
+/// Checks the ledger of a state directory: every run has at most one
+/// terminal entry, and exactly one unless `allow_open` (a daemon that was
+/// killed). Returns the problems found, empty when all is well.
+std::vector<std::string> check_ledger(const std::string& state_dir, bool allow_open = false);
+
+/// Problems found by Daemon destructors since the last call; the test
+/// listener fails the test case on any.
+std::vector<std::string> take_ledger_problems();
 
 /// The concatenated text of agent_message_chunk updates in `updates`.
 std::string message_text(const std::vector<json>& updates);

@@ -55,9 +55,9 @@ TEST_CASE("initialize answers version 1 whatever was asked, and advertises what 
     CHECK(r["result"]["protocolVersion"] == 1);
     CHECK(r["result"]["agentInfo"]["name"] == "harnessd");
     CHECK(r["result"]["agentInfo"]["version"].is_string());
-    CHECK(r["result"]["agentCapabilities"]["loadSession"] == false);
+    CHECK(r["result"]["agentCapabilities"]["loadSession"] == true);
     CHECK(r["result"]["agentCapabilities"]["sessionCapabilities"] ==
-          json{{"list", json::object()}, {"close", json::object()}});
+          json{{"list", json::object()}, {"close", json::object()}, {"resume", json::object()}});
     CHECK(r["result"]["authMethods"] == json::array());
   }
 }

@@ -136,15 +136,17 @@ TEST_CASE("named sessions: ensure returns the open one, a new one takes the name
   REQUIRE(d.recv());
   d.send(request(50, "session/new",
                  {{"cwd", "/tmp"}, {"mcpServers", json::array()}, {"_meta", {{"harnessd", {{"name", "agent:trading:daily"}}}}}}));
-  std::vector<json> seen;
-  std::string second = d.recv_reply(50, &seen)["result"]["sessionId"];
-  CHECK(second != first);
-  // The old holder was closed first: its running prompt answered cancelled.
-  bool cancelled = false;
-  for (const auto& m : seen) {
-    if (m.value("id", json()) == running) cancelled = m["result"]["stopReason"] == "cancelled";
+  // The old holder is closed: its running prompt is answered cancelled
+  // (once its ledger line is written; before or after the new session).
+  std::map<int, json> answers;
+  while (answers.size() < 2) {
+    auto m = d.recv();
+    REQUIRE(m);
+    if (m->contains("id") && !m->contains("method")) answers[(*m)["id"].get<int>()] = *m;
   }
-  CHECK(cancelled);
+  std::string second = answers.at(50)["result"]["sessionId"];
+  CHECK(second != first);
+  CHECK(answers.at(running)["result"]["stopReason"] == "cancelled");
   d.send(request(1, "session/prompt", prompt_params(first, "echo x")));
   CHECK(d.recv_reply(1)["error"]["code"] == -32002);
   CHECK(d.new_session("/tmp", meta) == second);

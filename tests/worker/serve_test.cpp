@@ -46,6 +46,8 @@ TEST_CASE("serve() runs in-process with injected fds and exits 0 on EOF") {
   options.out_fd = host_out[1];
   options.guard_exe = test::guard_exe();
   options.handle_signals = false;
+  test::TempDir state;
+  options.state_dir = state.path();
   int exit_code = -1;
   std::thread daemon([&] { exit_code = worker::serve(std::move(options)); });
 

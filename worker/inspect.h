@@ -1,0 +1,25 @@
+// `harnessd runs` and `harnessd sessions`: read the state directory
+// directly (no daemon needed, and safe while daemons write to it).
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace harnessd::worker {
+
+struct RunsQuery {
+  std::string state_dir;
+  std::optional<std::string> session;  // a session id or name
+  std::optional<std::string> state;    // the run's last event
+  bool follow = false;
+  std::string format = "text";  // text or json
+};
+
+/// Prints matching runs, oldest first; with `follow`, then prints each new
+/// ledger entry as it is written, until interrupted. Returns the exit code.
+int runs_command(const RunsQuery& query);
+
+/// Prints every session record: id, name, harness, cwd, state, runs.
+int sessions_command(const std::string& state_dir, const std::string& format, bool all);
+
+}  // namespace harnessd::worker

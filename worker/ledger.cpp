@@ -1,0 +1,140 @@
+// Ledger lines, the run index, and tolerant JSONL reading.
+#include "worker/ledger.h"
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace harnessd::worker {
+
+using nlohmann::json;
+
+bool is_terminal_event(const std::string& e) {
+  return e == run_event::kCompleted || e == run_event::kFailed || e == run_event::kCancelled ||
+         e == run_event::kTimeout || e == run_event::kInterrupted;
+}
+
+std::string iso_time() {
+  auto now = std::chrono::system_clock::now();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[40];
+  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms % 1000));
+  return out;
+}
+
+json LedgerEntry::to_json() const {
+  json j = {{"time", time},         {"event", event},     {"runId", runId},     {"sessionId", sessionId},
+            {"name", name ? json(*name) : json()}, {"harness", harness}, {"requestId", requestId}, {"daemon", daemon}};
+  for (auto& [k, v] : extra.items()) j[k] = v;
+  return j;
+}
+
+std::optional<LedgerEntry> LedgerEntry::from_json(const json& j) {
+  if (!j.is_object()) return std::nullopt;
+  auto str = [&](const char* k) -> std::optional<std::string> {
+    auto it = j.find(k);
+    if (it == j.end() || !it->is_string()) return std::nullopt;
+    return it->get<std::string>();
+  };
+  auto event = str("event");
+  auto run = str("runId");
+  if (!event || !run) return std::nullopt;
+  LedgerEntry e;
+  e.event = *event;
+  e.runId = *run;
+  e.time = str("time").value_or("");
+  e.sessionId = str("sessionId").value_or("");
+  e.name = str("name");
+  e.harness = str("harness").value_or("");
+  e.requestId = j.value("requestId", json());
+  e.daemon = str("daemon").value_or("");
+  static const char* kCommon[] = {"time", "event", "runId", "sessionId", "name", "harness", "requestId", "daemon"};
+  for (auto& [k, v] : j.items()) {
+    bool common = false;
+    for (const char* c : kCommon) common = common || k == c;
+    if (!common) e.extra[k] = v;
+  }
+  return e;
+}
+
+json RunRecord::to_json() const {
+  json j = {{"runId", runId},         {"sessionId", sessionId}, {"name", name ? json(*name) : json()},
+            {"harness", harness},     {"requestId", requestId}, {"state", state},
+            {"queuedAt", queuedAt.empty() ? json() : json(queuedAt)},
+            {"startedAt", startedAt.empty() ? json() : json(startedAt)},
+            {"endedAt", endedAt.empty() ? json() : json(endedAt)}};
+  for (auto& [k, v] : outcome.items()) j[k] = v;
+  return j;
+}
+
+void RunIndex::apply(const LedgerEntry& e) {
+  auto [it, fresh] = runs_.try_emplace(e.runId);
+  RunRecord& r = it->second;
+  if (fresh) {
+    order_.push_back(e.runId);
+    r.runId = e.runId;
+  }
+  if (!e.sessionId.empty()) r.sessionId = e.sessionId;
+  if (e.name) r.name = e.name;
+  if (!e.harness.empty()) r.harness = e.harness;
+  if (!e.requestId.is_null()) r.requestId = e.requestId;
+  if (!e.daemon.empty()) r.daemon = e.daemon;
+  if (is_terminal_event(e.event)) {
+    ++r.terminal_entries;
+    if (r.terminal_entries > 1) return;  // a second end is a bug; the first one stands
+    r.endedAt = e.time;
+    r.outcome = e.extra;
+  } else if (e.event == run_event::kQueued) {
+    r.queuedAt = e.time;
+  } else if (e.event == run_event::kStarted) {
+    r.startedAt = e.time;
+  }
+  r.state = e.event;
+}
+
+const RunRecord* RunIndex::find(const std::string& run_id) const {
+  auto it = runs_.find(run_id);
+  return it == runs_.end() ? nullptr : &it->second;
+}
+
+JsonlRead read_jsonl(const std::string& path) {
+  JsonlRead out;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    out.missing = true;
+    return out;
+  }
+  std::string content;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) content.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  out.cut = !content.empty() && content.back() != '\n';
+  std::size_t start = 0, number = 0;
+  while (start < content.size()) {
+    std::size_t end = content.find('\n', start);
+    if (end == std::string::npos) end = content.size();
+    ++number;
+    std::string_view line(content.data() + start, end - start);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (!line.empty()) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_discarded()) {
+        out.bad_lines.push_back(number);
+      } else {
+        out.lines.push_back(std::move(j));
+      }
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+}  // namespace harnessd::worker

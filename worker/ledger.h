@@ -1,0 +1,91 @@
+// The run ledger: one JSON line per run transition in ledger.jsonl. This
+// file holds the line format and the index built from it; it does no I/O
+// beyond reading a file, so the daemon and the command line share it.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace harnessd::worker {
+
+/// Run transitions. Exactly one terminal event ends every run.
+namespace run_event {
+inline constexpr const char* kQueued = "queued";
+inline constexpr const char* kStarted = "started";
+inline constexpr const char* kCompleted = "completed";
+inline constexpr const char* kFailed = "failed";
+inline constexpr const char* kCancelled = "cancelled";
+inline constexpr const char* kTimeout = "timeout";
+inline constexpr const char* kInterrupted = "interrupted";
+}  // namespace run_event
+
+bool is_terminal_event(const std::string& event);
+
+/// One ledger line. `extra` carries the event's own fields (stopReason,
+/// error, reason, timeoutMs, partialOutput).
+struct LedgerEntry {
+  std::string time;  // ISO 8601, UTC, milliseconds
+  std::string event;
+  std::string runId;
+  std::string sessionId;
+  std::optional<std::string> name;
+  std::string harness;
+  nlohmann::json requestId;  // the host's request id, with its JSON type
+  std::string daemon;        // the daemon instance that wrote it
+  nlohmann::json extra = nlohmann::json::object();
+
+  nlohmann::json to_json() const;
+  static std::optional<LedgerEntry> from_json(const nlohmann::json& j);
+};
+
+/// What the ledger says about one run.
+struct RunRecord {
+  std::string runId;
+  std::string sessionId;
+  std::optional<std::string> name;
+  std::string harness;
+  nlohmann::json requestId;
+  std::string daemon;
+  std::string state;  // the last event
+  std::string queuedAt, startedAt, endedAt;
+  nlohmann::json outcome = nlohmann::json::object();  // the terminal entry's own fields
+  int terminal_entries = 0;
+
+  bool ended() const { return terminal_entries > 0; }
+  nlohmann::json to_json() const;
+};
+
+/// Runs in the order they were first seen.
+class RunIndex {
+ public:
+  void apply(const LedgerEntry& entry);
+  const RunRecord* find(const std::string& run_id) const;
+  const std::vector<std::string>& order() const { return order_; }
+  const std::map<std::string, RunRecord>& runs() const { return runs_; }
+
+ private:
+  std::map<std::string, RunRecord> runs_;
+  std::vector<std::string> order_;
+};
+
+/// Result of reading a JSONL file that a crash may have cut short.
+struct JsonlRead {
+  std::vector<nlohmann::json> lines;
+  /// Lines that were not JSON (a cut last line), with their line numbers.
+  std::vector<std::size_t> bad_lines;
+  /// The file did not end with a newline.
+  bool cut = false;
+  bool missing = false;
+};
+
+/// Reads a JSONL file; unreadable lines are counted, not fatal.
+JsonlRead read_jsonl(const std::string& path);
+
+/// ISO 8601 UTC with milliseconds for a system clock time (or now).
+std::string iso_time();
+
+}  // namespace harnessd::worker

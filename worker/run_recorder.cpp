@@ -1,0 +1,116 @@
+// Run recordings: ordered writes through the store, first error kept.
+#include "worker/run_recorder.h"
+
+#include <chrono>
+
+namespace harnessd::worker {
+
+using nlohmann::json;
+
+RunRecorder::RunRecorder(Store& store, LedgerEntry base)
+    : store_(store), base_(std::move(base)), dir_(Store::run_dir(base_.runId)) {}
+
+Store::Done RunRecorder::track() {
+  return [shared = shared_](Expected<void> r) mutable {
+    if (r || shared->error) return;
+    shared->error = r.error().message;
+    if (shared->on_failure) {
+      auto fn = std::move(shared->on_failure);
+      shared->on_failure = nullptr;
+      fn(*shared->error);
+    }
+  };
+}
+
+void RunRecorder::on_failure(UniqueFunction<void(const std::string&)> fn) { shared_->on_failure = std::move(fn); }
+
+void RunRecorder::prepare(const json& request, std::string prompt_md) {
+  if (prepared_) return;
+  prepared_ = true;
+  store_.make_dir(dir_, track());
+  // Files of a fresh folder, written once: no temporary file and rename
+  // needed (each costs a journal commit on some filesystems).
+  store_.create_file(dir_ + "/request.json", request.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
+                     track());
+  store_.create_file(dir_ + "/prompt.md", std::move(prompt_md), track());
+}
+
+void RunRecorder::open(Done ready) {
+  LedgerEntry started = base_;
+  started.event = run_event::kStarted;
+  started.time.clear();
+  store_.record(std::move(started), track());
+  // The writer runs in order: once this barrier is through, so is all of
+  // the above, and the first error (if any) is known.
+  store_.barrier(base_.runId, [shared = shared_, ready = std::move(ready)](Expected<void>) mutable {
+    if (shared->error) {
+      ready(Error{*shared->error});
+    } else {
+      ready({});
+    }
+  });
+}
+
+void RunRecorder::event(const char* direction, std::string_view line) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count();
+  std::string out = "{\"t\":" + std::to_string(ms) + ",\"dir\":\"" + direction + "\",";
+  if (json::accept(line)) {
+    out += "\"msg\":";
+    out.append(line);
+  } else {
+    // Not JSON (a banner, a cut line): kept as text.
+    out += "\"raw\":" + json(std::string(line)).dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  out += "}\n";
+  store_.append(dir_ + "/events.jsonl", std::move(out), track());
+}
+
+void RunRecorder::stderr_data(std::string_view data) {
+  store_.append(dir_ + "/stderr.log", std::string(data), track());
+}
+
+void RunRecorder::finish(const std::string& event, const json& outcome, const json& result, Done done) {
+  // A result.json cut by a crash is rewritten by the next start's recovery.
+  // A run removed from the queue before it was prepared has no folder.
+  if (prepared_) {
+    store_.create_file(dir_ + "/result.json", result.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
+                       track(), true);
+  }
+  LedgerEntry end = base_;
+  end.event = event;
+  end.time.clear();
+  end.extra = outcome;
+  store_.record(std::move(end), track());
+  store_.close_file(dir_ + "/events.jsonl");
+  store_.close_file(dir_ + "/stderr.log");
+  store_.barrier(base_.runId, [shared = shared_, done = std::move(done)](Expected<void>) mutable {
+    if (shared->error) {
+      done(Error{*shared->error});
+    } else {
+      done({});
+    }
+  });
+}
+
+std::string render_prompt_markdown(const json& blocks) {
+  std::string out;
+  for (const auto& b : blocks) {
+    std::string type = b.value("type", "");
+    if (!out.empty()) out += "\n";
+    if (type == "text") {
+      out += b.value("text", "") + "\n";
+    } else if (type == "resource_link") {
+      out += "- [" + b.value("name", "") + "](" + b.value("uri", "") + ")\n";
+    } else if (type == "resource") {
+      const json& r = b.contains("resource") ? b["resource"] : json::object();
+      out += "Resource " + r.value("uri", "") + ":\n\n```\n" + r.value("text", "(binary)") + "\n```\n";
+    } else {
+      out += "[" + type + " " + b.value("mimeType", "") + "]\n";
+    }
+  }
+  return out;
+}
+
+}  // namespace harnessd::worker

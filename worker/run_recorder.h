@@ -1,0 +1,71 @@
+// RunRecorder: the recording of one run in runs/<runId>/ and its ledger
+// lines. The folder and request exist before the turn starts; result.json
+// and the terminal ledger line are written before the host is answered.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/unique_function.h"
+#include "schema/expected.h"
+#include "worker/ledger.h"
+#include "worker/store.h"
+
+namespace harnessd::worker {
+
+class RunRecorder {
+ public:
+  using Done = UniqueFunction<void(Expected<void>)>;
+
+  /// `base` carries the run's identity (runId, sessionId, name, harness,
+  /// requestId) for the ledger lines this recorder writes.
+  RunRecorder(Store& store, LedgerEntry base);
+
+  /// Creates runs/<runId>/ with request.json and prompt.md. Called when the
+  /// prompt is queued, so the folder is usually there before the turn
+  /// starts and the hand-off does not wait for it.
+  void prepare(const nlohmann::json& request, std::string prompt_md);
+  bool prepared() const { return prepared_; }
+  /// The turn starts: appends "started"; `ready` runs once everything
+  /// prepared is on disk, with the first error, if any.
+  void open(Done ready);
+
+  /// Appends one frame to events.jsonl. `direction` is "host>harnessd",
+  /// "harnessd>adapter", "adapter>harnessd" or "harnessd>host".
+  void event(const char* direction, std::string_view line);
+  /// Appends to stderr.log.
+  void stderr_data(std::string_view data);
+
+  /// Called once with the first write error during the turn (after open).
+  void on_failure(UniqueFunction<void(const std::string&)> fn);
+
+  /// Writes result.json (if the folder was prepared), appends the terminal
+  /// `event` with `outcome` fields, closes the run's files; `done` gets the
+  /// first error of the whole run.
+  void finish(const std::string& event, const nlohmann::json& outcome, const nlohmann::json& result, Done done);
+
+  const std::string& run_id() const { return base_.runId; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  struct Shared {
+    std::optional<std::string> error;
+    UniqueFunction<void(const std::string&)> on_failure;
+  };
+  Store::Done track();
+
+  Store& store_;
+  LedgerEntry base_;
+  std::string dir_;
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
+  bool prepared_ = false;
+};
+
+/// Renders prompt blocks as the Markdown the harness was given.
+std::string render_prompt_markdown(const nlohmann::json& blocks);
+
+}  // namespace harnessd::worker

@@ -1,0 +1,124 @@
+// Store: harnessd's state directory (ledger, session records and
+// transcripts, run recordings). Opening it (recovery included) is done once
+// at start-up, before the loop runs; after that writes happen on a few
+// writer threads ("lanes": all writes to one file go through one lane, in
+// the order they were asked for) and report back on the loop thread, so
+// the event loop never waits on the disk.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/loop.h"
+#include "acp/unique_function.h"
+#include "schema/expected.h"
+#include "worker/ledger.h"
+
+namespace harnessd::worker {
+
+struct StoreOptions {
+  /// fdatasync result.json and terminal ledger lines (survives power loss,
+  /// costs milliseconds per run). Off by default: written lines survive any
+  /// crash of harnessd itself.
+  bool sync = false;
+  /// For tests on machines where no small filesystem can be mounted: every
+  /// write fails with ENOSPC once this many bytes were written (0: never).
+  std::size_t fail_after_bytes = 0;
+};
+
+/// The default state directory: $XDG_STATE_HOME/harnessd, else
+/// ~/.local/state/harnessd.
+std::string default_state_dir();
+
+/// True for ids that may appear in a path: letters, digits, '_' and '-',
+/// at most 100 characters. Session names never become paths.
+bool is_safe_id(const std::string& id);
+
+class Store {
+ public:
+  using Done = UniqueFunction<void(Expected<void>)>;
+  using ReadDone = UniqueFunction<void(Expected<std::string>)>;
+
+  /// Creates the directory if needed (0700), takes this daemon's instance
+  /// lock, reads the ledger and the session records, and ends every run
+  /// left open by a daemon that is no longer running with "interrupted".
+  /// Problems reading individual lines are logged, not fatal; an unusable
+  /// directory is an error only for writes, so the daemon can still serve
+  /// (and fail runs with a clear error).
+  static std::unique_ptr<Store> open(Loop& loop, std::string dir, StoreOptions options = {});
+  /// Finishes queued writes (their callbacks do not run) and stops the thread.
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  /// This daemon's instance id (written on every ledger line).
+  const std::string& instance() const { return instance_; }
+  /// Why the directory cannot be written, if it cannot.
+  const std::optional<std::string>& unusable() const { return unusable_; }
+
+  // ---- the ledger
+  /// Applies `entry` to the index now and appends it to ledger.jsonl.
+  void record(LedgerEntry entry, Done done = nullptr);
+  const RunIndex& runs() const { return runs_; }
+
+  // ---- session records
+  /// Saves the record (atomically replacing sessions/<id>.json).
+  void save_session(const nlohmann::json& record, Done done = nullptr);
+  const nlohmann::json* session(const std::string& id) const;
+  const std::map<std::string, nlohmann::json>& sessions() const { return sessions_; }
+
+  // ---- files, relative to the directory
+  void make_dir(std::string rel, Done done);
+  /// Writes a whole file atomically (temporary file, then rename), 0600.
+  void write_file(std::string rel, std::string content, Done done, bool sync = false);
+  /// Appends to a file kept open until close_file(). A file whose last line
+  /// was cut by a crash gets a newline first, so the cut line stays alone.
+  void append(std::string rel, std::string data, Done done = nullptr);
+  /// Writes a whole file in place (no rename): for files written once into
+  /// a fresh run folder. A crash may leave it cut short.
+  void create_file(std::string rel, std::string content, Done done, bool sync = false);
+  void close_file(std::string rel);
+  void read_file(std::string rel, ReadDone done);
+  /// `done` runs once every write of `key` (a run or session id) asked for
+  /// before has finished.
+  void barrier(const std::string& key, Done done);
+  /// `done` runs once every write asked for before has finished.
+  void barrier_all(Done done);
+
+  std::string path(const std::string& rel) const { return dir_ + "/" + rel; }
+  static std::string run_dir(const std::string& run_id) { return "runs/" + run_id; }
+  static std::string session_file(const std::string& id) { return "sessions/" + id + ".json"; }
+  static std::string transcript_file(const std::string& id) { return "sessions/" + id + ".jsonl"; }
+
+ private:
+  struct Writer;
+  struct Completions;
+  static constexpr int kLanes = 4;
+  Store(Loop& loop, std::string dir, StoreOptions options);
+  void recover();
+  static std::string key_of(const std::string& rel);
+  Writer& lane_for(const std::string& key);
+  void submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done);
+
+  Loop& loop_;
+  std::string dir_;
+  StoreOptions options_;
+  std::string instance_;
+  std::optional<std::string> unusable_;
+  int lock_fd_ = -1;
+  RunIndex runs_;
+  std::map<std::string, nlohmann::json> sessions_;
+  std::size_t budget_used_ = 0;  // bytes written, for fail_after_bytes
+  std::mutex budget_mu_;
+  std::unique_ptr<Completions> completions_;
+  std::vector<std::unique_ptr<Writer>> lanes_;
+};
+
+}  // namespace harnessd::worker
