@@ -27,12 +27,20 @@ void RunRecorder::on_failure(UniqueFunction<void(const std::string&)> fn) { shar
 void RunRecorder::prepare(const json& request, std::string prompt_md) {
   if (prepared_) return;
   prepared_ = true;
-  store_.make_dir(dir_, track());
+  // Counted, so that open() knows whether it must wait for the disk.
+  auto counted = [this] {
+    ++shared_->preparing;
+    return [shared = shared_, inner = track()](Expected<void> r) mutable {
+      --shared->preparing;
+      inner(std::move(r));
+    };
+  };
+  store_.make_dir(dir_, counted());
   // Files of a fresh folder, written once: no temporary file and rename
   // needed (each costs a journal commit on some filesystems).
   store_.create_file(dir_ + "/request.json", request.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
-                     track());
-  store_.create_file(dir_ + "/prompt.md", std::move(prompt_md), track());
+                     counted());
+  store_.create_file(dir_ + "/prompt.md", std::move(prompt_md), counted());
 }
 
 void RunRecorder::open(Done ready) {
@@ -40,6 +48,12 @@ void RunRecorder::open(Done ready) {
   started.event = run_event::kStarted;
   started.time.clear();
   store_.record(std::move(started), track());
+  // Prepared while the previous turn ran and already on disk: go on at
+  // once (a failure of the "started" line is reported like any later one).
+  if (shared_->preparing == 0 && !shared_->error) {
+    ready({});
+    return;
+  }
   // The writer runs in order: once this barrier is through, so is all of
   // the above, and the first error (if any) is known.
   store_.barrier(base_.runId, [shared = shared_, ready = std::move(ready)](Expected<void>) mutable {

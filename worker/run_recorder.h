@@ -55,6 +55,7 @@ class RunRecorder {
   struct Shared {
     std::optional<std::string> error;
     UniqueFunction<void(const std::string&)> on_failure;
+    int preparing = 0;  // prepare() writes not yet confirmed
   };
   Store::Done track();
 

@@ -305,6 +305,155 @@ test('session/cancel ends a slow turn with cancelled and nothing after it', asyn
 });
 
 test('the schema map covers the methods these tests exercise', () => {
-  for (const m of ['initialize', 'session/new', 'session/prompt', 'session/list', 'session/close']) assert.ok(resultDefs.has(m), m);
+  for (const m of ['initialize', 'session/new', 'session/prompt', 'session/list', 'session/close', 'session/load',
+    'session/resume']) assert.ok(resultDefs.has(m), m);
   for (const m of ['session/update', 'session/request_permission']) assert.ok(outboundDefs.has(m), m);
+});
+
+// --- Persistence: session/load and session/resume in a later harnessd process --------------------
+// Fresh state dirs for harnessd and the fake agent; removed when the test ends.
+function stateDirs(t) {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-node-state-'));
+  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  return { stateDir: path.join(root, 'harnessd'), fakeDir: path.join(root, 'fake') };
+}
+// First daemon: session/new, then one turn per prompt. Returns the session id and, per turn, the
+// `update` of every session/update the SDK delivered for that session, in order.
+async function recordTurns(stateDir, fakeArgs, prompts) {
+  let sessionId;
+  const turns = [];
+  await withDaemon(async (ctx, d) => {
+    await initialize(ctx);
+    sessionId = await newSession(ctx);
+    for (const text of prompts) {
+      const from = d.updates.length;
+      const { result, updates: wire } = await prompt(ctx, d, sessionId, text);
+      assert.equal(result.stopReason, 'end_turn');
+      const updates = d.updates.slice(from).filter((u) => u.sessionId === sessionId);
+      assert.deepEqual(updates, wire, 'the SDK must deliver every update harnessd sent, in order');
+      assert.ok(updates.length > 0, `prompt ${text} gave no update`);
+      turns.push({ prompt: text, updates: updates.map((u) => u.update) });
+    }
+  }, { stateDir, fakeArgs });
+  return { sessionId, turns };
+}
+// What session/load must replay: per turn, the prompt as user_message_chunk, then the agent's updates.
+function assertReplay(replayed, turns) {
+  const expected = turns.flatMap((t) => [{ user: t.prompt }, ...t.updates]);
+  assert.equal(replayed.length, expected.length,
+    `replayed ${replayed.length} updates, expected ${expected.length}: ${JSON.stringify(replayed).slice(0, 800)}`);
+  expected.forEach((want, i) => {
+    const got = replayed[i];
+    if (want.user !== undefined) {
+      assert.equal(got.sessionUpdate, 'user_message_chunk', `replayed update ${i}: ${JSON.stringify(got)}`);
+      assert.equal(got.content?.type, 'text', `replayed update ${i}: ${JSON.stringify(got)}`);
+      assert.equal(got.content.text, want.user, `replayed update ${i}`);
+    } else {
+      assert.deepEqual(got, want, `replayed update ${i} differs from what the first daemon relayed`);
+    }
+  });
+}
+// Sends session/load or session/resume; returns the result, the session's updates the SDK delivered
+// before the answer, and the session/update lines harnessd wrote between the request and its answer.
+async function reopen(ctx, d, method, params) {
+  const fromSdk = d.updates.length;
+  const fromWire = d.out.lines.length;
+  const result = await ctx.request(method, params);
+  const sdkUpdates = d.updates.slice(fromSdk).filter((u) => u.sessionId === params.sessionId);
+  const answer = rawAnswerIndex(d, method, fromWire);
+  const wire = d.out.lines.slice(fromWire, answer).map((l) => JSON.parse(l))
+    .filter((m) => m.method === 'session/update');
+  for (const m of wire) assert.equal(m.params.sessionId, params.sessionId, 'replay for another session');
+  assert.deepEqual(sdkUpdates, wire.map((m) => m.params), 'the SDK must deliver the replay before the answer, in order');
+  return { result, updates: sdkUpdates.map((u) => u.update), answerLine: answer };
+}
+// After a load/resume answer: nothing more for the session (e.g. the adapter's own replay), and a
+// `history` turn that gives exactly one chunk.
+async function assertQuietThenHistory(ctx, d, sessionId, answerLine, expected) {
+  await sleep(200);
+  const late = d.out.lines.slice(answerLine + 1).map((l) => JSON.parse(l))
+    .filter((m) => m.method === 'session/update' && m.params.sessionId === sessionId);
+  assert.deepEqual(late, [], 'session/update after the load/resume answer (adapter replay leaked?)');
+  const { result, updates } = await prompt(ctx, d, sessionId, 'history');
+  assert.equal(result.stopReason, 'end_turn');
+  assert.deepEqual(updates.map((u) => u.update),
+    [{ sessionUpdate: 'agent_message_chunk', content: { type: 'text', text: expected } }],
+    `history turn: ${JSON.stringify(updates).slice(0, 800)}`);
+}
+const harnessdMeta = (result) => result?._meta?.harnessd;
+const PROMPTS = ['echo first', 'stream 2'];
+
+for (const [flags, method] of [[['--resume', '--load'], 'session/resume'], [['--load'], 'session/load']]) {
+  test(`session/load after a restart replays the transcript (adapter ${flags.join(' ')} -> ${method})`, async (t) => {
+    const { stateDir, fakeDir } = stateDirs(t);
+    const fakeArgs = ['--state-dir', fakeDir, ...flags];
+    const { sessionId, turns } = await recordTurns(stateDir, fakeArgs, PROMPTS);
+    await withDaemon(async (ctx, d) => {
+      const init = await initialize(ctx);
+      assert.equal(init.agentCapabilities?.loadSession, true);
+      const { result, updates, answerLine } = await reopen(ctx, d, acp.methods.agent.session.load,
+        { sessionId, cwd: os.tmpdir(), mcpServers: [] });
+      assertReplay(updates, turns);
+      const meta = harnessdMeta(result);
+      assert.ok(meta, `load answer lacks _meta.harnessd: ${JSON.stringify(result)}`);
+      assert.equal(meta.replayed, updates.length, 'replayed must count the replayed updates');
+      assert.equal(meta.adapter?.restored, true, `adapter not restored: ${JSON.stringify(meta)}`);
+      assert.equal(meta.adapter.method, method);
+      await assertQuietThenHistory(ctx, d, sessionId, answerLine, `history: ${PROMPTS.join(' | ')}`);
+    }, { stateDir, fakeArgs });
+  });
+}
+
+test('session/resume after a restart: no replay, the adapter remembers', async (t) => {
+  const { stateDir, fakeDir } = stateDirs(t);
+  const fakeArgs = ['--state-dir', fakeDir, '--resume', '--load'];
+  const { sessionId } = await recordTurns(stateDir, fakeArgs, PROMPTS);
+  await withDaemon(async (ctx, d) => {
+    await initialize(ctx);
+    const { result, updates, answerLine } = await reopen(ctx, d, acp.methods.agent.session.resume,
+      { sessionId, cwd: os.tmpdir(), mcpServers: [] });
+    assert.deepEqual(updates, [], 'session/resume must not send session/update before its answer');
+    const meta = harnessdMeta(result);
+    assert.ok(meta, `resume answer lacks _meta.harnessd: ${JSON.stringify(result)}`);
+    assert.equal(meta.replayed ?? 0, 0, 'session/resume replays nothing');
+    assert.equal(meta.adapter?.restored, true, `adapter not restored: ${JSON.stringify(meta)}`);
+    assert.equal(meta.adapter.method, 'session/resume');
+    await assertQuietThenHistory(ctx, d, sessionId, answerLine, `history: ${PROMPTS.join(' | ')}`);
+  }, { stateDir, fakeArgs });
+});
+
+test('session/load with an adapter that cannot resume: replay, fresh adapter session', async (t) => {
+  const { stateDir, fakeDir } = stateDirs(t);
+  const fakeArgs = ['--state-dir', fakeDir];
+  const { sessionId, turns } = await recordTurns(stateDir, fakeArgs, PROMPTS);
+  await withDaemon(async (ctx, d) => {
+    await initialize(ctx);
+    const { result, updates, answerLine } = await reopen(ctx, d, acp.methods.agent.session.load,
+      { sessionId, cwd: os.tmpdir(), mcpServers: [] });
+    assertReplay(updates, turns);
+    const meta = harnessdMeta(result);
+    assert.ok(meta, `load answer lacks _meta.harnessd: ${JSON.stringify(result)}`);
+    assert.equal(meta.replayed, updates.length);
+    assert.equal(meta.adapter?.restored, false, `adapter restored?: ${JSON.stringify(meta)}`);
+    assert.equal(typeof meta.adapter.reason, 'string');
+    assert.ok(meta.adapter.reason.length > 0, 'restored false needs a reason');
+    await assertQuietThenHistory(ctx, d, sessionId, answerLine, 'history: (empty)');
+  }, { stateDir, fakeArgs });
+});
+
+test('session/load and session/resume of an unknown session fail with -32002', async () => {
+  await withDaemon(async (ctx, d) => {
+    await initialize(ctx);
+    const sessionId = 'sess_does_not_exist';
+    for (const method of [acp.methods.agent.session.load, acp.methods.agent.session.resume]) {
+      const from = d.updates.length;
+      await assert.rejects(ctx.request(method, { sessionId, cwd: os.tmpdir(), mcpServers: [] }), (e) => {
+        assert.ok(e instanceof acp.RequestError, `${method}: expected a RequestError, got ${e}`);
+        assert.equal(e.code, -32002, `${method}: ${e.message}`);
+        assert.equal(e.data?.sessionId, sessionId, `${method}: data ${JSON.stringify(e.data)}`);
+        return true;
+      });
+      assert.deepEqual(d.updates.slice(from), [], `${method}: no session/update for an unknown session`);
+    }
+  });
 });

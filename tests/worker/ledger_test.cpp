@@ -1,0 +1,174 @@
+// The ledger format, the run index, tolerant reading, and the store's
+// writer, recovery and failure paths, in-process.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "acp/loop.h"
+#include "daemon_process.h"
+#include "worker/ledger.h"
+#include "worker/store.h"
+
+using namespace harnessd;
+using namespace harnessd::worker;
+using nlohmann::json;
+
+namespace {
+LedgerEntry entry(const std::string& run, const std::string& event, const std::string& daemon = "d_x") {
+  LedgerEntry e;
+  e.time = iso_time();
+  e.event = event;
+  e.runId = run;
+  e.sessionId = "sess_a";
+  e.harness = "fake";
+  e.requestId = 7;
+  e.daemon = daemon;
+  return e;
+}
+
+// Runs the loop until `done` is set. The store's completion handle does not
+// keep a loop alive by itself (the daemon waits for it explicitly), so a
+// timer does, while we wait.
+void run_until(Loop& loop, const bool& done) {
+  Timer keep_alive(loop);
+  while (!done) {
+    keep_alive.start(std::chrono::milliseconds(50), [] {});
+    uv_run(loop.get(), UV_RUN_ONCE);
+  }
+}
+}  // namespace
+
+TEST_CASE("ledger lines round-trip and keep their own fields") {
+  LedgerEntry e = entry("run_1", run_event::kCompleted);
+  e.name = "n";
+  e.extra = {{"stopReason", "end_turn"}};
+  json j = e.to_json();
+  CHECK(j["stopReason"] == "end_turn");
+  CHECK(j["requestId"] == 7);
+  auto back = LedgerEntry::from_json(j);
+  REQUIRE(back);
+  CHECK(back->extra == json{{"stopReason", "end_turn"}});
+  CHECK(back->name == "n");
+  CHECK_FALSE(LedgerEntry::from_json(json{{"event", "queued"}}));  // no runId
+}
+
+TEST_CASE("the run index follows a run to its end and counts extra ends") {
+  RunIndex index;
+  index.apply(entry("r", run_event::kQueued));
+  index.apply(entry("r", run_event::kStarted));
+  CHECK_FALSE(index.find("r")->ended());
+  LedgerEntry end = entry("r", run_event::kTimeout);
+  end.extra = {{"timeoutMs", 5}};
+  index.apply(end);
+  const RunRecord& r = *index.find("r");
+  CHECK(r.state == "timeout");
+  CHECK(r.ended());
+  CHECK(r.to_json()["timeoutMs"] == 5);
+  index.apply(entry("r", run_event::kCompleted));  // a second end: counted, not applied
+  CHECK(index.find("r")->terminal_entries == 2);
+  CHECK(index.find("r")->state == "timeout");
+}
+
+TEST_CASE("a JSONL file cut by a crash is read up to the cut") {
+  test::TempDir dir;
+  std::string path = dir.write("x.jsonl", "{\"a\":1}\n{\"b\":2}\n{\"c\":");
+  JsonlRead r = read_jsonl(path);
+  CHECK(r.lines.size() == 2);
+  CHECK(r.bad_lines == std::vector<std::size_t>{3});
+  CHECK(r.cut);
+  CHECK(read_jsonl(dir.path() + "/missing").missing);
+}
+
+TEST_CASE("the store writes in order per file and reports on the loop") {
+  test::TempDir dir;
+  Loop loop;
+  {
+    auto store = Store::open(loop, dir.path());
+    REQUIRE_FALSE(store->unusable());
+    for (int i = 0; i < 100; ++i) store->append("sessions/s1.jsonl", std::to_string(i) + "\n");
+    store->record(entry("run_a", run_event::kQueued));
+    bool done = false;
+    store->barrier_all([&](Expected<void> r) {
+      CHECK(r);
+      done = true;
+    });
+    run_until(loop, done);
+    std::string expected;
+    for (int i = 0; i < 100; ++i) expected += std::to_string(i) + "\n";
+    CHECK(test::read_file(dir.path() + "/sessions/s1.jsonl") == expected);
+    CHECK(store->runs().find("run_a")->state == "queued");
+  }
+  CHECK(loop.close());
+}
+
+TEST_CASE("a write error reaches the caller and later writes go on failing cleanly") {
+  test::TempDir dir;
+  Loop loop;
+  {
+    StoreOptions options;
+    options.fail_after_bytes = 10;
+    auto store = Store::open(loop, dir.path(), options);
+    int failures = 0;
+    bool done = false;
+    store->append("sessions/s.jsonl", "0123456789abcdef\n", [&](Expected<void> r) {
+      REQUIRE_FALSE(r);
+      CHECK(r.error().message == "cannot write sessions/s.jsonl: No space left on device");
+      ++failures;
+    });
+    store->barrier_all([&](Expected<void>) { done = true; });
+    run_until(loop, done);
+    CHECK(failures == 1);
+  }
+  CHECK(loop.close());
+}
+
+TEST_CASE("a state directory that cannot be created makes writes fail, not the store") {
+  Loop loop;
+  {
+    auto store = Store::open(loop, "/dev/null/state");
+    REQUIRE(store->unusable());
+    bool done = false;
+    store->record(entry("r", run_event::kQueued), [&](Expected<void> r) {
+      CHECK_FALSE(r);
+      done = true;
+    });
+    run_until(loop, done);
+  }
+  CHECK(loop.close());
+}
+
+TEST_CASE("recovery ends the runs of dead daemons, never those of a live one") {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir.path() + "/daemons");
+  std::filesystem::create_directories(dir.path() + "/runs/run_dead");
+  // A live daemon: its lock is held (here, by this process).
+  int live = ::open((dir.path() + "/daemons/d_live.lock").c_str(), O_RDWR | O_CREAT, 0600);
+  REQUIRE(::flock(live, LOCK_EX) == 0);
+  {
+    std::ofstream ledger(dir.path() + "/ledger.jsonl");
+    ledger << entry("run_dead", run_event::kStarted, "d_gone").to_json().dump() << "\n";
+    ledger << entry("run_live", run_event::kStarted, "d_live").to_json().dump() << "\n";
+    ledger << entry("run_done", run_event::kQueued, "d_gone").to_json().dump() << "\n";
+    ledger << entry("run_done", run_event::kCompleted, "d_gone").to_json().dump() << "\n";
+  }
+  Loop loop;
+  {
+    auto store = Store::open(loop, dir.path());
+    CHECK(store->runs().find("run_dead")->state == "interrupted");
+    CHECK(store->runs().find("run_live")->state == "started");
+    CHECK(store->runs().find("run_done")->terminal_entries == 1);
+    bool done = false;
+    store->barrier_all([&](Expected<void>) { done = true; });
+    run_until(loop, done);
+    json result = json::parse(test::read_file(dir.path() + "/runs/run_dead/result.json"));
+    CHECK(result["state"] == "interrupted");
+  }
+  ::close(live);
+  CHECK(loop.close());
+  CHECK(test::check_ledger(dir.path(), true).empty());
+}

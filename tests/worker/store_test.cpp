@@ -1,0 +1,497 @@
+// Completion truth end to end: the ledger, the session records and
+// transcripts, the run recordings, restarts, crashes and broken disks.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <sys/wait.h>
+
+#include <thread>
+
+#include "daemon_process.h"
+
+using namespace harnessd::test;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+json request(const json& id, const std::string& method, const json& params) {
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
+}
+
+std::vector<json> ledger_of(const std::string& state) {
+  std::vector<json> out;
+  std::ifstream in(state + "/ledger.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, false);
+    if (!j.is_discarded()) out.push_back(j);
+  }
+  return out;
+}
+
+std::vector<std::string> events_of(const std::vector<json>& ledger, const std::string& run) {
+  std::vector<std::string> out;
+  for (const auto& e : ledger) {
+    if (e["runId"] == run) out.push_back(e["event"]);
+  }
+  return out;
+}
+
+std::string run_id_of(const json& answer) {
+  if (answer.contains("result")) return answer["result"]["_meta"]["harnessd"]["runId"];
+  return answer["error"]["data"]["runId"];
+}
+
+int mode_of(const std::string& path) {
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return static_cast<int>(st.st_mode & 0777);
+}
+
+// The updates harnessd sent for a session, in order.
+std::vector<json> updates_for(const std::vector<json>& seen, const std::string& sid) {
+  std::vector<json> out;
+  for (const auto& m : seen) {
+    if (m.value("method", "") == "session/update" && m["params"]["sessionId"] == sid) out.push_back(m["params"]);
+  }
+  return out;
+}
+
+// A small filesystem mounted on `dir`; false where mounting is not allowed.
+bool mount_tmpfs(const std::string& dir, const std::string& options) {
+  return ::mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("a run leaves a complete recording and three ledger lines") {
+  Daemon d;
+  d.initialize();
+  std::string sid = d.new_session("/tmp", {{"harnessd", {{"name", "rec"}}}});
+  std::vector<json> seen;
+  json answer = d.prompt(sid, "stderr 2", &seen);
+  // When the host has the answer, result.json and the terminal line exist.
+  std::string run = run_id_of(answer);
+  std::string dir = d.state_dir() + "/runs/" + run;
+  REQUIRE(fs::exists(dir + "/result.json"));
+  auto ledger = ledger_of(d.state_dir());
+  CHECK(events_of(ledger, run) == std::vector<std::string>{"queued", "started", "completed"});
+  for (const auto& e : ledger) {
+    if (e["runId"] != run) continue;
+    CHECK(e["sessionId"] == sid);
+    CHECK(e["name"] == "rec");
+    CHECK(e["harness"] == "fake");
+    CHECK(e["requestId"] == answer["id"]);
+    CHECK(e["time"].get<std::string>().size() == 24);
+    if (e["event"] == "completed") CHECK(e["stopReason"] == "end_turn");
+  }
+  json result = json::parse(read_file(dir + "/result.json"));
+  CHECK(result["state"] == "completed");
+  CHECK(result["stopReason"] == "end_turn");
+  json req = json::parse(read_file(dir + "/request.json"));
+  CHECK(req["params"]["prompt"][0]["text"] == "stderr 2");
+  CHECK(read_file(dir + "/prompt.md") == "stderr 2\n");
+  CHECK(read_file(dir + "/stderr.log").find("stderr line 2") != std::string::npos);
+  // events.jsonl: every frame of the turn, both directions.
+  std::set<std::string> directions;
+  bool prompt_to_adapter = false, answer_from_adapter = false;
+  std::istringstream events(read_file(dir + "/events.jsonl"));
+  std::string line;
+  while (std::getline(events, line)) {
+    json e = json::parse(line);
+    directions.insert(e["dir"].get<std::string>());
+    if (e["dir"] == "harnessd>adapter" && e["msg"].value("method", "") == "session/prompt") prompt_to_adapter = true;
+    if (e["dir"] == "adapter>harnessd" && e["msg"].contains("result")) answer_from_adapter = true;
+  }
+  CHECK(directions == std::set<std::string>{"host>harnessd", "harnessd>adapter", "adapter>harnessd", "harnessd>host"});
+  CHECK(prompt_to_adapter);
+  CHECK(answer_from_adapter);
+  // Files 0600, folders 0700.
+  CHECK(mode_of(d.state_dir()) == 0700);
+  CHECK(mode_of(dir) == 0700);
+  for (const char* f : {"request.json", "prompt.md", "events.jsonl", "stderr.log", "result.json"}) {
+    INFO(f);
+    CHECK(mode_of(dir + "/" + f) == 0600);
+  }
+  CHECK(mode_of(d.state_dir() + "/ledger.jsonl") == 0600);
+  CHECK(mode_of(d.state_dir() + "/sessions/" + sid + ".json") == 0600);
+}
+
+TEST_CASE("every way a run ends is one terminal ledger entry") {
+  Daemon d;
+  d.initialize();
+  std::string sid = d.new_session();
+  std::map<std::string, std::string> expected;
+  expected[run_id_of(d.prompt(sid, "echo ok"))] = "completed";
+  expected[run_id_of(d.prompt(sid, "crash 4"))] = "failed";
+  d.send(request(1, "session/prompt",
+                 {{"sessionId", sid}, {"prompt", {{{"type", "text"}, {"text", "slow 3000"}}}}, {"_meta", {{"harnessd", {{"timeoutMs", 100}}}}}}));
+  expected[run_id_of(d.recv_reply(1))] = "timeout";
+  int id = d.send_prompt(sid, "slow 3000");
+  REQUIRE(d.recv());
+  d.send({{"jsonrpc", "2.0"}, {"method", "session/cancel"}, {"params", {{"sessionId", sid}}}});
+  expected[run_id_of(d.recv_reply(id))] = "cancelled";
+  auto ledger = ledger_of(d.state_dir());
+  for (const auto& [run, state] : expected) {
+    INFO(run);
+    CHECK(events_of(ledger, run).back() == state);
+    CHECK(json::parse(read_file(d.state_dir() + "/runs/" + run + "/result.json"))["state"] == state);
+  }
+  // A failed run keeps the error it was answered with.
+  for (const auto& e : ledger) {
+    if (e["event"] == "failed") CHECK(e["error"]["code"] == -32011);
+    if (e["event"] == "timeout") CHECK(e["partialOutput"] == true);
+  }
+}
+
+TEST_CASE("runs/get and runs/list answer from the ledger, across restarts") {
+  TempDir state;
+  std::string sid, first_run;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    sid = d.new_session("/tmp", {{"harnessd", {{"name", "agent:x"}}}});
+    first_run = run_id_of(d.prompt(sid, "echo one"));
+    d.prompt(sid, "crash 3");
+  }
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  d.send(request(1, "_harnessd/runs/get", {{"runId", first_run}}));
+  json run = d.recv_reply(1)["result"]["run"];
+  CHECK(run["state"] == "completed");
+  CHECK(run["stopReason"] == "end_turn");
+  CHECK(run["sessionId"] == sid);
+  CHECK(run["name"] == "agent:x");
+  CHECK(fs::exists(run["recording"].get<std::string>() + "/result.json"));
+  d.send(request(2, "_harnessd/runs/list", {{"name", "agent:x"}}));
+  json list = d.recv_reply(2)["result"];
+  CHECK(list["total"] == 2);
+  CHECK(list["runs"][1]["state"] == "failed");
+  d.send(request(3, "_harnessd/runs/list", {{"state", "completed"}, {"sessionId", sid}}));
+  CHECK(d.recv_reply(3)["result"]["runs"].size() == 1);
+  d.send(request(4, "_harnessd/runs/list", {{"since", "2999-01-01T00:00:00.000Z"}}));
+  CHECK(d.recv_reply(4)["result"]["runs"].empty());
+  d.send(request(5, "_harnessd/runs/get", {{"runId", "run_nope"}}));
+  json missing = d.recv_reply(5);
+  CHECK(missing["error"]["code"] == -32002);
+  CHECK(missing["error"]["data"]["runId"] == "run_nope");
+}
+
+TEST_CASE("sessions survive restarts: list, load with replay, resume without, close") {
+  TempDir state, fake_state;
+  std::vector<std::string> fake_args = {"--state-dir", fake_state.path(), "--resume"};
+  std::string sid;
+  std::vector<json> seen_first;
+  {
+    Daemon d(fake_config(fake_args), {}, state.path());
+    d.initialize();
+    sid = d.new_session("/tmp", {{"harnessd", {{"name", "keeper"}}}});
+    d.prompt(sid, "echo alpha", &seen_first);
+    d.prompt(sid, "stream 2", &seen_first);
+  }
+  Daemon d(fake_config(fake_args), {}, state.path());
+  d.initialize();
+  d.send(request(1, "session/list", json::object()));
+  json list = d.recv_reply(1)["result"]["sessions"];
+  REQUIRE(list.size() == 1);
+  CHECK(list[0]["sessionId"] == sid);
+  CHECK(list[0]["title"] == "keeper");
+
+  // load: the transcript first (user prompts and the updates the host saw),
+  // then the answer, which says the adapter's own session was resumed.
+  std::vector<json> replay;
+  d.send(request(2, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  json loaded = d.recv_reply(2, &replay);
+  CHECK(loaded["result"]["_meta"]["harnessd"]["adapter"]["restored"] == true);
+  CHECK(loaded["result"]["_meta"]["harnessd"]["adapter"]["method"] == "session/resume");
+  std::vector<json> expected;
+  expected.push_back({{"sessionId", sid},
+                      {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", {{"type", "text"}, {"text", "echo alpha"}}}}}});
+  auto first = updates_for(seen_first, sid);
+  expected.push_back(first[0]);
+  expected.push_back({{"sessionId", sid},
+                      {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", {{"type", "text"}, {"text", "stream 2"}}}}}});
+  expected.push_back(first[1]);
+  expected.push_back(first[2]);
+  CHECK(updates_for(replay, sid) == expected);
+  CHECK(loaded["result"]["_meta"]["harnessd"]["replayed"] == expected.size());
+  // The harness remembers through its own resume.
+  std::vector<json> seen;
+  d.prompt(sid, "history", &seen);
+  CHECK(message_text(seen) == "history: echo alpha | stream 2");
+
+  // resume: no replay before the answer.
+  std::vector<json> before;
+  d.send(request(3, "session/resume", {{"sessionId", sid}, {"cwd", "/tmp"}}));
+  json resumed = d.recv_reply(3, &before);
+  CHECK(before.empty());
+  CHECK(resumed["result"]["_meta"]["harnessd"]["adapter"]["restored"] == true);
+
+  // close: the record is closed, the session leaves the list.
+  d.send(request(4, "session/close", {{"sessionId", sid}}));
+  CHECK(d.recv_reply(4)["result"] == json::object());
+  d.send(request(5, "session/list", json::object()));
+  CHECK(d.recv_reply(5)["result"]["sessions"].empty());
+  CHECK(json::parse(read_file(state.path() + "/sessions/" + sid + ".json"))["closed"] == true);
+}
+
+TEST_CASE("restoring the adapter's session: load, or say that it could not") {
+  TempDir state, fake_state;
+  std::string sid;
+  SECTION("an adapter with session/load only: its replay is not relayed") {
+    std::vector<std::string> args = {"--state-dir", fake_state.path(), "--load"};
+    {
+      Daemon d(fake_config(args), {}, state.path());
+      d.initialize();
+      sid = d.new_session();
+      d.prompt(sid, "echo one");
+    }
+    Daemon d(fake_config(args), {}, state.path());
+    d.initialize();
+    std::vector<json> replay;
+    d.send(request(1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+    json r = d.recv_reply(1, &replay);
+    CHECK(r["result"]["_meta"]["harnessd"]["adapter"]["method"] == "session/load");
+    CHECK(updates_for(replay, sid).size() == 2);  // harnessd's transcript only, not the adapter's too
+    std::vector<json> seen;
+    d.prompt(sid, "history", &seen);
+    CHECK(message_text(seen) == "history: echo one");
+  }
+  SECTION("an adapter that can do neither: restored false, with the reason") {
+    {
+      Daemon d(fake_config(), {}, state.path());
+      d.initialize();
+      sid = d.new_session();
+      d.prompt(sid, "echo one");
+    }
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    d.send(request(1, "session/resume", {{"sessionId", sid}, {"cwd", "/tmp"}}));
+    json adapter = d.recv_reply(1)["result"]["_meta"]["harnessd"]["adapter"];
+    CHECK(adapter["restored"] == false);
+    CHECK(adapter["reason"].get<std::string>().find("neither session/resume nor session/load") != std::string::npos);
+  }
+}
+
+TEST_CASE("ensure finds a named session of an earlier lifetime") {
+  TempDir state;
+  json meta = {{"harnessd", {{"name", "agent:daily"}, {"ensure", true}}}};
+  std::string first;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    first = d.new_session("/tmp", meta);
+  }
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  CHECK(d.new_session("/tmp", meta) == first);
+  CHECK(d.prompt(first, "echo back")["result"]["stopReason"] == "end_turn");
+}
+
+TEST_CASE("names never become paths") {
+  Daemon d;
+  d.initialize();
+  std::string sid = d.new_session("/tmp", {{"harnessd", {{"name", "../../../escape/../name with spaces"}}}});
+  d.prompt(sid, "echo x");
+  for (const auto& entry : fs::recursive_directory_iterator(d.state_dir())) {
+    std::string name = entry.path().filename().string();
+    INFO(entry.path());
+    CHECK(name.find("escape") == std::string::npos);
+    CHECK(name.find(' ') == std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(fs::path(d.state_dir()).parent_path().parent_path() / "escape"));
+}
+
+TEST_CASE("kill -9 mid-turn: the next start reports the run interrupted and load replays what the host saw") {
+  TempDir state;
+  std::string sid, run;
+  std::vector<json> seen_before_kill;
+  pid_t adapter = 0;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    sid = d.new_session();
+    std::vector<json> seen;
+    d.prompt(sid, "pid", &seen);
+    adapter = std::stoi(message_text(seen).substr(4));
+    seen_before_kill = seen;
+    int id = d.send_prompt(sid, "slow 10000");
+    for (int i = 0; i < 2; ++i) {
+      auto m = d.recv();
+      REQUIRE(m);
+      seen_before_kill.push_back(*m);
+    }
+    d.send(request(9, "_harnessd/sessions/list", json::object()));
+    run = d.recv_reply(9, &seen_before_kill)["result"]["sessions"][0]["activeRunId"];
+    (void)id;
+    kill(d.pid(), SIGKILL);
+    CHECK(d.wait_exit(2s) == 128 + SIGKILL);
+  }
+  CHECK(eventually([&] { return !process_alive(adapter); }, 1s));  // no orphan
+  auto ledger = ledger_of(state.path());
+  CHECK(events_of(ledger, run) == std::vector<std::string>{"queued", "started"});
+
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  d.send(request(1, "_harnessd/runs/get", {{"runId", run}}));
+  json r = d.recv_reply(1)["result"]["run"];
+  CHECK(r["state"] == "interrupted");
+  CHECK(r["reason"].get<std::string>().find("harnessd stopped") != std::string::npos);
+  CHECK(json::parse(read_file(state.path() + "/runs/" + run + "/result.json"))["state"] == "interrupted");
+  CHECK(d.stderr_text().find("was interrupted") != std::string::npos);
+
+  std::vector<json> replay;
+  d.send(request(2, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  d.recv_reply(2, &replay);
+  auto replayed = updates_for(replay, sid);
+  // Everything the host saw, after the user's prompts.
+  std::vector<json> agent_updates;
+  for (const auto& u : replayed) {
+    if (u["update"]["sessionUpdate"] != "user_message_chunk") agent_updates.push_back(u);
+  }
+  CHECK(agent_updates == updates_for(seen_before_kill, sid));
+}
+
+TEST_CASE("a ledger and a transcript cut by a crash are still read") {
+  TempDir state;
+  std::string sid;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    sid = d.new_session();
+    d.prompt(sid, "echo whole");
+  }
+  // A crash in the middle of a write leaves half a line.
+  {
+    std::ofstream(state.path() + "/ledger.jsonl", std::ios::app) << R"({"time":"2026-01-01T00:00:00.000Z","event":"que)";
+    std::ofstream(state.path() + "/sessions/" + sid + ".jsonl", std::ios::app) << R"({"jsonrpc":"2.0","method":"sess)";
+  }
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  std::vector<json> replay;
+  d.send(request(1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  json r = d.recv_reply(1, &replay);
+  CHECK(r.contains("result"));
+  CHECK(updates_for(replay, sid).size() == 2);  // the prompt and its chunk; the cut line skipped
+  CHECK(d.prompt(sid, "echo after")["result"]["stopReason"] == "end_turn");
+  std::string err = d.stderr_text();
+  CHECK(err.find("ledger.jsonl") != std::string::npos);
+  CHECK(err.find("transcript line(s) cut by a crash were skipped") != std::string::npos);
+  // New lines went onto lines of their own: everything but the cut line parses.
+  auto read_all = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    int bad = 0;
+    while (std::getline(in, line)) bad += json::accept(line) ? 0 : 1;
+    return bad;
+  };
+  CHECK(read_all(state.path() + "/ledger.jsonl") == 1);
+  CHECK(read_all(state.path() + "/sessions/" + sid + ".jsonl") == 1);
+}
+
+TEST_CASE("a read-only state directory: the daemon serves, runs fail with a clear error") {
+  TempDir base;
+  std::string state = base.path() + "/state";
+  fs::create_directory(state);
+  bool mounted = mount_tmpfs(state, "size=1m");
+  if (mounted) {
+    REQUIRE(::mount("tmpfs", state.c_str(), "tmpfs", MS_REMOUNT | MS_RDONLY, "size=1m") == 0);
+  } else {
+    fs::permissions(state, fs::perms::owner_read | fs::perms::owner_exec);  // not root: plain permissions
+  }
+  {
+    Daemon d(fake_config(), {}, state);
+    d.initialize();
+    std::string sid = d.new_session();
+    json r = d.prompt(sid, "echo x");
+    REQUIRE(r.contains("error"));
+    CHECK(r["error"]["code"] == -32016);
+    CHECK(r["error"]["message"].get<std::string>().find("could not be recorded") != std::string::npos);
+    CHECK(d.stderr_text().find("runs will fail") != std::string::npos);
+    d.send(request(1, "session/list", json::object()));  // still serving
+    CHECK(d.recv_reply(1).contains("result"));
+  }
+  if (mounted) {
+    ::umount2(state.c_str(), MNT_DETACH);
+  } else {
+    fs::permissions(state, fs::perms::owner_all);
+  }
+}
+
+TEST_CASE("a full disk fails the run with a clear error and the daemon goes on") {
+  TempDir base;
+  std::string state = base.path() + "/state";
+  fs::create_directory(state);
+  // A real ENOSPC from a tiny filesystem where mounting is allowed; else the
+  // store's write-budget switch for tests.
+  bool mounted = mount_tmpfs(state, "size=64k");
+  if (!mounted) setenv("HARNESSD_TEST_STORE_FAIL_AFTER_BYTES", "40000", 1);
+  {
+    Daemon d(fake_config(), {}, state);
+    unsetenv("HARNESSD_TEST_STORE_FAIL_AFTER_BYTES");
+    d.initialize();
+    std::string sid = d.new_session();
+    json r = d.prompt(sid, "big 200000");  // its events alone do not fit
+    REQUIRE(r.contains("error"));
+    CHECK(r["error"]["code"] == -32016);
+    CHECK(r["error"]["message"].get<std::string>().find("No space left on device") != std::string::npos);
+    d.send(request(1, "_harnessd/sessions/list", json::object()));
+    CHECK(d.recv_reply(1).contains("result"));
+    json again = d.prompt(sid, "echo small");
+    CHECK(again.contains("error"));  // still full: a clear error again, not a crash
+  }
+  if (mounted) ::umount2(state.c_str(), MNT_DETACH);
+}
+
+TEST_CASE("harnessd runs and harnessd sessions read the store, also while a daemon runs") {
+  TempDir state;
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  std::string sid = d.new_session("/tmp", {{"harnessd", {{"name", "cli"}}}});
+  d.prompt(sid, "echo one");
+  auto run_cli = [&](const std::string& args) {
+    std::string cmd = harnessd_exe() + " " + args + " --state-dir " + state.path() + " 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    CHECK(::pclose(p) == 0);
+    return out;
+  };
+  std::string runs = run_cli("runs --format json");
+  json first = json::parse(runs.substr(0, runs.find('\n')));
+  CHECK(first["sessionId"] == sid);
+  CHECK(first["state"] == "completed");
+  CHECK(run_cli("runs --session cli").find("completed (end_turn)") != std::string::npos);
+  CHECK(run_cli("runs --state failed").empty());
+  std::string sessions = run_cli("sessions --format json");
+  CHECK(json::parse(sessions.substr(0, sessions.find('\n')))["name"] == "cli");
+
+  // --follow prints entries as they are written.
+  std::string cmd = harnessd_exe() + " runs --follow --state-dir " + state.path() + " > " + state.path() + "/follow.txt";
+  pid_t follower = fork();
+  if (follower == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
+    _exit(127);
+  }
+  std::this_thread::sleep_for(300ms);
+  d.prompt(sid, "echo two");
+  CHECK(eventually([&] { return read_file(state.path() + "/follow.txt").find("completed (end_turn)") !=
+                                read_file(state.path() + "/follow.txt").rfind("completed (end_turn)"); }, 3s));
+  kill(follower, SIGTERM);
+  int status = 0;
+  waitpid(follower, &status, 0);
+  CHECK(read_file(state.path() + "/follow.txt").find("started") != std::string::npos);
+}
