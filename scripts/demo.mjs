@@ -1,7 +1,7 @@
 // A scripted host for the demo: spawns harnessd, speaks ACP to it line by
 // line, answers its permission request, and prints every line exchanged.
 // Usage: node scripts/demo.mjs HARNESSD FAKE_AGENT
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -69,5 +69,7 @@ say("The host closes stdin: harnessd stops every adapter and exits.");
 child.stdin.end();
 const code = await new Promise((resolve) => child.on("exit", resolve));
 console.log(`\nharnessd exited with code ${code}`);
+say("Every run, as the ledger in the state directory tells it (harnessd runs):");
+console.log(execFileSync(harnessd, ["runs", "--state-dir", join(dir, "state")], { encoding: "utf8" }).trimEnd());
 rmSync(dir, { recursive: true, force: true });
 process.exit(code);
