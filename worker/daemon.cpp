@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "acp/connection.h"
-#include "acp/line_splitter.h"
+#include "acp/stdio_peer.h"
 #include "acp/log.h"
 #include "acp/loop.h"
 #include "acp/stream.h"
@@ -36,38 +36,26 @@ int serve(ServeOptions options) {
   Loop loop;
   const int exit_code = 0;
   {
-    auto reader = open_fd_reader(loop, options.in_fd);
-    if (!reader) {
-      log::error("cannot read the host's input: " + reader.error().message);
+    StdioPeerOptions peer_options;
+    peer_options.in_fd = options.in_fd;
+    peer_options.out_fd = options.out_fd;
+    peer_options.connection.peer = "host";
+    peer_options.connection.require_initialize = true;
+    peer_options.connection.max_pending_calls = options.config.daemon.max_pending_calls;
+    peer_options.max_line_bytes = options.config.daemon.max_line_bytes;
+    auto opened = StdioPeer::open(loop, peer_options);
+    if (!opened) {
+      log::error(opened.error().message);
       return 1;
     }
-    auto writer = open_fd_writer(loop, options.out_fd);
-    if (!writer) {
-      log::error("cannot write to the host: " + writer.error().message);
-      return 1;
-    }
-    std::unique_ptr<Reader> in = std::move(*reader);
-    std::unique_ptr<Writer> out = std::move(*writer);
-
-    ConnectionOptions copts;
-    copts.peer = "host";
-    copts.require_initialize = true;
-    copts.max_pending_calls = options.config.daemon.max_pending_calls;
-    Connection host(copts, [&out](std::string line) {
-      if (out) out->write(std::move(line));
-    });
+    std::unique_ptr<StdioPeer> peer = std::move(*opened);
+    Connection& host = peer->rpc();
 
     adapters::Reaper reaper(loop);
     std::unique_ptr<Store> store =
         Store::open(loop, options.state_dir.empty() ? default_state_dir() : options.state_dir, options.store);
     Runtime rt{loop, options.config, host, reaper, *store, options.guard_exe, harnesses::current_environment()};
     auto agent = std::make_unique<Agent>(rt);
-
-    LineSplitter splitter(
-        options.config.daemon.max_line_bytes, [&host](std::string_view line) { host.receive_line(line); },
-        [&host, &options](std::string_view prefix, std::size_t size) {
-          host.receive_overlong(prefix, size, options.config.daemon.max_line_bytes);
-        });
 
     std::vector<std::unique_ptr<SignalWatch>> signals;
     Timer deadline(loop);
@@ -83,9 +71,7 @@ int serve(ServeOptions options) {
       exiting = true;
       deadline.stop();
       loop.post([&] {
-        host.close();
-        in.reset();
-        out.reset();
+        peer->close();
         signals.clear();
       });
     };
@@ -110,11 +96,7 @@ int serve(ServeOptions options) {
           log::warn("the host does not read our output; exiting without it");
           exit_loop();
         });
-        if (out) {
-          out->flush(exit_loop);
-        } else {
-          exit_loop();
-        }
+        peer->flush(exit_loop);
       };
       auto drain_store = [&, flush_output] {
         if (exiting || draining) return;
@@ -134,17 +116,14 @@ int serve(ServeOptions options) {
       reaper.when_empty(drain_store);
     };
 
-    out->on_error([&](int status) {
+    peer->on_write_error([&](int status) {
       log::warn("the host stopped reading our output (" + uv_error_text(status) + ")");
-      host.close();
-      loop.post([&] { shutdown("host output closed"); });
+      shutdown("host output closed");
     });
-    in->start([&splitter](std::string_view data) { splitter.feed(data); },
-              [&](int status) {
-                splitter.finish();
-                if (status < 0) log::warn("reading the host's input failed: " + uv_error_text(status));
-                loop.post([&] { shutdown("end of input"); });
-              });
+    peer->start([&](int status) {
+      if (status < 0) log::warn("reading the host's input failed: " + uv_error_text(status));
+      shutdown("end of input");
+    });
     if (options.handle_signals) {
       for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
         signals.push_back(std::make_unique<SignalWatch>(loop, sig, [&](int s) {
