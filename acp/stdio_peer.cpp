@@ -1,7 +1,17 @@
 // stdin/stdout as one JSON-RPC peer.
 #include "acp/stdio_peer.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 namespace harnessd {
+
+int protect_stdout() {
+  int fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return -1;
+  dup2(2, 1);
+  return fd;
+}
 
 StdioPeer::StdioPeer(Loop& loop, StdioPeerOptions options)
     : loop_(loop),

@@ -14,6 +14,11 @@
 
 namespace harnessd {
 
+/// Makes fd 1 safe: the protocol gets a private duplicate of stdout
+/// (returned, close-on-exec) and fd 1 is pointed at stderr, so a stray
+/// write to stdout can never corrupt the protocol stream. -1 on error.
+int protect_stdout();
+
 struct StdioPeerOptions {
   int in_fd = 0;
   int out_fd = 1;

@@ -30,6 +30,15 @@ std::string current_dir() {
 }
 }  // namespace
 
+std::string default_guard_exe() {
+  char buf[4096];
+  size_t size = sizeof buf;
+  if (uv_exepath(buf, &size) != 0) return {};
+  std::string self(buf, size);
+  std::string sibling = self.substr(0, self.rfind('/') + 1) + "harnessd-guard";
+  return ::access(sibling.c_str(), X_OK) == 0 ? sibling : self;
+}
+
 std::string ExitStatus::describe() const {
   if (signal != 0) {
     const char* name = ::strsignal(signal);

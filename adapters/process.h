@@ -40,6 +40,11 @@ struct ExitStatus {
   std::string describe() const;
 };
 
+/// The guard program next to the running executable (harnessd-guard), or
+/// the running executable itself (which has a guard mode) when it is
+/// missing.
+std::string default_guard_exe();
+
 /// Looks `name` up on `path` (colon-separated) as execvp would. Returns the
 /// absolute path of an executable file, or an error naming what is missing.
 Expected<std::string> find_executable(const std::string& name, const std::string& path);

@@ -53,7 +53,55 @@ std::map<std::string, HarnessProfile> builtin_profiles() {
                        "Gemini CLI in ACP mode", "npm install -g @google/gemini-cli");
   out["codex"] = make("codex", {"codex-acp"}, {"OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_HOME"},
                       "Codex through the codex-acp adapter", "npm install -g @agentclientprotocol/codex-acp");
+
+  // Bridges: harnessd's own adapters around headless CLIs.
+  HarnessProfile claude = make("claude-code", {"claude"},
+                               {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL",
+                                "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX",
+                                "CLAUDE_CODE_MAX_RETRIES", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "IS_SANDBOX"},
+                               "Claude Code headless (claude -p, stream-json), one process per session",
+                               "npm install -g @anthropic-ai/claude-code");
+  claude.kind = "claude-code";
+  out["claude-code"] = claude;
+  HarnessProfile opencode_run = make("opencode-run", {"opencode"},
+                                     {"OPENCODE_CONFIG", "OPENCODE_CONFIG_CONTENT", "OPENCODE_CONFIG_DIR",
+                                      "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", "GEMINI_API_KEY"},
+                                     "OpenCode single-shot runs (opencode run --format json), continued with -s",
+                                     "npm install -g opencode-ai");
+  opencode_run.kind = "opencode-run";
+  out["opencode-run"] = opencode_run;
+  HarnessProfile openspace = make("openspace", {"openspace-worker"},
+                                  {"OPENSPACE_MODEL", "OPENSPACE_LLM_API_KEY", "OPENSPACE_LLM_API_BASE",
+                                   "OPENSPACE_LLM_EXTRA_HEADERS", "OPENSPACE_LLM_CONFIG", "OPENSPACE_MAX_ITERATIONS",
+                                   "OPENSPACE_ENABLE_RECORDING", "OPENSPACE_BACKEND_SCOPE", "OPENSPACE_HOST_SKILL_DIRS",
+                                   "OPENSPACE_API_KEY", "PYTHONPATH", "VIRTUAL_ENV"},
+                                  "OpenSpace tasks through the openspace-worker shim (one task per prompt)",
+                                  "pip install openspace, and put harnesses/openspace/openspace-worker on PATH");
+  openspace.kind = "openspace";
+  out["openspace"] = openspace;
+  HarnessProfile exec = make("exec", {"cat"}, {}, "Any command as a single-shot harness (set command = [...])",
+                             "set [harness.exec] command to the program to run");
+  exec.kind = "exec";
+  out["exec"] = exec;
   return out;
+}
+
+std::string bridge_of(const std::string& kind) {
+  if (kind == "claude-code") return "claude-code";
+  if (kind == "opencode-run") return "opencode";
+  if (kind == "openspace") return "openspace";
+  if (kind == "exec") return "exec";
+  return "";
+}
+
+std::vector<std::string> adapter_argv(const HarnessProfile& profile, const std::string& harnessd_exe) {
+  std::string bridge = bridge_of(profile.kind);
+  if (bridge.empty()) return profile.command;
+  std::vector<std::string> argv = {harnessd_exe, "adapter", bridge};
+  argv.insert(argv.end(), profile.bridge_options.begin(), profile.bridge_options.end());
+  argv.push_back("--");
+  argv.insert(argv.end(), profile.command.begin(), profile.command.end());
+  return argv;
 }
 
 Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::table& table,
@@ -61,18 +109,43 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
   HarnessProfile p = base ? *base : HarnessProfile{};
   p.name = name;
   const std::string where = "[harness." + name + "]";
-  static const std::set<std::string> kKnown = {"kind", "command", "env", "env_passthrough", "description"};
-  for (const auto& [key, value] : table) {
-    if (!kKnown.count(std::string(key.str()))) {
-      return Error{where + ": unknown key '" + std::string(key.str()) + "'"};
-    }
-  }
   if (const toml::node* kind = table.get("kind")) {
     const auto* s = kind->as_string();
     if (!s) return Error{where + ".kind must be a string"};
     p.kind = s->get();
   }
-  if (p.kind != "acp") return Error{where + ".kind '" + p.kind + "' is not supported (supported: acp)"};
+  if (p.kind != "acp" && bridge_of(p.kind).empty()) {
+    return Error{where + ".kind '" + p.kind +
+                 "' is not supported (supported: acp, claude-code, opencode-run, openspace, exec)"};
+  }
+  // Keys of the bridges, passed on as `--key value` options.
+  static const std::map<std::string, std::set<std::string>> kBridgeKeys = {
+      {"acp", {}},
+      {"claude-code", {"model", "permission_mode"}},
+      {"opencode-run", {"model", "agent"}},
+      {"openspace", {"max_iterations", "skill_dir"}},
+      {"exec", {"input", "output", "field"}}};
+  static const std::set<std::string> kCommon = {"kind", "command", "env", "env_passthrough", "description"};
+  const auto& bridge_keys = kBridgeKeys.at(p.kind);
+  std::vector<std::string> options;
+  for (const auto& [key, value] : table) {
+    std::string k(key.str());
+    if (kCommon.count(k)) continue;
+    if (!bridge_keys.count(k)) return Error{where + ": unknown key '" + k + "' for kind '" + p.kind + "'"};
+    std::string text;
+    if (const auto* str = value.as_string()) {
+      text = str->get();
+    } else if (const auto* num = value.as_integer()) {
+      text = std::to_string(num->get());
+    } else {
+      return Error{where + "." + k + " must be a string or an integer"};
+    }
+    std::string flag = "--" + k;
+    for (auto& c : flag) c = c == '_' ? '-' : c;
+    options.push_back(flag);
+    options.push_back(text);
+  }
+  if (!options.empty()) p.bridge_options = std::move(options);
   if (const toml::node* command = table.get("command")) {
     auto argv = string_array(*command, where + ".command");
     if (!argv) return argv.error();

@@ -15,10 +15,15 @@ namespace harnessd::harnesses {
 
 struct HarnessProfile {
   std::string name;
-  /// "acp": the command is an ACP agent. Bridge kinds come later.
+  /// "acp": `command` is an ACP agent. Otherwise a built-in bridge drives
+  /// `command`: "claude-code", "opencode-run", "openspace" or "exec".
   std::string kind = "acp";
-  /// argv of the adapter; argv[0] is resolved on PATH, never via a shell.
+  /// argv of the ACP agent, or of the harness CLI a bridge drives; argv[0]
+  /// is resolved on PATH, never via a shell.
   std::vector<std::string> command;
+  /// Options of the bridge, as `--name value` pairs (from the table's
+  /// bridge-specific keys, e.g. model, input, output).
+  std::vector<std::string> bridge_options;
   /// Variables set for the adapter.
   std::map<std::string, std::string> env;
   /// Variables copied from harnessd's own environment when set.
@@ -29,9 +34,18 @@ struct HarnessProfile {
   std::string install_hint;
 };
 
-/// The built-in profiles: claude (claude-agent-acp), opencode (opencode acp),
-/// gemini (gemini --acp) and codex (codex-acp).
+/// The built-in profiles: the ACP agents claude (claude-agent-acp), opencode
+/// (opencode acp), gemini (gemini --acp) and codex (codex-acp), and the
+/// bridges claude-code, opencode-run, openspace and exec.
 std::map<std::string, HarnessProfile> builtin_profiles();
+
+/// The bridge a kind runs ("claude-code", "opencode", "openspace", "exec"),
+/// or empty for "acp".
+std::string bridge_of(const std::string& kind);
+
+/// The argv that starts the profile's adapter: its command for an ACP
+/// agent, `<harnessd> adapter <bridge> <options> -- <command>` for a bridge.
+std::vector<std::string> adapter_argv(const HarnessProfile& profile, const std::string& harnessd_exe);
 
 /// Reads one [harness.<name>] table. When `base` is given (a built-in of the
 /// same name), keys that are absent keep the base's values.

@@ -16,6 +16,9 @@
 
 #include "acp/log.h"
 #include "adapters/guard.h"
+#include "adapters/process.h"
+#include "acp/stdio_peer.h"
+#include "harnesses/bridge_main.h"
 #include "harnessd_version.h"
 #include "worker/config.h"
 #include "worker/daemon.h"
@@ -26,20 +29,7 @@ namespace harnessd::worker {
 
 namespace {
 
-std::string self_exe() {
-  char buf[4096];
-  size_t size = sizeof buf;
-  if (uv_exepath(buf, &size) != 0) return {};
-  return std::string(buf, size);
-}
 
-// The guard program installed next to harnessd; harnessd itself (which has
-// a guard mode) when it is missing.
-std::string guard_exe() {
-  std::string self = self_exe();
-  std::string sibling = self.substr(0, self.rfind('/') + 1) + "harnessd-guard";
-  return ::access(sibling.c_str(), X_OK) == 0 ? sibling : self;
-}
 
 // Each adapter costs harnessd three pipe fds; the usual soft limit of 1024
 // would cap a daemon at a few hundred sessions, so use the hard limit.
@@ -60,6 +50,8 @@ std::chrono::milliseconds to_ms(double seconds) {
 int main(int argc, char** argv) {
   // The guard must start fast and touch nothing else.
   if (argc >= 2 && std::strcmp(argv[1], adapters::kGuardArg) == 0) adapters::guard_main(argc, argv);
+  // A bridge is its own program with its own options.
+  if (argc >= 2 && std::strcmp(argv[1], "adapter") == 0) return harnesses::bridge_main(argc - 1, argv + 1);
 
   CLI::App app{"harnessd: an ACP runtime that runs coding-agent harnesses as workers.\n"
                "With no command it serves ACP v1 on stdin/stdout (logs go to stderr).",
@@ -147,7 +139,7 @@ int main(int argc, char** argv) {
   raise_fd_limit();
   ServeOptions options;
   options.config = std::move(*config);
-  options.guard_exe = no_guard ? std::string() : guard_exe();
+  options.guard_exe = no_guard ? std::string() : adapters::default_guard_exe();
   options.state_dir = chosen_state_dir;
   options.store.sync = options.config.daemon.fsync;
   // For tests on machines that cannot mount a small filesystem: writes fail

@@ -21,12 +21,14 @@
 
 namespace harnessd::worker {
 
-int protect_stdout() {
-  int fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
-  if (fd < 0) return -1;
-  dup2(2, 1);
-  return fd;
+namespace {
+std::string self_executable() {
+  char buf[4096];
+  size_t size = sizeof buf;
+  if (uv_exepath(buf, &size) != 0) return "harnessd";
+  return std::string(buf, size);
 }
+}  // namespace
 
 int serve(ServeOptions options) {
   // A host that closes its end must not kill us with SIGPIPE: writes fail
@@ -54,7 +56,14 @@ int serve(ServeOptions options) {
     adapters::Reaper reaper(loop);
     std::unique_ptr<Store> store =
         Store::open(loop, options.state_dir.empty() ? default_state_dir() : options.state_dir, options.store);
-    Runtime rt{loop, options.config, host, reaper, *store, options.guard_exe, harnesses::current_environment()};
+    Runtime rt{loop,
+               options.config,
+               host,
+               reaper,
+               *store,
+               options.guard_exe,
+               options.self_exe.empty() ? self_executable() : options.self_exe,
+               harnesses::current_environment()};
     auto agent = std::make_unique<Agent>(rt);
 
     std::vector<std::unique_ptr<SignalWatch>> signals;

@@ -16,6 +16,8 @@ struct ServeOptions {
   int out_fd = 1;
   /// The executable to run as the guard of adapter groups; empty disables it.
   std::string guard_exe;
+  /// The harnessd executable (for `harnessd adapter <bridge>`); empty: this one.
+  std::string self_exe;
   /// Watch SIGTERM, SIGINT and SIGHUP as "shut down".
   bool handle_signals = true;
   /// The state directory (ledger, sessions, runs); empty: the default.
@@ -27,9 +29,5 @@ struct ServeOptions {
 /// 0 after a clean shutdown, 1 when stdio could not be set up.
 int serve(ServeOptions options);
 
-/// Makes fd 1 safe: the protocol gets a private duplicate of stdout
-/// (returned, close-on-exec) and fd 1 is pointed at stderr, so a stray
-/// write to stdout can never corrupt the protocol stream. -1 on error.
-int protect_stdout();
 
 }  // namespace harnessd::worker

@@ -24,6 +24,8 @@ struct Runtime {
   Store& store;
   /// The harnessd executable used as the guard of adapter process groups.
   std::string guard_exe;
+  /// The harnessd executable, which runs the built-in bridges.
+  std::string self_exe;
   /// harnessd's environment, from which adapters get their variables.
   std::vector<std::string> parent_env;
   /// clientCapabilities the host sent in initialize ({} until then).

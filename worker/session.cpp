@@ -207,7 +207,7 @@ void Session::ensure_adapter(Ready ready) {
 
   const auto& d = rt_.config.daemon;
   adapters::AdapterOptions options;
-  options.process.argv = init_.profile.command;
+  options.process.argv = harnesses::adapter_argv(init_.profile, rt_.self_exe);
   options.process.cwd = init_.cwd;
   options.process.env = harnesses::adapter_environment(init_.profile, rt_.parent_env);
   options.process.guard_exe = rt_.guard_exe;

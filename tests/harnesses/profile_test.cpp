@@ -20,9 +20,13 @@ TEST_CASE("built-in ACP profiles run the adapters by name, never through npx") {
   CHECK(b.at("gemini").command == std::vector<std::string>{"gemini", "--acp"});
   CHECK(b.at("codex").command == std::vector<std::string>{"codex-acp"});
   for (const auto& [name, p] : b) {
-    CHECK(p.kind == "acp");
     CHECK(p.command[0] != "npx");
+    CHECK((p.kind == "acp" || !bridge_of(p.kind).empty()));
   }
+  CHECK(b.at("claude-code").kind == "claude-code");
+  CHECK(b.at("opencode-run").kind == "opencode-run");
+  CHECK(b.at("openspace").kind == "openspace");
+  CHECK(b.at("exec").kind == "exec");
 }
 
 TEST_CASE("a TOML table defines or overrides a profile") {
@@ -48,9 +52,28 @@ TEST_CASE("bad profiles are rejected with the key named") {
   CHECK(profile_from_toml("a", toml::parse("command = []"), nullptr).error().message ==
         "[harness.a].command must be a non-empty array (argv, no shell)");
   CHECK(profile_from_toml("a", toml::parse("command = [\"x\"]\nkind = \"pty\""), nullptr).error().message ==
-        "[harness.a].kind 'pty' is not supported (supported: acp)");
+        "[harness.a].kind 'pty' is not supported (supported: acp, claude-code, opencode-run, openspace, exec)");
   CHECK(profile_from_toml("a", toml::parse("command = [\"x\"]\ncomand = 1"), nullptr).error().message ==
-        "[harness.a]: unknown key 'comand'");
+        "[harness.a]: unknown key 'comand' for kind 'acp'");
+  CHECK(profile_from_toml("a", toml::parse("kind = \"exec\"\ncommand = [\"x\"]\nmodel = \"m\""), nullptr)
+            .error()
+            .message == "[harness.a]: unknown key 'model' for kind 'exec'");
+}
+
+TEST_CASE("bridge profiles start harnessd's own adapter with their options") {
+  auto p = profile_from_toml("script", toml::parse(R"(kind = "exec"
+command = ["./run.sh", "{prompt_file}"]
+input = "file"
+output = "jsonl")"),
+                             nullptr);
+  REQUIRE(p);
+  CHECK(adapter_argv(*p, "/bin/harnessd") ==
+        std::vector<std::string>{"/bin/harnessd", "adapter", "exec", "--input", "file", "--output", "jsonl", "--",
+                                 "./run.sh", "{prompt_file}"});
+  auto b = builtin_profiles();
+  CHECK(adapter_argv(b.at("claude-code"), "h") == std::vector<std::string>{"h", "adapter", "claude-code", "--", "claude"});
+  CHECK(adapter_argv(b.at("opencode-run"), "h")[2] == "opencode");
+  CHECK(adapter_argv(b.at("claude"), "h") == std::vector<std::string>{"claude-agent-acp"});
 }
 
 TEST_CASE("adapters get a safe environment plus what the profile names") {

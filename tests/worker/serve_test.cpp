@@ -45,6 +45,7 @@ TEST_CASE("serve() runs in-process with injected fds and exits 0 on EOF") {
   options.in_fd = host_in[1];
   options.out_fd = host_out[1];
   options.guard_exe = test::guard_exe();
+  options.self_exe = test::harnessd_exe();
   options.handle_signals = false;
   test::TempDir state;
   options.state_dir = state.path();

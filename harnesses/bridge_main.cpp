@@ -1,0 +1,67 @@
+// The command line of the bridges. Each bridge takes its own options, then
+// `--` and the harness command when it has one.
+#include "harnesses/bridge_main.h"
+
+#include <cmath>
+#include <iostream>
+#include <string>
+#include <vector>
+
+// CLI11's inlined string code trips g++ 12's -Wnull-dereference here (a
+// false positive inside the library), so it is silenced for this file only.
+#pragma GCC diagnostic ignored "-Wnull-dereference"
+#include <CLI/CLI.hpp>
+
+#include "acp/log.h"
+#include "acp/loop.h"
+#include "acp/stdio_peer.h"
+#include "harnesses/exec/exec_bridge.h"
+
+namespace harnessd::harnesses {
+
+int bridge_main(int argc, char** argv) {
+  CLI::App app{"Runs a built-in bridge: an ACP agent on stdio that drives one harness CLI.", "harnessd adapter"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warn, error or off");
+  app.require_subcommand(1, 1);
+
+  ExecOptions exec;
+  double exec_grace = 2.0;
+  auto* exec_cmd = app.add_subcommand("exec", "Any command as a single-shot harness: adapter exec [options] -- argv...");
+  exec_cmd->add_option("--input", exec.input, "stdin, or file (the path replaces {prompt_file} in argv, else is appended)")
+      ->check(CLI::IsMember({"stdin", "file"}));
+  exec_cmd->add_option("--output", exec.output, "text, or jsonl (one JSON object per line)")
+      ->check(CLI::IsMember({"text", "jsonl"}));
+  exec_cmd->add_option("--field", exec.field, "jsonl: dotted path of the text in each line (default: text)");
+  exec_cmd->add_option("--kill-grace", exec_grace, "Seconds between SIGTERM and SIGKILL on cancel");
+  exec_cmd->add_option("command", exec.command, "The command and its arguments (after --)")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e, std::cerr, std::cerr) == 0 ? 0 : 2;
+  }
+  log::Level level = log::Level::kInfo;
+  log::parse_level(log_level, level);
+  log::set_level(level);
+  log::make_stderr_nonblocking();
+
+  adapters::BridgeRunOptions run;
+  run.out_fd = protect_stdout();
+  if (run.out_fd < 0) {
+    log::error("cannot set up stdout for the protocol");
+    return 1;
+  }
+  Loop loop;
+  std::unique_ptr<adapters::Bridge> bridge;
+  if (exec_cmd->parsed()) {
+    exec.kill_grace = std::chrono::milliseconds(static_cast<long long>(std::llround(exec_grace * 1000)));
+    bridge = make_exec_bridge(loop, exec);
+  }
+  int code = adapters::run_bridge(loop, *bridge, run);
+  bridge.reset();
+  return code;
+}
+
+}  // namespace harnessd::harnesses
