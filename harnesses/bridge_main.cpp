@@ -15,7 +15,10 @@
 #include "acp/log.h"
 #include "acp/loop.h"
 #include "acp/stdio_peer.h"
+#include "harnesses/claude_code/claude_bridge.h"
 #include "harnesses/exec/exec_bridge.h"
+#include "harnesses/opencode/opencode_bridge.h"
+#include "harnesses/openspace/openspace_bridge.h"
 
 namespace harnessd::harnesses {
 
@@ -37,6 +40,27 @@ int bridge_main(int argc, char** argv) {
   exec_cmd->add_option("--kill-grace", exec_grace, "Seconds between SIGTERM and SIGKILL on cancel");
   exec_cmd->add_option("command", exec.command, "The command and its arguments (after --)")->required();
 
+  ClaudeOptions claude;
+  auto* claude_cmd = app.add_subcommand("claude-code", "Claude Code headless: adapter claude-code [options] [-- claude...]");
+  claude_cmd->add_option("--model", claude.model, "Model for claude --model");
+  claude_cmd->add_option("--permission-mode", claude.permission_mode, "claude --permission-mode (default: ask the host)");
+  std::vector<std::string> claude_command;
+  claude_cmd->add_option("command", claude_command, "The claude command (default: claude)");
+
+  OpencodeOptions opencode;
+  auto* opencode_cmd = app.add_subcommand("opencode", "OpenCode run mode: adapter opencode [options] [-- opencode...]");
+  opencode_cmd->add_option("--model", opencode.model, "provider/model for opencode run -m");
+  opencode_cmd->add_option("--agent", opencode.agent, "OpenCode agent for --agent");
+  std::vector<std::string> opencode_command;
+  opencode_cmd->add_option("command", opencode_command, "The opencode command (default: opencode)");
+
+  OpenspaceOptions openspace;
+  auto* openspace_cmd = app.add_subcommand("openspace", "OpenSpace tasks: adapter openspace [options] [-- openspace-worker...]");
+  openspace_cmd->add_option("--skill-dir", openspace.skill_dir, "Where OpenSpace puts skills it captures");
+  openspace_cmd->add_option("--max-iterations", openspace.max_iterations, "Iteration budget per task");
+  std::vector<std::string> openspace_command;
+  openspace_cmd->add_option("command", openspace_command, "The worker command (default: openspace-worker)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -55,7 +79,16 @@ int bridge_main(int argc, char** argv) {
   }
   Loop loop;
   std::unique_ptr<adapters::Bridge> bridge;
-  if (exec_cmd->parsed()) {
+  if (claude_cmd->parsed()) {
+    if (!claude_command.empty()) claude.command = claude_command;
+    bridge = make_claude_bridge(loop, claude);
+  } else if (opencode_cmd->parsed()) {
+    if (!opencode_command.empty()) opencode.command = opencode_command;
+    bridge = make_opencode_bridge(loop, opencode);
+  } else if (openspace_cmd->parsed()) {
+    if (!openspace_command.empty()) openspace.command = openspace_command;
+    bridge = make_openspace_bridge(loop, openspace);
+  } else if (exec_cmd->parsed()) {
     exec.kill_grace = std::chrono::milliseconds(static_cast<long long>(std::llround(exec_grace * 1000)));
     bridge = make_exec_bridge(loop, exec);
   }

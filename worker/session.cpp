@@ -210,6 +210,8 @@ void Session::ensure_adapter(Ready ready) {
   options.process.argv = harnesses::adapter_argv(init_.profile, rt_.self_exe);
   options.process.cwd = init_.cwd;
   options.process.env = harnesses::adapter_environment(init_.profile, rt_.parent_env);
+  // Bridges keep their own small state (e.g. OpenCode's session ids) here.
+  options.process.env.push_back("HARNESSD_STATE_DIR=" + rt_.store.dir());
   options.process.guard_exe = rt_.guard_exe;
   options.label = "session " + init_.id;
   options.max_line_bytes = d.max_line_bytes;

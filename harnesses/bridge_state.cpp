@@ -1,0 +1,63 @@
+// Bridge state files.
+#include "harnesses/bridge_state.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace harnessd::harnesses {
+
+namespace {
+bool safe(const std::string& id) {
+  if (id.empty() || id.size() > 100) return false;
+  for (char c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+void make_dirs(const std::string& path) {
+  for (std::size_t pos = path.find('/', 1); ; pos = path.find('/', pos + 1)) {
+    ::mkdir(path.substr(0, pos).c_str(), 0700);
+    if (pos == std::string::npos) break;
+  }
+}
+}  // namespace
+
+std::string bridge_state_dir(const std::string& bridge) {
+  if (const char* s = std::getenv("HARNESSD_STATE_DIR"); s && *s == '/') return std::string(s) + "/bridges/" + bridge;
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x == '/') return std::string(x) + "/harnessd/bridges/" + bridge;
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "") + "/.local/state/harnessd/bridges/" + bridge;
+}
+
+std::optional<nlohmann::json> load_bridge_state(const std::string& bridge, const std::string& session) {
+  if (!safe(session)) return std::nullopt;
+  std::ifstream in(bridge_state_dir(bridge) + "/" + session + ".json");
+  if (!in) return std::nullopt;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  return j;
+}
+
+bool save_bridge_state(const std::string& bridge, const std::string& session, const nlohmann::json& state) {
+  if (!safe(session)) return false;
+  std::string dir = bridge_state_dir(bridge);
+  make_dirs(dir);
+  std::string path = dir + "/" + session + ".json";
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  std::string text = state.dump() + "\n";
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace harnessd::harnesses

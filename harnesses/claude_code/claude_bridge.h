@@ -1,0 +1,26 @@
+// The claude-code bridge: one `claude -p` process per session, kept across
+// turns, speaking stream-json both ways; its events become ACP updates.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "acp/loop.h"
+#include "adapters/bridge_runtime.h"
+
+namespace harnessd::harnesses {
+
+struct ClaudeOptions {
+  std::vector<std::string> command = {"claude"};
+  std::string model;
+  std::string permission_mode;
+  /// After an interrupt, how long claude has to end the turn before the
+  /// process is stopped (the next prompt resumes the session).
+  std::chrono::milliseconds interrupt_grace{5000};
+};
+
+std::unique_ptr<adapters::Bridge> make_claude_bridge(Loop& loop, ClaudeOptions options);
+
+}  // namespace harnessd::harnesses
