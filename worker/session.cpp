@@ -356,6 +356,9 @@ void Session::on_adapter_exit(adapters::AdapterLink* link, const adapters::ExitS
 }
 
 void Session::retire_adapter() {
+  // The next adapter of this session continues the adapter's own session
+  // (session/resume or session/load) when it can.
+  if (!closed_ && !adapter_session_id_.empty()) restore_id_ = adapter_session_id_;
   start_timer_.reset();
   adapter_ready_ = false;
   adapter_session_id_.clear();
