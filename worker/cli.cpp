@@ -97,6 +97,12 @@ int main(int argc, char** argv) {
   sessions_cmd->fallthrough();
   sessions_cmd->add_option("--format", sessions_format, "text or json")->check(CLI::IsMember({"text", "json"}));
   sessions_cmd->add_flag("--all", sessions_all, "Include closed sessions");
+  bool harnesses_check = false;
+  std::string harnesses_format = "text";
+  auto* harnesses_cmd = app.add_subcommand("harnesses", "List harness profiles, what they run, and what is missing");
+  harnesses_cmd->fallthrough();
+  harnesses_cmd->add_flag("--check", harnesses_check, "Also run each program with --version");
+  harnesses_cmd->add_option("--format", harnesses_format, "text or json")->check(CLI::IsMember({"text", "json"}));
   app.require_subcommand(0, 1);
 
   try {
@@ -123,6 +129,7 @@ int main(int argc, char** argv) {
     return runs_command(runs_query);
   }
   if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
+  if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format);
   auto& d = config->daemon;
   if (harness) {
     if (!config->harnesses.count(*harness)) {

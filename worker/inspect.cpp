@@ -4,7 +4,9 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,6 +16,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/process.h"
+#include "harnesses/profile.h"
+#include "worker/config.h"
 #include "worker/ledger.h"
 #include "worker/store.h"
 
@@ -118,6 +123,87 @@ int runs_command(const RunsQuery& q) {
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return 0;
+}
+
+namespace {
+
+// The first line `<program> --version` prints, within a few seconds.
+std::string program_version(const std::string& program, const std::vector<std::string>& env) {
+  int fds[2];
+  if (::pipe(fds) != 0) return "";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    std::vector<std::string> env_copy = env;
+    std::vector<char*> envp;
+    for (auto& e : env_copy) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string p = program;
+    char version[] = "--version";
+    char* argv[] = {p.data(), version, nullptr};
+    ::execve(argv[0], argv, envp.data());
+    _exit(127);
+  }
+  ::close(fds[1]);
+  std::string out;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  auto nl = out.find('\n');
+  return out.substr(0, nl);
+}
+
+}  // namespace
+
+int harnesses_command(const Config& config, bool check, const std::string& format) {
+  std::vector<std::string> parent = harnesses::current_environment();
+  for (const auto& [name, profile] : config.harnesses) {
+    std::vector<std::string> env = harnesses::adapter_environment(profile, parent);
+    std::string path;
+    for (const auto& e : env) {
+      if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
+    }
+    const std::string program = profile.command.empty() ? "" : profile.command[0];
+    auto found = adapters::find_executable(program, path);
+    std::string version = check && found ? program_version(*found, env) : "";
+    bool is_default = name == config.daemon.default_harness;
+    if (format == "json") {
+      json j = {{"name", name},
+                {"kind", profile.kind},
+                {"default", is_default},
+                {"command", profile.command},
+                {"path", found ? json(*found) : json()},
+                {"description", profile.description}};
+      if (!found) {
+        j["missing"] = found.error().message;
+        j["install"] = profile.install_hint;
+      }
+      if (check) j["version"] = version;
+      print_line(j.dump());
+      continue;
+    }
+    std::string line = name + (is_default ? " (default)" : "") + "  [" + profile.kind + "]  " + profile.description;
+    print_line(line);
+    if (found) {
+      print_line("    runs " + *found + (version.empty() ? "" : "  (" + version + ")"));
+    } else {
+      print_line("    missing: " + found.error().message);
+      if (!profile.install_hint.empty()) print_line("    install: " + profile.install_hint);
+    }
   }
   return 0;
 }

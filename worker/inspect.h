@@ -7,6 +7,8 @@
 
 namespace harnessd::worker {
 
+struct Config;
+
 struct RunsQuery {
   std::string state_dir;
   std::optional<std::string> session;  // a session id or name
@@ -18,6 +20,11 @@ struct RunsQuery {
 /// Prints matching runs, oldest first; with `follow`, then prints each new
 /// ledger entry as it is written, until interrupted. Returns the exit code.
 int runs_command(const RunsQuery& query);
+
+/// Prints the harness profiles: kind, the program each runs and where it
+/// resolves on PATH, or that it is missing and how to install it. With
+/// `check`, also runs `<program> --version`.
+int harnesses_command(const Config& config, bool check, const std::string& format);
 
 /// Prints every session record: id, name, harness, cwd, state, runs.
 int sessions_command(const std::string& state_dir, const std::string& format, bool all);

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <map>
+#include <sstream>
 #include <regex>
 #include <thread>
 
@@ -173,4 +175,31 @@ TEST_CASE("after an adapter dies, the next one resumes the adapter's own session
   std::vector<json> seen;
   d.prompt(sid, "history", &seen);
   CHECK(message_text(seen) == "history: echo first");
+}
+
+TEST_CASE("harnessd harnesses lists the profiles, what each runs and what is missing") {
+  TempDir dir;
+  std::string config = dir.write("c.toml", "[harness.mine]\nkind = \"exec\"\ncommand = [\"no-such-program-xyz\"]\n");
+  std::string cmd = harnessd_exe() + " harnesses --check --format json --config " + config + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  CHECK(::pclose(p) == 0);
+  std::map<std::string, json> by_name;
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    json j = json::parse(line);
+    by_name[j["name"]] = j;
+  }
+  for (const char* name : {"claude", "opencode", "gemini", "codex", "claude-code", "opencode-run", "openspace", "exec"}) {
+    CHECK(by_name.count(name) == 1);
+  }
+  CHECK(by_name["mine"]["missing"] == "'no-such-program-xyz' was not found on PATH");
+  CHECK(by_name["exec"]["path"].get<std::string>().find("cat") != std::string::npos);
+  CHECK(by_name["exec"]["version"].get<std::string>().find("cat") != std::string::npos);
+  CHECK(by_name["claude"]["default"] == true);
+  CHECK(by_name["claude-code"]["kind"] == "claude-code");
 }
