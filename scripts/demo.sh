@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # harnessd's main job, end to end: a host drives an ACP session through
-# harnessd, which runs each prompt on an adapter process (here the
-# scriptable test agent). Prints every line exchanged. Installs what is
-# missing and builds first.
+# harnessd, which runs each prompt on the real Claude Code CLI (pinned by
+# the tests' npm lockfile). With ANTHROPIC_API_KEY set it uses the real API;
+# without it, the scripted model server on 127.0.0.1, and it says so.
+# Installs what is missing and builds first.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$root/scripts/setup.sh"
-exec node "$root/scripts/demo.mjs" "$root/build/harnessd" "$root/build/tests/fake_agent"
+"$root/scripts/setup.sh" --tests
+exec node "$root/scripts/demo.mjs" "$root/build/harnessd" "$root/tests/node/node_modules/.bin/claude"
