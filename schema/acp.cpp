@@ -19,6 +19,19 @@ void decode_harnessd_meta(Decoder& d, HarnessdMeta& out) {
   out.lane = ours.optional_string("lane");
   // Up to 30 days: a deadline is for runs, not for storing forever.
   out.timeoutMs = ours.optional_int("timeoutMs", 0, 30LL * 24 * 3600 * 1000);
+  out.templateName = ours.optional_string("template");
+  out.mode = ours.optional_string("mode");
+  if (out.mode && *out.mode != "persistent" && *out.mode != "oneshot") {
+    ours.fail("mode", "must be \"persistent\" or \"oneshot\", got '" + *out.mode + "'");
+  }
+  if (const json* context = ours.optional_object("context")) {
+    auto checked = check_context(d.method(), "_meta.harnessd.context", *context);
+    if (checked) {
+      out.context = *context;
+    } else {
+      ours.set_error(checked.error());
+    }
+  }
   if (out.harness && out.harness->empty()) ours.fail("harness", "must not be empty");
   if (out.name && out.name->empty()) ours.fail("name", "must not be empty");
   if (out.lane && *out.lane != "interactive" && *out.lane != "scheduled" && *out.lane != "background") {
@@ -73,6 +86,48 @@ void check_content_block(Decoder& d, const json& block, std::size_t index, const
 }  // namespace
 
 bool is_absolute_path(const std::string& path) { return !path.empty() && path.front() == '/'; }
+
+Expected<void, RpcError> check_context(const std::string& method, const std::string& prefix, const json& context) {
+  auto fail = [&](const std::string& field, const std::string& problem) -> Expected<void, RpcError> {
+    RpcError e = RpcError::invalid_params(method + ": " + prefix + "." + field + " " + problem);
+    e.data = {{"method", method}, {"field", prefix + "." + field}};
+    return e;
+  };
+  if (!context.is_object()) return fail("", "must be an object");
+  static const char* kKnown[] = {"background", "constraints", "acceptance", "references", "outputContract", "vars"};
+  for (auto& [key, value] : context.items()) {
+    bool known = false;
+    for (const char* k : kKnown) known = known || key == k;
+    if (!known) return fail(key, "is not a context field (known: background, constraints, acceptance, references, "
+                                 "outputContract, vars)");
+    if (value.is_null()) continue;
+    if ((key == "background" || key == "outputContract") && !value.is_string()) {
+      return fail(key, "must be a string, not " + std::string(type_name(value)));
+    }
+    if (key == "vars" && !value.is_object()) return fail(key, "must be an object, not " + std::string(type_name(value)));
+    if (key == "constraints" || key == "acceptance" || key == "references") {
+      if (!value.is_array()) return fail(key, "must be an array, not " + std::string(type_name(value)));
+      for (std::size_t i = 0; i < value.size(); ++i) {
+        const json& item = value[i];
+        std::string where = key + "[" + std::to_string(i) + "]";
+        if (key != "references") {
+          if (!item.is_string()) return fail(where, "must be a string, not " + std::string(type_name(item)));
+          continue;
+        }
+        if (item.is_string()) continue;
+        if (!item.is_object()) return fail(where, "must be a path or an object, not " + std::string(type_name(item)));
+        for (auto& [rk, rv] : item.items()) {
+          if (rk != "path" && rk != "uri" && rk != "title" && rk != "content") {
+            return fail(where + "." + rk, "is not a reference field (known: path, uri, title, content)");
+          }
+          if (!rv.is_string()) return fail(where + "." + rk, "must be a string, not " + std::string(type_name(rv)));
+        }
+        if (!item.contains("path") && !item.contains("uri")) return fail(where, "needs a path or a uri");
+      }
+    }
+  }
+  return {};
+}
 
 Expected<InitializeRequest, RpcError> decode_initialize(const json& params) {
   Decoder d("initialize", params);

@@ -25,6 +25,9 @@ struct HarnessdMeta {
   bool ensure = false;                 // session/new: return the open session of that name
   std::optional<std::string> lane;     // "interactive", "scheduled" or "background"
   std::optional<std::int64_t> timeoutMs;  // run deadline; 0 means none
+  std::optional<std::string> templateName;  // "template": packaging template for the prompt(s)
+  std::optional<std::string> mode;          // session/new: "persistent" or "oneshot"
+  nlohmann::json context;                   // session/prompt: the packaging context (checked), or null
 };
 
 struct InitializeRequest {
@@ -95,6 +98,11 @@ Expected<CancelRequest, RpcError> decode_cancel_request(const nlohmann::json& pa
 Expected<LoadSessionRequest, RpcError> decode_load_session(const std::string& method, const nlohmann::json& params);
 Expected<std::string, RpcError> decode_run_get(const nlohmann::json& params);
 Expected<ListRunsRequest, RpcError> decode_list_runs(const nlohmann::json& params);
+
+/// Checks a packaging context (see schema/context.schema.json); `prefix`
+/// names where it sits in the params (e.g. "_meta.harnessd.context").
+Expected<void, RpcError> check_context(const std::string& method, const std::string& prefix,
+                                       const nlohmann::json& context);
 
 /// True for a POSIX absolute path (ACP requires absolute paths everywhere).
 bool is_absolute_path(const std::string& path);

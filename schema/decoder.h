@@ -46,6 +46,11 @@ class Decoder {
   Decoder child(std::string_view label, const nlohmann::json& object) const;
   void absorb(const Decoder& child);
 
+  /// Keeps `error` as the problem unless one was found before.
+  void set_error(RpcError error) {
+    if (!error_) error_ = std::move(error);
+  }
+
   /// Records a custom problem with a field, e.g. "must be an absolute path".
   void fail(std::string_view key, std::string_view problem);
 

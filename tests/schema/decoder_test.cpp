@@ -119,3 +119,53 @@ TEST_CASE("session references and list params") {
   REQUIRE_FALSE(relative);
   CHECK(relative.error().data["field"] == "cwd");
 }
+
+TEST_CASE("the packaging context and the mode are checked, naming the field") {
+  PromptCapabilities caps{true, false, true};
+  auto with = [&](json context) {
+    return decode_prompt({{"sessionId", "s"},
+                          {"prompt", {{{"type", "text"}, {"text", "do it"}}}},
+                          {"_meta", {{"harnessd", {{"context", context}, {"template", "plain"}}}}}},
+                         caps);
+  };
+  auto ok = with({{"background", "b"},
+                  {"constraints", {"c1"}},
+                  {"acceptance", {"a1"}},
+                  {"references", {"docs/a.md", {{"path", "b.md"}, {"title", "B"}, {"content", "x"}}}},
+                  {"outputContract", "end with DONE"},
+                  {"vars", {{"k", "v"}}}});
+  REQUIRE(ok);
+  CHECK(ok->harnessd.context["constraints"][0] == "c1");
+  CHECK(ok->harnessd.templateName == "plain");
+
+  auto constraint = with({{"constraints", {"ok", 3}}});
+  REQUIRE_FALSE(constraint);
+  CHECK(constraint.error().code == -32602);
+  CHECK(constraint.error().data["field"] == "_meta.harnessd.context.constraints[1]");
+  CHECK(constraint.error().message ==
+        "session/prompt: _meta.harnessd.context.constraints[1] must be a string, not integer");
+
+  auto unknown = with({{"goal", "x"}});
+  REQUIRE_FALSE(unknown);
+  CHECK(unknown.error().data["field"] == "_meta.harnessd.context.goal");
+
+  auto reference = with({{"references", {{{"title", "no path"}}}}});
+  REQUIRE_FALSE(reference);
+  CHECK(reference.error().message == "session/prompt: _meta.harnessd.context.references[0] needs a path or a uri");
+
+  auto background = with({{"background", json::array()}});
+  REQUIRE_FALSE(background);
+  CHECK(background.error().data["field"] == "_meta.harnessd.context.background");
+
+  auto not_object = decode_prompt(
+      {{"sessionId", "s"}, {"prompt", json::array()}, {"_meta", {{"harnessd", {{"context", "text"}}}}}}, caps);
+  REQUIRE_FALSE(not_object);
+  CHECK(not_object.error().data["field"] == "_meta.harnessd.context");
+
+  auto mode = decode_new_session({{"cwd", "/w"}, {"_meta", {{"harnessd", {{"mode", "sometimes"}}}}}});
+  REQUIRE_FALSE(mode);
+  CHECK(mode.error().data["field"] == "_meta.harnessd.mode");
+  auto oneshot = decode_new_session({{"cwd", "/w"}, {"_meta", {{"harnessd", {{"mode", "oneshot"}}}}}});
+  REQUIRE(oneshot);
+  CHECK(oneshot->harnessd.mode == "oneshot");
+}

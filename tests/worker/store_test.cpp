@@ -335,6 +335,11 @@ TEST_CASE("kill -9 mid-turn: the next start reports the run interrupted and load
     d.send(request(9, "_harnessd/sessions/list", json::object()));
     run = d.recv_reply(9, &seen_before_kill)["result"]["sessions"][0]["activeRunId"];
     (void)id;
+    // The transcript is written off the loop, so a kill can beat the last
+    // frames to the disk. Kill once what the host saw has been written.
+    std::string last = updates_for(seen_before_kill, sid).back()["update"]["content"]["text"];
+    std::string transcript = state.path() + "/sessions/" + sid + ".jsonl";
+    REQUIRE(eventually([&] { return read_file(transcript).find(last) != std::string::npos; }, 5s));
     kill(d.pid(), SIGKILL);
     CHECK(d.wait_exit(2s) == 128 + SIGKILL);
   }
