@@ -93,7 +93,13 @@ Packaged package_prompt(const Template& tmpl, const PackageInput& in) {
       references.push_back({{"path", save(rel, base64_decode(b.value("data", "")))}, {"title", "image, " + mime}});
     }
   }
-  const json context = in.context.is_object() ? in.context : json::object();
+  // A field given as null counts as absent.
+  json context = json::object();
+  if (in.context.is_object()) {
+    for (auto& [key, value] : in.context.items()) {
+      if (!value.is_null()) context[key] = value;
+    }
+  }
   for (const auto& r : context.value("references", json::array())) {
     references.push_back(r.is_string() ? json{{"path", r}} : r);
   }

@@ -78,6 +78,10 @@ std::map<std::string, HarnessProfile> builtin_profiles() {
                                   "OpenSpace tasks through the openspace-worker shim (one task per prompt)",
                                   "pip install openspace, and put harnesses/openspace/openspace-worker on PATH");
   openspace.kind = "openspace";
+  // Every OpenSpace task starts from nothing: harnessd carries the memory,
+  // packed the way OpenSpace's own benchmark packs its tasks.
+  openspace.mode = "oneshot";
+  openspace.template_name = "openspace";
   out["openspace"] = openspace;
   HarnessProfile exec = make("exec", {"cat"}, {}, "Any command as a single-shot harness (set command = [...])",
                              "set [harness.exec] command to the program to run");
@@ -125,7 +129,8 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       {"opencode-run", {"model", "agent"}},
       {"openspace", {"max_iterations", "skill_dir"}},
       {"exec", {"input", "output", "field"}}};
-  static const std::set<std::string> kCommon = {"kind", "command", "env", "env_passthrough", "description"};
+  static const std::set<std::string> kCommon = {"kind", "command", "env", "env_passthrough", "description",
+                                                "mode", "template"};
   const auto& bridge_keys = kBridgeKeys.at(p.kind);
   std::vector<std::string> options;
   for (const auto& [key, value] : table) {
@@ -167,6 +172,18 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
     auto names = string_array(*pass, where + ".env_passthrough");
     if (!names) return names.error();
     p.env_passthrough = std::move(*names);
+  }
+  if (const toml::node* mode = table.get("mode")) {
+    const auto* s = mode->as_string();
+    if (!s || (s->get() != "persistent" && s->get() != "oneshot")) {
+      return Error{where + ".mode must be \"persistent\" or \"oneshot\""};
+    }
+    p.mode = s->get();
+  }
+  if (const toml::node* tmpl = table.get("template")) {
+    const auto* s = tmpl->as_string();
+    if (!s) return Error{where + ".template must be a string (a template name)"};
+    p.template_name = s->get();
   }
   if (const toml::node* desc = table.get("description")) {
     if (const auto* s = desc->as_string()) p.description = s->get();

@@ -28,6 +28,14 @@ struct HarnessProfile {
   std::map<std::string, std::string> env;
   /// Variables copied from harnessd's own environment when set.
   std::vector<std::string> env_passthrough;
+  /// "persistent": one adapter per session, which keeps its own memory.
+  /// "oneshot": a fresh adapter for every prompt; harnessd carries the
+  /// session's memory (task and answer of each turn) in the packaged prompt.
+  std::string mode = "persistent";
+  /// The packaging template for its prompts (docs/packaging.md); empty: the
+  /// prompt goes to the harness as the host sent it, unless the prompt or
+  /// the mode asks for packaging ("oneshot" uses "single-shot").
+  std::string template_name;
   /// One line for `harnessd harnesses`.
   std::string description;
   /// How to install what `command` needs, shown when it is missing.

@@ -226,6 +226,21 @@ Expected<std::string, RpcError> decode_run_get(const json& params) {
   return *id;
 }
 
+Expected<SetSummaryRequest, RpcError> decode_set_summary(const json& params) {
+  Decoder d("_harnessd/sessions/set_summary", params);
+  SetSummaryRequest out;
+  auto id = d.required_string("sessionId");
+  // null clears the summary, like an empty string.
+  if (params.is_object() && params.contains("summary") && params["summary"].is_null()) {
+    out.summary.clear();
+  } else if (auto summary = d.required_string("summary")) {
+    out.summary = *summary;
+  }
+  if (!d.ok()) return d.error();
+  out.sessionId = *id;
+  return out;
+}
+
 Expected<ListRunsRequest, RpcError> decode_list_runs(const json& params) {
   Decoder d("_harnessd/runs/list", params);
   ListRunsRequest out;

@@ -97,6 +97,12 @@ Expected<CancelRequest, RpcError> decode_cancel_request(const nlohmann::json& pa
 /// `method` is "session/load" (mcpServers required) or "session/resume".
 Expected<LoadSessionRequest, RpcError> decode_load_session(const std::string& method, const nlohmann::json& params);
 Expected<std::string, RpcError> decode_run_get(const nlohmann::json& params);
+
+struct SetSummaryRequest {
+  std::string sessionId;
+  std::string summary;  // empty clears it
+};
+Expected<SetSummaryRequest, RpcError> decode_set_summary(const nlohmann::json& params);
 Expected<ListRunsRequest, RpcError> decode_list_runs(const nlohmann::json& params);
 
 /// Checks a packaging context (see schema/context.schema.json); `prefix`

@@ -22,7 +22,9 @@ namespace {
 
 constexpr std::size_t kListPageSize = 100;
 
-const schema::PromptCapabilities kPromptCapabilities{false, false, true};
+// Images: a packaged prompt lists them as files; otherwise they go to the
+// adapter as sent.
+const schema::PromptCapabilities kPromptCapabilities{true, false, true};
 
 std::string iso8601(std::chrono::system_clock::time_point t) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -68,6 +70,8 @@ Agent::Agent(Runtime& rt)
   c.on_request("session/load", [this](const json& p, Reply r) { on_load(p, std::move(r), true); });
   c.on_request("session/resume", [this](const json& p, Reply r) { on_load(p, std::move(r), false); });
   c.on_request("_harnessd/sessions/list", [this](const json& p, Reply r) { on_harnessd_sessions(p, std::move(r)); });
+  c.on_request("_harnessd/sessions/set_summary",
+               [this](const json& p, Reply r) { on_set_summary(p, std::move(r)); });
   c.on_request("_harnessd/runs/get", [this](const json& p, Reply r) { on_run_get(p, std::move(r)); });
   c.on_request("_harnessd/runs/list", [this](const json& p, Reply r) { on_runs_list(p, std::move(r)); });
   c.on_notification("session/cancel", [this](const json& p) { on_cancel(p); });
@@ -104,7 +108,8 @@ void Agent::prepare_next(const std::string& session) {
   // turn runs, so the hand-off does not wait for the disk; deeper queues are
   // prepared as they move up.
   if (!scheduler_.active(session)) return;
-  if (QueuedPrompt* next = scheduler_.front(session)) {
+  // A prompt to package waits for its turn: its history is not known yet.
+  if (QueuedPrompt* next = scheduler_.front(session); next && !next->packaging) {
     next->recorder->prepare(next->request, render_prompt_markdown(next->blocks));
   }
 }
@@ -198,6 +203,12 @@ void Agent::on_new_session(const json& params, Reply reply) {
   }
 
   SessionInit init;
+  init.mode = meta.mode.value_or(profile->second.mode);
+  init.template_name = meta.templateName.value_or(profile->second.template_name);
+  if (!init.template_name.empty()) {
+    auto tmpl = harnesses::load_template(init.template_name, rt_.config.daemon.template_dir);
+    if (!tmpl) return reply.error(template_error("session/new", tmpl.error().message));
+  }
   init.id = queue::make_id("sess_");
   init.cwd = req->cwd;
   init.profile = profile->second;
@@ -237,6 +248,10 @@ void Agent::on_prompt(const json& params, Reply reply) {
   if (!req) return reply.error(req.error());
   Session* session = registry_.find(req->sessionId);
   if (!session) return reply.error(RpcError::session_not_found(req->sessionId));
+  // Packaging: the prompt's template, else the session's; a oneshot
+  // session or a context with neither uses single-shot.
+  auto packaging = prompt_template(*session, req->harnessd);
+  if (!packaging) return reply.error(packaging.error());
   if (!scheduler_.can_enqueue(session->id())) {
     std::size_t depth = rt_.config.daemon.max_queue_depth;
     RpcError e{rpc_code::kQueueFull,
@@ -259,6 +274,8 @@ void Agent::on_prompt(const json& params, Reply reply) {
   rt_.store.record(std::move(queued));
   prompt.recorder = std::make_unique<RunRecorder>(rt_.store, prompt.ledger);
   const auto& meta = req->harnessd;
+  prompt.packaging = std::move(*packaging);
+  prompt.context = meta.context;
   prompt.timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : session->init().run_timeout;
   queue::Lane lane = meta.lane ? *queue::parse_lane(*meta.lane) : session->init().lane;
   scheduler_.enqueue(session->id(), lane, std::move(prompt));
@@ -371,13 +388,57 @@ Expected<Session*, RpcError> Agent::reopen(const json& record, const schema::Loa
   init.run_timeout = std::chrono::milliseconds(record.value("runTimeoutMs", 0LL));
   if (auto lane = queue::parse_lane(record.value("lane", "interactive"))) init.lane = *lane;
   init.created_at = record.value("createdAt", "");
-  if (record.contains("adapterSessionId") && record["adapterSessionId"].is_string()) {
+  init.mode = record.value("mode", "persistent") == "oneshot" ? "oneshot" : "persistent";
+  if (record.contains("template") && record["template"].is_string()) init.template_name = record["template"];
+  if (record.contains("summary") && record["summary"].is_string()) init.summary = record["summary"];
+  if (record.contains("history") && record["history"].is_array()) init.history = record["history"];
+  // A oneshot session has no adapter session to come back to.
+  if (init.mode != "oneshot" && record.contains("adapterSessionId") && record["adapterSessionId"].is_string()) {
     init.restore_adapter_session = record["adapterSessionId"];
   }
   Session& session = open_session(std::move(init));
   session.save_record();  // open again
   log::info("session " + req.sessionId + ": reopened from the store");
   return &session;
+}
+
+RpcError Agent::template_error(const std::string& method, const std::string& problem) const {
+  RpcError e = RpcError::invalid_params(method + ": _meta.harnessd.template: " + problem);
+  e.data = {{"method", method},
+            {"field", "_meta.harnessd.template"},
+            {"builtin", harnesses::builtin_template_names()},
+            {"templateDir", rt_.config.daemon.template_dir}};
+  return e;
+}
+
+Expected<std::optional<harnesses::Template>, RpcError> Agent::prompt_template(const Session& session,
+                                                                              const schema::HarnessdMeta& meta) {
+  std::string name = meta.templateName.value_or(session.init().template_name);
+  if (name.empty() && (session.oneshot() || !meta.context.is_null())) name = "single-shot";
+  if (name.empty()) return std::optional<harnesses::Template>{};
+  auto tmpl = harnesses::load_template(name, rt_.config.daemon.template_dir);
+  if (!tmpl) return template_error("session/prompt", tmpl.error().message);
+  return std::optional<harnesses::Template>(std::move(*tmpl));
+}
+
+void Agent::on_set_summary(const json& params, Reply reply) {
+  auto req = schema::decode_set_summary(params);
+  if (!req) return reply.error(req.error());
+  if (Session* session = registry_.find(req->sessionId)) {
+    session->set_summary(std::move(req->summary));
+  } else if (const json* record = is_safe_id(req->sessionId) ? rt_.store.session(req->sessionId) : nullptr) {
+    json changed = *record;
+    changed["summary"] = req->summary.empty() ? json() : json(req->summary);
+    changed["updatedAt"] = iso_time();
+    rt_.store.save_session(changed);
+  } else {
+    return reply.error(RpcError::session_not_found(req->sessionId));
+  }
+  // Answered once the record holding it is on disk.
+  rt_.store.barrier(req->sessionId, [reply = std::move(reply)](Expected<void> r) mutable {
+    if (!r) return reply.error(RpcError{rpc_code::kStoreFailed, "the summary could not be saved: " + r.error().message, {}});
+    reply.result(json::object());
+  });
 }
 
 void Agent::on_list(const json& params, Reply reply) {

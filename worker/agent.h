@@ -42,6 +42,12 @@ class Agent {
   void on_load(const nlohmann::json& params, Reply reply, bool replay);
   void on_run_get(const nlohmann::json& params, Reply reply);
   void on_runs_list(const nlohmann::json& params, Reply reply);
+  void on_set_summary(const nlohmann::json& params, Reply reply);
+
+  /// The template a prompt is packaged with, if any.
+  Expected<std::optional<harnesses::Template>, RpcError> prompt_template(const Session& session,
+                                                                          const schema::HarnessdMeta& meta);
+  RpcError template_error(const std::string& method, const std::string& problem) const;
 
   /// Registers a live session (taking its name from an older holder).
   Session& open_session(SessionInit init);

@@ -29,11 +29,17 @@ Expected<std::size_t> positive(const toml::node& node, const std::string& where)
   return static_cast<std::size_t>(i->get());
 }
 
+std::string folder_of(const std::string& file) {
+  auto slash = file.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : file.substr(0, slash);
+}
+
 Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
   static const std::set<std::string> kKnown = {
       "default_harness",   "max_line_bytes",      "cancel_grace",    "kill_grace",  "start_timeout",
       "max_pending_calls", "stderr_tail_bytes",   "max_concurrent_runs", "max_queue_depth", "run_timeout",
-      "state_dir",         "fsync"};
+      "state_dir",         "fsync",               "template_dir"};
   for (const auto& [key, value] : t) {
     std::string k(key.str());
     if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
@@ -42,10 +48,10 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       const auto* s = value.as_string();
       if (!s || s->get().empty()) return Error{where + " must be a harness name"};
       d.default_harness = s->get();
-    } else if (k == "state_dir") {
+    } else if (k == "state_dir" || k == "template_dir") {
       const auto* s = value.as_string();
       if (!s || s->get().empty() || s->get().front() != '/') return Error{where + " must be an absolute path"};
-      d.state_dir = s->get();
+      (k == "state_dir" ? d.state_dir : d.template_dir) = s->get();
     } else if (k == "fsync") {
       const auto* b = value.as_boolean();
       if (!b) return Error{where + " must be true or false"};
@@ -116,6 +122,7 @@ Expected<Config> parse_config(const std::string& text, const std::string& origin
       return Error{origin + ": unknown table or key '" + k + "'"};
     }
   }
+  if (config.daemon.template_dir.empty()) config.daemon.template_dir = folder_of(origin) + "/templates";
   if (!config.harnesses.count(config.daemon.default_harness)) {
     return Error{origin + ": [daemon].default_harness names unknown harness '" + config.daemon.default_harness + "'"};
   }
@@ -129,6 +136,7 @@ Expected<Config> load_config(const std::optional<std::string>& path) {
     if (path) return Error{"config file '" + file + "' does not exist"};
     Config config;
     config.harnesses = harnesses::builtin_profiles();
+    config.daemon.template_dir = folder_of(file) + "/templates";
     return config;
   }
   std::ifstream in(file);

@@ -40,6 +40,9 @@ struct DaemonConfig {
   std::string state_dir;
   /// fdatasync result.json and terminal ledger lines.
   bool fsync = false;
+  /// Users' packaging templates (<name>.tmpl); by default the templates/
+  /// folder beside the config file.
+  std::string template_dir;
 };
 
 struct Config {

@@ -24,17 +24,26 @@ Store::Done RunRecorder::track() {
 
 void RunRecorder::on_failure(UniqueFunction<void(const std::string&)> fn) { shared_->on_failure = std::move(fn); }
 
+Store::Done RunRecorder::counted() {
+  // Counted, so that open() knows whether it must wait for the disk.
+  ++shared_->preparing;
+  return [shared = shared_, inner = track()](Expected<void> r) mutable {
+    --shared->preparing;
+    inner(std::move(r));
+  };
+}
+
+void RunRecorder::add_file(const std::string& rel, std::string bytes) {
+  // Folders of the run folder are made in the same writer lane, in order.
+  for (std::size_t slash = rel.find('/'); slash != std::string::npos; slash = rel.find('/', slash + 1)) {
+    store_.make_dir(dir_ + "/" + rel.substr(0, slash), counted());
+  }
+  store_.create_file(dir_ + "/" + rel, std::move(bytes), counted());
+}
+
 void RunRecorder::prepare(const json& request, std::string prompt_md) {
   if (prepared_) return;
   prepared_ = true;
-  // Counted, so that open() knows whether it must wait for the disk.
-  auto counted = [this] {
-    ++shared_->preparing;
-    return [shared = shared_, inner = track()](Expected<void> r) mutable {
-      --shared->preparing;
-      inner(std::move(r));
-    };
-  };
   store_.make_dir(dir_, counted());
   // Files of a fresh folder, written once: no temporary file and rename
   // needed (each costs a journal commit on some filesystems).

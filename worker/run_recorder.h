@@ -30,6 +30,9 @@ class RunRecorder {
   /// starts and the hand-off does not wait for it.
   void prepare(const nlohmann::json& request, std::string prompt_md);
   bool prepared() const { return prepared_; }
+  /// Adds a file of the prompt to the run folder (after prepare()), e.g.
+  /// references/1-notes.md; its folder is created first. open() waits for it.
+  void add_file(const std::string& rel, std::string bytes);
   /// The turn starts: appends "started"; `ready` runs once everything
   /// prepared is on disk, with the first error, if any.
   void open(Done ready);
@@ -58,6 +61,7 @@ class RunRecorder {
     int preparing = 0;  // prepare() writes not yet confirmed
   };
   Store::Done track();
+  Store::Done counted();
 
   Store& store_;
   LedgerEntry base_;

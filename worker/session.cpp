@@ -7,6 +7,7 @@
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "harnessd_version.h"
+#include "harnesses/packaging.h"
 #include "schema/acp.h"
 
 namespace harnessd::worker {
@@ -14,6 +15,9 @@ namespace harnessd::worker {
 using nlohmann::json;
 
 namespace {
+
+// Of a turn's answer, this much is kept for a oneshot session's history.
+constexpr std::size_t kMaxAnswerChars = 32000;
 
 // Text chunks longer than this are relayed as several chunks, so that no
 // line we write comes near acpx's 8 MiB line limit.
@@ -96,7 +100,10 @@ json Session::record() const {
           {"name", init_.name ? json(*init_.name) : json()},
           {"harness", init_.profile.name},
           {"cwd", init_.cwd},
-          {"mode", "persistent"},
+          {"mode", init_.mode},
+          {"template", init_.template_name.empty() ? json() : json(init_.template_name)},
+          {"summary", init_.summary.empty() ? json() : json(init_.summary)},
+          {"history", init_.history},
           {"mcpServers", init_.mcp_servers},
           {"adapterSessionId", !adapter_session_id_.empty() ? json(adapter_session_id_)
                                : !restore_id_.empty()       ? json(restore_id_)
@@ -116,6 +123,11 @@ void Session::save_record() {
   rt_.store.save_session(record(), [id](Expected<void> r) {
     if (!r) log::warn("session " + id + ": its record could not be saved: " + r.error().message);
   });
+}
+
+void Session::set_summary(std::string summary) {
+  init_.summary = std::move(summary);
+  save_record();
 }
 
 void Session::record_transcript(std::string line) {
@@ -158,7 +170,28 @@ void Session::start_turn(QueuedPrompt prompt) {
   // The run folder was usually prepared while the previous turn ran; the
   // turn waits until it is on disk before it does anything else.
   turn_->recorder = std::move(turn_->prompt.recorder);
-  turn_->recorder->prepare(turn_->prompt.request, render_prompt_markdown(turn_->prompt.blocks));
+  turn_->task = harnesses::prompt_task(turn_->prompt.blocks);
+  if (turn_->prompt.packaging) {
+    // Packaged now, not when queued: the history must include the turn
+    // that just ended. The adapter gets one text block; the files it lists
+    // (large resources, images) are in the run folder before it starts.
+    harnesses::PackageInput in;
+    in.blocks = turn_->prompt.blocks;
+    in.context = turn_->prompt.context;
+    if (oneshot()) in.history = init_.history;
+    in.summary = init_.summary;
+    in.workspace = init_.cwd;
+    in.harness = init_.profile.name;
+    in.session = init_.name.value_or(init_.id);
+    in.run_dir = rt_.store.path(Store::run_dir(turn_->prompt.run_id));
+    harnesses::Packaged packaged = harnesses::package_prompt(*turn_->prompt.packaging, in);
+    turn_->recorder->prepare(turn_->prompt.request, packaged.text);
+    for (auto& file : packaged.files) turn_->recorder->add_file(file.rel, std::move(file.bytes));
+    turn_->blocks = json::array({{{"type", "text"}, {"text", std::move(packaged.text)}}});
+  } else {
+    turn_->recorder->prepare(turn_->prompt.request, render_prompt_markdown(turn_->prompt.blocks));
+    turn_->blocks = turn_->prompt.blocks;
+  }
   std::string request_line = to_line(turn_->prompt.request);
   request_line.pop_back();
   turn_->recorder->event("host>harnessd", request_line);
@@ -358,7 +391,8 @@ void Session::on_adapter_exit(adapters::AdapterLink* link, const adapters::ExitS
 void Session::retire_adapter() {
   // The next adapter of this session continues the adapter's own session
   // (session/resume or session/load) when it can.
-  if (!closed_ && !adapter_session_id_.empty()) restore_id_ = adapter_session_id_;
+  // A oneshot session starts every adapter afresh.
+  if (!closed_ && !oneshot() && !adapter_session_id_.empty()) restore_id_ = adapter_session_id_;
   start_timer_.reset();
   adapter_ready_ = false;
   adapter_session_id_.clear();
@@ -371,7 +405,7 @@ void Session::retire_adapter() {
 void Session::send_prompt() {
   const std::uint64_t generation = turn_->control.generation();
   const bool latched = turn_->control.activate();
-  json params = {{"sessionId", adapter_session_id_}, {"prompt", turn_->prompt.blocks}};
+  json params = {{"sessionId", adapter_session_id_}, {"prompt", turn_->blocks}};
   prompt_in_flight_ = true;
   adapters::AdapterLink* raw = adapter_.get();
   raw->rpc().call("session/prompt", std::move(params), [this, raw, generation](Connection::CallResult r) {
@@ -430,6 +464,19 @@ void Session::forward_stop() {
     // once; the reaper finishes the kill ladder.
     retire_adapter();
   });
+}
+
+void Session::remember(const Turn& turn, const std::string& event) {
+  // Only turns that ended with an answer: a failed or cancelled task is not
+  // something the next one can build on.
+  if (event != run_event::kCompleted) return;
+  std::string answer = turn.answer;
+  if (answer.size() > kMaxAnswerChars) {
+    answer.resize(utf8::safe_cut(answer, kMaxAnswerChars));
+    answer += " [... answer cut at " + std::to_string(kMaxAnswerChars) + " characters]";
+  }
+  init_.history.push_back({{"task", turn.task}, {"answer", answer}, {"runId", turn.prompt.run_id}});
+  while (init_.history.size() > kHistoryTurns) init_.history.erase(init_.history.begin());
 }
 
 void Session::finish_turn(std::uint64_t generation, Connection::CallResult result) {
@@ -507,8 +554,7 @@ void Session::finish_turn(std::uint64_t generation, Connection::CallResult resul
   // result.json and the terminal ledger line are on disk before the host is
   // answered; if they cannot be written, the run failed.
   std::weak_ptr<bool> alive = alive_;
-  turn.recorder->finish(
-      event, outcome, result_file,
+  Store::Done deliver =
       [this, alive, generation, run_id, reply = std::move(turn.prompt.reply), answer = std::move(answer),
        failure = std::move(failure)](Expected<void> written) mutable {
         if (!written) {
@@ -526,9 +572,24 @@ void Session::finish_turn(std::uint64_t generation, Connection::CallResult resul
           turn_->control.done();
           turn_.reset();
         }
+        // A oneshot adapter serves one prompt.
+        if (oneshot()) retire_adapter();
         save_record();
         if (on_idle_) on_idle_(*this);
-      });
+      };
+  if (!oneshot()) {
+    turn.recorder->finish(event, outcome, result_file, std::move(deliver));
+    return;
+  }
+  // A oneshot session's memory is in its record before the host hears of
+  // the turn, so a crash right after the answer loses nothing.
+  remember(turn, event);
+  save_record();
+  turn.recorder->finish(event, outcome, result_file,
+                        [&store = rt_.store, id = init_.id, deliver = std::move(deliver)](Expected<void> written) mutable {
+                          store.barrier(id, [written = std::move(written), deliver = std::move(deliver)](
+                                                Expected<void>) mutable { deliver(std::move(written)); });
+                        });
 }
 
 void Session::close(bool forget) {
@@ -651,6 +712,13 @@ void Session::relay_update(const json& params) {
   }
   if (suppress_updates_) return;  // the adapter replaying its own history
   if (turn_ && kTurnUpdates.count(kind)) turn_->partial_output = true;
+  if (turn_ && kind == "agent_message_chunk" && update->contains("content") && (*update)["content"].is_object()) {
+    const json& c = (*update)["content"];
+    if (c.value("type", "") == "text" && c.contains("text") && c["text"].is_string() &&
+        turn_->answer.size() < kMaxAnswerChars) {
+      turn_->answer += c["text"].get_ref<const std::string&>();
+    }
+  }
   json out = params;
   out["sessionId"] = init_.id;
 

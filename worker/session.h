@@ -18,6 +18,7 @@
 #include "acp/loop.h"
 #include "adapters/adapter_link.h"
 #include "harnesses/profile.h"
+#include "harnesses/template.h"
 #include "queue/lane.h"
 #include "queue/turn.h"
 #include "worker/ledger.h"
@@ -38,7 +39,19 @@ struct SessionInit {
   std::string created_at;
   /// The adapter's own session id from an earlier lifetime, to resume.
   std::string restore_adapter_session;
+  /// "persistent" or "oneshot" (a fresh adapter per prompt; harnessd
+  /// carries the memory in `history`).
+  std::string mode = "persistent";
+  /// The session's packaging template; empty: prompts go as sent.
+  std::string template_name;
+  /// Oneshot sessions: [{task, answer, runId}] of the turns that ended, oldest first.
+  nlohmann::json history = nlohmann::json::array();
+  /// Set by the host with _harnessd/sessions/set_summary.
+  std::string summary;
 };
+
+/// Turns a oneshot session remembers; older ones are forgotten.
+inline constexpr std::size_t kHistoryTurns = 50;
 
 /// A prompt waiting for, or running as, a turn.
 struct QueuedPrompt {
@@ -49,6 +62,9 @@ struct QueuedPrompt {
   std::chrono::milliseconds timeout{0};  // 0: none
   LedgerEntry ledger;                    // the run's identity for ledger lines
   std::unique_ptr<RunRecorder> recorder;  // prepared when queued
+  /// Set when the prompt is packaged into one text at the turn's start.
+  std::optional<harnesses::Template> packaging;
+  nlohmann::json context;  // _meta.harnessd.context, or null
 };
 
 /// Ends a prompt that never ran (removed from the queue, session closed):
@@ -72,6 +88,9 @@ class Session {
   void forget_name() { init_.name.reset(); }
   const harnesses::HarnessProfile& profile() const { return init_.profile; }
   const SessionInit& init() const { return init_; }
+  bool oneshot() const { return init_.mode == "oneshot"; }
+  /// _harnessd/sessions/set_summary: goes into later packaged prompts.
+  void set_summary(std::string summary);
   std::chrono::system_clock::time_point updated_at() const { return updated_at_; }
   /// The adapter's pid, or 0 when no adapter runs.
   int adapter_pid() const;
@@ -117,6 +136,9 @@ class Session {
     std::unique_ptr<RunRecorder> recorder;
     std::string error;  // why harnessd stopped the run itself (kError)
     std::string started_at;
+    nlohmann::json blocks;  // what the adapter is given: the prompt, or its packaged text
+    std::string task;       // the prompt's text, for the session's history
+    std::string answer;     // the agent's message text, for the session's history
   };
   using Ready = UniqueFunction<void(Expected<void, RpcError>)>;
 
@@ -130,6 +152,8 @@ class Session {
   void stop_turn(queue::StopReason why);
   void forward_stop();
   void finish_turn(std::uint64_t generation, Connection::CallResult result);
+  /// Adds an ended turn to a oneshot session's history.
+  void remember(const Turn& turn, const std::string& event);
   void on_adapter_exit(adapters::AdapterLink* link, const adapters::ExitStatus& status);
   void retire_adapter();
   void bind_adapter(adapters::AdapterLink& link);

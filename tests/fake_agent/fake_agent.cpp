@@ -540,6 +540,14 @@ class FakeAgent {
         break;
       }
     }
+    // A prompt packaged by a template: the command is the line after its
+    // "[TASK]" header; "show-prompt" answers with the whole packaged text.
+    const std::string packaged = text;
+    if (auto at = text.find("[TASK]\n"); at != std::string::npos) {
+      std::string rest = text.substr(at + 7);
+      text = trim(rest.substr(0, rest.find('\n')));
+    }
+    if (text == "show-prompt") text = "echo " + packaged;
     Turn turn;
     turn.request_id = id;
     turn.session_id = session_id;

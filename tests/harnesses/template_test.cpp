@@ -175,3 +175,12 @@ TEST_CASE("large embedded resources and images become files in the run folder") 
   CHECK(p.text.find("/state/runs/run_1/images/2.png (image, image/png)") != std::string::npos);
   CHECK(p.text.find("zzzz") == std::string::npos);  // listed, not inlined
 }
+
+TEST_CASE("context fields given as null count as absent") {
+  PackageInput in;
+  in.blocks = json::array({text("Do the thing.")});
+  in.context = {{"background", nullptr}, {"constraints", nullptr}, {"outputContract", nullptr}, {"vars", nullptr}};
+  Packaged with_nulls = package_prompt(builtin("single-shot"), in);
+  in.context = nullptr;
+  CHECK(with_nulls.text == package_prompt(builtin("single-shot"), in).text);
+}

@@ -137,6 +137,11 @@ class OpenSpace:
                 "skills_used": [], "evolved_skills": []}
 
     async def _loop(self, task, history, workspace, max_iterations, run, rec):
+        # A packaged prompt carries earlier tasks too; like a model, react to
+        # the task proper: what follows the last "[TASK]" line, if any.
+        lines = task.splitlines()
+        if "[TASK]" in lines:
+            task = "\n".join(lines[len(lines) - 1 - lines[::-1].index("[TASK]") + 1:])
         first_line = (task.strip().splitlines() or [""])[0]
         if re.search(r"\bFAIL\b", task):
             raise RuntimeError("simulated failure")
