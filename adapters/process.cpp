@@ -30,11 +30,16 @@ std::string current_dir() {
 }
 }  // namespace
 
-std::string default_guard_exe() {
+std::string self_executable() {
   char buf[4096];
   size_t size = sizeof buf;
   if (uv_exepath(buf, &size) != 0) return {};
-  std::string self(buf, size);
+  return std::string(buf, size);
+}
+
+std::string default_guard_exe() {
+  std::string self = self_executable();
+  if (self.empty()) return {};
   std::string sibling = self.substr(0, self.rfind('/') + 1) + "harnessd-guard";
   return ::access(sibling.c_str(), X_OK) == 0 ? sibling : self;
 }

@@ -36,7 +36,7 @@ struct Packaged {
   nlohmann::json data;  // what the template saw, for inspection
 };
 
-/// Embedded resources longer than this many characters go to a file.
+/// Embedded resources longer than this many bytes go to a file.
 inline constexpr std::size_t kInlineResourceChars = 4000;
 
 Packaged package_prompt(const Template& tmpl, const PackageInput& input);

@@ -118,6 +118,11 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
     if (!s) return Error{where + ".kind must be a string"};
     p.kind = s->get();
   }
+  // A new profile of a single-shot kind gets that kind's defaults.
+  if (!base && p.kind == "openspace") {
+    p.mode = "oneshot";
+    p.template_name = "openspace";
+  }
   if (p.kind != "acp" && bridge_of(p.kind).empty()) {
     return Error{where + ".kind '" + p.kind +
                  "' is not supported (supported: acp, claude-code, opencode-run, openspace, exec)"};

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <ctime>
+#include <deque>
+#include <memory>
 
 #include "acp/log.h"
 #include "adapters/process.h"
@@ -83,20 +85,57 @@ Agent::~Agent() {
   close_all();
 }
 
-void Agent::close_all() {
+void Agent::close_all(UniqueFunction<void()> answered) {
   std::vector<std::string> ids;
   registry_.for_each_open([&](const std::string& id, const auto&, const Session&) { ids.push_back(id); });
-  for (const auto& id : ids) close_session(id, "shutting down", false);
+  // One count for each session, and one so that `answered` runs only after
+  // every session has been asked to close.
+  struct Left {
+    std::size_t n;
+    UniqueFunction<void()> fn;
+    void one() {
+      if (--n == 0 && fn) fn();
+    }
+  };
+  auto left = std::make_shared<Left>(Left{ids.size() + 1, std::move(answered)});
+  for (const auto& id : ids) close_session(id, "shutting down", false, [left] { left->one(); });
+  left->one();
 }
 
-void Agent::close_session(const std::string& id, const std::string& why, bool forget) {
+namespace {
+
+// Answers a closed session's queued prompts one after the other, after its
+// running prompt: a host hears them in the order it sent them.
+struct CancelChain : std::enable_shared_from_this<CancelChain> {
+  std::deque<QueuedPrompt> left;
+  UniqueFunction<void()> done;
+  void next() {
+    if (left.empty()) {
+      if (done) done();
+      return;
+    }
+    QueuedPrompt q = std::move(left.front());
+    left.pop_front();
+    answer_cancelled(std::move(q), [self = shared_from_this()] { self->next(); });
+  }
+};
+
+}  // namespace
+
+void Agent::close_session(const std::string& id, const std::string& why, bool forget,
+                          UniqueFunction<void()> answered) {
   Session* session = registry_.find(id);
-  if (!session) return;
+  if (!session) {
+    if (answered) answered();
+    return;
+  }
   // Drop the queue first: it frees the session's slot, and the session's
   // own close() does not report back.
   std::vector<QueuedPrompt> queued = scheduler_.drop(id);
-  session->close(forget);
-  for (auto& q : queued) answer_cancelled(std::move(q));
+  auto chain = std::make_shared<CancelChain>();
+  for (auto& q : queued) chain->left.push_back(std::move(q));
+  chain->done = std::move(answered);
+  session->close(forget, [chain] { chain->next(); });
   std::unique_ptr<Session> closed = registry_.close(id);
   log::info("session " + id + ": closed (" + why + ")");
   closed.reset();
@@ -324,8 +363,11 @@ void Agent::on_close(const json& params, Reply reply) {
   if (!req) return reply.error(req.error());
   if (registry_.find(req->sessionId)) {
     // ACP "session/close": cancel the running work as if session/cancel had
-    // arrived; its prompts are answered "cancelled" before this reply.
-    close_session(req->sessionId, "session/close");
+    // arrived; its prompts are answered "cancelled", in order, before this reply.
+    close_session(req->sessionId, "session/close", true, [&store = rt_.store, reply = std::move(reply)]() mutable {
+      store.barrier_all([reply = std::move(reply)](Expected<void>) mutable { reply.result(json::object()); });
+    });
+    return;
   } else if (const json* record = rt_.store.session(req->sessionId)) {
     // A session of an earlier lifetime: only its record changes.
     json closed = *record;

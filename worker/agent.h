@@ -27,7 +27,8 @@ class Agent {
 
   /// The host is gone (stdin EOF) or a stop signal came: every session is
   /// closed (open prompts answered cancelled) and its adapter stopped.
-  void close_all();
+  /// `answered` runs once every prompt has been answered.
+  void close_all(UniqueFunction<void()> answered = nullptr);
   std::size_t session_count() const { return registry_.open_count(); }
 
  private:
@@ -61,7 +62,9 @@ class Agent {
   void prepare_next(const std::string& session);
   /// Closes a session: running and queued prompts answered cancelled,
   /// adapter stopped, name freed.
-  void close_session(const std::string& id, const std::string& why, bool forget = true);
+  /// `answered` runs once every prompt of the session has been answered.
+  void close_session(const std::string& id, const std::string& why, bool forget = true,
+                     UniqueFunction<void()> answered = nullptr);
 
   Runtime& rt_;
   queue::SessionRegistry<Session> registry_;

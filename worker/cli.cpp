@@ -24,6 +24,7 @@
 #include "worker/daemon.h"
 #include "worker/inspect.h"
 #include "worker/store.h"
+#include "worker/wrapper.h"
 
 namespace harnessd::worker {
 
@@ -103,6 +104,31 @@ int main(int argc, char** argv) {
   harnesses_cmd->fallthrough();
   harnesses_cmd->add_flag("--check", harnesses_check, "Also run each program with --version");
   harnesses_cmd->add_option("--format", harnesses_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+
+  WrapperOptions wrap;
+  auto add_wrapper_options = [&wrap](CLI::App* cmd, bool running) {
+    cmd->fallthrough();
+    cmd->add_option("--harness", wrap.harness, "Harness to use (default: [daemon] default_harness)");
+    cmd->add_option("--session", wrap.session, "Session name: reused (or created) across invocations");
+    cmd->add_option("--template", wrap.template_name, "Packaging template (built-in or in the template folder)");
+    cmd->add_option("--context", wrap.context_file, "JSON file with the packaging context (docs/packaging.md)");
+    cmd->add_option("--cwd", wrap.cwd, "Working directory of the session (default: the current one)");
+    if (running) {
+      cmd->add_option("--mode", wrap.mode, "persistent or oneshot (default: the harness's)")
+          ->check(CLI::IsMember({"persistent", "oneshot"}));
+      cmd->add_option("--timeout", wrap.timeout_s, "Seconds the run may take (default: [daemon] run_timeout)")
+          ->check(CLI::Range(0.0, 30.0 * 86400));
+      cmd->add_option("--approve", wrap.approve, "Permission requests: all, reads (default) or none")
+          ->check(CLI::IsMember({"all", "reads", "none"}));
+      cmd->add_option("--format", wrap.format, "text (the answer as it streams), json (one object) or quiet")
+          ->check(CLI::IsMember({"text", "json", "quiet"}));
+    }
+    cmd->add_option("prompt", wrap.prompt, "The task, or - to read it from stdin")->required();
+  };
+  auto* run_cmd = app.add_subcommand("run", "Run one prompt to its end; the exit code says how it ended");
+  add_wrapper_options(run_cmd, true);
+  auto* pack_cmd = app.add_subcommand("pack", "Print the packaged prompt a template makes; runs nothing");
+  add_wrapper_options(pack_cmd, false);
   app.require_subcommand(0, 1);
 
   try {
@@ -111,6 +137,9 @@ int main(int argc, char** argv) {
     return app.exit(e, std::cerr, std::cerr) == 0 ? 0 : 2;
   }
 
+  // `run` keeps the terminal for the answer: only warnings unless asked.
+  const bool level_given = app.get_option("--log-level")->count() > 0;
+  if (run_cmd->parsed() && !level_given) log_level = "warn";
   log::Level level = log::Level::kInfo;
   log::parse_level(log_level, level);
   log::set_level(level);
@@ -130,6 +159,14 @@ int main(int argc, char** argv) {
   }
   if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
   if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format);
+  if (pack_cmd->parsed()) return pack_command(wrap, *config, chosen_state_dir);
+  if (run_cmd->parsed()) {
+    wrap.config_path = config_path;
+    wrap.state_dir = state_dir;
+    wrap.daemon_log_level = log_level;
+    if (!wrap.harness) wrap.harness = harness;
+    return run_command(wrap);
+  }
   auto& d = config->daemon;
   if (harness) {
     if (!config->harnesses.count(*harness)) {

@@ -17,18 +17,11 @@
 #include "adapters/reaper.h"
 #include "harnesses/profile.h"
 #include "worker/agent.h"
+#include "adapters/process.h"
 #include "worker/runtime.h"
 
 namespace harnessd::worker {
 
-namespace {
-std::string self_executable() {
-  char buf[4096];
-  size_t size = sizeof buf;
-  if (uv_exepath(buf, &size) != 0) return "harnessd";
-  return std::string(buf, size);
-}
-}  // namespace
 
 int serve(ServeOptions options) {
   // A host that closes its end must not kill us with SIGPIPE: writes fail
@@ -62,7 +55,7 @@ int serve(ServeOptions options) {
                reaper,
                *store,
                options.guard_exe,
-               options.self_exe.empty() ? self_executable() : options.self_exe,
+               options.self_exe.empty() ? adapters::self_executable() : options.self_exe,
                harnesses::current_environment()};
     auto agent = std::make_unique<Agent>(rt);
 
@@ -72,6 +65,7 @@ int serve(ServeOptions options) {
     bool draining = false;
     bool flushing = false;
     bool exiting = false;
+    int closing_steps = 2;  // every prompt answered, every adapter gone
 
     // The last step: drop the host's streams and signal watches so the
     // loop runs dry. Whatever the host did not read by now is dropped.
@@ -93,7 +87,6 @@ int serve(ServeOptions options) {
       if (stopping) return;
       stopping = true;
       log::info("shutting down: " + why);
-      agent->close_all();
       // Three steps, each with its own bound: the adapters (the kill ladder
       // ends with SIGKILL after kill_grace), the store (every answer waits
       // for its ledger line), then our output (a host that no longer reads
@@ -122,7 +115,11 @@ int serve(ServeOptions options) {
         log::warn("adapters did not exit in time; going on without them");
         drain_store();
       });
-      reaper.when_empty(drain_store);
+      auto step = [&, drain_store] {
+        if (--closing_steps == 0) drain_store();
+      };
+      agent->close_all(step);
+      reaper.when_empty(step);
     };
 
     peer->on_write_error([&](int status) {

@@ -208,7 +208,7 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
   return 0;
 }
 
-int sessions_command(const std::string& state_dir, const std::string& format, bool all) {
+std::map<std::string, json> read_session_records(const std::string& state_dir) {
   std::map<std::string, json> records;
   if (DIR* d = ::opendir((state_dir + "/sessions").c_str())) {
     while (dirent* e = ::readdir(d)) {
@@ -219,6 +219,11 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
     }
     ::closedir(d);
   }
+  return records;
+}
+
+int sessions_command(const std::string& state_dir, const std::string& format, bool all) {
+  std::map<std::string, json> records = read_session_records(state_dir);
   // Run counts per session from the ledger.
   RunIndex index;
   for (const auto& line : read_jsonl(state_dir + "/ledger.jsonl").lines) {

@@ -2,8 +2,11 @@
 // directly (no daemon needed, and safe while daemons write to it).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 namespace harnessd::worker {
 
@@ -25,6 +28,9 @@ int runs_command(const RunsQuery& query);
 /// resolves on PATH, or that it is missing and how to install it. With
 /// `check`, also runs `<program> --version`.
 int harnesses_command(const Config& config, bool check, const std::string& format);
+
+/// Every session record of the state directory, by session id.
+std::map<std::string, nlohmann::json> read_session_records(const std::string& state_dir);
 
 /// Prints every session record: id, name, harness, cwd, state, runs.
 int sessions_command(const std::string& state_dir, const std::string& format, bool all);

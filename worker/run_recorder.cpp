@@ -50,6 +50,8 @@ void RunRecorder::prepare(const json& request, std::string prompt_md) {
   store_.create_file(dir_ + "/request.json", request.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
                      counted());
   store_.create_file(dir_ + "/prompt.md", std::move(prompt_md), counted());
+  // There even when the harness says nothing on stderr.
+  store_.create_file(dir_ + "/stderr.log", "", counted());
 }
 
 void RunRecorder::open(Done ready) {

@@ -16,8 +16,8 @@ using nlohmann::json;
 
 namespace {
 
-// Of a turn's answer, this much is kept for a oneshot session's history.
-constexpr std::size_t kMaxAnswerChars = 32000;
+// Of a turn's answer, this many bytes are kept for a oneshot session's history.
+constexpr std::size_t kMaxAnswerBytes = 32000;
 
 // Text chunks longer than this are relayed as several chunks, so that no
 // line we write comes near acpx's 8 MiB line limit.
@@ -70,7 +70,7 @@ RpcError with_run_id(RpcError error, const std::string& run_id) {
 
 }  // namespace
 
-void answer_cancelled(QueuedPrompt prompt) {
+void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then) {
   json result_file = {{"runId", prompt.run_id},
                       {"sessionId", prompt.ledger.sessionId},
                       {"state", run_event::kCancelled},
@@ -78,9 +78,11 @@ void answer_cancelled(QueuedPrompt prompt) {
                       {"endedAt", iso_time()}};
   // The terminal line is written before the host hears of it.
   prompt.recorder->finish(run_event::kCancelled, {{"reason", "removed before it started"}}, result_file,
-                          [reply = std::move(prompt.reply), run_id = prompt.run_id](Expected<void> r) mutable {
+                          [reply = std::move(prompt.reply), run_id = prompt.run_id,
+                           then = std::move(then)](Expected<void> r) mutable {
                             if (!r) log::error("run " + run_id + ": " + r.error().message);
                             reply.result(with_run_id(cancelled_result(), run_id));
+                            if (then) then();
                           });
 }
 
@@ -471,9 +473,9 @@ void Session::remember(const Turn& turn, const std::string& event) {
   // something the next one can build on.
   if (event != run_event::kCompleted) return;
   std::string answer = turn.answer;
-  if (answer.size() > kMaxAnswerChars) {
-    answer.resize(utf8::safe_cut(answer, kMaxAnswerChars));
-    answer += " [... answer cut at " + std::to_string(kMaxAnswerChars) + " characters]";
+  if (answer.size() > kMaxAnswerBytes) {
+    answer.resize(utf8::safe_cut(answer, kMaxAnswerBytes));
+    answer += " [... answer cut at " + std::to_string(kMaxAnswerBytes) + " bytes]";
   }
   init_.history.push_back({{"task", turn.task}, {"answer", answer}, {"runId", turn.prompt.run_id}});
   while (init_.history.size() > kHistoryTurns) init_.history.erase(init_.history.begin());
@@ -592,24 +594,32 @@ void Session::finish_turn(std::uint64_t generation, Connection::CallResult resul
                         });
 }
 
-void Session::close(bool forget) {
-  if (closed_) return;
+void Session::close(bool forget, UniqueFunction<void()> answered) {
+  if (closed_) {
+    if (answered) answered();
+    return;
+  }
   closed_ = true;
   if (auto turn = std::move(turn_)) {
     // A turn already finishing answers from its own callback; any other is
     // ended now, as cancelled, recorded first.
     if (turn->control.finish()) {
+      UniqueFunction<void()> after = std::move(answered);
+      answered = nullptr;
       json result_file = {{"runId", turn->prompt.run_id}, {"sessionId", init_.id}, {"state", run_event::kCancelled},
                           {"startedAt", turn->started_at}, {"endedAt", iso_time()},
                           {"partialOutput", turn->partial_output}, {"reason", "session closed"}};
       turn->recorder->finish(run_event::kCancelled, {{"reason", "session closed"}}, result_file,
-                             [reply = std::move(turn->prompt.reply), run_id = turn->prompt.run_id](
-                                 Expected<void> written) mutable {
+                             [reply = std::move(turn->prompt.reply), run_id = turn->prompt.run_id,
+                              after = std::move(after)](Expected<void> written) mutable {
                                if (!written) log::error("run " + run_id + ": " + written.error().message);
                                reply.result(with_run_id(cancelled_result(), run_id));
+                               if (after) after();
                              });
     }
   }
+  // No turn of ours to answer (a finishing one answers itself).
+  if (answered) answered();
   adapter_waiters_.clear();
   retire_adapter();
   if (forget) save_record();
@@ -715,7 +725,7 @@ void Session::relay_update(const json& params) {
   if (turn_ && kind == "agent_message_chunk" && update->contains("content") && (*update)["content"].is_object()) {
     const json& c = (*update)["content"];
     if (c.value("type", "") == "text" && c.contains("text") && c["text"].is_string() &&
-        turn_->answer.size() < kMaxAnswerChars) {
+        turn_->answer.size() < kMaxAnswerBytes) {
       turn_->answer += c["text"].get_ref<const std::string&>();
     }
   }

@@ -69,7 +69,8 @@ struct QueuedPrompt {
 
 /// Ends a prompt that never ran (removed from the queue, session closed):
 /// records "cancelled", then answers stopReason "cancelled".
-void answer_cancelled(QueuedPrompt prompt);
+/// `then` runs once the answer is sent.
+void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then = nullptr);
 
 /// Lives in the Agent's registry while open. All methods run on the loop
 /// thread. Every prompt given to start_turn() is answered exactly once.
@@ -111,7 +112,9 @@ class Session {
   /// (once recorded) and the adapter is stopped. on_idle is not called.
   /// `forget` (session/close, name taken over) marks the record closed; a
   /// shutdown leaves it open, so a later lifetime can load the session.
-  void close(bool forget = false);
+  /// `answered` runs once the running turn's answer is sent (at once when
+  /// no turn runs), so that queued prompts can be answered after it.
+  void close(bool forget = false, UniqueFunction<void()> answered = nullptr);
 
   /// session/load and session/resume: replays the transcript (if `replay`),
   /// then makes sure the adapter runs, resuming or loading its own earlier

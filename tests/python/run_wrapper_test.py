@@ -1,0 +1,277 @@
+"""`harnessd run` and `harnessd pack` driven the way wrappers drive them:
+from Python's subprocess with pipes, from shell pipelines, interrupted and
+killed. Every run's recording must be complete, and result.json must agree
+with the exit code. A oneshot session spans several invocations.
+
+Usage: python3 run_wrapper_test.py HARNESSD FAKE_AGENT REPO
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HARNESSD, FAKE_AGENT, REPO = sys.argv[1:4]
+
+
+class Env:
+    """A private config, state directory and workspace for one test."""
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="harnessd-run-")
+        self.state = os.path.join(self.root, "state")
+        self.work = os.path.join(self.root, "work")
+        os.makedirs(self.work)
+        shim = os.path.join(REPO, "harnesses/openspace/openspace-worker")
+        fake_openspace = os.path.join(REPO, "tests/fakes/openspace")
+        # The fake agent's --state-dir puts this test's folder on its command
+        # line, so leftover processes can be found by it.
+        self.config = os.path.join(self.root, "config.toml")
+        with open(self.config, "w") as f:
+            f.write(f"""[daemon]
+default_harness = "fake"
+kill_grace = 0.5
+cancel_grace = 0.5
+[harness.fake]
+command = {json.dumps([FAKE_AGENT, "--state-dir", os.path.join(self.root, "fake")])}
+[harness.os]
+kind = "openspace"
+command = {json.dumps(["python3", shim])}
+env = {{ PYTHONPATH = {json.dumps(fake_openspace)} }}
+""")
+
+    def argv(self, *args):
+        return [HARNESSD, "--config", self.config, "--state-dir", self.state, *args]
+
+    def run(self, *args, **kw):
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("timeout", 60)
+        kw.setdefault("cwd", self.work)
+        return subprocess.run(self.argv(*args), **kw)
+
+    def result(self, run_id):
+        with open(os.path.join(self.state, "runs", run_id, "result.json")) as f:
+            return json.load(f)
+
+    def recording(self, run_id, name):
+        with open(os.path.join(self.state, "runs", run_id, name)) as f:
+            return f.read()
+
+    def ledger(self):
+        with open(os.path.join(self.state, "ledger.jsonl")) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def leftovers(self):
+        """Processes whose command line mentions this test's folder."""
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue
+            except OSError:
+                continue
+            if self.root in cmd:
+                found.append(f"{pid}: {cmd}")
+        return found
+
+    def close(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class RunTest(unittest.TestCase):
+    def setUp(self):
+        self.env = Env()
+
+    def tearDown(self):
+        deadline = time.time() + 3
+        while self.env.leftovers() and time.time() < deadline:
+            time.sleep(0.05)
+        left = self.env.leftovers()
+        self.env.close()
+        self.assertEqual(left, [], "processes left behind")
+
+    def run_json(self, *args, **kw):
+        p = self.env.run("run", "--format", "json", *args, **kw)
+        out = json.loads(p.stdout)
+        self.assertEqual(out["exitCode"], p.returncode, p.stderr)
+        return p, out
+
+    def test_exit_codes_agree_with_the_recording(self):
+        cases = [
+            (["echo all good"], 0, "completed", "end_turn"),
+            (["stop max_tokens"], 1, "completed", "max_tokens"),
+            (["error -32603 it broke"], 1, "failed", None),
+            (["--timeout", "0.3", "slow 5000"], 3, "timeout", None),
+        ]
+        for args, code, state, stop in cases:
+            with self.subTest(args=args):
+                p, out = self.run_json(*args)
+                self.assertEqual(p.returncode, code, p.stderr)
+                self.assertEqual(out["state"], state)
+                self.assertEqual(out["stopReason"], stop)
+                result = self.env.result(out["runId"])
+                self.assertEqual(result["state"], state)
+                self.assertEqual(out["recording"], os.path.join(self.env.state, "runs", out["runId"]))
+                for name in ("request.json", "prompt.md", "events.jsonl", "stderr.log"):
+                    self.assertTrue(os.path.exists(os.path.join(out["recording"], name)), name)
+                # The ledger's last word on the run is the same.
+                events = [e["event"] for e in self.env.ledger() if e["runId"] == out["runId"]]
+                self.assertEqual(events[-1], state)
+        p, out = self.run_json("echo all good")
+        self.assertEqual(out["text"], "all good")
+
+    def test_text_output_and_stdin_prompt(self):
+        p = self.env.run("run", "-", input="echo from stdin\n")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, "from stdin\n")
+        # Nothing but the answer on stdout, even with logs on.
+        p = self.env.run("--log-level", "debug", "run", "echo quiet please")
+        self.assertEqual(p.stdout, "quiet please\n")
+        self.assertIn("harnessd", p.stderr)
+
+    def test_a_reader_that_goes_away_loses_nothing(self):
+        # Python reads a little, then closes its end of the pipe.
+        proc = subprocess.Popen(self.env.argv("run", "stream 3000"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=self.env.work)
+        self.assertEqual(proc.stdout.read(7), b"chunk 1")
+        proc.stdout.close()
+        proc.wait(timeout=60)
+        proc.stderr.close()
+        self.assertEqual(proc.returncode, 0)
+        run = self.env.ledger()[-1]
+        self.assertEqual(run["event"], "completed")
+        result = self.env.result(run["runId"])
+        self.assertEqual(result["stopReason"], "end_turn")
+        # Every chunk is in the recording, up to the answer.
+        events = self.env.recording(run["runId"], "events.jsonl")
+        self.assertIn('"chunk 3000"', events)
+        self.assertIn('"stopReason":"end_turn"', events)
+
+        # The same through a shell pipeline.
+        cmd = " ".join(f"'{a}'" for a in self.env.argv("run", "stream 3000")) + " | head -c 5; echo \" ${PIPESTATUS[0]}\""
+        p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60, cwd=self.env.work)
+        self.assertEqual(p.stdout, "chunk 0\n")
+        last = self.env.ledger()[-1]
+        self.assertNotEqual(last["runId"], run["runId"])
+        self.assertEqual(self.env.result(last["runId"])["state"], "completed")
+
+    def test_interrupt_cancels_and_a_second_one_stops_at_once(self):
+        proc = subprocess.Popen(self.env.argv("run", "--format", "json", "slow 20000"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=self.env.work)
+        self.wait_for_started()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 130, err)
+        out = json.loads(out)
+        self.assertEqual(out["state"], "cancelled")
+        self.assertEqual(self.env.result(out["runId"])["state"], "cancelled")
+
+        # ignore-cancel keeps going after session/cancel: the second signal stops it.
+        proc = subprocess.Popen(self.env.argv("run", "ignore-cancel 20000"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=self.env.work)
+        self.wait_for_started(2)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        start = time.time()
+        proc.communicate(timeout=30)
+        self.assertLess(time.time() - start, 10)
+        self.assertEqual(proc.returncode, 130)
+        last = self.env.ledger()[-1]
+        self.assertIn(last["event"], ("cancelled",))
+
+    def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
+        proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, cwd=self.env.work)
+        run_id = self.wait_for_started()
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 3
+        while self.env.leftovers() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.env.leftovers(), [])
+        p = self.env.run("run", "echo next")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # The daemon either recorded the end itself as it went down (its
+        # stdin closed) or was killed first and the next start said so.
+        ended = [e["event"] for e in self.env.ledger() if e["runId"] == run_id][2:]
+        self.assertEqual(len(ended), 1, ended)
+        self.assertIn(ended[0], ("cancelled", "interrupted"))
+        self.assertEqual(self.env.result(run_id)["state"], ended[0])
+
+    def test_bad_input_is_refused_before_anything_runs(self):
+        bad = os.path.join(self.env.root, "bad.json")
+        with open(bad, "w") as f:
+            json.dump({"constraints": ["fine", 7]}, f)
+        p = self.env.run("run", "--context", bad, "echo x")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("constraints[1]", p.stderr)
+        p = self.env.run("run", "--template", "no-such", "echo x")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("no-such", p.stderr)
+        p = self.env.run("run", "--harness", "nope", "echo x")
+        self.assertEqual(p.returncode, 2)
+        p = self.env.run("run", "   ")
+        self.assertEqual(p.returncode, 2)
+        # --format json answers with its object whether or not the daemon was reached.
+        for args in (["--context", bad], ["--template", "no-such"]):
+            p, out = self.run_json(*args, "echo x")
+            self.assertEqual(p.returncode, 2)
+            self.assertEqual(out["error"]["code"], -32602)
+            self.assertIsNone(out["runId"])
+        self.assertFalse(os.path.exists(os.path.join(self.env.state, "runs")) and
+                         os.listdir(os.path.join(self.env.state, "runs")))
+
+    def test_a_oneshot_session_across_three_invocations(self):
+        context = os.path.join(self.env.root, "context.json")
+        with open(context, "w") as f:
+            json.dump({"background": "The user keeps notes in notes.md.",
+                       "references": [{"path": "notes.md", "title": "the notes"}]}, f)
+        tasks = ["write a haiku about pipes", "count the words of the haiku", "summarise both"]
+        run_ids = []
+        for task in tasks:
+            p, out = self.run_json("--harness", "os", "--session", "memo", "--context", context, task)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(out["text"], f"OPENSPACE DONE: {task}")
+            run_ids.append(out["runId"])
+        third = self.env.recording(run_ids[2], "prompt.md")
+        for task in tasks[:2]:
+            self.assertIn(f"- Task: {task}\n  Answer: OPENSPACE DONE: {task}", third)
+        self.assertIn("[REFERENCE FILES]", third)
+        self.assertIn("notes.md (the notes)", third)
+        self.assertTrue(third.rstrip().endswith("[TASK]\nsummarise both"))
+        self.assertLess(third.index(tasks[0]), third.index(tasks[1]))
+        # pack shows what the next prompt would be, from the same memory.
+        p = self.env.run("pack", "--harness", "os", "--session", "memo", "what next?")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for task in tasks:
+            self.assertIn(f"- Task: {task}", p.stdout)
+        self.assertTrue(p.stdout.endswith("[TASK]\nwhat next?\n"))
+        self.assertEqual(len(self.env.ledger()), 9)  # nothing ran for pack
+
+    def wait_for_started(self, count=1):
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                started = [e for e in self.env.ledger() if e["event"] == "started"]
+            except OSError:
+                started = []
+            if len(started) >= count:
+                time.sleep(0.2)  # let the prompt reach the adapter
+                return started[-1]["runId"]
+            time.sleep(0.02)
+        self.fail("no run started")
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0], "-v"])

@@ -1,0 +1,435 @@
+// `harnessd run` is an ACP client of a private harnessd daemon, started
+// through the same process-group guard as adapters: if `run` dies, the
+// daemon and its harness die with it. The daemon records the run; `run`
+// waits for it to exit, so the recording is complete on disk before `run`
+// returns, whatever became of its stdout.
+#include "worker/wrapper.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/log.h"
+#include "acp/loop.h"
+#include "adapters/adapter_link.h"
+#include "harnesses/packaging.h"
+#include "harnesses/template.h"
+#include "schema/acp.h"
+#include "schema/rpc_error.h"
+#include "worker/inspect.h"
+#include "worker/ledger.h"
+
+namespace harnessd::worker {
+
+using nlohmann::json;
+
+namespace {
+
+/// Writes all of `data` to `fd`; false once the reader is gone (EPIPE).
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+void complain(const std::string& command, const std::string& message) {
+  std::string line = "harnessd " + command + ": " + message + "\n";
+  write_all(2, line);
+}
+
+Expected<std::string> read_prompt(const std::string& arg) {
+  if (arg != "-") return arg;
+  std::stringstream ss;
+  ss << std::cin.rdbuf();
+  return ss.str();
+}
+
+/// The --context file: a JSON object checked like _meta.harnessd.context.
+Expected<json> read_context(const std::optional<std::string>& path) {
+  if (!path) return json();
+  std::ifstream in(*path);
+  if (!in) return Error{"cannot read the context file '" + *path + "'"};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json context = json::parse(ss.str(), nullptr, false);
+  if (context.is_discarded()) return Error{"the context file '" + *path + "' is not valid JSON"};
+  auto checked = schema::check_context("--context", "context", context);
+  if (!checked) return Error{checked.error().message};
+  return context;
+}
+
+Expected<std::string> absolute_dir(const std::optional<std::string>& dir) {
+  char buf[PATH_MAX];
+  if (!dir) {
+    if (!::getcwd(buf, sizeof buf)) return Error{"cannot read the current directory"};
+    return std::string(buf);
+  }
+  if (!::realpath(dir->c_str(), buf)) return Error{"--cwd '" + *dir + "' does not exist"};
+  return std::string(buf);
+}
+
+/// The option a permission request is answered with under `policy`.
+json permission_outcome(const json& params, const std::string& policy) {
+  std::string kind;
+  if (params.contains("toolCall") && params["toolCall"].is_object()) kind = params["toolCall"].value("kind", "");
+  const bool allow = policy == "all" || (policy == "reads" && (kind == "read" || kind == "search" ||
+                                                               kind == "fetch" || kind == "think"));
+  const json options = params.value("options", json::array());
+  auto pick = [&](std::initializer_list<const char*> kinds) -> std::optional<std::string> {
+    for (const char* k : kinds) {
+      for (const auto& o : options) {
+        if (o.is_object() && o.value("kind", "") == k && o.contains("optionId")) return o["optionId"].get<std::string>();
+      }
+    }
+    return std::nullopt;
+  };
+  auto chosen = allow ? pick({"allow_once", "allow_always"}) : pick({"reject_once", "reject_always"});
+  if (!chosen) return {{"outcome", "cancelled"}};
+  return {{"outcome", "selected"}, {"optionId", *chosen}};
+}
+
+/// One `harnessd run`: the client side of the exchange with the daemon.
+class RunClient {
+ public:
+  RunClient(Loop& loop, const WrapperOptions& options, std::string prompt, json context, std::string cwd)
+      : loop_(loop), options_(options), prompt_(std::move(prompt)), context_(std::move(context)), cwd_(std::move(cwd)) {}
+
+  int exit_code() const { return exit_code_; }
+
+  bool start() {
+    std::vector<std::string> argv = {adapters::self_executable(), "--log-level", options_.daemon_log_level};
+    if (options_.config_path) argv.insert(argv.end(), {"--config", *options_.config_path});
+    if (options_.state_dir) argv.insert(argv.end(), {"--state-dir", *options_.state_dir});
+    argv.push_back("serve");
+    adapters::AdapterOptions ao;
+    ao.process.argv = std::move(argv);
+    ao.process.cwd = cwd_;
+    ao.process.env = harnesses::current_environment();
+    ao.process.guard_exe = adapters::default_guard_exe();
+    ao.label = "daemon";
+    auto link = adapters::AdapterLink::start(loop_, std::move(ao), [this](const adapters::ExitStatus& s) {
+      loop_.post([this, s] { daemon_exited(s); });
+    });
+    if (!link) {
+      complain("run", "cannot start the daemon: " + link.error().message);
+      exit_code_ = run_exit::kFailed;
+      return false;
+    }
+    daemon_ = std::move(*link);
+    // The daemon's log lines are ours, as they come.
+    daemon_->set_taps(nullptr, [](std::string_view data) { write_all(2, data); });
+    Connection& rpc = daemon_->rpc();
+    rpc.on_notification("session/update", [this](const json& p) { on_update(p); });
+    rpc.on_request("session/request_permission", [this](const json& p, Reply r) {
+      json outcome = permission_outcome(p, options_.approve);
+      std::string title = p.contains("toolCall") && p["toolCall"].is_object() ? p["toolCall"].value("title", "") : "";
+      log::info("permission for '" + title + "': " + outcome.dump());
+      r.result({{"outcome", outcome}});
+    });
+    for (int signum : {SIGINT, SIGTERM, SIGHUP}) {
+      signals_.push_back(std::make_unique<SignalWatch>(loop_, signum, [this](int) { on_signal(); }));
+    }
+    initialize();
+    return true;
+  }
+
+ private:
+  void initialize() {
+    json params = {{"protocolVersion", schema::kProtocolVersion},
+                   {"clientCapabilities", json::object()},
+                   {"clientInfo", {{"name", "harnessd-run"}, {"version", "1"}}}};
+    daemon_->rpc().call("initialize", std::move(params), [this](Connection::CallResult r) {
+      if (!r) return fail(r.error());
+      new_session();
+    });
+  }
+
+  void new_session() {
+    json ours = json::object();
+    if (options_.harness) ours["harness"] = *options_.harness;
+    if (options_.session) {
+      ours["name"] = *options_.session;
+      ours["ensure"] = true;
+    }
+    if (options_.mode) ours["mode"] = *options_.mode;
+    if (options_.template_name) ours["template"] = *options_.template_name;
+    json params = {{"cwd", cwd_}, {"mcpServers", json::array()}};
+    if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
+    daemon_->rpc().call("session/new", std::move(params), [this](Connection::CallResult r) {
+      if (!r) return fail(r.error());
+      session_id_ = r->value("sessionId", "");
+      if (interrupted_) return end(run_exit::kInterrupted);
+      send_prompt();
+    });
+  }
+
+  void send_prompt() {
+    json ours = json::object();
+    if (!context_.is_null()) ours["context"] = context_;
+    if (options_.template_name) ours["template"] = *options_.template_name;
+    if (options_.timeout_s > 0) ours["timeoutMs"] = static_cast<long long>(std::llround(options_.timeout_s * 1000));
+    json params = {{"sessionId", session_id_}, {"prompt", json::array({{{"type", "text"}, {"text", prompt_}}})}};
+    if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
+    prompting_ = true;
+    daemon_->rpc().call("session/prompt", std::move(params), [this](Connection::CallResult r) {
+      prompting_ = false;
+      answered(std::move(r));
+    });
+  }
+
+  void on_update(const json& params) {
+    const json update = params.value("update", json::object());
+    const std::string kind = update.value("sessionUpdate", "");
+    if (kind == "agent_message_chunk") {
+      const json content = update.value("content", json::object());
+      if (content.value("type", "") != "text" || !content.contains("text") || !content["text"].is_string()) return;
+      const std::string& t = content["text"].get_ref<const std::string&>();
+      text_ += t;
+      if (options_.format == "text" && stdout_open_) stdout_open_ = write_all(1, t);
+    } else if (kind == "usage_update") {
+      usage_ = update;
+      usage_.erase("sessionUpdate");
+    } else if (kind == "tool_call") {
+      log::info("tool: " + update.value("title", update.value("toolCallId", "")));
+    }
+  }
+
+  void answered(Connection::CallResult r) {
+    json meta;
+    if (r) {
+      answer_ = *r;
+      stop_reason_ = r->value("stopReason", "");
+      if (r->contains("_meta") && (*r)["_meta"].is_object()) meta = (*r)["_meta"].value("harnessd", json::object());
+      run_id_ = meta.is_object() ? meta.value("runId", "") : "";
+      if (r->contains("usage")) usage_ = (*r)["usage"];
+      exit_code_ = stop_reason_ == "end_turn"    ? run_exit::kDone
+                   : stop_reason_ == "cancelled" ? run_exit::kInterrupted
+                                                 : run_exit::kFailed;
+    } else {
+      error_ = r.error();
+      if (error_->data.is_object()) run_id_ = error_->data.value("runId", "");
+      exit_code_ = exit_code_for(*error_);
+      complain("run", error_->message);
+    }
+    if (run_id_.empty()) return after_run();
+    daemon_->rpc().call("_harnessd/runs/get", {{"runId", run_id_}}, [this](Connection::CallResult got) {
+      if (got && got->contains("run")) run_ = (*got)["run"];
+      after_run();
+    });
+  }
+
+  void after_run() {
+    // A session without a name has served its purpose.
+    if (options_.session || session_id_.empty()) return end(exit_code_);
+    daemon_->rpc().call("session/close", {{"sessionId", session_id_}},
+                        [this](Connection::CallResult) { end(exit_code_); });
+  }
+
+  static int exit_code_for(const RpcError& e) {
+    if (e.code == rpc_code::kRunTimeout) return run_exit::kTimeout;
+    if (e.code == -32602 || e.code == rpc_code::kHarnessUnavailable) return run_exit::kUsage;
+    return run_exit::kFailed;
+  }
+
+  void fail(const RpcError& e) {
+    complain("run", e.message);
+    error_ = e;
+    end(interrupted_ ? run_exit::kInterrupted : exit_code_for(e));
+  }
+
+  /// Lets the daemon finish: on stdin EOF it closes its sessions and
+  /// flushes the store, then exits.
+  void end(int code) {
+    if (ending_) return;
+    ending_ = true;
+    exit_code_ = code;
+    if (daemon_ && !daemon_->exited()) daemon_->close_stdin();
+    kill_timer_ = std::make_unique<Timer>(loop_);
+    kill_timer_->start(std::chrono::seconds(30), [this] {
+      complain("run", "the daemon did not exit; stopping it");
+      if (daemon_) daemon_->terminate(std::chrono::milliseconds(1000));
+    });
+  }
+
+  void on_signal() {
+    ++signals_seen_;
+    interrupted_ = true;
+    if (signals_seen_ == 1 && prompting_) {
+      complain("run", "interrupted: cancelling the run (again to stop at once)");
+      daemon_->rpc().notify("session/cancel", {{"sessionId", session_id_}});
+      return;
+    }
+    // A second signal, or one before the prompt went out: stop now. The
+    // daemon answers the prompt cancelled and records it as it shuts down.
+    end(run_exit::kInterrupted);
+  }
+
+  void daemon_exited(const adapters::ExitStatus& status) {
+    if (!ending_ || (status.code != 0 && !interrupted_)) {
+      if (!ending_) {
+        complain("run", "the daemon exited (" + status.describe() + ") before the run ended");
+        exit_code_ = interrupted_ ? run_exit::kInterrupted : run_exit::kFailed;
+      }
+    }
+    if (answer_.is_null() && !error_ && interrupted_) exit_code_ = run_exit::kInterrupted;
+    report();
+    // Nothing more to wait for: let the loop run dry.
+    signals_.clear();
+    kill_timer_.reset();
+    loop_.post([this] { daemon_.reset(); });
+  }
+
+  void report() {
+    if (options_.format == "text") {
+      if (!text_.empty() && text_.back() != '\n' && stdout_open_) stdout_open_ = write_all(1, "\n");
+      return;
+    }
+    if (options_.format != "json") return;
+    json out = {{"exitCode", exit_code_},
+                {"state", run_.is_object() ? run_.value("state", json()) : json()},
+                {"stopReason", stop_reason_.empty() ? json() : json(stop_reason_)},
+                {"text", text_},
+                {"runId", run_id_.empty() ? json() : json(run_id_)},
+                {"sessionId", session_id_.empty() ? json() : json(session_id_)},
+                {"recording", run_.is_object() ? run_.value("recording", json()) : json()},
+                {"usage", usage_},
+                {"error", error_ ? json(*error_) : json()}};
+    if (stdout_open_) {
+      stdout_open_ = write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+    }
+  }
+
+  Loop& loop_;
+  const WrapperOptions& options_;
+  std::string prompt_;
+  json context_;
+  std::string cwd_;
+  std::unique_ptr<adapters::AdapterLink> daemon_;
+  std::vector<std::unique_ptr<SignalWatch>> signals_;
+  std::unique_ptr<Timer> kill_timer_;
+  std::string session_id_;
+  std::string run_id_;
+  std::string stop_reason_;
+  std::string text_;
+  json usage_;
+  json answer_;
+  json run_;
+  std::optional<RpcError> error_;
+  int exit_code_ = run_exit::kFailed;
+  int signals_seen_ = 0;
+  bool prompting_ = false;
+  bool interrupted_ = false;
+  bool ending_ = false;
+  bool stdout_open_ = true;
+};
+
+}  // namespace
+
+int run_command(const WrapperOptions& options) {
+  // A reader that goes away (`| head -1`) must not kill the run half-way:
+  // output stops, the run and its recording go on to the end.
+  signal(SIGPIPE, SIG_IGN);
+  // Refused before anything runs; --format json still prints its object.
+  auto refuse = [&](const std::string& message) {
+    complain("run", message);
+    if (options.format == "json") {
+      json out = {{"exitCode", run_exit::kUsage}, {"state", nullptr},   {"stopReason", nullptr},
+                  {"text", ""},                   {"runId", nullptr},   {"sessionId", nullptr},
+                  {"recording", nullptr},         {"usage", nullptr},
+                  {"error", {{"code", -32602}, {"message", message}}}};
+      write_all(1, out.dump() + "\n");
+    }
+    return run_exit::kUsage;
+  };
+  auto prompt = read_prompt(options.prompt);
+  if (!prompt || prompt->find_first_not_of(" \t\r\n") == std::string::npos) {
+    return refuse(prompt ? "the prompt is empty" : prompt.error().message);
+  }
+  auto context = read_context(options.context_file);
+  if (!context) return refuse(context.error().message);
+  auto cwd = absolute_dir(options.cwd);
+  if (!cwd) return refuse(cwd.error().message);
+  int code = run_exit::kFailed;
+  {
+    Loop loop;
+    RunClient client(loop, options, std::move(*prompt), std::move(*context), std::move(*cwd));
+    if (client.start()) loop.run();
+    code = client.exit_code();
+  }
+  return code;
+}
+
+int pack_command(const WrapperOptions& options, const Config& config, const std::string& state_dir) {
+  auto prompt = read_prompt(options.prompt);
+  if (!prompt) {
+    complain("pack", prompt.error().message);
+    return run_exit::kUsage;
+  }
+  auto context = read_context(options.context_file);
+  if (!context) {
+    complain("pack", context.error().message);
+    return run_exit::kUsage;
+  }
+  auto cwd = absolute_dir(options.cwd);
+  if (!cwd) {
+    complain("pack", cwd.error().message);
+    return run_exit::kUsage;
+  }
+  const std::string harness = options.harness.value_or(config.daemon.default_harness);
+  auto profile = config.harnesses.find(harness);
+  if (profile == config.harnesses.end()) {
+    complain("pack", "unknown harness '" + harness + "'");
+    return run_exit::kUsage;
+  }
+  harnesses::PackageInput in;
+  in.blocks = json::array({{{"type", "text"}, {"text", *prompt}}});
+  in.context = *context;
+  in.workspace = *cwd;
+  in.harness = harness;
+  in.session = options.session.value_or("");
+  std::string template_name = options.template_name.value_or(profile->second.template_name);
+  // The memory of the named session, as the daemon would pack it: the
+  // newest open record of that name.
+  if (options.session) {
+    json found;
+    for (const auto& [id, record] : read_session_records(state_dir)) {
+      if (record.value("closed", false) || record.value("name", json()) != json(*options.session)) continue;
+      if (found.is_null() || record.value("updatedAt", "") > found.value("updatedAt", "")) found = record;
+    }
+    if (!found.is_null()) {
+      if (found.value("mode", "") == "oneshot") in.history = found.value("history", json::array());
+      if (found.contains("summary") && found["summary"].is_string()) in.summary = found["summary"];
+      if (!options.template_name && found.contains("template") && found["template"].is_string()) {
+        template_name = found["template"];
+      }
+    }
+  }
+  if (template_name.empty()) template_name = "single-shot";
+  auto tmpl = harnesses::load_template(template_name, config.daemon.template_dir);
+  if (!tmpl) {
+    complain("pack", tmpl.error().message);
+    return run_exit::kUsage;
+  }
+  harnesses::Packaged packaged = harnesses::package_prompt(*tmpl, in);
+  if (!packaged.text.empty() && packaged.text.back() != '\n') packaged.text += '\n';
+  write_all(1, packaged.text);
+  return run_exit::kDone;
+}
+
+}  // namespace harnessd::worker

@@ -1,0 +1,46 @@
+// Commands for wrappers and scripts: `harnessd run` runs one prompt through
+// a private daemon and exits with the run's outcome; `harnessd pack` prints
+// the prompt a template would make, and runs nothing.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "worker/config.h"
+
+namespace harnessd::worker {
+
+/// Exit codes of `harnessd run` (docs/packaging.md).
+namespace run_exit {
+inline constexpr int kDone = 0;         // stopReason end_turn
+inline constexpr int kFailed = 1;       // failed, or another stop reason
+inline constexpr int kUsage = 2;        // bad usage or input; nothing ran
+inline constexpr int kTimeout = 3;      // the run passed its deadline
+inline constexpr int kInterrupted = 130;  // Ctrl-C or SIGTERM
+}  // namespace run_exit
+
+struct WrapperOptions {
+  // Given before the subcommand; passed on to the daemon `run` starts.
+  std::optional<std::string> config_path;
+  std::optional<std::string> state_dir;
+  std::string daemon_log_level = "warn";
+
+  std::optional<std::string> harness;
+  std::optional<std::string> session;   // a session name, reused across runs
+  std::optional<std::string> mode;      // persistent or oneshot
+  std::optional<std::string> template_name;
+  std::optional<std::string> context_file;
+  std::optional<std::string> cwd;
+  double timeout_s = 0;                 // 0: the configured run_timeout
+  std::string approve = "reads";        // all, reads or none
+  std::string format = "text";          // text, json or quiet
+  std::string prompt;                   // the text, or "-" for stdin
+};
+
+/// `harnessd run`: returns the process exit code (run_exit).
+int run_command(const WrapperOptions& options);
+
+/// `harnessd pack`: prints the packaged prompt; returns the exit code.
+int pack_command(const WrapperOptions& options, const Config& config, const std::string& state_dir);
+
+}  // namespace harnessd::worker
