@@ -205,8 +205,11 @@ class RunClient {
     } else if (kind == "usage_update") {
       usage_ = update;
       usage_.erase("sessionUpdate");
-    } else if (kind == "tool_call") {
-      log::info("tool: " + update.value("title", update.value("toolCallId", "")));
+    } else if (kind == "tool_call" && options_.format == "text") {
+      // One line per tool call, on stderr: stdout is the answer alone.
+      std::string title = update.contains("title") && update["title"].is_string() ? update["title"].get<std::string>()
+                                                                                   : update.value("toolCallId", "");
+      write_all(2, "[tool] " + title + "\n");
     }
   }
 

@@ -131,6 +131,13 @@ class RunTest(unittest.TestCase):
         self.assertEqual(out["text"], "all good")
 
     def test_text_output_and_stdin_prompt(self):
+        # Tool calls are one line each on stderr; stdout is the answer alone.
+        p = self.env.run("run", "permission", "--approve", "all")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("[tool] ", p.stderr)
+        self.assertEqual(p.stdout, "permission: selected allow\n")
+        p = self.env.run("run", "permission", "--approve", "none")
+        self.assertEqual(p.stdout, "permission: selected reject\n")
         p = self.env.run("run", "-", input="echo from stdin\n")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout, "from stdin\n")
@@ -251,6 +258,16 @@ class RunTest(unittest.TestCase):
         self.assertIn("notes.md (the notes)", third)
         self.assertTrue(third.rstrip().endswith("[TASK]\nsummarise both"))
         self.assertLess(third.index(tasks[0]), third.index(tasks[1]))
+        # What OpenSpace itself was given, from its own recording.
+        given = []
+        for root, _, files in os.walk(os.path.join(self.env.work, "logs", "recordings")):
+            if "metadata.json" in files:
+                with open(os.path.join(root, "metadata.json")) as f:
+                    given.append(json.load(f)["instruction"])
+        self.assertEqual(len(given), 3)
+        last = [g for g in given if g.rstrip().endswith("summarise both")]
+        self.assertEqual(len(last), 1)
+        self.assertEqual(last[0].rstrip(), third.rstrip())
         # pack shows what the next prompt would be, from the same memory.
         p = self.env.run("pack", "--harness", "os", "--session", "memo", "what next?")
         self.assertEqual(p.returncode, 0, p.stderr)
