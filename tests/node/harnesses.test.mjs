@@ -184,7 +184,8 @@ async function startModelServer(dir) {
 // --- Harness profiles ----------------------------------------------------------------------------
 // Per the recipe in tests/fakes/README.md; everything the harness needs is in the profile's env,
 // since adapters get only a small safe environment. TMPDIR keeps their temp files in our dir.
-function writeConfig(root, port, defaultHarness) {
+// `extraEnv` goes to every adapter as well (e.g. sanitizer options).
+function writeConfig(root, port, defaultHarness, extraEnv = {}) {
   const home = path.join(root, 'home');
   const tmp = path.join(root, 'tmp');
   const claudeDir = path.join(root, 'claude');
@@ -206,7 +207,7 @@ function writeConfig(root, port, defaultHarness) {
       kind: 'claude-code',
       command: [CLAUDE],
       env: {
-        HOME: home, ...xdg, TMPDIR: tmp,
+        HOME: home, ...xdg, TMPDIR: tmp, ...extraEnv,
         CLAUDE_CONFIG_DIR: claudeDir,
         ANTHROPIC_BASE_URL: `http://127.0.0.1:${port}`,
         ANTHROPIC_API_KEY: 'test',
@@ -218,7 +219,7 @@ function writeConfig(root, port, defaultHarness) {
       kind: 'opencode-run',
       command: [OPENCODE],
       env: {
-        HOME: home, ...xdg, TMPDIR: tmp,
+        HOME: home, ...xdg, TMPDIR: tmp, ...extraEnv,
         OPENCODE_DISABLE_AUTOUPDATE: '1',
         OPENCODE_DISABLE_MODELS_FETCH: '1',
         OPENCODE_DISABLE_SHARE: '1',
@@ -284,13 +285,19 @@ async function withHarnessd(harness, body, { onPermission, strace = false } = {}
   try {
     server = await startModelServer(root);
     d.server = server;
-    const config = writeConfig(root, server.port, HARNESSES[harness].profile);
+    // LeakSanitizer cannot run under ptrace: a sanitized build traced by
+    // strace would fail at exit for that reason alone.
+    const noLeakCheck = strace ? { ASAN_OPTIONS: 'detect_leaks=0' } : {};
+    const config = writeConfig(root, server.port, HARNESSES[harness].profile, noLeakCheck);
     const args = ['--config', config, '--state-dir', path.join(root, 'state'), '--cancel-grace', '1',
       '--kill-grace', '1', '--log-level', 'info'];
     const straceLog = path.join(root, 'strace.txt');
     child = strace
       ? spawn(STRACE, ['-f', '-qq', '--seccomp-bpf', '-e', 'trace=connect', '-e', 'signal=none', '-o', straceLog,
-        HARNESSD, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+        HARNESSD, ...args], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: { ...process.env, ASAN_OPTIONS: [process.env.ASAN_OPTIONS, 'detect_leaks=0'].filter(Boolean).join(':') },
+      })
       : spawn(HARNESSD, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     child.stderr.on('data', (b) => { stderr += b; });
     child.stdin.on('error', () => {}); // EPIPE if harnessd dies early; the exit check reports it
