@@ -4,3 +4,26 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup.sh" --tests
 "$root/build/tests/bench_queue" "$@"
+
+# One prompt through `harnessd run` on an instant adapter (the fake agent),
+# end to end: process start, session, prompt, recording flushed, exit.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cat > "$work/config.toml" <<TOML
+[daemon]
+default_harness = "fake"
+[harness.fake]
+command = ["$root/build/tests/fake_agent"]
+TOML
+python3 - "$root/build/harnessd" "$work" <<'PY'
+import subprocess, sys, time
+harnessd, work = sys.argv[1], sys.argv[2]
+argv = [harnessd, "--config", f"{work}/config.toml", "--state-dir", f"{work}/state", "run", "echo hi"]
+times = []
+for _ in range(50):
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    times.append((time.perf_counter() - t) * 1000)
+times.sort()
+print(f"harnessd run, one prompt on an instant adapter: p50 {times[25]:.1f} ms, p90 {times[45]:.1f} ms (50 runs)")
+PY

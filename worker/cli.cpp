@@ -160,13 +160,6 @@ int main(int argc, char** argv) {
   if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
   if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format);
   if (pack_cmd->parsed()) return pack_command(wrap, *config, chosen_state_dir);
-  if (run_cmd->parsed()) {
-    wrap.config_path = config_path;
-    wrap.state_dir = state_dir;
-    wrap.daemon_log_level = log_level;
-    if (!wrap.harness) wrap.harness = harness;
-    return run_command(wrap);
-  }
   auto& d = config->daemon;
   if (harness) {
     if (!config->harnesses.count(*harness)) {
@@ -181,6 +174,7 @@ int main(int argc, char** argv) {
   if (max_line_bytes) d.max_line_bytes = *max_line_bytes;
 
   raise_fd_limit();
+  if (run_cmd->parsed()) return run_command(wrap, *config, chosen_state_dir);
   ServeOptions options;
   options.config = std::move(*config);
   options.guard_exe = no_guard ? std::string() : adapters::default_guard_exe();

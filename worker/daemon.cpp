@@ -16,7 +16,7 @@
 #include "acp/stream.h"
 #include "adapters/reaper.h"
 #include "harnesses/profile.h"
-#include "worker/agent.h"
+#include "worker/engine.h"
 #include "adapters/process.h"
 #include "worker/runtime.h"
 
@@ -44,28 +44,19 @@ int serve(ServeOptions options) {
       return 1;
     }
     std::unique_ptr<StdioPeer> peer = std::move(*opened);
-    Connection& host = peer->rpc();
 
-    adapters::Reaper reaper(loop);
-    std::unique_ptr<Store> store =
-        Store::open(loop, options.state_dir.empty() ? default_state_dir() : options.state_dir, options.store);
-    Runtime rt{loop,
-               options.config,
-               host,
-               reaper,
-               *store,
-               options.guard_exe,
-               options.self_exe.empty() ? adapters::self_executable() : options.self_exe,
-               harnesses::current_environment()};
-    auto agent = std::make_unique<Agent>(rt);
+    EngineOptions engine_options;
+    engine_options.config = std::move(options.config);
+    engine_options.guard_exe = options.guard_exe;
+    engine_options.self_exe = options.self_exe;
+    engine_options.state_dir = options.state_dir;
+    engine_options.store = options.store;
+    auto engine = std::make_unique<Engine>(loop, peer->rpc(), std::move(engine_options));
 
     std::vector<std::unique_ptr<SignalWatch>> signals;
     Timer deadline(loop);
-    bool stopping = false;
-    bool draining = false;
     bool flushing = false;
     bool exiting = false;
-    int closing_steps = 2;  // every prompt answered, every adapter gone
 
     // The last step: drop the host's streams and signal watches so the
     // loop runs dry. Whatever the host did not read by now is dropped.
@@ -78,49 +69,18 @@ int serve(ServeOptions options) {
         signals.clear();
       });
     };
-
-    // Shutdown: answer every open prompt "cancelled", stop every adapter
-    // tree, flush what we wrote, then exit. The deadline bounds it all: the
-    // kill ladder ends with SIGKILL after kill_grace, and a host that stops
-    // reading its stdout must not keep us alive.
-    auto shutdown = [&](const std::string& why) {
-      if (stopping) return;
-      stopping = true;
-      log::info("shutting down: " + why);
-      // Three steps, each with its own bound: the adapters (the kill ladder
-      // ends with SIGKILL after kill_grace), the store (every answer waits
-      // for its ledger line), then our output (a host that no longer reads
-      // must not keep us alive).
-      auto flush_output = [&] {
-        if (exiting || flushing) return;
-        flushing = true;
-        deadline.start(std::chrono::seconds(3), [&] {
-          log::warn("the host does not read our output; exiting without it");
-          exit_loop();
-        });
-        peer->flush(exit_loop);
-      };
-      auto drain_store = [&, flush_output] {
-        if (exiting || draining) return;
-        draining = true;
-        deadline.start(std::chrono::seconds(30), [&, flush_output] {
-          log::error("the state directory did not take the last writes in 30 s; exiting anyway");
-          flush_output();
-        });
-        store->barrier_all([&, flush_output](Expected<void>) {
-          if (!exiting) flush_output();
-        });
-      };
-      deadline.start(options.config.daemon.kill_grace + std::chrono::seconds(3), [&, drain_store] {
-        log::warn("adapters did not exit in time; going on without them");
-        drain_store();
+    // After the engine: our output, bounded, since a host that no longer
+    // reads must not keep us alive.
+    auto flush_output = [&] {
+      if (exiting || flushing) return;
+      flushing = true;
+      deadline.start(std::chrono::seconds(3), [&] {
+        log::warn("the host does not read our output; exiting without it");
+        exit_loop();
       });
-      auto step = [&, drain_store] {
-        if (--closing_steps == 0) drain_store();
-      };
-      agent->close_all(step);
-      reaper.when_empty(step);
+      peer->flush(exit_loop);
     };
+    auto shutdown = [&](const std::string& why) { engine->shutdown(why, flush_output); };
 
     peer->on_write_error([&](int status) {
       log::warn("the host stopped reading our output (" + uv_error_text(status) + ")");
@@ -139,9 +99,8 @@ int serve(ServeOptions options) {
     }
 
     loop.run();
-    agent.reset();
     deadline.stop();
-    store.reset();  // finishes queued writes
+    engine.reset();
   }
   loop.close();  // logs if a handle was left open
   return exit_code;

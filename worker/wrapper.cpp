@@ -1,8 +1,9 @@
-// `harnessd run` is an ACP client of a private harnessd daemon, started
-// through the same process-group guard as adapters: if `run` dies, the
-// daemon and its harness die with it. The daemon records the run; `run`
-// waits for it to exit, so the recording is complete on disk before `run`
-// returns, whatever became of its stdout.
+// `harnessd run` is an ACP client of the engine `harnessd serve` runs,
+// in-process: the same sessions, store and adapters, joined to the client
+// by a pair of connections. The engine records the run; `run` reports only
+// after the engine has flushed the store, so the recording is complete on
+// disk before `run` returns, whatever became of its stdout. Adapters run
+// under their guards as always: if `run` is killed, they die with it.
 #include "worker/wrapper.h"
 
 #include <signal.h>
@@ -21,13 +22,15 @@
 
 #include "acp/log.h"
 #include "acp/loop.h"
-#include "adapters/adapter_link.h"
+#include "adapters/process.h"
 #include "harnesses/packaging.h"
 #include "harnesses/template.h"
 #include "schema/acp.h"
 #include "schema/rpc_error.h"
 #include "worker/inspect.h"
+#include "worker/engine.h"
 #include "worker/ledger.h"
+#include "worker/store.h"
 
 namespace harnessd::worker {
 
@@ -104,39 +107,28 @@ json permission_outcome(const json& params, const std::string& policy) {
   return {{"outcome", "selected"}, {"optionId", *chosen}};
 }
 
-/// One `harnessd run`: the client side of the exchange with the daemon.
+/// One `harnessd run`: an ACP client of an in-process engine, the two
+/// joined by a pair of connections that hand each other lines on the loop.
 class RunClient {
  public:
-  RunClient(Loop& loop, const WrapperOptions& options, std::string prompt, json context, std::string cwd)
-      : loop_(loop), options_(options), prompt_(std::move(prompt)), context_(std::move(context)), cwd_(std::move(cwd)) {}
+  RunClient(Loop& loop, const WrapperOptions& options, EngineOptions engine, std::string prompt, json context,
+            std::string cwd)
+      : loop_(loop),
+        options_(options),
+        state_dir_(engine.state_dir),
+        engine_options_(std::move(engine)),
+        prompt_(std::move(prompt)),
+        context_(std::move(context)),
+        cwd_(std::move(cwd)),
+        host_(connection_options("run", true), [this](std::string line) { pass(client_, std::move(line)); }),
+        client_(connection_options("engine", false), [this](std::string line) { pass(host_, std::move(line)); }) {}
 
   int exit_code() const { return exit_code_; }
 
-  bool start() {
-    std::vector<std::string> argv = {adapters::self_executable(), "--log-level", options_.daemon_log_level};
-    if (options_.config_path) argv.insert(argv.end(), {"--config", *options_.config_path});
-    if (options_.state_dir) argv.insert(argv.end(), {"--state-dir", *options_.state_dir});
-    argv.push_back("serve");
-    adapters::AdapterOptions ao;
-    ao.process.argv = std::move(argv);
-    ao.process.cwd = cwd_;
-    ao.process.env = harnesses::current_environment();
-    ao.process.guard_exe = adapters::default_guard_exe();
-    ao.label = "daemon";
-    auto link = adapters::AdapterLink::start(loop_, std::move(ao), [this](const adapters::ExitStatus& s) {
-      loop_.post([this, s] { daemon_exited(s); });
-    });
-    if (!link) {
-      complain("run", "cannot start the daemon: " + link.error().message);
-      exit_code_ = run_exit::kFailed;
-      return false;
-    }
-    daemon_ = std::move(*link);
-    // The daemon's log lines are ours, as they come.
-    daemon_->set_taps(nullptr, [](std::string_view data) { write_all(2, data); });
-    Connection& rpc = daemon_->rpc();
-    rpc.on_notification("session/update", [this](const json& p) { on_update(p); });
-    rpc.on_request("session/request_permission", [this](const json& p, Reply r) {
+  void start() {
+    engine_ = std::make_unique<Engine>(loop_, host_, std::move(engine_options_));
+    client_.on_notification("session/update", [this](const json& p) { on_update(p); });
+    client_.on_request("session/request_permission", [this](const json& p, Reply r) {
       json outcome = permission_outcome(p, options_.approve);
       std::string title = p.contains("toolCall") && p["toolCall"].is_object() ? p["toolCall"].value("title", "") : "";
       log::info("permission for '" + title + "': " + outcome.dump());
@@ -146,15 +138,36 @@ class RunClient {
       signals_.push_back(std::make_unique<SignalWatch>(loop_, signum, [this](int) { on_signal(); }));
     }
     initialize();
-    return true;
+  }
+
+  /// After the loop ran dry: the engine finishes its writes as it goes.
+  void stop() {
+    engine_.reset();
+    client_.close();
+    host_.close();
   }
 
  private:
+  static ConnectionOptions connection_options(const char* peer, bool agent_side) {
+    ConnectionOptions o;
+    o.peer = peer;
+    o.require_initialize = agent_side;
+    return o;
+  }
+
+  // Lines cross on the next loop iteration, never inside the sender's stack.
+  void pass(Connection& to, std::string line) {
+    if (!line.empty() && line.back() == '\n') line.pop_back();
+    loop_.post([&to, line = std::move(line)] {
+      if (!to.closed()) to.receive_line(line);
+    });
+  }
+
   void initialize() {
     json params = {{"protocolVersion", schema::kProtocolVersion},
                    {"clientCapabilities", json::object()},
                    {"clientInfo", {{"name", "harnessd-run"}, {"version", "1"}}}};
-    daemon_->rpc().call("initialize", std::move(params), [this](Connection::CallResult r) {
+    client_.call("initialize", std::move(params), [this](Connection::CallResult r) {
       if (!r) return fail(r.error());
       new_session();
     });
@@ -171,7 +184,7 @@ class RunClient {
     if (options_.template_name) ours["template"] = *options_.template_name;
     json params = {{"cwd", cwd_}, {"mcpServers", json::array()}};
     if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
-    daemon_->rpc().call("session/new", std::move(params), [this](Connection::CallResult r) {
+    client_.call("session/new", std::move(params), [this](Connection::CallResult r) {
       if (!r) return fail(r.error());
       session_id_ = r->value("sessionId", "");
       if (interrupted_) return end(run_exit::kInterrupted);
@@ -187,7 +200,7 @@ class RunClient {
     json params = {{"sessionId", session_id_}, {"prompt", json::array({{{"type", "text"}, {"text", prompt_}}})}};
     if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
     prompting_ = true;
-    daemon_->rpc().call("session/prompt", std::move(params), [this](Connection::CallResult r) {
+    client_.call("session/prompt", std::move(params), [this](Connection::CallResult r) {
       prompting_ = false;
       answered(std::move(r));
     });
@@ -214,11 +227,10 @@ class RunClient {
   }
 
   void answered(Connection::CallResult r) {
-    json meta;
     if (r) {
-      answer_ = *r;
       stop_reason_ = r->value("stopReason", "");
-      if (r->contains("_meta") && (*r)["_meta"].is_object()) meta = (*r)["_meta"].value("harnessd", json::object());
+      json meta = r->contains("_meta") && (*r)["_meta"].is_object() ? (*r)["_meta"].value("harnessd", json::object())
+                                                                     : json::object();
       run_id_ = meta.is_object() ? meta.value("runId", "") : "";
       if (r->contains("usage")) usage_ = (*r)["usage"];
       exit_code_ = stop_reason_ == "end_turn"    ? run_exit::kDone
@@ -230,18 +242,9 @@ class RunClient {
       exit_code_ = exit_code_for(*error_);
       complain("run", error_->message);
     }
-    if (run_id_.empty()) return after_run();
-    daemon_->rpc().call("_harnessd/runs/get", {{"runId", run_id_}}, [this](Connection::CallResult got) {
-      if (got && got->contains("run")) run_ = (*got)["run"];
-      after_run();
-    });
-  }
-
-  void after_run() {
     // A session without a name has served its purpose.
-    if (options_.session || session_id_.empty()) return end(exit_code_);
-    daemon_->rpc().call("session/close", {{"sessionId", session_id_}},
-                        [this](Connection::CallResult) { end(exit_code_); });
+    if (options_.session || session_id_.empty() || ending_) return end(exit_code_);
+    client_.call("session/close", {{"sessionId", session_id_}}, [this](Connection::CallResult) { end(exit_code_); });
   }
 
   static int exit_code_for(const RpcError& e) {
@@ -256,18 +259,13 @@ class RunClient {
     end(interrupted_ ? run_exit::kInterrupted : exit_code_for(e));
   }
 
-  /// Lets the daemon finish: on stdin EOF it closes its sessions and
-  /// flushes the store, then exits.
+  /// The engine answers what is still open, stops the adapters and flushes
+  /// the store; then the result is reported and the loop runs dry.
   void end(int code) {
     if (ending_) return;
     ending_ = true;
     exit_code_ = code;
-    if (daemon_ && !daemon_->exited()) daemon_->close_stdin();
-    kill_timer_ = std::make_unique<Timer>(loop_);
-    kill_timer_->start(std::chrono::seconds(30), [this] {
-      complain("run", "the daemon did not exit; stopping it");
-      if (daemon_) daemon_->terminate(std::chrono::milliseconds(1000));
-    });
+    engine_->shutdown("the run is over", [this] { finished(); });
   }
 
   void on_signal() {
@@ -275,42 +273,43 @@ class RunClient {
     interrupted_ = true;
     if (signals_seen_ == 1 && prompting_) {
       complain("run", "interrupted: cancelling the run (again to stop at once)");
-      daemon_->rpc().notify("session/cancel", {{"sessionId", session_id_}});
+      client_.notify("session/cancel", {{"sessionId", session_id_}});
       return;
     }
     // A second signal, or one before the prompt went out: stop now. The
-    // daemon answers the prompt cancelled and records it as it shuts down.
+    // prompt is answered cancelled and recorded as the engine shuts down.
     end(run_exit::kInterrupted);
   }
 
-  void daemon_exited(const adapters::ExitStatus& status) {
-    if (!ending_ || (status.code != 0 && !interrupted_)) {
-      if (!ending_) {
-        complain("run", "the daemon exited (" + status.describe() + ") before the run ended");
-        exit_code_ = interrupted_ ? run_exit::kInterrupted : run_exit::kFailed;
-      }
-    }
-    if (answer_.is_null() && !error_ && interrupted_) exit_code_ = run_exit::kInterrupted;
+  void finished() {
+    if (interrupted_ && exit_code_ != run_exit::kDone) exit_code_ = run_exit::kInterrupted;
     report();
-    // Nothing more to wait for: let the loop run dry.
     signals_.clear();
-    kill_timer_.reset();
-    loop_.post([this] { daemon_.reset(); });
   }
 
   void report() {
+    // Everything is on disk now: the run's own result.json is the truth.
+    json result;
+    std::string recording;
+    if (!run_id_.empty()) {
+      recording = state_dir_ + "/" + Store::run_dir(run_id_);
+      std::ifstream in(recording + "/result.json");
+      if (in) result = json::parse(in, nullptr, false);
+      if (result.is_discarded()) result = json();
+    }
     if (options_.format == "text") {
       if (!text_.empty() && text_.back() != '\n' && stdout_open_) stdout_open_ = write_all(1, "\n");
+      if (!recording.empty()) write_all(2, "harnessd run: recording " + recording + "\n");
       return;
     }
     if (options_.format != "json") return;
     json out = {{"exitCode", exit_code_},
-                {"state", run_.is_object() ? run_.value("state", json()) : json()},
+                {"state", result.is_object() ? result.value("state", json()) : json()},
                 {"stopReason", stop_reason_.empty() ? json() : json(stop_reason_)},
                 {"text", text_},
                 {"runId", run_id_.empty() ? json() : json(run_id_)},
                 {"sessionId", session_id_.empty() ? json() : json(session_id_)},
-                {"recording", run_.is_object() ? run_.value("recording", json()) : json()},
+                {"recording", recording.empty() ? json() : json(recording)},
                 {"usage", usage_},
                 {"error", error_ ? json(*error_) : json()}};
     if (stdout_open_) {
@@ -320,19 +319,20 @@ class RunClient {
 
   Loop& loop_;
   const WrapperOptions& options_;
+  std::string state_dir_;
+  EngineOptions engine_options_;
   std::string prompt_;
   json context_;
   std::string cwd_;
-  std::unique_ptr<adapters::AdapterLink> daemon_;
+  Connection host_;    // the engine's side
+  Connection client_;  // ours
+  std::unique_ptr<Engine> engine_;
   std::vector<std::unique_ptr<SignalWatch>> signals_;
-  std::unique_ptr<Timer> kill_timer_;
   std::string session_id_;
   std::string run_id_;
   std::string stop_reason_;
   std::string text_;
   json usage_;
-  json answer_;
-  json run_;
   std::optional<RpcError> error_;
   int exit_code_ = run_exit::kFailed;
   int signals_seen_ = 0;
@@ -344,7 +344,7 @@ class RunClient {
 
 }  // namespace
 
-int run_command(const WrapperOptions& options) {
+int run_command(const WrapperOptions& options, const Config& config, const std::string& state_dir) {
   // A reader that goes away (`| head -1`) must not kill the run half-way:
   // output stops, the run and its recording go on to the end.
   signal(SIGPIPE, SIG_IGN);
@@ -368,11 +368,18 @@ int run_command(const WrapperOptions& options) {
   if (!context) return refuse(context.error().message);
   auto cwd = absolute_dir(options.cwd);
   if (!cwd) return refuse(cwd.error().message);
+  EngineOptions engine;
+  engine.config = config;
+  engine.guard_exe = adapters::default_guard_exe();
+  engine.state_dir = state_dir;
+  engine.store.sync = config.daemon.fsync;
   int code = run_exit::kFailed;
   {
     Loop loop;
-    RunClient client(loop, options, std::move(*prompt), std::move(*context), std::move(*cwd));
-    if (client.start()) loop.run();
+    RunClient client(loop, options, std::move(engine), std::move(*prompt), std::move(*context), std::move(*cwd));
+    client.start();
+    loop.run();
+    client.stop();
     code = client.exit_code();
   }
   return code;

@@ -20,11 +20,6 @@ inline constexpr int kInterrupted = 130;  // Ctrl-C or SIGTERM
 }  // namespace run_exit
 
 struct WrapperOptions {
-  // Given before the subcommand; passed on to the daemon `run` starts.
-  std::optional<std::string> config_path;
-  std::optional<std::string> state_dir;
-  std::string daemon_log_level = "warn";
-
   std::optional<std::string> harness;
   std::optional<std::string> session;   // a session name, reused across runs
   std::optional<std::string> mode;      // persistent or oneshot
@@ -38,7 +33,7 @@ struct WrapperOptions {
 };
 
 /// `harnessd run`: returns the process exit code (run_exit).
-int run_command(const WrapperOptions& options);
+int run_command(const WrapperOptions& options, const Config& config, const std::string& state_dir);
 
 /// `harnessd pack`: prints the packaged prompt; returns the exit code.
 int pack_command(const WrapperOptions& options, const Config& config, const std::string& state_dir);

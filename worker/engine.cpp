@@ -1,0 +1,55 @@
+// The engine's set-up and its bounded shutdown.
+#include "worker/engine.h"
+
+#include "acp/log.h"
+#include "adapters/process.h"
+#include "harnesses/profile.h"
+
+namespace harnessd::worker {
+
+Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
+    : loop_(loop), options_(std::move(options)), reaper_(loop), deadline_(loop) {
+  store_ = Store::open(loop, options_.state_dir.empty() ? default_state_dir() : options_.state_dir, options_.store);
+  rt_ = std::make_unique<Runtime>(Runtime{
+      loop, options_.config, host, reaper_, *store_, options_.guard_exe,
+      options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, harnesses::current_environment()});
+  agent_ = std::make_unique<Agent>(*rt_);
+}
+
+Engine::~Engine() {
+  agent_.reset();
+  deadline_.stop();
+  store_.reset();  // finishes queued writes
+}
+
+void Engine::shutdown(const std::string& why, UniqueFunction<void()> done) {
+  if (stopping_) return;
+  stopping_ = true;
+  done_ = std::move(done);
+  log::info("shutting down: " + why);
+  deadline_.start(options_.config.daemon.kill_grace + std::chrono::seconds(3), [this] {
+    log::warn("adapters did not exit in time; going on without them");
+    drain_store();
+  });
+  auto step = [this] {
+    if (--closing_steps_ == 0) drain_store();
+  };
+  agent_->close_all(step);
+  reaper_.when_empty(step);
+}
+
+void Engine::drain_store() {
+  if (draining_) return;
+  draining_ = true;
+  auto finish = [this] {
+    deadline_.stop();
+    if (auto done = std::move(done_)) done();
+  };
+  deadline_.start(std::chrono::seconds(30), [finish] {
+    log::error("the state directory did not take the last writes in 30 s; going on anyway");
+    finish();
+  });
+  store_->barrier_all([finish](Expected<void>) { finish(); });
+}
+
+}  // namespace harnessd::worker

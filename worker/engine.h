@@ -1,0 +1,63 @@
+// Engine: the store, the reaper and the agent behind one host connection.
+// `harnessd serve` puts it behind stdio; `harnessd run` talks to it
+// in-process. Shutting down answers every open prompt, stops every adapter
+// and flushes the store, each step bounded.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "acp/connection.h"
+#include "acp/loop.h"
+#include "acp/unique_function.h"
+#include "adapters/reaper.h"
+#include "worker/agent.h"
+#include "worker/config.h"
+#include "worker/runtime.h"
+#include "worker/store.h"
+
+namespace harnessd::worker {
+
+struct EngineOptions {
+  Config config;
+  /// The executable that guards adapter groups; empty disables the guard.
+  std::string guard_exe;
+  /// The harnessd executable, for the built-in bridges; empty: this one.
+  std::string self_exe;
+  /// The state directory; empty: the default.
+  std::string state_dir;
+  StoreOptions store;
+};
+
+class Engine {
+ public:
+  /// Serves `host`, which must outlive the Engine.
+  Engine(Loop& loop, Connection& host, EngineOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  /// Answers every open prompt "cancelled" (recorded first), stops every
+  /// adapter tree and waits for the store to take every write; then runs
+  /// `done`. Adapters get kill_grace + 3 s, the store 30 s. Only the first
+  /// call does anything.
+  void shutdown(const std::string& why, UniqueFunction<void()> done);
+  bool stopping() const { return stopping_; }
+
+ private:
+  void drain_store();
+
+  Loop& loop_;
+  EngineOptions options_;
+  adapters::Reaper reaper_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Runtime> rt_;
+  std::unique_ptr<Agent> agent_;
+  Timer deadline_;
+  UniqueFunction<void()> done_;
+  bool stopping_ = false;
+  bool draining_ = false;
+  int closing_steps_ = 2;  // every prompt answered, every adapter gone
+};
+
+}  // namespace harnessd::worker
