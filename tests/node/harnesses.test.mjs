@@ -684,3 +684,52 @@ test('network: harnessd, claude and opencode connect only to the fake model serv
     t.diagnostic(`strace: ${inet.length} AF_INET/AF_INET6 connects, all to 127.0.0.1:${d.server.port}`);
   }
 });
+
+// --- harnessd run: sessions across separate invocations ------------------------------------------
+test('harnessd run: --session resumes claude across invocations; a oneshot session carries the memory', { timeout: 300000 }, async () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-run-e2e-'));
+  const server = await startModelServer(root);
+  try {
+    const config = writeConfig(root, server.port, HARNESSES.claude.profile);
+    const work = path.join(root, 'work');
+    fs.mkdirSync(work, { recursive: true });
+    const run = async (...args) => {
+      const child = spawn(HARNESSD, ['--config', config, '--state-dir', path.join(root, 'state'), 'run', '--cwd', work,
+        '--format', 'json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (b) => { stdout += b; });
+      child.stderr.on('data', (b) => { stderr += b; });
+      const [code] = await withTimeout(once(child, 'exit'), 120000, `harnessd run ${args.join(' ')}`);
+      assert.equal(code, 0, `harnessd run ${args.join(' ')} exited ${code}: ${stderr}`);
+      const out = JSON.parse(stdout);
+      assert.equal(out.exitCode, 0);
+      assert.equal(JSON.parse(fs.readFileSync(path.join(out.recording, 'result.json'), 'utf8')).state, 'completed');
+      return out;
+    };
+    const history = (out) => out.text.slice(out.text.lastIndexOf('| HISTORY: ') + 11);
+
+    // Persistent: the second invocation resumes the same claude session.
+    await run('--session', 'p', 'first question');
+    const second = await run('--session', 'p', 'second question');
+    assert.ok(second.text.startsWith('MOCK REPLY: second question | HISTORY: '), second.text);
+    assert.ok(history(second).includes('first question'), `claude did not resume: ${second.text}`);
+
+    // Oneshot: a fresh claude every time; harnessd packs the earlier turns.
+    await run('--mode', 'oneshot', '--session', 'o', 'alpha task');
+    await run('--session', 'o', 'beta task');
+    const third = await run('--session', 'o', 'gamma task');
+    const asked = server.requests().filter((r) => JSON.stringify(r.body).includes('gamma task'));
+    assert.ok(asked.length >= 1, 'the third task never reached the model server');
+    const sent = JSON.stringify(asked.at(-1).body);
+    for (const task of ['alpha task', 'beta task']) {
+      assert.ok(sent.includes(`- Task: ${task}\\n  Answer: MOCK REPLY: `), `the third prompt lacks ${task} and its answer`);
+    }
+    assert.ok(sent.indexOf('alpha task') < sent.indexOf('beta task'), 'earlier turns are oldest first');
+    // The model saw one user message: the memory came from the packaged prompt, not from claude.
+    assert.equal(history(third).trim(), '', `a oneshot claude had history of its own: ${third.text}`);
+  } finally {
+    await server.stop();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
