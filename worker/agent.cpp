@@ -50,8 +50,20 @@ std::string adapter_path(const Runtime& rt, const harnesses::HarnessProfile& pro
 
 }  // namespace
 
-json agent_capabilities() {
+json agent_capabilities(const Config& config) {
+  json harnesses = json::array();
+  for (const auto& [name, profile] : config.harnesses) harnesses.push_back(name);
+  // harnessd's own extensions, for hosts that look for them.
+  json ours = {{"version", HARNESSD_VERSION},
+               {"methods",
+                {"_harnessd/sessions/list", "_harnessd/sessions/set_summary", "_harnessd/runs/get",
+                 "_harnessd/runs/list"}},
+               {"notifications", {"$/cancel_request"}},
+               {"meta", {"harness", "name", "ensure", "lane", "timeoutMs", "mode", "template", "context"}},
+               {"harnesses", harnesses},
+               {"defaultHarness", config.daemon.default_harness}};
   return {{"loadSession", true},
+          {"_meta", {{"harnessd", ours}}},
           {"promptCapabilities",
            {{"image", kPromptCapabilities.image},
             {"audio", kPromptCapabilities.audio},
@@ -181,7 +193,7 @@ void Agent::on_initialize(const json& params, Reply reply) {
   rt_.client_capabilities = req->clientCapabilities;
   // ACP "Initialization": answer the one version we speak, whatever was asked.
   reply.result({{"protocolVersion", schema::kProtocolVersion},
-                {"agentCapabilities", agent_capabilities()},
+                {"agentCapabilities", agent_capabilities(rt_.config)},
                 {"authMethods", json::array()},
                 {"agentInfo", {{"name", "harnessd"}, {"title", "harnessd"}, {"version", HARNESSD_VERSION}}}});
   rt_.host.mark_initialized();

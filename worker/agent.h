@@ -73,7 +73,8 @@ class Agent {
   bool pump_again_ = false;
 };
 
-/// The agentCapabilities harnessd advertises: only what works.
-nlohmann::json agent_capabilities();
+/// The agentCapabilities harnessd advertises: only what works, and under
+/// _meta.harnessd its extensions and harness names.
+nlohmann::json agent_capabilities(const Config& config);
 
 }  // namespace harnessd::worker

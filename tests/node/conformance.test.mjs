@@ -227,6 +227,11 @@ test('initialize, session/new, session/list and session/close', async () => {
     assert.equal(init.agentInfo?.name, 'harnessd');
     assert.deepEqual(init.agentCapabilities?.sessionCapabilities, { list: {}, close: {}, resume: {} });
     assert.equal(init.agentCapabilities?.loadSession, true);
+    // harnessd's extensions are discoverable: methods, _meta keys, harness names.
+    const ours = init.agentCapabilities?._meta?.harnessd;
+    assert.ok(ours?.methods?.includes('_harnessd/runs/get'), JSON.stringify(ours));
+    assert.ok(ours?.harnesses?.includes('fake'), JSON.stringify(ours));
+    assert.equal(ours?.defaultHarness, 'fake');
     const a = await newSession(ctx);
     const b = await newSession(ctx);
     assert.notEqual(a, b, 'two session/new calls must give distinct ids');
