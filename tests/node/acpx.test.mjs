@@ -1,0 +1,152 @@
+// acpx (pinned in the lockfile) as the client, spawning harnessd with a plain
+// argv the way users configure it: exec, persistent named sessions across
+// separate acpx invocations, cancel, status, sessions close, and --format json.
+// Each test checks that no harnessd or adapter process is left behind.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const HARNESSD = process.env.HARNESSD_EXE;
+const FAKE_AGENT = process.env.FAKE_AGENT_EXE;
+const ACPX = path.join(HERE, 'node_modules', '.bin', 'acpx');
+assert.ok(HARNESSD && FAKE_AGENT, 'HARNESSD_EXE and FAKE_AGENT_EXE must be set');
+assert.ok(fs.existsSync(ACPX), `acpx is not installed at ${ACPX} (run the README's test command)`);
+
+/// A private HOME (acpx keeps its sessions there), config and state directory.
+function makeEnv() {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-acpx-'));
+  const home = path.join(root, 'home');
+  const work = path.join(root, 'work');
+  fs.mkdirSync(home);
+  fs.mkdirSync(work);
+  const config = path.join(root, 'config.toml');
+  // The fake agent keeps its history under the test's folder, which also puts
+  // the folder on its command line for the leftover check.
+  fs.writeFileSync(config, `[daemon]\ndefault_harness = "fake"\n[harness.fake]\ncommand = ${JSON.stringify(
+    [FAKE_AGENT, '--state-dir', path.join(root, 'fake')])}\n`);
+  const agent = `${HARNESSD} --config ${config} --state-dir ${path.join(root, 'state')}`;
+  return { root, home, work, agent };
+}
+
+function acpx(env, args, { input } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(ACPX, ['--agent', env.agent, '--cwd', env.work, ...args], {
+      cwd: env.work,
+      env: { ...process.env, HOME: env.home },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b) => { stdout += b; });
+    child.stderr.on('data', (b) => { stderr += b; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60000);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    child.stdin.end(input ?? '');
+  });
+}
+
+/// Processes whose command line names the test's folder (harnessd, the fake
+/// agent, acpx's queue owner).
+function leftovers(root) {
+  const found = [];
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      const state = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1)[0];
+      if (state !== 'Z' && cmd.includes(root)) found.push(`${pid}: ${cmd}`);
+    } catch { /* gone */ }
+  }
+  return found;
+}
+
+async function finish(env) {
+  const deadline = Date.now() + 5000;
+  while (leftovers(env.root).length && Date.now() < deadline) await sleep(50);
+  const left = leftovers(env.root);
+  fs.rmSync(env.root, { recursive: true, force: true });
+  assert.deepEqual(left, [], 'processes left behind');
+}
+
+test('acpx exec runs one prompt through harnessd and exits', async () => {
+  const env = makeEnv();
+  try {
+    const r = await acpx(env, ['exec', 'echo hello through acpx']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /hello through acpx/);
+    assert.match(r.stdout, /end_turn/);
+  } finally {
+    await finish(env);
+  }
+});
+
+test('acpx --format json: every line is JSON-RPC, harnessd extensions advertised, the turn ends end_turn', async () => {
+  const env = makeEnv();
+  try {
+    const r = await acpx(env, ['--format', 'json', 'exec', 'echo in json']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    for (const m of lines) assert.equal(m.jsonrpc, '2.0', JSON.stringify(m));
+    const init = lines.find((m) => m.id === 0 && m.result);
+    assert.equal(init.result.protocolVersion, 1);
+    assert.ok(init.result.agentCapabilities._meta.harnessd.harnesses.includes('fake'));
+    const chunk = lines.find((m) => m.method === 'session/update' && m.params.update.sessionUpdate === 'agent_message_chunk');
+    assert.equal(chunk.params.update.content.text, 'in json');
+    const answer = lines.find((m) => m.result?.stopReason);
+    assert.equal(answer.result.stopReason, 'end_turn');
+    assert.match(answer.result._meta.harnessd.runId, /^run_/);
+    // Nothing after the prompt's answer.
+    assert.equal(lines.at(-1), answer);
+  } finally {
+    await finish(env);
+  }
+});
+
+test('acpx persistent named session: two prompts from separate invocations, status, cancel, close', async () => {
+  const env = makeEnv();
+  try {
+    const created = await acpx(env, ['sessions', 'new', '--name', 'work']);
+    assert.equal(created.code, 0, created.stderr);
+    const sid = created.stdout.trim().split('\n').at(-1);
+    assert.match(sid, /^sess_/);
+
+    const first = await acpx(env, ['prompt', '-s', 'work', 'echo the first turn']);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /the first turn/);
+    const second = await acpx(env, ['prompt', '-s', 'work', 'history']);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /history: echo the first turn/, 'the second prompt sees the first');
+
+    const status = await acpx(env, ['--format', 'json', 'status', '-s', 'work']);
+    assert.equal(status.code, 0, status.stderr);
+    const snapshot = JSON.parse(status.stdout.trim().split('\n').at(-1));
+    assert.equal(snapshot.acpxSessionId, sid);
+
+    // cancel of a running prompt: it ends "cancelled".
+    const running = acpx(env, ['prompt', '-s', 'work', 'slow 30000']);
+    await sleep(2500);
+    const cancel = await acpx(env, ['cancel', '-s', 'work']);
+    assert.equal(cancel.code, 0, cancel.stderr);
+    const cancelled = await running;
+    assert.match(cancelled.stdout, /cancelled/, cancelled.stdout + cancelled.stderr);
+    assert.match(cancelled.stdout, /tick 1/);
+
+    const closed = await acpx(env, ['sessions', 'close', 'work']);
+    assert.equal(closed.code, 0, closed.stderr);
+    // harnessd recorded the session closed.
+    const record = JSON.parse(fs.readFileSync(path.join(env.root, 'state', 'sessions', `${sid}.json`), 'utf8'));
+    assert.equal(record.closed, true);
+  } finally {
+    await finish(env);
+  }
+});
