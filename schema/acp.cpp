@@ -226,6 +226,25 @@ Expected<std::string, RpcError> decode_run_get(const json& params) {
   return *id;
 }
 
+Expected<SetConfigOptionRequest, RpcError> decode_set_config_option(const json& params) {
+  Decoder d("session/set_config_option", params);
+  SetConfigOptionRequest out;
+  auto id = d.required_string("sessionId");
+  auto config = d.required_string("configId");
+  if (d.ok()) {
+    if (!params.contains("value")) {
+      d.fail("value", "is required");
+    } else if (!params["value"].is_string() && !params["value"].is_boolean()) {
+      d.fail("value", "must be a string (a value id) or a boolean, not " + std::string(type_name(params["value"])));
+    }
+  }
+  if (!d.ok()) return d.error();
+  out.sessionId = *id;
+  out.configId = *config;
+  out.value = params["value"];
+  return out;
+}
+
 Expected<SetSummaryRequest, RpcError> decode_set_summary(const json& params) {
   Decoder d("_harnessd/sessions/set_summary", params);
   SetSummaryRequest out;

@@ -98,6 +98,13 @@ Expected<CancelRequest, RpcError> decode_cancel_request(const nlohmann::json& pa
 Expected<LoadSessionRequest, RpcError> decode_load_session(const std::string& method, const nlohmann::json& params);
 Expected<std::string, RpcError> decode_run_get(const nlohmann::json& params);
 
+struct SetConfigOptionRequest {
+  std::string sessionId;
+  std::string configId;
+  nlohmann::json value;  // a value id (string), or a boolean
+};
+Expected<SetConfigOptionRequest, RpcError> decode_set_config_option(const nlohmann::json& params);
+
 struct SetSummaryRequest {
   std::string sessionId;
   std::string summary;  // empty clears it

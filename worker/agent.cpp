@@ -84,6 +84,8 @@ Agent::Agent(Runtime& rt)
   c.on_request("session/load", [this](const json& p, Reply r) { on_load(p, std::move(r), true); });
   c.on_request("session/resume", [this](const json& p, Reply r) { on_load(p, std::move(r), false); });
   c.on_request("_harnessd/sessions/list", [this](const json& p, Reply r) { on_harnessd_sessions(p, std::move(r)); });
+  c.on_request("session/set_config_option",
+               [this](const json& p, Reply r) { on_set_config_option(p, std::move(r)); });
   c.on_request("_harnessd/sessions/set_summary",
                [this](const json& p, Reply r) { on_set_summary(p, std::move(r)); });
   c.on_request("_harnessd/runs/get", [this](const json& p, Reply r) { on_run_get(p, std::move(r)); });
@@ -272,7 +274,7 @@ void Agent::on_new_session(const json& params, Reply reply) {
   session.save_record();
   log::info("session " + id + ": created for harness '" + harness + "' in " + req->cwd +
             (meta.name ? " as '" + *meta.name + "'" : ""));
-  json result = {{"sessionId", id}};
+  json result = {{"sessionId", id}, {"configOptions", session.config_options()}};
   if (meta.name) result["_meta"] = {{"harnessd", {{"name", *meta.name}, {"created", true}}}};
   reply.result(std::move(result));
 }
@@ -409,9 +411,11 @@ void Agent::on_load(const json& params, Reply reply, bool replay) {
     return reply.error(RpcError::invalid_request("Invalid request: session " + session->id() +
                                                  " has prompts running or queued; " + method + " it when idle"));
   }
-  session->restore(replay, [reply = std::move(reply)](Expected<json, RpcError> outcome) mutable {
+  session->restore(replay, [this, id = session->id(), reply = std::move(reply)](Expected<json, RpcError> outcome) mutable {
     if (!outcome) return reply.error(outcome.error());
-    reply.result({{"_meta", {{"harnessd", std::move(*outcome)}}}});
+    json result = {{"_meta", {{"harnessd", std::move(*outcome)}}}};
+    if (Session* s = registry_.find(id)) result["configOptions"] = s->config_options();
+    reply.result(std::move(result));
   });
 }
 
@@ -446,6 +450,8 @@ Expected<Session*, RpcError> Agent::reopen(const json& record, const schema::Loa
   if (record.contains("template") && record["template"].is_string()) init.template_name = record["template"];
   if (record.contains("summary") && record["summary"].is_string()) init.summary = record["summary"];
   if (record.contains("history") && record["history"].is_array()) init.history = record["history"];
+  if (record.contains("configOptions") && record["configOptions"].is_object()) init.config_choices = record["configOptions"];
+  init.harness_fixed = true;
   // A oneshot session has no adapter session to come back to.
   if (init.mode != "oneshot" && record.contains("adapterSessionId") && record["adapterSessionId"].is_string()) {
     init.restore_adapter_session = record["adapterSessionId"];
@@ -473,6 +479,44 @@ Expected<std::optional<harnesses::Template>, RpcError> Agent::prompt_template(co
   auto tmpl = harnesses::load_template(name, rt_.config.daemon.template_dir);
   if (!tmpl) return template_error("session/prompt", tmpl.error().message);
   return std::optional<harnesses::Template>(std::move(*tmpl));
+}
+
+void Agent::on_set_config_option(const json& params, Reply reply) {
+  auto req = schema::decode_set_config_option(params);
+  if (!req) return reply.error(req.error());
+  Session* session = registry_.find(req->sessionId);
+  if (!session) return reply.error(RpcError::session_not_found(req->sessionId));
+  if (req->configId != "harness") {
+    // The adapter's own options (model, mode, ...) pass through.
+    session->set_adapter_option(req->configId, req->value,
+                                [reply = std::move(reply)](Expected<json, RpcError> options) mutable {
+                                  if (!options) return reply.error(options.error());
+                                  reply.result({{"configOptions", std::move(*options)}});
+                                });
+    return;
+  }
+  auto bad_value = [&](const std::string& problem) {
+    RpcError e = RpcError::invalid_params("session/set_config_option: value " + problem);
+    e.data = {{"method", "session/set_config_option"}, {"field", "value"}};
+    return e;
+  };
+  if (!req->value.is_string()) return reply.error(bad_value("must be a harness name"));
+  auto profile = rt_.config.harnesses.find(req->value.get<std::string>());
+  if (profile == rt_.config.harnesses.end()) {
+    return reply.error(bad_value("names unknown harness '" + req->value.get<std::string>() + "'"));
+  }
+  auto program = adapters::find_executable(profile->second.command.at(0), adapter_path(rt_, profile->second));
+  if (!program) {
+    RpcError e{rpc_code::kHarnessUnavailable,
+               "harness '" + profile->first + "' cannot run: " + program.error().message,
+               {{"harness", profile->first}, {"command", profile->second.command}}};
+    if (!profile->second.install_hint.empty()) e.data["hint"] = profile->second.install_hint;
+    return reply.error(e);
+  }
+  auto changed = session->set_harness(profile->second);
+  if (!changed) return reply.error(changed.error());
+  log::info("session " + session->id() + ": harness is now '" + profile->first + "'");
+  reply.result({{"configOptions", session->config_options()}});
 }
 
 void Agent::on_set_summary(const json& params, Reply reply) {

@@ -114,7 +114,7 @@ json Session::record() const {
                                                                        : json(init_.restore_adapter_session))},
           {"runTimeoutMs", init_.run_timeout.count()},
           {"lane", queue::lane_name(init_.lane)},
-          {"configOptions", json::object()},
+          {"configOptions", init_.config_choices},
           {"closed", closed_},
           {"createdAt", init_.created_at},
           {"updatedAt", iso_time()}};
@@ -130,6 +130,83 @@ void Session::save_record() {
 void Session::set_summary(std::string summary) {
   init_.summary = std::move(summary);
   save_record();
+}
+
+json Session::config_options() const {
+  json choices = json::array();
+  for (const auto& [name, profile] : rt_.config.harnesses) {
+    json choice = {{"value", name}, {"name", name}};
+    if (!profile.description.empty()) choice["description"] = profile.description;
+    choices.push_back(std::move(choice));
+  }
+  json out = json::array({{{"id", "harness"},
+                           {"name", "Harness"},
+                           {"description", "The harness that runs this session's prompts; fixed at the first prompt"},
+                           {"category", "_harness"},
+                           {"type", "select"},
+                           {"currentValue", init_.profile.name},
+                           {"options", std::move(choices)}}});
+  for (const auto& option : adapter_options_) {
+    if (option.is_object() && option.value("id", "") != "harness") out.push_back(option);
+  }
+  return out;
+}
+
+Expected<void, RpcError> Session::set_harness(const harnesses::HarnessProfile& profile) {
+  if (prompted_ || adapter_ || init_.harness_fixed) {
+    RpcError e = RpcError::invalid_params(
+        "session/set_config_option: the harness of session " + init_.id + " can change only before its first prompt");
+    e.data = {{"method", "session/set_config_option"}, {"field", "configId"}};
+    return e;
+  }
+  // The mode and template follow the harness unless the host chose its own.
+  if (init_.mode == init_.profile.mode) init_.mode = profile.mode;
+  if (init_.template_name == init_.profile.template_name) init_.template_name = profile.template_name;
+  init_.profile = profile;
+  save_record();
+  return {};
+}
+
+void Session::set_adapter_option(const std::string& config_id, const json& value,
+                                 UniqueFunction<void(Expected<json, RpcError>)> done) {
+  std::weak_ptr<bool> alive = alive_;
+  ensure_adapter([this, alive, config_id, value, done = std::move(done)](Expected<void, RpcError> ready) mutable {
+    if (alive.expired()) return;
+    if (!ready) return done(ready.error());
+    adapters::AdapterLink* raw = adapter_.get();
+    json params = {{"sessionId", adapter_session_id_}, {"configId", config_id}, {"value", value}};
+    raw->rpc().call("session/set_config_option", std::move(params),
+                    [this, alive, raw, config_id, value, done = std::move(done)](Connection::CallResult r) mutable {
+                      if (alive.expired()) return;
+                      if (!r) return done(r.error());
+                      if (adapter_.get() == raw) take_adapter_options(*r);
+                      init_.config_choices[config_id] = value;
+                      save_record();
+                      done(config_options());
+                    });
+  });
+}
+
+void Session::take_adapter_options(const json& answer) {
+  if (answer.is_object() && answer.contains("configOptions") && answer["configOptions"].is_array()) {
+    adapter_options_ = answer["configOptions"];
+  }
+}
+
+void Session::reapply_choices(adapters::AdapterLink* raw) {
+  for (const auto& [config_id, value] : init_.config_choices.items()) {
+    json params = {{"sessionId", adapter_session_id_}, {"configId", config_id}, {"value", value}};
+    raw->rpc().call("session/set_config_option", std::move(params),
+                    [this, raw, id = config_id](Connection::CallResult r) {
+                      if (adapter_.get() != raw) return;
+                      if (r) {
+                        take_adapter_options(*r);
+                      } else {
+                        log::warn("session " + init_.id + ": the new adapter refused option '" + id +
+                                  "' chosen earlier: " + r.error().message);
+                      }
+                    });
+  }
 }
 
 void Session::record_transcript(std::string line) {
@@ -149,6 +226,7 @@ std::optional<std::string> Session::active_run_id() const {
 
 void Session::start_turn(QueuedPrompt prompt) {
   updated_at_ = std::chrono::system_clock::now();
+  prompted_ = true;
   turn_ = std::make_unique<Turn>(next_generation_++);
   turn_->prompt = std::move(prompt);
   turn_->control.start();
@@ -318,6 +396,8 @@ void Session::ensure_adapter(Ready ready) {
         return create_adapter_session(raw);
       }
       adapter_session_id_ = old_id;
+      take_adapter_options(*r2);
+      reapply_choices(raw);
       adapter_ready_ = true;
       start_timer_.reset();
       restore_outcome_ = {{"restored", true}, {"method", method}, {"adapterSessionId", old_id}};
@@ -337,6 +417,8 @@ void Session::create_adapter_session(adapters::AdapterLink* raw) {
       return adapter_started(adapter_failure("answered session/new without a sessionId"));
     }
     adapter_session_id_ = sid.get<std::string>();
+    take_adapter_options(*r2);
+    reapply_choices(raw);
     adapter_ready_ = true;
     start_timer_.reset();
     log::info("session " + init_.id + ": adapter session " + adapter_session_id_ + " ready");
@@ -731,6 +813,11 @@ void Session::relay_update(const json& params) {
   }
   json out = params;
   out["sessionId"] = init_.id;
+  if (kind == "config_option_update" && update->contains("configOptions") && (*update)["configOptions"].is_array()) {
+    // The host sees the complete list: harnessd's option, then the adapter's.
+    adapter_options_ = (*update)["configOptions"];
+    out["update"]["configOptions"] = config_options();
+  }
 
   const json* content = update->contains("content") ? &(*update)["content"] : nullptr;
   if (kChunkUpdates.count(kind) && content && content->is_object() && content->value("type", "") == "text" &&

@@ -48,6 +48,11 @@ struct SessionInit {
   nlohmann::json history = nlohmann::json::array();
   /// Set by the host with _harnessd/sessions/set_summary.
   std::string summary;
+  /// The adapter's config options the host chose ({configId: value}),
+  /// applied again to every new adapter of the session.
+  nlohmann::json config_choices = nlohmann::json::object();
+  /// A session of an earlier lifetime keeps its harness.
+  bool harness_fixed = false;
 };
 
 /// Turns a oneshot session remembers; older ones are forgotten.
@@ -92,6 +97,16 @@ class Session {
   bool oneshot() const { return init_.mode == "oneshot"; }
   /// _harnessd/sessions/set_summary: goes into later packaged prompts.
   void set_summary(std::string summary);
+
+  /// ACP configOptions: "harness" first, then the adapter's own (known once
+  /// it has started).
+  nlohmann::json config_options() const;
+  /// Changes the harness; only before the first prompt.
+  Expected<void, RpcError> set_harness(const harnesses::HarnessProfile& profile);
+  /// Any other option goes to the adapter (started if need be); `done` gets
+  /// the complete configOptions.
+  void set_adapter_option(const std::string& config_id, const nlohmann::json& value,
+                          UniqueFunction<void(Expected<nlohmann::json, RpcError>)> done);
   std::chrono::system_clock::time_point updated_at() const { return updated_at_; }
   /// The adapter's pid, or 0 when no adapter runs.
   int adapter_pid() const;
@@ -148,6 +163,10 @@ class Session {
   void ensure_adapter(Ready ready);
   void create_adapter_session(adapters::AdapterLink* raw);
   void adapter_started(Expected<void, RpcError> result);
+  /// Takes the adapter's configOptions from an answer, if it has them.
+  void take_adapter_options(const nlohmann::json& answer);
+  /// Applies the host's earlier choices to a new adapter session.
+  void reapply_choices(adapters::AdapterLink* raw);
   void record_transcript(std::string line);
   void turn_recording_ready(std::uint64_t generation, Expected<void> opened);
   void abort_start(const RpcError& error);
@@ -176,6 +195,8 @@ class Session {
   std::string restore_id_;
   nlohmann::json restore_outcome_;
   bool suppress_updates_ = false;  // while the adapter replays its own session/load
+  bool prompted_ = false;          // a turn has started: the harness is fixed
+  nlohmann::json adapter_options_ = nlohmann::json::array();  // the adapter's configOptions
   std::function<void(Session&)> on_idle_;
   std::chrono::system_clock::time_point updated_at_;
   std::unique_ptr<Turn> turn_;

@@ -64,7 +64,19 @@ struct TurnRecord {
 struct Session {
   std::string cwd;
   std::vector<TurnRecord> turns;
+  std::string model = "fake-small";  // its one config option
 };
+
+// The session's config options, as ACP session/new and set_config_option answer them.
+json config_options(const Session& s) {
+  return json::array({{{"id", "model"},
+                       {"name", "Model"},
+                       {"category", "model"},
+                       {"type", "select"},
+                       {"currentValue", s.model},
+                       {"options", json::array({{{"value", "fake-small"}, {"name", "Small"}},
+                                                {{"value", "fake-large"}, {"name", "Large"}}})}}});
+}
 
 // State of the prompt turn currently being executed.
 struct Turn {
@@ -292,7 +304,20 @@ class FakeAgent {
       Session& session = sessions_[session_id];
       session.cwd = params["cwd"].get<std::string>();
       persist(session_id, session);
-      respond(id, {{"sessionId", session_id}});
+      respond(id, {{"sessionId", session_id}, {"configOptions", config_options(session)}});
+    } else if (method == "session/set_config_option") {
+      auto it = sessions_.find(params.value("sessionId", ""));
+      std::string value = params.value("value", json()).is_string() ? params["value"].get<std::string>() : "";
+      if (it == sessions_.end()) {
+        respond_error(id, kInvalidParams, "Unknown session");
+      } else if (params.value("configId", "") != "model") {
+        respond_error(id, kInvalidParams, "Unknown config option: " + params.value("configId", json()).dump());
+      } else if (value != "fake-small" && value != "fake-large") {
+        respond_error(id, kInvalidParams, "Unknown model: " + value);
+      } else {
+        it->second.model = value;
+        respond(id, {{"configOptions", config_options(it->second)}});
+      }
     } else if (method == "session/prompt") {
       pending_prompts_.push_back(message);  // run by run(), never nested inside another turn
     } else if (method == "session/close") {
@@ -678,6 +703,9 @@ class FakeAgent {
         }
       }
       send_chunk("history: " + (empty ? std::string("(empty)") : joined));
+      finish("end_turn");
+    } else if (command == "model") {
+      send_chunk("model " + sessions_[turn_->session_id].model);
       finish("end_turn");
     } else if (command == "stop") {
       finish(args.empty() ? "end_turn" : args);

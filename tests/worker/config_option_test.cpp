@@ -1,0 +1,87 @@
+// session/set_config_option: harnessd's own "harness" option, fixed at the
+// first prompt, and the adapter's options passed through, each answer with
+// the complete list; choices survive a new adapter and a restart.
+#include <catch2/catch.hpp>
+
+#include "daemon_process.h"
+
+using namespace harnessd::test;
+using nlohmann::json;
+
+namespace {
+
+json request(const json& id, const std::string& method, const json& params) {
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
+}
+
+json set_option(Daemon& d, int id, const std::string& sid, const std::string& config, const json& value) {
+  d.send(request(id, "session/set_config_option", {{"sessionId", sid}, {"configId", config}, {"value", value}}));
+  return d.recv_reply(id);
+}
+
+const json* option(const json& options, const std::string& id) {
+  for (const auto& o : options) {
+    if (o["id"] == id) return &o;
+  }
+  return nullptr;
+}
+
+std::string two_fakes() {
+  return fake_config({}, "", "") + "[harness.fake2]\ncommand = " + json::array({fake_agent_exe()}).dump() + "\n";
+}
+
+}  // namespace
+
+TEST_CASE("session/set_config_option: the harness before the first prompt, then the adapter's own options") {
+  TempDir state;
+  std::string sid;
+  {
+    Daemon d(two_fakes(), {}, state.path());
+    d.initialize();
+    d.send(request(1, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+    json created = d.recv_reply(1)["result"];
+    sid = created["sessionId"];
+    const json* harness = option(created["configOptions"], "harness");
+    REQUIRE(harness);
+    CHECK((*harness)["currentValue"] == "fake");
+    CHECK((*harness)["type"] == "select");
+
+    json switched = set_option(d, 2, sid, "harness", "fake2");
+    REQUIRE(switched.contains("result"));
+    CHECK((*option(switched["result"]["configOptions"], "harness"))["currentValue"] == "fake2");
+    json unknown = set_option(d, 3, sid, "harness", "nope");
+    CHECK(unknown["error"]["code"] == -32602);
+    CHECK(unknown["error"]["data"]["field"] == "value");
+
+    // The adapter's option: the answer holds the complete list.
+    json model = set_option(d, 4, sid, "model", "fake-large");
+    REQUIRE(model.contains("result"));
+    const json& options = model["result"]["configOptions"];
+    CHECK((*option(options, "harness"))["currentValue"] == "fake2");
+    REQUIRE(option(options, "model"));
+    CHECK((*option(options, "model"))["currentValue"] == "fake-large");
+    std::vector<json> seen;
+    d.prompt(sid, "model", &seen);
+    CHECK(message_text(seen) == "model fake-large");
+
+    // The harness is fixed once a prompt ran; the adapter refuses what it does not know.
+    json late = set_option(d, 5, sid, "harness", "fake");
+    CHECK(late["error"]["code"] == -32602);
+    CHECK(late["error"]["message"].get<std::string>().find("before its first prompt") != std::string::npos);
+    json bad = set_option(d, 6, sid, "model", "huge");
+    CHECK(bad.contains("error"));
+    json no_value = set_option(d, 7, sid, "model", json::array());
+    CHECK(no_value["error"]["data"]["field"] == "value");
+    d.send(request(8, "_harnessd/sessions/list", json::object()));
+    CHECK(d.recv_reply(8)["result"]["sessions"][0]["harness"] == "fake2");
+  }
+  // A later daemon applies the choice to the new adapter.
+  Daemon d(two_fakes(), {}, state.path());
+  d.initialize();
+  d.send(request(1, "session/resume", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  json resumed = d.recv_reply(1)["result"];
+  CHECK((*option(resumed["configOptions"], "harness"))["currentValue"] == "fake2");
+  std::vector<json> seen;
+  d.prompt(sid, "model", &seen);
+  CHECK(message_text(seen) == "model fake-large");
+}
