@@ -700,11 +700,12 @@ void Session::close(bool forget, UniqueFunction<void()> answered) {
                              });
     }
   }
-  // No turn of ours to answer (a finishing one answers itself).
-  if (answered) answered();
   adapter_waiters_.clear();
   retire_adapter();
   if (forget) save_record();
+  // No turn of ours to answer (a finishing one answers itself). Last, so
+  // that whatever waits on it comes after the record's write.
+  if (answered) answered();
 }
 
 void Session::restore(bool replay, UniqueFunction<void(Expected<json, RpcError>)> done) {
