@@ -14,10 +14,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { PassThrough, Readable, Writable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as acp from '@agentclientprotocol/sdk';
-import Ajv2020 from 'ajv/dist/2020.js';
+import { LineTap, schemaChecker } from './support.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const HARNESSD = process.env.HARNESSD_EXE;
@@ -35,71 +34,9 @@ for (const file of [CLAUDE, OPENCODE, MODEL_SERVER]) {
 }
 const STRACE = ['/usr/bin/strace', '/bin/strace'].find((f) => fs.existsSync(f));
 
-// --- Schema: x-method/x-side annotated $defs -> validators (as in conformance.test.mjs) ----------
-const schema = JSON.parse(fs.readFileSync(
-  createRequire(import.meta.url).resolve('@agentclientprotocol/sdk/schema/v1/schema.json'), 'utf8'));
-const ajv = new Ajv2020({ strict: false, validateFormats: false, allErrors: true });
-ajv.addSchema(schema, 'acp');
-const resultDefs = new Map(); // method the agent handles -> its Response def (what harnessd answers)
-const outboundDefs = new Map(); // method harnessd may send (client-side or protocol) -> params def
-for (const [name, def] of Object.entries(schema.$defs)) {
-  const method = def['x-method'];
-  const side = def['x-side'];
-  if (!method) continue;
-  if (side === 'agent' && name.endsWith('Response')) resultDefs.set(method, name);
-  if ((side === 'client' || side === 'protocol') && !name.endsWith('Response')) outboundDefs.set(method, name);
-}
-const validators = new Map();
-function validatorFor(defName) {
-  if (!validators.has(defName)) validators.set(defName, ajv.compile({ $ref: `acp#/$defs/${defName}` }));
-  return validators.get(defName);
-}
-function assertValid(defName, value, where) {
-  const validate = validatorFor(defName);
-  assert.ok(validate(value), `${where} does not match ${defName}: ${ajv.errorsText(validate.errors).slice(0, 600)}`);
-}
-
-class LineTap {
-  constructor() { this.lines = []; this.rest = ''; this.decoder = new StringDecoder('utf8'); }
-  feed(chunk) {
-    const parts = (this.rest + this.decoder.write(chunk)).split('\n');
-    this.rest = parts.pop();
-    this.lines.push(...parts);
-  }
-}
-
-// Checks every harnessd line: envelope, ids matched to our requests, params/results per schema.
-function validateTranscript(out, sent) {
-  const sentMethods = new Map();
-  for (const line of sent.lines) {
-    const msg = JSON.parse(line);
-    if (msg.method !== undefined && msg.id !== undefined) sentMethods.set(JSON.stringify(msg.id), msg.method);
-  }
-  assert.equal(out.rest, '', 'harnessd left an unterminated line on stdout');
-  out.lines.forEach((line, i) => {
-    const where = `harnessd line ${i + 1} ${line.slice(0, 200)}`;
-    let msg;
-    assert.doesNotThrow(() => { msg = JSON.parse(line); }, `${where} is not JSON`);
-    assert.ok(msg && typeof msg === 'object' && !Array.isArray(msg), `${where} is not a JSON object`);
-    assert.equal(msg.jsonrpc, '2.0', `${where} lacks jsonrpc "2.0"`);
-    if (typeof msg.method === 'string') {
-      const def = outboundDefs.get(msg.method);
-      if (def) assertValid(def, msg.params, `${where} params`);
-      else assert.ok(msg.method.startsWith('_'), `${where}: method ${msg.method} is neither ACP nor an _extension`);
-      return;
-    }
-    assert.ok('id' in msg, `${where} is neither request, notification nor response`);
-    assert.equal(('result' in msg) + ('error' in msg), 1, `${where} needs exactly one of result/error`);
-    if ('error' in msg) {
-      assert.ok(Number.isInteger(msg.error?.code), `${where}: error code must be an integer`);
-      assert.ok(typeof msg.error.message === 'string' && msg.error.message.length > 0, `${where}: empty error message`);
-      return;
-    }
-    const method = sentMethods.get(JSON.stringify(msg.id));
-    assert.ok(method, `${where} answers id ${JSON.stringify(msg.id)}, which we never sent`);
-    if (resultDefs.has(method)) assertValid(resultDefs.get(method), msg.result, `${where} result of ${method}`);
-  });
-}
+// Every line harnessd writes is checked against the ACP schema, per method.
+const { validateTranscript } = schemaChecker(
+  createRequire(import.meta.url).resolve('@agentclientprotocol/sdk/schema/v1/schema.json'));
 
 // --- Processes -----------------------------------------------------------------------------------
 // /proc/<pid>/stat fields after the command name: state, ppid, ..., starttime (field 22).
