@@ -29,7 +29,7 @@ function makeEnv() {
   // The fake agent keeps its history under the test's folder, which also puts
   // the folder on its command line for the leftover check.
   fs.writeFileSync(config, `[daemon]\ndefault_harness = "fake"\n[harness.fake]\ncommand = ${JSON.stringify(
-    [FAKE_AGENT, '--state-dir', path.join(root, 'fake')])}\n`);
+    [FAKE_AGENT, '--state-dir', path.join(root, 'fake'), '--resume'])}\n`);
   const agent = `${HARNESSD} --config ${config} --state-dir ${path.join(root, 'state')}`;
   return { root, home, work, agent };
 }
@@ -112,7 +112,7 @@ test('acpx --format json: every line is JSON-RPC, harnessd extensions advertised
   }
 });
 
-test('acpx persistent named session: two prompts from separate invocations, status, cancel, close', async () => {
+test('acpx persistent named session: prompts from separate invocations, a lost queue owner, status, cancel, close', async () => {
   const env = makeEnv();
   try {
     const created = await acpx(env, ['sessions', 'new', '--name', 'work']);
@@ -126,6 +126,19 @@ test('acpx persistent named session: two prompts from separate invocations, stat
     const second = await acpx(env, ['prompt', '-s', 'work', 'history']);
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stdout, /history: echo the first turn/, 'the second prompt sees the first');
+
+    // The queue owner and harnessd go away (killed here, as by a reboot or
+    // the OOM killer): the next prompt starts both afresh, and harnessd brings
+    // the session back from its state directory, the harness's memory with it.
+    const killed = leftovers(env.root).map((line) => Number(line.split(':')[0]));
+    assert.ok(killed.length >= 2, `expected the queue owner and harnessd to be running: ${leftovers(env.root)}`);
+    for (const pid of killed) process.kill(pid, 'SIGKILL');
+    const gone = Date.now() + 5000;
+    while (leftovers(env.root).length && Date.now() < gone) await sleep(50);
+    assert.deepEqual(leftovers(env.root), [], 'the killed processes took their children with them');
+    const third = await acpx(env, ['prompt', '-s', 'work', 'history']);
+    assert.equal(third.code, 0, third.stderr);
+    assert.match(third.stdout, /history: echo the first turn \| history/, 'the session survived its processes');
 
     const status = await acpx(env, ['--format', 'json', 'status', '-s', 'work']);
     assert.equal(status.code, 0, status.stderr);

@@ -4,7 +4,9 @@
 // harnessd through its ACP runtime with a plain argv (`--harness fake`), and
 // the turns reach the fake harness. Covered: the startup probe, a one-shot
 // `sessions_spawn`, and a persistent `/acp spawn` session with two turns that
-// share the harness's memory, a cancel of a running turn, and `/acp close`.
+// share the harness's memory, a cancel of a running turn, a turn after
+// harnessd was killed (the session comes back from its state directory), and
+// `/acp close`.
 // At the end the gateway is stopped and no process of the run may remain.
 //
 // OpenClaw's own ACP backend plugin, @openclaw/acpx, is published only on
@@ -55,7 +57,7 @@ async function makeWorld() {
   }
   const harnessdConfig = path.join(root, 'harnessd.toml');
   fs.writeFileSync(harnessdConfig, `[harness.fake]\ncommand = ${JSON.stringify(
-    [FAKE_AGENT, '--state-dir', dirs.fake])}\n`);
+    [FAKE_AGENT, '--state-dir', dirs.fake, '--resume'])}\n`);
   const port = await freePort();
   // The configuration docs/integrations/openclaw.md describes, with the
   // stand-in plugin loaded from this folder.
@@ -298,6 +300,23 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   const after = await turn('echo after the cancel');
   assert.match(JSON.stringify(after.result.payloads), /after the cancel/);
 
+  // harnessd dies between turns (killed here; a crash or an OOM kill alike): the
+  // next turn starts a fresh harnessd, which restores the session from its
+  // state directory and resumes the harness's own session.
+  const before = harnessdProcesses(world);
+  assert.equal(before.length, 1, `one harnessd serves the persistent session: ${before}`);
+  process.kill(Number(before[0].split(':')[0]), 'SIGKILL');
+  const killDeadline = Date.now() + 5000;
+  while (harnessdProcesses(world).length && Date.now() < killDeadline) await sleep(50);
+  const revived = await turn('history');
+  assert.equal(revived.status, 'ok', JSON.stringify(revived));
+  const remembered = JSON.stringify(revived.result.payloads);
+  assert.match(remembered, /echo persistent first turn/, remembered);
+  assert.match(remembered, /echo after the cancel/, remembered);
+  // The ledger line is written before the answer, so the newest completed run is this turn.
+  const revivedRun = ledger(world).filter((e) => e.event === 'completed').at(-1);
+  assert.equal(revivedRun.sessionId, firstRun.sessionId, 'the fresh harnessd ran the turn in the same session');
+
   // Close: OpenClaw ends the session by closing harnessd's stdin; harnessd exits.
   const closeReply = await chatCommand(world, `/acp close ${key}`);
   assert.match(closeReply, /Closed ACP session/, closeReply);
@@ -312,7 +331,7 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
       terminal.set(entry.runId, (terminal.get(entry.runId) ?? 0) + 1);
     }
   }
-  assert.ok(terminal.size >= 5, `expected at least five runs, got ${terminal.size}`);
+  assert.ok(terminal.size >= 6, `expected at least six runs, got ${terminal.size}`);
   for (const [runId, count] of terminal) assert.equal(count, 1, `run ${runId} ended ${count} times`);
 
   // Stop the gateway; nothing of the run may remain.
