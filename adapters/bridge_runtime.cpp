@@ -119,6 +119,10 @@ std::string prompt_text(const json& blocks) {
   return text;
 }
 
+void BridgeSession::set_config_option(const std::string& id, const std::string&, OptionDone done) {
+  done(RpcError::invalid_params("session/set_config_option: no option '" + id + "'"));
+}
+
 // ---------------------------------------------------------------- the server
 
 namespace {
@@ -139,6 +143,8 @@ class BridgeServer {
     }
     client_.on_request("session/prompt", [this](const json& p, Reply r) { on_prompt(p, std::move(r)); });
     client_.on_request("session/close", [this](const json& p, Reply r) { on_close(p, std::move(r)); });
+    client_.on_request("session/set_config_option",
+                       [this](const json& p, Reply r) { on_set_config_option(p, std::move(r)); });
     client_.on_notification("session/cancel", [this](const json& p) { on_cancel(p); });
   }
 
@@ -190,9 +196,47 @@ class BridgeServer {
   void open(const BridgeSessionSpec& spec, Reply reply, json result) {
     auto session = bridge_.open_session(spec);
     if (!session) return reply.error(session.error());
+    json options = (*session)->config_options();
+    if (!options.empty()) result["configOptions"] = std::move(options);
     slots_[spec.id].session = std::move(*session);
     log::info(bridge_.name() + " bridge: session " + spec.id + (spec.resume ? " resumed" : " created"));
     reply.result(std::move(result));
+  }
+
+  void on_set_config_option(const json& params, Reply reply) {
+    auto req = schema::decode_set_config_option(params);
+    if (!req) return reply.error(req.error());
+    auto it = slots_.find(req->sessionId);
+    if (it == slots_.end()) return reply.error(RpcError::session_not_found(req->sessionId));
+    auto invalid = [&](const std::string& field, const std::string& problem) {
+      RpcError e = RpcError::invalid_params("session/set_config_option: " + problem);
+      e.data = {{"method", "session/set_config_option"}, {"field", field}};
+      return e;
+    };
+    const json options = it->second.session->config_options();
+    const json* option = nullptr;
+    for (const json& o : options) {
+      if (o.value("id", "") == req->configId) option = &o;
+    }
+    if (!option) return reply.error(invalid("configId", "no option '" + req->configId + "'"));
+    bool known = false;
+    if (req->value.is_string()) {
+      for (const json& choice : option->value("options", json::array())) {
+        if (choice.value("value", "") == req->value.get<std::string>()) known = true;
+      }
+    }
+    if (!known) {
+      return reply.error(invalid("value", "option '" + req->configId + "' has no value " + req->value.dump()));
+    }
+    std::string id = req->sessionId;
+    it->second.session->set_config_option(
+        req->configId, req->value.get<std::string>(),
+        [this, id, reply = std::move(reply)](Expected<void, RpcError> done) mutable {
+          if (!done) return reply.error(done.error());
+          auto s = slots_.find(id);
+          if (s == slots_.end()) return reply.error(RpcError::session_not_found(id));
+          reply.result({{"configOptions", s->second.session->config_options()}});
+        });
   }
 
   void on_prompt(const json& params, Reply reply) {

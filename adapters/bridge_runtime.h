@@ -76,6 +76,15 @@ class BridgeSession {
   /// The session goes away (session/close, end of input): stop everything.
   /// `done` runs when the harness's processes are gone.
   virtual void close(std::function<void()> done) = 0;
+
+  /// The session's configuration options (ACP SessionConfigOption objects,
+  /// `select` only), sent with session/new and session/resume and after
+  /// every change. Empty: the harness has none.
+  virtual nlohmann::json config_options() const { return nlohmann::json::array(); }
+  using OptionDone = UniqueFunction<void(Expected<void, RpcError>)>;
+  /// session/set_config_option with an option id and value the runtime has
+  /// checked against config_options(). `done` once the harness took it.
+  virtual void set_config_option(const std::string& id, const std::string& value, OptionDone done);
 };
 
 struct BridgeSessionSpec {

@@ -179,7 +179,7 @@ void Session::set_adapter_option(const std::string& config_id, const json& value
                     [this, alive, raw, config_id, value, done = std::move(done)](Connection::CallResult r) mutable {
                       if (alive.expired()) return;
                       if (!r) return done(r.error());
-                      if (adapter_.get() == raw) take_adapter_options(*r);
+                      if (adapter_.get() == raw) take_adapter_options(*r, false);
                       init_.config_choices[config_id] = value;
                       save_record();
                       done(config_options());
@@ -187,9 +187,15 @@ void Session::set_adapter_option(const std::string& config_id, const json& value
   });
 }
 
-void Session::take_adapter_options(const json& answer) {
-  if (answer.is_object() && answer.contains("configOptions") && answer["configOptions"].is_array()) {
-    adapter_options_ = answer["configOptions"];
+void Session::take_adapter_options(const json& answer, bool announce) {
+  if (!answer.is_object() || !answer.contains("configOptions") || !answer["configOptions"].is_array()) return;
+  if (answer["configOptions"] == adapter_options_) return;
+  adapter_options_ = answer["configOptions"];
+  // session/new could only list `harness`: the adapter starts later. The
+  // host learns the adapter's options (model, mode) once they are known.
+  if (announce) {
+    send_update({{"sessionId", init_.id},
+                 {"update", {{"sessionUpdate", "config_option_update"}, {"configOptions", config_options()}}}});
   }
 }
 
@@ -200,7 +206,7 @@ void Session::reapply_choices(adapters::AdapterLink* raw) {
                     [this, raw, id = config_id](Connection::CallResult r) {
                       if (adapter_.get() != raw) return;
                       if (r) {
-                        take_adapter_options(*r);
+                        take_adapter_options(*r, true);
                       } else {
                         log::warn("session " + init_.id + ": the new adapter refused option '" + id +
                                   "' chosen earlier: " + r.error().message);
@@ -396,7 +402,7 @@ void Session::ensure_adapter(Ready ready) {
         return create_adapter_session(raw);
       }
       adapter_session_id_ = old_id;
-      take_adapter_options(*r2);
+      take_adapter_options(*r2, true);
       reapply_choices(raw);
       adapter_ready_ = true;
       start_timer_.reset();
@@ -417,7 +423,7 @@ void Session::create_adapter_session(adapters::AdapterLink* raw) {
       return adapter_started(adapter_failure("answered session/new without a sessionId"));
     }
     adapter_session_id_ = sid.get<std::string>();
-    take_adapter_options(*r2);
+    take_adapter_options(*r2, true);
     reapply_choices(raw);
     adapter_ready_ = true;
     start_timer_.reset();

@@ -164,7 +164,8 @@ class Session {
   void create_adapter_session(adapters::AdapterLink* raw);
   void adapter_started(Expected<void, RpcError> result);
   /// Takes the adapter's configOptions from an answer, if it has them.
-  void take_adapter_options(const nlohmann::json& answer);
+  /// Keeps the adapter's option list; `announce` tells the host of a change.
+  void take_adapter_options(const nlohmann::json& answer, bool announce);
   /// Applies the host's earlier choices to a new adapter session.
   void reapply_choices(adapters::AdapterLink* raw);
   void record_transcript(std::string line);

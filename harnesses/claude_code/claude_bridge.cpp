@@ -141,10 +141,57 @@ bool conversation_exists(const std::string& id) {
   return found;
 }
 
+// The model and permission-mode choices a session offers. Claude takes
+// these aliases (and full model names) for --model; "default" leaves the
+// choice to claude. A model set in the profile is offered as well.
+json select_option(const std::string& id, const std::string& name, const std::string& category,
+                   const std::string& current, std::vector<std::pair<std::string, std::string>> choices) {
+  bool listed = false;
+  for (const auto& [value, label] : choices) listed = listed || value == current;
+  if (!listed) choices.emplace_back(current, current);
+  json options = json::array();
+  for (const auto& [value, label] : choices) options.push_back({{"value", value}, {"name", label}});
+  return {{"id", id}, {"name", name}, {"category", category}, {"type", "select"}, {"currentValue", current},
+          {"options", options}};
+}
+
 class ClaudeSession final : public adapters::BridgeSession {
  public:
   ClaudeSession(Loop& loop, const ClaudeOptions& options, const adapters::BridgeSessionSpec& spec)
-      : loop_(loop), options_(options), spec_(spec), resume_(spec.resume), interrupt_timer_(loop) {}
+      : loop_(loop),
+        options_(options),
+        spec_(spec),
+        resume_(spec.resume),
+        interrupt_timer_(loop),
+        model_(options.model.empty() ? "default" : options.model),
+        mode_(options.permission_mode.empty() ? "default" : options.permission_mode) {}
+
+  json config_options() const override {
+    return json::array(
+        {select_option("model", "Model", "model", model_,
+                       {{"default", "Default"}, {"sonnet", "Sonnet"}, {"opus", "Opus"}, {"haiku", "Haiku"}}),
+         select_option("mode", "Permission mode", "mode", mode_,
+                       {{"default", "Ask before acting"},
+                        {"acceptEdits", "Accept edits"},
+                        {"plan", "Plan only"},
+                        {"bypassPermissions", "Bypass permissions"}})});
+  }
+
+  void set_config_option(const std::string& id, const std::string& value, OptionDone done) override {
+    std::string& slot = id == "model" ? model_ : mode_;
+    if (slot == value) return done({});
+    if (!process_) {
+      // Applied as a flag when the process starts (also after a resume).
+      slot = value;
+      return done({});
+    }
+    // A running claude changes in place, the way Claude's own SDK does it.
+    std::string request_id = "harnessd-option-" + std::to_string(++controls_);
+    json request = id == "model" ? json{{"subtype", "set_model"}} : json{{"subtype", "set_permission_mode"}, {"mode", value}};
+    if (id == "model" && value != "default") request["model"] = value;
+    pending_options_.emplace(request_id, PendingOption{&slot, value, std::move(done)});
+    process_->write(json{{"type", "control_request"}, {"request_id", request_id}, {"request", request}}.dump() + "\n");
+  }
 
   void prompt(const json& blocks, std::shared_ptr<adapters::BridgeTurn> turn) override {
     turn_ = std::move(turn);
@@ -199,8 +246,8 @@ class ClaudeSession final : public adapters::BridgeSession {
     // later one (after a crash, a restart) resumes it.
     argv.emplace_back(resume_ ? "--resume" : "--session-id");
     argv.push_back(spec_.id);
-    if (!options_.model.empty()) argv.insert(argv.end(), {"--model", options_.model});
-    if (!options_.permission_mode.empty()) argv.insert(argv.end(), {"--permission-mode", options_.permission_mode});
+    if (model_ != "default") argv.insert(argv.end(), {"--model", model_});
+    if (mode_ != "default") argv.insert(argv.end(), {"--permission-mode", mode_});
     if (spec_.mcp_servers.is_array() && !spec_.mcp_servers.empty()) {
       argv.insert(argv.end(), {"--mcp-config", mcp_config(spec_.mcp_servers)});
     }
@@ -244,6 +291,8 @@ class ClaudeSession final : public adapters::BridgeSession {
       on_user(e);
     } else if (type == "control_request") {
       on_control_request(e);
+    } else if (type == "control_response") {
+      on_control_response(e);
     } else if (type == "result") {
       on_result(e);
     } else if (type == "system" && e.value("subtype", "") == "api_retry") {
@@ -360,6 +409,21 @@ class ClaudeSession final : public adapters::BridgeSession {
     });
   }
 
+  // Claude's answer to one of our control requests (an option change).
+  void on_control_response(const json& e) {
+    const json response = e.value("response", json::object());
+    auto it = pending_options_.find(response.value("request_id", ""));
+    if (it == pending_options_.end()) return;
+    PendingOption pending = std::move(it->second);
+    pending_options_.erase(it);
+    if (response.value("subtype", "") != "success") {
+      std::string why = response.contains("error") ? response["error"].dump() : "no reason given";
+      return pending.done(RpcError{rpc_code::kAdapterFailed, "claude refused the change: " + why, {}});
+    }
+    *pending.slot = pending.value;
+    pending.done({});
+  }
+
   void answer_control(const std::string& request_id, json response) {
     (void)request_id;
     if (!process_) return;
@@ -421,6 +485,13 @@ class ClaudeSession final : public adapters::BridgeSession {
       turn->fail(RpcError{rpc_code::kAdapterFailed, "claude exited during the turn (" + status.describe() + ")",
                           {{"stderrTail", process_->stderr_tail()}}});
     }
+    // Changes claude never answered take effect as flags on the next start.
+    auto pending = std::move(pending_options_);
+    pending_options_.clear();
+    for (auto& [request_id, option] : pending) {
+      *option.slot = option.value;
+      option.done({});
+    }
     loop_.post([this, p = std::move(process_)]() mutable {
       p.reset();
       if (on_gone_) {
@@ -443,6 +514,15 @@ class ClaudeSession final : public adapters::BridgeSession {
   Timer interrupt_timer_;
   int interrupts_ = 0;
   std::function<void()> on_gone_;
+  std::string model_;  // "default" or a name for --model
+  std::string mode_;   // "default" or a --permission-mode
+  struct PendingOption {
+    std::string* slot;
+    std::string value;
+    OptionDone done;
+  };
+  std::map<std::string, PendingOption> pending_options_;
+  int controls_ = 0;
 };
 
 class ClaudeBridge final : public adapters::Bridge {

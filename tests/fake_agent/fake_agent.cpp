@@ -53,6 +53,7 @@ struct Options {
   std::string state_dir;  // empty: history is kept in memory only
   bool resume = false;    // advertise and implement session/resume
   bool load = false;      // advertise and implement session/load
+  bool config_options = false;  // offer the "model" config option
 };
 
 // One completed prompt turn of a session, as remembered for `history`, session/load and --state-dir.
@@ -304,8 +305,10 @@ class FakeAgent {
       Session& session = sessions_[session_id];
       session.cwd = params["cwd"].get<std::string>();
       persist(session_id, session);
-      respond(id, {{"sessionId", session_id}, {"configOptions", config_options(session)}});
-    } else if (method == "session/set_config_option") {
+      json answer = {{"sessionId", session_id}};
+      if (options_.config_options) answer["configOptions"] = config_options(session);
+      respond(id, answer);
+    } else if (method == "session/set_config_option" && options_.config_options) {
       auto it = sessions_.find(params.value("sessionId", ""));
       std::string value = params.value("value", json()).is_string() ? params["value"].get<std::string>() : "";
       if (it == sessions_.end()) {
@@ -887,6 +890,8 @@ Options parse_options(int argc, char** argv) {
       options.resume = true;
     } else if (arg == "--load") {
       options.load = true;
+    } else if (arg == "--config-options") {
+      options.config_options = true;
     } else {
       usage_error("unknown flag: " + arg);
     }

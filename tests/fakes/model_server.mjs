@@ -62,13 +62,17 @@ function logRequest(req, body) {
 // automatic "Output token limit hit. Resume directly ..." after a max_tokens stop.
 const HARNESS_NOTES = [/^\[Request interrupted by user[^\]]*\]$/, /^Output token limit hit\./];
 
+// Claude Code records a local command (the /model change a set_model control
+// request makes, for one) in tagged text: context for the model, not input.
+const HARNESS_TAGS = /<(system-reminder|local-command-caveat|command-name|command-message|command-args|local-command-stdout)>[\s\S]*?<\/\1>/g;
+
 // Text of a content value (string or array of blocks/parts), minus system
-// reminders and harness notes.
+// reminders, recorded local commands and harness notes.
 function plainText(content) {
   const parts = typeof content === 'string' ? [content]
     : Array.isArray(content) ? content.filter((b) => b && b.type === 'text').map((b) => b.text ?? '')
     : [];
-  return parts.map((t) => t.replace(/<system-reminder>[\s\S]*?<\/system-reminder>/g, '').trim())
+  return parts.map((t) => t.replace(HARNESS_TAGS, '').trim())
               .filter((t) => t && !HARNESS_NOTES.some((re) => re.test(t))).join('\n');
 }
 

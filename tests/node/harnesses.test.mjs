@@ -595,6 +595,56 @@ for (const harness of Object.keys(HARNESSES)) {
   });
 }
 
+// --- Claude's model and permission mode as ACP config options ---------------------------------
+test('claude: model and mode are config options, set before the first turn and while claude runs', { timeout: 240000 }, async () => {
+  await withHarnessd('claude', async (ctx, d) => {
+    await ctx.request(acp.methods.agent.initialize, { protocolVersion: acp.PROTOCOL_VERSION, clientCapabilities: {} });
+    const created = await ctx.request(acp.methods.agent.session.new, {
+      cwd: d.workspace, mcpServers: [], _meta: { harnessd: { harness: 'cc' } },
+    });
+    const sessionId = created.sessionId;
+    const option = (list, id) => list.find((o) => o.id === id);
+    // The adapter starts at the first prompt or option change, so session/new lists only the harness.
+    assert.deepEqual(created.configOptions.map((o) => o.id), ['harness']);
+    const set = (configId, value) => ctx.request(acp.methods.agent.session.setConfigOption, { sessionId, configId, value });
+    const modelsSeen = (marker) => d.server.requests()
+      .filter((r) => r.path.startsWith('/v1/messages') && JSON.stringify(r.body.messages ?? []).includes(marker))
+      .map((r) => r.body.model);
+
+    // Before the first turn: the adapter starts and announces its options;
+    // the model becomes a flag when claude starts.
+    const before = await set('model', 'haiku');
+    const announced = d.updates.find((u) => u.update.sessionUpdate === 'config_option_update');
+    assert.ok(announced, 'no config_option_update when the adapter started');
+    assert.deepEqual(announced.update.configOptions.map((o) => o.id), ['harness', 'model', 'mode']);
+    assert.equal(option(announced.update.configOptions, 'model').category, 'model');
+    assert.equal(option(announced.update.configOptions, 'model').currentValue, 'default');
+    assert.equal(option(announced.update.configOptions, 'mode').category, 'mode');
+    assert.deepEqual(before.configOptions.map((o) => o.id), ['harness', 'model', 'mode'], 'the complete list comes back');
+    assert.equal(option(before.configOptions, 'model').currentValue, 'haiku');
+    const first = await prompt(ctx, d, sessionId, 'first with haiku');
+    assertEndTurn(d, first);
+    assert.ok(modelsSeen('first with haiku').length > 0 && modelsSeen('first with haiku').every((m) => /haiku/i.test(m)),
+      `claude asked for ${modelsSeen('first with haiku')}`);
+
+    // While claude runs: a control request to the live process, which stays.
+    const pid = await adapterPid(ctx, sessionId);
+    const during = await set('model', 'sonnet');
+    assert.equal(option(during.configOptions, 'model').currentValue, 'sonnet');
+    const mode = await set('mode', 'plan');
+    assert.equal(option(mode.configOptions, 'mode').currentValue, 'plan');
+    const second = await prompt(ctx, d, sessionId, 'second with sonnet');
+    assertEndTurn(d, second);
+    assert.ok(modelsSeen('second with sonnet').length > 0 && modelsSeen('second with sonnet').every((m) => /sonnet/i.test(m)),
+      `claude asked for ${modelsSeen('second with sonnet')}`);
+    assertReply(second, 'second with sonnet', ['first with haiku']);
+    assert.equal(await adapterPid(ctx, sessionId), pid, 'the change did not restart the adapter');
+
+    // Values a harness does not offer are refused with the field named.
+    await assert.rejects(set('mode', 'yolo'), (e) => e.code === -32602 && e.data?.field === 'value');
+  });
+});
+
 // --- Network: only the fake model server is contacted --------------------------------------------
 test('network: harnessd, claude and opencode connect only to the fake model server', { timeout: 240000 }, async (t) => {
   if (!STRACE) t.diagnostic('strace is not installed: checking the request log only');

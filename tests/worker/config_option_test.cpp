@@ -27,7 +27,8 @@ const json* option(const json& options, const std::string& id) {
 }
 
 std::string two_fakes() {
-  return fake_config({}, "", "") + "[harness.fake2]\ncommand = " + json::array({fake_agent_exe()}).dump() + "\n";
+  return fake_config({"--config-options"}, "", "") + "[harness.fake2]\ncommand = " +
+         json::array({fake_agent_exe(), "--config-options"}).dump() + "\n";
 }
 
 }  // namespace
@@ -53,9 +54,25 @@ TEST_CASE("session/set_config_option: the harness before the first prompt, then 
     CHECK(unknown["error"]["code"] == -32602);
     CHECK(unknown["error"]["data"]["field"] == "value");
 
-    // The adapter's option: the answer holds the complete list.
-    json model = set_option(d, 4, sid, "model", "fake-large");
+    // The adapter's option: the adapter starts, the host is told its options
+    // (session/new could not list them), and the answer holds the complete list.
+    d.send(request(4, "session/set_config_option",
+                   {{"sessionId", sid}, {"configId", "model"}, {"value", "fake-large"}}));
+    std::vector<json> before_answer;
+    json model = d.recv_reply(4, &before_answer);
     REQUIRE(model.contains("result"));
+    bool announced = false;
+    for (const json& m : before_answer) {
+      if (m.value("method", "") != "session/update" || m["params"]["update"]["sessionUpdate"] != "config_option_update") {
+        continue;
+      }
+      announced = true;
+      CHECK(m["params"]["sessionId"] == sid);
+      const json& listed = m["params"]["update"]["configOptions"];
+      CHECK((*option(listed, "harness"))["currentValue"] == "fake2");
+      REQUIRE(option(listed, "model"));
+    }
+    CHECK(announced);
     const json& options = model["result"]["configOptions"];
     CHECK((*option(options, "harness"))["currentValue"] == "fake2");
     REQUIRE(option(options, "model"));
