@@ -451,6 +451,7 @@ Expected<Session*, RpcError> Agent::reopen(const json& record, const schema::Loa
   if (record.contains("summary") && record["summary"].is_string()) init.summary = record["summary"];
   if (record.contains("history") && record["history"].is_array()) init.history = record["history"];
   if (record.contains("configOptions") && record["configOptions"].is_object()) init.config_choices = record["configOptions"];
+  if (record.contains("adapterOptions") && record["adapterOptions"].is_array()) init.adapter_defaults = record["adapterOptions"];
   init.harness_fixed = true;
   // A oneshot session has no adapter session to come back to.
   if (init.mode != "oneshot" && record.contains("adapterSessionId") && record["adapterSessionId"].is_string()) {

@@ -13,6 +13,16 @@ Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
   rt_ = std::make_unique<Runtime>(Runtime{
       loop, options_.config, host, reaper_, *store_, options_.guard_exe,
       options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, harnesses::current_environment()});
+  // The newest record of each harness tells what its adapter offers.
+  std::map<std::string, std::string> newest;
+  for (const auto& [id, record] : store_->sessions()) {
+    if (!record.contains("adapterOptions") || !record["adapterOptions"].is_array()) continue;
+    std::string harness = record.value("harness", "");
+    std::string updated = record.value("updatedAt", "");
+    if (harness.empty() || (newest.count(harness) && newest[harness] >= updated)) continue;
+    newest[harness] = updated;
+    rt_->harness_options[harness] = record["adapterOptions"];
+  }
   agent_ = std::make_unique<Agent>(*rt_);
 }
 

@@ -1,6 +1,7 @@
 // Runtime: what every session needs from the daemon, passed explicitly.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,10 @@ struct Runtime {
   std::vector<std::string> parent_env;
   /// clientCapabilities the host sent in initialize ({} until then).
   nlohmann::json client_capabilities = nlohmann::json::object();
+  /// Per harness profile, the configOptions its adapter last offered a new
+  /// session (its defaults). A session lists them from session/new on,
+  /// before its own adapter has started. Seeded from the session records.
+  std::map<std::string, nlohmann::json> harness_options = {};
 };
 
 }  // namespace harnessd::worker

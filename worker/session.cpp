@@ -90,6 +90,20 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
     : rt_(rt), init_(std::move(init)), on_idle_(std::move(on_idle)), updated_at_(std::chrono::system_clock::now()) {
   restore_id_ = init_.restore_adapter_session;
   if (init_.created_at.empty()) init_.created_at = iso_time();
+  adapter_defaults_ = init_.adapter_defaults;
+  expect_adapter_options();
+}
+
+void Session::expect_adapter_options() {
+  // What the harness's adapter offered last time, with this session's
+  // choices as current values; the adapter's own list replaces it once it runs.
+  auto known = rt_.harness_options.find(init_.profile.name);
+  adapter_options_ = known != rt_.harness_options.end() ? known->second : json::array();
+  for (auto& option : adapter_options_) {
+    if (!option.is_object()) continue;
+    auto choice = init_.config_choices.find(option.value("id", ""));
+    if (choice != init_.config_choices.end()) option["currentValue"] = *choice;
+  }
 }
 
 Session::~Session() {
@@ -115,6 +129,7 @@ json Session::record() const {
           {"runTimeoutMs", init_.run_timeout.count()},
           {"lane", queue::lane_name(init_.lane)},
           {"configOptions", init_.config_choices},
+          {"adapterOptions", adapter_defaults_},
           {"closed", closed_},
           {"createdAt", init_.created_at},
           {"updatedAt", iso_time()}};
@@ -163,6 +178,7 @@ Expected<void, RpcError> Session::set_harness(const harnesses::HarnessProfile& p
   if (init_.mode == init_.profile.mode) init_.mode = profile.mode;
   if (init_.template_name == init_.profile.template_name) init_.template_name = profile.template_name;
   init_.profile = profile;
+  expect_adapter_options();
   save_record();
   return {};
 }
@@ -402,7 +418,7 @@ void Session::ensure_adapter(Ready ready) {
         return create_adapter_session(raw);
       }
       adapter_session_id_ = old_id;
-      take_adapter_options(*r2, true);
+      take_adapter_options(*r2, init_.config_choices.empty());
       reapply_choices(raw);
       adapter_ready_ = true;
       start_timer_.reset();
@@ -423,7 +439,14 @@ void Session::create_adapter_session(adapters::AdapterLink* raw) {
       return adapter_started(adapter_failure("answered session/new without a sessionId"));
     }
     adapter_session_id_ = sid.get<std::string>();
-    take_adapter_options(*r2, true);
+    if (r2->contains("configOptions") && (*r2)["configOptions"].is_array()) {
+      adapter_defaults_ = (*r2)["configOptions"];
+      rt_.harness_options[init_.profile.name] = adapter_defaults_;
+    } else {
+      adapter_defaults_ = json::array();
+    }
+    // With choices to apply again, the host hears of the list once they are.
+    take_adapter_options(*r2, init_.config_choices.empty());
     reapply_choices(raw);
     adapter_ready_ = true;
     start_timer_.reset();

@@ -51,6 +51,8 @@ struct SessionInit {
   /// The adapter's config options the host chose ({configId: value}),
   /// applied again to every new adapter of the session.
   nlohmann::json config_choices = nlohmann::json::object();
+  /// The options its adapter offered when the session was made (null: not yet).
+  nlohmann::json adapter_defaults;
   /// A session of an earlier lifetime keeps its harness.
   bool harness_fixed = false;
 };
@@ -164,6 +166,8 @@ class Session {
   void create_adapter_session(adapters::AdapterLink* raw);
   void adapter_started(Expected<void, RpcError> result);
   /// Takes the adapter's configOptions from an answer, if it has them.
+  /// The harness's known options (rt_.harness_options) with this session's choices.
+  void expect_adapter_options();
   /// Keeps the adapter's option list; `announce` tells the host of a change.
   void take_adapter_options(const nlohmann::json& answer, bool announce);
   /// Applies the host's earlier choices to a new adapter session.
@@ -198,6 +202,7 @@ class Session {
   bool suppress_updates_ = false;  // while the adapter replays its own session/load
   bool prompted_ = false;          // a turn has started: the harness is fixed
   nlohmann::json adapter_options_ = nlohmann::json::array();  // the adapter's configOptions
+  nlohmann::json adapter_defaults_;  // what the adapter offered its new session; null until one was made
   std::function<void(Session&)> on_idle_;
   std::chrono::system_clock::time_point updated_at_;
   std::unique_ptr<Turn> turn_;

@@ -29,7 +29,7 @@ function makeEnv() {
   // The fake agent keeps its history under the test's folder, which also puts
   // the folder on its command line for the leftover check.
   fs.writeFileSync(config, `[daemon]\ndefault_harness = "fake"\n[harness.fake]\ncommand = ${JSON.stringify(
-    [FAKE_AGENT, '--state-dir', path.join(root, 'fake'), '--resume'])}\n`);
+    [FAKE_AGENT, '--state-dir', path.join(root, 'fake'), '--resume', '--config-options'])}\n`);
   const agent = `${HARNESSD} --config ${config} --state-dir ${path.join(root, 'state')}`;
   return { root, home, work, agent };
 }
@@ -78,13 +78,18 @@ async function finish(env) {
   assert.deepEqual(left, [], 'processes left behind');
 }
 
-test('acpx exec runs one prompt through harnessd and exits', async () => {
+test('acpx exec runs one prompt through harnessd and exits, also with --model', async () => {
   const env = makeEnv();
   try {
     const r = await acpx(env, ['exec', 'echo hello through acpx']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /hello through acpx/);
     assert.match(r.stdout, /end_turn/);
+    // --model needs the model option in session/new's answer: harnessd lists
+    // the options the harness's adapter offered before (here, in the run above).
+    const model = await acpx(env, ['--model', 'fake-large', 'exec', 'model']);
+    assert.equal(model.code, 0, model.stderr);
+    assert.match(model.stdout, /model fake-large/);
   } finally {
     await finish(env);
   }
@@ -112,7 +117,7 @@ test('acpx --format json: every line is JSON-RPC, harnessd extensions advertised
   }
 });
 
-test('acpx persistent named session: prompts from separate invocations, a lost queue owner, status, cancel, close', async () => {
+test('acpx persistent named session: prompts from separate invocations, a lost queue owner, set model, status, cancel, close', async () => {
   const env = makeEnv();
   try {
     const created = await acpx(env, ['sessions', 'new', '--name', 'work']);
@@ -139,6 +144,11 @@ test('acpx persistent named session: prompts from separate invocations, a lost q
     const third = await acpx(env, ['prompt', '-s', 'work', 'history']);
     assert.equal(third.code, 0, third.stderr);
     assert.match(third.stdout, /history: echo the first turn \| history/, 'the session survived its processes');
+
+    const set = await acpx(env, ['set', 'model', 'fake-large', '-s', 'work']);
+    assert.equal(set.code, 0, set.stderr);
+    const model = await acpx(env, ['prompt', '-s', 'work', 'model']);
+    assert.match(model.stdout, /model fake-large/, 'set model reached the harness');
 
     const status = await acpx(env, ['--format', 'json', 'status', '-s', 'work']);
     assert.equal(status.code, 0, status.stderr);

@@ -102,3 +102,41 @@ TEST_CASE("session/set_config_option: the harness before the first prompt, then 
   d.prompt(sid, "model", &seen);
   CHECK(message_text(seen) == "model fake-large");
 }
+
+TEST_CASE("session/new lists the options a harness's adapter offered before, across restarts") {
+  TempDir state;
+  {
+    Daemon d(two_fakes(), {}, state.path());
+    d.initialize();
+    // Nothing is known of the harness yet: only harnessd's own option.
+    d.send(request(1, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+    json first = d.recv_reply(1)["result"];
+    CHECK(first["configOptions"].size() == 1);
+    d.prompt(first["sessionId"], "echo start the adapter");
+    // Now session/new lists the adapter's options at their defaults.
+    d.send(request(2, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+    json second = d.recv_reply(2)["result"];
+    REQUIRE(option(second["configOptions"], "model"));
+    CHECK((*option(second["configOptions"], "model"))["currentValue"] == "fake-small");
+    // Switching to a harness never seen lists only what is known of it.
+    json switched = set_option(d, 3, second["sessionId"], "harness", "fake2");
+    CHECK(switched["result"]["configOptions"].size() == 1);
+    json back = set_option(d, 4, second["sessionId"], "harness", "fake");
+    CHECK(option(back["result"]["configOptions"], "model"));
+  }
+  // A new daemon on the same state directory knows them from the records, so
+  // a host that sets the model right after session/new (acpx --model) can.
+  Daemon d(two_fakes(), {}, state.path());
+  d.initialize();
+  d.send(request(1, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  json created = d.recv_reply(1)["result"];
+  REQUIRE(option(created["configOptions"], "model"));
+  std::string sid = created["sessionId"];
+  json model = set_option(d, 2, sid, "model", "fake-large");
+  CHECK((*option(model["result"]["configOptions"], "model"))["currentValue"] == "fake-large");
+  std::vector<json> seen;
+  d.prompt(sid, "model", &seen);
+  CHECK(message_text(seen) == "model fake-large");
+  // The adapter offered what the host already knew: no announcement.
+  for (const json& m : seen) CHECK(m["params"]["update"]["sessionUpdate"] != "config_option_update");
+}
