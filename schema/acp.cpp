@@ -245,6 +245,14 @@ Expected<SetConfigOptionRequest, RpcError> decode_set_config_option(const json& 
   return out;
 }
 
+Expected<SetModeRequest, RpcError> decode_set_mode(const json& params) {
+  Decoder d("session/set_mode", params);
+  auto id = d.required_string("sessionId");
+  auto mode = d.required_string("modeId");
+  if (!d.ok()) return d.error();
+  return SetModeRequest{*id, *mode};
+}
+
 Expected<SetSummaryRequest, RpcError> decode_set_summary(const json& params) {
   Decoder d("_harnessd/sessions/set_summary", params);
   SetSummaryRequest out;

@@ -105,6 +105,12 @@ struct SetConfigOptionRequest {
 };
 Expected<SetConfigOptionRequest, RpcError> decode_set_config_option(const nlohmann::json& params);
 
+struct SetModeRequest {
+  std::string sessionId;
+  std::string modeId;
+};
+Expected<SetModeRequest, RpcError> decode_set_mode(const nlohmann::json& params);
+
 struct SetSummaryRequest {
   std::string sessionId;
   std::string summary;  // empty clears it

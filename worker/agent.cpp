@@ -86,6 +86,7 @@ Agent::Agent(Runtime& rt)
   c.on_request("_harnessd/sessions/list", [this](const json& p, Reply r) { on_harnessd_sessions(p, std::move(r)); });
   c.on_request("session/set_config_option",
                [this](const json& p, Reply r) { on_set_config_option(p, std::move(r)); });
+  c.on_request("session/set_mode", [this](const json& p, Reply r) { on_set_mode(p, std::move(r)); });
   c.on_request("_harnessd/sessions/set_summary",
                [this](const json& p, Reply r) { on_set_summary(p, std::move(r)); });
   c.on_request("_harnessd/runs/get", [this](const json& p, Reply r) { on_run_get(p, std::move(r)); });
@@ -518,6 +519,17 @@ void Agent::on_set_config_option(const json& params, Reply reply) {
   if (!changed) return reply.error(changed.error());
   log::info("session " + session->id() + ": harness is now '" + profile->first + "'");
   reply.result({{"configOptions", session->config_options()}});
+}
+
+void Agent::on_set_mode(const json& params, Reply reply) {
+  auto req = schema::decode_set_mode(params);
+  if (!req) return reply.error(req.error());
+  Session* session = registry_.find(req->sessionId);
+  if (!session) return reply.error(RpcError::session_not_found(req->sessionId));
+  session->set_mode(req->modeId, [reply = std::move(reply)](Expected<void, RpcError> r) mutable {
+    if (!r) return reply.error(r.error());
+    reply.result(json::object());
+  });
 }
 
 void Agent::on_set_summary(const json& params, Reply reply) {

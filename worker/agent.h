@@ -45,6 +45,7 @@ class Agent {
   void on_runs_list(const nlohmann::json& params, Reply reply);
   void on_set_summary(const nlohmann::json& params, Reply reply);
   void on_set_config_option(const nlohmann::json& params, Reply reply);
+  void on_set_mode(const nlohmann::json& params, Reply reply);
 
   /// The template a prompt is packaged with, if any.
   Expected<std::optional<harnesses::Template>, RpcError> prompt_template(const Session& session,

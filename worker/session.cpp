@@ -203,6 +203,30 @@ void Session::set_adapter_option(const std::string& config_id, const json& value
   });
 }
 
+void Session::set_mode(const std::string& mode_id, UniqueFunction<void(Expected<void, RpcError>)> done) {
+  std::weak_ptr<bool> alive = alive_;
+  ensure_adapter([this, alive, mode_id, done = std::move(done)](Expected<void, RpcError> ready) mutable {
+    if (alive.expired()) return;
+    if (!ready) return done(ready.error());
+    for (const auto& option : adapter_options_) {
+      if (!option.is_object() || option.value("category", "") != "mode") continue;
+      set_adapter_option(option.value("id", ""), mode_id,
+                         [done = std::move(done)](Expected<json, RpcError> r) mutable {
+                           if (!r) return done(r.error());
+                           done({});
+                         });
+      return;
+    }
+    json params = {{"sessionId", adapter_session_id_}, {"modeId", mode_id}};
+    adapter_->rpc().call("session/set_mode", std::move(params),
+                         [alive, done = std::move(done)](Connection::CallResult r) mutable {
+                           if (alive.expired()) return;
+                           if (!r) return done(r.error());
+                           done({});
+                         });
+  });
+}
+
 void Session::take_adapter_options(const json& answer, bool announce) {
   if (!answer.is_object() || !answer.contains("configOptions") || !answer["configOptions"].is_array()) return;
   if (answer["configOptions"] == adapter_options_) return;

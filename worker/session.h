@@ -109,6 +109,9 @@ class Session {
   /// the complete configOptions.
   void set_adapter_option(const std::string& config_id, const nlohmann::json& value,
                           UniqueFunction<void(Expected<nlohmann::json, RpcError>)> done);
+  /// session/set_mode: the adapter's option of category "mode" when it has
+  /// one (so the choice is kept like any option), else its own set_mode.
+  void set_mode(const std::string& mode_id, UniqueFunction<void(Expected<void, RpcError>)> done);
   std::chrono::system_clock::time_point updated_at() const { return updated_at_; }
   /// The adapter's pid, or 0 when no adapter runs.
   int adapter_pid() const;

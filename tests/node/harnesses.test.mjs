@@ -633,11 +633,14 @@ test('claude: model and mode are config options, set before the first turn and w
     assert.equal(option(during.configOptions, 'model').currentValue, 'sonnet');
     const mode = await set('mode', 'plan');
     assert.equal(option(mode.configOptions, 'mode').currentValue, 'plan');
+    // The older session/set_mode reaches the same option.
+    assert.deepEqual(await ctx.request(acp.methods.agent.session.setMode, { sessionId, modeId: 'acceptEdits' }), {});
     const second = await prompt(ctx, d, sessionId, 'second with sonnet');
     assertEndTurn(d, second);
     assert.ok(modelsSeen('second with sonnet').length > 0 && modelsSeen('second with sonnet').every((m) => /sonnet/i.test(m)),
       `claude asked for ${modelsSeen('second with sonnet')}`);
     assertReply(second, 'second with sonnet', ['first with haiku']);
+    assert.equal(option((await set('model', 'sonnet')).configOptions, 'mode').currentValue, 'acceptEdits');
     assert.equal(await adapterPid(ctx, sessionId), pid, 'the change did not restart the adapter');
 
     // Values a harness does not offer are refused with the field named.

@@ -89,6 +89,11 @@ TEST_CASE("session/set_config_option: the harness before the first prompt, then 
     CHECK(bad.contains("error"));
     json no_value = set_option(d, 7, sid, "model", json::array());
     CHECK(no_value["error"]["data"]["field"] == "value");
+    // session/set_mode: this adapter has no mode option and no set_mode of its own.
+    d.send(request(70, "session/set_mode", {{"sessionId", sid}, {"modeId", "plan"}}));
+    CHECK(d.recv_reply(70)["error"]["code"] == -32601);
+    d.send(request(71, "session/set_mode", {{"sessionId", sid}}));
+    CHECK(d.recv_reply(71)["error"]["data"]["field"] == "modeId");
     d.send(request(8, "_harnessd/sessions/list", json::object()));
     CHECK(d.recv_reply(8)["result"]["sessions"][0]["harness"] == "fake2");
   }
