@@ -1,8 +1,12 @@
 // Harness processes for bridges.
 #include "harnesses/harness_process.h"
 
+#include <stdlib.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 
 #include "harnesses/profile.h"
@@ -48,6 +52,55 @@ Expected<std::unique_ptr<HarnessProcess>> HarnessProcess::start(Loop& loop, adap
   if (!process) return process.error();
   raw->process_ = std::move(*process);
   return self;
+}
+
+void ProcessSlot::close(std::chrono::milliseconds grace, std::function<void()> done) {
+  if (!running()) return done();
+  on_gone_ = std::move(done);
+  process_->terminate(grace);
+}
+
+void ProcessSlot::release() {
+  loop_.post([this, p = std::move(process_)]() mutable {
+    p.reset();
+    if (on_gone_) {
+      auto done = std::move(on_gone_);
+      on_gone_ = nullptr;
+      done();
+    }
+  });
+}
+
+nlohmann::json exit_error_data(const adapters::ExitStatus& status, const std::string& stderr_tail) {
+  nlohmann::json data = {{"stderrTail", stderr_tail}};
+  if (status.signal) {
+    data["signal"] = status.signal;
+  } else {
+    data["exitCode"] = status.code;
+  }
+  return data;
+}
+
+Expected<std::string> write_temp_file(const std::string& prefix, const std::string& text) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "-XXXXXX";
+  int fd = ::mkstemp(path.data());
+  if (fd < 0) return Error{std::strerror(errno)};
+  const char* p = text.data();
+  std::size_t left = text.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n <= 0) {
+      int saved = n < 0 ? errno : EIO;
+      ::close(fd);
+      ::unlink(path.c_str());
+      return Error{std::strerror(saved)};
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return path;
 }
 
 std::vector<std::string> environment_with(const std::vector<std::string>& extra) {

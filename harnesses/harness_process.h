@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json.hpp>
+
 #include "acp/line_splitter.h"
 #include "acp/loop.h"
 #include "adapters/process.h"
@@ -50,6 +52,42 @@ class HarnessProcess {
   Callbacks callbacks_;
   std::string stderr_tail_;
 };
+
+/// A bridge session's harness process from start to gone. It owns the
+/// process, lets go of it from a posted task once it has exited (never
+/// inside its callbacks), and then runs the session's pending close.
+class ProcessSlot {
+ public:
+  explicit ProcessSlot(Loop& loop) : loop_(loop) {}
+  ProcessSlot(const ProcessSlot&) = delete;
+  ProcessSlot& operator=(const ProcessSlot&) = delete;
+
+  void hold(std::unique_ptr<HarnessProcess> process) { process_ = std::move(process); }
+  HarnessProcess* operator->() const { return process_.get(); }
+  /// Held: started, and its exit not yet handled.
+  explicit operator bool() const { return process_ != nullptr; }
+  bool running() const { return process_ && !process_->exited(); }
+  /// Stdin closed, SIGTERM to the group, SIGKILL after `grace`, if it runs.
+  void terminate(std::chrono::milliseconds grace) {
+    if (running()) process_->terminate(grace);
+  }
+  /// Stops the process; `done` runs once it is gone (at once if none runs).
+  void close(std::chrono::milliseconds grace, std::function<void()> done);
+  /// Called from the process's exit callback, after the session has used it.
+  void release();
+
+ private:
+  Loop& loop_;
+  std::unique_ptr<HarnessProcess> process_;
+  std::function<void()> on_gone_;
+};
+
+/// `data` of the error for a harness that exited badly: the stderr tail and
+/// the exit code or signal.
+nlohmann::json exit_error_data(const adapters::ExitStatus& status, const std::string& stderr_tail);
+
+/// Writes `text` to a new private file `$TMPDIR/<prefix>-XXXXXX`; its path.
+Expected<std::string> write_temp_file(const std::string& prefix, const std::string& text);
 
 /// This process's environment plus `extra` (NAME=value entries win).
 std::vector<std::string> environment_with(const std::vector<std::string>& extra);

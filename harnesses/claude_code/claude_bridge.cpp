@@ -227,11 +227,7 @@ class ClaudeSession final : public adapters::BridgeSession {
     });
   }
 
-  void close(std::function<void()> done) override {
-    if (!process_) return done();
-    on_gone_ = std::move(done);
-    process_->terminate(kCloseGrace);
-  }
+  void close(std::function<void()> done) override { process_.close(kCloseGrace, std::move(done)); }
 
  private:
   Expected<void, RpcError> start() {
@@ -271,7 +267,7 @@ class ClaudeSession final : public adapters::BridgeSession {
       return RpcError{rpc_code::kHarnessUnavailable, "cannot start claude: " + process.error().message,
                       {{"command", options_.command}}};
     }
-    process_ = std::move(*process);
+    process_.hold(std::move(*process));
     resume_ = true;
     return {};
   }
@@ -492,28 +488,20 @@ class ClaudeSession final : public adapters::BridgeSession {
       *option.slot = option.value;
       option.done({});
     }
-    loop_.post([this, p = std::move(process_)]() mutable {
-      p.reset();
-      if (on_gone_) {
-        auto done = std::move(on_gone_);
-        on_gone_ = nullptr;
-        done();
-      }
-    });
+    process_.release();
   }
 
   Loop& loop_;
   const ClaudeOptions& options_;
   adapters::BridgeSessionSpec spec_;
   bool resume_;
-  std::unique_ptr<HarnessProcess> process_;
+  ProcessSlot process_{loop_};
   std::shared_ptr<adapters::BridgeTurn> turn_;
   std::map<std::string, std::string> tool_names_;
   json streaming_id_;
   std::set<std::string> streamed_;
   Timer interrupt_timer_;
   int interrupts_ = 0;
-  std::function<void()> on_gone_;
   std::string model_;  // "default" or a name for --model
   std::string mode_;   // "default" or a --permission-mode
   struct PendingOption {

@@ -76,20 +76,14 @@ class ExecSession final : public adapters::BridgeSession {
       return turn_->fail(RpcError{rpc_code::kHarnessUnavailable, "cannot run the command: " + process.error().message,
                                   {{"command", options_.command}}});
     }
-    process_ = std::move(*process);
+    process_.hold(std::move(*process));
     if (options_.input == "stdin") process_->write(text);
     process_->close_stdin();
   }
 
-  void cancel() override {
-    if (process_ && !process_->exited()) process_->terminate(options_.kill_grace);
-  }
+  void cancel() override { process_.terminate(options_.kill_grace); }
 
-  void close(std::function<void()> done) override {
-    if (!process_ || process_->exited()) return done();
-    on_gone_ = std::move(done);
-    process_->terminate(options_.kill_grace);
-  }
+  void close(std::function<void()> done) override { process_.close(options_.kill_grace, std::move(done)); }
 
  private:
   void on_text(std::string_view data) {
@@ -120,46 +114,18 @@ class ExecSession final : public adapters::BridgeSession {
       if (status.signal == 0 && status.code == 0) {
         turn_->finish("end_turn");
       } else {
-        json data = {{"stderrTail", process_->stderr_tail()}};
-        if (status.signal) {
-          data["signal"] = status.signal;
-        } else {
-          data["exitCode"] = status.code;
-        }
-        turn_->fail(RpcError{rpc_code::kAdapterFailed, "the command failed (" + status.describe() + ")", data});
+        turn_->fail(RpcError{rpc_code::kAdapterFailed, "the command failed (" + status.describe() + ")",
+                             exit_error_data(status, process_->stderr_tail())});
       }
       turn_.reset();
     }
-    // Destroyed outside its own exit callback.
-    loop_.post([this, p = std::move(process_)]() mutable {
-      p.reset();
-      if (on_gone_) {
-        auto done = std::move(on_gone_);
-        on_gone_ = nullptr;
-        done();
-      }
-    });
+    process_.release();
   }
 
   Expected<std::string> write_prompt_file(const std::string& text) {
     remove_prompt_file();
-    const char* tmp = std::getenv("TMPDIR");
-    std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/harnessd-prompt-XXXXXX";
-    int fd = ::mkstemp(path.data());
-    if (fd < 0) return Error{std::strerror(errno)};
-    const char* p = text.data();
-    std::size_t left = text.size();
-    while (left > 0) {
-      ssize_t n = ::write(fd, p, left);
-      if (n <= 0) {
-        ::close(fd);
-        return Error{std::strerror(errno)};
-      }
-      p += n;
-      left -= static_cast<std::size_t>(n);
-    }
-    ::close(fd);
-    prompt_file_ = path;
+    auto path = write_temp_file("harnessd-prompt", text);
+    if (path) prompt_file_ = *path;
     return path;
   }
 
@@ -172,8 +138,7 @@ class ExecSession final : public adapters::BridgeSession {
   const ExecOptions& options_;
   std::string cwd_;
   std::shared_ptr<adapters::BridgeTurn> turn_;
-  std::unique_ptr<HarnessProcess> process_;
-  std::function<void()> on_gone_;
+  ProcessSlot process_{loop_};
   std::string pending_;
   std::string prompt_file_;
 };

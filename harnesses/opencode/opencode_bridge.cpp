@@ -57,21 +57,15 @@ class OpencodeSession final : public adapters::BridgeSession {
       turn_.reset();
       return;
     }
-    process_ = std::move(*process);
+    process_.hold(std::move(*process));
     // The prompt goes on stdin: arguments with spaces reach the model quoted.
     process_->write(adapters::prompt_text(blocks));
     process_->close_stdin();
   }
 
-  void cancel() override {
-    if (process_ && !process_->exited()) process_->terminate(options_.kill_grace);
-  }
+  void cancel() override { process_.terminate(options_.kill_grace); }
 
-  void close(std::function<void()> done) override {
-    if (!process_ || process_->exited()) return done();
-    on_gone_ = std::move(done);
-    process_->terminate(options_.kill_grace);
-  }
+  void close(std::function<void()> done) override { process_.close(options_.kill_grace, std::move(done)); }
 
  private:
   void on_line(std::string_view line) {
@@ -135,34 +129,21 @@ class OpencodeSession final : public adapters::BridgeSession {
         turn->finish("end_turn", meta);
       } else {
         std::string why = error_ ? *error_ : "opencode exited (" + status.describe() + ")";
-        json data = {{"stderrTail", process_->stderr_tail()}};
-        if (status.signal) {
-          data["signal"] = status.signal;
-        } else {
-          data["exitCode"] = status.code;
-        }
-        turn->fail(RpcError{rpc_code::kAdapterFailed, "opencode failed: " + why, data});
+        turn->fail(RpcError{rpc_code::kAdapterFailed, "opencode failed: " + why,
+                            exit_error_data(status, process_->stderr_tail())});
       }
     }
-    loop_.post([this, p = std::move(process_)]() mutable {
-      p.reset();
-      if (on_gone_) {
-        auto done = std::move(on_gone_);
-        on_gone_ = nullptr;
-        done();
-      }
-    });
+    process_.release();
   }
 
   Loop& loop_;
   const OpencodeOptions& options_;
   adapters::BridgeSessionSpec spec_;
   std::string opencode_session_;
-  std::unique_ptr<HarnessProcess> process_;
+  ProcessSlot process_{loop_};
   std::shared_ptr<adapters::BridgeTurn> turn_;
   std::optional<std::string> error_;
   json tokens_;
-  std::function<void()> on_gone_;
 };
 
 class OpencodeBridge final : public adapters::Bridge {

@@ -81,26 +81,22 @@ class OpenspaceSession final : public adapters::BridgeSession {
       turn_.reset();
       return;
     }
-    process_ = std::move(*process);
+    process_.hold(std::move(*process));
     schedule_poll();
   }
 
   void cancel() override {
     // The shim turns SIGTERM into a cooperative cancel of the task.
-    if (process_ && !process_->exited()) process_->terminate(options_.kill_grace);
+    process_.terminate(options_.kill_grace);
   }
 
-  void close(std::function<void()> done) override {
-    if (!process_ || process_->exited()) return done();
-    on_gone_ = std::move(done);
-    process_->terminate(options_.kill_grace);
-  }
+  void close(std::function<void()> done) override { process_.close(options_.kill_grace, std::move(done)); }
 
  private:
   void schedule_poll() {
     poll_.start(options_.poll_interval, [this] {
       relay_progress();
-      if (process_ && !process_->exited()) schedule_poll();
+      if (process_.running()) schedule_poll();
     });
   }
 
@@ -198,14 +194,7 @@ class OpenspaceSession final : public adapters::BridgeSession {
         finish(*turn, result);
       }
     }
-    loop_.post([this, p = std::move(process_)]() mutable {
-      p.reset();
-      if (on_gone_) {
-        auto done = std::move(on_gone_);
-        on_gone_ = nullptr;
-        done();
-      }
-    });
+    process_.release();
   }
 
   void finish(adapters::BridgeTurn& turn, const json& result) {
@@ -236,14 +225,9 @@ class OpenspaceSession final : public adapters::BridgeSession {
 
   Expected<void> write_task_file(const std::string& text) {
     remove_task_file();
-    const char* tmp = std::getenv("TMPDIR");
-    std::string path = std::string(tmp && *tmp ? tmp : "/tmp") + "/harnessd-task-XXXXXX";
-    int fd = ::mkstemp(path.data());
-    if (fd < 0) return Error{std::strerror(errno)};
-    bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    ::close(fd);
-    if (!ok) return Error{"short write"};
-    task_file_ = path;
+    auto path = write_temp_file("harnessd-task", text);
+    if (!path) return path.error();
+    task_file_ = *path;
     return {};
   }
 
@@ -257,13 +241,12 @@ class OpenspaceSession final : public adapters::BridgeSession {
   std::string cwd_;
   Timer poll_;
   std::shared_ptr<adapters::BridgeTurn> turn_;
-  std::unique_ptr<HarnessProcess> process_;
+  ProcessSlot process_{loop_};
   std::vector<std::string> stdout_;
   std::string task_;
   std::string task_file_;
   std::string recording_;
   std::size_t offset_ = 0;
-  std::function<void()> on_gone_;
 };
 
 class OpenspaceBridge final : public adapters::Bridge {
