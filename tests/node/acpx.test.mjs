@@ -55,8 +55,9 @@ function acpx(env, args, { input } = {}) {
   });
 }
 
-/// Processes whose command line names the test's folder (harnessd, the fake
-/// agent, acpx's queue owner).
+/// Processes of the test: the command line names its folder (harnessd, the
+/// fake agent) or the environment has its HOME (acpx's queue owner, whose
+/// command line is only `cli.js __queue-owner`).
 function leftovers(root) {
   const found = [];
   for (const pid of fs.readdirSync('/proc')) {
@@ -64,7 +65,8 @@ function leftovers(root) {
     try {
       const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
       const state = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1)[0];
-      if (state !== 'Z' && cmd.includes(root)) found.push(`${pid}: ${cmd}`);
+      const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
+      if (state !== 'Z' && (cmd.includes(root) || environ.includes(`HOME=${root}/home\0`))) found.push(`${pid}: ${cmd}`);
     } catch { /* gone */ }
   }
   return found;
@@ -74,6 +76,10 @@ async function finish(env) {
   const deadline = Date.now() + 5000;
   while (leftovers(env.root).length && Date.now() < deadline) await sleep(50);
   const left = leftovers(env.root);
+  // Reported, then stopped, so a failure does not leave them to later tests.
+  for (const line of left) {
+    try { process.kill(Number(line.split(':')[0]), 'SIGKILL'); } catch { /* gone */ }
+  }
   fs.rmSync(env.root, { recursive: true, force: true });
   assert.deepEqual(left, [], 'processes left behind');
 }
