@@ -50,10 +50,30 @@ class StreamReader final : public Reader {
   // the bytes before returning, so streams never need their own. Per-stream
   // buffers would cost 64 KiB for each adapter pipe, and harnessd forks to
   // spawn adapters: a large address space makes every fork slower.
-  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) noexcept {
+  static std::vector<char>& shared_buffer() {
     thread_local std::vector<char> shared(kReadChunk);
+    return shared;
+  }
+  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) noexcept {
+    std::vector<char>& shared = shared_buffer();
     *buf = uv_buf_init(shared.data(), static_cast<unsigned>(shared.size()));
   }
+
+ public:
+  void drain() override {
+    uv_os_fd_t fd;
+    if (ended_ || !reading_ || uv_fileno(reinterpret_cast<uv_handle_t*>(handle_.get()), &fd) != 0) return;
+    // libuv keeps the fd non-blocking; reading it here, on the loop thread,
+    // only takes bytes its next read would have taken.
+    std::vector<char>& buffer = shared_buffer();
+    for (;;) {
+      ssize_t n = ::read(fd, buffer.data(), buffer.size());
+      if (n <= 0) return;  // nothing pending, the end (the loop reports it), or an error
+      deliver(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+    }
+  }
+
+ private:
 
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noexcept {
     auto* self = static_cast<StreamReader*>(s->data);

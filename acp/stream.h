@@ -31,6 +31,10 @@ class Reader {
   /// Stops delivering until resume() (backpressure).
   virtual void pause() = 0;
   virtual void resume() = 0;
+  /// Delivers at once what can be read without waiting, so bytes already
+  /// written by the peer are not left behind a message that came by another
+  /// stream. The end of the stream is still reported by the loop.
+  virtual void drain() {}
 };
 
 /// Sends bytes in the order given. Destroying a Writer drops what is unsent.

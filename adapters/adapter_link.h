@@ -62,6 +62,9 @@ class AdapterLink {
   /// Closes stdin, SIGTERMs the group, SIGKILLs it after `kill_grace`.
   void terminate(std::chrono::milliseconds kill_grace) { process_->terminate(kill_grace); }
   void close_stdin() { process_->close_stdin(); }
+  /// Takes in the stderr bytes already written, so a turn's recording has
+  /// what the adapter wrote before its answer.
+  void drain_stderr() { process_->drain_stderr(); }
 
  private:
   AdapterLink(AdapterOptions options, std::function<void(const ExitStatus&)> on_exit);

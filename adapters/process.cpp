@@ -213,6 +213,10 @@ void Process::write(std::string data) {
   if (stdin_) stdin_->write(std::move(data));
 }
 
+void Process::drain_stderr() {
+  if (stderr_) stderr_->drain();
+}
+
 void Process::close_stdin() {
   // Posted: close_stdin may be called from inside a write-error callback of
   // this very writer.

@@ -79,6 +79,8 @@ class Process {
   void write(std::string data);
   /// Closes the child's stdin (it reads EOF).
   void close_stdin();
+  /// Reads at once what the child has already written to stderr.
+  void drain_stderr();
   /// Sends `signum` to the whole process group.
   void signal_group(int signum);
   /// The kill ladder's last steps: close stdin, SIGTERM the group, and

@@ -546,7 +546,10 @@ void Session::send_prompt() {
   prompt_in_flight_ = true;
   adapters::AdapterLink* raw = adapter_.get();
   raw->rpc().call("session/prompt", std::move(params), [this, raw, generation](Connection::CallResult r) {
-    if (adapter_.get() == raw) prompt_in_flight_ = false;
+    if (adapter_.get() == raw) {
+      prompt_in_flight_ = false;
+      raw->drain_stderr();  // stderr written before the answer belongs to this run
+    }
     if (!r && turn_ && turn_->control.generation() == generation && adapter_.get() == raw) {
       // The failure may come from the adapter's death: describe it while
       // the link still says how it ended.
