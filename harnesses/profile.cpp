@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <set>
 
+#include "harnesses/claude_code/claude_bridge.h"
+
 extern char** environ;
 
 namespace harnessd::harnesses {
@@ -96,6 +98,17 @@ std::string bridge_of(const std::string& kind) {
   if (kind == "openspace") return "openspace";
   if (kind == "exec") return "exec";
   return "";
+}
+
+nlohmann::json known_config_options(const HarnessProfile& profile) {
+  if (profile.kind != "claude-code") return nlohmann::json::array();
+  // The bridge's --model and --permission-mode, from the profile's table.
+  std::string model, mode;
+  for (std::size_t i = 0; i + 1 < profile.bridge_options.size(); i += 2) {
+    if (profile.bridge_options[i] == "--model") model = profile.bridge_options[i + 1];
+    if (profile.bridge_options[i] == "--permission-mode") mode = profile.bridge_options[i + 1];
+  }
+  return claude_config_options(model, mode);
 }
 
 std::vector<std::string> adapter_argv(const HarnessProfile& profile, const std::string& harnessd_exe) {

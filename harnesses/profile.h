@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
 #include "schema/expected.h"
@@ -50,6 +51,10 @@ std::map<std::string, HarnessProfile> builtin_profiles();
 /// The bridge a kind runs ("claude-code", "opencode", "openspace", "exec"),
 /// or empty for "acp".
 std::string bridge_of(const std::string& kind);
+
+/// The config options the profile's adapter will offer, when harnessd knows
+/// them without starting it (the claude-code bridge); else an empty array.
+nlohmann::json known_config_options(const HarnessProfile& profile);
 
 /// The argv that starts the profile's adapter: its command for an ACP
 /// agent, `<harnessd> adapter <bridge> <options> -- <command>` for a bridge.

@@ -23,6 +23,12 @@ Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
     newest[harness] = updated;
     rt_->harness_options[harness] = record["adapterOptions"];
   }
+  // Harnesses whose options are known without running them; a record of
+  // what an adapter offered is newer knowledge and wins.
+  for (const auto& [name, profile] : options_.config.harnesses) {
+    nlohmann::json known = harnesses::known_config_options(profile);
+    if (!known.empty() && !rt_->harness_options.count(name)) rt_->harness_options[name] = std::move(known);
+  }
   agent_ = std::make_unique<Agent>(*rt_);
 }
 

@@ -166,16 +166,7 @@ class ClaudeSession final : public adapters::BridgeSession {
         model_(options.model.empty() ? "default" : options.model),
         mode_(options.permission_mode.empty() ? "default" : options.permission_mode) {}
 
-  json config_options() const override {
-    return json::array(
-        {select_option("model", "Model", "model", model_,
-                       {{"default", "Default"}, {"sonnet", "Sonnet"}, {"opus", "Opus"}, {"haiku", "Haiku"}}),
-         select_option("mode", "Permission mode", "mode", mode_,
-                       {{"default", "Ask before acting"},
-                        {"acceptEdits", "Accept edits"},
-                        {"plan", "Plan only"},
-                        {"bypassPermissions", "Bypass permissions"}})});
-  }
+  json config_options() const override { return claude_config_options(model_, mode_); }
 
   void set_config_option(const std::string& id, const std::string& value, OptionDone done) override {
     std::string& slot = id == "model" ? model_ : mode_;
@@ -534,6 +525,17 @@ class ClaudeBridge final : public adapters::Bridge {
 };
 
 }  // namespace
+
+json claude_config_options(const std::string& model, const std::string& mode) {
+  return json::array(
+      {select_option("model", "Model", "model", model.empty() ? "default" : model,
+                     {{"default", "Default"}, {"sonnet", "Sonnet"}, {"opus", "Opus"}, {"haiku", "Haiku"}}),
+       select_option("mode", "Permission mode", "mode", mode.empty() ? "default" : mode,
+                     {{"default", "Ask before acting"},
+                      {"acceptEdits", "Accept edits"},
+                      {"plan", "Plan only"},
+                      {"bypassPermissions", "Bypass permissions"}})});
+}
 
 std::unique_ptr<adapters::Bridge> make_claude_bridge(Loop& loop, ClaudeOptions options) {
   return std::make_unique<ClaudeBridge>(loop, std::move(options));

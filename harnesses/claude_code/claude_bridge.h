@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "acp/loop.h"
 #include "adapters/bridge_runtime.h"
 
@@ -22,5 +24,10 @@ struct ClaudeOptions {
 };
 
 std::unique_ptr<adapters::Bridge> make_claude_bridge(Loop& loop, ClaudeOptions options);
+
+/// The config options of a claude-code session (ACP SessionConfigOption
+/// objects): `model` and `mode` with these current values ("default" when
+/// empty). harnessd lists them before the bridge runs.
+nlohmann::json claude_config_options(const std::string& model, const std::string& mode);
 
 }  // namespace harnessd::harnesses

@@ -604,22 +604,21 @@ test('claude: model and mode are config options, set before the first turn and w
     });
     const sessionId = created.sessionId;
     const option = (list, id) => list.find((o) => o.id === id);
-    // The adapter starts at the first prompt or option change, so session/new lists only the harness.
-    assert.deepEqual(created.configOptions.map((o) => o.id), ['harness']);
+    // harnessd knows the claude-code bridge's options before it runs: session/new lists them.
+    assert.deepEqual(created.configOptions.map((o) => o.id), ['harness', 'model', 'mode']);
+    assert.equal(option(created.configOptions, 'model').category, 'model');
+    assert.equal(option(created.configOptions, 'model').currentValue, 'default');
+    assert.equal(option(created.configOptions, 'mode').category, 'mode');
     const set = (configId, value) => ctx.request(acp.methods.agent.session.setConfigOption, { sessionId, configId, value });
     const modelsSeen = (marker) => d.server.requests()
       .filter((r) => r.path.startsWith('/v1/messages') && JSON.stringify(r.body.messages ?? []).includes(marker))
       .map((r) => r.body.model);
 
-    // Before the first turn: the adapter starts and announces its options;
-    // the model becomes a flag when claude starts.
+    // Before the first turn: the adapter starts (offering what session/new
+    // listed, so no config_option_update), and the model becomes a flag when claude starts.
     const before = await set('model', 'haiku');
-    const announced = d.updates.find((u) => u.update.sessionUpdate === 'config_option_update');
-    assert.ok(announced, 'no config_option_update when the adapter started');
-    assert.deepEqual(announced.update.configOptions.map((o) => o.id), ['harness', 'model', 'mode']);
-    assert.equal(option(announced.update.configOptions, 'model').category, 'model');
-    assert.equal(option(announced.update.configOptions, 'model').currentValue, 'default');
-    assert.equal(option(announced.update.configOptions, 'mode').category, 'mode');
+    assert.ok(!d.updates.some((u) => u.update.sessionUpdate === 'config_option_update'),
+      'the adapter offered what the host was told; nothing to announce');
     assert.deepEqual(before.configOptions.map((o) => o.id), ['harness', 'model', 'mode'], 'the complete list comes back');
     assert.equal(option(before.configOptions, 'model').currentValue, 'haiku');
     const first = await prompt(ctx, d, sessionId, 'first with haiku');

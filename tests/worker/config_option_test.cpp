@@ -145,3 +145,22 @@ TEST_CASE("session/new lists the options a harness's adapter offered before, acr
   // The adapter offered what the host already knew: no announcement.
   for (const json& m : seen) CHECK(m["params"]["update"]["sessionUpdate"] != "config_option_update");
 }
+
+TEST_CASE("a claude-code session lists model and mode from its first session/new, before claude ever ran") {
+  // The command is never run here: session/new does not start the adapter.
+  std::string config = fake_config({}, "", "") + "[harness.cc]\nkind = \"claude-code\"\ncommand = " +
+                       json::array({fake_agent_exe()}).dump() + "\nmodel = \"opus\"\n";
+  Daemon d(config);
+  d.initialize();
+  d.send(request(1, "session/new",
+                 {{"cwd", "/tmp"}, {"mcpServers", json::array()}, {"_meta", {{"harnessd", {{"harness", "cc"}}}}}}));
+  json created = d.recv_reply(1)["result"];
+  REQUIRE(option(created["configOptions"], "model"));
+  CHECK((*option(created["configOptions"], "model"))["currentValue"] == "opus");
+  CHECK((*option(created["configOptions"], "model"))["category"] == "model");
+  REQUIRE(option(created["configOptions"], "mode"));
+  CHECK((*option(created["configOptions"], "mode"))["currentValue"] == "default");
+  // An ACP profile's options stay unknown until its adapter has run.
+  d.send(request(2, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  CHECK(d.recv_reply(2)["result"]["configOptions"].size() == 1);
+}
