@@ -231,8 +231,8 @@ void Session::take_adapter_options(const json& answer, bool announce) {
   if (!answer.is_object() || !answer.contains("configOptions") || !answer["configOptions"].is_array()) return;
   if (answer["configOptions"] == adapter_options_) return;
   adapter_options_ = answer["configOptions"];
-  // session/new could only list `harness`: the adapter starts later. The
-  // host learns the adapter's options (model, mode) once they are known.
+  // session/new listed what was known of the harness before the adapter
+  // ran; the host hears of the adapter's own list when it differs.
   if (announce) {
     send_update({{"sessionId", init_.id},
                  {"update", {{"sessionUpdate", "config_option_update"}, {"configOptions", config_options()}}}});
