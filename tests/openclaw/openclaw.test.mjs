@@ -267,7 +267,10 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   t.after(async () => {
     const log = path.join(world.dirs.logs, 'gateway.out');
     if (!finished && fs.existsSync(log)) {
-      process.stderr.write(`--- the gateway's output, last 8000 characters:\n${fs.readFileSync(log, 'utf8').slice(-8000)}\n`);
+      const text = fs.readFileSync(log, 'utf8');
+      const acp = text.split('\n').filter((line) => /acp|harnessd|spawn|subagent/i.test(line));
+      process.stderr.write(`--- the gateway's ACP lines, last 60:\n${acp.slice(-60).join('\n')}\n`);
+      process.stderr.write(`--- the gateway's output, last 4000 characters:\n${text.slice(-4000)}\n`);
     }
     if (gateway && gatewayExit === null) {
       try { process.kill(-gateway.pid, 'SIGKILL'); } catch { /* gone */ }
@@ -285,7 +288,7 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
 
   // The gateway in the foreground, in its own process group.
   const gatewayLog = fs.openSync(path.join(world.dirs.logs, 'gateway.out'), 'a');
-  gateway = spawn(OPENCLAW, ['gateway', 'run', '--port', String(world.port), '--bind', 'loopback'], {
+  gateway = spawn(OPENCLAW, ['gateway', 'run', '--port', String(world.port), '--bind', 'loopback', '--verbose'], {
     cwd: world.dirs.work, env: world.env, detached: true, stdio: ['ignore', gatewayLog, gatewayLog],
   });
   const exited = new Promise((resolve) => gateway.on('exit', (code, signal) => { gatewayExit = { code, signal }; resolve(); }));
@@ -320,7 +323,11 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   assert.match(spawned, /"status":"accepted"/, spawned);
   const oneShotKey = spawned.match(/agent:harnessd:acp:[0-9a-f-]{36}/)?.[0];
   assert.ok(oneShotKey, `no child session key in ${spawned}`);
-  const oneShot = await waitForRun(world, 'echo one-shot reached the harness', 'completed', 120000);
+  const oneShot = await waitForRun(world, 'echo one-shot reached the harness', 'completed', 120000).catch(async (error) => {
+    const history = await adminCall(world, 'chat.history', { sessionKey: oneShotKey }).catch((e) => String(e));
+    error.message += `\nthe child session's history: ${JSON.stringify(history).slice(-3000)}`;
+    throw error;
+  });
   assert.equal(oneShot.stopReason, 'end_turn');
   assert.equal(oneShot.harness, 'fake');
   const oneShotHistory = await adminCall(world, 'chat.history', { sessionKey: oneShotKey });
