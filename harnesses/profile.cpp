@@ -101,6 +101,7 @@ std::string bridge_of(const std::string& kind) {
 }
 
 nlohmann::json known_config_options(const HarnessProfile& profile) {
+  if (bridge_of(profile.kind).empty()) return nullptr;  // an ACP adapter says so itself
   if (profile.kind != "claude-code") return nlohmann::json::array();
   // The bridge's --model and --permission-mode, from the profile's table.
   std::string model, mode;

@@ -52,8 +52,9 @@ std::map<std::string, HarnessProfile> builtin_profiles();
 /// or empty for "acp".
 std::string bridge_of(const std::string& kind);
 
-/// The config options the profile's adapter will offer, when harnessd knows
-/// them without starting it (the claude-code bridge); else an empty array.
+/// The config options the profile's adapter will offer when harnessd knows
+/// them without starting it: a bridge's list (empty for bridges without
+/// options). Null for an ACP adapter, which only tells once it runs.
 nlohmann::json known_config_options(const HarnessProfile& profile);
 
 /// The argv that starts the profile's adapter: its command for an ACP

@@ -275,9 +275,21 @@ void Agent::on_new_session(const json& params, Reply reply) {
   session.save_record();
   log::info("session " + id + ": created for harness '" + harness + "' in " + req->cwd +
             (meta.name ? " as '" + *meta.name + "'" : ""));
-  json result = {{"sessionId", id}, {"configOptions", session.config_options()}};
-  if (meta.name) result["_meta"] = {{"harnessd", {{"name", *meta.name}, {"created", true}}}};
-  reply.result(std::move(result));
+  auto answer = [id, name = meta.name, reply = std::move(reply)](json options) mutable {
+    json result = {{"sessionId", id}, {"configOptions", std::move(options)}};
+    if (name) result["_meta"] = {{"harnessd", {{"name", *name}, {"created", true}}}};
+    reply.result(std::move(result));
+  };
+  // Hosts read the model and mode options from this answer (acpx --model
+  // sets the model right after it). When nothing yet says what this
+  // harness's adapter offers, it starts now instead of at the first prompt;
+  // its list is then known to every later session, in this lifetime and in
+  // the next (the session records keep it).
+  if (!rt_.harness_options.count(harness) && rt_.harness_options_sought.insert(harness).second) {
+    session.start_adapter_early(std::move(answer));
+    return;
+  }
+  answer(session.config_options());
 }
 
 Session& Agent::open_session(SessionInit init) {

@@ -27,7 +27,7 @@ Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
   // what an adapter offered is newer knowledge and wins.
   for (const auto& [name, profile] : options_.config.harnesses) {
     nlohmann::json known = harnesses::known_config_options(profile);
-    if (!known.empty() && !rt_->harness_options.count(name)) rt_->harness_options[name] = std::move(known);
+    if (known.is_array() && !rt_->harness_options.count(name)) rt_->harness_options[name] = std::move(known);
   }
   agent_ = std::make_unique<Agent>(*rt_);
 }

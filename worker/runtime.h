@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,9 @@ struct Runtime {
   /// session (its defaults). A session lists them from session/new on,
   /// before its own adapter has started. Seeded from the session records.
   std::map<std::string, nlohmann::json> harness_options = {};
+  /// Harnesses whose adapter session/new started early to learn those
+  /// options, so that a harness that cannot start delays only one answer.
+  std::set<std::string> harness_options_sought = {};
 };
 
 }  // namespace harnessd::worker

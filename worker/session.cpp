@@ -168,7 +168,7 @@ json Session::config_options() const {
 }
 
 Expected<void, RpcError> Session::set_harness(const harnesses::HarnessProfile& profile) {
-  if (prompted_ || adapter_ || init_.harness_fixed) {
+  if (prompted_ || (adapter_ && !early_unused_) || init_.harness_fixed) {
     RpcError e = RpcError::invalid_params(
         "session/set_config_option: the harness of session " + init_.id + " can change only before its first prompt");
     e.data = {{"method", "session/set_config_option"}, {"field", "configId"}};
@@ -177,6 +177,13 @@ Expected<void, RpcError> Session::set_harness(const harnesses::HarnessProfile& p
   // The mode and template follow the harness unless the host chose its own.
   if (init_.mode == init_.profile.mode) init_.mode = profile.mode;
   if (init_.template_name == init_.profile.template_name) init_.template_name = profile.template_name;
+  if (adapter_) {
+    // The adapter session/new started to learn the options has done nothing
+    // else: it goes, and nothing of it is resumed by the new harness.
+    retire_adapter();
+    restore_id_.clear();
+    adapter_defaults_ = nullptr;
+  }
   init_.profile = profile;
   expect_adapter_options();
   save_record();
@@ -233,7 +240,7 @@ void Session::take_adapter_options(const json& answer, bool announce) {
   adapter_options_ = answer["configOptions"];
   // session/new listed what was known of the harness before the adapter
   // ran; the host hears of the adapter's own list when it differs.
-  if (announce) {
+  if (announce && !early_answer_) {
     send_update({{"sessionId", init_.id},
                  {"update", {{"sessionUpdate", "config_option_update"}, {"configOptions", config_options()}}}});
   }
@@ -355,7 +362,25 @@ void Session::turn_recording_ready(std::uint64_t generation, Expected<void> open
 
 // ---------------------------------------------------------------- adapter start-up
 
+void Session::start_adapter_early(UniqueFunction<void(json)> done) {
+  early_answer_ = std::move(done);
+  std::weak_ptr<bool> alive = alive_;
+  ensure_adapter([this, alive](Expected<void, RpcError> ready) {
+    if (alive.expired()) return;
+    if (!ready) log::warn("session " + init_.id + ": " + ready.error().message + "; the first prompt starts it again");
+    answer_early();
+  });
+  early_unused_ = true;
+}
+
+void Session::answer_early() {
+  auto done = std::move(early_answer_);
+  early_answer_ = nullptr;
+  if (done) done(config_options());
+}
+
 void Session::ensure_adapter(Ready ready) {
+  early_unused_ = false;
   if (adapter_ && adapter_->exited()) retire_adapter();
   if (adapter_ && adapter_ready_) {
     ready({});
@@ -468,6 +493,7 @@ void Session::create_adapter_session(adapters::AdapterLink* raw) {
       rt_.harness_options[init_.profile.name] = adapter_defaults_;
     } else {
       adapter_defaults_ = json::array();
+      rt_.harness_options[init_.profile.name] = adapter_defaults_;
     }
     // With choices to apply again, the host hears of the list once they are.
     take_adapter_options(*r2, init_.config_choices.empty());
@@ -756,6 +782,7 @@ void Session::close(bool forget, UniqueFunction<void()> answered) {
                              });
     }
   }
+  answer_early();  // the session exists; a later lifetime can load it
   adapter_waiters_.clear();
   retire_adapter();
   if (forget) save_record();

@@ -112,6 +112,12 @@ class Session {
   /// session/set_mode: the adapter's option of category "mode" when it has
   /// one (so the choice is kept like any option), else its own set_mode.
   void set_mode(const std::string& mode_id, UniqueFunction<void(Expected<void, RpcError>)> done);
+  /// Starts the adapter before the host knows the session, so that its
+  /// options can be in session/new's answer; `done` runs once the adapter is
+  /// up or has failed (a failure is logged; the first prompt tries again),
+  /// or the session closes, with the configOptions to answer. The host is
+  /// not told of the list meanwhile: the answer carries it.
+  void start_adapter_early(UniqueFunction<void(nlohmann::json)> done);
   std::chrono::system_clock::time_point updated_at() const { return updated_at_; }
   /// The adapter's pid, or 0 when no adapter runs.
   int adapter_pid() const;
@@ -168,13 +174,14 @@ class Session {
   void ensure_adapter(Ready ready);
   void create_adapter_session(adapters::AdapterLink* raw);
   void adapter_started(Expected<void, RpcError> result);
-  /// Takes the adapter's configOptions from an answer, if it has them.
   /// The harness's known options (rt_.harness_options) with this session's choices.
   void expect_adapter_options();
-  /// Keeps the adapter's option list; `announce` tells the host of a change.
+  /// Takes the adapter's configOptions from an answer, if it has them;
+  /// `announce` tells the host of a change (once it knows the session).
   void take_adapter_options(const nlohmann::json& answer, bool announce);
   /// Applies the host's earlier choices to a new adapter session.
   void reapply_choices(adapters::AdapterLink* raw);
+  void answer_early();
   void record_transcript(std::string line);
   void turn_recording_ready(std::uint64_t generation, Expected<void> opened);
   void abort_start(const RpcError& error);
@@ -206,6 +213,8 @@ class Session {
   bool prompted_ = false;          // a turn has started: the harness is fixed
   nlohmann::json adapter_options_ = nlohmann::json::array();  // the adapter's configOptions
   nlohmann::json adapter_defaults_;  // what the adapter offered its new session; null until one was made
+  UniqueFunction<void(nlohmann::json)> early_answer_;  // session/new's, while its adapter starts early
+  bool early_unused_ = false;  // the adapter started for session/new and nothing has used it since
   std::function<void(Session&)> on_idle_;
   std::chrono::system_clock::time_point updated_at_;
   std::unique_ptr<Turn> turn_;

@@ -87,12 +87,16 @@ async function finish(env) {
 test('acpx exec runs one prompt through harnessd and exits, also with --model', async () => {
   const env = makeEnv();
   try {
+    // --model needs the model option in session/new's answer. On a brand-new
+    // state directory harnessd learns it by starting the adapter at that
+    // session/new; later it lists what the adapter offered before.
+    const first = await acpx(env, ['--model', 'fake-large', 'exec', 'model']);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /model fake-large/);
     const r = await acpx(env, ['exec', 'echo hello through acpx']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /hello through acpx/);
     assert.match(r.stdout, /end_turn/);
-    // --model needs the model option in session/new's answer: harnessd lists
-    // the options the harness's adapter offered before (here, in the run above).
     const model = await acpx(env, ['--model', 'fake-large', 'exec', 'model']);
     assert.equal(model.code, 0, model.stderr);
     assert.match(model.stdout, /model fake-large/);

@@ -50,12 +50,15 @@ TEST_CASE("session/set_config_option: the harness before the first prompt, then 
     json switched = set_option(d, 2, sid, "harness", "fake2");
     REQUIRE(switched.contains("result"));
     CHECK((*option(switched["result"]["configOptions"], "harness"))["currentValue"] == "fake2");
+    d.send(request(20, "_harnessd/sessions/list", json::object()));
+    CHECK(d.recv_reply(20)["result"]["sessions"][0]["adapterPid"].is_null());
     json unknown = set_option(d, 3, sid, "harness", "nope");
     CHECK(unknown["error"]["code"] == -32602);
     CHECK(unknown["error"]["data"]["field"] == "value");
 
-    // The adapter's option: the adapter starts, the host is told its options
-    // (session/new could not list them), and the answer holds the complete list.
+    // The adapter session/new started for "fake" is gone with the switch.
+    // Then the adapter's option: fake2's adapter starts, the host is told
+    // its options (nothing listed them), and the answer holds the complete list.
     d.send(request(4, "session/set_config_option",
                    {{"sessionId", sid}, {"configId", "model"}, {"value", "fake-large"}}));
     std::vector<json> before_answer;
@@ -113,11 +116,22 @@ TEST_CASE("session/new lists the options a harness's adapter offered before, acr
   {
     Daemon d(two_fakes(), {}, state.path());
     d.initialize();
-    // Nothing is known of the harness yet: only harnessd's own option.
+    // Nothing is known of the harness yet: its adapter starts at session/new,
+    // whose answer lists its options; the host is not told them twice.
     d.send(request(1, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
     json first = d.recv_reply(1)["result"];
-    CHECK(first["configOptions"].size() == 1);
-    d.prompt(first["sessionId"], "echo start the adapter");
+    REQUIRE(option(first["configOptions"], "model"));
+    CHECK((*option(first["configOptions"], "model"))["currentValue"] == "fake-small");
+    CHECK(d.quiet_for(std::chrono::milliseconds(200)));
+    d.send(request(10, "_harnessd/sessions/list", json::object()));
+    json pid = d.recv_reply(10)["result"]["sessions"][0]["adapterPid"];
+    CHECK(pid.is_number());
+    // The first prompt runs on that adapter.
+    std::vector<json> first_turn;
+    d.prompt(first["sessionId"], "echo start the adapter", &first_turn);
+    for (const json& m : first_turn) CHECK(m["params"]["update"]["sessionUpdate"] != "config_option_update");
+    d.send(request(11, "_harnessd/sessions/list", json::object()));
+    CHECK(d.recv_reply(11)["result"]["sessions"][0]["adapterPid"] == pid);
     // Now session/new lists the adapter's options at their defaults.
     d.send(request(2, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
     json second = d.recv_reply(2)["result"];
@@ -147,7 +161,7 @@ TEST_CASE("session/new lists the options a harness's adapter offered before, acr
 }
 
 TEST_CASE("a claude-code session lists model and mode from its first session/new, before claude ever ran") {
-  // The command is never run here: session/new does not start the adapter.
+  // The bridge never runs here: its options are known without it.
   std::string config = fake_config({}, "", "") + "[harness.cc]\nkind = \"claude-code\"\ncommand = " +
                        json::array({fake_agent_exe()}).dump() + "\nmodel = \"opus\"\n";
   Daemon d(config);
@@ -160,7 +174,36 @@ TEST_CASE("a claude-code session lists model and mode from its first session/new
   CHECK((*option(created["configOptions"], "model"))["category"] == "model");
   REQUIRE(option(created["configOptions"], "mode"));
   CHECK((*option(created["configOptions"], "mode"))["currentValue"] == "default");
-  // An ACP profile's options stay unknown until its adapter has run.
+  // An ACP profile's adapter tells its options once it runs (this one has none).
   d.send(request(2, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
   CHECK(d.recv_reply(2)["result"]["configOptions"].size() == 1);
+}
+
+TEST_CASE("an adapter that cannot start at session/new: the answer comes, the first prompt reports the failure") {
+  Daemon d(fake_config({"--exit-on-start", "3"}));
+  d.initialize();
+  d.send(request(1, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  json created = d.recv_reply(1)["result"];
+  CHECK(created["configOptions"].size() == 1);
+  d.send(request(2, "session/prompt",
+                 {{"sessionId", created["sessionId"]}, {"prompt", json::array({{{"type", "text"}, {"text", "hi"}}})}}));
+  json failed = d.recv_reply(2);
+  CHECK(failed["error"]["data"]["exitCode"] == 3);
+  // Tried once per lifetime: the next session/new does not start it again.
+  d.send(request(3, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  CHECK(d.recv_reply(3)["result"]["sessionId"].is_string());
+  d.send(request(4, "_harnessd/sessions/list", json::object()));
+  json listed = d.recv_reply(4);
+  for (const json& s : listed["result"]["sessions"]) CHECK(s["adapterPid"].is_null());
+}
+
+TEST_CASE("a session/new that waits for its adapter is answered at shutdown too") {
+  Daemon d(fake_config({"--init-delay", "60000"}));
+  d.initialize();
+  d.send(request(1, "session/new", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  CHECK(d.quiet_for(std::chrono::milliseconds(300)));  // the adapter is starting
+  d.close_stdin();
+  json created = d.recv_reply(1);
+  CHECK(created["result"]["sessionId"].is_string());
+  CHECK(created["result"]["configOptions"].size() == 1);
 }
