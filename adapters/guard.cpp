@@ -183,7 +183,7 @@ void guard_main(int argc, char** argv) {
 
   sigset_t watched;
   sigemptyset(&watched);
-  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, kParentDeathSignal}) sigaddset(&watched, s);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, kParentDeathSignal, kKillTreeSignal}) sigaddset(&watched, s);
   sigset_t previous;
   sigprocmask(SIG_BLOCK, &watched, &previous);
   signal(SIGPIPE, SIG_IGN);
@@ -235,6 +235,12 @@ void guard_main(int argc, char** argv) {
         clean_up(false);
         _exit(137);
       }
+    } else if (sig == kKillTreeSignal && info.si_pid == parent) {
+      kill(child, SIGKILL);
+      clean_up(false);
+      signal(SIGKILL, SIG_DFL);
+      kill(getpid(), SIGKILL);
+      _exit(137);
     } else if (info.si_pid != parent) {
       // harnessd signals the whole group, so the adapter already has it;
       // anyone else who signals the guard means the adapter.

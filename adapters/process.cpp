@@ -153,6 +153,7 @@ Expected<std::unique_ptr<Process>> Process::spawn(Loop& loop, const ProcessSpec&
     return Error{"cannot start '" + spec.argv[0] + "': " + uv_error_text(rc)};
   }
   self->pid_ = handle->pid;
+  self->guarded_ = !spec.guard_exe.empty();
 
   Process* raw = self.get();
   self->stdin_ = make_pipe_writer(std::move(pipes[0]));
@@ -234,8 +235,21 @@ void Process::terminate(std::chrono::milliseconds kill_grace) {
   signal_group(SIGTERM);
   if (!kill_timer_.active()) {
     kill_timer_.start(kill_grace, [this] {
-      log::info("adapter group " + std::to_string(pid_) + " still running after SIGTERM; sending SIGKILL");
-      signal_group(SIGKILL);
+      if (exited_) return;
+      if (!guarded_) {
+        log::info("adapter group " + std::to_string(pid_) + " still running after SIGTERM; sending SIGKILL");
+        signal_group(SIGKILL);
+        return;
+      }
+      // The guard kills the tree and dies last, so its exit means all is
+      // gone, processes outside the group included. SIGKILL to the group
+      // only if the guard itself does not answer.
+      log::info("adapter group " + std::to_string(pid_) + " still running after SIGTERM; sending SIGKILL through its guard");
+      ::kill(pid_, kKillTreeSignal);
+      kill_timer_.start(std::chrono::seconds(3), [this] {
+        log::warn("adapter group " + std::to_string(pid_) + ": the guard did not end its tree; sending SIGKILL");
+        signal_group(SIGKILL);
+      });
     });
   }
 }

@@ -101,6 +101,7 @@ class Process {
   Timer kill_timer_;
   Timer drain_timer_;
   int pid_ = 0;
+  bool guarded_ = false;  // pid_ is the guard, which can kill the tree itself
   bool exited_ = false;
   bool stdout_done_ = false;
   bool stderr_done_ = false;

@@ -158,6 +158,38 @@ TEST_CASE("children of the adapter die with it, even ones that left its process 
   CHECK(loop.close());
 }
 
+TEST_CASE("the kill ladder's last step leaves nothing: the guard kills the tree before it dies") {
+  // An adapter that ignores SIGTERM, with a grandchild in a session of its
+  // own (as a bridge's harness is). A SIGKILL to the adapter's group would
+  // orphan the grandchild; the guard kills it, so once the exit is seen it
+  // is gone already.
+  Loop loop;
+  Run r;
+  Process::Callbacks cb;
+  cb.on_stdout = [&](std::string_view d) {
+    r.out.append(d);
+    if (r.out.find("ready\n") != std::string::npos && !r.process->exited()) r.process->terminate(200ms);
+  };
+  cb.on_exit = [&](const ExitStatus& s) {
+    r.status = s;
+    loop.post([&] { r.process.reset(); });
+  };
+  auto p = Process::spawn(loop, shell("trap '' TERM; setsid sh -c 'trap \"\" TERM; sleep 1000' & echo $!; echo ready; "
+                                      "while :; do sleep 1; done"),
+                          std::move(cb));
+  REQUIRE(p);
+  r.process = std::move(*p);
+  loop.run();
+  REQUIRE(r.status);
+  CHECK(r.status->signal == SIGKILL);
+  pid_t grandchild = 0;
+  std::istringstream(r.out) >> grandchild;
+  REQUIRE(grandchild > 0);
+  CHECK_FALSE(test::process_alive(grandchild));
+  if (test::process_alive(grandchild)) ::kill(-grandchild, SIGKILL);  // its session leads its group
+  CHECK(loop.close());
+}
+
 TEST_CASE("destroying a running Process kills its tree and reaps it") {
   Loop loop;
   pid_t pid = 0;
