@@ -238,7 +238,6 @@ void guard_main(int argc, char** argv) {
     } else if (sig == kKillTreeSignal && info.si_pid == parent) {
       kill(child, SIGKILL);
       clean_up(false);
-      signal(SIGKILL, SIG_DFL);
       kill(getpid(), SIGKILL);
       _exit(137);
     } else if (info.si_pid != parent) {

@@ -488,13 +488,9 @@ void Session::create_adapter_session(adapters::AdapterLink* raw) {
       return adapter_started(adapter_failure("answered session/new without a sessionId"));
     }
     adapter_session_id_ = sid.get<std::string>();
-    if (r2->contains("configOptions") && (*r2)["configOptions"].is_array()) {
-      adapter_defaults_ = (*r2)["configOptions"];
-      rt_.harness_options[init_.profile.name] = adapter_defaults_;
-    } else {
-      adapter_defaults_ = json::array();
-      rt_.harness_options[init_.profile.name] = adapter_defaults_;
-    }
+    const bool offers = r2->contains("configOptions") && (*r2)["configOptions"].is_array();
+    adapter_defaults_ = offers ? (*r2)["configOptions"] : json::array();
+    rt_.harness_options[init_.profile.name] = adapter_defaults_;
     // With choices to apply again, the host hears of the list once they are.
     take_adapter_options(*r2, init_.config_choices.empty());
     reapply_choices(raw);

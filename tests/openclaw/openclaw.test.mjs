@@ -185,9 +185,8 @@ function processesOf(world) {
   const found = [];
   for (const pid of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    if (!isAlive(pid)) continue;
     try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
       const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
       const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
       if (cmd.includes(world.root) || environ.includes(`HARNESSD_OPENCLAW_RUN=${world.root}\0`)) {
