@@ -8,6 +8,7 @@
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "schema/decoder.h"
+#include "schema/json_parse.h"
 
 namespace harnessd {
 
@@ -167,23 +168,41 @@ void Connection::send_error(const json& id, const RpcError& error) {
   shared_->send(to_line({{"jsonrpc", "2.0"}, {"id", id}, {"error", error}}));
 }
 
-void Connection::receive_line(std::string_view line) {
+void Connection::receive_line(std::string_view line) noexcept {
   if (!shared_->open) return;
-  json msg;
+  // Whatever one line does, the next line is read as if it had not been
+  // there: nothing thrown here may reach the reader and drop its buffer.
   try {
-    if (options_.repair_utf8 && !utf8::valid(line)) {
-      log::warn(options_.peer + " sent invalid UTF-8; it was replaced with U+FFFD");
-      msg = json::parse(utf8::repair(line));
-    } else {
-      msg = json::parse(line);
+    handle_line(line);
+  } catch (const std::exception& e) {
+    log::error(options_.peer + ": a message could not be handled: " + e.what());
+  } catch (...) {
+    log::error(options_.peer + ": a message could not be handled");
+  }
+}
+
+void Connection::handle_line(std::string_view line) {
+  std::string repaired;
+  if (options_.repair_utf8 && !utf8::valid(line)) {
+    log::warn(options_.peer + " sent invalid UTF-8; it was replaced with U+FFFD");
+    repaired = utf8::repair(line);
+    line = repaired;
+  }
+  auto parsed = schema::parse_json(line);
+  if (!parsed) {
+    const schema::JsonError& e = parsed.error();
+    if (e.kind == schema::JsonError::Kind::kSyntax || e.kind == schema::JsonError::Kind::kNulByte) {
+      log::warn(options_.peer + " sent a line that is not JSON: " + e.message);
+      send_error(nullptr, RpcError::parse_error("Parse error: " + e.message));
+      return;
     }
-  } catch (const json::parse_error& e) {
-    std::string what = e.what();
-    if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
-    log::warn(options_.peer + " sent a line that is not JSON: " + what);
-    send_error(nullptr, RpcError::parse_error("Parse error: " + what));
+    // Well-formed as far as it was read, but beyond what harnessd accepts
+    // (nesting, a number no double holds): answered like an over-long line,
+    // with the request id when it comes before the problem.
+    refuse(line, "message " + e.message, json::object());
     return;
   }
+  json msg = std::move(*parsed);
 
   if (msg.is_array()) {
     send_error(nullptr, RpcError::invalid_request("Invalid request: JSON-RPC batches are not supported"));
@@ -223,7 +242,7 @@ void Connection::receive_line(std::string_view line) {
       if (!params_it->is_object() && !params_it->is_array() && !params_it->is_null()) {
         return invalid("\"params\" must be an object");
       }
-      params = *params_it;
+      params = std::move(*params_it);
     }
     if (has_id) {
       dispatch_request(method, std::move(*id_it), params);
@@ -240,15 +259,26 @@ void Connection::receive_line(std::string_view line) {
   invalid("a message needs \"method\", or \"id\" with \"result\" or \"error\"");
 }
 
-void Connection::receive_overlong(std::string_view prefix, std::size_t size, std::size_t limit) {
+void Connection::receive_overlong(std::string_view prefix, std::size_t size, std::size_t limit) noexcept {
   if (!shared_->open) return;
+  try {
+    refuse(prefix,
+           "message of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(limit) + " bytes",
+           {{"size", size}, {"limit", limit}});
+  } catch (const std::exception& e) {
+    log::error(options_.peer + ": an over-long message could not be handled: " + e.what());
+  }
+}
+
+void Connection::refuse(std::string_view head, const std::string& what, json data) {
+  // The SAX scan builds nothing and stops at the first problem, so it is
+  // safe on a cut prefix, on deep nesting and on numbers out of range.
   IdScanner scan;
-  json::sax_parse(prefix, &scan, json::input_format_t::json, false);
-  std::string what = "message of " + std::to_string(size) + " bytes exceeds the limit of " + std::to_string(limit) +
-                     " bytes";
+  json::sax_parse(head.begin(), head.end(), &scan, json::input_format_t::json, false);
   log::warn(options_.peer + " sent a " + what + "; it was discarded");
-  if (scan.id && !scan.has_method && scan.has_result && scan.id->is_number_integer()) {
+  if (scan.id && !scan.has_method && scan.has_result) {
     // An answer to one of our calls: fail that call instead of replying.
+    if (!scan.id->is_number_integer()) return;
     auto it = pending_.find(scan.id->get<std::int64_t>());
     if (it != pending_.end()) {
       auto handler = std::move(it->second.on_done);
@@ -257,8 +287,11 @@ void Connection::receive_overlong(std::string_view prefix, std::size_t size, std
     }
     return;
   }
+  // A method and no id before it: a notification, which is never answered.
+  // (Every client we know writes the id before the params.)
+  if (scan.has_method && !scan.id) return;
   RpcError e = RpcError::invalid_request("Invalid request: " + what);
-  e.data = {{"size", size}, {"limit", limit}};
+  if (!data.empty()) e.data = std::move(data);
   send_error(scan.id.value_or(json()), e);
 }
 
@@ -354,6 +387,18 @@ void Connection::notify(const std::string& method, json params) {
 
 void Connection::send_line(std::string line) {
   if (shared_->open) shared_->send(std::move(line));
+}
+
+void Connection::fail_pending(const std::string& why) {
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [id, p] : pending) {
+    try {
+      p.on_done(RpcError{rpc_code::kPeerGone, options_.peer + " " + why + " before answering " + p.method, {}});
+    } catch (const std::exception& e) {
+      log::error("answer handler failed: " + std::string(e.what()));
+    }
+  }
 }
 
 void Connection::close() {

@@ -111,11 +111,16 @@ class Connection {
     });
   }
 
-  /// Handles one inbound line (without its LF). Never throws.
-  void receive_line(std::string_view line);
-  /// Handles a line that exceeded the size limit: answers -32600, with the
-  /// request id when it can be read from the line's first bytes.
-  void receive_overlong(std::string_view prefix, std::size_t size, std::size_t limit);
+  /// Handles one inbound line (without its LF). Never throws, and nothing a
+  /// line holds affects the next one. JSON nested deeper than
+  /// schema::kMaxJsonDepth or with a number out of range is refused like an
+  /// over-long line.
+  void receive_line(std::string_view line) noexcept;
+  /// Handles a line that exceeded the size limit: a request is answered
+  /// -32600 (with its id when it can be read from the line's first bytes),
+  /// a notification is only logged, an answer to one of our calls fails
+  /// that call.
+  void receive_overlong(std::string_view prefix, std::size_t size, std::size_t limit) noexcept;
 
   /// Sends a request; `on_done` runs once with the answer, or with an error
   /// when the peer goes away (kPeerGone) or the pending table is full
@@ -129,6 +134,10 @@ class Connection {
   void mark_initialized() { initialized_ = true; }
   bool initialized() const { return initialized_; }
 
+  /// The peer will answer nothing more (its input ended) but may still
+  /// read: pending calls fail with kPeerGone, the connection stays open
+  /// for what is still to be sent.
+  void fail_pending(const std::string& why);
   /// The peer is gone: pending calls fail with kPeerGone, unanswered
   /// Replies become silent, and nothing more is sent. Idempotent.
   void close();
@@ -137,6 +146,10 @@ class Connection {
   const ConnectionOptions& options() const { return options_; }
 
  private:
+  void handle_line(std::string_view line);
+  /// Discards a message harnessd will not handle, answering as
+  /// receive_overlong() describes; `head` is the message or its first bytes.
+  void refuse(std::string_view head, const std::string& what, nlohmann::json data);
   void dispatch_request(const std::string& method, nlohmann::json id, const nlohmann::json& params);
   void dispatch_notification(const std::string& method, const nlohmann::json& params);
   void dispatch_response(const nlohmann::json& message);

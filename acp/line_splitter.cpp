@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "acp/log.h"
+
 namespace harnessd {
 
 LineSplitter::LineSplitter(std::size_t max_line_bytes, LineFn on_line, OverlongFn on_overlong)
@@ -11,7 +13,13 @@ LineSplitter::LineSplitter(std::size_t max_line_bytes, LineFn on_line, OverlongF
 void LineSplitter::emit(std::string_view line) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   bool blank = std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
-  if (!blank) on_line_(line);
+  if (blank) return;
+  // One line's failure never reaches the next line or the reader's buffer.
+  try {
+    on_line_(line);
+  } catch (const std::exception& e) {
+    log::error(std::string("a line could not be handled: ") + e.what());
+  }
 }
 
 void LineSplitter::feed(std::string_view data) {
@@ -51,7 +59,11 @@ void LineSplitter::end_line() {
     std::size_t size = discarded_;
     discarding_ = false;
     discarded_ = 0;
-    on_overlong_(line, size);
+    try {
+      on_overlong_(line, size);
+    } catch (const std::exception& e) {
+      log::error(std::string("an over-long line could not be handled: ") + e.what());
+    }
   } else if (!line.empty()) {
     emit(line);
   }

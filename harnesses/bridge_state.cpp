@@ -1,5 +1,6 @@
 // Bridge state files.
 #include "harnesses/bridge_state.h"
+#include "schema/json_parse.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -41,7 +42,7 @@ std::optional<nlohmann::json> load_bridge_state(const std::string& bridge, const
   if (!in) return std::nullopt;
   std::stringstream ss;
   ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+  nlohmann::json j = schema::parse_or_discard(ss.str());
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
   return j;
 }

@@ -30,6 +30,9 @@ Expected<std::vector<std::string>> string_array(const toml::node& node, const st
   for (const auto& item : *arr) {
     const auto* s = item.as_string();
     if (!s) return Error{where + " must contain only strings"};
+    // exec() would cut an argument at a NUL: the program would not run
+    // what the file says.
+    if (s->get().find('\0') != std::string::npos) return Error{where + " must not contain NUL characters"};
     out.push_back(s->get());
   }
   return out;
@@ -184,6 +187,10 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
     for (const auto& [key, value] : *t) {
       const auto* s = value.as_string();
       if (!s) return Error{where + ".env." + std::string(key.str()) + " must be a string"};
+      if (s->get().find('\0') != std::string::npos || key.str().find('\0') != std::string_view::npos ||
+          key.str().find('=') != std::string_view::npos) {
+        return Error{where + ".env." + std::string(key.str()) + ": names and values must not contain NUL, names no '='"};
+      }
       p.env[std::string(key.str())] = s->get();
     }
   }

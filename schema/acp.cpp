@@ -10,6 +10,20 @@ using nlohmann::json;
 
 namespace {
 
+// Paths and names become argv, file names and log lines: a NUL would cut
+// them short in one place and not another, other control characters forge
+// log lines and terminal output.
+bool has_control(const std::string& s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+void check_plain(Decoder& d, std::string_view key, const std::optional<std::string>& value) {
+  if (value && has_control(*value)) d.fail(key, "must not contain control characters");
+}
+
 void decode_harnessd_meta(Decoder& d, HarnessdMeta& out) {
   Decoder meta = d.nested("_meta");
   Decoder ours = meta.nested("harnessd");
@@ -32,6 +46,10 @@ void decode_harnessd_meta(Decoder& d, HarnessdMeta& out) {
       ours.set_error(checked.error());
     }
   }
+  check_plain(ours, "harness", out.harness);
+  check_plain(ours, "name", out.name);
+  check_plain(ours, "template", out.templateName);
+  check_plain(ours, "lane", out.lane);
   if (out.harness && out.harness->empty()) ours.fail("harness", "must not be empty");
   if (out.name && out.name->empty()) ours.fail("name", "must not be empty");
   if (out.lane && *out.lane != "interactive" && *out.lane != "scheduled" && *out.lane != "background") {
@@ -85,7 +103,17 @@ void check_content_block(Decoder& d, const json& block, std::size_t index, const
 
 }  // namespace
 
-bool is_absolute_path(const std::string& path) { return !path.empty() && path.front() == '/'; }
+bool is_absolute_path(const std::string& path) { return !path.empty() && path.front() == '/' && !has_control(path); }
+
+namespace {
+void check_cwd(Decoder& d, const std::string& cwd) {
+  if (has_control(cwd)) {
+    d.fail("cwd", "must not contain control characters");
+  } else if (!is_absolute_path(cwd)) {
+    d.fail("cwd", "must be an absolute path, got '" + cwd + "'");
+  }
+}
+}  // namespace
 
 Expected<void, RpcError> check_context(const std::string& method, const std::string& prefix, const json& context) {
   auto fail = [&](const std::string& field, const std::string& problem) -> Expected<void, RpcError> {
@@ -146,7 +174,7 @@ Expected<NewSessionRequest, RpcError> decode_new_session(const json& params) {
   NewSessionRequest out;
   if (auto cwd = d.required_string("cwd")) {
     out.cwd = *cwd;
-    if (!is_absolute_path(out.cwd)) d.fail("cwd", "must be an absolute path, got '" + out.cwd + "'");
+    check_cwd(d, out.cwd);
   }
   if (const json* servers = d.optional_array("mcpServers")) {
     for (std::size_t i = 0; i < servers->size(); ++i) {
@@ -210,7 +238,7 @@ Expected<LoadSessionRequest, RpcError> decode_load_session(const std::string& me
   if (auto id = d.required_string("sessionId")) out.sessionId = *id;
   if (auto cwd = d.required_string("cwd")) {
     out.cwd = *cwd;
-    if (!is_absolute_path(out.cwd)) d.fail("cwd", "must be an absolute path, got '" + out.cwd + "'");
+    check_cwd(d, out.cwd);
   }
   // session/load requires mcpServers; session/resume makes it optional.
   const json* servers = method == "session/load" ? d.required_array("mcpServers") : d.optional_array("mcpServers");
@@ -285,7 +313,7 @@ Expected<ListSessionsRequest, RpcError> decode_list_sessions(const json& params)
   ListSessionsRequest out;
   out.cwd = d.optional_string("cwd");
   out.cursor = d.optional_string("cursor");
-  if (out.cwd && !is_absolute_path(*out.cwd)) d.fail("cwd", "must be an absolute path, got '" + *out.cwd + "'");
+  if (out.cwd) check_cwd(d, *out.cwd);
   if (!d.ok()) return d.error();
   return out;
 }

@@ -123,7 +123,8 @@ Expected<ListRunsRequest, RpcError> decode_list_runs(const nlohmann::json& param
 Expected<void, RpcError> check_context(const std::string& method, const std::string& prefix,
                                        const nlohmann::json& context);
 
-/// True for a POSIX absolute path (ACP requires absolute paths everywhere).
+/// True for a POSIX absolute path (ACP requires absolute paths everywhere)
+/// without NUL or other control characters.
 bool is_absolute_path(const std::string& path);
 
 }  // namespace harnessd::schema

@@ -55,7 +55,7 @@ struct DepthLimited {
     error.offset = position;
     if (ex.id == kNumberOutOfRange) {
       error.kind = JsonError::Kind::kNumberRange;
-      error.message = "a number does not fit a double (byte " + std::to_string(position) + ")";
+      error.message = "with a number out of range at byte " + std::to_string(position);
     } else {
       error.kind = JsonError::Kind::kSyntax;
       error.message = ex.what();
@@ -121,6 +121,12 @@ Expected<json, JsonError> parse_json(std::string_view text, std::size_t max_dept
   nlohmann::detail::json_sax_dom_parser<json> dom(value, false);
   if (auto r = run(text, dom, max_depth); !r) return std::move(r).error();
   return value;
+}
+
+json parse_or_discard(std::string_view text, std::size_t max_depth) {
+  auto parsed = parse_json(text, max_depth);
+  if (!parsed) return json(json::value_t::discarded);
+  return std::move(*parsed);
 }
 
 bool accept_json(std::string_view text, std::size_t max_depth) {

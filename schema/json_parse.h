@@ -35,6 +35,10 @@ struct JsonError {
 /// allowed). Never throws; the tree it returns is at most `max_depth` deep.
 Expected<nlohmann::json, JsonError> parse_json(std::string_view text, std::size_t max_depth = kMaxJsonDepth);
 
+/// parse_json for call sites written in nlohmann's no-exception style: the
+/// value, or a discarded value (is_discarded()) on any error.
+nlohmann::json parse_or_discard(std::string_view text, std::size_t max_depth = kMaxJsonDepth);
+
 /// Whether parse_json would succeed, without building the value.
 bool accept_json(std::string_view text, std::size_t max_depth = kMaxJsonDepth);
 

@@ -88,6 +88,10 @@ int serve(ServeOptions options) {
     });
     peer->start([&](int status) {
       if (status < 0) log::warn("reading the host's input failed: " + uv_error_text(status));
+      // Nothing the host was asked can be answered now: a permission
+      // request open at this moment reaches its adapter as "cancelled"
+      // before the adapter is stopped.
+      peer->rpc().fail_pending("stopped sending");
       shutdown("end of input");
     });
     if (options.handle_signals) {

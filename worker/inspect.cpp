@@ -21,6 +21,7 @@
 #include "worker/config.h"
 #include "worker/ledger.h"
 #include "worker/store.h"
+#include "schema/json_parse.h"
 
 namespace harnessd::worker {
 
@@ -112,7 +113,7 @@ int runs_command(const RunsQuery& q) {
       while ((nl = partial.find('\n')) != std::string::npos) {
         std::string line = partial.substr(0, nl);
         partial.erase(0, nl + 1);
-        json j = json::parse(line, nullptr, false);
+        json j = schema::parse_or_discard(line);
         auto e = j.is_discarded() ? std::nullopt : LedgerEntry::from_json(j);
         if (!e) continue;
         index.apply(*e);

@@ -1,5 +1,6 @@
 // Ledger lines, the run index, and tolerant JSONL reading.
 #include "worker/ledger.h"
+#include "schema/json_parse.h"
 
 #include <chrono>
 #include <cstdio>
@@ -125,7 +126,7 @@ JsonlRead read_jsonl(const std::string& path) {
     std::string_view line(content.data() + start, end - start);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (!line.empty()) {
-      json j = json::parse(line, nullptr, false);
+      json j = schema::parse_or_discard(line);
       if (j.is_discarded()) {
         out.bad_lines.push_back(number);
       } else {

@@ -1,5 +1,6 @@
 // Run recordings: ordered writes through the store, first error kept.
 #include "worker/run_recorder.h"
+#include "schema/json_parse.h"
 
 #include <chrono>
 
@@ -81,7 +82,7 @@ void RunRecorder::event(const char* direction, std::string_view line) {
                 std::chrono::system_clock::now().time_since_epoch())
                 .count();
   std::string out = "{\"t\":" + std::to_string(ms) + ",\"dir\":\"" + direction + "\",";
-  if (json::accept(line)) {
+  if (schema::accept_json(line)) {
     out += "\"msg\":";
     out.append(line);
   } else {

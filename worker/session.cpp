@@ -9,6 +9,8 @@
 #include "harnessd_version.h"
 #include "harnesses/packaging.h"
 #include "schema/acp.h"
+#include "schema/json_parse.h"
+#include "schema/session_update.h"
 
 namespace harnessd::worker {
 
@@ -829,7 +831,7 @@ void Session::restore(bool replay, UniqueFunction<void(Expected<json, RpcError>)
                           if (end == std::string::npos) end = text.size();
                           std::string_view line(text.data() + start, end - start);
                           if (!line.empty()) {
-                            if (json::accept(line)) {
+                            if (schema::accept_json(line)) {
                               rt_.host.send_line(std::string(line) + "\n");
                               ++replayed;
                             } else {
@@ -878,6 +880,18 @@ void Session::relay_update(const json& params) {
     return;
   }
   std::string kind = update->value("sessionUpdate", "");
+  // The host must never receive an update its own schema rejects: an
+  // update of a known kind is relayed only in its ACP shape; a kind
+  // harnessd does not know only when the host opted into it.
+  if (!schema::is_known_update_kind(kind)) {
+    if (!host_accepts_unstable(kind)) {
+      log::warn("session " + init_.id + ": adapter sent session/update of unknown kind '" + kind + "'; dropped");
+      return;
+    }
+  } else if (auto problem = schema::check_session_update(*update)) {
+    log::warn("session " + init_.id + ": adapter sent a malformed " + kind + " (" + *problem + "); dropped");
+    return;
+  }
   if (kTurnUpdates.count(kind) && !prompt_in_flight_) {
     log::warn("session " + init_.id + ": adapter sent " + kind + " outside a turn; dropped");
     return;
@@ -922,6 +936,15 @@ void Session::send_update(const json& params) {
   if (turn_ && turn_->recorder) turn_->recorder->event("harnessd>host", std::string_view(line).substr(0, line.size() - 1));
   record_transcript(line);
   rt_.host.send_line(std::move(line));
+}
+
+bool Session::host_accepts_unstable(const std::string& kind) const {
+  // Kinds that SDK schemas know but ACP v1 marks unstable, each behind the
+  // client capability that announces it.
+  const json& caps = rt_.client_capabilities;
+  if (kind == "notice") return flag(caps, "session", "notices");
+  if (kind == "compaction_update" || kind == "compaction_summary_chunk") return flag(caps, "session", "compaction");
+  return false;
 }
 
 bool Session::host_can_serve(const std::string& method) const {

@@ -198,6 +198,7 @@ class Session {
   void send_update(const nlohmann::json& params);
   void forward_to_host(const std::string& method, const nlohmann::json& params, Reply reply);
   bool host_can_serve(const std::string& method) const;
+  bool host_accepts_unstable(const std::string& kind) const;
   nlohmann::json adapter_client_capabilities() const;
   RpcError adapter_failure(const std::string& what) const;
 

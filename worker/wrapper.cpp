@@ -31,6 +31,7 @@
 #include "worker/engine.h"
 #include "worker/ledger.h"
 #include "worker/store.h"
+#include "schema/json_parse.h"
 
 namespace harnessd::worker {
 
@@ -70,7 +71,7 @@ Expected<json> read_context(const std::optional<std::string>& path) {
   if (!in) return Error{"cannot read the context file '" + *path + "'"};
   std::stringstream ss;
   ss << in.rdbuf();
-  json context = json::parse(ss.str(), nullptr, false);
+  json context = schema::parse_or_discard(ss.str());
   if (context.is_discarded()) return Error{"the context file '" + *path + "' is not valid JSON"};
   auto checked = schema::check_context("--context", "context", context);
   if (!checked) return Error{checked.error().message};
@@ -294,7 +295,11 @@ class RunClient {
     if (!run_id_.empty()) {
       recording = state_dir_ + "/" + Store::run_dir(run_id_);
       std::ifstream in(recording + "/result.json");
-      if (in) result = json::parse(in, nullptr, false);
+      if (in) {
+        std::stringstream text;
+        text << in.rdbuf();
+        result = schema::parse_or_discard(text.str());
+      }
       if (result.is_discarded()) result = json();
     }
     if (options_.format == "text") {

@@ -16,6 +16,7 @@
 
 #include "acp/log.h"
 #include "harnesses/harness_process.h"
+#include "schema/json_parse.h"
 
 namespace harnessd::harnesses {
 
@@ -264,7 +265,7 @@ class ClaudeSession final : public adapters::BridgeSession {
   }
 
   void on_line(std::string_view line) {
-    json e = json::parse(line, nullptr, false);
+    json e = schema::parse_or_discard(line);
     if (e.is_discarded() || !e.is_object()) {
       log::debug("claude-code bridge: not JSON from claude: " + std::string(line.substr(0, 200)));
       return;

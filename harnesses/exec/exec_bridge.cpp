@@ -9,6 +9,7 @@
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "harnesses/harness_process.h"
+#include "schema/json_parse.h"
 
 namespace harnessd::harnesses {
 
@@ -98,7 +99,7 @@ class ExecSession final : public adapters::BridgeSession {
   }
 
   void on_json_line(std::string_view line) {
-    json j = json::parse(line, nullptr, false);
+    json j = schema::parse_or_discard(line);
     if (j.is_discarded()) {
       log::debug("exec bridge: a stdout line is not JSON; skipped");
       return;

@@ -9,6 +9,7 @@
 #include "acp/log.h"
 #include "harnesses/bridge_state.h"
 #include "harnesses/harness_process.h"
+#include "schema/json_parse.h"
 
 namespace harnessd::harnesses {
 
@@ -69,7 +70,7 @@ class OpencodeSession final : public adapters::BridgeSession {
 
  private:
   void on_line(std::string_view line) {
-    json e = json::parse(line, nullptr, false);
+    json e = schema::parse_or_discard(line);
     if (e.is_discarded() || !e.is_object()) return;
     if (e.contains("sessionID") && e["sessionID"].is_string()) remember_session(e["sessionID"]);
     if (!turn_) return;

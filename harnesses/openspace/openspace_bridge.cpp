@@ -18,6 +18,7 @@
 
 #include "acp/log.h"
 #include "harnesses/harness_process.h"
+#include "schema/json_parse.h"
 
 namespace harnessd::harnesses {
 
@@ -136,7 +137,7 @@ class OpenspaceSession final : public adapters::BridgeSession {
   }
 
   void relay_line(const std::string& line) {
-    json e = json::parse(line, nullptr, false);
+    json e = schema::parse_or_discard(line);
     if (e.is_discarded() || e.value("type", "") != "iteration") return;
     int iteration = e.value("iteration", 0);
     const json messages = e.value("delta_messages", json::array());
@@ -153,7 +154,7 @@ class OpenspaceSession final : public adapters::BridgeSession {
           std::string id = task_ + "-" + c.value("id", std::to_string(iteration));
           const json fn = c.value("function", json::object());
           std::string name = fn.value("name", "tool");
-          json input = json::parse(fn.value("arguments", "{}"), nullptr, false);
+          json input = schema::parse_or_discard(fn.value("arguments", "{}"));
           tool_titles[c.value("id", "")] = id;
           turn_->update({{"sessionUpdate", "tool_call"},
                          {"toolCallId", id},
@@ -183,7 +184,7 @@ class OpenspaceSession final : public adapters::BridgeSession {
       auto turn = std::move(turn_);
       json result;
       for (auto it = stdout_.rbegin(); it != stdout_.rend() && result.is_null(); ++it) {
-        json j = json::parse(*it, nullptr, false);
+        json j = schema::parse_or_discard(*it);
         if (!j.is_discarded() && j.is_object() && j.contains("status")) result = j;
       }
       if (result.is_null()) {

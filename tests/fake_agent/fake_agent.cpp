@@ -25,6 +25,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -598,6 +599,26 @@ class FakeAgent {
 
   // ---- commands ---------------------------------------------------------
 
+  // Writes the file's bytes to stdout in one write, with "$SESSION" and
+  // "$ID" replaced by the session id and the prompt's request id as JSON
+  // values. The script answers the prompt itself (or the turn hangs).
+  void cmd_script(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot read script " + path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    auto replace_all = [&text](const std::string& from, const std::string& to) {
+      for (auto pos = text.find(from); pos != std::string::npos; pos = text.find(from, pos + to.size())) {
+        text.replace(pos, from.size(), to);
+      }
+    };
+    replace_all("$SESSION", dump(turn_->session_id));
+    replace_all("$ID", dump(turn_->request_id));
+    write_all(1, text);
+    turn_->answered = true;
+  }
+
   void execute(const std::string& text) {
     auto [command, raw_args] = split_word(text);
     const std::string args = trim(raw_args);
@@ -643,6 +664,8 @@ class FakeAgent {
     } else if (command == "half-line") {
       write_all(1, R"({"jsonrpc":"2.0","method":"session/up)");
       _exit(0);
+    } else if (command == "script") {
+      cmd_script(args);
     } else if (command == "garbage") {
       send_raw_line("this is not json");
       send_chunk("after garbage");
