@@ -5,7 +5,8 @@
 
 namespace harnessd::adapters {
 
-void Reaper::adopt(std::unique_ptr<AdapterLink> link, std::chrono::milliseconds kill_grace) {
+void Reaper::adopt(std::unique_ptr<AdapterLink> link, std::chrono::milliseconds kill_grace,
+                   std::chrono::milliseconds eof_grace) {
   if (!link) return;
   AdapterLink* raw = link.get();
   raw->rpc().close();
@@ -20,11 +21,19 @@ void Reaper::adopt(std::unique_ptr<AdapterLink> link, std::chrono::milliseconds 
     // Destroy outside the exit callback that is running on the link.
     loop_.post([this, raw] { release(raw); });
   });
-  raw->terminate(kill_grace);
   links_.push_back(std::move(link));
+  if (eof_grace.count() > 0) {
+    raw->close_stdin();
+    auto timer = std::make_unique<Timer>(loop_);
+    timer->start(eof_grace, [raw, kill_grace] { raw->terminate(kill_grace); });
+    gentle_[raw] = std::move(timer);
+    return;
+  }
+  raw->terminate(kill_grace);
 }
 
 void Reaper::release(AdapterLink* link) {
+  gentle_.erase(link);
   links_.erase(std::remove_if(links_.begin(), links_.end(), [link](const auto& l) { return l.get() == link; }),
                links_.end());
   if (links_.empty()) {

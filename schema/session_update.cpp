@@ -43,6 +43,7 @@ Problem need(const json& obj, const char* key, json::value_t want, const std::st
   if (it == obj.end() || it->is_null()) return where + key + " is required";
   bool ok = want == json::value_t::number_unsigned ? it->is_number_unsigned() || (it->is_number_integer() && *it >= 0)
                                                    : it->type() == want;
+  if (!ok && want == json::value_t::number_unsigned) return where + key + " must be a non-negative integer";
   if (!ok) return where + key + " must be a " + std::string(json(want).type_name()) + ", not " + type_of(*it);
   return std::nullopt;
 }

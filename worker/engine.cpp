@@ -43,7 +43,8 @@ void Engine::shutdown(const std::string& why, UniqueFunction<void()> done) {
   stopping_ = true;
   done_ = std::move(done);
   log::info("shutting down: " + why);
-  deadline_.start(options_.config.daemon.kill_grace + std::chrono::seconds(3), [this] {
+  deadline_.start(options_.config.daemon.cancel_grace + options_.config.daemon.kill_grace + std::chrono::seconds(3),
+                  [this] {
     log::warn("adapters did not exit in time; going on without them");
     drain_store();
   });

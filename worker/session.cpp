@@ -549,7 +549,7 @@ void Session::on_adapter_exit(adapters::AdapterLink* link, const adapters::ExitS
   retire_adapter();
 }
 
-void Session::retire_adapter() {
+void Session::retire_adapter(std::chrono::milliseconds eof_grace) {
   // The next adapter of this session continues the adapter's own session
   // (session/resume or session/load) when it can.
   // A oneshot session starts every adapter afresh.
@@ -558,7 +558,7 @@ void Session::retire_adapter() {
   adapter_ready_ = false;
   adapter_session_id_.clear();
   prompt_in_flight_ = false;
-  if (adapter_) rt_.reaper.adopt(std::move(adapter_), rt_.config.daemon.kill_grace);
+  if (adapter_) rt_.reaper.adopt(std::move(adapter_), rt_.config.daemon.kill_grace, eof_grace);
 }
 
 // ---------------------------------------------------------------- the turn
@@ -782,7 +782,16 @@ void Session::close(bool forget, UniqueFunction<void()> answered) {
   }
   answer_early();  // the session exists; a later lifetime can load it
   adapter_waiters_.clear();
-  retire_adapter();
+  if (!forget && prompt_in_flight_ && adapter_ && !adapter_->exited()) {
+    // Shutting down mid-turn: the adapter is told (session/cancel, then
+    // EOF) and has cancel_grace to read that, and any answer already
+    // written to it such as a cancelled permission request, before the
+    // kill ladder goes on.
+    adapter_->rpc().notify("session/cancel", {{"sessionId", adapter_session_id_}});
+    retire_adapter(rt_.config.daemon.cancel_grace);
+  } else {
+    retire_adapter();
+  }
   if (forget) save_record();
   // No turn of ours to answer (a finishing one answers itself). Last, so
   // that whatever waits on it comes after the record's write.

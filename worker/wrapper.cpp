@@ -71,8 +71,9 @@ Expected<json> read_context(const std::optional<std::string>& path) {
   if (!in) return Error{"cannot read the context file '" + *path + "'"};
   std::stringstream ss;
   ss << in.rdbuf();
-  json context = schema::parse_or_discard(ss.str());
-  if (context.is_discarded()) return Error{"the context file '" + *path + "' is not valid JSON"};
+  auto parsed = schema::parse_json(ss.str());
+  if (!parsed) return Error{"the context file '" + *path + "' is not valid JSON: " + parsed.error().message};
+  json context = std::move(*parsed);
   auto checked = schema::check_context("--context", "context", context);
   if (!checked) return Error{checked.error().message};
   return context;
