@@ -51,6 +51,17 @@ Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(Loop& loop, AdapterOpt
     auto exit_handler = raw->on_exit_;  // a copy: the callback may replace it
     if (exit_handler) exit_handler(status);
   };
+  callbacks.on_stdout_closed = [raw] {
+    // Nothing more can come from it: no answer, no update. Fail what is
+    // pending now, with the cause and the stderr it wrote so far.
+    raw->process_->drain_stderr();
+    raw->splitter_.finish();
+    raw->output_closed_ = true;
+    log::warn(raw->options_.label + ": adapter closed its output but kept running");
+    raw->rpc_->close();
+    auto handler = raw->on_output_closed_;  // a copy: the callback may replace it
+    if (handler) handler();
+  };
   auto process = Process::spawn(loop, raw->options_.process, std::move(callbacks));
   if (!process) return process.error();
   raw->process_ = std::move(*process);

@@ -42,6 +42,9 @@ class AdapterLink {
   Connection& rpc() { return *rpc_; }
   int pid() const { return process_->pid(); }
   bool exited() const { return exit_.has_value(); }
+  /// The adapter closed its stdout but kept running (see
+  /// Process::Callbacks::on_stdout_closed); the connection is closed.
+  bool output_closed() const { return output_closed_; }
   const std::optional<ExitStatus>& exit_status() const { return exit_; }
   /// The last bytes the adapter wrote to stderr.
   std::string stderr_tail() const;
@@ -58,6 +61,10 @@ class AdapterLink {
 
   /// Replaces the exit callback (used when ownership moves to the Reaper).
   void set_on_exit(std::function<void(const ExitStatus&)> on_exit) { on_exit_ = std::move(on_exit); }
+  /// Called once if the adapter closes its stdout and keeps running. By
+  /// then output_closed() is true and every pending call has failed; the
+  /// owner should stop the adapter (its exit is still reported later).
+  void set_on_output_closed(std::function<void()> fn) { on_output_closed_ = std::move(fn); }
 
   /// Closes stdin, SIGTERMs the group, SIGKILLs it after `kill_grace`.
   void terminate(std::chrono::milliseconds kill_grace) { process_->terminate(kill_grace); }
@@ -72,6 +79,7 @@ class AdapterLink {
 
   AdapterOptions options_;
   std::function<void(const ExitStatus&)> on_exit_;
+  std::function<void()> on_output_closed_;
   LineTap line_tap_;
   StderrTap stderr_tap_;
   std::unique_ptr<Connection> rpc_;
@@ -80,6 +88,7 @@ class AdapterLink {
   std::string stderr_tail_;
   std::string stderr_line_;
   std::optional<ExitStatus> exit_;
+  bool output_closed_ = false;
 };
 
 }  // namespace harnessd::adapters

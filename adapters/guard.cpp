@@ -117,39 +117,50 @@ std::vector<pid_t> leftovers() {
   return out;
 }
 
-void reap_all() {
-  while (waitpid(-1, nullptr, WNOHANG) > 0) {
+// Reaps every child that has exited. True when the guard has no child
+// left at all, dead or alive (ECHILD): then nothing of the tree remains
+// under it, since every descendant hangs below some child of ours.
+bool reap_all() {
+  for (;;) {
+    pid_t pid = waitpid(-1, nullptr, WNOHANG);
+    if (pid > 0) continue;
+    return pid < 0 && errno == ECHILD;
   }
 }
 
+// Nothing is left: wait reports no child, and a fresh scan agrees.
+bool all_gone() { return reap_all() && leftovers().empty(); }
+
 // Ends everything the adapter left behind: SIGTERM, a short grace, SIGKILL,
 // and repeat until nothing of ours remains (adopted orphans appear as their
-// parents die). Bounded so the guard itself always exits.
+// parents die). One empty scan is not enough: the children lists are not
+// reliable while processes exit (proc(5)); a parent that exits between
+// reading our list and its own hands its children to us unseen. So this
+// ends only when wait says we have no child at all (issue 11). Bounded in
+// time so the guard itself always exits.
 void clean_up(bool gentle) {
+  if (all_gone()) return;  // the common case: the adapter left nothing
   if (gentle) {
     auto left = leftovers();
-    if (left.empty()) {
-      reap_all();
-      return;
-    }
     for (pid_t p : left) kill(p, SIGTERM);
     for (int i = 0; i < 30 && !left.empty(); ++i) {
       sleep_ms(10);
-      reap_all();
+      if (all_gone()) return;
       left = leftovers();
     }
   }
-  for (int round = 0; round < 200; ++round) {
-    reap_all();
+  timespec start{};
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    if (all_gone()) return;
     auto left = leftovers();
-    if (left.empty()) {
-      // Processes that died since the last reap are zombies and not listed;
-      // reap them now, or they would pass to init when we exit.
-      reap_all();
-      return;
-    }
     for (pid_t p : left) kill(p, SIGKILL);
-    sleep_ms(5);
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - start.tv_sec >= 3) break;
+    // Children remain but none was listed alive: they are exiting, or the
+    // scan missed them; look again soon.
+    sleep_ms(left.empty() ? 1 : 5);
   }
   say("some processes of the adapter could not be stopped");
 }

@@ -11,6 +11,7 @@
 
 #include "acp/log.h"
 #include "adapters/guard.h"
+#include "adapters/tree_sweep.h"
 
 namespace harnessd::adapters {
 
@@ -18,6 +19,10 @@ namespace {
 // How long to wait for stdout/stderr EOF after the exit before giving up
 // (a descendant outside the group might hold the pipe open).
 constexpr std::chrono::milliseconds kDrainLimit{500};
+
+// The data of a process handle whose owner is gone: a null pointer, or the
+// address of this tag when the exit must also sweep the tree's orphans.
+const char kOwnerlessSweepOrphans = 0;
 
 bool is_executable_file(const std::string& path) {
   struct stat st {};
@@ -74,15 +79,17 @@ Expected<std::string> find_executable(const std::string& name, const std::string
 }
 
 Process::Process(Loop& loop, Callbacks callbacks)
-    : loop_(loop), callbacks_(std::move(callbacks)), kill_timer_(loop), drain_timer_(loop) {}
+    : loop_(loop), callbacks_(std::move(callbacks)), kill_timer_(loop), drain_timer_(loop), eof_timer_(loop) {}
 
 Process::~Process() {
   if (handle_ && !exited_ && pid_ > 0) {
     // Still running: kill the tree, and let the exit callback close the
-    // handle later so the child is reaped instead of left a zombie.
+    // handle later so the child is reaped instead of left a zombie. The
+    // SIGKILL reaches the guard before it can clean up, so that callback
+    // sweeps what is left (data == nullptr says so).
     ::kill(-pid_, SIGKILL);
     uv_process_t* h = handle_.release();
-    h->data = nullptr;
+    h->data = sweep_orphans_ ? const_cast<char*>(&kOwnerlessSweepOrphans) : nullptr;
   }
 }
 
@@ -154,6 +161,7 @@ Expected<std::unique_ptr<Process>> Process::spawn(Loop& loop, const ProcessSpec&
   }
   self->pid_ = handle->pid;
   self->guarded_ = !spec.guard_exe.empty();
+  self->sweep_orphans_ = spec.sweep_orphans;
 
   Process* raw = self.get();
   self->stdin_ = make_pipe_writer(std::move(pipes[0]));
@@ -168,6 +176,15 @@ Expected<std::unique_ptr<Process>> Process::spawn(Loop& loop, const ProcessSpec&
       },
       [raw](int) {
         raw->stdout_done_ = true;
+        if (!raw->exited_) {
+          // EOF with the child still running. A child that closes its
+          // output on the way out exits within the drain limit and is
+          // reported by its exit; one that keeps running never will be.
+          raw->eof_timer_.start(kDrainLimit, [raw] {
+            if (raw->exited_ || !raw->callbacks_.on_stdout_closed) return;
+            raw->callbacks_.on_stdout_closed();
+          });
+        }
         raw->maybe_finish();
       });
   self->stderr_->start(
@@ -182,17 +199,35 @@ Expected<std::unique_ptr<Process>> Process::spawn(Loop& loop, const ProcessSpec&
 }
 
 void Process::on_process_exit(uv_process_t* handle, int64_t exit_status, int term_signal) noexcept {
-  auto* self = static_cast<Process*>(handle->data);
-  if (!self) {
-    // The owner is gone; the child is now reaped, so the handle can go.
+  if (!handle->data || handle->data == &kOwnerlessSweepOrphans) {
+    // The owner is gone and killed the group with SIGKILL, guard included;
+    // sweep what the guard could not. The child is reaped, so the handle can go.
+    if (int n = sweep_tree(handle->loop, handle->pid, handle->data != nullptr); n > 0) {
+      log::info("adapter group " + std::to_string(handle->pid) + ": killed " + std::to_string(n) +
+                " processes its guard left");
+    }
     uv_close(reinterpret_cast<uv_handle_t*>(handle),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
     return;
   }
+  auto* self = static_cast<Process*>(handle->data);
   self->exited_ = true;
   self->status_.code = exit_status;
   self->status_.signal = term_signal;
   self->kill_timer_.stop();
+  self->eof_timer_.stop();
+  const bool guard_cleaned_up = (term_signal == SIGTERM && self->sent_term_) ||
+                                (term_signal == SIGKILL && self->sent_kill_tree_);
+  if (term_signal != 0 && !guard_cleaned_up) {
+    // Killed by someone else (the adapter may SIGKILL its own guard), or
+    // the guard re-raised the adapter's own signal after cleaning up: in
+    // the first case only harnessd can still stop the tree's escapees; in
+    // the second the sweep finds nothing and costs one /proc scan.
+    if (int n = sweep_tree(handle->loop, self->pid_, self->sweep_orphans_); n > 0) {
+      log::warn("adapter group " + std::to_string(self->pid_) + " ended by " + self->status_.describe() +
+                "; killed " + std::to_string(n) + " processes left of its tree");
+    }
+  }
   self->drain_timer_.start(kDrainLimit, [self] {
     self->stdout_done_ = true;
     self->stderr_done_ = true;
@@ -226,7 +261,9 @@ void Process::close_stdin() {
 }
 
 void Process::signal_group(int signum) {
-  if (pid_ > 0 && !exited_) ::kill(-pid_, signum);
+  if (pid_ <= 0 || exited_) return;
+  if (signum == SIGTERM) sent_term_ = true;
+  ::kill(-pid_, signum);
 }
 
 void Process::terminate(std::chrono::milliseconds kill_grace) {
@@ -245,6 +282,7 @@ void Process::terminate(std::chrono::milliseconds kill_grace) {
       // gone, processes outside the group included. SIGKILL to the group
       // only if the guard itself does not answer.
       log::info("adapter group " + std::to_string(pid_) + " still running after SIGTERM; sending SIGKILL through its guard");
+      sent_kill_tree_ = true;
       ::kill(pid_, kKillTreeSignal);
       kill_timer_.start(std::chrono::seconds(3), [this] {
         log::warn("adapter group " + std::to_string(pid_) + ": the guard did not end its tree; sending SIGKILL");

@@ -31,6 +31,11 @@ struct ProcessSpec {
   /// means no guard: the adapter itself leads its process group and dies
   /// with harnessd, but its own children may not.
   std::string guard_exe;
+  /// When the guard dies without cleaning up, also kill and reap every
+  /// child of this process that no process handle of the loop owns: the
+  /// tree's orphans, handed to us because harnessd is a child subreaper.
+  /// Only for a process whose children all come from its loop.
+  bool sweep_orphans = false;
 };
 
 struct ExitStatus {
@@ -64,6 +69,12 @@ class Process {
     /// Fires once, after the child has exited and its stdout and stderr
     /// have been drained to EOF (or a short drain limit passed).
     std::function<void(const ExitStatus&)> on_exit;
+    /// Fires at most once, when stdout reached EOF and the child had still
+    /// not exited after the drain limit: it closed its output but keeps
+    /// running, so nothing more can come from it. The owner decides (an
+    /// adapter is stopped with terminate()); on_exit still follows. A child
+    /// that exits within the limit after its EOF is reported by on_exit only.
+    std::function<void()> on_stdout_closed;
   };
 
   static Expected<std::unique_ptr<Process>> spawn(Loop& loop, const ProcessSpec& spec, Callbacks callbacks);
@@ -85,6 +96,10 @@ class Process {
   void signal_group(int signum);
   /// The kill ladder's last steps: close stdin, SIGTERM the group, and
   /// SIGKILL it if it has not exited after `kill_grace`.
+  ///
+  /// A guard that dies of a signal harnessd did not send to end it (the
+  /// adapter, same uid, may SIGKILL it) cleaned up nothing; its exit then
+  /// sweeps what is left of the tree (see tree_sweep.h) before on_exit.
   void terminate(std::chrono::milliseconds kill_grace);
 
  private:
@@ -100,12 +115,19 @@ class Process {
   std::unique_ptr<Reader> stderr_;
   Timer kill_timer_;
   Timer drain_timer_;
+  Timer eof_timer_;
   int pid_ = 0;
   bool guarded_ = false;  // pid_ is the guard, which can kill the tree itself
+  bool sweep_orphans_ = false;
   bool exited_ = false;
   bool stdout_done_ = false;
   bool stderr_done_ = false;
   bool finished_ = false;
+  // Signals whose death of the guard means that the guard cleaned up: the
+  // SIGTERM harnessd sent the group (the guard re-raises the adapter's
+  // death) and the SIGKILL the guard gives itself after kill-tree.
+  bool sent_term_ = false;
+  bool sent_kill_tree_ = false;
   ExitStatus status_;
 };
 

@@ -12,6 +12,7 @@ void Reaper::adopt(std::unique_ptr<AdapterLink> link, std::chrono::milliseconds 
   raw->rpc().close();
   raw->rpc().clear_handlers();
   raw->set_taps(nullptr, nullptr);
+  raw->set_on_output_closed(nullptr);
   if (raw->exited()) {
     // Already gone: destroy it outside the caller's stack.
     loop_.post([l = std::move(link)]() mutable { l.reset(); });

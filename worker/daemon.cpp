@@ -18,6 +18,7 @@
 #include "harnesses/profile.h"
 #include "worker/engine.h"
 #include "adapters/process.h"
+#include "adapters/tree_sweep.h"
 #include "worker/runtime.h"
 
 namespace harnessd::worker {
@@ -50,6 +51,9 @@ int serve(ServeOptions options) {
     engine_options.guard_exe = options.guard_exe;
     engine_options.self_exe = options.self_exe;
     engine_options.state_dir = options.state_dir;
+    // Orphans of an adapter tree whose guard was killed come to us, where
+    // the guard's exit can find and stop them (issue 11).
+    engine_options.sweep_orphans = adapters::become_child_subreaper();
     engine_options.store = options.store;
     auto engine = std::make_unique<Engine>(loop, peer->rpc(), std::move(engine_options));
 

@@ -13,6 +13,7 @@ Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
   rt_ = std::make_unique<Runtime>(Runtime{
       loop, options_.config, host, reaper_, *store_, options_.guard_exe,
       options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, harnesses::current_environment()});
+  rt_->sweep_orphans = options_.sweep_orphans;
   // The newest record of each harness tells what its adapter offers.
   std::map<std::string, std::string> newest;
   for (const auto& [id, record] : store_->sessions()) {

@@ -27,6 +27,9 @@ struct EngineOptions {
   /// The state directory; empty: the default.
   std::string state_dir;
   StoreOptions store;
+  /// This process is a child subreaper (become_child_subreaper) and starts
+  /// children only through the engine's loop; see Runtime::sweep_orphans.
+  bool sweep_orphans = false;
 };
 
 class Engine {

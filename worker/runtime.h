@@ -39,6 +39,9 @@ struct Runtime {
   /// Harnesses whose adapter session/new started early to learn those
   /// options, so that a harness that cannot start delays only one answer.
   std::set<std::string> harness_options_sought = {};
+  /// harnessd is a child subreaper whose children all come from this loop:
+  /// an adapter whose guard dies uncleanly also has its orphans swept.
+  bool sweep_orphans = false;
 };
 
 }  // namespace harnessd::worker

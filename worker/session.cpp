@@ -399,6 +399,7 @@ void Session::ensure_adapter(Ready ready) {
   // Bridges keep their own small state (e.g. OpenCode's session ids) here.
   options.process.env.push_back("HARNESSD_STATE_DIR=" + rt_.store.dir());
   options.process.guard_exe = rt_.guard_exe;
+  options.process.sweep_orphans = rt_.sweep_orphans;
   options.label = "session " + init_.id;
   options.max_line_bytes = d.max_line_bytes;
   options.stderr_tail_bytes = d.stderr_tail_bytes;
@@ -414,6 +415,7 @@ void Session::ensure_adapter(Ready ready) {
   adapter_ = std::move(*link);
   adapters::AdapterLink* raw = adapter_.get();
   raw->set_on_exit([this, raw](const adapters::ExitStatus& status) { on_adapter_exit(raw, status); });
+  raw->set_on_output_closed([this, raw] { on_adapter_output_closed(raw); });
   bind_adapter(*raw);
 
   start_timer_ = std::make_unique<Timer>(rt_.loop);
@@ -536,6 +538,8 @@ RpcError Session::adapter_failure(const std::string& what) const {
     } else {
       e.data["exitCode"] = status.code;
     }
+  } else if (adapter_ && adapter_->output_closed()) {
+    e.message = "adapter of harness '" + init_.profile.name + "' closed its output but kept running";
   } else {
     e.message = "adapter of harness '" + init_.profile.name + "' " + what;
   }
@@ -546,6 +550,15 @@ RpcError Session::adapter_failure(const std::string& what) const {
 void Session::on_adapter_exit(adapters::AdapterLink* link, const adapters::ExitStatus& status) {
   if (adapter_.get() != link) return;
   log::info("session " + init_.id + ": adapter gone (" + status.describe() + "); the next prompt starts a new one");
+  retire_adapter();
+}
+
+void Session::on_adapter_output_closed(adapters::AdapterLink* link) {
+  // Its pending calls have failed (the running turn with them); nothing
+  // more can come from it, so stop it like an adapter that exited, through
+  // the kill ladder (issue 11).
+  if (adapter_.get() != link) return;
+  log::info("session " + init_.id + ": stopping the adapter; the next prompt starts a new one");
   retire_adapter();
 }
 
@@ -577,7 +590,7 @@ void Session::send_prompt() {
     if (!r && turn_ && turn_->control.generation() == generation && adapter_.get() == raw) {
       // The failure may come from the adapter's death: describe it while
       // the link still says how it ended.
-      RpcError e = adapter_->exited() ? adapter_failure("") : r.error();
+      RpcError e = adapter_->exited() || adapter_->output_closed() ? adapter_failure("") : r.error();
       return finish_turn(generation, e);
     }
     finish_turn(generation, std::move(r));

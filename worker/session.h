@@ -192,6 +192,7 @@ class Session {
   /// Adds an ended turn to a oneshot session's history.
   void remember(const Turn& turn, const std::string& event);
   void on_adapter_exit(adapters::AdapterLink* link, const adapters::ExitStatus& status);
+  void on_adapter_output_closed(adapters::AdapterLink* link);
   /// Hands the adapter to the reaper; see Reaper::adopt for `eof_grace`.
   void retire_adapter(std::chrono::milliseconds eof_grace = std::chrono::milliseconds(0));
   void bind_adapter(adapters::AdapterLink& link);

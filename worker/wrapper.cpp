@@ -23,6 +23,7 @@
 #include "acp/log.h"
 #include "acp/loop.h"
 #include "adapters/process.h"
+#include "adapters/tree_sweep.h"
 #include "harnesses/packaging.h"
 #include "harnesses/template.h"
 #include "schema/acp.h"
@@ -377,6 +378,7 @@ int run_command(const WrapperOptions& options, const Config& config, const std::
   EngineOptions engine;
   engine.config = config;
   engine.guard_exe = adapters::default_guard_exe();
+  engine.sweep_orphans = adapters::become_child_subreaper();
   engine.state_dir = state_dir;
   engine.store.sync = config.daemon.fsync;
   int code = run_exit::kFailed;

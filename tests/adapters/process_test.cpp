@@ -2,7 +2,11 @@
 // kill ladder, and containment of the whole tree.
 #include <catch2/catch.hpp>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -49,6 +53,37 @@ void run(Loop& loop, Run& r, const ProcessSpec& spec, std::function<void(Run&)> 
   r.process = std::move(*p);
   if (after_start) after_start(r);
   loop.run();
+}
+
+// Live processes whose environment holds `marker` (NAME=value). Zombies
+// have no readable environment and are not listed.
+std::vector<pid_t> marked_processes(const std::string& marker) {
+  std::vector<pid_t> out;
+  DIR* dir = opendir("/proc");
+  if (!dir) return out;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (!end || *end || pid <= 0) continue;
+    std::string path = "/proc/" + std::to_string(pid) + "/environ";
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    std::string text;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    if (text.find(std::string(1, '\0') + marker + '\0') != std::string::npos || text.rfind(marker + '\0', 0) == 0) {
+      out.push_back(static_cast<pid_t>(pid));
+    }
+  }
+  closedir(dir);
+  return out;
+}
+
+void reap_children() {
+  while (waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
 }
 
 }  // namespace
@@ -221,4 +256,75 @@ TEST_CASE("spawn errors name what is wrong") {
   CHECK(b.error().message == "the working directory '/no/such/dir' does not exist");
   loop.run();
   CHECK(loop.close());
+}
+
+TEST_CASE("stress: SIGKILL of the guard's parent leaves no setsid'd grandchild, 200 rounds") {
+  // Each round plays harnessd's death in miniature: a shell stands in for
+  // harnessd and is the guard's parent; the adapter starts setsid'd,
+  // double-forked grandchildren (orphans that the guard adopts), some of
+  // which exit with children of their own, and one keeps forking while the
+  // guard cleans up. The shell is killed with SIGKILL; once the guard has
+  // finished, no process of the round may remain. Every process carries a
+  // marker in its environment so the check does not depend on the pids the
+  // adapter could report.
+  const std::string adapter =
+      "for i in 1 2 3; do (setsid sleep 1000 </dev/null >/dev/null 2>&1 &); done; "
+      "for i in 1 2 3 4 5 6; do (setsid sh -c 'sleep 1000 & sleep 0.00'$i'; exit 0' </dev/null >/dev/null 2>&1 &); "
+      "done; "
+      "(setsid sh -c 'i=0; while [ $i -lt 40 ]; do (setsid sleep 1000 &); i=$((i+1)); done; sleep 1000' "
+      "</dev/null >/dev/null 2>&1 &); "
+      "echo ready; exec sleep 1000";
+  const std::string guard = test::guard_exe();
+  const std::string parent = "\"$0\" __guard $$ -- /bin/sh -c \"$1\" & wait";
+  int failures = 0;
+  for (int round = 0; round < 200; ++round) {
+    const std::string marker = "HARNESSD_STRESS_MARK=" + std::to_string(getpid()) + "-" + std::to_string(round);
+    int out[2];
+    REQUIRE(pipe2(out, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    std::vector<std::string> args = {"/bin/sh", "-c", parent, guard, adapter};
+    std::vector<std::string> env = {"PATH=/usr/local/bin:/usr/bin:/bin", marker};
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    pid_t shell = 0;
+    int rc = posix_spawn(&shell, "/bin/sh", &actions, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(out[1]);
+    REQUIRE(rc == 0);
+    std::string seen;
+    char buf[64];
+    ssize_t n;
+    while (seen.find("ready\n") == std::string::npos && (n = ::read(out[0], buf, sizeof buf)) > 0) seen.append(buf, n);
+    ::close(out[0]);
+    REQUIRE(seen == "ready\n");
+
+    ::kill(shell, SIGKILL);  // harnessd's kill -9: the guard gets its parent-death signal
+    ::waitpid(shell, nullptr, 0);
+    // The guard is reparented to us (the test is a child subreaper) and
+    // exits once it has cleaned up; so do the orphans it missed.
+    bool clean = test::eventually(
+        [&] {
+          reap_children();
+          return marked_processes(marker).empty();
+        },
+        5s);
+    if (!clean) {
+      ++failures;
+      auto left = marked_processes(marker);
+      UNSCOPED_INFO("round " << round << ": " << left.size() << " processes survived the guard");
+      for (pid_t p : left) ::kill(p, SIGKILL);
+      test::eventually(
+          [&] {
+            reap_children();
+            return marked_processes(marker).empty();
+          },
+          5s);
+    }
+  }
+  CHECK(failures == 0);
 }

@@ -28,6 +28,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -690,6 +691,10 @@ class FakeAgent {
       finish("end_turn");
     } else if (command == "grandchild" || command == "grandchild-detached") {
       cmd_grandchild(command == "grandchild-detached");
+    } else if (command == "close-stdout") {
+      cmd_close_stdout(args.empty() ? -1 : int_arg(args, 0));
+    } else if (command == "kill-guard") {
+      cmd_kill_guard();
     } else if (command == "client-caps") {
       send_chunk(dump(client_capabilities_));
       finish("end_turn");
@@ -852,6 +857,63 @@ class FakeAgent {
     }
     send_chunk("grandchild " + std::to_string(child));
     // On cancel the grandchild is deliberately left alive: the daemon's containment must kill it.
+    finish(tick_for(600000) ? "end_turn" : "cancelled");
+  }
+
+  // Closes stdout (harnessd reads EOF) and stays alive: forever when
+  // `exit_after_ms` is negative, else it exits 0 after that many ms.
+  [[noreturn]] void cmd_close_stdout(long long exit_after_ms) {
+    write_all(2, "closing stdout\n");
+    ::close(1);
+    if (exit_after_ms >= 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(exit_after_ms));
+      _exit(0);
+    }
+    for (;;) ::pause();
+  }
+
+  // Starts a setsid'd, double-forked `sleep 1000` (an orphan in a session of
+  // its own, adopted by the guard), reports its pid, then SIGKILLs its
+  // parent: the guard. Only harnessd can then clean up.
+  void cmd_kill_guard() {
+    int fds[2];
+    if (::pipe(fds) != 0) {
+      send_chunk("kill-guard: pipe failed");
+      return finish("end_turn");
+    }
+    pid_t middle = ::fork();
+    if (middle == 0) {
+      ::setsid();
+      pid_t grandchild = ::fork();
+      if (grandchild == 0) {
+        ::close(fds[0]);
+        ::close(fds[1]);  // or the agent would wait for its EOF forever
+        int null_fd = ::open("/dev/null", O_RDWR);
+        if (null_fd >= 0) {
+          ::dup2(null_fd, 0);
+          ::dup2(null_fd, 1);
+          ::dup2(null_fd, 2);
+        }
+        ::execlp("sleep", "sleep", "1000", static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      std::string text = std::to_string(grandchild);
+      ssize_t n = ::write(fds[1], text.data(), text.size());
+      (void)n;
+      _exit(0);
+    }
+    ::close(fds[1]);
+    std::string text;
+    char buf[32];
+    ssize_t n;
+    // SIGCHLD (the middle process exiting) interrupts the read.
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+      if (n > 0) text.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fds[0]);
+    ::waitpid(middle, nullptr, 0);  // unless the SIGCHLD handler reaped it already
+    send_chunk("grandchild " + text);
+    ::kill(::getppid(), SIGKILL);
     finish(tick_for(600000) ? "end_turn" : "cancelled");
   }
 
