@@ -3,14 +3,15 @@
 #include "worker/inspect.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <thread>
 
@@ -19,9 +20,10 @@
 #include "adapters/process.h"
 #include "harnesses/profile.h"
 #include "worker/config.h"
-#include "worker/ledger.h"
-#include "worker/store.h"
 #include "schema/json_parse.h"
+#include "worker/ledger.h"
+#include "worker/state_dir.h"
+#include "worker/store.h"
 
 namespace harnessd::worker {
 
@@ -69,9 +71,33 @@ std::string describe_entry(const LedgerEntry& e) {
 
 }  // namespace
 
+namespace {
+
+// The state directory for reading: never through a link, only this user's,
+// and not one that others can write to (its content could be planted).
+// Missing is no error (nothing recorded yet): an empty fd.
+Expected<UniqueFd> open_for_reading(const std::string& state_dir) {
+  auto root = open_state_dir(state_dir, StateAccess::kReadOnly);
+  if (root) return std::move(*root);
+  if (root.error().err == ENOENT) return UniqueFd();
+  return Error{root.error().message};
+}
+
+}  // namespace
+
 int runs_command(const RunsQuery& q) {
-  std::string ledger = q.state_dir + "/ledger.jsonl";
-  JsonlRead read = read_jsonl(ledger);
+  auto root = open_for_reading(q.state_dir);
+  if (!root) {
+    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+    return 1;
+  }
+  JsonlRead read;
+  read.missing = true;
+  if (*root) read = read_jsonl_beneath(root->get(), "ledger.jsonl", StateAccess::kReadOnly);
+  if (!read.refused.empty()) {
+    std::fprintf(stderr, "harnessd: %s\n", read.refused.c_str());
+    return 1;
+  }
   for (std::size_t n : read.bad_lines) {
     std::fprintf(stderr, "harnessd: ledger.jsonl line %zu is not JSON (cut by a crash?); skipped\n", n);
   }
@@ -93,28 +119,44 @@ int runs_command(const RunsQuery& q) {
   if (!q.follow) return 0;
 
   // Follow: print each ledger line written from now on. The file only
-  // grows (append-only), so remember the offset and poll.
+  // grows (append-only), so remember the offset and poll. It is opened
+  // beneath the directory, like everything else, once it exists.
   signal(SIGINT, [](int) { g_stop = 1; });
   signal(SIGTERM, [](int) { g_stop = 1; });
   signal(SIGPIPE, [](int) { g_stop = 1; });
-  struct stat st {};
-  off_t offset = ::stat(ledger.c_str(), &st) == 0 ? st.st_size : 0;
+  UniqueFd ledger;
+  off_t offset = -1;  // unknown until the file is open
   std::string partial;
   while (!g_stop) {
-    if (::stat(ledger.c_str(), &st) == 0 && st.st_size > offset) {
-      std::ifstream in(ledger, std::ios::binary);
-      in.seekg(offset);
+    if (!*root) {
+      if (auto opened = open_for_reading(q.state_dir); opened && *opened) root = std::move(opened);
+    }
+    if (*root && !ledger) {
+      auto opened = open_beneath(root->get(), "ledger.jsonl", O_RDONLY, 0, StateAccess::kReadOnly);
+      if (opened) {
+        ledger = std::move(*opened);
+        struct stat st {};
+        // Already printed up to its size at the start; a ledger that
+        // appeared later is printed from its beginning.
+        offset = read.missing ? 0 : (::fstat(ledger.get(), &st) == 0 ? st.st_size : 0);
+      } else if (opened.error().err != ENOENT) {
+        std::fprintf(stderr, "harnessd: %s\n", opened.error().message.c_str());
+        return 1;
+      }
+    }
+    struct stat st {};
+    if (ledger && ::fstat(ledger.get(), &st) == 0 && st.st_size > offset) {
       std::string chunk(static_cast<std::size_t>(st.st_size - offset), '\0');
-      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-      chunk.resize(static_cast<std::size_t>(in.gcount()));
+      ssize_t n = ::pread(ledger.get(), chunk.data(), chunk.size(), offset);
+      chunk.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
       offset += static_cast<off_t>(chunk.size());
       partial += chunk;
       std::size_t nl;
       while ((nl = partial.find('\n')) != std::string::npos) {
         std::string line = partial.substr(0, nl);
         partial.erase(0, nl + 1);
-        json j = schema::parse_or_discard(line);
-        auto e = j.is_discarded() ? std::nullopt : LedgerEntry::from_json(j);
+        auto j = schema::parse_json(line);
+        auto e = j ? LedgerEntry::from_json(*j) : std::nullopt;
         if (!e) continue;
         index.apply(*e);
         const RunRecord* r = index.find(e->runId);
@@ -209,13 +251,21 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
   return 0;
 }
 
-std::map<std::string, json> read_session_records(const std::string& state_dir) {
+namespace {
+
+std::map<std::string, json> session_records_beneath(int root) {
   std::map<std::string, json> records;
-  if (DIR* d = ::opendir((state_dir + "/sessions").c_str())) {
+  auto dir = open_beneath(root, "sessions", O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
+  if (!dir) {
+    if (dir.error().err != ENOENT) std::fprintf(stderr, "harnessd: %s\n", dir.error().message.c_str());
+    return records;
+  }
+  if (DIR* d = ::fdopendir(dir->release())) {
     while (dirent* e = ::readdir(d)) {
       std::string file = e->d_name;
       if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
-      JsonlRead rec = read_jsonl(state_dir + "/sessions/" + file);
+      JsonlRead rec = read_jsonl_beneath(root, "sessions/" + file, StateAccess::kReadOnly);
+      if (!rec.refused.empty()) std::fprintf(stderr, "harnessd: %s; skipped\n", rec.refused.c_str());
       if (rec.lines.size() == 1 && rec.lines[0].is_object()) records[file.substr(0, file.size() - 5)] = rec.lines[0];
     }
     ::closedir(d);
@@ -223,11 +273,29 @@ std::map<std::string, json> read_session_records(const std::string& state_dir) {
   return records;
 }
 
+}  // namespace
+
+std::map<std::string, json> read_session_records(const std::string& state_dir) {
+  auto root = open_for_reading(state_dir);
+  if (!root) {
+    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+    return {};
+  }
+  if (!*root) return {};
+  return session_records_beneath(root->get());
+}
+
 int sessions_command(const std::string& state_dir, const std::string& format, bool all) {
-  std::map<std::string, json> records = read_session_records(state_dir);
+  auto root = open_for_reading(state_dir);
+  if (!root) {
+    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+    return 1;
+  }
+  if (!*root) return 0;
+  std::map<std::string, json> records = session_records_beneath(root->get());
   // Run counts per session from the ledger.
   RunIndex index;
-  for (const auto& line : read_jsonl(state_dir + "/ledger.jsonl").lines) {
+  for (const auto& line : read_jsonl_beneath(root->get(), "ledger.jsonl", StateAccess::kReadOnly).lines) {
     if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
   }
   std::map<std::string, std::map<std::string, int>> counts;

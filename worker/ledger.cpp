@@ -6,7 +6,12 @@
 #include <cstdio>
 #include <ctime>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 
 namespace harnessd::worker {
 
@@ -105,37 +110,53 @@ const RunRecord* RunIndex::find(const std::string& run_id) const {
   return it == runs_.end() ? nullptr : &it->second;
 }
 
-JsonlRead read_jsonl(const std::string& path) {
+JsonlRead parse_jsonl(std::string_view content) {
   JsonlRead out;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    out.missing = true;
-    return out;
-  }
-  std::string content;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) content.append(buf, static_cast<std::size_t>(n));
-  ::close(fd);
   out.cut = !content.empty() && content.back() != '\n';
   std::size_t start = 0, number = 0;
   while (start < content.size()) {
     std::size_t end = content.find('\n', start);
     if (end == std::string::npos) end = content.size();
     ++number;
-    std::string_view line(content.data() + start, end - start);
+    std::string_view line = content.substr(start, end - start);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (!line.empty()) {
-      json j = schema::parse_or_discard(line);
-      if (j.is_discarded()) {
+      // The state directory is outside input too: bounded parsing.
+      auto j = schema::parse_json(line);
+      if (!j) {
         out.bad_lines.push_back(number);
       } else {
-        out.lines.push_back(std::move(j));
+        out.lines.push_back(std::move(*j));
       }
     }
     start = end + 1;
   }
   return out;
+}
+
+JsonlRead read_jsonl(const std::string& path) {
+  JsonlRead out;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    out.missing = true;
+    if (errno != ENOENT) out.refused = path + ": " + std::strerror(errno);
+    return out;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    out.missing = true;
+    out.refused = path + " is not a regular file";
+    return out;
+  }
+  std::string content;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) content.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return parse_jsonl(content);
 }
 
 }  // namespace harnessd::worker

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -80,9 +81,16 @@ struct JsonlRead {
   /// The file did not end with a newline.
   bool cut = false;
   bool missing = false;
+  /// Set when the file is there but was not read (a symbolic link, not a
+  /// regular file, another user's): why, naming the file.
+  std::string refused;
 };
 
-/// Reads a JSONL file; unreadable lines are counted, not fatal.
+/// Splits JSONL text into values; lines that are not JSON are counted.
+JsonlRead parse_jsonl(std::string_view content);
+
+/// Reads a JSONL file; unreadable lines are counted, not fatal. A symbolic
+/// link as the last component is not followed (read as `refused`).
 JsonlRead read_jsonl(const std::string& path);
 
 /// ISO 8601 UTC with milliseconds for a system clock time (or now).

@@ -97,18 +97,18 @@ void RunRecorder::stderr_data(std::string_view data) {
   store_.append(dir_ + "/stderr.log", std::string(data), track());
 }
 
-void RunRecorder::finish(const std::string& event, const json& outcome, const json& result, Done done) {
-  // A result.json cut by a crash is rewritten by the next start's recovery.
-  // A run removed from the queue before it was prepared has no folder.
-  if (prepared_) {
-    store_.create_file(dir_ + "/result.json", result.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
-                       track(), true);
-  }
+void RunRecorder::finish(const std::string& event, const json& outcome, const json& result, Done done,
+                         bool failure_fails) {
+  // result.json, then the terminal line, in the run's writer lane. A run
+  // that never started gets its folder now, so every ended run has a
+  // result.json. A result.json cut by a crash is rewritten by the next
+  // start's recovery.
   LedgerEntry end = base_;
   end.event = event;
   end.time.clear();
   end.extra = outcome;
-  store_.record(std::move(end), track());
+  store_.end_run(result.dump(2, ' ', false, json::error_handler_t::replace) + "\n", std::move(end), failure_fails,
+                 true, track());
   store_.close_file(dir_ + "/events.jsonl");
   store_.close_file(dir_ + "/stderr.log");
   store_.barrier(base_.runId, [shared = shared_, done = std::move(done)](Expected<void>) mutable {

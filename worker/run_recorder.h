@@ -46,10 +46,15 @@ class RunRecorder {
   /// Called once with the first write error during the turn (after open).
   void on_failure(UniqueFunction<void(const std::string&)> fn);
 
-  /// Writes result.json (if the folder was prepared), appends the terminal
-  /// `event` with `outcome` fields, closes the run's files; `done` gets the
-  /// first error of the whole run.
-  void finish(const std::string& event, const nlohmann::json& outcome, const nlohmann::json& result, Done done);
+  /// Writes result.json (making the run folder if the run never started),
+  /// appends the terminal `event` with `outcome` fields, closes the run's
+  /// files; `done` gets the first error of the whole run. With
+  /// `failure_fails` (the host is then answered -32016 on an error), a
+  /// write error turns the terminal line into `failed` with that error, so
+  /// the ledger says what the host heard; without it (the host hears
+  /// "cancelled" either way), the line stays as asked.
+  void finish(const std::string& event, const nlohmann::json& outcome, const nlohmann::json& result, Done done,
+              bool failure_fails = true);
 
   const std::string& run_id() const { return base_.runId; }
   const std::string& dir() const { return dir_; }

@@ -85,7 +85,8 @@ void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then) {
                             if (!r) log::error("run " + run_id + ": " + r.error().message);
                             reply.result(with_run_id(cancelled_result(), run_id));
                             if (then) then();
-                          });
+                          },
+                          /*failure_fails=*/false);
 }
 
 Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on_idle)
@@ -790,7 +791,8 @@ void Session::close(bool forget, UniqueFunction<void()> answered) {
                                if (!written) log::error("run " + run_id + ": " + written.error().message);
                                reply.result(with_run_id(cancelled_result(), run_id));
                                if (after) after();
-                             });
+                             },
+                             /*failure_fails=*/false);
     }
   }
   answer_early();  // the session exists; a later lifetime can load it

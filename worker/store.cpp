@@ -9,15 +9,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "acp/log.h"
 #include "queue/ids.h"
+#include "schema/rpc_error.h"
+#include "worker/state_dir.h"
 
 namespace harnessd::worker {
 
@@ -31,85 +35,144 @@ Error io_error(const std::string& what, const std::string& rel, int err) {
   return Error{"cannot " + what + " " + rel + ": " + errno_text(err)};
 }
 
-Expected<void> write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Error{errno_text(errno)};
+// "cannot <what> <rel>: <why>", where `why` already names the path.
+Error path_error(const std::string& what, const std::string& rel, const PathError& e) {
+  if (e.message.rfind(rel + ": ", 0) == 0) return Error{"cannot " + what + " " + e.message};
+  return Error{"cannot " + what + " " + rel + ": " + e.message};
+}
+
+// Appends `data` whole or not at all: a write that fails part-way (disk
+// full) is cut back to the size before it, so no half line stays for the
+// next line to be glued onto. flock keeps other daemons sharing the file
+// out of the window between the size and the truncate.
+Expected<void> append_whole(int fd, std::string_view data, const std::string& rel) {
+  while (::flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) return io_error("lock", rel, errno);
+  }
+  struct stat st {};
+  int err = ::fstat(fd, &st) != 0 ? errno : 0;
+  if (!err) {
+    err = write_all_fd(fd, data);
+    if (err && ::ftruncate(fd, st.st_size) != 0) {
+      log::error("cannot cut " + rel + " back after a failed write: " + errno_text(errno));
     }
-    data.remove_prefix(static_cast<std::size_t>(n));
   }
+  ::flock(fd, LOCK_UN);
+  if (err) return io_error("write", rel, err);
   return {};
 }
 
-// mkdir -p with 0700 for the directories it creates.
-bool make_dirs(const std::string& path) {
-  std::string partial;
-  std::size_t pos = 0;
-  while (pos != std::string::npos) {
-    pos = path.find('/', pos + 1);
-    partial = path.substr(0, pos);
-    if (partial.empty()) continue;
-    if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) return false;
-  }
-  return true;
-}
-
-Expected<void> write_file_now(const std::string& full, const std::string& rel, std::string_view content, bool sync) {
-  std::string tmp = full + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return io_error("create", rel, errno);
-  auto w = write_all(fd, content);
-  if (w && sync && ::fdatasync(fd) != 0) w = Error{errno_text(errno)};
-  ::close(fd);
-  if (!w) {
-    ::unlink(tmp.c_str());
-    return Error{"cannot write " + rel + ": " + w.error().message};
-  }
-  if (::rename(tmp.c_str(), full.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return io_error("replace", rel, err);
-  }
-  return {};
-}
-
-// Opens for appending; a last line cut by a crash gets its newline first.
-Expected<int> open_append(const std::string& full, const std::string& rel) {
-  int fd = ::open(full.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) return io_error("open", rel, errno);
+// Opens a file beneath the state directory for appending; a last line cut
+// by a crash gets its newline first.
+Expected<int> open_append(int root, const std::string& rel) {
+  auto opened = open_beneath(root, rel, O_RDWR | O_CREAT | O_APPEND, 0600);
+  if (!opened) return path_error("open", rel, opened.error());
+  int fd = opened->get();
   struct stat st {};
   if (::fstat(fd, &st) == 0 && st.st_size > 0) {
-    int rfd = ::open(full.c_str(), O_RDONLY | O_CLOEXEC);
     char last = '\n';
-    if (rfd >= 0) {
-      if (::pread(rfd, &last, 1, st.st_size - 1) != 1) last = '\n';
-      ::close(rfd);
-    }
+    if (::pread(fd, &last, 1, st.st_size - 1) != 1) last = '\n';
     if (last != '\n') {
       log::warn(rel + ": the last line was cut short (a crash?); it is left alone and skipped when read");
-      if (auto w = write_all(fd, "\n"); !w) {
-        ::close(fd);
-        return Error{"cannot write " + rel + ": " + w.error().message};
-      }
+      if (auto w = append_whole(fd, "\n", rel); !w) return w.error();
     }
   }
-  return fd;
+  return opened->release();
 }
 
-// True when the daemon instance that owns `lock` is gone: its lock file is
-// missing or nobody holds the lock (flock dies with its process, kill -9
-// included).
-bool instance_dead(const std::string& lock) {
-  int fd = ::open(lock.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return true;
-  bool dead = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
-  ::close(fd);
-  return dead;
+// True when the daemon instance that owns daemons/<file> is gone: its lock
+// file is missing, not a file of ours, or nobody holds the lock (flock
+// dies with its process, kill -9 included).
+bool instance_dead(int root, const std::string& file) {
+  auto fd = open_beneath(root, "daemons/" + file, O_RDONLY, 0, StateAccess::kReadOnly);
+  if (!fd) return true;
+  return ::flock(fd->get(), LOCK_EX | LOCK_NB) == 0;
 }
 
 }  // namespace
+
+// The write budget of StoreOptions::fail_after_bytes, shared by all lanes.
+struct Store::Budget {
+  explicit Budget(std::size_t bytes) : limit(bytes) {}
+  Expected<void> take(std::size_t bytes, const std::string& rel) {
+    if (!limit) return {};
+    std::lock_guard<std::mutex> lock(mu);
+    if (used + bytes > limit) return io_error("write", rel, ENOSPC);
+    used += bytes;
+    return {};
+  }
+  std::size_t limit;
+  std::size_t used = 0;
+  std::mutex mu;
+};
+
+// ledger.jsonl, shared by the lanes: one descriptor, one line at a time.
+// Lines that could not be written stay here, in order, and go first the
+// next time, so a full disk delays ledger lines but never loses or cuts
+// one (issue 11).
+struct Store::LedgerFile {
+  static constexpr const char* kRel = "ledger.jsonl";
+  static constexpr std::size_t kMaxPending = 100000;
+
+  LedgerFile(int root_fd, Budget& b) : root(root_fd), budget(b) {}
+
+  using Fallback = std::function<std::string(const std::string& why)>;
+
+  /// Appends `line` after any lines still waiting. On failure the line
+  /// waits too (as `fallback(why)` when given) and the error is returned.
+  Expected<void> append(std::string line, bool sync, const Fallback& fallback) {
+    std::lock_guard<std::mutex> lock(mu);
+    pending.push_back(std::move(line));
+    pending_sync = pending_sync || sync;
+    auto r = write_pending();
+    if (!r) {
+      if (fallback) pending.back() = fallback(r.error().message);
+      if (pending.size() > kMaxPending) {
+        log::error("ledger.jsonl: " + std::to_string(pending.size()) + " lines wait for space; the oldest is dropped");
+        pending.pop_front();
+      }
+      has_pending = true;
+    }
+    return r;
+  }
+
+  /// Writes the waiting lines, if any (the retry timer's job).
+  void retry() {
+    std::lock_guard<std::mutex> lock(mu);
+    std::size_t n = pending.size();
+    if (n && write_pending()) log::warn("ledger.jsonl: " + std::to_string(n) + " line(s) that had failed are now written");
+  }
+
+  // Under `mu`.
+  Expected<void> write_pending() {
+    if (pending.empty()) return {};
+    if (!fd) {
+      auto opened = open_append(root, kRel);
+      if (!opened) return opened.error();
+      fd.reset(*opened);
+    }
+    std::string data;
+    for (const auto& l : pending) data += l;
+    if (auto b = budget.take(data.size(), kRel); !b) return b;
+    if (auto w = append_whole(fd.get(), data, kRel); !w) return w;
+    // Written: a failing flush is reported, the lines are not written twice.
+    bool sync = pending_sync;
+    pending.clear();
+    pending_sync = false;
+    has_pending = false;
+    if (sync && ::fdatasync(fd.get()) != 0) return io_error("sync", kRel, errno);
+    return {};
+  }
+
+  int root;
+  Budget& budget;
+  std::mutex mu;
+  UniqueFd fd;
+  std::deque<std::string> pending;
+  bool pending_sync = false;
+  std::atomic<bool> has_pending{false};
+  std::atomic<bool> retry_queued{false};
+};
 
 std::string default_state_dir() {
   if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg && *xdg == '/') return std::string(xdg) + "/harnessd";
@@ -176,11 +239,10 @@ struct Store::Writer {
   struct Job {
     UniqueFunction<Expected<void>()> work;
     Done done;
+    std::string run;  // a failure marks this run as not recorded
   };
 
-  Writer(Completions& done_channel, std::string dir_path, StoreOptions opts, std::size_t* budget_used,
-         std::mutex* budget_mu)
-      : completions(done_channel), dir(std::move(dir_path)), options(opts), used(budget_used), used_mu(budget_mu) {
+  Writer(Completions& done_channel, int root_fd, Budget& b) : completions(done_channel), root(root_fd), budget(b) {
     thread = std::thread([this] { run(); });
   }
 
@@ -218,18 +280,22 @@ struct Store::Writer {
       } catch (const std::exception& e) {
         result = Error{e.what()};
       }
-      if (job.done) completions.push(std::move(job.done), std::move(result));
+      if (!result && !job.run.empty()) {
+        if (failed_runs.size() >= 4096) failed_runs.clear();  // bounded; a run's end normally takes its entry
+        failed_runs.try_emplace(job.run, result.error().message);
+      }
+      if (job.done) {
+        completions.push(std::move(job.done), std::move(result));
+      } else if (!result && result.error().message != last_unheard) {
+        // Nobody waits for this write (a transcript line): say it once.
+        last_unheard = result.error().message;
+        log::error(last_unheard);
+      }
     }
   }
 
   // ---- run on the writer thread only
-  Expected<void> check_budget(std::size_t bytes, const std::string& rel) {
-    if (!options.fail_after_bytes) return {};
-    std::lock_guard<std::mutex> lock(*used_mu);
-    if (*used + bytes > options.fail_after_bytes) return io_error("write", rel, ENOSPC);
-    *used += bytes;
-    return {};
-  }
+  Expected<void> check_budget(std::size_t bytes, const std::string& rel) { return budget.take(bytes, rel); }
 
   Expected<int> fd_for(const std::string& rel) {
     auto it = fds.find(rel);
@@ -238,19 +304,17 @@ struct Store::Writer {
       for (auto& [r, fd] : fds) ::close(fd);
       fds.clear();
     }
-    auto fd = open_append(dir + "/" + rel, rel);
+    auto fd = open_append(root, rel);
     if (!fd) return fd.error();
     fds.emplace(rel, *fd);
     return *fd;
   }
 
-  Expected<void> append(const std::string& rel, const std::string& data, bool sync = false) {
+  Expected<void> append(const std::string& rel, const std::string& data) {
     if (auto b = check_budget(data.size(), rel); !b) return b;
     auto fd = fd_for(rel);
     if (!fd) return fd.error();
-    if (auto w = write_all(*fd, data); !w) return Error{"cannot write " + rel + ": " + w.error().message};
-    if (sync && ::fdatasync(*fd) != 0) return io_error("sync", rel, errno);
-    return {};
+    return append_whole(*fd, data, rel);
   }
 
   void close(const std::string& rel) {
@@ -260,12 +324,21 @@ struct Store::Writer {
     fds.erase(it);
   }
 
+  /// The first write error of `run` on this lane, forgotten once asked.
+  std::optional<std::string> take_run_failure(const std::string& run) {
+    auto it = failed_runs.find(run);
+    if (it == failed_runs.end()) return std::nullopt;
+    std::string why = std::move(it->second);
+    failed_runs.erase(it);
+    return why;
+  }
+
   Completions& completions;
-  std::string dir;
-  StoreOptions options;
-  std::size_t* used;
-  std::mutex* used_mu;
+  int root;
+  Budget& budget;
   std::map<std::string, int> fds;
+  std::map<std::string, std::string> failed_runs;
+  std::string last_unheard;  // the last error of a write nobody waited for
 
   std::mutex mu;
   std::condition_variable cv;
@@ -281,11 +354,15 @@ Store::Store(Loop& loop, std::string dir, StoreOptions options)
 
 Store::~Store() {
   lanes_.clear();
+  retry_timer_.reset();
+  // A last try for ledger lines that waited for space.
+  if (ledger_) ledger_->retry();
   completions_.reset();
   if (lock_fd_ >= 0) {
     ::close(lock_fd_);
-    ::unlink(path("daemons/" + instance_ + ".lock").c_str());
+    ::unlinkat(root_, ("daemons/" + instance_ + ".lock").c_str(), 0);
   }
+  if (root_ >= 0) ::close(root_);
 }
 
 std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions options) {
@@ -293,61 +370,108 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
   if (dir.empty() || dir.front() != '/') dir = default_state_dir();  // never relative to the cwd
   std::unique_ptr<Store> store(new Store(loop, std::move(dir), options));
   Store& s = *store;
-  if (!make_dirs(s.dir_) || !make_dirs(s.path("runs")) || !make_dirs(s.path("sessions")) ||
-      !make_dirs(s.path("daemons"))) {
-    s.unusable_ = "cannot create the state directory " + s.dir_ + ": " + errno_text(errno);
+  s.budget_ = std::make_unique<Budget>(options.fail_after_bytes);
+  // The directory is opened once; everything after is relative to it and
+  // follows no link, so a link planted in it cannot send a write elsewhere.
+  auto root = open_state_dir(s.dir_, StateAccess::kOwn);
+  if (!root) {
+    s.unusable_ = root.error().message;
   } else {
-    std::string lock = s.path("daemons/" + s.instance_ + ".lock");
-    s.lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (s.lock_fd_ < 0 || ::flock(s.lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-      s.unusable_ = "cannot write in the state directory " + s.dir_ + ": " + errno_text(errno);
-    } else {
-      std::string pid = std::to_string(::getpid()) + "\n";
-      (void)write_all(s.lock_fd_, pid);
+    s.root_ = root->release();
+    for (const char* sub : {"runs", "sessions", "daemons"}) {
+      if (auto made = make_dir_beneath(s.root_, sub); !made) {
+        s.unusable_ = "cannot use the state directory " + s.dir_ + ": " + made.error().message;
+        break;
+      }
+      // Tightened if others could write to it (make_dir_beneath only checks).
+      (void)open_beneath(s.root_, sub, O_RDONLY | O_DIRECTORY);
+    }
+    // ledger.jsonl, if there: ours, a regular file, tightened.
+    if (!s.unusable_) {
+      auto ledger = open_beneath(s.root_, LedgerFile::kRel, O_RDONLY);
+      if (!ledger && ledger.error().err != ENOENT) {
+        s.unusable_ = "cannot use the state directory " + s.dir_ + ": " + ledger.error().message;
+      }
+    }
+    if (!s.unusable_) {
+      std::string lock = "daemons/" + s.instance_ + ".lock";
+      auto fd = open_beneath(s.root_, lock, O_RDWR | O_CREAT | O_EXCL, 0600);
+      if (!fd) {
+        s.unusable_ = "cannot write in the state directory " + s.dir_ + ": " + fd.error().message;
+      } else if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
+        s.unusable_ = "cannot lock " + lock + " in the state directory " + s.dir_ + ": " + errno_text(errno);
+      } else {
+        s.lock_fd_ = fd->release();
+        std::string pid = std::to_string(::getpid()) + "\n";
+        (void)write_all_fd(s.lock_fd_, pid);
+      }
     }
   }
   if (s.unusable_) log::error(*s.unusable_ + "; runs will fail until it is fixed");
 
-  // The ledger, all lifetimes.
-  JsonlRead ledger = read_jsonl(s.path("ledger.jsonl"));
-  for (std::size_t n : ledger.bad_lines) {
-    log::warn("ledger.jsonl: line " + std::to_string(n) + " is not JSON (cut by a crash?); skipped");
-  }
-  for (const auto& line : ledger.lines) {
-    if (auto entry = LedgerEntry::from_json(line)) s.runs_.apply(*entry);
-  }
-  // Session records.
-  if (DIR* d = ::opendir(s.path("sessions").c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      std::string file = e->d_name;
-      if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
-      std::string id = file.substr(0, file.size() - 5);
-      if (!is_safe_id(id)) continue;
-      JsonlRead rec = read_jsonl(s.path("sessions/" + file));
-      if (rec.lines.size() != 1 || !rec.lines[0].is_object()) {
-        log::warn("sessions/" + file + " is not a session record; skipped");
-        continue;
+  if (s.root_ >= 0) {
+    // The ledger, all lifetimes.
+    JsonlRead ledger = read_jsonl_beneath(s.root_, LedgerFile::kRel);
+    if (!ledger.refused.empty()) log::error(ledger.refused);
+    for (std::size_t n : ledger.bad_lines) {
+      log::warn("ledger.jsonl: line " + std::to_string(n) + " is not JSON (cut by a crash?); skipped");
+    }
+    for (const auto& line : ledger.lines) {
+      if (auto entry = LedgerEntry::from_json(line)) s.runs_.apply(*entry);
+    }
+    // Session records.
+    if (auto sessions = open_beneath(s.root_, "sessions", O_RDONLY | O_DIRECTORY)) {
+      if (DIR* d = ::fdopendir(sessions->release())) {
+        while (dirent* e = ::readdir(d)) {
+          std::string file = e->d_name;
+          if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
+          std::string id = file.substr(0, file.size() - 5);
+          if (!is_safe_id(id)) continue;
+          JsonlRead rec = read_jsonl_beneath(s.root_, "sessions/" + file);
+          if (!rec.refused.empty()) {
+            log::warn(rec.refused);
+            continue;
+          }
+          if (rec.lines.size() != 1 || !rec.lines[0].is_object()) {
+            log::warn("sessions/" + file + " is not a session record; skipped");
+            continue;
+          }
+          s.sessions_[id] = rec.lines[0];
+        }
+        ::closedir(d);
       }
-      s.sessions_[id] = rec.lines[0];
     }
-    ::closedir(d);
-  }
-  // A ledger line cut by a crash gets its newline now, before several
-  // lanes append to the file.
-  if (ledger.cut && !s.unusable_) {
-    log::warn("ledger.jsonl: the last line was cut short (a crash?); it is left alone and skipped when read");
-    int fd = ::open(s.path("ledger.jsonl").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (fd >= 0) {
-      (void)write_all(fd, "\n");
-      ::close(fd);
+    // A ledger line cut by a crash gets its newline now, before several
+    // lanes append to the file.
+    if (ledger.cut && !s.unusable_) {
+      if (auto fd = open_append(s.root_, LedgerFile::kRel)) ::close(*fd);
     }
   }
+  s.ledger_ = std::make_unique<LedgerFile>(s.root_, *s.budget_);
   s.completions_ = std::make_unique<Completions>(loop);
-  for (int i = 0; i < kLanes; ++i) {
-    s.lanes_.push_back(std::make_unique<Writer>(*s.completions_, s.dir_, options, &s.budget_used_, &s.budget_mu_));
-  }
+  for (int i = 0; i < kLanes; ++i) s.lanes_.push_back(std::make_unique<Writer>(*s.completions_, s.root_, *s.budget_));
+  // Ledger lines that waited for space are retried every second; the timer
+  // does not keep the loop alive.
+  auto* timer = new uv_timer_t;
+  uv_timer_init(loop.get(), timer);
+  timer->data = &s;
+  s.retry_timer_.reset(timer);
+  uv_timer_start(timer, &Store::on_retry, 1000, 1000);
+  uv_unref(reinterpret_cast<uv_handle_t*>(timer));
   if (!s.unusable_) s.recover();
   return store;
+}
+
+void Store::on_retry(uv_timer_t* timer) noexcept {
+  auto* self = static_cast<Store*>(timer->data);
+  if (!self || self->unusable_ || !self->ledger_->has_pending || self->ledger_->retry_queued.exchange(true)) return;
+  LedgerFile* ledger = self->ledger_.get();
+  self->lanes_[0]->push(Writer::Job{[ledger]() -> Expected<void> {
+                                      ledger->retry_queued = false;
+                                      ledger->retry();
+                                      return {};
+                                    },
+                                    nullptr, {}});
 }
 
 void Store::recover() {
@@ -359,7 +483,7 @@ void Store::recover() {
     if (r.ended()) continue;
     auto known = dead.find(r.daemon);
     if (known == dead.end()) {
-      bool gone = r.daemon.empty() || !is_safe_id(r.daemon) || instance_dead(path("daemons/" + r.daemon + ".lock"));
+      bool gone = r.daemon.empty() || !is_safe_id(r.daemon) || instance_dead(root_, r.daemon + ".lock");
       known = dead.emplace(r.daemon, gone).first;
     }
     if (!known->second) continue;
@@ -374,28 +498,35 @@ void Store::recover() {
     e.requestId = r.requestId;
     e.daemon = instance_;
     e.extra = {{"reason", reason}};
-    // Close the recording if the run had one and it was never finished.
-    struct stat st {};
-    if (is_safe_id(r.runId) && ::stat(path(run_dir(r.runId)).c_str(), &st) == 0 &&
-        read_jsonl(path(run_dir(r.runId) + "/result.json")).lines.empty()) {
-      json result = {{"runId", r.runId}, {"sessionId", r.sessionId}, {"state", run_event::kInterrupted},
-                     {"reason", reason}, {"endedAt", e.time}};
-      auto w = write_file_now(path(run_dir(r.runId) + "/result.json"), run_dir(r.runId) + "/result.json",
-                              result.dump() + "\n", false);
-      if (!w) log::error(w.error().message);
+    // Every ended run has its result.json: the recording is closed if it
+    // was never finished, and made for a run that was still queued. A link
+    // planted where the folder or file should be is refused, not followed.
+    if (is_safe_id(r.runId)) {
+      std::string result_rel = run_dir(r.runId) + "/result.json";
+      JsonlRead existing = read_jsonl_beneath(root_, result_rel);
+      if (existing.lines.empty()) {
+        json result = {{"runId", r.runId}, {"sessionId", r.sessionId}, {"state", run_event::kInterrupted},
+                       {"reason", reason}, {"endedAt", e.time}};
+        Expected<void, PathError> w = make_dir_beneath(root_, run_dir(r.runId));
+        if (w) w = replace_file_beneath(root_, result_rel, result.dump() + "\n", false);
+        if (!w) log::error("cannot write " + result_rel + ": " + w.error().message);
+      }
     }
     log::warn("run " + r.runId + " of session " + r.sessionId + " was interrupted: " + reason);
     record(std::move(e));
   }
   // Lock files of instances that are gone.
-  if (DIR* d = ::opendir(path("daemons").c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      std::string file = e->d_name;
-      if (file.size() < 6 || file.compare(file.size() - 5, 5, ".lock") != 0) continue;
-      if (file == instance_ + ".lock") continue;
-      if (instance_dead(path("daemons/" + file))) ::unlink(path("daemons/" + file).c_str());
+  if (auto daemons = open_beneath(root_, "daemons", O_RDONLY | O_DIRECTORY)) {
+    int dfd = daemons->get();
+    if (DIR* d = ::fdopendir(::fcntl(dfd, F_DUPFD_CLOEXEC, 0))) {
+      while (dirent* e = ::readdir(d)) {
+        std::string file = e->d_name;
+        if (file.size() < 6 || file.compare(file.size() - 5, 5, ".lock") != 0) continue;
+        if (file == instance_ + ".lock") continue;
+        if (instance_dead(root_, file)) ::unlinkat(dfd, file.c_str(), 0);  // a link is removed, not followed
+      }
+      ::closedir(d);
     }
-    ::closedir(d);
   }
 }
 
@@ -412,14 +543,35 @@ Store::Writer& Store::lane_for(const std::string& key) {
   return *lanes_[std::hash<std::string>{}(key) % lanes_.size()];
 }
 
-void Store::submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done) {
+void Store::submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::string run) {
   if (unusable_) {
     // Fail on the loop, never inside the caller's stack.
     std::string why = *unusable_;
     if (done) loop_.post([done = std::move(done), why]() mutable { done(Error{why}); });
     return;
   }
-  lane_for(key).push(Writer::Job{std::move(work), std::move(done)});
+  lane_for(key).push(Writer::Job{std::move(work), std::move(done), std::move(run)});
+}
+
+namespace {
+
+std::string ledger_line(const LedgerEntry& e) {
+  return e.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+// A run's files are runs/<runId>/...; their failures mark the run.
+bool in_run_folder(const std::string& rel) { return rel.rfind("runs/", 0) == 0; }
+
+}  // namespace
+
+LedgerEntry Store::store_failure(const LedgerEntry& end, const std::string& why) {
+  LedgerEntry e = end;
+  e.event = run_event::kFailed;
+  e.extra = {{"error",
+              {{"code", rpc_code::kStoreFailed},
+               {"message", "run " + end.runId + " failed: it could not be recorded (" + why + ")"},
+               {"data", {{"runId", end.runId}, {"reason", "store"}}}}}};
+  return e;
 }
 
 void Store::record(LedgerEntry entry, Done done) {
@@ -427,10 +579,66 @@ void Store::record(LedgerEntry entry, Done done) {
   if (entry.daemon.empty()) entry.daemon = instance_;
   runs_.apply(entry);
   bool sync = options_.sync && is_terminal_event(entry.event);
-  std::string line = entry.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  std::string line = ledger_line(entry);
   std::string key = entry.runId;
-  Writer* w = &lane_for(key);
-  submit(key, [w, line = std::move(line), sync]() { return w->append("ledger.jsonl", line, sync); }, std::move(done));
+  LedgerFile* ledger = ledger_.get();
+  // Only a failure somebody hears of marks the run: a line that waits for
+  // space is not lost.
+  std::string run = done ? key : "";
+  submit(key, [ledger, line = std::move(line), sync]() mutable { return ledger->append(std::move(line), sync, nullptr); },
+         std::move(done), std::move(run));
+}
+
+void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, bool failure_fails, bool sync,
+                    Done done) {
+  if (end.time.empty()) end.time = iso_time();
+  if (end.daemon.empty()) end.daemon = instance_;
+  const std::string run_id = end.runId;
+  // The line that ends up in the ledger, for the index once it is written.
+  auto written = std::make_shared<LedgerEntry>(unusable_ && failure_fails ? store_failure(end, *unusable_) : end);
+  Done apply = [this, written, done = std::move(done)](Expected<void> r) mutable {
+    runs_.apply(*written);
+    if (done) done(std::move(r));
+  };
+  if (unusable_) return submit(run_id, nullptr, std::move(apply));
+  bool do_sync = sync && options_.sync;
+  Writer* w = &lane_for(run_id);
+  LedgerFile* ledger = ledger_.get();
+  int root = root_;
+  submit(
+      run_id,
+      [w, ledger, root, written, result_json = std::move(result_json), failure_fails, do_sync]() -> Expected<void> {
+        const LedgerEntry asked = *written;
+        Expected<void> first;
+        if (result_json && is_safe_id(asked.runId)) {
+          std::string rel = run_dir(asked.runId) + "/result.json";
+          if (auto b = w->check_budget(result_json->size(), rel); !b) {
+            first = b;
+          } else {
+            // A run that never started has no folder yet.
+            Expected<void, PathError> made = make_dir_beneath(root, run_dir(asked.runId));
+            if (made) made = create_file_beneath(root, rel, *result_json, do_sync);
+            if (!made) first = path_error("create", rel, made.error());
+          }
+        }
+        std::optional<std::string> why = w->take_run_failure(asked.runId);
+        if (!why && !first) why = first.error().message;
+        LedgerFile::Fallback fallback;
+        if (failure_fails) {
+          if (why) *written = store_failure(asked, *why);
+          fallback = [written, asked](const std::string& ledger_why) {
+            if (written->event != run_event::kFailed || !written->extra.contains("error") ||
+                written->extra["error"].value("code", 0) != rpc_code::kStoreFailed) {
+              *written = store_failure(asked, ledger_why);
+            }
+            return ledger_line(*written);
+          };
+        }
+        auto appended = ledger->append(ledger_line(*written), do_sync, fallback);
+        if (!first) return first;
+        return appended;
+      },
+      std::move(apply), run_id);
 }
 
 void Store::save_session(const json& record, Done done) {
@@ -441,14 +649,15 @@ void Store::save_session(const json& record, Done done) {
   }
   sessions_[id] = record;
   std::string rel = session_file(id);
-  std::string full = path(rel);
   std::string content = record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   Writer* w = &lane_for(id);
+  int root = root_;
   submit(
       id,
-      [w, full, rel, content = std::move(content)]() -> Expected<void> {
+      [w, root, rel, content = std::move(content)]() -> Expected<void> {
         if (auto b = w->check_budget(content.size(), rel); !b) return b;
-        return write_file_now(full, rel, content, false);
+        if (auto r = replace_file_beneath(root, rel, content, false); !r) return path_error("write", rel, r.error());
+        return {};
       },
       std::move(done));
 }
@@ -459,55 +668,57 @@ const json* Store::session(const std::string& id) const {
 }
 
 void Store::make_dir(std::string rel, Done done) {
-  std::string full = path(rel);
   std::string key = key_of(rel);
+  int root = root_;
+  std::string run = done && in_run_folder(rel) ? key : "";
   submit(
       key,
-      [full, rel]() -> Expected<void> {
-        if (::mkdir(full.c_str(), 0700) != 0 && errno != EEXIST) return io_error("create", rel, errno);
+      [root, rel]() -> Expected<void> {
+        if (auto r = make_dir_beneath(root, rel); !r) return path_error("create", rel, r.error());
         return {};
       },
-      std::move(done));
+      std::move(done), std::move(run));
 }
 
 void Store::write_file(std::string rel, std::string content, Done done, bool sync) {
-  std::string full = path(rel);
   std::string key = key_of(rel);
   Writer* w = &lane_for(key);
   bool do_sync = sync && options_.sync;
+  int root = root_;
+  std::string run = done && in_run_folder(rel) ? key : "";
   submit(
       key,
-      [w, full, rel, content = std::move(content), do_sync]() -> Expected<void> {
+      [w, root, rel, content = std::move(content), do_sync]() -> Expected<void> {
         if (auto b = w->check_budget(content.size(), rel); !b) return b;
-        return write_file_now(full, rel, content, do_sync);
+        if (auto r = replace_file_beneath(root, rel, content, do_sync); !r) return path_error("write", rel, r.error());
+        return {};
       },
-      std::move(done));
+      std::move(done), std::move(run));
 }
 
 void Store::create_file(std::string rel, std::string content, Done done, bool sync) {
-  std::string full = path(rel);
   std::string key = key_of(rel);
   Writer* w = &lane_for(key);
   bool do_sync = sync && options_.sync;
+  int root = root_;
+  std::string run = done && in_run_folder(rel) ? key : "";
   submit(
       key,
-      [w, full, rel, content = std::move(content), do_sync]() -> Expected<void> {
+      [w, root, rel, content = std::move(content), do_sync]() -> Expected<void> {
         if (auto b = w->check_budget(content.size(), rel); !b) return b;
-        int fd = ::open(full.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0) return io_error("create", rel, errno);
-        auto r = write_all(fd, content);
-        if (r && do_sync && ::fdatasync(fd) != 0) r = Error{errno_text(errno)};
-        ::close(fd);
-        if (!r) return Error{"cannot write " + rel + ": " + r.error().message};
+        // A fresh file: anything already there (a planted link) is refused.
+        if (auto r = create_file_beneath(root, rel, content, do_sync); !r) return path_error("create", rel, r.error());
         return {};
       },
-      std::move(done));
+      std::move(done), std::move(run));
 }
 
 void Store::append(std::string rel, std::string data, Done done) {
   std::string key = key_of(rel);
   Writer* w = &lane_for(key);
-  submit(key, [w, rel = std::move(rel), data = std::move(data)]() { return w->append(rel, data); }, std::move(done));
+  std::string run = done && in_run_folder(rel) ? key : "";
+  submit(key, [w, rel = std::move(rel), data = std::move(data)]() { return w->append(rel, data); }, std::move(done),
+         std::move(run));
 }
 
 void Store::close_file(std::string rel) {
@@ -518,23 +729,21 @@ void Store::close_file(std::string rel) {
                         w->close(rel);
                         return {};
                       },
-                      nullptr});
+                      nullptr, {}});
 }
 
 void Store::read_file(std::string rel, ReadDone done) {
   auto content = std::make_shared<std::string>();
-  std::string full = path(rel);
   std::string key = key_of(rel);
-  UniqueFunction<Expected<void>()> work = [full, rel, content]() -> Expected<void> {
-    int fd = ::open(full.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      if (errno == ENOENT) return {};  // nothing recorded yet
-      return io_error("read", rel, errno);
+  int root = root_;
+  UniqueFunction<Expected<void>()> work = [root, rel, content]() -> Expected<void> {
+    if (root < 0) return Error{"cannot read " + rel + ": the state directory could not be opened"};
+    auto read = read_beneath(root, rel);
+    if (!read) {
+      if (read.error().err == ENOENT) return {};  // nothing recorded yet
+      return path_error("read", rel, read.error());
     }
-    char buf[65536];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0) content->append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
+    *content = std::move(*read);
     return {};
   };
   Done finish = [content, done = std::move(done)](Expected<void> r) mutable {
@@ -550,7 +759,7 @@ void Store::read_file(std::string rel, ReadDone done) {
     loop_.post([finish = std::move(finish), r]() mutable { finish(r); });
     return;
   }
-  lane_for(key).push(Writer::Job{std::move(work), std::move(finish)});
+  lane_for(key).push(Writer::Job{std::move(work), std::move(finish), {}});
 }
 
 void Store::barrier(const std::string& key, Done done) {
@@ -558,7 +767,7 @@ void Store::barrier(const std::string& key, Done done) {
     loop_.post([done = std::move(done)]() mutable { done({}); });
     return;
   }
-  lane_for(key).push(Writer::Job{[]() -> Expected<void> { return {}; }, std::move(done)});
+  lane_for(key).push(Writer::Job{[]() -> Expected<void> { return {}; }, std::move(done), {}});
 }
 
 void Store::barrier_all(Done done) {
@@ -572,7 +781,7 @@ void Store::barrier_all(Done done) {
   for (auto& lane : lanes_) {
     lane->push(Writer::Job{[]() -> Expected<void> { return {}; }, [left, shared](Expected<void>) {
                              if (--*left == 0) (*shared)({});
-                           }});
+                           }, {}});
   }
 }
 

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,8 +26,9 @@ struct StoreOptions {
   /// costs milliseconds per run). Off by default: written lines survive any
   /// crash of harnessd itself.
   bool sync = false;
-  /// For tests on machines where no small filesystem can be mounted: every
+  /// For tests of a store write error without a small filesystem: every
   /// write fails with ENOSPC once this many bytes were written (0: never).
+  /// A full disk and its return are tested on a real tmpfs.
   std::size_t fail_after_bytes = 0;
 };
 
@@ -45,12 +45,16 @@ class Store {
   using Done = UniqueFunction<void(Expected<void>)>;
   using ReadDone = UniqueFunction<void(Expected<std::string>)>;
 
-  /// Creates the directory if needed (0700), takes this daemon's instance
-  /// lock, reads the ledger and the session records, and ends every run
-  /// left open by a daemon that is no longer running with "interrupted".
-  /// Problems reading individual lines are logged, not fatal; an unusable
-  /// directory is an error only for writes, so the daemon can still serve
-  /// (and fail runs with a clear error).
+  /// Creates the directory if needed (0700), opens it (never through a
+  /// link; it and its folders must be this user's, and are tightened if
+  /// others can write to them), takes this daemon's instance lock, reads
+  /// the ledger and the session records, and ends every run left open by a
+  /// daemon that is no longer running with "interrupted". Problems reading
+  /// individual lines are logged, not fatal; an unusable directory (another
+  /// user's, a link, not writable) is an error only for writes, so the
+  /// daemon can still serve (and fail runs with a clear error). Every later
+  /// file operation is relative to the directory's descriptor and follows
+  /// no link.
   static std::unique_ptr<Store> open(Loop& loop, std::string dir, StoreOptions options = {});
   /// Finishes queued writes (their callbacks do not run) and stops the thread.
   ~Store();
@@ -64,8 +68,20 @@ class Store {
   const std::optional<std::string>& unusable() const { return unusable_; }
 
   // ---- the ledger
-  /// Applies `entry` to the index now and appends it to ledger.jsonl.
+  /// Applies `entry` to the index now and appends it to ledger.jsonl. A
+  /// line that cannot be written (disk full) leaves the file as it was and
+  /// is kept, in order, to be written before the next line or by a retry
+  /// every second once space returns. A failure reported to `done` also
+  /// marks the run as not recorded (see end_run).
   void record(LedgerEntry entry, Done done = nullptr);
+  /// Ends a run: creates runs/<runId>/result.json (when `result_json` is
+  /// set; the folder is made if the run never had one), then appends the
+  /// terminal `end` line. With `failure_fails`, a write error of this run
+  /// (this one, or an earlier write of the run that reported to a caller)
+  /// turns the terminal line into `failed` with the store error (-32016,
+  /// reason "store"), which is what the host is answered. The index gets
+  /// the line that was written, before `done` runs.
+  void end_run(std::optional<std::string> result_json, LedgerEntry end, bool failure_fails, bool sync, Done done);
   const RunIndex& runs() const { return runs_; }
 
   // ---- session records
@@ -97,28 +113,38 @@ class Store {
   static std::string session_file(const std::string& id) { return "sessions/" + id + ".json"; }
   static std::string transcript_file(const std::string& id) { return "sessions/" + id + ".jsonl"; }
 
+  /// The terminal line written instead of `end` when the run could not be
+  /// recorded: `failed`, with the error the host gets.
+  static LedgerEntry store_failure(const LedgerEntry& end, const std::string& why);
+
  private:
   struct Writer;
   struct Completions;
+  struct Budget;
+  struct LedgerFile;
   static constexpr int kLanes = 4;
   Store(Loop& loop, std::string dir, StoreOptions options);
   void recover();
   static std::string key_of(const std::string& rel);
   Writer& lane_for(const std::string& key);
-  void submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done);
+  /// `run`: the run whose recording fails with this job (see end_run).
+  void submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::string run = "");
+  static void on_retry(uv_timer_t* timer) noexcept;
 
   Loop& loop_;
   std::string dir_;
   StoreOptions options_;
   std::string instance_;
   std::optional<std::string> unusable_;
-  int lock_fd_ = -1;
+  int root_ = -1;     // the state directory, opened once
+  int lock_fd_ = -1;  // daemons/<instance>.lock, flock'ed
   RunIndex runs_;
   std::map<std::string, nlohmann::json> sessions_;
-  std::size_t budget_used_ = 0;  // bytes written, for fail_after_bytes
-  std::mutex budget_mu_;
+  std::unique_ptr<Budget> budget_;
+  std::unique_ptr<LedgerFile> ledger_;
   std::unique_ptr<Completions> completions_;
   std::vector<std::unique_ptr<Writer>> lanes_;
+  UvHandle<uv_timer_t> retry_timer_;
 };
 
 }  // namespace harnessd::worker
