@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "acp/connection.h"
+#include "acp/flow_gate.h"
 #include "acp/stdio_peer.h"
 #include "acp/log.h"
 #include "acp/loop.h"
@@ -51,7 +52,19 @@ int serve(ServeOptions options) {
     engine_options.self_exe = options.self_exe;
     engine_options.state_dir = options.state_dir;
     engine_options.store = options.store;
+    const std::size_t high_water = engine_options.config.daemon.queue_high_water;
+    const std::size_t low_water = engine_options.config.daemon.queue_low_water;
     auto engine = std::make_unique<Engine>(loop, peer->rpc(), std::move(engine_options));
+    // Backpressure (docs/architecture.md): while the host does not read
+    // and our output to it passes the high-water mark, no adapter's stdout
+    // is read, so each adapter blocks on its own write; while an adapter's
+    // stdin queue is over the mark, the host's input is not read.
+    FlowGate::Hold host_output_hold(engine->adapter_output_gate());
+    peer->set_output_watermarks(high_water, low_water, [&host_output_hold](bool over) {
+      log::debug(over ? "the host is behind on our output; holding the adapters' output back"
+                      : "the host caught up; reading the adapters again");
+      host_output_hold.set(over);
+    });
 
     std::vector<std::unique_ptr<SignalWatch>> signals;
     Timer deadline(loop);
@@ -89,6 +102,13 @@ int serve(ServeOptions options) {
     peer->start([&](int status) {
       if (status < 0) log::warn("reading the host's input failed: " + uv_error_text(status));
       shutdown("end of input");
+    });
+    FlowGate::Subscription host_input = engine->host_input_gate().subscribe([&](bool closed) {
+      if (closed) {
+        peer->pause_input();
+      } else {
+        peer->resume_input();
+      }
     });
     if (options.handle_signals) {
       for (int sig : {SIGTERM, SIGINT, SIGHUP}) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "acp/connection.h"
+#include "acp/flow_gate.h"
 #include "acp/loop.h"
 #include "adapters/reaper.h"
 #include "worker/config.h"
@@ -39,6 +40,11 @@ struct Runtime {
   /// Harnesses whose adapter session/new started early to learn those
   /// options, so that a harness that cannot start delays only one answer.
   std::set<std::string> harness_options_sought = {};
+  /// Backpressure gates, owned by the Engine (see Engine): adapters' stdout
+  /// is not read while the first is closed, and each adapter's stdin queue
+  /// closes the second while it is over the high-water mark.
+  FlowGate* adapter_output_gate = nullptr;
+  FlowGate* host_input_gate = nullptr;
 };
 
 }  // namespace harnessd::worker

@@ -176,11 +176,17 @@ struct Store::Writer {
   struct Job {
     UniqueFunction<Expected<void>()> work;
     Done done;
+    std::size_t bytes = 0;  // counted in Store::queued_
   };
 
-  Writer(Completions& done_channel, std::string dir_path, StoreOptions opts, std::size_t* budget_used,
+  Writer(Store& owner, Completions& done_channel, std::string dir_path, StoreOptions opts, std::size_t* budget_used,
          std::mutex* budget_mu)
-      : completions(done_channel), dir(std::move(dir_path)), options(opts), used(budget_used), used_mu(budget_mu) {
+      : store(owner),
+        completions(done_channel),
+        dir(std::move(dir_path)),
+        options(opts),
+        used(budget_used),
+        used_mu(budget_mu) {
     thread = std::thread([this] { run(); });
   }
 
@@ -219,6 +225,7 @@ struct Store::Writer {
         result = Error{e.what()};
       }
       if (job.done) completions.push(std::move(job.done), std::move(result));
+      if (job.bytes) store.written(job.bytes);
     }
   }
 
@@ -260,6 +267,7 @@ struct Store::Writer {
     fds.erase(it);
   }
 
+  Store& store;
   Completions& completions;
   std::string dir;
   StoreOptions options;
@@ -344,7 +352,7 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
   }
   s.completions_ = std::make_unique<Completions>(loop);
   for (int i = 0; i < kLanes; ++i) {
-    s.lanes_.push_back(std::make_unique<Writer>(*s.completions_, s.dir_, options, &s.budget_used_, &s.budget_mu_));
+    s.lanes_.push_back(std::make_unique<Writer>(s, *s.completions_, s.dir_, options, &s.budget_used_, &s.budget_mu_));
   }
   if (!s.unusable_) s.recover();
   return store;
@@ -412,14 +420,53 @@ Store::Writer& Store::lane_for(const std::string& key) {
   return *lanes_[std::hash<std::string>{}(key) % lanes_.size()];
 }
 
-void Store::submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done) {
+void Store::submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::size_t bytes) {
   if (unusable_) {
     // Fail on the loop, never inside the caller's stack.
     std::string why = *unusable_;
     if (done) loop_.post([done = std::move(done), why]() mutable { done(Error{why}); });
     return;
   }
-  lane_for(key).push(Writer::Job{std::move(work), std::move(done)});
+  queued_ += bytes;
+  lane_for(key).push(Writer::Job{std::move(work), std::move(done), bytes});
+  if (bytes) check_pressure();
+}
+
+void Store::set_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn) {
+  high_water_ = high;
+  low_water_ = low < high ? low : high;
+  on_pressure_ = std::move(fn);
+  check_pressure();
+}
+
+// over_ and queued_ are seq_cst atomics, stored before the other is loaded on
+// both sides: either the loop sees the writer's decrement, or the writer
+// sees over_ and wakes the loop. No drain goes unnoticed.
+void Store::check_pressure() {
+  if (!on_pressure_ || high_water_ == 0) return;
+  if (!over_.load()) {
+    if (queued_.load() <= high_water_) return;
+    over_.store(true);
+    if (queued_.load() <= low_water_) {  // drained meanwhile
+      over_.store(false);
+      return;
+    }
+    on_pressure_(true);
+  } else if (queued_.load() <= low_water_) {
+    over_.store(false);
+    on_pressure_(false);
+  }
+}
+
+void Store::written(std::size_t bytes) {
+  std::size_t left = queued_.fetch_sub(bytes) - bytes;
+  if (left > low_water_ || !over_.load() || wake_sent_.exchange(true)) return;
+  completions_->push(
+      [this](Expected<void>) {
+        wake_sent_.store(false);
+        check_pressure();
+      },
+      {});
 }
 
 void Store::record(LedgerEntry entry, Done done) {
@@ -430,7 +477,10 @@ void Store::record(LedgerEntry entry, Done done) {
   std::string line = entry.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   std::string key = entry.runId;
   Writer* w = &lane_for(key);
-  submit(key, [w, line = std::move(line), sync]() { return w->append("ledger.jsonl", line, sync); }, std::move(done));
+  std::size_t bytes = line.size();
+  submit(
+      key, [w, line = std::move(line), sync]() { return w->append("ledger.jsonl", line, sync); }, std::move(done),
+      bytes);
 }
 
 void Store::save_session(const json& record, Done done) {
@@ -444,13 +494,14 @@ void Store::save_session(const json& record, Done done) {
   std::string full = path(rel);
   std::string content = record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   Writer* w = &lane_for(id);
+  std::size_t bytes = content.size();
   submit(
       id,
       [w, full, rel, content = std::move(content)]() -> Expected<void> {
         if (auto b = w->check_budget(content.size(), rel); !b) return b;
         return write_file_now(full, rel, content, false);
       },
-      std::move(done));
+      std::move(done), bytes);
 }
 
 const json* Store::session(const std::string& id) const {
@@ -475,13 +526,14 @@ void Store::write_file(std::string rel, std::string content, Done done, bool syn
   std::string key = key_of(rel);
   Writer* w = &lane_for(key);
   bool do_sync = sync && options_.sync;
+  std::size_t bytes = content.size();
   submit(
       key,
       [w, full, rel, content = std::move(content), do_sync]() -> Expected<void> {
         if (auto b = w->check_budget(content.size(), rel); !b) return b;
         return write_file_now(full, rel, content, do_sync);
       },
-      std::move(done));
+      std::move(done), bytes);
 }
 
 void Store::create_file(std::string rel, std::string content, Done done, bool sync) {
@@ -489,6 +541,7 @@ void Store::create_file(std::string rel, std::string content, Done done, bool sy
   std::string key = key_of(rel);
   Writer* w = &lane_for(key);
   bool do_sync = sync && options_.sync;
+  std::size_t bytes = content.size();
   submit(
       key,
       [w, full, rel, content = std::move(content), do_sync]() -> Expected<void> {
@@ -501,13 +554,16 @@ void Store::create_file(std::string rel, std::string content, Done done, bool sy
         if (!r) return Error{"cannot write " + rel + ": " + r.error().message};
         return {};
       },
-      std::move(done));
+      std::move(done), bytes);
 }
 
 void Store::append(std::string rel, std::string data, Done done) {
   std::string key = key_of(rel);
   Writer* w = &lane_for(key);
-  submit(key, [w, rel = std::move(rel), data = std::move(data)]() { return w->append(rel, data); }, std::move(done));
+  std::size_t bytes = data.size();
+  submit(
+      key, [w, rel = std::move(rel), data = std::move(data)]() { return w->append(rel, data); }, std::move(done),
+      bytes);
 }
 
 void Store::close_file(std::string rel) {
