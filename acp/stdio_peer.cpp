@@ -52,6 +52,18 @@ void StdioPeer::on_write_error(std::function<void(int status)> fn) {
   });
 }
 
+void StdioPeer::set_output_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn) {
+  if (out_) out_->set_watermarks(high, low, std::move(fn));
+}
+
+void StdioPeer::pause_input() {
+  if (in_) in_->pause();
+}
+
+void StdioPeer::resume_input() {
+  if (in_) in_->resume();
+}
+
 void StdioPeer::flush(std::function<void()> fn) {
   if (out_) {
     out_->flush(std::move(fn));

@@ -41,6 +41,12 @@ class StdioPeer {
   void start(std::function<void(int status)> on_end);
   /// Runs once if writing fails (the peer closed its end).
   void on_write_error(std::function<void(int status)> fn);
+  /// Backpressure on the output: see Writer::set_watermarks.
+  void set_output_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn);
+  /// Stops and restarts reading the input (backpressure towards the peer:
+  /// its writes block once the pipe is full). Nothing read is lost.
+  void pause_input();
+  void resume_input();
   /// Runs `fn` once everything written so far is out (at once if nothing is
   /// pending or the writer is gone).
   void flush(std::function<void()> fn);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <deque>
 #include <vector>
 
 #include "acp/log.h"
@@ -20,7 +21,13 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 template <class H>
 class StreamReader final : public Reader {
  public:
-  explicit StreamReader(UvHandle<H> handle) : handle_(std::move(handle)) { handle_->data = this; }
+  explicit StreamReader(UvHandle<H> handle) : handle_(std::move(handle)) {
+    handle_->data = this;
+    auto* idle = new uv_idle_t;
+    uv_idle_init(handle_->loop, idle);
+    idle->data = this;
+    yield_.reset(idle);
+  }
 
   void start(DataFn on_data, EndFn on_end) override {
     on_data_ = std::move(on_data);
@@ -31,9 +38,13 @@ class StreamReader final : public Reader {
   void pause() override {
     if (reading_) uv_read_stop(stream());
     reading_ = false;
+    paused_ = true;
+    uv_idle_stop(yield_.get());
   }
 
   void resume() override {
+    paused_ = false;
+    uv_idle_stop(yield_.get());
     if (reading_ || ended_) return;
     int rc = uv_read_start(stream(), &StreamReader::on_alloc, &StreamReader::on_read);
     if (rc != 0) {
@@ -62,11 +73,11 @@ class StreamReader final : public Reader {
  public:
   void drain() override {
     uv_os_fd_t fd;
-    if (ended_ || !reading_ || uv_fileno(reinterpret_cast<uv_handle_t*>(handle_.get()), &fd) != 0) return;
+    if (ended_ || paused_ || !on_data_ || uv_fileno(reinterpret_cast<uv_handle_t*>(handle_.get()), &fd) != 0) return;
     // libuv keeps the fd non-blocking; reading it here, on the loop thread,
     // only takes bytes its next read would have taken.
     std::vector<char>& buffer = shared_buffer();
-    for (;;) {
+    while (!paused_ && !ended_) {  // a handler may pause the reader (backpressure)
       ssize_t n = ::read(fd, buffer.data(), buffer.size());
       if (n <= 0) return;  // nothing pending, the end (the loop reports it), or an error
       deliver(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
@@ -80,10 +91,25 @@ class StreamReader final : public Reader {
     if (!self) return;
     if (nread > 0) {
       self->deliver(std::string_view(buf->base, static_cast<std::size_t>(nread)));
+      // libuv reads again, up to 32 times, while reads fill the buffer: a
+      // flooding peer would hold the loop for megabytes while writes wait
+      // (issue 11). After a full chunk, stop and read on in the next
+      // iteration, after the loop has polled every other stream.
+      if (static_cast<std::size_t>(nread) == kReadChunk && self->reading_) self->yield();
     } else if (nread < 0) {
       // UV_EOF or a real error; nread == 0 is "try again", not EOF.
       self->end(nread == UV_EOF ? 0 : static_cast<int>(nread));
     }
+  }
+
+  void yield() {
+    uv_read_stop(stream());
+    reading_ = false;
+    uv_idle_start(yield_.get(), [](uv_idle_t* idle) noexcept {
+      auto* self = static_cast<StreamReader*>(idle->data);
+      uv_idle_stop(idle);
+      if (self && !self->paused_) self->resume();
+    });
   }
 
   void deliver(std::string_view data) {
@@ -99,6 +125,7 @@ class StreamReader final : public Reader {
     ended_ = true;
     if (reading_) uv_read_stop(stream());
     reading_ = false;
+    uv_idle_stop(yield_.get());
     auto fn = std::move(on_end_);
     try {
       if (fn) fn(status);
@@ -108,9 +135,11 @@ class StreamReader final : public Reader {
   }
 
   UvHandle<H> handle_;
+  UvHandle<uv_idle_t> yield_;  // resumes reading in the next iteration
   DataFn on_data_;
   EndFn on_end_;
   bool reading_ = false;
+  bool paused_ = false;  // by the owner, not by a yield
   bool ended_ = false;
 };
 
@@ -201,8 +230,13 @@ class FileReader final : public Reader {
   bool ended_ = false;
 };
 
-// Writes to a libuv stream. Each write request owns its bytes until libuv
-// calls back, as libuv requires.
+// Writes to a libuv stream. A line is written at once (uv_try_write) while
+// the peer keeps up; otherwise it waits in `pending_`, and everything that
+// waits goes out in one uv_write with one buffer per line as soon as the
+// previous batch is done. One uv_write per line made libuv write at most 32
+// requests per loop iteration while a flooding adapter was read 2 MiB at a
+// time, so a live stream crawled (issue 11). A batch owns its bytes until
+// libuv calls back, as libuv requires.
 template <class H>
 class StreamWriter final : public Writer {
  public:
@@ -210,24 +244,33 @@ class StreamWriter final : public Writer {
 
   void write(std::string data) override {
     if (failed_ || data.empty()) return;
-    auto* req = new WriteReq;
-    req->data = std::move(data);
-    uv_buf_t buf = uv_buf_init(req->data.data(), static_cast<unsigned>(req->data.size()));
-    int rc = uv_write(&req->req, reinterpret_cast<uv_stream_t*>(handle_.get()), &buf, 1, &StreamWriter::on_write);
-    if (rc != 0) {
-      delete req;
-      fail(rc);
-      return;
+    if (!batch_ && pending_.empty()) {
+      uv_buf_t buf = uv_buf_init(data.data(), static_cast<unsigned>(data.size()));
+      int n = uv_try_write(stream(), &buf, 1);
+      if (n == static_cast<int>(data.size())) return;
+      // On an error other than EAGAIN the bytes go to uv_write too, which
+      // reports the error from its callback: never inside the caller's
+      // write(), as before.
+      if (n > 0) data.erase(0, static_cast<std::size_t>(n));
     }
-    queued_ += req->data.size();
-    ++in_flight_;
+    queued_ += data.size();
+    pending_.push_back(std::move(data));
+    if (!batch_) issue();
+    check_watermarks();
   }
 
   std::size_t queued_bytes() const override { return queued_; }
   void on_error(ErrorFn fn) override { on_error_ = std::move(fn); }
 
+  void set_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn) override {
+    high_ = high;
+    low_ = low < high ? low : high;
+    on_pressure_ = std::move(fn);
+    check_watermarks();
+  }
+
   void flush(std::function<void()> fn) override {
-    if (in_flight_ == 0) {
+    if (!batch_ && pending_.empty()) {
       fn();
       return;
     }
@@ -235,38 +278,91 @@ class StreamWriter final : public Writer {
   }
 
  private:
-  struct WriteReq {
+  // libuv passes at most IOV_MAX buffers to one writev; more make a batch
+  // that takes several system calls, which is fine.
+  static constexpr std::size_t kMaxBatchLines = 1024;
+
+  struct Batch {
     uv_write_t req{};
-    std::string data;
+    std::vector<std::string> lines;
+    std::size_t bytes = 0;
   };
 
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(handle_.get()); }
+
+  void issue() {
+    auto* batch = new Batch;
+    std::vector<uv_buf_t> bufs;
+    while (!pending_.empty() && batch->lines.size() < kMaxBatchLines) {
+      batch->bytes += pending_.front().size();
+      batch->lines.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+    }
+    bufs.reserve(batch->lines.size());
+    for (auto& line : batch->lines) bufs.push_back(uv_buf_init(line.data(), static_cast<unsigned>(line.size())));
+    int rc = uv_write(&batch->req, stream(), bufs.data(), static_cast<unsigned>(bufs.size()), &StreamWriter::on_write);
+    if (rc != 0) {
+      queued_ -= batch->bytes;
+      delete batch;
+      fail(rc);
+      return;
+    }
+    batch_ = batch;
+  }
+
   static void on_write(uv_write_t* r, int status) noexcept {
-    auto* req = reinterpret_cast<WriteReq*>(r);
+    auto* batch = reinterpret_cast<Batch*>(r);
     auto* self = static_cast<StreamWriter*>(r->handle->data);
-    std::size_t size = req->data.size();
-    delete req;
+    std::size_t size = batch->bytes;
+    delete batch;
     if (!self) return;  // writer gone; the write was cancelled by the close
+    self->batch_ = nullptr;
     self->queued_ -= size;
-    --self->in_flight_;
-    if (status != 0) self->fail(status);
-    if (self->in_flight_ == 0 && !self->flush_waiters_.empty()) {
+    if (status != 0) {
+      self->fail(status);
+    } else if (!self->pending_.empty()) {
+      self->issue();
+    }
+    self->check_watermarks();
+    if (!self->batch_ && self->pending_.empty() && !self->flush_waiters_.empty()) {
       auto waiters = std::move(self->flush_waiters_);
       self->flush_waiters_.clear();
       for (auto& w : waiters) w();
     }
   }
 
+  void check_watermarks() {
+    if (!on_pressure_ || high_ == 0) return;
+    if (!over_ && queued_ > high_) {
+      over_ = true;
+      on_pressure_(true);
+    } else if (over_ && queued_ <= low_) {
+      over_ = false;
+      on_pressure_(false);
+    }
+  }
+
   void fail(int status) {
     if (failed_) return;
     failed_ = true;
+    // Nothing more will be written: the queue is dropped, and whoever
+    // waited for it to drain must not wait for ever.
+    for (auto& line : pending_) queued_ -= line.size();
+    pending_.clear();
+    check_watermarks();
     if (on_error_) on_error_(status);
   }
 
   UvHandle<H> handle_;
-  std::size_t queued_ = 0;
-  std::size_t in_flight_ = 0;
+  std::deque<std::string> pending_;  // not yet handed to libuv
+  Batch* batch_ = nullptr;           // handed to libuv, awaiting its callback
+  std::size_t queued_ = 0;           // bytes in pending_ and batch_
+  std::size_t high_ = 0;
+  std::size_t low_ = 0;
+  bool over_ = false;
   bool failed_ = false;
   ErrorFn on_error_;
+  std::function<void(bool)> on_pressure_;
   std::vector<std::function<void()>> flush_waiters_;
 };
 

@@ -19,6 +19,8 @@ namespace harnessd {
 
 /// Delivers inbound bytes. Callbacks run on the loop thread. A Reader must
 /// not be destroyed from inside its own callbacks: post the destruction.
+/// A stream reader delivers at most one 64 KiB chunk per loop iteration, so
+/// a peer that floods cannot starve the loop's other streams and writes.
 class Reader {
  public:
   using DataFn = std::function<void(std::string_view data)>;
@@ -38,6 +40,8 @@ class Reader {
 };
 
 /// Sends bytes in the order given. Destroying a Writer drops what is unsent.
+/// Stream writers write at once while the peer keeps up, and otherwise hand
+/// everything queued meanwhile to the kernel in one batch (one writev).
 class Writer {
  public:
   using ErrorFn = std::function<void(int status)>;
@@ -47,6 +51,13 @@ class Writer {
   virtual void write(std::string data) = 0;
   /// Bytes queued but not yet handed to the kernel.
   virtual std::size_t queued_bytes() const = 0;
+  /// Backpressure: `fn(true)` once queued_bytes() rises above `high`, then
+  /// `fn(false)` once it is back to `low` or below (or the writer failed and
+  /// dropped its queue). Runs inside write() or a write completion; `fn` must
+  /// not destroy the writer. Writers that never queue never call it.
+  virtual void set_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn) {
+    (void)high, (void)low, (void)fn;
+  }
   /// Called once, on the first write error (EPIPE: the peer went away).
   virtual void on_error(ErrorFn fn) = 0;
   /// Calls `fn` once everything queued so far has been written (or failed).

@@ -65,6 +65,20 @@ Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(Loop& loop, AdapterOpt
   auto process = Process::spawn(loop, raw->options_.process, std::move(callbacks));
   if (!process) return process.error();
   raw->process_ = std::move(*process);
+  if (raw->options_.output_gate) {
+    raw->output_flow_ = raw->options_.output_gate->subscribe([raw](bool closed) { raw->process_->hold_stdout(closed); });
+  }
+  if (raw->options_.input_gate) {
+    // The hold lives in the writer's callback: when stdin is closed (the
+    // writer destroyed with its queue), the gate opens again.
+    auto hold = std::make_shared<FlowGate::Hold>(*raw->options_.input_gate);
+    raw->process_->set_stdin_watermarks(raw->options_.input_high_water, raw->options_.input_low_water,
+                                        [hold, label = raw->options_.label](bool over) {
+                                          log::debug(label + (over ? ": the adapter is behind on its input; holding the host's back"
+                                                                   : ": the adapter caught up on its input"));
+                                          hold->set(over);
+                                        });
+  }
   log::info(raw->options_.label + ": started adapter " + raw->options_.process.argv[0] + " (pid " +
             std::to_string(raw->process_->pid()) + ")");
   return self;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "acp/connection.h"
+#include "acp/flow_gate.h"
 #include "acp/line_splitter.h"
 #include "acp/loop.h"
 #include "adapters/process.h"
@@ -24,6 +25,15 @@ struct AdapterOptions {
   std::size_t max_line_bytes = 64u << 20;
   /// Bytes of stderr kept for error reports.
   std::size_t stderr_tail_bytes = 8192;
+  /// Backpressure (optional): while `output_gate` is closed (whatever the
+  /// adapter's output feeds is over its high-water mark) the adapter's
+  /// stdout is not read. While the adapter's stdin queue is over
+  /// `input_high_water`, the link holds `input_gate` closed, until the
+  /// queue is back to `input_low_water`.
+  FlowGate* output_gate = nullptr;
+  FlowGate* input_gate = nullptr;
+  std::size_t input_high_water = 8u << 20;
+  std::size_t input_low_water = 2u << 20;
 };
 
 /// Lifetime: owned by a session. `on_exit` fires once when the process tree
@@ -85,6 +95,7 @@ class AdapterLink {
   std::unique_ptr<Connection> rpc_;
   LineSplitter splitter_;
   std::unique_ptr<Process> process_;
+  FlowGate::Subscription output_flow_;
   std::string stderr_tail_;
   std::string stderr_line_;
   std::optional<ExitStatus> exit_;

@@ -228,6 +228,7 @@ void Process::on_process_exit(uv_process_t* handle, int64_t exit_status, int ter
                 "; killed " + std::to_string(n) + " processes left of its tree");
     }
   }
+  if (self->stdout_held_ && self->stdout_) self->stdout_->resume();
   self->drain_timer_.start(kDrainLimit, [self] {
     self->stdout_done_ = true;
     self->stderr_done_ = true;
@@ -247,6 +248,20 @@ void Process::maybe_finish() {
 
 void Process::write(std::string data) {
   if (stdin_) stdin_->write(std::move(data));
+}
+
+void Process::hold_stdout(bool hold) {
+  stdout_held_ = hold;
+  if (!stdout_ || finished_) return;
+  if (hold && !exited_) {
+    stdout_->pause();
+  } else if (!hold) {
+    stdout_->resume();
+  }
+}
+
+void Process::set_stdin_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn) {
+  if (stdin_) stdin_->set_watermarks(high, low, std::move(fn));
 }
 
 void Process::drain_stderr() {

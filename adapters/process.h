@@ -90,6 +90,13 @@ class Process {
   void write(std::string data);
   /// Closes the child's stdin (it reads EOF).
   void close_stdin();
+  /// Backpressure: stops reading the child's stdout (it blocks on its own
+  /// write once the pipe is full) until called with false. Once the child
+  /// has exited, its stdout is read to the end regardless: the pipe holds at
+  /// most its capacity, and the last words must not be lost.
+  void hold_stdout(bool hold);
+  /// Backpressure the other way: see Writer::set_watermarks, for stdin.
+  void set_stdin_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn);
   /// Reads at once what the child has already written to stderr.
   void drain_stderr();
   /// Sends `signum` to the whole process group.
@@ -117,6 +124,7 @@ class Process {
   Timer drain_timer_;
   Timer eof_timer_;
   int pid_ = 0;
+  bool stdout_held_ = false;
   bool guarded_ = false;  // pid_ is the guard, which can kill the tree itself
   bool sweep_orphans_ = false;
   bool exited_ = false;

@@ -5,6 +5,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup.sh" --tests
 "$root/build/tests/bench_queue" "$@"
 "$root/build/tests/bench_parse"
+# Backpressure and live streaming under an adapter flood (issue 11).
+"$root/build/tests/bench_relay" "$@"
 
 # One prompt through `harnessd run` on an instant adapter (the fake agent),
 # end to end: process start, session, prompt, recording flushed, exit.

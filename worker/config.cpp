@@ -37,9 +37,9 @@ std::string folder_of(const std::string& file) {
 
 Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
   static const std::set<std::string> kKnown = {
-      "default_harness",   "max_line_bytes",      "cancel_grace",    "kill_grace",  "start_timeout",
+      "default_harness",   "max_line_bytes",      "cancel_grace",        "kill_grace",      "start_timeout",
       "max_pending_calls", "stderr_tail_bytes",   "max_concurrent_runs", "max_queue_depth", "run_timeout",
-      "state_dir",         "fsync",               "template_dir"};
+      "state_dir",         "fsync",               "template_dir",        "queue_high_water", "queue_low_water"};
   for (const auto& [key, value] : t) {
     std::string k(key.str());
     if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
@@ -70,10 +70,15 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       std::size_t* target = k == "max_line_bytes"        ? &d.max_line_bytes
                             : k == "max_pending_calls"   ? &d.max_pending_calls
                             : k == "stderr_tail_bytes"   ? &d.stderr_tail_bytes
+                            : k == "queue_high_water"    ? &d.queue_high_water
+                            : k == "queue_low_water"     ? &d.queue_low_water
                             : k == "max_concurrent_runs" ? &d.max_concurrent_runs
                                                          : &d.max_queue_depth;
       *target = *n;
     }
+  }
+  if (d.queue_low_water > d.queue_high_water) {
+    return Error{"[daemon].queue_low_water must not be above queue_high_water"};
   }
   return {};
 }

@@ -27,6 +27,11 @@ struct DaemonConfig {
   std::chrono::milliseconds start_timeout{60000};
   /// Outgoing calls (to the host or an adapter) awaiting an answer at once.
   std::size_t max_pending_calls = 1024;
+  /// Backpressure: an outbound queue (to the host, to an adapter, to the
+  /// state directory) that holds more than `queue_high_water` bytes stops
+  /// the reading of whatever feeds it until it is back to `queue_low_water`.
+  std::size_t queue_high_water = 8u << 20;
+  std::size_t queue_low_water = 2u << 20;
   /// stderr bytes of an adapter kept for error reports.
   std::size_t stderr_tail_bytes = 8192;
   /// Turns that may run at once across all sessions.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "acp/connection.h"
+#include "acp/flow_gate.h"
 #include "acp/stdio_peer.h"
 #include "acp/log.h"
 #include "acp/loop.h"
@@ -55,7 +56,19 @@ int serve(ServeOptions options) {
     // the guard's exit can find and stop them (issue 11).
     engine_options.sweep_orphans = adapters::become_child_subreaper();
     engine_options.store = options.store;
+    const std::size_t high_water = engine_options.config.daemon.queue_high_water;
+    const std::size_t low_water = engine_options.config.daemon.queue_low_water;
     auto engine = std::make_unique<Engine>(loop, peer->rpc(), std::move(engine_options));
+    // Backpressure (docs/architecture.md): while the host does not read
+    // and our output to it passes the high-water mark, no adapter's stdout
+    // is read, so each adapter blocks on its own write; while an adapter's
+    // stdin queue is over the mark, the host's input is not read.
+    FlowGate::Hold host_output_hold(engine->adapter_output_gate());
+    peer->set_output_watermarks(high_water, low_water, [&host_output_hold](bool over) {
+      log::debug(over ? "the host is behind on our output; holding the adapters' output back"
+                      : "the host caught up; reading the adapters again");
+      host_output_hold.set(over);
+    });
 
     std::vector<std::unique_ptr<SignalWatch>> signals;
     Timer deadline(loop);
@@ -97,6 +110,13 @@ int serve(ServeOptions options) {
       // before the adapter is stopped.
       peer->rpc().fail_pending("stopped sending");
       shutdown("end of input");
+    });
+    FlowGate::Subscription host_input = engine->host_input_gate().subscribe([&](bool closed) {
+      if (closed) {
+        peer->pause_input();
+      } else {
+        peer->resume_input();
+      }
     });
     if (options.handle_signals) {
       for (int sig : {SIGTERM, SIGINT, SIGHUP}) {

@@ -14,6 +14,15 @@ Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
       loop, options_.config, host, reaper_, *store_, options_.guard_exe,
       options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, harnesses::current_environment()});
   rt_->sweep_orphans = options_.sweep_orphans;
+  rt_->adapter_output_gate = &adapter_output_gate_;
+  rt_->host_input_gate = &host_input_gate_;
+  store_hold_ = std::make_unique<FlowGate::Hold>(adapter_output_gate_);
+  store_->set_watermarks(options_.config.daemon.queue_high_water, options_.config.daemon.queue_low_water,
+                         [hold = store_hold_.get()](bool over) {
+                           log::debug(over ? "the state directory is behind; holding the adapters' output back"
+                                           : "the state directory caught up");
+                           hold->set(over);
+                         });
   // The newest record of each harness tells what its adapter offers.
   std::map<std::string, std::string> newest;
   for (const auto& [id, record] : store_->sessions()) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "acp/connection.h"
+#include "acp/flow_gate.h"
 #include "acp/loop.h"
 #include "acp/unique_function.h"
 #include "adapters/reaper.h"
@@ -47,11 +48,23 @@ class Engine {
   void shutdown(const std::string& why, UniqueFunction<void()> done);
   bool stopping() const { return stopping_; }
 
+  /// Backpressure (docs/architecture.md): closed while a queue that the
+  /// adapters' output feeds (the host's output, the store's lanes) is over
+  /// its high-water mark; no adapter's stdout is read meanwhile. The store
+  /// holds it itself; whoever owns the host's writer adds its hold.
+  FlowGate& adapter_output_gate() { return adapter_output_gate_; }
+  /// Closed while an adapter's stdin queue is over its high-water mark; the
+  /// owner of the host's reader stops reading the host meanwhile.
+  FlowGate& host_input_gate() { return host_input_gate_; }
+
  private:
   void drain_store();
 
   Loop& loop_;
   EngineOptions options_;
+  FlowGate adapter_output_gate_;
+  FlowGate host_input_gate_;
+  std::unique_ptr<FlowGate::Hold> store_hold_;
   adapters::Reaper reaper_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Runtime> rt_;

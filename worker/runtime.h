@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "acp/connection.h"
+#include "acp/flow_gate.h"
 #include "acp/loop.h"
 #include "adapters/reaper.h"
 #include "worker/config.h"
@@ -42,6 +43,11 @@ struct Runtime {
   /// harnessd is a child subreaper whose children all come from this loop:
   /// an adapter whose guard dies uncleanly also has its orphans swept.
   bool sweep_orphans = false;
+  /// Backpressure gates, owned by the Engine (see Engine): adapters' stdout
+  /// is not read while the first is closed, and each adapter's stdin queue
+  /// closes the second while it is over the high-water mark.
+  FlowGate* adapter_output_gate = nullptr;
+  FlowGate* host_input_gate = nullptr;
 };
 
 }  // namespace harnessd::worker

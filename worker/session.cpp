@@ -404,6 +404,10 @@ void Session::ensure_adapter(Ready ready) {
   options.label = "session " + init_.id;
   options.max_line_bytes = d.max_line_bytes;
   options.stderr_tail_bytes = d.stderr_tail_bytes;
+  options.output_gate = rt_.adapter_output_gate;
+  options.input_gate = rt_.host_input_gate;
+  options.input_high_water = d.queue_high_water;
+  options.input_low_water = d.queue_low_water;
   auto link = adapters::AdapterLink::start(rt_.loop, std::move(options), nullptr);
   if (!link) {
     RpcError e{rpc_code::kHarnessUnavailable,

@@ -239,10 +239,12 @@ struct Store::Writer {
   struct Job {
     UniqueFunction<Expected<void>()> work;
     Done done;
-    std::string run;  // a failure marks this run as not recorded
+    std::string run;        // a failure marks this run as not recorded
+    std::size_t bytes = 0;  // counted in Store::queued_
   };
 
-  Writer(Completions& done_channel, int root_fd, Budget& b) : completions(done_channel), root(root_fd), budget(b) {
+  Writer(Store& owner, Completions& done_channel, int root_fd, Budget& b)
+      : store(owner), completions(done_channel), root(root_fd), budget(b) {
     thread = std::thread([this] { run(); });
   }
 
@@ -291,6 +293,7 @@ struct Store::Writer {
         last_unheard = result.error().message;
         log::error(last_unheard);
       }
+      if (job.bytes) store.written(job.bytes);
     }
   }
 
@@ -333,6 +336,7 @@ struct Store::Writer {
     return why;
   }
 
+  Store& store;
   Completions& completions;
   int root;
   Budget& budget;
@@ -449,7 +453,7 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
   }
   s.ledger_ = std::make_unique<LedgerFile>(s.root_, *s.budget_);
   s.completions_ = std::make_unique<Completions>(loop);
-  for (int i = 0; i < kLanes; ++i) s.lanes_.push_back(std::make_unique<Writer>(*s.completions_, s.root_, *s.budget_));
+  for (int i = 0; i < kLanes; ++i) s.lanes_.push_back(std::make_unique<Writer>(s, *s.completions_, s.root_, *s.budget_));
   // Ledger lines that waited for space are retried every second; the timer
   // does not keep the loop alive.
   auto* timer = new uv_timer_t;
@@ -543,14 +547,54 @@ Store::Writer& Store::lane_for(const std::string& key) {
   return *lanes_[std::hash<std::string>{}(key) % lanes_.size()];
 }
 
-void Store::submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::string run) {
+void Store::submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::string run,
+                   std::size_t bytes) {
   if (unusable_) {
     // Fail on the loop, never inside the caller's stack.
     std::string why = *unusable_;
     if (done) loop_.post([done = std::move(done), why]() mutable { done(Error{why}); });
     return;
   }
-  lane_for(key).push(Writer::Job{std::move(work), std::move(done), std::move(run)});
+  queued_ += bytes;
+  lane_for(key).push(Writer::Job{std::move(work), std::move(done), std::move(run), bytes});
+  if (bytes) check_pressure();
+}
+
+void Store::set_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn) {
+  high_water_ = high;
+  low_water_ = low < high ? low : high;
+  on_pressure_ = std::move(fn);
+  check_pressure();
+}
+
+// over_ and queued_ are seq_cst atomics, stored before the other is loaded on
+// both sides: either the loop sees the writer's decrement, or the writer
+// sees over_ and wakes the loop. No drain goes unnoticed.
+void Store::check_pressure() {
+  if (!on_pressure_ || high_water_ == 0) return;
+  if (!over_.load()) {
+    if (queued_.load() <= high_water_) return;
+    over_.store(true);
+    if (queued_.load() <= low_water_) {  // drained meanwhile
+      over_.store(false);
+      return;
+    }
+    on_pressure_(true);
+  } else if (queued_.load() <= low_water_) {
+    over_.store(false);
+    on_pressure_(false);
+  }
+}
+
+void Store::written(std::size_t bytes) {
+  std::size_t left = queued_.fetch_sub(bytes) - bytes;
+  if (left > low_water_ || !over_.load() || wake_sent_.exchange(true)) return;
+  completions_->push(
+      [this](Expected<void>) {
+        wake_sent_.store(false);
+        check_pressure();
+      },
+      {});
 }
 
 namespace {
@@ -585,8 +629,9 @@ void Store::record(LedgerEntry entry, Done done) {
   // Only a failure somebody hears of marks the run: a line that waits for
   // space is not lost.
   std::string run = done ? key : "";
+  std::size_t bytes = line.size();
   submit(key, [ledger, line = std::move(line), sync]() mutable { return ledger->append(std::move(line), sync, nullptr); },
-         std::move(done), std::move(run));
+         std::move(done), std::move(run), bytes);
 }
 
 void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, bool failure_fails, bool sync,
@@ -652,6 +697,7 @@ void Store::save_session(const json& record, Done done) {
   std::string content = record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   Writer* w = &lane_for(id);
   int root = root_;
+  std::size_t bytes = content.size();
   submit(
       id,
       [w, root, rel, content = std::move(content)]() -> Expected<void> {
@@ -659,7 +705,7 @@ void Store::save_session(const json& record, Done done) {
         if (auto r = replace_file_beneath(root, rel, content, false); !r) return path_error("write", rel, r.error());
         return {};
       },
-      std::move(done));
+      std::move(done), "", bytes);
 }
 
 const json* Store::session(const std::string& id) const {
@@ -686,6 +732,7 @@ void Store::write_file(std::string rel, std::string content, Done done, bool syn
   bool do_sync = sync && options_.sync;
   int root = root_;
   std::string run = done && in_run_folder(rel) ? key : "";
+  std::size_t bytes = content.size();
   submit(
       key,
       [w, root, rel, content = std::move(content), do_sync]() -> Expected<void> {
@@ -693,7 +740,7 @@ void Store::write_file(std::string rel, std::string content, Done done, bool syn
         if (auto r = replace_file_beneath(root, rel, content, do_sync); !r) return path_error("write", rel, r.error());
         return {};
       },
-      std::move(done), std::move(run));
+      std::move(done), std::move(run), bytes);
 }
 
 void Store::create_file(std::string rel, std::string content, Done done, bool sync) {
@@ -702,6 +749,7 @@ void Store::create_file(std::string rel, std::string content, Done done, bool sy
   bool do_sync = sync && options_.sync;
   int root = root_;
   std::string run = done && in_run_folder(rel) ? key : "";
+  std::size_t bytes = content.size();
   submit(
       key,
       [w, root, rel, content = std::move(content), do_sync]() -> Expected<void> {
@@ -710,15 +758,16 @@ void Store::create_file(std::string rel, std::string content, Done done, bool sy
         if (auto r = create_file_beneath(root, rel, content, do_sync); !r) return path_error("create", rel, r.error());
         return {};
       },
-      std::move(done), std::move(run));
+      std::move(done), std::move(run), bytes);
 }
 
 void Store::append(std::string rel, std::string data, Done done) {
   std::string key = key_of(rel);
   Writer* w = &lane_for(key);
   std::string run = done && in_run_folder(rel) ? key : "";
+  std::size_t bytes = data.size();
   submit(key, [w, rel = std::move(rel), data = std::move(data)]() { return w->append(rel, data); }, std::move(done),
-         std::move(run));
+         std::move(run), bytes);
 }
 
 void Store::close_file(std::string rel) {

@@ -6,6 +6,8 @@
 // the event loop never waits on the disk.
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -108,6 +110,13 @@ class Store {
   /// `done` runs once every write asked for before has finished.
   void barrier_all(Done done);
 
+  /// Backpressure: `fn(true)` once the bytes waiting in the lanes pass
+  /// `high` (the disk is slower than what feeds it), `fn(false)` once they
+  /// are back to `low`. Runs on the loop thread.
+  void set_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn);
+  /// Bytes of writes asked for and not yet done.
+  std::size_t queued_bytes() const { return queued_.load(); }
+
   std::string path(const std::string& rel) const { return dir_ + "/" + rel; }
   static std::string run_dir(const std::string& run_id) { return "runs/" + run_id; }
   static std::string session_file(const std::string& id) { return "sessions/" + id + ".json"; }
@@ -128,7 +137,12 @@ class Store {
   static std::string key_of(const std::string& rel);
   Writer& lane_for(const std::string& key);
   /// `run`: the run whose recording fails with this job (see end_run).
-  void submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::string run = "");
+  /// `bytes`: what the job writes, counted against the high-water mark.
+  void submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::string run = "",
+              std::size_t bytes = 0);
+  void check_pressure();
+  /// Writer threads: `bytes` of the queue were written.
+  void written(std::size_t bytes);
   static void on_retry(uv_timer_t* timer) noexcept;
 
   Loop& loop_;
@@ -142,6 +156,12 @@ class Store {
   std::map<std::string, nlohmann::json> sessions_;
   std::unique_ptr<Budget> budget_;
   std::unique_ptr<LedgerFile> ledger_;
+  std::atomic<std::size_t> queued_{0};
+  std::atomic<bool> over_{false};
+  std::atomic<bool> wake_sent_{false};
+  std::size_t high_water_ = 0;
+  std::atomic<std::size_t> low_water_{0};  // read by the writer threads
+  std::function<void(bool)> on_pressure_;
   std::unique_ptr<Completions> completions_;
   std::vector<std::unique_ptr<Writer>> lanes_;
   UvHandle<uv_timer_t> retry_timer_;

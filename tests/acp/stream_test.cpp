@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <vector>
 
 #include "acp/loop.h"
 #include "acp/stream.h"
@@ -129,5 +130,44 @@ TEST_CASE("a write to a pipe nobody reads reports EPIPE once") {
     loop.run();
   }
   CHECK(errors == 1);
+  CHECK(loop.close());
+}
+
+TEST_CASE("a pipe writer reports its high-water mark, then its low one, and keeps every line in order") {
+  Loop loop;
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  std::string expected;
+  std::string got;
+  std::vector<bool> transitions;
+  std::size_t queued_at_high = 0;
+  {
+    auto reader = open_fd_reader(loop, fds[0]);
+    REQUIRE(reader);
+    auto writer = open_fd_writer(loop, fds[1]);
+    REQUIRE(writer);
+    std::unique_ptr<Reader> r = std::move(*reader);
+    std::unique_ptr<Writer> w = std::move(*writer);
+    w->set_watermarks(256 * 1024, 64 * 1024, [&](bool over) {
+      transitions.push_back(over);
+      if (over) queued_at_high = w->queued_bytes();
+    });
+    // Nobody reads yet: past the pipe's own buffer, lines queue in the writer.
+    for (int i = 0; i < 20000; ++i) {
+      std::string line = "line " + std::to_string(i) + " " + std::string(40, 'x') + "\n";
+      expected += line;
+      w->write(line);
+    }
+    CHECK(w->queued_bytes() > 256 * 1024);
+    r->start([&](std::string_view d) { got.append(d); },
+             [&](int) { loop.post([&] { r.reset(); }); });
+    w->flush([&] { loop.post([&] { w.reset(); }); });
+    loop.run();
+  }
+  CHECK(got == expected);
+  REQUIRE(transitions.size() == 2);
+  CHECK(transitions[0]);
+  CHECK_FALSE(transitions[1]);
+  CHECK(queued_at_high > 256 * 1024);
   CHECK(loop.close());
 }

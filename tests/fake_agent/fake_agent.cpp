@@ -489,6 +489,35 @@ class FakeAgent {
     }
   }
 
+  // Writes n chunks as fast as blocking writes allow, built by hand (no
+  // JSON objects per chunk), so the adapter is never the bottleneck; then a
+  // chunk that tells the wall-clock time the last write returned.
+  void cmd_flood(const std::string& args) {
+    auto [count, rest] = split_word(args);
+    long long n = int_arg(count, 1);
+    long long pad = std::max(0LL, int_arg(trim(rest), 0));
+    const std::string head = R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":)" +
+                             dump(turn_->session_id) +
+                             R"(,"update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"chunk )";
+    const std::string tail = std::string(static_cast<size_t>(pad), 'x') + "\"}}}}\n";
+    std::string batch;
+    for (long long i = 1; i <= n; ++i) {
+      batch += head;
+      batch += std::to_string(i);
+      if (pad) batch += ' ';
+      batch += tail;
+      if (batch.size() >= 16384 || i == n) {
+        write_all(1, batch);
+        batch.clear();
+      }
+    }
+    long long done_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    send_chunk("flood done " + std::to_string(done_ms));
+    finish("end_turn");
+  }
+
   // ---- turn helpers -----------------------------------------------------
 
   void send_session_update(const std::string& session_id, json update) {
@@ -630,6 +659,8 @@ class FakeAgent {
       long long n = int_arg(args, 1);
       for (long long i = 1; i <= n; ++i) send_chunk("chunk " + std::to_string(i));
       finish("end_turn");
+    } else if (command == "flood") {
+      cmd_flood(args);
     } else if (command == "permission") {
       cmd_permission();
     } else if (command == "slow") {

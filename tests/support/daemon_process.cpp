@@ -63,7 +63,15 @@ std::vector<std::string> check_ledger(const std::string& state_dir, bool allow_o
   return problems;
 }
 
-std::string harnessd_exe() { return HARNESSD_EXE; }
+namespace {
+std::string& harnessd_override() {
+  static std::string path;
+  return path;
+}
+}  // namespace
+
+std::string harnessd_exe() { return harnessd_override().empty() ? HARNESSD_EXE : harnessd_override(); }
+void set_harnessd_exe(std::string path) { harnessd_override() = std::move(path); }
 std::string guard_exe() { return GUARD_EXE; }
 std::string fake_agent_exe() { return FAKE_AGENT_EXE; }
 

@@ -18,6 +18,8 @@ using namespace std::chrono_literals;
 
 /// Paths of the programs under test, set by CMake.
 std::string harnessd_exe();
+/// For benchmarks that compare builds: later Daemons run `path` instead.
+void set_harnessd_exe(std::string path);
 std::string guard_exe();
 std::string fake_agent_exe();
 

@@ -62,3 +62,19 @@ TEST_CASE("a missing explicit config file is an error but a missing default is n
   setenv("XDG_CONFIG_HOME", "/no/such/dir", 1);
   CHECK(load_config(std::nullopt));
 }
+
+TEST_CASE("the queues' high- and low-water marks are read and checked") {
+  auto defaults = parse_config("", "c.toml");
+  REQUIRE(defaults);
+  CHECK(defaults->daemon.queue_high_water == 8u << 20);
+  CHECK(defaults->daemon.queue_low_water == 2u << 20);
+
+  auto set = parse_config("[daemon]\nqueue_high_water = 1048576\nqueue_low_water = 4096\n", "c.toml");
+  REQUIRE(set);
+  CHECK(set->daemon.queue_high_water == 1048576);
+  CHECK(set->daemon.queue_low_water == 4096);
+
+  auto inverted = parse_config("[daemon]\nqueue_high_water = 4096\nqueue_low_water = 8192\n", "c.toml");
+  REQUIRE_FALSE(inverted);
+  CHECK(inverted.error().message == "c.toml: [daemon].queue_low_water must not be above queue_high_water");
+}

@@ -1,0 +1,147 @@
+// Relay benchmarks (issue 11): prints figures, asserts only that every
+// update arrived once, in order. (1) The host stops reading for 20 s while
+// the adapter floods 1M updates: harnessd's peak RSS. (2) The host reads as
+// fast as it can while the adapter floods 1M updates: time to the first
+// update, updates/s the host got while the adapter was still writing, and
+// the slowest second of the flood.
+// Usage: bench_relay [--quick] [--harnessd PATH] (PATH: another build to
+// compare; its harnessd-guard must sit next to it)
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "daemon_process.h"
+
+using namespace harnessd::test;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+long status_kib(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
+  }
+  return -1;
+}
+
+long long wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void start_flood(Daemon& d, const std::string& sid, long n) {
+  d.send({{"jsonrpc", "2.0"},
+           {"id", 7},
+           {"method", "session/prompt"},
+           {"params", {{"sessionId", sid}, {"prompt", {{{"type", "text"}, {"text", "flood " + std::to_string(n)}}}}}}});
+}
+
+// Reads chunk 1..n, "flood done <ms>" and the answer; `seen(i)` per chunk.
+// Returns the adapter's done time; throws if anything is missing or out of
+// order.
+template <class Seen>
+long long read_flood(Daemon& d, long n, Seen seen) {
+  long next = 1;
+  long long done_ms = -1;
+  for (;;) {
+    auto m = d.recv(300s);
+    if (!m) throw std::runtime_error("harnessd stopped at chunk " + std::to_string(next));
+    if (m->contains("id") && (*m)["id"] == 7 && !m->contains("method")) break;
+    if (m->value("method", "") != "session/update") continue;
+    std::string text = (*m)["params"]["update"]["content"].value("text", "");
+    if (text.rfind("flood done ", 0) == 0) {
+      done_ms = std::stoll(text.substr(11));
+      continue;
+    }
+    long i = std::strtol(text.c_str() + 6, nullptr, 10);
+    if (i != next) throw std::runtime_error("chunk " + std::to_string(i) + " where " + std::to_string(next) + " was due");
+    seen(i);
+    ++next;
+  }
+  if (next != n + 1 || done_ms < 0) throw std::runtime_error("the flood ended early");
+  return done_ms;
+}
+
+void paused_host(long n, int pause_s) {
+  Daemon d(fake_config(), {"--log-level", "warn"});
+  d.initialize();
+  std::string sid = d.new_session();
+  long base = status_kib(d.pid(), "VmRSS");
+  start_flood(d, sid, n);
+  long peak = base;
+  auto until = Clock::now() + std::chrono::seconds(pause_s);
+  while (Clock::now() < until) {
+    peak = std::max(peak, status_kib(d.pid(), "VmRSS"));
+    std::this_thread::sleep_for(100ms);
+  }
+  long at_resume = status_kib(d.pid(), "VmRSS");
+  auto t0 = Clock::now();
+  read_flood(d, n, [&](long i) {
+    if (i % 10000 == 0) peak = std::max(peak, status_kib(d.pid(), "VmRSS"));
+  });
+  double drain_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("paused host: %ld updates, host paused %d s\n", n, pause_s);
+  std::printf("  harnessd RSS: %ld KiB before, %ld KiB at the end of the pause, peak sampled %ld KiB, VmHWM %ld KiB\n",
+              base, at_resume, peak, status_kib(d.pid(), "VmHWM"));
+  std::printf("  everything delivered in order %.1f s after the host resumed\n", drain_s);
+}
+
+void live_stream(long n) {
+  Daemon d(fake_config(), {"--log-level", "warn"});
+  d.initialize();
+  std::string sid = d.new_session();
+  long long sent = wall_ms();
+  start_flood(d, sid, n);
+  std::vector<long long> arrival;
+  arrival.reserve(static_cast<std::size_t>(n));
+  long long done_ms = read_flood(d, n, [&](long) { arrival.push_back(wall_ms()); });
+  long long finished = wall_ms();
+  long during = 0;
+  std::map<long long, long> per_second;
+  for (long long t : arrival) {
+    if (t > done_ms) continue;
+    ++during;
+    ++per_second[(t - sent) / 1000];
+  }
+  long long flood_ms = std::max(1LL, done_ms - sent);
+  long slowest = -1;
+  for (long long s = 0; s < flood_ms / 1000; ++s) {
+    long c = per_second.count(s) ? per_second[s] : 0;
+    slowest = slowest < 0 ? c : std::min(slowest, c);
+  }
+  std::printf("live stream: %ld updates, the host reading as fast as it can\n", n);
+  std::printf("  first update %lld ms after the prompt; the adapter wrote for %lld ms\n", arrival.front() - sent, flood_ms);
+  std::printf("  during the flood the host got %ld updates (%.0f/s)", during, during * 1000.0 / flood_ms);
+  if (slowest >= 0) std::printf(", slowest whole second %ld", slowest);
+  std::printf("\n  the rest (%ld) arrived within %lld ms after the adapter finished\n", n - during, finished - done_ms);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--harnessd") == 0 && i + 1 < argc) {
+      set_harnessd_exe(argv[++i]);
+    }
+  }
+  try {
+    std::printf("harnessd: %s\n", harnessd_exe().c_str());
+    paused_host(quick ? 200000 : 1000000, quick ? 5 : 20);
+    live_stream(quick ? 200000 : 1000000);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_relay: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
