@@ -35,7 +35,7 @@ int main() {
                     std::to_string(i) + R"( of the answer, a few words long"}}}})");
     lines.push_back(R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"sess_01jabcdefghijk","update":{"sessionUpdate":"tool_call","toolCallId":"call_)" +
                     std::to_string(i) +
-                    R"(","title":"Run the tests","kind":"execute","status":"pending","rawInput":{"command":"make test","args":["-j2","--keep-going"],"env":{"CI":"1"}},"locations":[{"path":"/work/src/a.cpp","line":12}]}}})");
+                    R"(","title":"Run the tests","kind":"execute","status":"pending","rawInput":{"command":"make test","args":["-j2","--keep-going"],"env":{"CI":"1"}},"locations":[{"path":"/src/a.cpp","line":12}]}}})");
   }
   const int rounds = 2000;
   // Interleaved twice so that a noisy neighbour hits both sides alike.
