@@ -58,7 +58,7 @@ TEST_CASE("numbers out of a double's range are refused, never thrown") {
   CHECK(parse_json("1e-400"));
 }
 
-TEST_CASE("a raw NUL anywhere is refused; an escaped one is text") {
+TEST_CASE("a raw NUL anywhere is refused, an escaped one is text") {
   std::string after("{\"a\":1}\0junk", 12);
   auto r = parse_json(after);
   REQUIRE_FALSE(r);
