@@ -55,8 +55,8 @@ for target in "${run[@]}"; do
   fi
   if [ ${#regressions[@]} -gt 0 ]; then
     if ! "$exe" "${flags[@]}" "${regressions[@]}" >"$log" 2>&1; then
-      say "$target: a regression input fails again"
-      tail -n 60 "$log" >&2
+      say "$target: a regression input fails again (tests/fuzz/regressions/$target/), log $log"
+      grep -E -A 30 'Running: |^==[0-9]+==ERROR|what\(\)|runtime error|fuzz check failed|^SUMMARY' "$log" | head -n 80 >&2 || tail -n 60 "$log" >&2
       failed=1
       continue
     fi

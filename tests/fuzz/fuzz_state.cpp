@@ -43,11 +43,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   std::string_view ledger = input.substr(0, nul);
   std::string_view record = nul == std::string_view::npos ? std::string_view() : input.substr(nul + 1);
 
+  // Two copies: the daemon below rewrites its directory (recovery, the
+  // session's close), the commands read the other one as it was written.
   const std::string dir = fuzz::scratch_dir() + "/state";
-  fuzz::reset_dir(dir);
-  fuzz::reset_dir(dir + "/sessions");
-  fuzz::write_file(dir + "/ledger.jsonl", ledger);
-  if (nul != std::string_view::npos) fuzz::write_file(dir + "/sessions/" + kSessionId + ".json", record);
+  const std::string copy = fuzz::scratch_dir() + "/state-read";
+  for (const std::string& d : {dir, copy}) {
+    fuzz::reset_dir(d);
+    fuzz::reset_dir(d + "/sessions");
+    fuzz::write_file(d + "/ledger.jsonl", ledger);
+    if (nul != std::string_view::npos) fuzz::write_file(d + "/sessions/" + kSessionId + ".json", record);
+  }
 
   // The ledger reader and the run index; an entry read back from its own
   // line is the same entry.
@@ -65,13 +70,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
     (void)run.to_json().dump(-1, ' ', false, json::error_handler_t::replace);
     if (run_ids.size() < 3) run_ids.push_back(id);
   }
-
-  // The commands that read the directory without a daemon.
-  (void)worker::read_session_records(dir);
-  worker::sessions_command(dir, "json", true);
-  worker::sessions_command(dir, "text", true);
-  worker::runs_command(worker::RunsQuery{dir, std::nullopt, std::nullopt, false, "json"});
-  worker::runs_command(worker::RunsQuery{dir, std::string(kSessionId), std::nullopt, false, "text"});
 
   // A daemon starting on the directory (recovery), asked about the session
   // and its runs.
@@ -94,5 +92,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   std::vector<std::string_view> lines(requests.begin(), requests.end());
   auto out = fuzz::run_engine(lines, dir);
   fuzz::check_answers(lines, out);
+
+  // The commands that read the directory without a daemon.
+  (void)worker::read_session_records(copy);
+  worker::sessions_command(copy, "json", true);
+  worker::sessions_command(copy, "text", true);
+  worker::runs_command(worker::RunsQuery{copy, std::nullopt, std::nullopt, false, "json"});
+  worker::runs_command(worker::RunsQuery{copy, std::string(kSessionId), std::nullopt, false, "text"});
   return 0;
 }
