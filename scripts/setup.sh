@@ -2,15 +2,18 @@
 # Installs what harnessd needs to build and test (Debian packages, the
 # pinned npm packages of the tests), then builds it. Safe to run again:
 # it installs only what is missing and rebuilds only what changed.
-# Usage: scripts/setup.sh [--tests] [--sanitize]
+# Usage: scripts/setup.sh [--tests] [--sanitize] [--fuzz]
+# --fuzz builds the libFuzzer targets with clang into build-fuzz instead.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 want_tests=0
 sanitize=0
+fuzz=0
 for arg in "$@"; do
   case $arg in
     --tests) want_tests=1 ;;
     --sanitize) sanitize=1 ;;
+    --fuzz) fuzz=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -25,6 +28,8 @@ as_root() {
 }
 
 packages=(g++ make cmake pkg-config nlohmann-json3-dev libuv1-dev libtomlplusplus-dev catch2 libcli11-dev bsdutils procps)
+# The fuzz targets (run by the test suite too) need clang and libFuzzer.
+if [ $want_tests -eq 1 ] || [ $fuzz -eq 1 ]; then packages+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -67,8 +72,16 @@ if [ $sanitize -eq 1 ]; then
   build="$root/build-sanitize"
   flags=(-DCMAKE_BUILD_TYPE=Debug -DHARNESSD_SANITIZE=ON -DHARNESSD_BUILD_TESTS=ON)
 fi
+if [ $fuzz -eq 1 ]; then
+  build="$root/build-fuzz"
+  flags=(-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHARNESSD_BUILD_TESTS=OFF -DHARNESSD_FUZZ=ON)
+fi
 cmake -S "$root" -B "$build" "${flags[@]}" >/dev/null
-if [ $want_tests -eq 1 ] || [ $sanitize -eq 1 ]; then
+if [ $fuzz -eq 1 ]; then
+  cmake --build "$build" -j "$jobs" --target fuzz_targets >/dev/null
+  say "built the fuzz targets in $build/tests/fuzz"
+  exit 0
+elif [ $want_tests -eq 1 ] || [ $sanitize -eq 1 ]; then
   cmake --build "$build" -j "$jobs" >/dev/null
 else
   cmake --build "$build" -j "$jobs" --target harnessd fake_agent >/dev/null

@@ -8,7 +8,7 @@
 namespace harnessd::worker {
 
 Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
-    : loop_(loop), options_(std::move(options)), reaper_(loop), deadline_(loop) {
+    : options_(std::move(options)), reaper_(loop), deadline_(loop) {
   store_ = Store::open(loop, options_.state_dir.empty() ? default_state_dir() : options_.state_dir, options_.store);
   rt_ = std::make_unique<Runtime>(Runtime{
       loop, options_.config, host, reaper_, *store_, options_.guard_exe,

@@ -60,7 +60,6 @@ class Engine {
  private:
   void drain_store();
 
-  Loop& loop_;
   EngineOptions options_;
   FlowGate adapter_output_gate_;
   FlowGate host_input_gate_;

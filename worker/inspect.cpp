@@ -47,9 +47,14 @@ bool run_matches(const RunRecord& r, const RunsQuery& q) {
 
 std::string describe_run(const RunRecord& r) {
   std::string outcome = r.state;
-  if (r.outcome.contains("stopReason")) outcome += " (" + r.outcome["stopReason"].get<std::string>() + ")";
+  // The ledger is read as it is: a field of an unexpected type is left out.
+  auto text = [](const json& j, const char* key) -> std::string {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  if (std::string reason = text(r.outcome, "stopReason"); !reason.empty()) outcome += " (" + reason + ")";
   if (r.outcome.contains("error") && r.outcome["error"].is_object()) {
-    outcome += " (" + r.outcome["error"].value("message", "") + ")";
+    outcome += " (" + text(r.outcome["error"], "message") + ")";
   }
   if (r.outcome.contains("reason") && r.outcome["reason"].is_string()) {
     outcome += " (" + r.outcome["reason"].get<std::string>() + ")";
@@ -266,7 +271,13 @@ std::map<std::string, json> session_records_beneath(int root) {
       if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
       JsonlRead rec = read_jsonl_beneath(root, "sessions/" + file, StateAccess::kReadOnly);
       if (!rec.refused.empty()) std::fprintf(stderr, "harnessd: %s; skipped\n", rec.refused.c_str());
-      if (rec.lines.size() == 1 && rec.lines[0].is_object()) records[file.substr(0, file.size() - 5)] = rec.lines[0];
+      if (rec.lines.size() != 1 || !rec.lines[0].is_object()) continue;
+      if (auto problem = session_record_problem(rec.lines[0])) {
+        std::fprintf(stderr, "harnessd: sessions/%s is not a session record harnessd wrote (%s); skipped\n",
+                     file.c_str(), problem->c_str());
+        continue;
+      }
+      records[file.substr(0, file.size() - 5)] = rec.lines[0];
     }
     ::closedir(d);
   }

@@ -188,6 +188,39 @@ bool is_safe_id(const std::string& id) {
   return true;
 }
 
+std::optional<std::string> session_record_problem(const json& record) {
+  if (!record.is_object()) return "not an object";
+  auto id = record.find("sessionId");
+  if (id != record.end() && (!id->is_string() || !is_safe_id(id->get_ref<const std::string&>()))) {
+    return "sessionId is not a session id";
+  }
+  enum Type { kString, kStringOrNull, kBool, kInteger, kArray, kObject };
+  static const std::pair<const char*, Type> kFields[] = {
+      {"name", kStringOrNull},    {"harness", kString},        {"cwd", kString},
+      {"mode", kString},          {"template", kStringOrNull}, {"summary", kStringOrNull},
+      {"history", kArray},        {"mcpServers", kArray},      {"adapterSessionId", kStringOrNull},
+      {"runTimeoutMs", kInteger}, {"lane", kString},           {"configOptions", kObject},
+      {"adapterOptions", kArray}, {"closed", kBool},           {"createdAt", kString},
+      {"updatedAt", kString}};
+  static const char* const kTypeNames[] = {"a string", "a string or null", "a boolean",
+                                           "an integer", "an array", "an object"};
+  for (const auto& [field, type] : kFields) {
+    auto it = record.find(field);
+    if (it == record.end()) continue;
+    bool ok = false;
+    switch (type) {
+      case kString: ok = it->is_string(); break;
+      case kStringOrNull: ok = it->is_string() || it->is_null(); break;
+      case kBool: ok = it->is_boolean(); break;
+      case kInteger: ok = it->is_number_integer() && (*it).get<long long>() >= 0; break;
+      case kArray: ok = it->is_array(); break;
+      case kObject: ok = it->is_object(); break;
+    }
+    if (!ok) return std::string(field) + " must be " + kTypeNames[type];
+  }
+  return std::nullopt;
+}
+
 // ---------------------------------------------------------------- writer threads
 
 // Results of finished jobs, handed to the loop thread through one uv_async
@@ -438,6 +471,10 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
           }
           if (rec.lines.size() != 1 || !rec.lines[0].is_object()) {
             log::warn("sessions/" + file + " is not a session record; skipped");
+            continue;
+          }
+          if (auto problem = session_record_problem(rec.lines[0])) {
+            log::warn("sessions/" + file + " is not a session record harnessd wrote (" + *problem + "); skipped");
             continue;
           }
           s.sessions_[id] = rec.lines[0];

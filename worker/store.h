@@ -42,6 +42,12 @@ std::string default_state_dir();
 /// at most 100 characters. Session names never become paths.
 bool is_safe_id(const std::string& id);
 
+/// Checks a session record read from the state directory: an object whose
+/// fields, where present, have the types harnessd writes (the sessionId a
+/// safe id, `closed` a boolean, `runTimeoutMs` an integer, ...). Returns
+/// what is wrong, or nothing. A record that fails is skipped, never used.
+std::optional<std::string> session_record_problem(const nlohmann::json& record);
+
 class Store {
  public:
   using Done = UniqueFunction<void(Expected<void>)>;

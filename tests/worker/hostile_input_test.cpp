@@ -65,6 +65,49 @@ TEST_CASE("a deep or overflowing ledger line or session record does not stop a s
   }
 }
 
+TEST_CASE("session records and ledger lines with fields of the wrong type are skipped, never trusted") {
+  TempDir state;
+  {
+    Daemon first(fake_config(), {}, state.path());
+    first.initialize();
+    first.prompt(first.new_session(), "echo before");
+  }
+  // Each record parses as JSON but is not what harnessd writes.
+  std::ofstream(state.path() + "/sessions/sess_h7.json") << R"({"sessionId":"sess_h7","harness":7,"adapterOptions":[]})" "\n";
+  std::ofstream(state.path() + "/sessions/sess_cy.json") << R"({"sessionId":"sess_cy","closed":"yes","name":"n"})" "\n";
+  std::ofstream(state.path() + "/sessions/sess_rt.json") << R"({"sessionId":"sess_rt","runTimeoutMs":"soon"})" "\n";
+  std::ofstream(state.path() + "/sessions/sess_id.json") << R"({"sessionId":["sess_id"]})" "\n";
+  append(state.path() + "/ledger.jsonl", R"({"event":"ended","runId":"run_t","state":"completed","stopReason":42})" "\n");
+
+  TempDir io;
+  for (std::string command : {"sessions --all", "sessions --all --format json", "runs", "runs --format json"}) {
+    std::string cmd = shell_quote(harnessd_exe()) + " --state-dir " + shell_quote(state.path()) + " " + command +
+                      " >" + shell_quote(io.path() + "/out") + " 2>" + shell_quote(io.path() + "/err");
+    int status = std::system(cmd.c_str());
+    std::string err = read_file(io.path() + "/err");
+    INFO(command << ": " << err);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(read_file(io.path() + "/out").find("sess_h7") == std::string::npos);
+    if (command.rfind("sessions", 0) == 0) CHECK(err.find("harness must be a string") != std::string::npos);
+  }
+
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  d.send({{"jsonrpc", "2.0"}, {"id", 5}, {"method", "session/list"}, {"params", json::object()}});
+  json list = d.recv_reply(5);
+  REQUIRE(list.contains("result"));
+  CHECK(list["result"]["sessions"].size() == 1);  // only the session harnessd recorded
+  d.send({{"jsonrpc", "2.0"}, {"id", 6}, {"method", "session/load"},
+          {"params", {{"sessionId", "sess_cy"}, {"cwd", "/"}, {"mcpServers", json::array()}}}});
+  CHECK(d.recv_reply(6).contains("error"));
+  std::vector<json> seen;
+  CHECK(d.prompt(d.new_session(), "echo after", &seen)["result"]["stopReason"] == "end_turn");
+  CHECK(message_text(seen) == "after");
+  d.close_stdin();
+  CHECK(d.wait_exit() == 0);
+}
+
 TEST_CASE("a configuration nested too deep or holding NUL is refused with a message") {
   std::string deep = "x = " + std::string(300, '[') + std::string(300, ']') + "\n";
   auto c = harnessd::worker::parse_config(deep, "deep.toml");

@@ -1,0 +1,88 @@
+// fuzz_relay: adapter lines in, host lines out. The relay itself
+// (Session::relay_update) needs a running adapter, so this target runs the
+// path around it: the adapter-side Connection (UTF-8 repair, no answers to
+// malformed lines) parses each line, a session/update is checked against
+// the ACP v1 shape of its kind (schema::check_session_update) and re-addressed to the host's session id as the relay does, and
+// the host-side Connection writes it. Every host line must parse with the
+// bounded parser and have the shape of an ACP session/update notification.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/connection.h"
+#include "acp/utf8.h"
+#include "fuzz_support.h"
+#include "schema/json_parse.h"
+#include "schema/session_update.h"
+
+namespace {
+
+using nlohmann::json;
+using namespace harnessd;
+
+// The relay's own gate (Session::relay_update): an update of a kind ACP v1
+// defines, in that kind's shape; nothing else reaches a host that did not
+// opt into unstable kinds.
+bool relayable(const json& params) {
+  if (!params.is_object()) return false;
+  auto it = params.find("update");
+  if (it == params.end() || !it->is_object()) return false;
+  auto kind = it->find("sessionUpdate");
+  if (kind == it->end() || !kind->is_string()) return false;
+  return schema::is_known_update_kind(kind->get_ref<const std::string&>()) && !schema::check_session_update(*it);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t size) {
+  std::string_view input(reinterpret_cast<const char*>(bytes), size);
+  std::vector<std::string> to_host, to_adapter;
+  ConnectionOptions host_options;
+  host_options.peer = "host";
+  Connection host(host_options, [&](std::string line) { to_host.push_back(std::move(line)); });
+  ConnectionOptions adapter_options;
+  adapter_options.peer = "adapter 1";
+  adapter_options.repair_utf8 = true;
+  adapter_options.answer_malformed = false;
+  Connection adapter(adapter_options, [&](std::string line) { to_adapter.push_back(std::move(line)); });
+  std::size_t relayed = 0;
+  adapter.on_notification("session/update", [&](const json& params) {
+    if (!relayable(params)) return;
+    json out = params;
+    out["sessionId"] = "sess_host-1";
+    host.notify("session/update", std::move(out));
+    ++relayed;
+  });
+
+  for (std::string_view line : fuzz::split_lines(input)) adapter.receive_line(line);
+
+  if (to_host.size() != relayed) fuzz::fail("the host got another number of lines than were relayed");
+  for (const std::string& line : to_host) {
+    if (line.empty() || line.back() != '\n' || line.find('\n') != line.size() - 1) {
+      fuzz::fail("a host line is not one line ending in LF");
+    }
+    std::string_view body(line.data(), line.size() - 1);
+    if (!utf8::valid(body)) fuzz::fail("a host line is not valid UTF-8");
+    auto parsed = schema::parse_json(body);
+    if (!parsed) fuzz::fail("a host line does not parse with the bounded parser: " + parsed.error().message);
+    const json& msg = *parsed;
+    if (!msg.is_object() || msg.value("jsonrpc", json()) != "2.0" || msg.value("method", json()) != "session/update" ||
+        msg.contains("id")) {
+      fuzz::fail("a host line is not a session/update notification");
+    }
+    if (!msg.contains("params") || msg["params"].value("sessionId", json()) != "sess_host-1" ||
+        !relayable(msg["params"])) {
+      fuzz::fail("a host line fails the ACP shape of its update");
+    }
+  }
+  // What the adapter is answered (requests with no handler here) is JSON-RPC too.
+  for (const std::string& line : to_adapter) {
+    auto parsed = schema::parse_json(std::string_view(line.data(), line.size() - 1));
+    if (!parsed || !parsed->is_object() || !parsed->contains("id")) fuzz::fail("the adapter got a malformed answer");
+  }
+  return 0;
+}
