@@ -704,6 +704,9 @@ class FakeAgent {
       finish("end_turn");
     } else if (command == "call") {
       cmd_call(args);
+    } else if (command == "ask") {
+      auto [count, pause] = split_word(args);
+      cmd_ask(int_arg(count, 1), int_arg(pause, 0));
     } else if (command == "stderr") {
       long long n = int_arg(args, 1);
       for (long long i = 1; i <= n; ++i) write_all(2, "stderr line " + std::to_string(i) + "\n");
@@ -865,6 +868,33 @@ class FakeAgent {
       send_chunk("error: " + dump((*response)["error"]));
     else
       send_chunk("result: " + dump(response->value("result", json())));
+    finish("end_turn");
+  }
+
+  // "ask N MS": N fs/read_text_file requests at once, then MS milliseconds
+  // without reading stdin (the answers pile up in the pipe and in harnessd),
+  // then every answer, in order. Reports how many answers began with their
+  // own question's path, and the total size of all contents.
+  void cmd_ask(long long n, long long pause_ms) {
+    std::vector<long long> ids;
+    for (long long i = 0; i < n; ++i) {
+      ids.push_back(send_request("fs/read_text_file",
+                                 json{{"sessionId", turn_->session_id}, {"path", "/ask/" + std::to_string(i + 1)}}));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+    long long bytes = 0, answered = 0;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      json response = *await_response(ids[i], false);
+      const json result = response.value("result", json::object());
+      if (result.is_object() && result.contains("content") && result["content"].is_string()) {
+        const std::string& content = result["content"].get_ref<const std::string&>();
+        bytes += static_cast<long long>(content.size());
+        // An answer counts when it is the one to its own question.
+        if (content.rfind("/ask/" + std::to_string(i + 1) + " ", 0) == 0) ++answered;
+      }
+    }
+    send_chunk("asked " + std::to_string(n) + " answered " + std::to_string(answered) + " bytes " +
+               std::to_string(bytes));
     finish("end_turn");
   }
 

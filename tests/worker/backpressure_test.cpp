@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -179,4 +180,53 @@ TEST_CASE("backpressure: a host that reads gets a live stream while the adapter 
     INFO("second " << s << " of the flood");
     CHECK(per_second[s] > 0);
   }
+}
+
+TEST_CASE("backpressure: an adapter that stops reading holds the host back, and every answer reaches it in order") {
+  // The adapter asks the host 160 questions at once and then reads nothing
+  // for 4 s; the host answers each with 1 MiB. What harnessd cannot write
+  // to the adapter waits in its queue to that adapter; past the high-water
+  // mark harnessd stops reading the host, whose writes then block, instead
+  // of holding 160 MiB. The same bound as the paused host's.
+  constexpr int kQuestions = 160;
+  constexpr std::size_t kAnswerBytes = 1u << 20;
+  constexpr long kBoundKiB = 96 * 1024;
+  SmallQuarantine quarantine;
+  Daemon d(fake_config(), {"--log-level", "info"});
+  d.initialize({{"fs", {{"readTextFile", true}}}});
+  std::string sid = d.new_session();
+  long base = status_kib(d.pid(), "VmRSS");
+  REQUIRE(base > 0);
+
+  d.send(prompt_request(7, sid, "ask " + std::to_string(kQuestions) + " 4000"));
+  std::vector<json> asked;
+  while (asked.size() < kQuestions) {
+    auto m = d.recv(20s);
+    REQUIRE(m);
+    if (m->value("method", "") == "fs/read_text_file") asked.push_back(*m);
+  }
+  std::atomic<bool> answering{true};
+  std::atomic<long> peak{base};
+  std::thread sampler([&] {
+    while (answering) {
+      peak = std::max(peak.load(), status_kib(d.pid(), "VmRSS"));
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  // Each answer's content says which question it answers, at its start.
+  for (const json& q : asked) {
+    std::string content = q["params"]["path"].get<std::string>() + " ";
+    content.resize(kAnswerBytes, 'x');
+    d.send({{"jsonrpc", "2.0"}, {"id", q["id"]}, {"result", {{"content", std::move(content)}}}});
+  }
+  std::vector<json> seen;
+  json reply = d.recv_reply(7, &seen, 120s);
+  answering = false;
+  sampler.join();
+  long hwm = status_kib(d.pid(), "VmHWM");
+  REQUIRE(reply["result"]["stopReason"] == "end_turn");
+  CHECK(message_text(seen) == "asked 160 answered 160 bytes " + std::to_string(kQuestions * kAnswerBytes));
+  INFO("RSS before " << base << " KiB, peak sampled " << peak.load() << " KiB, VmHWM " << hwm << " KiB");
+  CHECK(peak.load() - base < kBoundKiB);
+  CHECK(hwm - base < kBoundKiB);
 }
