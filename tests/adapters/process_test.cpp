@@ -262,8 +262,8 @@ TEST_CASE("stress: SIGKILL of the guard's parent leaves no setsid'd grandchild, 
   // Each round plays harnessd's death in miniature: a shell stands in for
   // harnessd and is the guard's parent; the adapter starts setsid'd,
   // double-forked grandchildren (orphans that the guard adopts), some of
-  // which exit with children of their own, and one keeps forking while the
-  // guard cleans up. The shell is killed with SIGKILL; once the guard has
+  // which exit with children of their own, one forks 40 more, and one forks
+  // without end, so children exit and appear while the guard cleans up. The shell is killed with SIGKILL; once the guard has
   // finished, no process of the round may remain. Every process carries a
   // marker in its environment so the check does not depend on the pids the
   // adapter could report.
@@ -273,6 +273,7 @@ TEST_CASE("stress: SIGKILL of the guard's parent leaves no setsid'd grandchild, 
       "done; "
       "(setsid sh -c 'i=0; while [ $i -lt 40 ]; do (setsid sleep 1000 &); i=$((i+1)); done; sleep 1000' "
       "</dev/null >/dev/null 2>&1 &); "
+      "(setsid sh -c 'while :; do (setsid sh -c \"sleep 1000 & exit 0\" &); done' </dev/null >/dev/null 2>&1 &); "
       "echo ready; exec sleep 1000";
   const std::string guard = test::guard_exe();
   const std::string parent = "\"$0\" __guard $$ -- /bin/sh -c \"$1\" & wait";
