@@ -23,20 +23,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-long status_kib(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
-  }
-  return -1;
-}
-
-long long wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 void start_flood(Daemon& d, const std::string& sid, long n) {
   d.send({{"jsonrpc", "2.0"},
            {"id", 7},

@@ -116,6 +116,21 @@ std::string message_text(const std::vector<json>& updates);
 /// True if a process with this pid exists (and is not a zombie).
 bool process_alive(pid_t pid);
 
+/// A field of /proc/<pid>/status in KiB ("VmRSS", "VmHWM"), or -1.
+long status_kib(pid_t pid, const std::string& field);
+
+/// Milliseconds since the epoch (comparable across processes).
+long long wall_ms();
+
+/// A JSON-RPC request.
+json request(const json& id, const std::string& method, const json& params);
+
+/// The run id harnessd put on a prompt's answer (result or error).
+std::string run_id_of(const json& answer);
+
+/// The permission bits of `path` itself (links not followed), or -1.
+int mode_of(const std::string& path);
+
 /// Waits until `pred` holds or `timeout` passes.
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds timeout = 3s);

@@ -23,21 +23,6 @@ using nlohmann::json;
 
 namespace {
 
-// A field of /proc/<pid>/status in KiB, or -1.
-long status_kib(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
-  }
-  return -1;
-}
-
-long long wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // Under AddressSanitizer freed memory sits in a quarantine of up to 256 MiB,
 // which would count as growth here; a small one keeps RSS about live data.
 // Restored once the daemon has started (a no-op without the sanitizer).

@@ -10,10 +10,6 @@ using nlohmann::json;
 
 namespace {
 
-json request(const json& id, const std::string& method, const json& params) {
-  return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
-}
-
 json set_option(Daemon& d, int id, const std::string& sid, const std::string& config, const json& value) {
   d.send(request(id, "session/set_config_option", {{"sessionId", sid}, {"configId", config}, {"value", value}}));
   return d.recv_reply(id);

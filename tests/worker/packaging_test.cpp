@@ -17,10 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-json request(const json& id, const std::string& method, const json& params) {
-  return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
-}
-
 json text(const std::string& t) { return {{"type", "text"}, {"text", t}}; }
 
 json prompt_with(Daemon& d, int id, const std::string& sid, const json& blocks, const json& harnessd_meta,
@@ -33,12 +29,6 @@ json prompt_with(Daemon& d, int id, const std::string& sid, const json& blocks, 
 
 std::string run_dir(Daemon& d, const json& answer) {
   return d.state_dir() + "/runs/" + answer["result"]["_meta"]["harnessd"]["runId"].get<std::string>();
-}
-
-int mode_of(const std::string& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return static_cast<int>(st.st_mode & 0777);
 }
 
 // The fake agent trims what it echoes.

@@ -24,21 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-json request(const json& id, const std::string& method, const json& params) {
-  return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
-}
-
-std::string run_id_of(const json& answer) {
-  if (answer.contains("result")) return answer["result"]["_meta"]["harnessd"]["runId"];
-  return answer["error"]["data"]["runId"];
-}
-
-int mode_of(const std::string& path) {
-  struct stat st {};
-  REQUIRE(::lstat(path.c_str(), &st) == 0);
-  return static_cast<int>(st.st_mode & 0777);
-}
-
 // Everything below `dir`, as "name=content" lines (empty: nothing there).
 std::string contents_of(const std::string& dir) {
   std::string out;

@@ -25,10 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-json request(const json& id, const std::string& method, const json& params) {
-  return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
-}
-
 std::vector<json> ledger_of(const std::string& state) {
   std::vector<json> out;
   std::ifstream in(state + "/ledger.jsonl");
@@ -46,17 +42,6 @@ std::vector<std::string> events_of(const std::vector<json>& ledger, const std::s
     if (e["runId"] == run) out.push_back(e["event"]);
   }
   return out;
-}
-
-std::string run_id_of(const json& answer) {
-  if (answer.contains("result")) return answer["result"]["_meta"]["harnessd"]["runId"];
-  return answer["error"]["data"]["runId"];
-}
-
-int mode_of(const std::string& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return static_cast<int>(st.st_mode & 0777);
 }
 
 // The updates harnessd sent for a session, in order.
