@@ -764,23 +764,14 @@ void Store::make_dir(std::string rel, Done done) {
 }
 
 void Store::write_file(std::string rel, std::string content, Done done, bool sync) {
-  std::string key = key_of(rel);
-  Writer* w = &lane_for(key);
-  bool do_sync = sync && options_.sync;
-  int root = root_;
-  std::string run = done && in_run_folder(rel) ? key : "";
-  std::size_t bytes = content.size();
-  submit(
-      key,
-      [w, root, rel, content = std::move(content), do_sync]() -> Expected<void> {
-        if (auto b = w->check_budget(content.size(), rel); !b) return b;
-        if (auto r = replace_file_beneath(root, rel, content, do_sync); !r) return path_error("write", rel, r.error());
-        return {};
-      },
-      std::move(done), std::move(run), bytes);
+  put_file(std::move(rel), std::move(content), std::move(done), sync, /*fresh=*/false);
 }
 
 void Store::create_file(std::string rel, std::string content, Done done, bool sync) {
+  put_file(std::move(rel), std::move(content), std::move(done), sync, /*fresh=*/true);
+}
+
+void Store::put_file(std::string rel, std::string content, Done done, bool sync, bool fresh) {
   std::string key = key_of(rel);
   Writer* w = &lane_for(key);
   bool do_sync = sync && options_.sync;
@@ -789,10 +780,11 @@ void Store::create_file(std::string rel, std::string content, Done done, bool sy
   std::size_t bytes = content.size();
   submit(
       key,
-      [w, root, rel, content = std::move(content), do_sync]() -> Expected<void> {
+      [w, root, rel, content = std::move(content), do_sync, fresh]() -> Expected<void> {
         if (auto b = w->check_budget(content.size(), rel); !b) return b;
         // A fresh file: anything already there (a planted link) is refused.
-        if (auto r = create_file_beneath(root, rel, content, do_sync); !r) return path_error("create", rel, r.error());
+        auto r = fresh ? create_file_beneath(root, rel, content, do_sync) : replace_file_beneath(root, rel, content, do_sync);
+        if (!r) return path_error(fresh ? "create" : "write", rel, r.error());
         return {};
       },
       std::move(done), std::move(run), bytes);

@@ -144,6 +144,8 @@ class Store {
   Writer& lane_for(const std::string& key);
   /// `run`: the run whose recording fails with this job (see end_run).
   /// `bytes`: what the job writes, counted against the high-water mark.
+  /// write_file (`fresh` false) and create_file (`fresh` true).
+  void put_file(std::string rel, std::string content, Done done, bool sync, bool fresh);
   void submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::string run = "",
               std::size_t bytes = 0);
   void check_pressure();
