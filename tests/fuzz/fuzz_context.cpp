@@ -38,12 +38,7 @@ const worker::Config& config() {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  // `harnessd pack` prints the packaged prompt on stdout.
-  int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-  if (null >= 0) {
-    ::dup2(null, 1);
-    ::close(null);
-  }
+  fuzz::quiet_stdout();  // `harnessd pack` prints the packaged prompt on stdout.
   return 0;
 }
 

@@ -28,12 +28,7 @@ constexpr const char* kSessionId = "sess_fuzz-1";
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  // `harnessd runs` and `harnessd sessions` print on stdout.
-  int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-  if (null >= 0) {
-    ::dup2(null, 1);
-    ::close(null);
-  }
+  fuzz::quiet_stdout();  // `harnessd runs` and `harnessd sessions` print on stdout.
   return 0;
 }
 

@@ -21,6 +21,14 @@ namespace harnessd::fuzz {
 
 using nlohmann::json;
 
+void quiet_stdout() {
+  int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (null >= 0) {
+    ::dup2(null, 1);
+    ::close(null);
+  }
+}
+
 void fail(const std::string& what) {
   // Through the sanitizers' report channel: scripts/fuzz.sh runs with
   // -close_fd_mask=3, which sends the target's own stderr to /dev/null.

@@ -24,6 +24,9 @@ const std::string& scratch_dir();
 /// Replaces `path`'s content with `bytes`.
 void write_file(const std::string& path, std::string_view bytes);
 
+/// Points stdout at /dev/null, for targets whose commands print there.
+void quiet_stdout();
+
 /// Splits on LF; a last piece without LF is a line too.
 std::vector<std::string_view> split_lines(std::string_view text);
 
