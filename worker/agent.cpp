@@ -100,7 +100,7 @@ Agent::~Agent() {
   close_all();
 }
 
-void Agent::close_all(UniqueFunction<void()> answered) {
+void Agent::close_all(UniqueFunction<void()> answered, bool for_good) {
   std::vector<std::string> ids;
   registry_.for_each_open([&](const std::string& id, const auto&, const Session&) { ids.push_back(id); });
   // One count for each session, and one so that `answered` runs only after
@@ -113,7 +113,7 @@ void Agent::close_all(UniqueFunction<void()> answered) {
     }
   };
   auto left = std::make_shared<Left>(Left{ids.size() + 1, std::move(answered)});
-  for (const auto& id : ids) close_session(id, "shutting down", false, [left] { left->one(); });
+  for (const auto& id : ids) close_session(id, "shutting down", for_good, [left] { left->one(); });
   left->one();
 }
 

@@ -27,8 +27,10 @@ class Agent {
 
   /// The host is gone (stdin EOF) or a stop signal came: every session is
   /// closed (open prompts answered cancelled) and its adapter stopped.
-  /// `answered` runs once every prompt has been answered.
-  void close_all(UniqueFunction<void()> answered = nullptr);
+  /// `answered` runs once every prompt has been answered. With `for_good`
+  /// the sessions are recorded closed (as by session/close); otherwise
+  /// they stay loadable by a later lifetime.
+  void close_all(UniqueFunction<void()> answered = nullptr, bool for_good = false);
   std::size_t session_count() const { return registry_.open_count(); }
 
  private:

@@ -48,7 +48,7 @@ Engine::~Engine() {
   store_.reset();  // finishes queued writes
 }
 
-void Engine::shutdown(const std::string& why, UniqueFunction<void()> done) {
+void Engine::shutdown(const std::string& why, UniqueFunction<void()> done, bool close_sessions) {
   if (stopping_) return;
   stopping_ = true;
   done_ = std::move(done);
@@ -61,7 +61,7 @@ void Engine::shutdown(const std::string& why, UniqueFunction<void()> done) {
   auto step = [this] {
     if (--closing_steps_ == 0) drain_store();
   };
-  agent_->close_all(step);
+  agent_->close_all(step, close_sessions);
   reaper_.when_empty(step);
 }
 

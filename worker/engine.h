@@ -44,8 +44,10 @@ class Engine {
   /// Answers every open prompt "cancelled" (recorded first), stops every
   /// adapter tree and waits for the store to take every write; then runs
   /// `done`. Adapters get kill_grace + 3 s, the store 30 s. Only the first
-  /// call does anything.
-  void shutdown(const std::string& why, UniqueFunction<void()> done);
+  /// call does anything. `close_sessions` records every session closed
+  /// (`harnessd run` with a session of its own); otherwise they stay
+  /// loadable.
+  void shutdown(const std::string& why, UniqueFunction<void()> done, bool close_sessions = false);
   bool stopping() const { return stopping_; }
 
   /// Backpressure (docs/architecture.md): closed while a queue that the

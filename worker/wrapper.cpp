@@ -268,7 +268,9 @@ class RunClient {
     if (ending_) return;
     ending_ = true;
     exit_code_ = code;
-    engine_->shutdown("the run is over", [this] { finished(); });
+    // A session without a name exists for this run alone: it ends closed
+    // however the run ends (a second signal comes here mid-turn).
+    engine_->shutdown("the run is over", [this] { finished(); }, /*close_sessions=*/!options_.session);
   }
 
   void on_signal() {

@@ -197,6 +197,35 @@ class RunTest(unittest.TestCase):
         last = self.env.ledger()[-1]
         self.assertIn(last["event"], ("cancelled",))
 
+    def test_two_signals_at_any_moment_leave_no_session_open(self):
+        # `timeout -s INT` and an impatient Ctrl-C send two signals: before
+        # the session exists, while it starts, mid-turn. However the run
+        # ends, the session it made for itself ends closed, and every run
+        # it recorded has ended.
+        rounds = 50
+        for i in range(rounds):
+            proc = subprocess.Popen(self.env.argv("run", "ignore-cancel 20000"), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, cwd=self.env.work)
+            time.sleep((i % 10) * 0.03)
+            proc.send_signal(signal.SIGINT)
+            time.sleep((i % 3) * 0.02)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+            self.assertIn(proc.returncode, (130, -signal.SIGINT), f"round {i}")
+        p = self.env.run("sessions", "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        left_open = [json.loads(line)["sessionId"] for line in p.stdout.splitlines() if line.strip()]
+        self.assertEqual(left_open, [], "sessions left open")
+        p = self.env.run("sessions", "--all", "--format", "json")
+        closed = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+        self.assertTrue(all(r["closed"] for r in closed))
+        runs = {}
+        for e in self.env.ledger():
+            runs.setdefault(e["runId"], []).append(e["event"])
+        for run, events in runs.items():
+            ended = [e for e in events if e not in ("queued", "started")]
+            self.assertEqual(len(ended), 1, f"{run}: {events}")
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)
@@ -290,4 +319,4 @@ class RunTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(argv=[sys.argv[0], "-v"])
+    unittest.main(argv=[sys.argv[0], "-v", *sys.argv[4:]])
