@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <optional>
@@ -133,6 +134,12 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e, std::cout, std::cerr);  // asked for: stdout, exit 0
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e, std::cout, std::cerr);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e, std::cout, std::cerr);
   } catch (const CLI::ParseError& e) {
     return app.exit(e, std::cerr, std::cerr) == 0 ? 0 : 2;
   }
@@ -184,6 +191,12 @@ int main(int argc, char** argv) {
   // with ENOSPC after this many bytes. Not a feature; see docs/testing.md.
   if (const char* fail = std::getenv("HARNESSD_TEST_STORE_FAIL_AFTER_BYTES")) {
     options.store.fail_after_bytes = std::strtoull(fail, nullptr, 10);
+  }
+  if (::isatty(0) == 1) {
+    // Someone typed `harnessd` at a prompt: say what it waits for.
+    std::fprintf(stderr,
+                 "harnessd: serving ACP v1 on stdin and stdout, one JSON-RPC message per line; "
+                 "Ctrl-D ends. 'harnessd --help' lists the commands, 'harnessd run TASK' runs one task.\n");
   }
   options.in_fd = 0;
   options.out_fd = protect_stdout();

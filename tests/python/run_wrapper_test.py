@@ -8,6 +8,7 @@ Usage: python3 run_wrapper_test.py HARNESSD FAKE_AGENT REPO
 import json
 import os
 import shutil
+import pty
 import signal
 import subprocess
 import sys
@@ -225,6 +226,36 @@ class RunTest(unittest.TestCase):
         for run, events in runs.items():
             ended = [e for e in events if e not in ("queued", "started")]
             self.assertEqual(len(ended), 1, f"{run}: {events}")
+
+    def test_help_and_version_go_to_stdout(self):
+        for args in (["--help"], ["--version"], ["run", "--help"], ["runs", "--help"]):
+            p = self.env.run(*args)
+            self.assertEqual(p.returncode, 0, args)
+            self.assertNotEqual(p.stdout.strip(), "", args)
+            self.assertEqual(p.stderr, "", args)
+        self.assertRegex(self.env.run("--version").stdout, r"^harnessd \d+\.\d+\.\d+")
+        p = self.env.run("--no-such-option")
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(p.stdout, "")
+        self.assertIn("--no-such-option", p.stderr)
+
+    def test_bare_harnessd_on_a_terminal_says_what_it_waits_for(self):
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen(self.env.argv(), stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=self.env.work)
+        os.close(secondary)
+        time.sleep(0.3)
+        os.write(primary, b"\x04")  # Ctrl-D: end of input
+        out, err = proc.communicate(timeout=10)
+        os.close(primary)
+        self.assertEqual(proc.returncode, 0)
+        self.assertEqual(out, b"")
+        self.assertIn(b"serving ACP v1 on stdin", err)
+        self.assertIn(b"harnessd --help", err)
+        # Not on a pipe: a host hears nothing but the protocol, and no hint.
+        p = self.env.run(input="")
+        self.assertEqual(p.returncode, 0)
+        self.assertNotIn("serving ACP v1 on stdin", p.stderr)
 
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
