@@ -135,14 +135,20 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
     if (!s) return Error{where + ".kind must be a string"};
     p.kind = s->get();
   }
-  // A new profile of a single-shot kind gets that kind's defaults.
-  if (!base && p.kind == "openspace") {
-    p.mode = "oneshot";
-    p.template_name = "openspace";
-  }
   if (p.kind != "acp" && bridge_of(p.kind).empty()) {
     return Error{where + ".kind '" + p.kind +
                  "' is not supported (supported: acp, claude-code, opencode-run, openspace, exec)"};
+  }
+  // A new profile of a bridge kind starts from the built-in profile of that
+  // kind: its program (claude, opencode, openspace-worker), the variables
+  // it forwards, its mode and template; the table changes what it names.
+  // (exec has no usual program: its command is required.)
+  if (!base && p.kind != "acp" && p.kind != "exec") {
+    auto builtin = builtin_profiles();
+    if (auto it = builtin.find(p.kind); it != builtin.end()) {
+      p = it->second;
+      p.name = name;
+    }
   }
   // Keys of the bridges, passed on as `--key value` options.
   static const std::map<std::string, std::set<std::string>> kBridgeKeys = {

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace harnessd::worker {
 
@@ -121,6 +122,18 @@ Expected<Config> parse_config(const std::string& text, const std::string& origin
         auto base = config.harnesses.find(name);
         auto profile = harnesses::profile_from_toml(name, *pt, base == config.harnesses.end() ? nullptr : &base->second);
         if (!profile) return Error{origin + ": " + profile.error().message};
+        // A program named with a relative path ("bin/agent", "./agent") is
+        // the one beside the config file, wherever harnessd is started; a
+        // bare name is looked up on PATH when the adapter starts.
+        std::string& program = profile->command.front();
+        if (pt->contains("command") && program.front() != '/' && program.find('/') != std::string::npos) {
+          std::string folder = folder_of(origin);
+          if (folder.front() != '/') {
+            char cwd[4096];
+            if (::getcwd(cwd, sizeof cwd)) folder = std::string(cwd) + (folder == "." ? "" : "/" + folder);
+          }
+          program = folder + "/" + (program.rfind("./", 0) == 0 ? program.substr(2) : program);
+        }
         config.harnesses[name] = std::move(*profile);
       }
     } else {

@@ -257,6 +257,28 @@ class RunTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0)
         self.assertNotIn("serving ACP v1 on stdin", p.stderr)
 
+    def test_a_relative_command_is_found_beside_the_config_file(self):
+        os.makedirs(os.path.join(self.env.root, "bin"))
+        os.symlink(FAKE_AGENT, os.path.join(self.env.root, "bin", "agent"))
+        with open(self.env.config, "a") as f:
+            f.write(f"""[harness.rel]
+command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root, "fake"))}]
+""")
+        # Started from the workspace, not from the config file's folder.
+        p = self.env.run("run", "--harness", "rel", "echo beside the config")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.strip(), "beside the config")
+
+    def test_a_bridge_kind_without_command_uses_its_usual_program(self):
+        with open(self.env.config, "a") as f:
+            f.write('[harness.cc]\nkind = "claude-code"\nenv = { ANTHROPIC_MODEL = "fast" }\n')
+        p = self.env.run("harnesses", "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        cc = [h for h in map(json.loads, p.stdout.splitlines()) if h["name"] == "cc"]
+        self.assertEqual(len(cc), 1, p.stdout)
+        self.assertEqual(cc[0]["command"], ["claude"])
+        self.assertEqual(cc[0]["kind"], "claude-code")
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)

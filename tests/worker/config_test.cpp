@@ -1,6 +1,10 @@
 // The TOML configuration: defaults, overrides, and errors that say where.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <algorithm>
+
 #include "worker/config.h"
 
 using namespace harnessd::worker;
@@ -77,4 +81,62 @@ TEST_CASE("the queues' high- and low-water marks are read and checked") {
   auto inverted = parse_config("[daemon]\nqueue_high_water = 4096\nqueue_low_water = 8192\n", "c.toml");
   REQUIRE_FALSE(inverted);
   CHECK(inverted.error().message == "c.toml: [daemon].queue_low_water must not be above queue_high_water");
+}
+
+TEST_CASE("a new profile of a bridge kind without command runs that kind's usual program") {
+  auto c = parse_config(R"(
+[harness.cc]
+kind = "claude-code"
+env = { ANTHROPIC_MODEL = "fast" }
+
+[harness.os]
+kind = "openspace"
+max_iterations = 3
+
+[harness.oc]
+kind = "opencode-run"
+model = "m"
+)",
+                        "/srv/conf/c.toml");
+  REQUIRE(c);
+  const auto& cc = c->harnesses.at("cc");
+  CHECK(cc.name == "cc");
+  CHECK(cc.command == std::vector<std::string>{"claude"});
+  CHECK(cc.env.at("ANTHROPIC_MODEL") == "fast");
+  CHECK(std::count(cc.env_passthrough.begin(), cc.env_passthrough.end(), "ANTHROPIC_API_KEY") == 1);
+  const auto& os = c->harnesses.at("os");
+  CHECK(os.command == std::vector<std::string>{"openspace-worker"});
+  CHECK(os.mode == "oneshot");
+  CHECK(os.template_name == "openspace");
+  CHECK(os.bridge_options == std::vector<std::string>{"--max-iterations", "3"});
+  CHECK(c->harnesses.at("oc").command == std::vector<std::string>{"opencode"});
+  // exec has no usual program.
+  auto exec = parse_config("[harness.x]\nkind = \"exec\"\n", "c.toml");
+  REQUIRE_FALSE(exec);
+  CHECK(exec.error().message.find("[harness.x].command must be a non-empty array") != std::string::npos);
+}
+
+TEST_CASE("a relative command path is the file beside the config file, a bare name stays for PATH") {
+  auto c = parse_config(R"(
+[harness.a]
+command = ["./agent.sh", "--x"]
+[harness.b]
+command = ["bin/agent"]
+[harness.c]
+command = ["agent"]
+[harness.d]
+command = ["/opt/agent"]
+)",
+                        "/srv/conf/c.toml");
+  REQUIRE(c);
+  CHECK(c->harnesses.at("a").command == std::vector<std::string>{"/srv/conf/agent.sh", "--x"});
+  CHECK(c->harnesses.at("b").command[0] == "/srv/conf/bin/agent");
+  CHECK(c->harnesses.at("c").command[0] == "agent");
+  CHECK(c->harnesses.at("d").command[0] == "/opt/agent");
+  // A config file named relative to the working directory.
+  auto r = parse_config("[harness.a]\ncommand = [\"./agent.sh\"]\n", "conf/c.toml");
+  REQUIRE(r);
+  char cwd[4096];
+  REQUIRE(::getcwd(cwd, sizeof cwd));
+  CHECK(r->harnesses.at("a").command[0] == std::string(cwd) + "/conf/agent.sh");
 }
