@@ -157,6 +157,8 @@ int main(int argc, char** argv) {
     log::error(config.error().message);
     return 2;
   }
+  // Without a configured default, the first installed harness is it.
+  const bool harness_installed = choose_default_harness(*config);
   const std::string chosen_state_dir = state_dir ? *state_dir
                                        : !config->daemon.state_dir.empty() ? config->daemon.state_dir
                                                                            : default_state_dir();
@@ -181,7 +183,13 @@ int main(int argc, char** argv) {
   if (max_line_bytes) d.max_line_bytes = *max_line_bytes;
 
   raise_fd_limit();
-  if (run_cmd->parsed()) return run_command(wrap, *config, chosen_state_dir);
+  if (run_cmd->parsed()) {
+    if (!harness_installed && !harness && !wrap.harness) {
+      std::fprintf(stderr, "harnessd: %s", no_harness_installed_message(*config).c_str());
+      return run_exit::kUsage;
+    }
+    return run_command(wrap, *config, chosen_state_dir);
+  }
   ServeOptions options;
   options.config = std::move(*config);
   options.guard_exe = no_guard ? std::string() : adapters::default_guard_exe();

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "adapters/process.h"
+
 namespace harnessd::worker {
 
 namespace {
@@ -49,6 +51,7 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       const auto* s = value.as_string();
       if (!s || s->get().empty()) return Error{where + " must be a harness name"};
       d.default_harness = s->get();
+      d.default_harness_given = true;
     } else if (k == "state_dir" || k == "template_dir") {
       const auto* s = value.as_string();
       if (!s || s->get().empty() || s->get().front() != '/') return Error{where + " must be an absolute path"};
@@ -162,6 +165,51 @@ Expected<Config> load_config(const std::optional<std::string>& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return parse_config(ss.str(), file);
+}
+
+const std::vector<std::string>& default_harness_preference() {
+  // ACP agents first (they keep their own sessions), Claude Code before
+  // OpenCode, the single-shot bridges last.
+  static const std::vector<std::string> kOrder = {"claude", "claude-code", "opencode", "codex",
+                                                  "gemini", "opencode-run", "openspace"};
+  return kOrder;
+}
+
+bool harness_installed(const harnesses::HarnessProfile& profile, std::string* why) {
+  if (profile.command.empty()) {
+    if (why) *why = "no command";
+    return false;
+  }
+  std::string path;
+  for (const auto& e : harnesses::adapter_environment(profile, harnesses::current_environment())) {
+    if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
+  }
+  auto found = adapters::find_executable(profile.command[0], path);
+  if (!found && why) *why = found.error().message;
+  return static_cast<bool>(found);
+}
+
+bool choose_default_harness(Config& config) {
+  if (config.daemon.default_harness_given) return true;
+  for (const auto& name : default_harness_preference()) {
+    auto it = config.harnesses.find(name);
+    if (it != config.harnesses.end() && harness_installed(it->second)) {
+      config.daemon.default_harness = name;
+      return true;
+    }
+  }
+  config.daemon.default_harness = default_harness_preference().front();
+  return false;
+}
+
+std::string no_harness_installed_message(const Config& config) {
+  std::string out = "no supported harness is installed; install one of these (or name one with --harness):\n";
+  for (const auto& name : default_harness_preference()) {
+    auto it = config.harnesses.find(name);
+    if (it == config.harnesses.end()) continue;
+    out += "  " + name + ": " + it->second.install_hint + "\n";
+  }
+  return out;
 }
 
 }  // namespace harnessd::worker

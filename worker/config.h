@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "harnesses/profile.h"
 #include "schema/expected.h"
@@ -14,8 +15,10 @@
 namespace harnessd::worker {
 
 struct DaemonConfig {
-  /// Harness for sessions whose host names none.
+  /// Harness for sessions whose host names none. When the file does not
+  /// set it, choose_default_harness picks the first installed harness.
   std::string default_harness = "claude";
+  bool default_harness_given = false;
   /// Longest inbound line accepted from the host or an adapter.
   std::size_t max_line_bytes = 64u << 20;
   /// After session/cancel is forwarded, how long the adapter has to answer
@@ -56,6 +59,24 @@ struct Config {
   /// The file the configuration came from, empty for built-in defaults.
   std::string source;
 };
+
+/// The order in which harnessd looks for an installed harness when the
+/// configuration names no default (docs/configuration.md).
+const std::vector<std::string>& default_harness_preference();
+
+/// Where the configuration names no default harness: the first harness of
+/// default_harness_preference() whose program is found on the PATH its
+/// adapter would get. False when none is installed; the default then stays
+/// the first of the list, whose start fails with its install hint.
+bool choose_default_harness(Config& config);
+
+/// True when the program of `profile` is found on the PATH its adapter
+/// would get; otherwise `why` says what is missing.
+bool harness_installed(const harnesses::HarnessProfile& profile, std::string* why = nullptr);
+
+/// One message for a machine with no supported harness: what to install
+/// for each, one per line.
+std::string no_harness_installed_message(const Config& config);
 
 /// The config file harnessd reads when --config is not given:
 /// $XDG_CONFIG_HOME/harnessd/config.toml, else ~/.config/harnessd/config.toml.

@@ -219,6 +219,7 @@ std::string program_version(const std::string& program, const std::vector<std::s
 
 int harnesses_command(const Config& config, bool check, const std::string& format) {
   std::vector<std::string> parent = harnesses::current_environment();
+  bool default_found = false;
   for (const auto& [name, profile] : config.harnesses) {
     std::vector<std::string> env = harnesses::adapter_environment(profile, parent);
     std::string path;
@@ -229,6 +230,7 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
     auto found = adapters::find_executable(program, path);
     std::string version = check && found ? program_version(*found, env) : "";
     bool is_default = name == config.daemon.default_harness;
+    if (is_default) default_found = static_cast<bool>(found);
     if (format == "json") {
       json j = {{"name", name},
                 {"kind", profile.kind},
@@ -252,6 +254,15 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
       print_line("    missing: " + found.error().message);
       if (!profile.install_hint.empty()) print_line("    install: " + profile.install_hint);
     }
+  }
+  if (check && !default_found) {
+    // Sessions that name no harness would fail: --check says so.
+    if (config.daemon.default_harness_given) {
+      std::fprintf(stderr, "harnessd: the default harness '%s' cannot run\n", config.daemon.default_harness.c_str());
+    } else {
+      std::fprintf(stderr, "harnessd: %s", no_harness_installed_message(config).c_str());
+    }
+    return 1;
   }
   return 0;
 }

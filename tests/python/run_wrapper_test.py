@@ -279,6 +279,42 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertEqual(cc[0]["command"], ["claude"])
         self.assertEqual(cc[0]["kind"], "claude-code")
 
+    def test_without_a_configured_default_the_first_installed_harness_is_it(self):
+        empty = os.path.join(self.env.root, "empty.toml")
+        open(empty, "w").close()
+        bin_dir = os.path.join(self.env.root, "path")
+        os.makedirs(bin_dir)
+        env = {"PATH": bin_dir, "HOME": self.env.root}
+
+        def harnessd(*args):
+            return subprocess.run([HARNESSD, "--config", empty, "--state-dir", self.env.state, *args],
+                                  capture_output=True, text=True, timeout=60, cwd=self.env.work, env=env)
+
+        # Nothing installed: one message says what to install for each.
+        p = harnessd("run", "hello")
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(p.stdout, "")
+        self.assertIn("no supported harness is installed", p.stderr)
+        for hint in ("@agentclientprotocol/claude-agent-acp", "@anthropic-ai/claude-code", "opencode-ai"):
+            self.assertIn(hint, p.stderr)
+        self.assertEqual(harnessd("harnesses", "--check").returncode, 1)
+
+        # OpenCode and Gemini installed: OpenCode comes first in the list.
+        for program in ("gemini", "opencode"):
+            os.symlink("/bin/true", os.path.join(bin_dir, program))
+        p = harnessd("harnesses", "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        default = [h["name"] for h in map(json.loads, p.stdout.splitlines()) if h["default"]]
+        self.assertEqual(default, ["opencode"])
+        self.assertEqual(harnessd("harnesses", "--check").returncode, 0)
+
+        # A configured default that cannot run fails --check.
+        with open(empty, "w") as f:
+            f.write('[daemon]\ndefault_harness = "codex"\n')
+        p = harnessd("harnesses", "--check")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("the default harness 'codex' cannot run", p.stderr)
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)
