@@ -132,6 +132,22 @@ int main(int argc, char** argv) {
   add_wrapper_options(pack_cmd, false);
   app.require_subcommand(0, 1);
 
+  // `run --format json` prints one object however it ends, refusals of
+  // the command line and the config included, so it is known before the
+  // parse that may fail.
+  bool run_json = false;
+  for (int i = 1, run_at = 0; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "run" && !run_at) run_at = i;
+    if (run_at && (a == "--format=json" || (a == "--format" && i + 1 < argc && std::string_view(argv[i + 1]) == "json"))) {
+      run_json = true;
+    }
+  }
+  auto refuse = [&](const std::string& message) {
+    if (run_json) print_refused_run(message);
+    return run_exit::kUsage;
+  };
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -141,7 +157,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e, std::cout, std::cerr);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e, std::cerr, std::cerr) == 0 ? 0 : 2;
+    if (app.exit(e, std::cerr, std::cerr) == 0) return 0;
+    return refuse(e.what());
   }
 
   // `run` keeps the terminal for the answer: only warnings unless asked.
@@ -155,7 +172,7 @@ int main(int argc, char** argv) {
   auto config = load_config(config_path);
   if (!config) {
     log::error(config.error().message);
-    return 2;
+    return refuse(config.error().message);
   }
   // Without a configured default, the first installed harness is it.
   const bool harness_installed = choose_default_harness(*config);
@@ -172,8 +189,8 @@ int main(int argc, char** argv) {
   auto& d = config->daemon;
   if (harness) {
     if (!config->harnesses.count(*harness)) {
-      log::error("--harness names unknown harness '" + *harness + "'");
-      return 2;
+      log::error(unknown_harness_message(*harness, *config));
+      return refuse(unknown_harness_message(*harness, *config));
     }
     d.default_harness = *harness;
   }
@@ -186,7 +203,7 @@ int main(int argc, char** argv) {
   if (run_cmd->parsed()) {
     if (!harness_installed && !harness && !wrap.harness) {
       std::fprintf(stderr, "harnessd: %s", no_harness_installed_message(*config).c_str());
-      return run_exit::kUsage;
+      return refuse(no_harness_installed_message(*config));
     }
     return run_command(wrap, *config, chosen_state_dir);
   }

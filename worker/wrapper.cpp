@@ -353,6 +353,20 @@ class RunClient {
 
 }  // namespace
 
+std::string unknown_harness_message(const std::string& name, const Config& config) {
+  std::string known;
+  for (const auto& [n, profile] : config.harnesses) known += (known.empty() ? "" : ", ") + n;
+  return "unknown harness '" + name + "' (configured: " + known + ")";
+}
+
+void print_refused_run(const std::string& message) {
+  json out = {{"exitCode", run_exit::kUsage}, {"state", nullptr},   {"stopReason", nullptr},
+              {"text", ""},                   {"runId", nullptr},   {"sessionId", nullptr},
+              {"recording", nullptr},         {"usage", nullptr},
+              {"error", {{"code", -32602}, {"message", message}}}};
+  write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+}
+
 int run_command(const WrapperOptions& options, const Config& config, const std::string& state_dir) {
   // A reader that goes away (`| head -1`) must not kill the run half-way:
   // output stops, the run and its recording go on to the end.
@@ -360,15 +374,12 @@ int run_command(const WrapperOptions& options, const Config& config, const std::
   // Refused before anything runs; --format json still prints its object.
   auto refuse = [&](const std::string& message) {
     complain("run", message);
-    if (options.format == "json") {
-      json out = {{"exitCode", run_exit::kUsage}, {"state", nullptr},   {"stopReason", nullptr},
-                  {"text", ""},                   {"runId", nullptr},   {"sessionId", nullptr},
-                  {"recording", nullptr},         {"usage", nullptr},
-                  {"error", {{"code", -32602}, {"message", message}}}};
-      write_all(1, out.dump() + "\n");
-    }
+    if (options.format == "json") print_refused_run(message);
     return run_exit::kUsage;
   };
+  if (options.harness && !config.harnesses.count(*options.harness)) {
+    return refuse(unknown_harness_message(*options.harness, config));
+  }
   auto prompt = read_prompt(options.prompt);
   if (!prompt || prompt->find_first_not_of(" \t\r\n") == std::string::npos) {
     return refuse(prompt ? "the prompt is empty" : prompt.error().message);
@@ -414,7 +425,7 @@ int pack_command(const WrapperOptions& options, const Config& config, const std:
   const std::string harness = options.harness.value_or(config.daemon.default_harness);
   auto profile = config.harnesses.find(harness);
   if (profile == config.harnesses.end()) {
-    complain("pack", "unknown harness '" + harness + "'");
+    complain("pack", unknown_harness_message(harness, config));
     return run_exit::kUsage;
   }
   harnesses::PackageInput in;

@@ -35,6 +35,14 @@ struct WrapperOptions {
 /// `harnessd run`: returns the process exit code (run_exit).
 int run_command(const WrapperOptions& options, const Config& config, const std::string& state_dir);
 
+/// `harnessd run --format json` refused before anything ran (a bad option,
+/// config or prompt): prints its one object on stdout, exitCode 2 and the
+/// error, as for every other end of a run.
+void print_refused_run(const std::string& message);
+
+/// "unknown harness 'x' (configured: a, b, ...)".
+std::string unknown_harness_message(const std::string& name, const Config& config);
+
 /// `harnessd pack`: prints the packaged prompt; returns the exit code.
 int pack_command(const WrapperOptions& options, const Config& config, const std::string& state_dir);
 

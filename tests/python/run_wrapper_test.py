@@ -315,6 +315,38 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertEqual(p.returncode, 1)
         self.assertIn("the default harness 'codex' cannot run", p.stderr)
 
+    def test_format_json_prints_its_object_on_every_refusal(self):
+        broken = os.path.join(self.env.root, "broken.toml")
+        with open(broken, "w") as f:
+            f.write("[daemon\n")
+        cases = {
+            "missing config": [HARNESSD, "--config", "/nonexistent/harnessd.toml", "run", "--format", "json", "hi"],
+            "broken config": [HARNESSD, "--config", broken, "run", "--format", "json", "hi"],
+            "bad option value": self.env.argv("run", "--format", "json", "--timeout", "soon", "hi"),
+            "unknown option": self.env.argv("run", "--format", "json", "--no-such-flag", "hi"),
+            "missing prompt": self.env.argv("run", "--format", "json"),
+            "empty prompt": self.env.argv("run", "--format", "json", "  "),
+            "unknown harness": self.env.argv("run", "--format", "json", "--harness", "nope", "hi"),
+            "global unknown harness": [HARNESSD, "--config", self.env.config, "--harness", "nope", "run",
+                                       "--format=json", "hi"],
+            "missing context": self.env.argv("run", "--format", "json", "--context", "/nonexistent.json", "hi"),
+        }
+        for name, argv in cases.items():
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=self.env.work)
+            self.assertEqual(p.returncode, 2, f"{name}: {p.stderr}")
+            lines = p.stdout.splitlines()
+            self.assertEqual(len(lines), 1, f"{name}: {p.stdout!r}")
+            out = json.loads(lines[0])
+            self.assertEqual(out["exitCode"], 2, name)
+            self.assertIsNone(out["runId"], name)
+            self.assertTrue(out["error"]["message"], name)
+        p = self.env.run("run", "--format", "json", "--harness", "nope", "hi")
+        self.assertIn("unknown harness 'nope' (configured: ", json.loads(p.stdout)["error"]["message"])
+        self.assertIn("fake", json.loads(p.stdout)["error"]["message"])
+        # Text mode stays quiet on stdout.
+        p = self.env.run("run", "--harness", "nope", "hi")
+        self.assertEqual((p.returncode, p.stdout), (2, ""))
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)

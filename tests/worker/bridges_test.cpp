@@ -179,8 +179,10 @@ TEST_CASE("after an adapter dies, the next one resumes the adapter's own session
 
 TEST_CASE("harnessd harnesses lists the profiles, what each runs and what is missing") {
   TempDir dir;
-  std::string config = dir.write("c.toml", "[harness.mine]\nkind = \"exec\"\ncommand = [\"no-such-program-xyz\"]\n");
-  std::string cmd = harnessd_exe() + " harnesses --check --format json --config " + config + " 2>&1";
+  // The default can run (cat), so --check succeeds.
+  std::string config = dir.write("c.toml", "[daemon]\ndefault_harness = \"exec\"\n"
+                                           "[harness.mine]\nkind = \"exec\"\ncommand = [\"no-such-program-xyz\"]\n");
+  std::string cmd = harnessd_exe() + " harnesses --check --format json --config " + config;
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
@@ -200,6 +202,7 @@ TEST_CASE("harnessd harnesses lists the profiles, what each runs and what is mis
   CHECK(by_name["mine"]["missing"] == "'no-such-program-xyz' was not found on PATH");
   CHECK(by_name["exec"]["path"].get<std::string>().find("cat") != std::string::npos);
   CHECK(by_name["exec"]["version"].get<std::string>().find("cat") != std::string::npos);
-  CHECK(by_name["claude"]["default"] == true);
+  CHECK(by_name["exec"]["default"] == true);
+  CHECK(by_name["claude"]["default"] == false);
   CHECK(by_name["claude-code"]["kind"] == "claude-code");
 }
