@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -100,7 +102,9 @@ json permission_outcome(const json& params, const std::string& policy) {
   auto pick = [&](std::initializer_list<const char*> kinds) -> std::optional<std::string> {
     for (const char* k : kinds) {
       for (const auto& o : options) {
-        if (o.is_object() && o.value("kind", "") == k && o.contains("optionId")) return o["optionId"].get<std::string>();
+        if (o.is_object() && o.value("kind", json()) == k && o.contains("optionId") && o["optionId"].is_string()) {
+          return o["optionId"].get<std::string>();
+        }
       }
     }
     return std::nullopt;
@@ -108,6 +112,29 @@ json permission_outcome(const json& params, const std::string& policy) {
   auto chosen = allow ? pick({"allow_once", "allow_always"}) : pick({"reject_once", "reject_always"});
   if (!chosen) return {{"outcome", "cancelled"}};
   return {{"outcome", "selected"}, {"optionId", *chosen}};
+}
+
+/// True when `outcome` selected one of the request's allow options.
+bool permission_allowed(const json& params, const json& outcome) {
+  const json options = params.value("options", json::array());
+  for (const auto& o : options) {
+    if (o.is_object() && o.value("optionId", json()) == outcome.value("optionId", json())) {
+      const json kind = o.value("kind", json());
+      return kind == "allow_once" || kind == "allow_always";
+    }
+  }
+  return false;
+}
+
+/// The last `n` non-empty lines of `text`.
+std::vector<std::string> last_lines(const std::string& text, std::size_t n) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
+  }
+  if (lines.size() > n) lines.erase(lines.begin(), lines.end() - static_cast<std::ptrdiff_t>(n));
+  return lines;
 }
 
 /// One `harnessd run`: an ACP client of an in-process engine, the two
@@ -135,6 +162,9 @@ class RunClient {
       json outcome = permission_outcome(p, options_.approve);
       std::string title = p.contains("toolCall") && p["toolCall"].is_object() ? p["toolCall"].value("title", "") : "";
       log::info("permission for '" + title + "': " + outcome.dump());
+      if (outcome.value("outcome", "") != "selected" || !permission_allowed(p, outcome)) {
+        refused_.push_back(title.empty() ? std::string("a tool call") : title);
+      }
       r.result({{"outcome", outcome}});
     });
     for (int signum : {SIGINT, SIGTERM, SIGHUP}) {
@@ -243,7 +273,7 @@ class RunClient {
       error_ = r.error();
       if (error_->data.is_object()) run_id_ = error_->data.value("runId", "");
       exit_code_ = exit_code_for(*error_);
-      complain("run", error_->message);
+      if (options_.format != "text") complain("run", error_->message);  // text: in the end line
     }
     // A session without a name has served its purpose.
     if (options_.session || session_id_.empty() || ending_) return end(exit_code_);
@@ -257,7 +287,7 @@ class RunClient {
   }
 
   void fail(const RpcError& e) {
-    complain("run", e.message);
+    if (options_.format != "text") complain("run", e.message);
     error_ = e;
     end(interrupted_ ? run_exit::kInterrupted : exit_code_for(e));
   }
@@ -308,7 +338,7 @@ class RunClient {
     }
     if (options_.format == "text") {
       if (!text_.empty() && text_.back() != '\n' && stdout_open_) stdout_open_ = write_all(1, "\n");
-      if (!recording.empty()) write_all(2, "harnessd run: recording " + recording + "\n");
+      write_all(2, end_summary(result, recording));
       return;
     }
     if (options_.format != "json") return;
@@ -324,6 +354,41 @@ class RunClient {
     if (stdout_open_) {
       stdout_open_ = write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
     }
+  }
+
+  /// How the run ended, for a person: the harness's last stderr lines on
+  /// a failure, then one line with the state, the stop reason, the time,
+  /// refused permissions, the error and its install hint, the recording.
+  std::string end_summary(const json& result, const std::string& recording) const {
+    std::string out;
+    std::string state = result.is_object() && result.contains("state") && result["state"].is_string()
+                            ? result["state"].get<std::string>()
+                            : (error_ ? "failed" : stop_reason_.empty() ? "not run" : stop_reason_);
+    if (error_ && error_->data.is_object() && error_->data.contains("stderrTail") &&
+        error_->data["stderrTail"].is_string()) {
+      for (const auto& line : last_lines(error_->data["stderrTail"].get<std::string>(), 5)) {
+        out += "harnessd run: harness stderr: " + line + "\n";
+      }
+    }
+    auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.1f s", took);
+    std::string line = "harnessd run: " + state;
+    if (!stop_reason_.empty() && stop_reason_ != state) line += " (" + stop_reason_ + ")";
+    if (interrupted_) line += ", interrupted";
+    line += " after " + std::string(seconds);
+    if (!refused_.empty()) {
+      line += "; " + std::to_string(refused_.size()) + " permission request" + (refused_.size() == 1 ? "" : "s") +
+              " refused (" + refused_.front() + (refused_.size() > 1 ? ", ..." : "") + "; --approve all allows them)";
+    }
+    if (error_) {
+      line += ": " + error_->message;
+      if (error_->data.is_object() && error_->data.contains("hint") && error_->data["hint"].is_string()) {
+        line += "; install: " + error_->data["hint"].get<std::string>();
+      }
+    }
+    if (!recording.empty()) line += "; recording " + recording;
+    return out + line + "\n";
   }
 
   Loop& loop_;
@@ -349,6 +414,8 @@ class RunClient {
   bool interrupted_ = false;
   bool ending_ = false;
   bool stdout_open_ = true;
+  std::vector<std::string> refused_;  // titles of the permission requests refused
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace

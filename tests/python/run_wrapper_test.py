@@ -347,6 +347,29 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         p = self.env.run("run", "--harness", "nope", "hi")
         self.assertEqual((p.returncode, p.stdout), (2, ""))
 
+    def test_text_mode_ends_with_one_line_that_says_how_the_run_ended(self):
+        p = self.env.run("run", "echo fine")
+        self.assertEqual(p.returncode, 0)
+        last = p.stderr.splitlines()[-1]
+        self.assertRegex(last, r"^harnessd run: completed \(end_turn\) after \d+\.\d s; recording .*/runs/run_")
+
+        p = self.env.run("run", "crash")
+        self.assertEqual(p.returncode, 1)
+        lines = p.stderr.splitlines()
+        self.assertIn("harnessd run: harness stderr: crashing", lines)
+        self.assertRegex(lines[-1], r"^harnessd run: failed after .*: adapter of harness 'fake' exited \(exit code 3\)")
+        self.assertEqual(sum("exited (exit code 3)" in l for l in lines), 1, p.stderr)  # said once
+
+        p = self.env.run("run", "--approve", "none", "permission")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("1 permission request refused", p.stderr.splitlines()[-1])
+
+        with open(self.env.config, "a") as f:
+            f.write('[harness.gone]\ncommand = ["no-such-agent-xyz"]\n')
+        p = self.env.run("run", "--harness", "gone", "hi")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("'no-such-agent-xyz' was not found on PATH", p.stderr.splitlines()[-1])
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)
