@@ -10,8 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <map>
 #include <thread>
 
@@ -45,29 +47,87 @@ bool run_matches(const RunRecord& r, const RunsQuery& q) {
   return true;
 }
 
-std::string describe_run(const RunRecord& r) {
-  std::string outcome = r.state;
-  // The ledger is read as it is: a field of an unexpected type is left out.
+// Milliseconds since the epoch of harnessd's ISO times
+// ("2026-11-30T23:35:36.734Z"), or -1.
+long long iso_ms(const std::string& t) {
+  std::tm tm{};
+  int ms = 0;
+  if (t.size() < 20 || !::strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return -1;
+  if (t.size() >= 23 && t[19] == '.') ms = std::atoi(t.substr(20, 3).c_str());
+  return static_cast<long long>(::timegm(&tm)) * 1000 + ms;
+}
+
+// "850 ms", "12.3 s", "4 min 05 s", "2 h 03 min".
+std::string duration_words(long long ms) {
+  char buf[48];
+  if (ms < 1000) {
+    std::snprintf(buf, sizeof buf, "%lld ms", ms);
+  } else if (ms < 60'000) {
+    std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms) / 1000);
+  } else if (ms < 3'600'000) {
+    std::snprintf(buf, sizeof buf, "%lld min %02lld s", ms / 60'000, ms / 1000 % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%lld h %02lld min", ms / 3'600'000, ms / 60'000 % 60);
+  }
+  return buf;
+}
+
+// "2026-11-30 23:35:36" from the ISO form (UTC, as recorded).
+std::string short_time(const std::string& t) {
+  if (t.size() < 19) return t.empty() ? "-" : t;
+  std::string out = t.substr(0, 19);
+  out[10] = ' ';
+  return out;
+}
+
+// Columns a cell takes: its code points (names may be any UTF-8).
+std::size_t utf8_width(const std::string& s) {
+  std::size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// Rows under a header, each column as wide as its widest cell, two spaces
+// apart; the last column is not padded.
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width;
+  for (const auto& row : rows) {
+    if (width.size() < row.size()) width.resize(row.size(), 0);
+    for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], utf8_width(row[i]));
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - utf8_width(row[i]) + 2, ' ');
+    }
+    print_line(line);
+  }
+}
+
+// A run's state in words, with why it ended that way.
+std::string run_state_words(const RunRecord& r) {
   auto text = [](const json& j, const char* key) -> std::string {
     auto it = j.find(key);
     return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
   };
-  if (std::string reason = text(r.outcome, "stopReason"); !reason.empty()) outcome += " (" + reason + ")";
+  std::string words = r.state == "timed_out" ? "timed out" : r.state;
+  std::string reason = text(r.outcome, "stopReason");
+  if (!reason.empty() && reason != "end_turn") words += " (" + reason + ")";
   if (r.outcome.contains("error") && r.outcome["error"].is_object()) {
-    outcome += " (" + text(r.outcome["error"], "message") + ")";
+    std::string message = text(r.outcome["error"], "message");
+    if (!message.empty()) words += ": " + message;
   }
-  if (r.outcome.contains("reason") && r.outcome["reason"].is_string()) {
-    outcome += " (" + r.outcome["reason"].get<std::string>() + ")";
-  }
-  std::string who = r.sessionId + (r.name ? " [" + *r.name + "]" : "");
-  std::string when = r.queuedAt + (r.endedAt.empty() ? "" : " .. " + r.endedAt);
-  return r.runId + "  " + who + "  " + r.harness + "  " + when + "  " + outcome;
+  if (std::string why = text(r.outcome, "reason"); !why.empty()) words += " (" + why + ")";
+  return words;
 }
 
 std::string describe_entry(const LedgerEntry& e) {
   std::string line = e.time + "  " + e.runId + "  " + e.sessionId + (e.name ? " [" + *e.name + "]" : "") + "  " +
                      e.event;
-  if (e.extra.contains("stopReason")) line += " (" + e.extra["stopReason"].get<std::string>() + ")";
+  if (e.extra.contains("stopReason") && e.extra["stopReason"].is_string()) {
+    line += " (" + e.extra["stopReason"].get<std::string>() + ")";
+  }
   if (e.extra.contains("reason") && e.extra["reason"].is_string()) {
     line += " (" + e.extra["reason"].get<std::string>() + ")";
   }
@@ -110,6 +170,8 @@ int runs_command(const RunsQuery& q) {
   for (const auto& line : read.lines) {
     if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
   }
+  std::vector<std::vector<std::string>> rows = {{"RUN", "SESSION", "HARNESS", "QUEUED (UTC)", "TOOK", "STATE"}};
+  const long long now = iso_ms(iso_time());
   for (const auto& id : index.order()) {
     const RunRecord& r = *index.find(id);
     if (!run_matches(r, q)) continue;
@@ -117,8 +179,23 @@ int runs_command(const RunsQuery& q) {
       json j = r.to_json();
       if (!r.startedAt.empty()) j["recording"] = q.state_dir + "/" + Store::run_dir(r.runId);
       print_line(j.dump());
-    } else {
-      print_line(describe_run(r));
+      continue;
+    }
+    long long start = iso_ms(r.startedAt), end = r.endedAt.empty() ? now : iso_ms(r.endedAt);
+    std::string took = start < 0 || end < start ? "-" : duration_words(end - start);
+    if (r.endedAt.empty() && start >= 0) took += " so far";
+    rows.push_back({r.runId, r.name ? *r.name : r.sessionId, r.harness.empty() ? "-" : r.harness,
+                    short_time(r.queuedAt), took, run_state_words(r)});
+  }
+  if (q.format != "json") {
+    if (rows.size() > 1) {
+      print_table(rows);
+    } else if (!q.follow) {
+      // Said on stderr, and an exit code scripts can test.
+      std::string filter = q.session ? " of session '" + *q.session + "'" : "";
+      if (q.state) filter += " in state '" + *q.state + "'";
+      std::fprintf(stderr, "harnessd: no runs%s are recorded in %s\n", filter.c_str(), q.state_dir.c_str());
+      return 1;
     }
   }
   if (!q.follow) return 0;
@@ -322,6 +399,7 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
   }
   std::map<std::string, std::map<std::string, int>> counts;
   for (const auto& [id, r] : index.runs()) ++counts[r.sessionId][r.state];
+  std::vector<std::vector<std::string>> rows = {{"SESSION", "NAME", "HARNESS", "STATE", "UPDATED (UTC)", "RUNS", "CWD"}};
   for (const auto& [id, r] : records) {
     bool closed = r.value("closed", false);
     if (closed && !all) continue;
@@ -330,13 +408,21 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
       json out = r;
       out["runs"] = runs;
       print_line(out.dump());
+      continue;
+    }
+    std::string name = r.contains("name") && r["name"].is_string() ? r["name"].get<std::string>() : "-";
+    std::string summary;
+    for (auto& [state, n] : runs.items()) {
+      summary += (summary.empty() ? "" : ", ") + std::to_string(n.get<int>()) + " " + (state == "timed_out" ? "timed out" : state);
+    }
+    rows.push_back({id, name, r.value("harness", "-"), closed ? "closed" : "open", short_time(r.value("updatedAt", "")),
+                    summary.empty() ? "none" : summary, r.value("cwd", "-")});
+  }
+  if (format != "json") {
+    if (rows.size() > 1) {
+      print_table(rows);
     } else {
-      std::string name = r.contains("name") && r["name"].is_string() ? r["name"].get<std::string>() : "-";
-      std::string summary;
-      for (auto& [state, n] : runs.items()) summary += (summary.empty() ? "" : ", ") + std::to_string(n.get<int>()) + " " + state;
-      print_line(id + "  " + name + "  " + r.value("harness", "") + "  " + r.value("cwd", "") + "  " +
-                 (closed ? "closed" : "open") + "  " + r.value("updatedAt", "") + "  " +
-                 (summary.empty() ? "no runs" : summary));
+      std::fprintf(stderr, "harnessd: no %ssessions are recorded in %s\n", all ? "" : "open ", state_dir.c_str());
     }
   }
   return 0;

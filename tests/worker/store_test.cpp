@@ -457,22 +457,32 @@ TEST_CASE("harnessd runs and harnessd sessions read the store, also while a daem
   d.initialize();
   std::string sid = d.new_session("/tmp", {{"harnessd", {{"name", "cli"}}}});
   d.prompt(sid, "echo one");
-  auto run_cli = [&](const std::string& args) {
+  auto run_cli = [&](const std::string& args, int want_exit = 0) {
     std::string cmd = harnessd_exe() + " " + args + " --state-dir " + state.path() + " 2>&1";
     FILE* p = ::popen(cmd.c_str(), "r");
     std::string out;
     char buf[4096];
     std::size_t n;
     while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    CHECK(::pclose(p) == 0);
+    int status = ::pclose(p);
+    CHECK(WEXITSTATUS(status) == want_exit);
     return out;
   };
   std::string runs = run_cli("runs --format json");
   json first = json::parse(runs.substr(0, runs.find('\n')));
   CHECK(first["sessionId"] == sid);
   CHECK(first["state"] == "completed");
-  CHECK(run_cli("runs --session cli").find("completed (end_turn)") != std::string::npos);
-  CHECK(run_cli("runs --state failed").empty());
+  // A table: a header, then one row per run, in aligned columns.
+  std::string table = run_cli("runs --session cli");
+  INFO(table);
+  CHECK(table.rfind("RUN ", 0) == 0);
+  std::string row = table.substr(table.find('\n') + 1);
+  CHECK(row.find("cli") != std::string::npos);
+  CHECK(row.find("completed") != std::string::npos);
+  CHECK(table.find("SESSION") == row.find("cli"));  // the name sits under its heading
+  // A filter that matches nothing says so and fails; JSON just has no lines.
+  CHECK(run_cli("runs --state failed", 1).find("no runs in state 'failed'") != std::string::npos);
+  CHECK(run_cli("runs --state failed --format json").empty());
   std::string sessions = run_cli("sessions --format json");
   CHECK(json::parse(sessions.substr(0, sessions.find('\n')))["name"] == "cli");
 
@@ -485,8 +495,9 @@ TEST_CASE("harnessd runs and harnessd sessions read the store, also while a daem
   }
   std::this_thread::sleep_for(300ms);
   d.prompt(sid, "echo two");
-  CHECK(eventually([&] { return read_file(state.path() + "/follow.txt").find("completed (end_turn)") !=
-                                read_file(state.path() + "/follow.txt").rfind("completed (end_turn)"); }, 3s));
+  CHECK(eventually([&] { return read_file(state.path() + "/follow.txt").find("completed (end_turn)") != std::string::npos; },
+                   3s));
+  CHECK(read_file(state.path() + "/follow.txt").rfind("RUN ", 0) == 0);  // the runs so far came first
   kill(follower, SIGTERM);
   int status = 0;
   waitpid(follower, &status, 0);
