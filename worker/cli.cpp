@@ -101,6 +101,16 @@ int main(int argc, char** argv) {
   sessions_cmd->add_flag("--all", sessions_all, "Include closed sessions");
   bool harnesses_check = false;
   std::string harnesses_format = "text";
+  std::string close_target;
+  auto* close_cmd = app.add_subcommand("close", "Close a session that no running daemon serves, by id or name");
+  close_cmd->fallthrough();
+  close_cmd->add_option("session", close_target, "Session id or name")->required();
+  std::optional<std::string> prune_older_than;
+  bool prune_dry_run = false;
+  auto* prune_cmd = app.add_subcommand("prune", "Close the open sessions that no running daemon serves");
+  prune_cmd->fallthrough();
+  prune_cmd->add_option("--older-than", prune_older_than, "Only those idle this long: 90s, 30m, 12h, 7d");
+  prune_cmd->add_flag("--dry-run", prune_dry_run, "List them; change nothing");
   auto* harnesses_cmd = app.add_subcommand("harnesses", "List harness profiles, what they run, and what is missing");
   harnesses_cmd->fallthrough();
   harnesses_cmd->add_flag("--check", harnesses_check, "Also run each program with --version");
@@ -184,6 +194,8 @@ int main(int argc, char** argv) {
     return runs_command(runs_query);
   }
   if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
+  if (close_cmd->parsed()) return close_command(chosen_state_dir, close_target);
+  if (prune_cmd->parsed()) return prune_command(chosen_state_dir, prune_older_than, prune_dry_run);
   if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format);
   if (pack_cmd->parsed()) return pack_command(wrap, *config, chosen_state_dir);
   auto& d = config->daemon;

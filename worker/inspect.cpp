@@ -428,4 +428,120 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
   return 0;
 }
 
+namespace {
+
+// Parses "90s", "30m", "12h", "7d" (or plain seconds) into milliseconds.
+std::optional<long long> parse_duration_ms(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  char* end = nullptr;
+  double n = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || n < 0) return std::nullopt;
+  std::string unit(end);
+  double scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : -1;
+  if (scale < 0) return std::nullopt;
+  return static_cast<long long>(n * scale * 1000);
+}
+
+// What stops a session record from being closed from the shell: a daemon
+// that serves it (its instance still holds its lock) would overwrite it.
+std::optional<std::string> served_by(int root, const json& record) {
+  auto it = record.find("daemon");
+  if (it == record.end() || !it->is_string()) return std::nullopt;
+  if (!daemon_instance_alive(root, it->get<std::string>())) return std::nullopt;
+  return it->get<std::string>();
+}
+
+Expected<void> write_closed(int root, const std::string& id, json record) {
+  record["closed"] = true;
+  record["updatedAt"] = iso_time();
+  std::string content = record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  auto written = replace_file_beneath(root, Store::session_file(id), content, false);
+  if (!written) return Error{written.error().message};
+  return {};
+}
+
+}  // namespace
+
+int close_command(const std::string& state_dir, const std::string& target) {
+  auto root = open_state_dir(state_dir, StateAccess::kOwn);
+  if (!root) {
+    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+    return 1;
+  }
+  std::map<std::string, json> records = session_records_beneath(root->get());
+  // An id, or the name of open sessions (the newest first if several).
+  std::vector<std::string> matches;
+  if (records.count(target)) {
+    matches.push_back(target);
+  } else {
+    for (const auto& [id, r] : records) {
+      if (r.value("name", json()) == target && !r.value("closed", false)) matches.push_back(id);
+    }
+  }
+  if (matches.empty()) {
+    std::fprintf(stderr, "harnessd: no open session has the id or name '%s'\n", target.c_str());
+    return 1;
+  }
+  int code = 0;
+  for (const auto& id : matches) {
+    const json& r = records[id];
+    if (r.value("closed", false)) {
+      print_line(id + " was already closed");
+      continue;
+    }
+    if (auto daemon = served_by(root->get(), r)) {
+      std::fprintf(stderr, "harnessd: %s is served by running daemon %s; close it there (session/close)\n",
+                   id.c_str(), daemon->c_str());
+      code = 1;
+      continue;
+    }
+    if (auto w = write_closed(root->get(), id, r); !w) {
+      std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
+      code = 1;
+      continue;
+    }
+    print_line("closed " + id);
+  }
+  return code;
+}
+
+int prune_command(const std::string& state_dir, const std::optional<std::string>& older_than, bool dry_run) {
+  std::optional<long long> age;
+  if (older_than) {
+    age = parse_duration_ms(*older_than);
+    if (!age) {
+      std::fprintf(stderr, "harnessd: --older-than '%s' is not a duration (90s, 30m, 12h, 7d)\n", older_than->c_str());
+      return 2;
+    }
+  }
+  auto root = open_state_dir(state_dir, dry_run ? StateAccess::kReadOnly : StateAccess::kOwn);
+  if (!root) {
+    if (root.error().err == ENOENT) return 0;  // nothing recorded, nothing to prune
+    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+    return 1;
+  }
+  const long long now = iso_ms(iso_time());
+  int code = 0, pruned = 0;
+  for (const auto& [id, r] : session_records_beneath(root->get())) {
+    if (r.value("closed", false) || served_by(root->get(), r)) continue;
+    long long updated = iso_ms(r.value("updatedAt", ""));
+    if (age && updated >= 0 && now - updated < *age) continue;
+    std::string idle = updated < 0 ? "" : " (idle " + duration_words(now - updated) + ")";
+    if (dry_run) {
+      print_line("would close " + id + idle);
+      ++pruned;
+      continue;
+    }
+    if (auto w = write_closed(root->get(), id, r); !w) {
+      std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
+      code = 1;
+      continue;
+    }
+    print_line("closed " + id + idle);
+    ++pruned;
+  }
+  if (pruned == 0) std::fprintf(stderr, "harnessd: no open session to prune\n");
+  return code;
+}
+
 }  // namespace harnessd::worker

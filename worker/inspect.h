@@ -35,4 +35,13 @@ std::map<std::string, nlohmann::json> read_session_records(const std::string& st
 /// Prints every session record: id, name, harness, cwd, state, runs.
 int sessions_command(const std::string& state_dir, const std::string& format, bool all);
 
+/// Marks the session `target` (an id, or the name of open sessions) closed
+/// in its record, unless a running daemon serves it. Returns the exit code.
+int close_command(const std::string& state_dir, const std::string& target);
+
+/// Closes every open session that no running daemon serves, or only those
+/// idle longer than `older_than` ("90s", "30m", "12h", "7d"); `dry_run`
+/// lists them and changes nothing. Returns the exit code.
+int prune_command(const std::string& state_dir, const std::optional<std::string>& older_than, bool dry_run);
+
 }  // namespace harnessd::worker

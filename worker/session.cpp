@@ -134,6 +134,7 @@ json Session::record() const {
           {"configOptions", init_.config_choices},
           {"adapterOptions", adapter_defaults_},
           {"closed", closed_},
+          {"daemon", rt_.store.instance()},
           {"createdAt", init_.created_at},
           {"updatedAt", iso_time()}};
 }

@@ -91,6 +91,10 @@ bool instance_dead(int root, const std::string& file) {
 
 }  // namespace
 
+bool daemon_instance_alive(int root, const std::string& instance) {
+  return is_safe_id(instance) && !instance_dead(root, instance + ".lock");
+}
+
 // The write budget of StoreOptions::fail_after_bytes, shared by all lanes.
 struct Store::Budget {
   explicit Budget(std::size_t bytes) : limit(bytes) {}
@@ -201,9 +205,9 @@ std::optional<std::string> session_record_problem(const json& record) {
       {"history", kArray},        {"mcpServers", kArray},      {"adapterSessionId", kStringOrNull},
       {"runTimeoutMs", kInteger}, {"lane", kString},           {"configOptions", kObject},
       {"adapterOptions", kArray}, {"closed", kBool},           {"createdAt", kString},
-      {"updatedAt", kString}};
+      {"updatedAt", kString},     {"daemon", kString}};
   static const char* const kTypeNames[] = {"a string", "a string or null", "a boolean",
-                                           "an integer", "an array", "an object"};
+                                           "an integer", "an array or null", "an object or null"};
   for (const auto& [field, type] : kFields) {
     auto it = record.find(field);
     if (it == record.end()) continue;
@@ -213,8 +217,9 @@ std::optional<std::string> session_record_problem(const json& record) {
       case kStringOrNull: ok = it->is_string() || it->is_null(); break;
       case kBool: ok = it->is_boolean(); break;
       case kInteger: ok = it->is_number_integer() && (*it).get<long long>() >= 0; break;
-      case kArray: ok = it->is_array(); break;
-      case kObject: ok = it->is_object(); break;
+      // Null until known (an adapter's options before it started).
+      case kArray: ok = it->is_array() || it->is_null(); break;
+      case kObject: ok = it->is_object() || it->is_null(); break;
     }
     if (!ok) return std::string(field) + " must be " + kTypeNames[type];
   }

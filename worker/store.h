@@ -48,6 +48,10 @@ bool is_safe_id(const std::string& id);
 /// what is wrong, or nothing. A record that fails is skipped, never used.
 std::optional<std::string> session_record_problem(const nlohmann::json& record);
 
+/// True while the daemon instance `instance` runs on the state directory
+/// open at `root` (it holds daemons/<instance>.lock).
+bool daemon_instance_alive(int root, const std::string& instance);
+
 class Store {
  public:
   using Done = UniqueFunction<void(Expected<void>)>;

@@ -370,6 +370,63 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertEqual(p.returncode, 2)
         self.assertIn("'no-such-agent-xyz' was not found on PATH", p.stderr.splitlines()[-1])
 
+    def test_close_and_prune_sessions_from_the_shell(self):
+        def open_sessions():
+            p = self.env.run("sessions", "--format", "json")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return {json.loads(l)["sessionId"]: json.loads(l) for l in p.stdout.splitlines() if l.strip()}
+
+        for name in ("keep", "old", "other"):
+            self.assertEqual(self.env.run("run", "--session", name, "echo hi").returncode, 0)
+        self.assertEqual(sorted(r["name"] for r in open_sessions().values()), ["keep", "old", "other"])
+
+        # A session a running daemon serves is left to that daemon.
+        daemon = subprocess.Popen(self.env.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True, cwd=self.env.work)
+        try:
+            daemon.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                           "params": {"protocolVersion": 1}}) + "\n")
+            daemon.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "session/new",
+                                           "params": {"cwd": self.env.work, "mcpServers": []}}) + "\n")
+            daemon.stdin.flush()
+            served = None
+            while served is None:
+                msg = json.loads(daemon.stdout.readline())
+                if msg.get("id") == 2:
+                    served = msg["result"]["sessionId"]
+            deadline = time.time() + 10
+            while served not in open_sessions() and time.time() < deadline:
+                time.sleep(0.05)
+            p = self.env.run("close", served)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("served by running daemon", p.stderr)
+
+            p = self.env.run("close", "keep")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("closed sess_", p.stdout)
+            self.assertNotIn("keep", [r.get("name") for r in open_sessions().values()])
+            p = self.env.run("close", "no-such-session")
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("no open session", p.stderr)
+
+            p = self.env.run("prune", "--dry-run")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(len(p.stdout.splitlines()), 2, p.stdout)  # old and other, not the served one
+            self.assertEqual(len(open_sessions()), 3)  # nothing changed
+            p = self.env.run("prune", "--older-than", "1h")
+            self.assertEqual((p.returncode, p.stdout), (0, ""))
+            self.assertIn("no open session to prune", p.stderr)
+            self.assertEqual(self.env.run("prune", "--older-than", "soon").returncode, 2)
+            p = self.env.run("prune")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(list(open_sessions()), [served])
+        finally:
+            daemon.stdin.close()
+            daemon.wait(timeout=10)
+        # The daemon is gone: its session can be closed now.
+        self.assertEqual(self.env.run("close", served).returncode, 0)
+        self.assertEqual(open_sessions(), {})
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)

@@ -11,6 +11,7 @@
 
 #include "daemon_process.h"
 #include "worker/config.h"
+#include "worker/store.h"
 
 using namespace harnessd::test;
 
@@ -106,6 +107,32 @@ TEST_CASE("session records and ledger lines with fields of the wrong type are sk
   CHECK(message_text(seen) == "after");
   d.close_stdin();
   CHECK(d.wait_exit() == 0);
+}
+
+TEST_CASE("every session record harnessd writes passes its own check, before and after a prompt") {
+  TempDir state;
+  std::string idle, used;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    idle = d.new_session();  // its adapter's options are not known yet
+    used = d.new_session("/tmp", {{"harnessd", {{"name", "used"}}}});
+    d.prompt(used, "echo hi");
+  }
+  for (const std::string& id : {idle, used}) {
+    json record = json::parse(read_file(state.path() + "/sessions/" + id + ".json"));
+    auto problem = harnessd::worker::session_record_problem(record);
+    INFO(id << ": " << record.dump());
+    CHECK_FALSE(problem);
+  }
+  // And a later lifetime can load both.
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  for (const std::string& id : {idle, used}) {
+    d.send({{"jsonrpc", "2.0"}, {"id", 9}, {"method", "session/load"},
+            {"params", {{"sessionId", id}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}}});
+    CHECK(d.recv_reply(9).contains("result"));
+  }
 }
 
 TEST_CASE("a configuration nested too deep or holding NUL is refused with a message") {
