@@ -504,6 +504,14 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
             self.assertIn(f"- Task: {task}", p.stdout)
         self.assertTrue(p.stdout.endswith("[TASK]\nwhat next?\n"))
         self.assertEqual(len(self.env.ledger()), 9)  # nothing ran for pack
+        # ... and exactly what run then sends, byte for byte.
+        p2, out = self.run_json("--harness", "os", "--session", "memo", "what next?")
+        self.assertEqual(p2.returncode, 0, p2.stderr)
+        self.assertEqual(self.env.recording(out["runId"], "prompt.md"), p.stdout)
+        # The same for a fresh session with a context file.
+        p = self.env.run("pack", "--harness", "os", "--context", context, "a fresh task")
+        _, out = self.run_json("--harness", "os", "--context", context, "a fresh task")
+        self.assertEqual(self.env.recording(out["runId"], "prompt.md"), p.stdout)
 
     def wait_for_started(self, count=1):
         deadline = time.time() + 20
