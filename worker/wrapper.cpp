@@ -455,6 +455,16 @@ int run_command(const WrapperOptions& options, const Config& config, const std::
   if (!context) return refuse(context.error().message);
   auto cwd = absolute_dir(options.cwd);
   if (!cwd) return refuse(cwd.error().message);
+  const std::string harness = options.harness.value_or(config.daemon.default_harness);
+  if (auto profile = config.harnesses.find(harness); profile != config.harnesses.end() &&
+                                                     profile->second.kind == "exec" && options.session &&
+                                                     !options.mode && profile->second.mode != "oneshot") {
+    // exec runs a fresh command per prompt: a persistent session of it
+    // remembers nothing unless harnessd packs the earlier turns in.
+    complain("run", "harness '" + harness + "' runs a fresh command per prompt and keeps no memory; " +
+                        "give --mode oneshot (or mode = \"oneshot\" in its profile) for --session to carry the " +
+                        "earlier turns");
+  }
   EngineOptions engine;
   engine.config = config;
   engine.guard_exe = adapters::default_guard_exe();

@@ -427,6 +427,17 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertEqual(self.env.run("close", served).returncode, 0)
         self.assertEqual(open_sessions(), {})
 
+    def test_an_exec_harness_with_a_session_says_it_keeps_no_memory(self):
+        with open(self.env.config, "a") as f:
+            f.write('[harness.sh]\nkind = "exec"\ncommand = ["cat"]\n')
+        p = self.env.run("run", "--harness", "sh", "--session", "s1", "first")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("keeps no memory; give --mode oneshot", p.stderr)
+        p = self.env.run("run", "--harness", "sh", "--session", "s2", "--mode", "oneshot", "first")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("keeps no memory", p.stderr)
+        self.assertNotIn("keeps no memory", self.env.run("run", "--harness", "sh", "no session").stderr)
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)
