@@ -221,7 +221,13 @@ class RunClient {
       if (!r) return fail(r.error());
       session_id_ = r->value("sessionId", "");
       if (interrupted_) return end(run_exit::kInterrupted);
-      send_prompt();
+      if (!options_.summary) return send_prompt();
+      client_.call("_harnessd/sessions/set_summary", {{"sessionId", session_id_}, {"summary", *options_.summary}},
+                   [this](Connection::CallResult set) {
+                     if (!set) return fail(set.error());
+                     if (interrupted_) return end(run_exit::kInterrupted);
+                     send_prompt();
+                   });
     });
   }
 
@@ -444,6 +450,7 @@ int run_command(const WrapperOptions& options, const Config& config, const std::
     if (options.format == "json") print_refused_run(message);
     return run_exit::kUsage;
   };
+  if (options.summary && !options.session) return refuse("--summary needs --session: a summary belongs to a named session");
   if (options.harness && !config.harnesses.count(*options.harness)) {
     return refuse(unknown_harness_message(*options.harness, config));
   }

@@ -22,6 +22,7 @@ inline constexpr int kInterrupted = 130;  // Ctrl-C or SIGTERM
 struct WrapperOptions {
   std::optional<std::string> harness;
   std::optional<std::string> session;   // a session name, reused across runs
+  std::optional<std::string> summary;   // set as the session's summary first
   std::optional<std::string> mode;      // persistent or oneshot
   std::optional<std::string> template_name;
   std::optional<std::string> context_file;

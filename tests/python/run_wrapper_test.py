@@ -438,6 +438,19 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertNotIn("keeps no memory", p.stderr)
         self.assertNotIn("keeps no memory", self.env.run("run", "--harness", "sh", "no session").stderr)
 
+    def test_run_summary_sets_the_session_summary(self):
+        p, out = self.run_json("--harness", "os", "--session", "sum", "--summary", "We chose SQLite.", "next step?")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("We chose SQLite.", self.env.recording(out["runId"], "prompt.md"))
+        p = self.env.run("sessions", "--format", "json")
+        record = [json.loads(l) for l in p.stdout.splitlines() if json.loads(l).get("name") == "sum"][0]
+        self.assertEqual(record["summary"], "We chose SQLite.")
+        # It stays for the next run of the session, and pack shows it too.
+        self.assertIn("We chose SQLite.", self.env.run("pack", "--harness", "os", "--session", "sum", "x").stdout)
+        p = self.env.run("run", "--summary", "lonely", "hi")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--summary needs --session", p.stderr)
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)
