@@ -80,6 +80,28 @@ TEST_CASE("plain is the task and a list of references") {
   check_golden("plain-full.txt", package_prompt(builtin("plain"), full_input()).text);
 }
 
+TEST_CASE("every context field reaches the prompt of the templates that promise it") {
+  // single-shot and openspace carry the whole context and the session's
+  // memory; plain is documented as the task and its references only.
+  const PackageInput in = full_input();
+  for (const char* name : {"single-shot", "openspace"}) {
+    std::string out = package_prompt(builtin(name), in).text;
+    INFO(name << ":\n" << out);
+    CHECK(out.find(in.context["background"].get<std::string>()) != std::string::npos);
+    for (const auto& c : in.context["constraints"]) CHECK(out.find(c.get<std::string>()) != std::string::npos);
+    for (const auto& a : in.context["acceptance"]) CHECK(out.find(a.get<std::string>()) != std::string::npos);
+    CHECK(out.find("/repo/docs/cli.md") != std::string::npos);
+    CHECK(out.find("/repo/README.md (readme)") != std::string::npos);
+    CHECK(out.find(in.context["outputContract"].get<std::string>()) != std::string::npos);
+    CHECK(out.find(in.summary) != std::string::npos);
+    for (const auto& h : in.history) CHECK(out.find(h["answer"].get<std::string>()) != std::string::npos);
+    CHECK(out.find("Add a --verbose flag to the CLI.") != std::string::npos);
+  }
+  std::string plain = package_prompt(builtin("plain"), in).text;
+  CHECK(plain.find("Add a --verbose flag to the CLI.") != std::string::npos);
+  CHECK(plain.find("/repo/README.md (readme)") != std::string::npos);
+}
+
 TEST_CASE("rendering is deterministic") {
   auto t = builtin("single-shot");
   CHECK(package_prompt(t, full_input()).text == package_prompt(t, full_input()).text);
