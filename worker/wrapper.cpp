@@ -271,6 +271,12 @@ class RunClient {
       json meta = r->contains("_meta") && (*r)["_meta"].is_object() ? (*r)["_meta"].value("harnessd", json::object())
                                                                      : json::object();
       run_id_ = meta.is_object() ? meta.value("runId", "") : "";
+      // What the harness's adapter added (OpenSpace: its recording folder,
+      // iterations, warnings), without harnessd's own part.
+      if (r->contains("_meta") && (*r)["_meta"].is_object()) {
+        adapter_meta_ = (*r)["_meta"];
+        adapter_meta_.erase("harnessd");
+      }
       if (r->contains("usage")) usage_ = (*r)["usage"];
       exit_code_ = stop_reason_ == "end_turn"    ? run_exit::kDone
                    : stop_reason_ == "cancelled" ? run_exit::kInterrupted
@@ -356,6 +362,7 @@ class RunClient {
                 {"sessionId", session_id_.empty() ? json() : json(session_id_)},
                 {"recording", recording.empty() ? json() : json(recording)},
                 {"usage", usage_},
+                {"adapterMeta", adapter_meta_.empty() ? json() : adapter_meta_},
                 {"error", error_ ? json(*error_) : json()}};
     if (stdout_open_) {
       stdout_open_ = write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
@@ -393,6 +400,17 @@ class RunClient {
         line += "; install: " + error_->data["hint"].get<std::string>();
       }
     }
+    // OpenSpace's own record and warning (from its answer, or its failure).
+    const json* os = adapter_meta_.contains("openspace") ? &adapter_meta_["openspace"] : nullptr;
+    if (!os && error_ && error_->data.is_object() && error_->data.contains("taskId")) os = &error_->data;
+    if (os && os->is_object()) {
+      if (os->contains("warning") && (*os)["warning"].is_string()) {
+        out += "harnessd run: openspace warning: " + (*os)["warning"].get<std::string>() + "\n";
+      }
+      if (os->contains("recordingDir") && (*os)["recordingDir"].is_string()) {
+        line += "; OpenSpace recording " + (*os)["recordingDir"].get<std::string>();
+      }
+    }
     if (!recording.empty()) line += "; recording " + recording;
     return out + line + "\n";
   }
@@ -421,6 +439,7 @@ class RunClient {
   bool ending_ = false;
   bool stdout_open_ = true;
   std::vector<std::string> refused_;  // titles of the permission requests refused
+  json adapter_meta_ = json::object();  // the answer's _meta without harnessd's
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

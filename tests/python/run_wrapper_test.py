@@ -451,6 +451,24 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertEqual(p.returncode, 2)
         self.assertIn("--summary needs --session", p.stderr)
 
+    def test_openspace_record_and_warning_reach_the_result(self):
+        p, out = self.run_json("--harness", "os", "chart the figures")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        meta = out["adapterMeta"]["openspace"]
+        self.assertTrue(os.path.isdir(meta["recordingDir"]), meta)
+        self.assertEqual(meta["status"], "success")
+        self.assertNotIn("harnessd", out["adapterMeta"])
+        # The task file stays out of the workspace the model works in.
+        self.assertEqual(os.listdir(self.env.work), ["logs"])
+        # Hitting the iteration limit: the warning is in the result and said in text mode.
+        p, out = self.run_json("--harness", "os", "MAXITER never done")
+        self.assertIn("iteration limit", out["adapterMeta"]["openspace"]["warning"])
+        p = self.env.run("run", "--harness", "os", "MAXITER never done")
+        lines = p.stderr.splitlines()
+        self.assertTrue(any(l.startswith("harnessd run: openspace warning: Stopped at the iteration limit")
+                            for l in lines), p.stderr)
+        self.assertIn("; OpenSpace recording ", lines[-1])
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)
