@@ -125,6 +125,8 @@ int main(int argc, char** argv) {
     cmd->add_option("--context", wrap.context_file, "JSON file with the packaging context (docs/packaging.md)");
     cmd->add_option("--cwd", wrap.cwd, "Working directory of the session (default: the current one)");
     if (running) {
+      cmd->add_option("--progress", wrap.progress, "Status line on stderr: never, auto (when a terminal), always")
+          ->check(CLI::IsMember({"never", "auto", "always"}));
       cmd->add_option("--summary", wrap.summary,
                       "Set the session's summary (its memory of older turns) before the prompt; needs --session");
       cmd->add_option("--mode", wrap.mode, "persistent or oneshot (default: the harness's)")

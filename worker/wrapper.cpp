@@ -7,6 +7,7 @@
 #include "worker/wrapper.h"
 
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,6 +25,7 @@
 
 #include "acp/log.h"
 #include "acp/loop.h"
+#include "acp/utf8.h"
 #include "adapters/process.h"
 #include "adapters/tree_sweep.h"
 #include "harnesses/packaging.h"
@@ -151,7 +153,9 @@ class RunClient {
         context_(std::move(context)),
         cwd_(std::move(cwd)),
         host_(connection_options("run", true), [this](std::string line) { pass(client_, std::move(line)); }),
-        client_(connection_options("engine", false), [this](std::string line) { pass(host_, std::move(line)); }) {}
+        client_(connection_options("engine", false), [this](std::string line) { pass(host_, std::move(line)); }) {
+    harness_ = options_.harness.value_or(engine_options_.config.daemon.default_harness);
+  }
 
   int exit_code() const { return exit_code_; }
 
@@ -200,6 +204,8 @@ class RunClient {
     json params = {{"protocolVersion", schema::kProtocolVersion},
                    {"clientCapabilities", json::object()},
                    {"clientInfo", {{"name", "harnessd-run"}, {"version", "1"}}}};
+    set_activity("starting the harness");
+    start_progress();
     client_.call("initialize", std::move(params), [this](Connection::CallResult r) {
       if (!r) return fail(r.error());
       new_session();
@@ -239,6 +245,7 @@ class RunClient {
     json params = {{"sessionId", session_id_}, {"prompt", json::array({{{"type", "text"}, {"text", prompt_}}})}};
     if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
     prompting_ = true;
+    set_activity("waiting for the harness");
     client_.call("session/prompt", std::move(params), [this](Connection::CallResult r) {
       prompting_ = false;
       answered(std::move(r));
@@ -252,17 +259,87 @@ class RunClient {
       const json content = update.value("content", json::object());
       if (content.value("type", "") != "text" || !content.contains("text") || !content["text"].is_string()) return;
       const std::string& t = content["text"].get_ref<const std::string&>();
+      set_activity("answering");
+      if (options_.format == "text" && stdout_open_) {
+        clear_progress();
+        stdout_open_ = write_all(1, t);
+      }
       text_ += t;
-      if (options_.format == "text" && stdout_open_) stdout_open_ = write_all(1, t);
     } else if (kind == "usage_update") {
       usage_ = update;
       usage_.erase("sessionUpdate");
-    } else if (kind == "tool_call" && options_.format == "text") {
-      // One line per tool call, on stderr: stdout is the answer alone.
+    } else if (kind == "tool_call") {
       std::string title = update.contains("title") && update["title"].is_string() ? update["title"].get<std::string>()
                                                                                    : update.value("toolCallId", "");
-      write_all(2, "[tool] " + title + "\n");
+      set_activity("running " + title);
+      if (options_.format == "text") {
+        // One line per tool call, on stderr: stdout is the answer alone.
+        clear_progress();
+        write_all(2, "[tool] " + title + "\n");
+      }
+    } else if (kind == "tool_call_update") {
+      std::string status = update.value("status", json("")).is_string() ? update.value("status", "") : "";
+      if (status == "completed" || status == "failed") set_activity("thinking");
+    } else if (kind == "agent_thought_chunk") {
+      // OpenSpace's bridge says which iteration of how many this is.
+      const json meta = update.value("_meta", json::object());
+      const json os = meta.is_object() ? meta.value("openspace", json::object()) : json::object();
+      if (os.is_object() && os.contains("iteration") && os["iteration"].is_number_integer()) {
+        std::string of = os.contains("maxIterations") && os["maxIterations"].is_number_integer()
+                             ? "/" + std::to_string(os["maxIterations"].get<long long>())
+                             : "";
+        set_activity("OpenSpace iteration " + std::to_string(os["iteration"].get<long long>()) + of);
+      } else {
+        set_activity("thinking");
+      }
+    } else if (kind == "plan") {
+      set_activity("planning");
     }
+  }
+
+  // ------------------------------------------------------- progress line
+  // On a terminal (or --progress always), one status line on stderr,
+  // redrawn in place: elapsed time, harness, what it is doing. Cleared
+  // before anything else is written and at the end; never drawn in the
+  // middle of an answer line on the same terminal.
+  void set_activity(std::string what) { activity_ = std::move(what); }
+
+  void start_progress() {
+    const std::string& mode = options_.progress;
+    progress_ = mode == "always" || (mode == "auto" && ::isatty(2) == 1);
+    if (!progress_) return;
+    answer_on_terminal_ = ::isatty(1) == 1 && ::isatty(2) == 1;
+    progress_timer_.start(std::chrono::milliseconds(150), [this] { draw_progress(); });
+  }
+
+  void draw_progress() {
+    if (!progress_) return;
+    const bool mid_line = answer_on_terminal_ && !text_.empty() && text_.back() != '\n';
+    if (!mid_line) {
+      auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+      char seconds[32];
+      std::snprintf(seconds, sizeof seconds, "%.1f s", took);
+      std::string line = "harnessd: " + std::string(seconds) + " \u00b7 " + harness_ + " \u00b7 " + activity_;
+      // Never wider than the terminal: a wrapped line cannot be redrawn.
+      winsize ws{};
+      std::size_t cols = ::ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 100;
+      if (line.size() > cols - 1) line = line.substr(0, utf8::safe_cut(line, cols - 1));
+      write_all(2, "\r\x1b[K" + line);
+      drawn_ = true;
+    }
+    progress_timer_.start(std::chrono::milliseconds(250), [this] { draw_progress(); });
+  }
+
+  void clear_progress() {
+    if (!drawn_) return;
+    write_all(2, "\r\x1b[K");
+    drawn_ = false;
+  }
+
+  void stop_progress() {
+    progress_ = false;
+    progress_timer_.stop();
+    clear_progress();
   }
 
   void answered(Connection::CallResult r) {
@@ -299,6 +376,7 @@ class RunClient {
   }
 
   void fail(const RpcError& e) {
+    clear_progress();
     if (options_.format != "text") complain("run", e.message);
     error_ = e;
     end(interrupted_ ? run_exit::kInterrupted : exit_code_for(e));
@@ -319,6 +397,8 @@ class RunClient {
     ++signals_seen_;
     interrupted_ = true;
     if (signals_seen_ == 1 && prompting_) {
+      clear_progress();
+      set_activity("cancelling");
       complain("run", "interrupted: cancelling the run (again to stop at once)");
       client_.notify("session/cancel", {{"sessionId", session_id_}});
       return;
@@ -330,6 +410,7 @@ class RunClient {
 
   void finished() {
     if (interrupted_ && exit_code_ != run_exit::kDone) exit_code_ = run_exit::kInterrupted;
+    stop_progress();
     report();
     signals_.clear();
   }
@@ -440,6 +521,12 @@ class RunClient {
   bool stdout_open_ = true;
   std::vector<std::string> refused_;  // titles of the permission requests refused
   json adapter_meta_ = json::object();  // the answer's _meta without harnessd's
+  std::string harness_;                 // for the progress line
+  std::string activity_;
+  Timer progress_timer_{loop_};
+  bool progress_ = false;
+  bool drawn_ = false;
+  bool answer_on_terminal_ = false;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

@@ -30,6 +30,7 @@ struct WrapperOptions {
   double timeout_s = 0;                 // 0: the configured run_timeout
   std::string approve = "reads";        // all, reads or none
   std::string format = "text";          // text, json or quiet
+  std::string progress = "auto";        // the status line on stderr: never, auto (a terminal) or always
   std::string prompt;                   // the text, or "-" for stdin
 };
 

@@ -173,7 +173,12 @@ class OpenspaceSession final : public adapters::BridgeSession {
                        {"content", json::array({{{"type", "content"}, {"content", {{"type", "text"}, {"text", output}}}}})}});
       }
     }
-    turn_->update({{"sessionUpdate", "agent_thought_chunk"}, {"content", {{"type", "text"}, {"text", thought + "\n"}}}});
+    // Which iteration this is, of how many when the limit is ours to know.
+    json progress = {{"iteration", iteration}};
+    if (options_.max_iterations > 0) progress["maxIterations"] = options_.max_iterations;
+    turn_->update({{"sessionUpdate", "agent_thought_chunk"},
+                   {"content", {{"type", "text"}, {"text", thought + "\n"}}},
+                   {"_meta", {{"openspace", progress}}}});
   }
 
   void on_exit(const adapters::ExitStatus& status) {

@@ -469,6 +469,51 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
                             for l in lines), p.stderr)
         self.assertIn("; OpenSpace recording ", lines[-1])
 
+    def run_with_stderr_on_a_terminal(self, *args):
+        primary, secondary = pty.openpty()
+        proc = subprocess.Popen(self.env.argv("run", *args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=secondary, cwd=self.env.work)
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(primary)
+        out = proc.stdout.read()
+        proc.stdout.close()
+        self.assertEqual(proc.wait(timeout=30), 0, seen)
+        return out, seen
+
+    def test_a_status_line_on_a_terminal_and_never_in_a_pipe(self):
+        out, err = self.run_with_stderr_on_a_terminal("slow 900")
+        self.assertIn(b"\r\x1b[Kharnessd: ", err)
+        self.assertRegex(err, rb"harnessd: \d+\.\d s \xc2\xb7 fake \xc2\xb7 ")
+        self.assertNotIn(b"\x1b", out)  # the answer stays clean
+        # Cleared at the end: the last line is the summary, alone.
+        last = err.split(b"\r\x1b[K")[-1]
+        self.assertTrue(last.startswith(b"harnessd run: completed"), last)
+        # --progress never on a terminal: nothing drawn.
+        _, err = self.run_with_stderr_on_a_terminal("--progress", "never", "slow 300")
+        self.assertNotIn(b"\x1b[K", err)
+        # A pipe (wrappers, CI logs): nothing drawn, unless asked for.
+        p = self.env.run("run", "slow 300")
+        self.assertNotIn("\x1b[K", p.stderr)
+        p = self.env.run("run", "--progress", "always", "slow 300")
+        self.assertIn("\x1b[Kharnessd: ", p.stderr)
+        # OpenSpace's iterations, of the limit the profile sets.
+        with open(self.env.config, "a") as f:
+            f.write('[harness.os3]\nkind = "openspace"\nmax_iterations = 40\n'
+                    f'command = {json.dumps(["python3", os.path.join(REPO, "harnesses/openspace/openspace-worker")])}\n'
+                    f'env = {{ PYTHONPATH = {json.dumps(os.path.join(REPO, "tests/fakes/openspace"))} }}\n')
+        p = self.env.run("run", "--progress", "always", "--harness", "os3", "SLOW chart")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stderr, r"harnessd: \d+\.\d s \u00b7 os3 \u00b7 OpenSpace iteration \d+/40")
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)
