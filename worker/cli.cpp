@@ -101,6 +101,11 @@ int main(int argc, char** argv) {
   sessions_cmd->add_flag("--all", sessions_all, "Include closed sessions");
   bool harnesses_check = false;
   std::string harnesses_format = "text";
+  std::string show_run, show_format = "text";
+  auto* show_cmd = app.add_subcommand("show", "Print one run from its recording");
+  show_cmd->fallthrough();
+  show_cmd->add_option("run", show_run, "The run id (run_...)")->required();
+  show_cmd->add_option("--format", show_format, "text or json")->check(CLI::IsMember({"text", "json"}));
   std::string close_target;
   auto* close_cmd = app.add_subcommand("close", "Close a session that no running daemon serves, by id or name");
   close_cmd->fallthrough();
@@ -199,6 +204,7 @@ int main(int argc, char** argv) {
   }
   if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
   if (close_cmd->parsed()) return close_command(chosen_state_dir, close_target);
+  if (show_cmd->parsed()) return show_command(chosen_state_dir, show_run, show_format);
   if (prune_cmd->parsed()) return prune_command(chosen_state_dir, prune_older_than, prune_dry_run);
   if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format);
   if (pack_cmd->parsed()) return pack_command(wrap, *config, chosen_state_dir);

@@ -111,7 +111,7 @@ std::string run_state_words(const RunRecord& r) {
     auto it = j.find(key);
     return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
   };
-  std::string words = r.state == "timed_out" ? "timed out" : r.state;
+  std::string words = r.state == "timeout" ? "timed out" : r.state;
   std::string reason = text(r.outcome, "stopReason");
   if (!reason.empty() && reason != "end_turn") words += " (" + reason + ")";
   if (r.outcome.contains("error") && r.outcome["error"].is_object()) {
@@ -413,7 +413,7 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
     std::string name = r.contains("name") && r["name"].is_string() ? r["name"].get<std::string>() : "-";
     std::string summary;
     for (auto& [state, n] : runs.items()) {
-      summary += (summary.empty() ? "" : ", ") + std::to_string(n.get<int>()) + " " + (state == "timed_out" ? "timed out" : state);
+      summary += (summary.empty() ? "" : ", ") + std::to_string(n.get<int>()) + " " + (state == "timeout" ? "timed out" : state);
     }
     rows.push_back({id, name, r.value("harness", "-"), closed ? "closed" : "open", short_time(r.value("updatedAt", "")),
                     summary.empty() ? "none" : summary, r.value("cwd", "-")});
@@ -542,6 +542,173 @@ int prune_command(const std::string& state_dir, const std::optional<std::string>
   }
   if (pruned == 0) std::fprintf(stderr, "harnessd: no open session to prune\n");
   return code;
+}
+
+int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format) {
+  auto root = open_for_reading(state_dir);
+  if (!root) {
+    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+    return 1;
+  }
+  // The ledger says who ran it and when, also for a run still queued.
+  RunIndex index;
+  if (*root) {
+    for (const auto& line : read_jsonl_beneath(root->get(), "ledger.jsonl", StateAccess::kReadOnly).lines) {
+      if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
+    }
+  }
+  const RunRecord* run = is_safe_id(run_id) ? index.find(run_id) : nullptr;
+  if (!run) {
+    std::fprintf(stderr, "harnessd: no run %s is recorded in %s\n", run_id.c_str(), state_dir.c_str());
+    return 1;
+  }
+  const std::string dir = Store::run_dir(run_id);
+  auto read = [&](const std::string& name) -> std::string {
+    auto text = read_beneath(root->get(), dir + "/" + name, StateAccess::kReadOnly);
+    return text ? *text : std::string();
+  };
+  json result = schema::parse_or_discard(read("result.json"));
+  if (!result.is_object()) result = json::object();
+
+  // From the recording: tool calls with their outcome and time, the answer
+  // and the last usage, as the host was sent them.
+  json tools = json::array();
+  std::map<std::string, std::size_t> tool_at;
+  std::map<std::string, long long> tool_start;
+  std::string answer;
+  json usage;
+  JsonlRead events = read_jsonl_beneath(root->get(), dir + "/events.jsonl", StateAccess::kReadOnly);
+  for (const auto& e : events.lines) {
+    if (!e.is_object() || e.value("dir", json()) != "harnessd>host" || !e.contains("msg") || !e["msg"].is_object()) continue;
+    const json& msg = e["msg"];
+    if (msg.value("method", json()) != "session/update" || !msg.contains("params") || !msg["params"].is_object()) continue;
+    const json u = msg["params"].value("update", json::object());
+    if (!u.is_object()) continue;
+    const json kind = u.value("sessionUpdate", json());
+    const long long t = e.value("t", json(0)).is_number_integer() ? e["t"].get<long long>() : 0;
+    const std::string id = u.value("toolCallId", json("")).is_string() ? u.value("toolCallId", "") : "";
+    if (kind == "tool_call" && !id.empty()) {
+      tool_at[id] = tools.size();
+      tool_start[id] = t;
+      tools.push_back({{"toolCallId", id},
+                       {"title", u.value("title", json(id))},
+                       {"kind", u.value("kind", json())},
+                       {"status", u.value("status", json("pending"))},
+                       {"durationMs", nullptr}});
+    } else if (kind == "tool_call_update" && tool_at.count(id)) {
+      json& call = tools[tool_at[id]];
+      if (u.contains("title") && u["title"].is_string()) call["title"] = u["title"];
+      if (u.contains("status") && u["status"].is_string()) {
+        call["status"] = u["status"];
+        if ((u["status"] == "completed" || u["status"] == "failed") && t >= tool_start[id]) {
+          call["durationMs"] = t - tool_start[id];
+        }
+      }
+    } else if (kind == "agent_message_chunk" && u.contains("content") && u["content"].is_object() &&
+               u["content"].value("type", json()) == "text" && u["content"].contains("text") &&
+               u["content"]["text"].is_string()) {
+      answer += u["content"]["text"].get<std::string>();
+    } else if (kind == "usage_update") {
+      usage = u;
+      usage.erase("sessionUpdate");
+    }
+  }
+  // The files of the run folder and their sizes.
+  json files = json::array();
+  if (auto folder = open_beneath(root->get(), dir, O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly)) {
+    int fd = folder->get();
+    std::vector<std::pair<std::string, long long>> found;
+    if (DIR* d = ::fdopendir(folder->release())) {
+      while (dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name == "." || name == "..") continue;
+        struct stat st {};
+        long long bytes = ::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_size : -1;
+        found.emplace_back(name, bytes);
+      }
+      ::closedir(d);
+    } else {
+      ::close(fd);
+    }
+    std::sort(found.begin(), found.end());
+    for (const auto& [name, bytes] : found) files.push_back({{"name", name}, {"bytes", bytes}});
+  }
+  const std::string prompt = read("prompt.md");
+  long long start = iso_ms(run->startedAt), end = iso_ms(run->endedAt);
+  json took = start >= 0 && end >= start ? json(end - start) : json();
+  auto text_of = [](const json& j, const char* key) {
+    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+  };
+
+  if (format == "json") {
+    json out = {{"version", 1},
+                {"runId", run_id},
+                {"sessionId", run->sessionId},
+                {"name", run->name ? json(*run->name) : json()},
+                {"harness", run->harness},
+                {"state", run->state},
+                {"stopReason", result.value("stopReason", run->outcome.value("stopReason", json()))},
+                {"error", result.value("error", run->outcome.value("error", json()))},
+                {"queuedAt", run->queuedAt.empty() ? json() : json(run->queuedAt)},
+                {"startedAt", run->startedAt.empty() ? json() : json(run->startedAt)},
+                {"endedAt", run->endedAt.empty() ? json() : json(run->endedAt)},
+                {"durationMs", took},
+                {"prompt", prompt},
+                {"toolCalls", tools},
+                {"answer", answer},
+                {"usage", usage},
+                {"recording", state_dir + "/" + dir},
+                {"files", files}};
+    print_line(out.dump(-1, ' ', false, json::error_handler_t::replace));
+    return 0;
+  }
+  auto indent = [](const std::string& text, std::size_t max_lines) {
+    std::string out;
+    std::istringstream in(text);
+    std::size_t n = 0, total = 0;
+    for (std::string line; std::getline(in, line); ++total) {
+      if (n < max_lines) {
+        out += "    " + line + "\n";
+        ++n;
+      }
+    }
+    if (total > n) out += "    ... (" + std::to_string(total - n) + " more lines)\n";
+    return out;
+  };
+  std::vector<std::vector<std::string>> head;
+  head.push_back({"run", run_id});
+  head.push_back({"session", run->sessionId + (run->name ? " [" + *run->name + "]" : "")});
+  head.push_back({"harness", run->harness.empty() ? "-" : run->harness});
+  head.push_back({"state", run_state_words(*run)});
+  head.push_back({"queued", short_time(run->queuedAt)});
+  if (!run->startedAt.empty()) head.push_back({"started", short_time(run->startedAt)});
+  if (!run->endedAt.empty()) head.push_back({"ended", short_time(run->endedAt)});
+  if (took.is_number()) head.push_back({"took", duration_words(took.get<long long>())});
+  if (!usage.is_null()) head.push_back({"usage", usage.dump()});
+  head.push_back({"recording", state_dir + "/" + dir});
+  print_table(head);
+  std::string body;
+  if (!prompt.empty()) body += "\nprompt (prompt.md):\n" + indent(prompt, 12);
+  if (!tools.empty()) {
+    body += "\ntool calls:\n";
+    for (const auto& c : tools) {
+      std::string title = c["title"].is_string() ? c["title"].get<std::string>() : c["title"].dump();
+      std::string status = c["status"].is_string() ? c["status"].get<std::string>() : c["status"].dump();
+      body += "    " + title + "  " + status +
+              (c["durationMs"].is_number() ? "  " + duration_words(c["durationMs"].get<long long>()) : "") + "\n";
+    }
+  }
+  if (!answer.empty()) body += "\nanswer:\n" + indent(answer, 20);
+  std::string error = text_of(result.value("error", json::object()), "message");
+  if (!error.empty()) body += "\nerror: " + error + "\n";
+  if (!files.empty()) {
+    body += "\nfiles:\n";
+    for (const auto& f : files) {
+      body += "    " + f["name"].get<std::string>() + "  " + std::to_string(f["bytes"].get<long long>()) + " bytes\n";
+    }
+  }
+  if (!body.empty()) std::fwrite(body.data(), 1, body.size(), stdout);
+  return 0;
 }
 
 }  // namespace harnessd::worker

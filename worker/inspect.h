@@ -35,6 +35,11 @@ std::map<std::string, nlohmann::json> read_session_records(const std::string& st
 /// Prints every session record: id, name, harness, cwd, state, runs.
 int sessions_command(const std::string& state_dir, const std::string& format, bool all);
 
+/// Prints one run from the ledger and its recording: who ran it and when,
+/// how it ended, the prompt, each tool call with its outcome and time, the
+/// answer, the usage and the files of its folder. Returns the exit code.
+int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format);
+
 /// Marks the session `target` (an id, or the name of open sessions) closed
 /// in its record, unless a running daemon serves it. Returns the exit code.
 int close_command(const std::string& state_dir, const std::string& target);

@@ -514,6 +514,42 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertRegex(p.stderr, r"harnessd: \d+\.\d s \u00b7 os3 \u00b7 OpenSpace iteration \d+/40")
 
+    def test_show_prints_a_run_of_each_outcome(self):
+        runs = {}
+        _, out = self.run_json("--approve", "all", "permission")
+        runs["completed"] = out["runId"]
+        _, out = self.run_json("crash")
+        runs["failed"] = out["runId"]
+        _, out = self.run_json("--timeout", "0.3", "slow 5000")
+        runs["timeout"] = out["runId"]
+        proc = subprocess.Popen(self.env.argv("run", "--format", "json", "slow 20000"), stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, cwd=self.env.work)
+        self.wait_for_started(4)
+        proc.send_signal(signal.SIGINT)
+        runs["cancelled"] = json.loads(proc.communicate(timeout=30)[0])["runId"]
+        for state, run in runs.items():
+            p = self.env.run("show", run, "--format", "json")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            shown = json.loads(p.stdout)
+            self.assertEqual((shown["version"], shown["runId"], shown["state"], shown["harness"]),
+                             (1, run, state, "fake"))
+            self.assertIn("result.json", [f["name"] for f in shown["files"]])
+            text = self.env.run("show", run)
+            self.assertEqual(text.returncode, 0, text.stderr)
+            self.assertRegex(text.stdout, rf"(?m)^run +{run}$")
+            self.assertRegex(text.stdout, rf"(?m)^state +{'timed out' if state == 'timeout' else state}")
+            self.assertIn("prompt (prompt.md):", text.stdout)
+        done = json.loads(self.env.run("show", runs["completed"], "--format", "json").stdout)
+        self.assertEqual(done["answer"], "permission: selected allow")
+        self.assertEqual([(c["title"], c["status"]) for c in done["toolCalls"]], [("Write file", "completed")])
+        self.assertIsInstance(done["toolCalls"][0]["durationMs"], int)
+        self.assertIn("Write file  completed", self.env.run("show", runs["completed"]).stdout)
+        failed = self.env.run("show", runs["failed"]).stdout
+        self.assertIn("exited (exit code 3)", failed)
+        p = self.env.run("show", "run_nothing")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no run run_nothing", p.stderr)
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)
