@@ -550,6 +550,18 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertEqual(p.returncode, 1)
         self.assertIn("no run run_nothing", p.stderr)
 
+    def test_an_installed_harnessd_runs_from_its_prefix(self):
+        prefix = os.path.join(self.env.root, "prefix")
+        p = subprocess.run(["cmake", "--install", os.path.dirname(HARNESSD), "--prefix", prefix],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(sorted(os.listdir(os.path.join(prefix, "bin"))),
+                         ["harnessd", "harnessd-guard", "openspace-worker"])
+        env = dict(os.environ, PATH=os.path.join(prefix, "bin") + ":/usr/bin:/bin")
+        p = subprocess.run(["harnessd", "--config", self.env.config, "--state-dir", self.env.state, "run",
+                            "echo installed"], capture_output=True, text=True, timeout=60, cwd=self.env.work, env=env)
+        self.assertEqual((p.returncode, p.stdout), (0, "installed\n"), p.stderr)
+
     def test_kill_9_leaves_no_process_and_the_next_run_reports_it(self):
         proc = subprocess.Popen(self.env.argv("run", "slow 20000"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=self.env.work)
