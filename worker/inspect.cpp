@@ -177,6 +177,7 @@ int runs_command(const RunsQuery& q) {
     if (!run_matches(r, q)) continue;
     if (q.format == "json") {
       json j = r.to_json();
+      j["version"] = 1;
       if (!r.startedAt.empty()) j["recording"] = q.state_dir + "/" + Store::run_dir(r.runId);
       print_line(j.dump());
       continue;
@@ -244,7 +245,13 @@ int runs_command(const RunsQuery& q) {
         const RunRecord* r = index.find(e->runId);
         if (!r || !run_matches(*r, RunsQuery{q.state_dir, q.session, std::nullopt, false, q.format})) continue;
         if (q.state && e->event != *q.state) continue;
-        print_line(q.format == "json" ? e->to_json().dump() : describe_entry(*e));
+        if (q.format == "json") {
+          json entry = e->to_json();
+          entry["version"] = 1;
+          print_line(entry.dump());
+        } else {
+          print_line(describe_entry(*e));
+        }
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -309,7 +316,8 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
     bool is_default = name == config.daemon.default_harness;
     if (is_default) default_found = static_cast<bool>(found);
     if (format == "json") {
-      json j = {{"name", name},
+      json j = {{"version", 1},
+                {"name", name},
                 {"kind", profile.kind},
                 {"default", is_default},
                 {"command", profile.command},
@@ -319,7 +327,7 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
         j["missing"] = found.error().message;
         j["install"] = profile.install_hint;
       }
-      if (check) j["version"] = version;
+      if (check) j["programVersion"] = version;  // what `<program> --version` said
       print_line(j.dump());
       continue;
     }
@@ -406,6 +414,7 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
     json runs = counts.count(id) ? json(counts[id]) : json::object();
     if (format == "json") {
       json out = r;
+      out["version"] = 1;
       out["runs"] = runs;
       print_line(out.dump());
       continue;

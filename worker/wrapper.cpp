@@ -435,7 +435,8 @@ class RunClient {
       return;
     }
     if (options_.format != "json") return;
-    json out = {{"exitCode", exit_code_},
+    json out = {{"version", 1},
+                {"exitCode", exit_code_},
                 {"state", result.is_object() ? result.value("state", json()) : json()},
                 {"stopReason", stop_reason_.empty() ? json() : json(stop_reason_)},
                 {"text", text_},
@@ -539,10 +540,10 @@ std::string unknown_harness_message(const std::string& name, const Config& confi
 }
 
 void print_refused_run(const std::string& message) {
-  json out = {{"exitCode", run_exit::kUsage}, {"state", nullptr},   {"stopReason", nullptr},
-              {"text", ""},                   {"runId", nullptr},   {"sessionId", nullptr},
-              {"recording", nullptr},         {"usage", nullptr},
-              {"error", {{"code", -32602}, {"message", message}}}};
+  json out = {{"version", 1},         {"exitCode", run_exit::kUsage}, {"state", nullptr},
+              {"stopReason", nullptr}, {"text", ""},                   {"runId", nullptr},
+              {"sessionId", nullptr},  {"recording", nullptr},         {"usage", nullptr},
+              {"adapterMeta", nullptr}, {"error", {{"code", -32602}, {"message", message}}}};
   write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 

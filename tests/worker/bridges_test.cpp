@@ -201,7 +201,8 @@ TEST_CASE("harnessd harnesses lists the profiles, what each runs and what is mis
   }
   CHECK(by_name["mine"]["missing"] == "'no-such-program-xyz' was not found on PATH");
   CHECK(by_name["exec"]["path"].get<std::string>().find("cat") != std::string::npos);
-  CHECK(by_name["exec"]["version"].get<std::string>().find("cat") != std::string::npos);
+  CHECK(by_name["exec"]["programVersion"].get<std::string>().find("cat") != std::string::npos);
+  CHECK(by_name["exec"]["version"] == 1);
   CHECK(by_name["exec"]["default"] == true);
   CHECK(by_name["claude"]["default"] == false);
   CHECK(by_name["claude-code"]["kind"] == "claude-code");
