@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -114,6 +115,24 @@ json permission_outcome(const json& params, const std::string& policy) {
   auto chosen = allow ? pick({"allow_once", "allow_always"}) : pick({"reject_once", "reject_always"});
   if (!chosen) return {{"outcome", "cancelled"}};
   return {{"outcome", "selected"}, {"optionId", *chosen}};
+}
+
+/// The protocol's words for a refused parameter, in the command line's:
+/// "session/new: _meta.harnessd.template: no template named 'x'" becomes
+/// "--template: no template named 'x'".
+std::string in_cli_words(std::string message) {
+  static const std::pair<const char*, const char*> kOptions[] = {
+      {"_meta.harnessd.harness", "--harness"},  {"_meta.harnessd.template", "--template"},
+      {"_meta.harnessd.mode", "--mode"},        {"_meta.harnessd.name", "--session"},
+      {"_meta.harnessd.context", "--context"},  {"_meta.harnessd.timeoutMs", "--timeout"},
+      {"_meta.harnessd.summary", "--summary"}};
+  for (const char* method : {"session/new: ", "session/prompt: ", "_harnessd/sessions/set_summary: "}) {
+    if (message.rfind(method, 0) == 0) message.erase(0, std::strlen(method));
+  }
+  for (const auto& [field, option] : kOptions) {
+    if (message.rfind(field, 0) == 0) return option + message.substr(std::strlen(field));
+  }
+  return message;
 }
 
 /// True when `outcome` selected one of the request's allow options.
@@ -468,7 +487,7 @@ class RunClient {
     auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%.1f s", took);
-    std::string line = "harnessd run: " + state;
+    std::string line = "harnessd run: " + (exit_code_ == run_exit::kUsage && !result.contains("state") ? "refused" : state);
     if (!stop_reason_.empty() && stop_reason_ != state) line += " (" + stop_reason_ + ")";
     if (interrupted_) line += ", interrupted";
     line += " after " + std::string(seconds);
@@ -477,7 +496,7 @@ class RunClient {
               " refused (" + refused_.front() + (refused_.size() > 1 ? ", ..." : "") + "; --approve all allows them)";
     }
     if (error_) {
-      line += ": " + error_->message;
+      line += ": " + in_cli_words(error_->message);
       if (error_->data.is_object() && error_->data.contains("hint") && error_->data["hint"].is_string()) {
         line += "; install: " + error_->data["hint"].get<std::string>();
       }

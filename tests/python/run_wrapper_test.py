@@ -369,6 +369,11 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         p = self.env.run("run", "--harness", "gone", "hi")
         self.assertEqual(p.returncode, 2)
         self.assertIn("'no-such-agent-xyz' was not found on PATH", p.stderr.splitlines()[-1])
+        # A refusal speaks of options, not of the protocol's fields.
+        p = self.env.run("run", "--template", "nope", "hi")
+        self.assertEqual(p.returncode, 2)
+        self.assertRegex(p.stderr.splitlines()[-1], r"^harnessd run: refused .*: --template: no template named 'nope'")
+        self.assertNotIn("_meta", p.stderr)
 
     def test_close_and_prune_sessions_from_the_shell(self):
         def open_sessions():
