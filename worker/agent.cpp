@@ -101,6 +101,9 @@ Agent::~Agent() {
 }
 
 void Agent::close_all(UniqueFunction<void()> answered, bool for_good) {
+  // A session/new or load read after this point would open a session that
+  // nothing closes (and, for `harnessd run`, leave its record open).
+  closing_ = true;
   std::vector<std::string> ids;
   registry_.for_each_open([&](const std::string& id, const auto&, const Session&) { ids.push_back(id); });
   // One count for each session, and one so that `answered` runs only after
@@ -203,6 +206,7 @@ void Agent::on_initialize(const json& params, Reply reply) {
 }
 
 void Agent::on_new_session(const json& params, Reply reply) {
+  if (closing_) return reply.error(RpcError::internal("session/new: harnessd is shutting down"));
   auto req = schema::decode_new_session(params);
   if (!req) return reply.error(req.error());
   const auto& meta = req->harnessd;
@@ -410,6 +414,7 @@ void Agent::on_close(const json& params, Reply reply) {
 
 void Agent::on_load(const json& params, Reply reply, bool replay) {
   const std::string method = replay ? "session/load" : "session/resume";
+  if (closing_) return reply.error(RpcError::internal(method + ": harnessd is shutting down"));
   auto req = schema::decode_load_session(method, params);
   if (!req) return reply.error(req.error());
   Session* session = registry_.find(req->sessionId);

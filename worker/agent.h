@@ -73,6 +73,7 @@ class Agent {
   Runtime& rt_;
   queue::SessionRegistry<Session> registry_;
   queue::Scheduler<QueuedPrompt> scheduler_;
+  bool closing_ = false;  // close_all ran: no session is opened any more
   bool pumping_ = false;
   bool pump_again_ = false;
 };
