@@ -105,12 +105,16 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+// A string field as read, or "" (state files are read as they are: a field
+// of an unexpected type is left out).
+std::string text(const json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 // A run's state in words, with why it ended that way.
 std::string run_state_words(const RunRecord& r) {
-  auto text = [](const json& j, const char* key) -> std::string {
-    auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-  };
   std::string words = r.state == "timeout" ? "timed out" : r.state;
   std::string reason = text(r.outcome, "stopReason");
   if (!reason.empty() && reason != "end_turn") words += " (" + reason + ")";
@@ -645,9 +649,6 @@ int show_command(const std::string& state_dir, const std::string& run_id, const 
   const std::string prompt = read("prompt.md");
   long long start = iso_ms(run->startedAt), end = iso_ms(run->endedAt);
   json took = start >= 0 && end >= start ? json(end - start) : json();
-  auto text_of = [](const json& j, const char* key) {
-    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
-  };
 
   if (format == "json") {
     json out = {{"version", 1},
@@ -708,7 +709,7 @@ int show_command(const std::string& state_dir, const std::string& run_id, const 
     }
   }
   if (!answer.empty()) body += "\nanswer:\n" + indent(answer, 20);
-  std::string error = text_of(result.value("error", json::object()), "message");
+  std::string error = text(result.value("error", json::object()), "message");
   if (!error.empty()) body += "\nerror: " + error + "\n";
   if (!files.empty()) {
     body += "\nfiles:\n";
