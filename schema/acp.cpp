@@ -29,6 +29,7 @@ void decode_harnessd_meta(Decoder& d, HarnessdMeta& out) {
   Decoder ours = meta.nested("harnessd");
   out.harness = ours.optional_string("harness");
   out.name = ours.optional_string("name");
+  out.hostSession = ours.optional_string("hostSession");
   out.ensure = ours.optional_bool("ensure").value_or(false);
   out.lane = ours.optional_string("lane");
   // Up to 30 days: a deadline is for runs, not for storing forever.
@@ -48,10 +49,14 @@ void decode_harnessd_meta(Decoder& d, HarnessdMeta& out) {
   }
   check_plain(ours, "harness", out.harness);
   check_plain(ours, "name", out.name);
+  check_plain(ours, "hostSession", out.hostSession);
   check_plain(ours, "template", out.templateName);
   check_plain(ours, "lane", out.lane);
   if (out.harness && out.harness->empty()) ours.fail("harness", "must not be empty");
   if (out.name && out.name->empty()) ours.fail("name", "must not be empty");
+  if (out.hostSession && (out.hostSession->empty() || out.hostSession->size() > kMaxHostSession)) {
+    ours.fail("hostSession", "must be 1 to " + std::to_string(kMaxHostSession) + " bytes");
+  }
   if (out.lane && *out.lane != "interactive" && *out.lane != "scheduled" && *out.lane != "background") {
     ours.fail("lane", "must be \"interactive\", \"scheduled\" or \"background\", got '" + *out.lane + "'");
   }

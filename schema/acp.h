@@ -17,11 +17,15 @@ namespace harnessd::schema {
 
 inline constexpr int kProtocolVersion = 1;
 
+/// The longest host name for a session (`_meta.harnessd.hostSession`) kept.
+inline constexpr std::size_t kMaxHostSession = 512;
+
 /// `_meta.harnessd` on session requests. Unknown keys are ignored so that a
 /// newer host can talk to an older daemon.
 struct HarnessdMeta {
   std::optional<std::string> harness;  // harness profile name
   std::optional<std::string> name;     // session name
+  std::optional<std::string> hostSession;  // session/new: the host's own name for the session
   bool ensure = false;                 // session/new: return the open session of that name
   std::optional<std::string> lane;     // "interactive", "scheduled" or "background"
   std::optional<std::int64_t> timeoutMs;  // run deadline; 0 means none

@@ -48,6 +48,24 @@ std::string adapter_path(const Runtime& rt, const harnesses::HarnessProfile& pro
   return path;
 }
 
+// HARNESSD_HOST_SESSION: the host's name for the sessions this process
+// makes, for hosts that start one harnessd per session and cannot send
+// `_meta` (the OpenClaw plugin harnessd ships sets it to the session key).
+std::optional<std::string> host_session_from_env(const std::vector<std::string>& env) {
+  static constexpr std::string_view kVar = "HARNESSD_HOST_SESSION=";
+  for (const auto& e : env) {
+    if (e.compare(0, kVar.size(), kVar) != 0) continue;
+    std::string value = e.substr(kVar.size());
+    bool plain = !value.empty() && value.size() <= schema::kMaxHostSession;
+    for (unsigned char c : value) plain = plain && c >= 0x20 && c != 0x7f;
+    if (plain) return value;
+    log::warn("HARNESSD_HOST_SESSION is ignored: it must be 1 to " + std::to_string(schema::kMaxHostSession) +
+              " bytes without control characters");
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 json agent_capabilities(const Config& config) {
@@ -59,7 +77,7 @@ json agent_capabilities(const Config& config) {
                 {"_harnessd/sessions/list", "_harnessd/sessions/set_summary", "_harnessd/runs/get",
                  "_harnessd/runs/list"}},
                {"notifications", {"$/cancel_request"}},
-               {"meta", {"harness", "name", "ensure", "lane", "timeoutMs", "mode", "template", "context"}},
+               {"meta", {"harness", "name", "hostSession", "ensure", "lane", "timeoutMs", "mode", "template", "context"}},
                {"harnesses", harnesses},
                {"defaultHarness", config.daemon.default_harness}};
   return {{"loadSession", true},
@@ -272,6 +290,7 @@ void Agent::on_new_session(const json& params, Reply reply) {
   init.profile = profile->second;
   init.mcp_servers = req->mcpServers;
   init.name = meta.name;
+  init.host_session = meta.hostSession ? meta.hostSession : host_session_from_env(rt_.parent_env);
   init.run_timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : rt_.config.daemon.run_timeout;
   if (meta.lane) init.lane = *queue::parse_lane(*meta.lane);
   const std::string id = init.id;
@@ -336,6 +355,7 @@ void Agent::on_prompt(const json& params, Reply reply) {
   prompt.ledger.runId = prompt.run_id;
   prompt.ledger.sessionId = session->id();
   prompt.ledger.name = session->name();
+  prompt.ledger.hostSession = session->init().host_session;
   prompt.ledger.harness = session->profile().name;
   prompt.ledger.requestId = reply.id();
   prompt.reply = std::move(reply);
@@ -461,6 +481,7 @@ Expected<Session*, RpcError> Agent::reopen(const json& record, const schema::Loa
     // The name comes back only if no open session took it meanwhile.
     if (!registry_.find_name(name)) init.name = name;
   }
+  if (record.contains("hostSession") && record["hostSession"].is_string()) init.host_session = record["hostSession"];
   init.run_timeout = std::chrono::milliseconds(record.value("runTimeoutMs", 0LL));
   if (auto lane = queue::parse_lane(record.value("lane", "interactive"))) init.lane = *lane;
   init.created_at = record.value("createdAt", "");

@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   RunsQuery runs_query;
   auto* runs_cmd = app.add_subcommand("runs", "List runs from the ledger of the state directory");
   runs_cmd->fallthrough();
-  runs_cmd->add_option("--session", runs_query.session, "Only runs of this session (id or name)");
+  runs_cmd->add_option("--session", runs_query.session, "Only runs of this session (id, name, or the host's name for it)");
   runs_cmd->add_option("--state", runs_query.state, "Only runs whose last event is this (completed, failed, ...)");
   runs_cmd->add_flag("--follow", runs_query.follow, "Then print each new ledger entry as it is written");
   runs_cmd->add_option("--format", runs_query.format, "text or json")->check(CLI::IsMember({"text", "json"}));

@@ -42,7 +42,7 @@ void print_line(const std::string& line) {
 }
 
 bool run_matches(const RunRecord& r, const RunsQuery& q) {
-  if (q.session && r.sessionId != *q.session && r.name != *q.session) return false;
+  if (q.session && r.sessionId != *q.session && r.name != *q.session && r.hostSession != *q.session) return false;
   if (q.state && r.state != *q.state) return false;
   return true;
 }
@@ -423,7 +423,10 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
       print_line(out.dump());
       continue;
     }
-    std::string name = r.contains("name") && r["name"].is_string() ? r["name"].get<std::string>() : "-";
+    // The session's name, else the host's name for it.
+    std::string name = text(r, "name");
+    if (name.empty()) name = text(r, "hostSession");
+    if (name.empty()) name = "-";
     std::string summary;
     for (auto& [state, n] : runs.items()) {
       summary += (summary.empty() ? "" : ", ") + std::to_string(n.get<int>()) + " " + (state == "timeout" ? "timed out" : state);
@@ -482,17 +485,18 @@ int close_command(const std::string& state_dir, const std::string& target) {
     return 1;
   }
   std::map<std::string, json> records = session_records_beneath(root->get());
-  // An id, or the name of open sessions (the newest first if several).
+  // An id, or the name (or host's name) of open sessions.
   std::vector<std::string> matches;
   if (records.count(target)) {
     matches.push_back(target);
   } else {
     for (const auto& [id, r] : records) {
-      if (r.value("name", json()) == target && !r.value("closed", false)) matches.push_back(id);
+      bool named = r.value("name", json()) == target || r.value("hostSession", json()) == target;
+      if (named && !r.value("closed", false)) matches.push_back(id);
     }
   }
   if (matches.empty()) {
-    std::fprintf(stderr, "harnessd: no open session has the id or name '%s'\n", target.c_str());
+    std::fprintf(stderr, "harnessd: no open session has the id, name or host name '%s'\n", target.c_str());
     return 1;
   }
   int code = 0;

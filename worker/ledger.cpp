@@ -38,6 +38,7 @@ std::string iso_time() {
 json LedgerEntry::to_json() const {
   json j = {{"time", time},         {"event", event},     {"runId", runId},     {"sessionId", sessionId},
             {"name", name ? json(*name) : json()}, {"harness", harness}, {"requestId", requestId}, {"daemon", daemon}};
+  if (hostSession) j["hostSession"] = *hostSession;
   for (auto& [k, v] : extra.items()) j[k] = v;
   return j;
 }
@@ -58,10 +59,12 @@ std::optional<LedgerEntry> LedgerEntry::from_json(const json& j) {
   e.time = str("time").value_or("");
   e.sessionId = str("sessionId").value_or("");
   e.name = str("name");
+  e.hostSession = str("hostSession");
   e.harness = str("harness").value_or("");
   e.requestId = j.value("requestId", json());
   e.daemon = str("daemon").value_or("");
-  static const char* kCommon[] = {"time", "event", "runId", "sessionId", "name", "harness", "requestId", "daemon"};
+  static const char* kCommon[] = {"time",    "event",   "runId",    "sessionId", "name",
+                                  "hostSession", "harness", "requestId", "daemon"};
   for (auto& [k, v] : j.items()) {
     bool common = false;
     for (const char* c : kCommon) common = common || k == c;
@@ -76,6 +79,7 @@ json RunRecord::to_json() const {
             {"queuedAt", queuedAt.empty() ? json() : json(queuedAt)},
             {"startedAt", startedAt.empty() ? json() : json(startedAt)},
             {"endedAt", endedAt.empty() ? json() : json(endedAt)}};
+  if (hostSession) j["hostSession"] = *hostSession;
   for (auto& [k, v] : outcome.items()) j[k] = v;
   return j;
 }
@@ -89,6 +93,7 @@ void RunIndex::apply(const LedgerEntry& e) {
   }
   if (!e.sessionId.empty()) r.sessionId = e.sessionId;
   if (e.name) r.name = e.name;
+  if (e.hostSession) r.hostSession = e.hostSession;
   if (!e.harness.empty()) r.harness = e.harness;
   if (!e.requestId.is_null()) r.requestId = e.requestId;
   if (!e.daemon.empty()) r.daemon = e.daemon;

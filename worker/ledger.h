@@ -34,6 +34,7 @@ struct LedgerEntry {
   std::string runId;
   std::string sessionId;
   std::optional<std::string> name;
+  std::optional<std::string> hostSession;  // written only when the host named the session
   std::string harness;
   nlohmann::json requestId;  // the host's request id, with its JSON type
   std::string daemon;        // the daemon instance that wrote it
@@ -48,6 +49,7 @@ struct RunRecord {
   std::string runId;
   std::string sessionId;
   std::optional<std::string> name;
+  std::optional<std::string> hostSession;
   std::string harness;
   nlohmann::json requestId;
   std::string daemon;

@@ -117,6 +117,7 @@ Session::~Session() {
 json Session::record() const {
   return {{"sessionId", init_.id},
           {"name", init_.name ? json(*init_.name) : json()},
+          {"hostSession", init_.host_session ? json(*init_.host_session) : json()},
           {"harness", init_.profile.name},
           {"cwd", init_.cwd},
           {"mode", init_.mode},

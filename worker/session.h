@@ -33,6 +33,9 @@ struct SessionInit {
   harnesses::HarnessProfile profile;
   nlohmann::json mcp_servers = nlohmann::json::array();
   std::optional<std::string> name;
+  /// The host's own name for the session (an OpenClaw session key), from
+  /// `_meta.harnessd.hostSession` or HARNESSD_HOST_SESSION; only recorded.
+  std::optional<std::string> host_session;
   /// Deadline for this session's runs unless a prompt sets its own (0: none).
   std::chrono::milliseconds run_timeout{0};
   queue::Lane lane = queue::Lane::kInteractive;

@@ -205,7 +205,7 @@ std::optional<std::string> session_record_problem(const json& record) {
       {"history", kArray},        {"mcpServers", kArray},      {"adapterSessionId", kStringOrNull},
       {"runTimeoutMs", kInteger}, {"lane", kString},           {"configOptions", kObject},
       {"adapterOptions", kArray}, {"closed", kBool},           {"createdAt", kString},
-      {"updatedAt", kString},     {"daemon", kString}};
+      {"updatedAt", kString},     {"daemon", kString},         {"hostSession", kStringOrNull}};
   static const char* const kTypeNames[] = {"a string", "a string or null", "a boolean",
                                            "an integer", "an array or null", "an object or null"};
   for (const auto& [field, type] : kFields) {

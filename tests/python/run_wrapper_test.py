@@ -432,6 +432,93 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertEqual(self.env.run("close", served).returncode, 0)
         self.assertEqual(open_sessions(), {})
 
+    def test_the_hosts_own_session_names_find_runs_and_sessions(self):
+        """A host's name for a session (_meta.harnessd.hostSession, else
+        HARNESSD_HOST_SESSION) is recorded: runs --session, sessions and
+        close find the session by it; a bad one is refused."""
+        def serve(env_name, meta_name, prompt):
+            env = dict(os.environ)
+            env.pop("HARNESSD_HOST_SESSION", None)
+            if env_name is not None:
+                env["HARNESSD_HOST_SESSION"] = env_name
+            with subprocess.Popen(self.env.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=self.env.work, env=env) as daemon:
+                new = {"cwd": self.env.work, "mcpServers": []}
+                if meta_name is not None:
+                    new["_meta"] = {"harnessd": {"hostSession": meta_name}}
+                lines = [{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1}},
+                         {"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": new}]
+                daemon.stdin.write("".join(json.dumps(l) + "\n" for l in lines))
+                daemon.stdin.flush()
+                answers = {}
+                while 2 not in answers:
+                    msg = json.loads(daemon.stdout.readline())
+                    if "id" in msg:
+                        answers[msg["id"]] = msg
+                if "error" not in answers[2]:
+                    sid = answers[2]["result"]["sessionId"]
+                    daemon.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "session/prompt", "params": {
+                        "sessionId": sid, "prompt": [{"type": "text", "text": prompt}]}}) + "\n")
+                    daemon.stdin.flush()
+                    while 3 not in answers:
+                        msg = json.loads(daemon.stdout.readline())
+                        if "id" in msg:
+                            answers[msg["id"]] = msg
+                daemon.stdin.close()
+                daemon.stdout.read()
+                err = daemon.stderr.read()
+                daemon.wait(timeout=20)
+            return answers, err
+
+        # From the environment (one harnessd per session, no _meta).
+        answers, _ = serve("agent:harnessd:acp:1111", None, "echo from the env")
+        env_session = answers[2]["result"]["sessionId"]
+        # From _meta, which wins over the environment.
+        answers, _ = serve("agent:ignored", "thread-42", "echo from meta")
+        meta_session = answers[2]["result"]["sessionId"]
+        # An unusable environment value is ignored and said on stderr.
+        answers, err = serve("bad\x01name", None, "echo unnamed")
+        self.assertIn("HARNESSD_HOST_SESSION is ignored", err)
+        unnamed = answers[2]["result"]["sessionId"]
+        # A bad _meta value is refused with the field named.
+        for bad in ("", "x" * 513, "tab\there"):
+            answers, _ = serve(None, bad, "")
+            self.assertEqual(answers[2]["error"]["code"], -32602, answers[2])
+            self.assertIn("_meta.harnessd.hostSession", answers[2]["error"]["message"])
+
+        def runs(name):
+            p = self.env.run("runs", "--session", name, "--format", "json")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+        by_env = runs("agent:harnessd:acp:1111")
+        self.assertEqual([(r["sessionId"], r["state"], r["hostSession"]) for r in by_env],
+                         [(env_session, "completed", "agent:harnessd:acp:1111")])
+        by_meta = runs("thread-42")
+        self.assertEqual([(r["sessionId"], r["hostSession"]) for r in by_meta], [(meta_session, "thread-42")])
+        self.assertEqual(runs("agent:ignored"), [])
+        # Every ledger line of those runs carries the name; the unnamed one has none.
+        for entry in self.env.ledger():
+            if entry["sessionId"] == unnamed:
+                self.assertNotIn("hostSession", entry)
+            elif entry["sessionId"] in (env_session, meta_session):
+                self.assertIn(entry["hostSession"], ("agent:harnessd:acp:1111", "thread-42"))
+        # Text: the table finds the runs too, and sessions shows the host's name.
+        p = self.env.run("runs", "--session", "thread-42")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(by_meta[0]["runId"], p.stdout)
+        p = self.env.run("sessions", "--all")
+        self.assertIn("thread-42", p.stdout)
+        records = {json.loads(l)["sessionId"]: json.loads(l)
+                   for l in self.env.run("sessions", "--all", "--format", "json").stdout.splitlines() if l.strip()}
+        self.assertEqual(records[env_session]["hostSession"], "agent:harnessd:acp:1111")
+        self.assertIsNone(records[unnamed]["hostSession"])
+        # close finds an open session by the host's name.
+        self.assertFalse(records[meta_session]["closed"])
+        p = self.env.run("close", "thread-42")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(meta_session, p.stdout)
+
     def test_an_exec_harness_with_a_session_says_it_keeps_no_memory(self):
         with open(self.env.config, "a") as f:
             f.write('[harness.sh]\nkind = "exec"\ncommand = ["cat"]\n')
