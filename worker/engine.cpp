@@ -53,16 +53,38 @@ void Engine::shutdown(const std::string& why, UniqueFunction<void()> done, bool 
   stopping_ = true;
   done_ = std::move(done);
   log::info("shutting down: " + why);
-  deadline_.start(options_.config.daemon.cancel_grace + options_.config.daemon.kill_grace + std::chrono::seconds(3),
-                  [this] {
-    log::warn("adapters did not exit in time; going on without them");
-    drain_store();
-  });
+  // Two things end the closing: every prompt answered, and every adapter
+  // gone. Adapters get a bounded time. Answers are not cut short by it:
+  // with many prompts queued, recording each one's cancellation can take
+  // longer than the adapters do, and a prompt left unanswered would be a
+  // run the host never hears the end of. They get a bound of their own,
+  // for a state directory that stopped taking writes.
   auto step = [this] {
-    if (--closing_steps_ == 0) drain_store();
+    if (answered_ && adapters_gone_) drain_store();
   };
-  agent_->close_all(step, close_sessions);
-  reaper_.when_empty(step);
+  deadline_.start(options_.config.daemon.cancel_grace + options_.config.daemon.kill_grace + std::chrono::seconds(3),
+                  [this, step] {
+                    log::warn("adapters did not exit in time; going on without them");
+                    adapters_gone_ = true;
+                    if (!answered_) {
+                      deadline_.start(std::chrono::seconds(60), [this] {
+                        log::error("open prompts were not all answered within 60 s; going on without them");
+                        drain_store();
+                      });
+                    }
+                    step();
+                  });
+  agent_->close_all(
+      [this, step] {
+        answered_ = true;
+        step();
+      },
+      close_sessions);
+  reaper_.when_empty([this, step] {
+    if (adapters_gone_) return;
+    adapters_gone_ = true;
+    step();
+  });
 }
 
 void Engine::drain_store() {

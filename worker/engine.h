@@ -74,7 +74,8 @@ class Engine {
   UniqueFunction<void()> done_;
   bool stopping_ = false;
   bool draining_ = false;
-  int closing_steps_ = 2;  // every prompt answered, every adapter gone
+  bool answered_ = false;       // every open prompt has its answer
+  bool adapters_gone_ = false;  // every adapter exited, or their time ran out
 };
 
 }  // namespace harnessd::worker
