@@ -3,7 +3,9 @@
 // notification, and echoes request ids with their JSON type.
 #include "acp/connection.h"
 
+#include <exception>
 #include <optional>
+#include <vector>
 
 #include "acp/log.h"
 #include "acp/utf8.h"
@@ -19,6 +21,11 @@ struct ConnectionShared {
   Connection::Send send;
   bool open = true;
   std::string peer;
+  /// While a request handler runs: the replies it dropped unanswered as an
+  /// exception went through it, for dispatch_request to answer with the
+  /// exception's message.
+  int dispatching = 0;
+  std::vector<Reply> unwound;
 };
 }  // namespace detail
 
@@ -53,6 +60,14 @@ Reply& Reply::operator=(Reply&& other) noexcept {
 
 Reply::~Reply() {
   if (!pending()) return;
+  if (shared_->dispatching > 0 && std::uncaught_exceptions() > 0) {
+    try {
+      shared_->unwound.push_back(Reply(shared_, std::move(id_), std::move(method_)));
+      return;
+    } catch (...) {
+      // Out of memory: answer below, without the exception's message.
+    }
+  }
   if (shared_->open) log::error("request " + method_ + " was never answered; answering with an internal error");
   RpcError e = RpcError::internal("Internal error: " + method_ + " was not answered");
   try {
@@ -308,11 +323,27 @@ void Connection::dispatch_request(const std::string& method, json id, const json
   }
   // A copy: the handler may replace or clear the handler table.
   RequestHandler handler = it->second;
+  // The reply moves into the handler; if an exception goes through it, the
+  // reply is dropped in the unwinding and kept in `unwound` to be answered
+  // here with what went wrong.
+  auto shared = shared_;
+  ++shared->dispatching;
+  std::string failure;
   try {
     handler(params, std::move(reply));
   } catch (const std::exception& e) {
-    log::error("handler for " + method + " failed: " + e.what());
-    if (reply.pending()) reply.error(RpcError::internal(std::string("Internal error: ") + e.what()));
+    failure = e.what();
+  } catch (...) {
+    failure = "an unknown exception";
+  }
+  --shared->dispatching;
+  if (failure.empty() && shared->unwound.empty()) return;
+  if (!failure.empty()) log::error("handler for " + method + " failed: " + failure);
+  std::vector<Reply> dropped = std::move(shared->unwound);
+  shared->unwound.clear();
+  for (auto& r : dropped) {
+    r.error(RpcError::internal("Internal error: " + r.method() + " failed: " +
+                               (failure.empty() ? std::string("an exception was caught inside the handler") : failure)));
   }
 }
 

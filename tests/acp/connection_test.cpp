@@ -125,10 +125,31 @@ TEST_CASE("a Reply answers exactly once, and a forgotten one answers -32603") {
   CHECK(w.out[1]["error"]["code"] == -32603);
   CHECK(w.out[2]["id"] == 4);
   CHECK(w.out[2]["error"]["code"] == -32603);
+  // The answer says what went wrong, not only that nothing answered.
+  CHECK(w.out[1]["error"]["message"].get<std::string>().find("was not answered") != std::string::npos);
+  CHECK(w.out[2]["error"]["message"] == "Internal error: throw failed: boom");
   REQUIRE(kept->pending());
   kept->result({});
   CHECK(w.out.size() == 4);
   CHECK_FALSE(kept->pending());
+}
+
+TEST_CASE("a reply dropped by an exception that the handler catches itself is still answered once") {
+  Wire w;
+  Connection c({}, w.sender());
+  c.on_request("inner", [](const json&, Reply r) {
+    try {
+      Reply moved = std::move(r);
+      throw std::runtime_error("inside");
+    } catch (const std::exception&) {
+    }
+  });
+  c.receive_line(R"({"jsonrpc":"2.0","id":9,"method":"inner"})");
+  REQUIRE(w.out.size() == 1);
+  CHECK(w.out[0]["id"] == 9);
+  CHECK(w.out[0]["error"]["code"] == -32603);
+  c.receive_line(R"({"jsonrpc":"2.0","id":10,"method":"inner"})");
+  CHECK(w.out.size() == 2);  // nothing of the first dispatch is answered again
 }
 
 TEST_CASE("replies after the connection closed are dropped silently") {
