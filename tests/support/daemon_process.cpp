@@ -296,6 +296,40 @@ json request(const json& id, const std::string& method, const json& params) {
   return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
 }
 
+json notification(const std::string& method, const json& params) {
+  return {{"jsonrpc", "2.0"}, {"method", method}, {"params", params}};
+}
+
+std::vector<json> update_params(const std::vector<json>& seen, const std::string& sid, const std::string& kind) {
+  std::vector<json> out;
+  for (const auto& m : seen) {
+    if (m.value("method", "") != "session/update" || !m.contains("params")) continue;
+    const json& p = m["params"];
+    if (!sid.empty() && p.value("sessionId", "") != sid) continue;
+    if (!kind.empty() && (!p.contains("update") || p["update"].value("sessionUpdate", "") != kind)) continue;
+    out.push_back(p);
+  }
+  return out;
+}
+
+Ledger read_ledger(const std::string& state_dir) {
+  Ledger l;
+  std::istringstream in(read_file(state_dir + "/ledger.jsonl"));
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded()) {
+      l.bad.push_back(line);
+      continue;
+    }
+    l.entries.push_back(j);
+    std::string event = j.value("event", "");
+    auto& ends = l.terminal[j.value("runId", "")];
+    if (event != "queued" && event != "started") ends.push_back(j);
+  }
+  return l;
+}
+
 std::string run_id_of(const json& answer) {
   if (answer.contains("result")) return answer["result"]["_meta"]["harnessd"]["runId"];
   return answer["error"]["data"]["runId"];

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -124,6 +125,23 @@ long long wall_ms();
 
 /// A JSON-RPC request.
 json request(const json& id, const std::string& method, const json& params);
+
+/// A JSON-RPC notification.
+json notification(const std::string& method, const json& params);
+
+/// The params ({sessionId, update}) of the session/update notifications in
+/// `seen`, in order; only those of `sid` and of the update kind `kind` when
+/// they are given.
+std::vector<json> update_params(const std::vector<json>& seen, const std::string& sid = "",
+                                const std::string& kind = "");
+
+/// The ledger of a state directory, line by line.
+struct Ledger {
+  std::vector<json> entries;     // the lines that parse
+  std::vector<std::string> bad;  // the lines that do not
+  std::map<std::string, std::vector<json>> terminal;  // the terminal entries, by run
+};
+Ledger read_ledger(const std::string& state_dir);
 
 /// The run id harnessd put on a prompt's answer (result or error).
 std::string run_id_of(const json& answer);

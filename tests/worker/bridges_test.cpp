@@ -37,16 +37,6 @@ std::string openspace_config() {
          "\nmax_iterations = 3\nenv = { PYTHONPATH = \"" + repo_path("tests/fakes/openspace") + "\" }\n";
 }
 
-std::vector<json> updates_of_kind(const std::vector<json>& seen, const std::string& kind) {
-  std::vector<json> out;
-  for (const auto& m : seen) {
-    if (m.value("method", "") == "session/update" && m["params"]["update"].value("sessionUpdate", "") == kind) {
-      out.push_back(m["params"]["update"]);
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 TEST_CASE("exec: the prompt on stdin, stdout relayed as text, the exit code decides") {
@@ -114,7 +104,7 @@ TEST_CASE("openspace: success relays the response and names the recording") {
   CHECK(fs::exists(recording + "/conversations.jsonl"));
   CHECK(fs::exists(recording + "/metadata.json"));
   CHECK(recording.rfind(fs::canonical(work.path()).string() + "/logs/recordings/", 0) == 0);
-  CHECK(updates_of_kind(seen, "agent_thought_chunk").size() >= 1);  // iterations relayed
+  CHECK(update_params(seen, "", "agent_thought_chunk").size() >= 1);  // iterations relayed
 }
 
 TEST_CASE("openspace: incomplete, error, and a tool run in the workspace") {
@@ -133,7 +123,7 @@ TEST_CASE("openspace: incomplete, error, and a tool run in the workspace") {
   json tool = d.prompt(sid, "TOOL:echo from-the-tool > made.txt", &seen);
   CHECK(tool["result"]["stopReason"] == "end_turn");
   CHECK(read_file(work.path() + "/made.txt") == "from-the-tool\n");
-  CHECK_FALSE(updates_of_kind(seen, "tool_call").empty());
+  CHECK_FALSE(update_params(seen, "", "tool_call").empty());
 }
 
 TEST_CASE("openspace: a slow task relays its progress and a cancel ends it cancelled") {

@@ -17,22 +17,6 @@ using nlohmann::json;
 
 namespace {
 
-json request(int id, const std::string& method, const json& params) {
-  return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
-}
-
-json notification(const std::string& method, const json& params) {
-  return {{"jsonrpc", "2.0"}, {"method", method}, {"params", params}};
-}
-
-std::vector<json> updates_of(const std::vector<json>& seen) {
-  std::vector<json> out;
-  for (const auto& m : seen) {
-    if (m.value("method", "") == "session/update") out.push_back(m);
-  }
-  return out;
-}
-
 // The pid the fake agent reports for itself ("pid <pid> ppid <ppid>").
 std::pair<pid_t, pid_t> adapter_pids(Daemon& d, const std::string& sid) {
   std::vector<json> seen;
@@ -102,11 +86,11 @@ TEST_CASE("a prompt streams the adapter's updates under the host's session id") 
   std::vector<json> seen;
   json reply = d.prompt(sid, "stream 3", &seen);
   CHECK(reply["result"]["stopReason"] == "end_turn");
-  auto updates = updates_of(seen);
+  auto updates = update_params(seen);
   REQUIRE(updates.size() == 3);
   for (std::size_t i = 0; i < updates.size(); ++i) {
-    CHECK(updates[i]["params"]["sessionId"] == sid);
-    CHECK(updates[i]["params"]["update"]["content"]["text"] == "chunk " + std::to_string(i + 1));
+    CHECK(updates[i]["sessionId"] == sid);
+    CHECK(updates[i]["update"]["content"]["text"] == "chunk " + std::to_string(i + 1));
   }
   CHECK(d.stderr_text().find("session " + sid) != std::string::npos);  // logs name the session
 }
@@ -142,7 +126,7 @@ TEST_CASE("a permission request goes to the host and its answer back to the adap
   json reply = d.recv_reply(id, &seen);
   CHECK(reply["result"]["stopReason"] == "end_turn");
   CHECK(message_text(seen) == "permission: selected reject");
-  CHECK(updates_of(seen)[0]["params"]["update"]["status"] == "failed");
+  CHECK(update_params(seen)[0]["update"]["status"] == "failed");
 }
 
 TEST_CASE("fs and terminal calls reach the host only if it advertised them") {
@@ -206,6 +190,7 @@ TEST_CASE("cancel: a cooperative adapter ends the turn with cancelled, and nothi
   Daemon d;
   d.initialize();
   std::string sid = d.new_session();
+  auto before = adapter_pids(d, sid);
   int id = d.send_prompt(sid, "slow 5000");
   REQUIRE(d.recv());  // first tick
   d.send(notification("session/cancel", {{"sessionId", sid}}));
@@ -214,7 +199,6 @@ TEST_CASE("cancel: a cooperative adapter ends the turn with cancelled, and nothi
   CHECK(reply["result"]["_meta"]["harnessd"]["runId"].get<std::string>().rfind("run_", 0) == 0);
   CHECK(d.quiet_for(300ms));
   // The same adapter serves the next prompt: it was not killed.
-  auto before = adapter_pids(d, sid);
   auto after = adapter_pids(d, sid);
   CHECK(before == after);
 }
@@ -377,7 +361,7 @@ TEST_CASE("output stays valid, bounded and in-turn") {
     std::vector<json> seen;
     d.prompt(sid, "big 3000000", &seen);
     CHECK(message_text(seen) == std::string(3000000, 'x'));
-    CHECK(updates_of(seen).size() >= 3);
+    CHECK(update_params(seen).size() >= 3);
     for (const auto& line : d.raw_lines()) CHECK(line.size() < (8u << 20));
   }
   SECTION("invalid UTF-8 from the adapter is repaired") {
@@ -501,7 +485,9 @@ TEST_CASE("shutdown is bounded even when the host stopped reading its output") {
   std::string sid = d.new_session();
   // Several MiB of output that the host never reads: the pipe fills up.
   for (int i = 0; i < 8; ++i) d.send_prompt(sid, "big 2000000");
-  std::this_thread::sleep_for(500ms);
+  // The first turn is under way (its output then fills the pipe at once).
+  REQUIRE(eventually([&] { return read_file(d.state_dir() + "/ledger.jsonl").find("\"started\"") != std::string::npos; },
+                     10s));
   auto start = std::chrono::steady_clock::now();
   d.close_stdin();
   // The bound is kill_grace (0.5 s here) + 3 s, plus the process's own

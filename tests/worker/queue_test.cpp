@@ -12,10 +12,6 @@ using nlohmann::json;
 
 namespace {
 
-json request(int id, const std::string& method, const json& params) {
-  return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
-}
-
 json prompt_params(const std::string& sid, const std::string& text, const json& meta = nullptr) {
   json p = {{"sessionId", sid}, {"prompt", {{{"type", "text"}, {"text", text}}}}};
   if (!meta.is_null()) p["_meta"] = {{"harnessd", meta}};

@@ -33,30 +33,6 @@ std::string contents_of(const std::string& dir) {
   return out;
 }
 
-// The ledger line by line: every line must parse.
-struct Ledger {
-  std::vector<json> entries;
-  std::vector<std::string> bad;
-  std::map<std::string, std::vector<json>> terminal;  // by run
-};
-
-Ledger ledger_of(const std::string& state) {
-  Ledger l;
-  std::istringstream in(read_file(state + "/ledger.jsonl"));
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line, nullptr, false);
-    if (j.is_discarded()) {
-      l.bad.push_back(line);
-      continue;
-    }
-    l.entries.push_back(j);
-    std::string ev = j.value("event", "");
-    auto& ends = l.terminal[j.value("runId", "")];
-    if (ev != "queued" && ev != "started") ends.push_back(j);
-  }
-  return l;
-}
 
 // The queued run ids of a session, oldest first.
 std::vector<std::string> queued_runs(Daemon& d, const std::string& sid, int id) {
@@ -105,7 +81,7 @@ TEST_CASE("a link planted where a queued run's folder was is refused, nothing is
   CHECK(answer["error"]["message"].get<std::string>().find("runs/" + queued[0] + " is a symbolic link") !=
         std::string::npos);
   CHECK(contents_of(outside.path()).empty());  // no events.jsonl, no result.json there
-  Ledger l = ledger_of(d.state_dir());
+  Ledger l = read_ledger(d.state_dir());
   REQUIRE(l.terminal[queued[0]].size() == 1);
   CHECK(l.terminal[queued[0]][0]["event"] == "failed");
   CHECK(l.terminal[queued[0]][0]["error"]["data"]["reason"] == "store");
@@ -309,7 +285,7 @@ TEST_CASE("disk full and back: the ledger parses and every run has exactly one t
       told[run_id_of(r)] = 0;
     }
   }
-  Ledger l = ledger_of(state);
+  Ledger l = read_ledger(state);
   CHECK(l.bad.empty());
   for (const auto& [run, code] : told) {
     INFO(run << " was answered " << code);
@@ -330,7 +306,7 @@ TEST_CASE("disk full and back: the ledger parses and every run has exactly one t
     d.initialize();
     CHECK(d.stderr_text().find("was interrupted") == std::string::npos);
   }
-  CHECK(ledger_of(state).entries.size() == l.entries.size());
+  CHECK(read_ledger(state).entries.size() == l.entries.size());
   ::umount2(mnt.c_str(), MNT_DETACH);
 }
 

@@ -25,30 +25,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<json> ledger_of(const std::string& state) {
-  std::vector<json> out;
-  std::ifstream in(state + "/ledger.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line, nullptr, false);
-    if (!j.is_discarded()) out.push_back(j);
-  }
-  return out;
-}
-
 std::vector<std::string> events_of(const std::vector<json>& ledger, const std::string& run) {
   std::vector<std::string> out;
   for (const auto& e : ledger) {
     if (e["runId"] == run) out.push_back(e["event"]);
-  }
-  return out;
-}
-
-// The updates harnessd sent for a session, in order.
-std::vector<json> updates_for(const std::vector<json>& seen, const std::string& sid) {
-  std::vector<json> out;
-  for (const auto& m : seen) {
-    if (m.value("method", "") == "session/update" && m["params"]["sessionId"] == sid) out.push_back(m["params"]);
   }
   return out;
 }
@@ -70,7 +50,7 @@ TEST_CASE("a run leaves a complete recording and three ledger lines") {
   std::string run = run_id_of(answer);
   std::string dir = d.state_dir() + "/runs/" + run;
   REQUIRE(fs::exists(dir + "/result.json"));
-  auto ledger = ledger_of(d.state_dir());
+  auto ledger = read_ledger(d.state_dir()).entries;
   CHECK(events_of(ledger, run) == std::vector<std::string>{"queued", "started", "completed"});
   for (const auto& e : ledger) {
     if (e["runId"] != run) continue;
@@ -127,7 +107,7 @@ TEST_CASE("every way a run ends is one terminal ledger entry") {
   REQUIRE(d.recv());
   d.send({{"jsonrpc", "2.0"}, {"method", "session/cancel"}, {"params", {{"sessionId", sid}}}});
   expected[run_id_of(d.recv_reply(id))] = "cancelled";
-  auto ledger = ledger_of(d.state_dir());
+  auto ledger = read_ledger(d.state_dir()).entries;
   for (const auto& [run, state] : expected) {
     INFO(run);
     CHECK(events_of(ledger, run).back() == state);
@@ -203,13 +183,13 @@ TEST_CASE("sessions survive restarts: list, load with replay, resume without, cl
   std::vector<json> expected;
   expected.push_back({{"sessionId", sid},
                       {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", {{"type", "text"}, {"text", "echo alpha"}}}}}});
-  auto first = updates_for(seen_first, sid);
+  auto first = update_params(seen_first, sid);
   expected.push_back(first[0]);
   expected.push_back({{"sessionId", sid},
                       {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", {{"type", "text"}, {"text", "stream 2"}}}}}});
   expected.push_back(first[1]);
   expected.push_back(first[2]);
-  CHECK(updates_for(replay, sid) == expected);
+  CHECK(update_params(replay, sid) == expected);
   CHECK(loaded["result"]["_meta"]["harnessd"]["replayed"] == expected.size());
   // The harness remembers through its own resume.
   std::vector<json> seen;
@@ -248,7 +228,7 @@ TEST_CASE("restoring the adapter's session: load, or say that it could not") {
     d.send(request(1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
     json r = d.recv_reply(1, &replay);
     CHECK(r["result"]["_meta"]["harnessd"]["adapter"]["method"] == "session/load");
-    CHECK(updates_for(replay, sid).size() == 2);  // harnessd's transcript only, not the adapter's too
+    CHECK(update_params(replay, sid).size() == 2);  // harnessd's transcript only, not the adapter's too
     std::vector<json> seen;
     d.prompt(sid, "history", &seen);
     CHECK(message_text(seen) == "history: echo one");
@@ -322,14 +302,14 @@ TEST_CASE("kill -9 mid-turn: the next start reports the run interrupted and load
     (void)id;
     // The transcript is written off the loop, so a kill can beat the last
     // frames to the disk. Kill once what the host saw has been written.
-    std::string last = updates_for(seen_before_kill, sid).back()["update"]["content"]["text"];
+    std::string last = update_params(seen_before_kill, sid).back()["update"]["content"]["text"];
     std::string transcript = state.path() + "/sessions/" + sid + ".jsonl";
     REQUIRE(eventually([&] { return read_file(transcript).find(last) != std::string::npos; }, 5s));
     kill(d.pid(), SIGKILL);
     CHECK(d.wait_exit(2s) == 128 + SIGKILL);
   }
   CHECK(eventually([&] { return !process_alive(adapter); }, 1s));  // no orphan
-  auto ledger = ledger_of(state.path());
+  auto ledger = read_ledger(state.path()).entries;
   CHECK(events_of(ledger, run) == std::vector<std::string>{"queued", "started"});
 
   Daemon d(fake_config(), {}, state.path());
@@ -344,13 +324,13 @@ TEST_CASE("kill -9 mid-turn: the next start reports the run interrupted and load
   std::vector<json> replay;
   d.send(request(2, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
   d.recv_reply(2, &replay);
-  auto replayed = updates_for(replay, sid);
+  auto replayed = update_params(replay, sid);
   // Everything the host saw, after the user's prompts.
   std::vector<json> agent_updates;
   for (const auto& u : replayed) {
     if (u["update"]["sessionUpdate"] != "user_message_chunk") agent_updates.push_back(u);
   }
-  CHECK(agent_updates == updates_for(seen_before_kill, sid));
+  CHECK(agent_updates == update_params(seen_before_kill, sid));
 }
 
 TEST_CASE("a ledger and a transcript cut by a crash are still read") {
@@ -373,7 +353,7 @@ TEST_CASE("a ledger and a transcript cut by a crash are still read") {
   d.send(request(1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
   json r = d.recv_reply(1, &replay);
   CHECK(r.contains("result"));
-  CHECK(updates_for(replay, sid).size() == 2);  // the prompt and its chunk; the cut line skipped
+  CHECK(update_params(replay, sid).size() == 2);  // the prompt and its chunk; the cut line skipped
   CHECK(d.prompt(sid, "echo after")["result"]["stopReason"] == "end_turn");
   std::string err = d.stderr_text();
   CHECK(err.find("ledger.jsonl") != std::string::npos);
@@ -493,13 +473,22 @@ TEST_CASE("harnessd runs and harnessd sessions read the store, also while a daem
     execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), nullptr);
     _exit(127);
   }
-  std::this_thread::sleep_for(300ms);
-  d.prompt(sid, "echo two");
-  CHECK(eventually([&] { return read_file(state.path() + "/follow.txt").find("completed (end_turn)") != std::string::npos; },
-                   3s));
-  CHECK(read_file(state.path() + "/follow.txt").rfind("RUN ", 0) == 0);  // the runs so far came first
+  // The runs so far are printed first; then it follows.
+  REQUIRE(eventually([&] { return read_file(state.path() + "/follow.txt").rfind("RUN ", 0) == 0; }, 5s));
+  json two = d.prompt(sid, "echo two");
+  std::string two_id = two["result"]["_meta"]["harnessd"]["runId"];
+  // Only a follower prints the new run: the table came before it existed.
+  auto followed = [&](const std::string& what) {
+    std::string text = read_file(state.path() + "/follow.txt");
+    for (std::size_t at = text.find(two_id); at != std::string::npos; at = text.find(two_id, at + 1)) {
+      std::size_t eol = text.find('\n', at);
+      if (text.substr(at, eol - at).find(what) != std::string::npos) return true;
+    }
+    return false;
+  };
+  CHECK(eventually([&] { return followed("completed (end_turn)"); }, 3s));
   kill(follower, SIGTERM);
   int status = 0;
   waitpid(follower, &status, 0);
-  CHECK(read_file(state.path() + "/follow.txt").find("started") != std::string::npos);
+  CHECK(followed("started"));
 }
