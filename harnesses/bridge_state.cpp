@@ -1,5 +1,6 @@
 // Bridge state files.
 #include "harnesses/bridge_state.h"
+#include "acp/files.h"
 #include "schema/json_parse.h"
 
 #include <fcntl.h>
@@ -12,32 +13,14 @@
 
 namespace harnessd::harnesses {
 
-namespace {
-bool safe(const std::string& id) {
-  if (id.empty() || id.size() > 100) return false;
-  for (char c : id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
-  }
-  return true;
-}
-
-void make_dirs(const std::string& path) {
-  for (std::size_t pos = path.find('/', 1); ; pos = path.find('/', pos + 1)) {
-    ::mkdir(path.substr(0, pos).c_str(), 0700);
-    if (pos == std::string::npos) break;
-  }
-}
-}  // namespace
 
 std::string bridge_state_dir(const std::string& bridge) {
   if (const char* s = std::getenv("HARNESSD_STATE_DIR"); s && *s == '/') return std::string(s) + "/bridges/" + bridge;
-  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x == '/') return std::string(x) + "/harnessd/bridges/" + bridge;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.local/state/harnessd/bridges/" + bridge;
+  return default_state_home() + "/bridges/" + bridge;
 }
 
 std::optional<nlohmann::json> load_bridge_state(const std::string& bridge, const std::string& session) {
-  if (!safe(session)) return std::nullopt;
+  if (!is_safe_id(session)) return std::nullopt;
   std::ifstream in(bridge_state_dir(bridge) + "/" + session + ".json");
   if (!in) return std::nullopt;
   std::stringstream ss;
@@ -48,7 +31,7 @@ std::optional<nlohmann::json> load_bridge_state(const std::string& bridge, const
 }
 
 bool save_bridge_state(const std::string& bridge, const std::string& session, const nlohmann::json& state) {
-  if (!safe(session)) return false;
+  if (!is_safe_id(session)) return false;
   std::string dir = bridge_state_dir(bridge);
   make_dirs(dir);
   std::string path = dir + "/" + session + ".json";

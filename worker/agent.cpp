@@ -7,6 +7,7 @@
 #include <deque>
 #include <memory>
 
+#include "acp/files.h"
 #include "acp/log.h"
 #include "adapters/process.h"
 #include "harnessd_version.h"
@@ -27,18 +28,6 @@ constexpr std::size_t kListPageSize = 100;
 // Images: a packaged prompt lists them as files; otherwise they go to the
 // adapter as sent.
 const schema::PromptCapabilities kPromptCapabilities{true, false, true};
-
-std::string iso8601(std::chrono::system_clock::time_point t) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[40];
-  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms % 1000));
-  return out;
-}
 
 std::string adapter_path(const Runtime& rt, const harnesses::HarnessProfile& profile) {
   std::string path;
@@ -675,7 +664,7 @@ void Agent::on_harnessd_sessions(const json&, Reply reply) {
                   {"activeRequestId", s.active_request_id()},
                   {"activeRunId", s.active_run_id() ? json(*s.active_run_id()) : json()},
                   {"adapterPid", s.adapter_pid() ? json(s.adapter_pid()) : json()},
-                  {"updatedAt", iso8601(s.updated_at())}};
+                  {"updatedAt", iso_time(s.updated_at())}};
     sessions.push_back(std::move(entry));
   });
   reply.result({{"sessions", std::move(sessions)}, {"running", scheduler_.running()},

@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
   const bool harness_installed = choose_default_harness(*config);
   const std::string chosen_state_dir = state_dir ? *state_dir
                                        : !config->daemon.state_dir.empty() ? config->daemon.state_dir
-                                                                           : default_state_dir();
+                                                                           : default_state_home();
   if (runs_cmd->parsed()) {
     runs_query.state_dir = chosen_state_dir;
     return runs_command(runs_query);

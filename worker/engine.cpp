@@ -9,7 +9,7 @@ namespace harnessd::worker {
 
 Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
     : options_(std::move(options)), reaper_(loop), deadline_(loop) {
-  store_ = Store::open(loop, options_.state_dir.empty() ? default_state_dir() : options_.state_dir, options_.store);
+  store_ = Store::open(loop, options_.state_dir.empty() ? default_state_home() : options_.state_dir, options_.store);
   rt_ = std::make_unique<Runtime>(Runtime{
       loop, options_.config, host, reaper_, *store_, options_.guard_exe,
       options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, harnesses::current_environment()});

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "acp/files.h"
 #include "adapters/process.h"
 #include "harnesses/profile.h"
 #include "worker/config.h"

@@ -22,19 +22,6 @@ bool is_terminal_event(const std::string& e) {
          e == run_event::kTimeout || e == run_event::kInterrupted;
 }
 
-std::string iso_time() {
-  auto now = std::chrono::system_clock::now();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[40];
-  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms % 1000));
-  return out;
-}
-
 json LedgerEntry::to_json() const {
   json j = {{"time", time},         {"event", event},     {"runId", runId},     {"sessionId", sessionId},
             {"name", name ? json(*name) : json()}, {"harness", harness}, {"requestId", requestId}, {"daemon", daemon}};

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "acp/files.h"
+
 namespace harnessd::worker {
 
 /// Run transitions. Exactly one terminal event ends every run.
@@ -95,7 +97,5 @@ JsonlRead parse_jsonl(std::string_view content);
 /// link as the last component is not followed (read as `refused`).
 JsonlRead read_jsonl(const std::string& path);
 
-/// ISO 8601 UTC with milliseconds for a system clock time (or now).
-std::string iso_time();
 
 }  // namespace harnessd::worker

@@ -4,6 +4,7 @@
 
 #include <set>
 
+#include "acp/files.h"
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "harnessd_version.h"

@@ -24,19 +24,6 @@ void UniqueFd::reset(int fd) {
   fd_ = fd;
 }
 
-int write_all_fd(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) return EIO;
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return 0;
-}
-
 namespace {
 
 constexpr mode_t kOthersWrite = S_IWGRP | S_IWOTH;
@@ -191,7 +178,7 @@ Expected<void, PathError> write_new(int dir, const std::string& name, const std:
   int fd = ::openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return describe_failure(dir, name.c_str(), rel, errno);
   UniqueFd file(fd);
-  int err = write_all_fd(file.get(), content);
+  int err = write_all(file.get(), content);
   if (!err && sync && ::fdatasync(file.get()) != 0) err = errno;
   if (err) {
     file.reset();

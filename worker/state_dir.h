@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "acp/files.h"
 #include "schema/expected.h"
 #include "worker/ledger.h"
 
@@ -88,9 +89,5 @@ Expected<std::string, PathError> read_beneath(int root, const std::string& rel,
 /// read_jsonl for a file beneath `root`: missing is `missing`; a refused
 /// file (a link, another user's) is `missing` too, with `refused` set.
 JsonlRead read_jsonl_beneath(int root, const std::string& rel, StateAccess access = StateAccess::kOwn);
-
-/// Writes all of `data` to `fd`, retrying short writes; the system error
-/// (errno) on failure, 0 on success.
-int write_all_fd(int fd, std::string_view data);
 
 }  // namespace harnessd::worker

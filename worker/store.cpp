@@ -52,7 +52,7 @@ Expected<void> append_whole(int fd, std::string_view data, const std::string& re
   struct stat st {};
   int err = ::fstat(fd, &st) != 0 ? errno : 0;
   if (!err) {
-    err = write_all_fd(fd, data);
+    err = write_all(fd, data);
     if (err && ::ftruncate(fd, st.st_size) != 0) {
       log::error("cannot cut " + rel + " back after a failed write: " + errno_text(errno));
     }
@@ -177,20 +177,6 @@ struct Store::LedgerFile {
   std::atomic<bool> has_pending{false};
   std::atomic<bool> retry_queued{false};
 };
-
-std::string default_state_dir() {
-  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg && *xdg == '/') return std::string(xdg) + "/harnessd";
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.local/state/harnessd";
-}
-
-bool is_safe_id(const std::string& id) {
-  if (id.empty() || id.size() > 100) return false;
-  for (char c : id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
-  }
-  return true;
-}
 
 std::optional<std::string> session_record_problem(const json& record) {
   if (!record.is_object()) return "not an object";
@@ -409,7 +395,7 @@ Store::~Store() {
 
 std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions options) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  if (dir.empty() || dir.front() != '/') dir = default_state_dir();  // never relative to the cwd
+  if (dir.empty() || dir.front() != '/') dir = default_state_home();  // never relative to the cwd
   std::unique_ptr<Store> store(new Store(loop, std::move(dir), options));
   Store& s = *store;
   s.budget_ = std::make_unique<Budget>(options.fail_after_bytes);
@@ -445,7 +431,7 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
       } else {
         s.lock_fd_ = fd->release();
         std::string pid = std::to_string(::getpid()) + "\n";
-        (void)write_all_fd(s.lock_fd_, pid);
+        (void)write_all(s.lock_fd_, pid);
       }
     }
   }

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "acp/files.h"
 #include "acp/loop.h"
 #include "acp/unique_function.h"
 #include "schema/expected.h"
@@ -33,14 +34,6 @@ struct StoreOptions {
   /// A full disk and its return are tested on a real tmpfs.
   std::size_t fail_after_bytes = 0;
 };
-
-/// The default state directory: $XDG_STATE_HOME/harnessd, else
-/// ~/.local/state/harnessd.
-std::string default_state_dir();
-
-/// True for ids that may appear in a path: letters, digits, '_' and '-',
-/// at most 100 characters. Session names never become paths.
-bool is_safe_id(const std::string& id);
 
 /// Checks a session record read from the state directory: an object whose
 /// fields, where present, have the types harnessd writes (the sessionId a

@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "acp/files.h"
 #include "acp/log.h"
 #include "acp/loop.h"
 #include "acp/utf8.h"
@@ -44,19 +45,6 @@ namespace harnessd::worker {
 using nlohmann::json;
 
 namespace {
-
-/// Writes all of `data` to `fd`; false once the reader is gone (EPIPE).
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
 
 void complain(const std::string& command, const std::string& message) {
   std::string line = "harnessd " + command + ": " + message + "\n";
@@ -281,7 +269,7 @@ class RunClient {
       set_activity("answering");
       if (options_.format == "text" && stdout_open_) {
         clear_progress();
-        stdout_open_ = write_all(1, t);
+        stdout_open_ = write_all(1, t) == 0;
       }
       text_ += t;
     } else if (kind == "usage_update") {
@@ -449,7 +437,7 @@ class RunClient {
       if (result.is_discarded()) result = json();
     }
     if (options_.format == "text") {
-      if (!text_.empty() && text_.back() != '\n' && stdout_open_) stdout_open_ = write_all(1, "\n");
+      if (!text_.empty() && text_.back() != '\n' && stdout_open_) stdout_open_ = write_all(1, "\n") == 0;
       write_all(2, end_summary(result, recording));
       return;
     }
@@ -466,7 +454,7 @@ class RunClient {
                 {"adapterMeta", adapter_meta_.empty() ? json() : adapter_meta_},
                 {"error", error_ ? json(*error_) : json()}};
     if (stdout_open_) {
-      stdout_open_ = write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+      stdout_open_ = write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n") == 0;
     }
   }
 
