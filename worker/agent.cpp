@@ -55,6 +55,26 @@ std::optional<std::string> host_session_from_env(const std::vector<std::string>&
   return std::nullopt;
 }
 
+// -32602 naming `cwd` unless it is an existing directory.
+std::optional<RpcError> check_cwd(const std::string& method, const std::string& cwd) {
+  struct stat st {};
+  if (::stat(cwd.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return std::nullopt;
+  RpcError e = RpcError::invalid_params(method + ": cwd '" + cwd + "' is not an existing directory");
+  e.data = {{"method", method}, {"field", "cwd"}};
+  return e;
+}
+
+// -32010 (with the install hint) when the harness's program cannot be found.
+std::optional<RpcError> check_harness(const Runtime& rt, const std::string& name,
+                                      const harnesses::HarnessProfile& profile) {
+  auto program = adapters::find_executable(profile.command.at(0), adapter_path(rt, profile));
+  if (program) return std::nullopt;
+  RpcError e{rpc_code::kHarnessUnavailable, "harness '" + name + "' cannot run: " + program.error().message,
+             {{"harness", name}, {"command", profile.command}}};
+  if (!profile.install_hint.empty()) e.data["hint"] = profile.install_hint;
+  return e;
+}
+
 }  // namespace
 
 json agent_capabilities(const Config& config) {
@@ -251,21 +271,9 @@ void Agent::on_new_session(const json& params, Reply reply) {
     e.data = {{"method", "session/new"}, {"field", "_meta.harnessd.harness"}};
     return reply.error(e);
   }
-  struct stat st {};
-  if (::stat(req->cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    RpcError e = RpcError::invalid_params("session/new: cwd '" + req->cwd + "' is not an existing directory");
-    e.data = {{"method", "session/new"}, {"field", "cwd"}};
-    return reply.error(e);
-  }
+  if (auto bad = check_cwd("session/new", req->cwd)) return reply.error(*bad);
   // Fail now, not at the first prompt, when the harness cannot run here.
-  auto program = adapters::find_executable(profile->second.command.at(0), adapter_path(rt_, profile->second));
-  if (!program) {
-    RpcError e{rpc_code::kHarnessUnavailable,
-               "harness '" + harness + "' cannot run: " + program.error().message,
-               {{"harness", harness}, {"command", profile->second.command}}};
-    if (!profile->second.install_hint.empty()) e.data["hint"] = profile->second.install_hint;
-    return reply.error(e);
-  }
+  if (auto bad = check_harness(rt_, harness, profile->second)) return reply.error(*bad);
 
   SessionInit init;
   init.mode = meta.mode.value_or(profile->second.mode);
@@ -454,12 +462,7 @@ Expected<Session*, RpcError> Agent::reopen(const json& record, const schema::Loa
                     "session " + req.sessionId + " ran on harness '" + harness + "', which is not configured now",
                     {{"harness", harness}, {"sessionId", req.sessionId}}};
   }
-  struct stat st {};
-  if (::stat(req.cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    RpcError e = RpcError::invalid_params("session/load: cwd '" + req.cwd + "' is not an existing directory");
-    e.data = {{"field", "cwd"}};
-    return e;
-  }
+  if (auto bad = check_cwd("session/load", req.cwd)) return *bad;
   SessionInit init;
   init.id = req.sessionId;
   init.cwd = req.cwd;
@@ -534,14 +537,7 @@ void Agent::on_set_config_option(const json& params, Reply reply) {
   if (profile == rt_.config.harnesses.end()) {
     return reply.error(bad_value("names unknown harness '" + req->value.get<std::string>() + "'"));
   }
-  auto program = adapters::find_executable(profile->second.command.at(0), adapter_path(rt_, profile->second));
-  if (!program) {
-    RpcError e{rpc_code::kHarnessUnavailable,
-               "harness '" + profile->first + "' cannot run: " + program.error().message,
-               {{"harness", profile->first}, {"command", profile->second.command}}};
-    if (!profile->second.install_hint.empty()) e.data["hint"] = profile->second.install_hint;
-    return reply.error(e);
-  }
+  if (auto bad = check_harness(rt_, profile->first, profile->second)) return reply.error(*bad);
   auto changed = session->set_harness(profile->second);
   if (!changed) return reply.error(changed.error());
   log::info("session " + session->id() + ": harness is now '" + profile->first + "'");
