@@ -12,6 +12,7 @@
 #include "schema/acp.h"
 #include "schema/json_parse.h"
 #include "schema/session_update.h"
+#include "worker/turn_outcome.h"
 
 namespace harnessd::worker {
 
@@ -32,15 +33,10 @@ const std::set<std::string, std::less<>> kTurnUpdates = {
     "user_message_chunk", "agent_message_chunk", "agent_thought_chunk", "tool_call", "tool_call_update", "plan"};
 const std::set<std::string, std::less<>> kChunkUpdates = {"user_message_chunk", "agent_message_chunk",
                                                           "agent_thought_chunk"};
-// The closed set of v1 stop reasons; anything else is an adapter bug.
-const std::set<std::string, std::less<>> kStopReasons = {"end_turn", "max_tokens", "max_turn_requests", "refusal",
-                                                         "cancelled"};
 // Requests an adapter may make of its client, which harnessd forwards to the host.
 const char* const kForwarded[] = {"session/request_permission", "fs/read_text_file", "fs/write_text_file",
                                   "terminal/create",            "terminal/output",   "terminal/wait_for_exit",
                                   "terminal/kill",              "terminal/release",  "elicitation/create"};
-
-json cancelled_result() { return {{"stopReason", "cancelled"}}; }
 
 bool flag(const json& caps, const char* a, const char* b = nullptr) {
   auto it = caps.find(a);
@@ -51,40 +47,20 @@ bool flag(const json& caps, const char* a, const char* b = nullptr) {
   return jt != it->end() && jt->is_boolean() && jt->get<bool>();
 }
 
-json with_run_id(json result, const std::string& run_id) {
-  if (!result.is_object()) result = json::object();
-  json& meta = result["_meta"];
-  if (!meta.is_object()) meta = json::object();
-  json& ours = meta["harnessd"];
-  if (!ours.is_object()) ours = json::object();
-  ours["runId"] = run_id;
-  return result;
-}
-
-RpcError with_run_id(RpcError error, const std::string& run_id) {
-  if (!error.data.is_object()) {
-    json original = std::move(error.data);
-    error.data = json::object();
-    if (!original.is_null()) error.data["adapterData"] = std::move(original);
-  }
-  error.data["runId"] = run_id;
-  return error;
-}
-
 }  // namespace
 
 void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then) {
-  json result_file = {{"runId", prompt.run_id},
-                      {"sessionId", prompt.ledger.sessionId},
-                      {"state", run_event::kCancelled},
-                      {"reason", "removed before it started"},
-                      {"endedAt", iso_time()}};
+  TurnFacts facts;
+  facts.run_id = prompt.run_id;
+  facts.session_id = prompt.ledger.sessionId;
+  facts.ended_at = iso_time();
+  TurnOutcome o = cancelled_outcome("removed before it started", facts);
   // The terminal line is written before the host hears of it.
-  prompt.recorder->finish(run_event::kCancelled, {{"reason", "removed before it started"}}, result_file,
-                          [reply = std::move(prompt.reply), run_id = prompt.run_id,
+  prompt.recorder->finish(o.event, o.fields, o.result_file,
+                          [reply = std::move(prompt.reply), run_id = prompt.run_id, answer = std::move(*o.answer),
                            then = std::move(then)](Expected<void> r) mutable {
                             if (!r) log::error("run " + run_id + ": " + r.error().message);
-                            reply.result(with_run_id(cancelled_result(), run_id));
+                            reply.result(std::move(answer));
                             if (then) then();
                           },
                           /*failure_fails=*/false);
@@ -673,63 +649,20 @@ void Session::finish_turn(std::uint64_t generation, Connection::CallResult resul
   turn.deadline.reset();
 
   // What happened, as the ledger says it and as the host will hear it.
-  std::string event;
-  json outcome = json::object();
-  std::optional<json> answer;
-  std::optional<RpcError> failure;
-  switch (turn.control.stop_reason()) {
-    case queue::StopReason::kCancelled:
-      // ACP "cancellation": a cancelled turn is answered with the result
-      // stopReason "cancelled", never an error, whatever the adapter said.
-      event = run_event::kCancelled;
-      answer = with_run_id(cancelled_result(), run_id);
-      break;
-    case queue::StopReason::kTimeout:
-      // Whatever the adapter managed to say, a run past its deadline is not
-      // a finished turn.
-      event = run_event::kTimeout;
-      outcome = {{"timeoutMs", turn.prompt.timeout.count()}, {"partialOutput", turn.partial_output}};
-      failure = RpcError{rpc_code::kRunTimeout,
-                         "run " + run_id + " timed out after " + std::to_string(turn.prompt.timeout.count()) + " ms",
-                         {{"runId", run_id},
-                          {"reason", "timeout"},
-                          {"timeoutMs", turn.prompt.timeout.count()},
-                          {"partialOutput", turn.partial_output}}};
-      break;
-    case queue::StopReason::kError:
-      event = run_event::kFailed;
-      failure = RpcError{rpc_code::kStoreFailed,
-                         "run " + run_id + " failed: it could not be recorded (" + turn.error + ")",
-                         {{"runId", run_id}, {"reason", "store"}, {"stateDir", rt_.store.dir()}}};
-      outcome = {{"error", *failure}};
-      break;
-    case queue::StopReason::kNone:
-      if (!result) {
-        event = run_event::kFailed;
-        failure = with_run_id(result.error(), run_id);
-        outcome = {{"error", *failure}};
-        break;
-      }
-      json reason = result->is_object() ? result->value("stopReason", json()) : json();
-      if (!reason.is_string() || !kStopReasons.count(reason.get<std::string>())) {
-        event = run_event::kFailed;
-        failure = with_run_id(
-            adapter_failure("answered session/prompt with an invalid stopReason " + reason.dump()), run_id);
-        outcome = {{"error", *failure}};
-      } else {
-        event = run_event::kCompleted;
-        outcome = {{"stopReason", reason}};
-        answer = with_run_id(std::move(*result), run_id);
-      }
-      break;
-  }
-  json result_file = {{"runId", run_id},
-                      {"sessionId", init_.id},
-                      {"state", event},
-                      {"startedAt", turn.started_at},
-                      {"endedAt", iso_time()},
-                      {"partialOutput", turn.partial_output}};
-  for (auto& [k, v] : outcome.items()) result_file[k] = v;
+  TurnFacts facts;
+  facts.run_id = run_id;
+  facts.session_id = init_.id;
+  facts.started_at = turn.started_at;
+  facts.ended_at = iso_time();
+  facts.partial_output = turn.partial_output;
+  facts.timeout = turn.prompt.timeout;
+  facts.store_error = turn.error;
+  facts.state_dir = rt_.store.dir();
+  TurnOutcome o = turn_outcome(turn.control.stop_reason(), result, facts,
+                               [this](const std::string& what) { return adapter_failure(what); });
+  const std::string event = o.event;
+  std::optional<json> answer = std::move(o.answer);
+  std::optional<RpcError> failure = std::move(o.failure);
   if (answer) {
     std::string line = to_line({{"jsonrpc", "2.0"}, {"id", turn.prompt.ledger.requestId}, {"result", *answer}});
     line.pop_back();
@@ -763,14 +696,14 @@ void Session::finish_turn(std::uint64_t generation, Connection::CallResult resul
         if (on_idle_) on_idle_(*this);
       };
   if (!oneshot()) {
-    turn.recorder->finish(event, outcome, result_file, std::move(deliver));
+    turn.recorder->finish(event, o.fields, o.result_file, std::move(deliver));
     return;
   }
   // A oneshot session's memory is in its record before the host hears of
   // the turn, so a crash right after the answer loses nothing.
   remember(turn, event);
   save_record();
-  turn.recorder->finish(event, outcome, result_file,
+  turn.recorder->finish(event, o.fields, o.result_file,
                         [&store = rt_.store, id = init_.id, deliver = std::move(deliver)](Expected<void> written) mutable {
                           store.barrier(id, [written = std::move(written), deliver = std::move(deliver)](
                                                 Expected<void>) mutable { deliver(std::move(written)); });
@@ -789,14 +722,18 @@ void Session::close(bool forget, UniqueFunction<void()> answered) {
     if (turn->control.finish()) {
       UniqueFunction<void()> after = std::move(answered);
       answered = nullptr;
-      json result_file = {{"runId", turn->prompt.run_id}, {"sessionId", init_.id}, {"state", run_event::kCancelled},
-                          {"startedAt", turn->started_at}, {"endedAt", iso_time()},
-                          {"partialOutput", turn->partial_output}, {"reason", "session closed"}};
-      turn->recorder->finish(run_event::kCancelled, {{"reason", "session closed"}}, result_file,
+      TurnFacts facts;
+      facts.run_id = turn->prompt.run_id;
+      facts.session_id = init_.id;
+      facts.started_at = turn->started_at;
+      facts.ended_at = iso_time();
+      facts.partial_output = turn->partial_output;
+      TurnOutcome o = cancelled_outcome("session closed", facts);
+      turn->recorder->finish(o.event, o.fields, o.result_file,
                              [reply = std::move(turn->prompt.reply), run_id = turn->prompt.run_id,
-                              after = std::move(after)](Expected<void> written) mutable {
+                              answer = std::move(*o.answer), after = std::move(after)](Expected<void> written) mutable {
                                if (!written) log::error("run " + run_id + ": " + written.error().message);
-                               reply.result(with_run_id(cancelled_result(), run_id));
+                               reply.result(std::move(answer));
                                if (after) after();
                              },
                              /*failure_fails=*/false);

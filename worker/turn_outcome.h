@@ -1,0 +1,55 @@
+// How a run ends, worked out without I/O: from the way the turn stopped and
+// what the adapter answered, the terminal ledger event with its fields, the
+// run's result.json, and the host's answer (a result or an error). The
+// session records the first two and then answers with the third.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "queue/turn.h"
+#include "schema/expected.h"
+#include "schema/rpc_error.h"
+
+namespace harnessd::worker {
+
+/// What is known of a run when it ends.
+struct TurnFacts {
+  std::string run_id;
+  std::string session_id;
+  std::optional<std::string> started_at;  // none: the turn never began
+  std::string ended_at;
+  std::string partial_output;  // the text the host had been sent
+  std::chrono::milliseconds timeout{0};
+  std::string store_error;  // StopReason::kError: why the run could not be recorded
+  std::string state_dir;
+};
+
+struct TurnOutcome {
+  std::string event;                             // the terminal ledger event
+  nlohmann::json fields = nlohmann::json::object();  // its own fields on the ledger line
+  nlohmann::json result_file;                    // the run's result.json
+  std::optional<nlohmann::json> answer;          // the host's result, or
+  std::optional<RpcError> failure;               // the host's error
+};
+
+/// A turn that ran: `stop` is how it was stopped (kNone: the adapter
+/// answered `adapter_answer`). `adapter_failure` makes the error of an
+/// adapter that broke the protocol, with what harnessd knows of it.
+TurnOutcome turn_outcome(queue::StopReason stop, const Expected<nlohmann::json, RpcError>& adapter_answer,
+                         const TurnFacts& facts,
+                         const std::function<RpcError(const std::string&)>& adapter_failure);
+
+/// A run cancelled by harnessd for `reason` ("removed before it started",
+/// "session closed"): answered with the result stopReason "cancelled".
+TurnOutcome cancelled_outcome(const std::string& reason, const TurnFacts& facts);
+
+/// The host's answer, with `_meta.harnessd.runId`.
+nlohmann::json with_run_id(nlohmann::json result, const std::string& run_id);
+RpcError with_run_id(RpcError error, const std::string& run_id);
+
+}  // namespace harnessd::worker
