@@ -246,13 +246,14 @@ void Agent::on_new_session(const json& params, Reply reply) {
     }
     // A session of that name from an earlier lifetime, not closed, comes
     // back (the newest, if several): names outlive the daemon.
-    const json* found = nullptr;
-    for (const auto& [id, record] : rt_.store.sessions()) {
-      if (record.value("closed", false) || record.value("name", json()) != json(*meta.name)) continue;
-      if (!found || record.value("updatedAt", "") > found->value("updatedAt", "")) found = &record;
+    std::optional<SessionRecord> found;
+    for (const auto& [id, stored] : rt_.store.sessions()) {
+      auto record = SessionRecord::from_json(stored);
+      if (!record || record->closed || record->name != meta.name) continue;
+      if (!found || record->updated_at > found->updated_at) found = std::move(*record);
     }
     if (found) {
-      schema::LoadSessionRequest again{found->value("sessionId", ""), req->cwd, req->mcpServers};
+      schema::LoadSessionRequest again{found->session_id, req->cwd, req->mcpServers};
       auto reopened = reopen(*found, again);
       if (!reopened) return reply.error(reopened.error());
       reply.result({{"sessionId", again.sessionId},
@@ -416,12 +417,11 @@ void Agent::on_close(const json& params, Reply reply) {
       store.barrier_all([reply = std::move(reply)](Expected<void>) mutable { reply.result(json::object()); });
     });
     return;
-  } else if (const json* record = rt_.store.session(req->sessionId)) {
+  } else if (auto record = stored_record(req->sessionId)) {
     // A session of an earlier lifetime: only its record changes.
-    json closed = *record;
-    closed["closed"] = true;
-    closed["updatedAt"] = iso_time();
-    rt_.store.save_session(closed);
+    record->closed = true;
+    record->updated_at = iso_time();
+    rt_.store.save_session(record->to_json());
   } else {
     return reply.error(RpcError::session_not_found(req->sessionId));
   }
@@ -436,7 +436,7 @@ void Agent::on_load(const json& params, Reply reply, bool replay) {
   if (!req) return reply.error(req.error());
   Session* session = registry_.find(req->sessionId);
   if (!session) {
-    const json* record = is_safe_id(req->sessionId) ? rt_.store.session(req->sessionId) : nullptr;
+    auto record = stored_record(req->sessionId);
     if (!record) return reply.error(RpcError::session_not_found(req->sessionId));
     auto opened = reopen(*record, *req);
     if (!opened) return reply.error(opened.error());
@@ -454,40 +454,45 @@ void Agent::on_load(const json& params, Reply reply, bool replay) {
   });
 }
 
-Expected<Session*, RpcError> Agent::reopen(const json& record, const schema::LoadSessionRequest& req) {
-  std::string harness = record.value("harness", "");
-  auto profile = rt_.config.harnesses.find(harness);
+std::optional<SessionRecord> Agent::stored_record(const std::string& id) const {
+  const json* stored = is_safe_id(id) ? rt_.store.session(id) : nullptr;
+  if (!stored) return std::nullopt;
+  auto record = SessionRecord::from_json(*stored);
+  if (!record) {
+    log::warn("session " + id + ": its record is not usable (" + record.error() + ")");
+    return std::nullopt;
+  }
+  return std::move(*record);
+}
+
+Expected<Session*, RpcError> Agent::reopen(const SessionRecord& record, const schema::LoadSessionRequest& req) {
+  auto profile = rt_.config.harnesses.find(record.harness);
   if (profile == rt_.config.harnesses.end()) {
     return RpcError{rpc_code::kHarnessUnavailable,
-                    "session " + req.sessionId + " ran on harness '" + harness + "', which is not configured now",
-                    {{"harness", harness}, {"sessionId", req.sessionId}}};
+                    "session " + req.sessionId + " ran on harness '" + record.harness + "', which is not configured now",
+                    {{"harness", record.harness}, {"sessionId", req.sessionId}}};
   }
   if (auto bad = check_cwd("session/load", req.cwd)) return *bad;
   SessionInit init;
   init.id = req.sessionId;
   init.cwd = req.cwd;
   init.profile = profile->second;
-  init.mcp_servers = req.mcpServers ? *req.mcpServers : record.value("mcpServers", json::array());
-  if (record.contains("name") && record["name"].is_string()) {
-    std::string name = record["name"];
-    // The name comes back only if no open session took it meanwhile.
-    if (!registry_.find_name(name)) init.name = name;
-  }
-  if (record.contains("hostSession") && record["hostSession"].is_string()) init.host_session = record["hostSession"];
-  init.run_timeout = std::chrono::milliseconds(record.value("runTimeoutMs", 0LL));
-  if (auto lane = queue::parse_lane(record.value("lane", "interactive"))) init.lane = *lane;
-  init.created_at = record.value("createdAt", "");
-  init.mode = record.value("mode", "persistent") == "oneshot" ? "oneshot" : "persistent";
-  if (record.contains("template") && record["template"].is_string()) init.template_name = record["template"];
-  if (record.contains("summary") && record["summary"].is_string()) init.summary = record["summary"];
-  if (record.contains("history") && record["history"].is_array()) init.history = record["history"];
-  if (record.contains("configOptions") && record["configOptions"].is_object()) init.config_choices = record["configOptions"];
-  if (record.contains("adapterOptions") && record["adapterOptions"].is_array()) init.adapter_defaults = record["adapterOptions"];
+  init.mcp_servers = req.mcpServers ? *req.mcpServers : record.mcp_servers;
+  // The name comes back only if no open session took it meanwhile.
+  if (record.name && !registry_.find_name(*record.name)) init.name = record.name;
+  init.host_session = record.host_session;
+  init.run_timeout = std::chrono::milliseconds(record.run_timeout_ms);
+  if (auto lane = queue::parse_lane(record.lane)) init.lane = *lane;
+  init.created_at = record.created_at;
+  init.mode = record.mode;
+  init.template_name = record.template_name.value_or("");
+  init.summary = record.summary.value_or("");
+  init.history = record.history;
+  init.config_choices = record.config_options;
+  if (record.adapter_options.is_array()) init.adapter_defaults = record.adapter_options;
   init.harness_fixed = true;
   // A oneshot session has no adapter session to come back to.
-  if (init.mode != "oneshot" && record.contains("adapterSessionId") && record["adapterSessionId"].is_string()) {
-    init.restore_adapter_session = record["adapterSessionId"];
-  }
+  if (init.mode != "oneshot" && record.adapter_session_id) init.restore_adapter_session = *record.adapter_session_id;
   Session& session = open_session(std::move(init));
   session.save_record();  // open again
   log::info("session " + req.sessionId + ": reopened from the store");
@@ -560,11 +565,10 @@ void Agent::on_set_summary(const json& params, Reply reply) {
   if (!req) return reply.error(req.error());
   if (Session* session = registry_.find(req->sessionId)) {
     session->set_summary(std::move(req->summary));
-  } else if (const json* record = is_safe_id(req->sessionId) ? rt_.store.session(req->sessionId) : nullptr) {
-    json changed = *record;
-    changed["summary"] = req->summary.empty() ? json() : json(req->summary);
-    changed["updatedAt"] = iso_time();
-    rt_.store.save_session(changed);
+  } else if (auto record = stored_record(req->sessionId)) {
+    record->summary = req->summary.empty() ? std::nullopt : std::optional<std::string>(req->summary);
+    record->updated_at = iso_time();
+    rt_.store.save_session(record->to_json());
   } else {
     return reply.error(RpcError::session_not_found(req->sessionId));
   }
@@ -593,15 +597,15 @@ void Agent::on_list(const json& params, Reply reply) {
   json sessions = json::array();
   std::string last;
   for (; it != records.end(); ++it) {
-    const json& r = it->second;
-    if (r.value("closed", false)) continue;
-    if (req->cwd && r.value("cwd", "") != *req->cwd) continue;
+    auto r = SessionRecord::from_json(it->second);
+    if (!r || r->closed) continue;
+    if (req->cwd && r->cwd != *req->cwd) continue;
     if (sessions.size() == kListPageSize) break;
-    json entry = {{"sessionId", it->first}, {"cwd", r.value("cwd", "")}, {"updatedAt", r.value("updatedAt", "")}};
-    json meta = {{"harness", r.value("harness", "")}, {"open", registry_.find(it->first) != nullptr}};
-    if (r.contains("name") && r["name"].is_string()) {
-      entry["title"] = r["name"];
-      meta["name"] = r["name"];
+    json entry = {{"sessionId", it->first}, {"cwd", r->cwd}, {"updatedAt", r->updated_at}};
+    json meta = {{"harness", r->harness}, {"open", registry_.find(it->first) != nullptr}};
+    if (r->name) {
+      entry["title"] = *r->name;
+      meta["name"] = *r->name;
     }
     entry["_meta"] = {{"harnessd", meta}};
     sessions.push_back(std::move(entry));

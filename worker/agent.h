@@ -14,6 +14,7 @@
 #include "worker/ledger.h"
 #include "worker/runtime.h"
 #include "worker/session.h"
+#include "worker/session_record.h"
 
 namespace harnessd::worker {
 
@@ -57,7 +58,9 @@ class Agent {
   /// Registers a live session (taking its name from an older holder).
   Session& open_session(SessionInit init);
   /// Brings a session of an earlier lifetime back from its record.
-  Expected<Session*, RpcError> reopen(const nlohmann::json& record, const schema::LoadSessionRequest& req);
+  Expected<Session*, RpcError> reopen(const SessionRecord& record, const schema::LoadSessionRequest& req);
+  /// The record of a session no one here serves, if the store has a usable one.
+  std::optional<SessionRecord> stored_record(const std::string& id) const;
   nlohmann::json run_json(const RunRecord& run) const;
 
   /// Starts queued prompts while slots are free. Re-entrant calls (a turn

@@ -25,13 +25,13 @@ Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
                          });
   // The newest record of each harness tells what its adapter offers.
   std::map<std::string, std::string> newest;
-  for (const auto& [id, record] : store_->sessions()) {
-    if (!record.contains("adapterOptions") || !record["adapterOptions"].is_array()) continue;
-    std::string harness = record.value("harness", "");
-    std::string updated = record.value("updatedAt", "");
-    if (harness.empty() || (newest.count(harness) && newest[harness] >= updated)) continue;
-    newest[harness] = updated;
-    rt_->harness_options[harness] = record["adapterOptions"];
+  for (const auto& [id, stored] : store_->sessions()) {
+    auto record = SessionRecord::from_json(stored);
+    if (!record || !record->adapter_options.is_array() || record->harness.empty()) continue;
+    const std::string& harness = record->harness;
+    if (newest.count(harness) && newest[harness] >= record->updated_at) continue;
+    newest[harness] = record->updated_at;
+    rt_->harness_options[harness] = record->adapter_options;
   }
   // Harnesses whose options are known without running them; a record of
   // what an adapter offered is newer knowledge and wins.

@@ -359,8 +359,8 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
 
 namespace {
 
-std::map<std::string, json> session_records_beneath(int root) {
-  std::map<std::string, json> records;
+std::map<std::string, SessionRecord> session_records_beneath(int root) {
+  std::map<std::string, SessionRecord> records;
   auto dir = open_beneath(root, "sessions", O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
   if (!dir) {
     if (dir.error().err != ENOENT) std::fprintf(stderr, "harnessd: %s\n", dir.error().message.c_str());
@@ -373,12 +373,13 @@ std::map<std::string, json> session_records_beneath(int root) {
       JsonlRead rec = read_jsonl_beneath(root, "sessions/" + file, StateAccess::kReadOnly);
       if (!rec.refused.empty()) std::fprintf(stderr, "harnessd: %s; skipped\n", rec.refused.c_str());
       if (rec.lines.size() != 1 || !rec.lines[0].is_object()) continue;
-      if (auto problem = session_record_problem(rec.lines[0])) {
+      auto record = SessionRecord::from_json(rec.lines[0]);
+      if (!record) {
         std::fprintf(stderr, "harnessd: sessions/%s is not a session record harnessd wrote (%s); skipped\n",
-                     file.c_str(), problem->c_str());
+                     file.c_str(), record.error().c_str());
         continue;
       }
-      records[file.substr(0, file.size() - 5)] = rec.lines[0];
+      records[file.substr(0, file.size() - 5)] = std::move(*record);
     }
     ::closedir(d);
   }
@@ -387,7 +388,7 @@ std::map<std::string, json> session_records_beneath(int root) {
 
 }  // namespace
 
-std::map<std::string, json> read_session_records(const std::string& state_dir) {
+std::map<std::string, SessionRecord> read_session_records(const std::string& state_dir) {
   auto root = open_for_reading(state_dir);
   if (!root) {
     std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
@@ -404,7 +405,7 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
     return 1;
   }
   if (!*root) return 0;
-  std::map<std::string, json> records = session_records_beneath(root->get());
+  std::map<std::string, SessionRecord> records = session_records_beneath(root->get());
   // Run counts per session from the ledger.
   RunIndex index;
   for (const auto& line : read_jsonl_beneath(root->get(), "ledger.jsonl", StateAccess::kReadOnly).lines) {
@@ -414,26 +415,23 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
   for (const auto& [id, r] : index.runs()) ++counts[r.sessionId][r.state];
   std::vector<std::vector<std::string>> rows = {{"SESSION", "NAME", "HARNESS", "STATE", "UPDATED (UTC)", "RUNS", "CWD"}};
   for (const auto& [id, r] : records) {
-    bool closed = r.value("closed", false);
-    if (closed && !all) continue;
+    if (r.closed && !all) continue;
     json runs = counts.count(id) ? json(counts[id]) : json::object();
     if (format == "json") {
-      json out = r;
+      json out = r.to_json();
       out["version"] = 1;
       out["runs"] = runs;
       print_line(out.dump());
       continue;
     }
     // The session's name, else the host's name for it.
-    std::string name = text(r, "name");
-    if (name.empty()) name = text(r, "hostSession");
-    if (name.empty()) name = "-";
+    std::string name = r.name.value_or(r.host_session.value_or("-"));
     std::string summary;
     for (auto& [state, n] : runs.items()) {
       summary += (summary.empty() ? "" : ", ") + std::to_string(n.get<int>()) + " " + (state == "timeout" ? "timed out" : state);
     }
-    rows.push_back({id, name, r.value("harness", "-"), closed ? "closed" : "open", short_time(r.value("updatedAt", "")),
-                    summary.empty() ? "none" : summary, r.value("cwd", "-")});
+    rows.push_back({id, name, r.harness.empty() ? "-" : r.harness, r.closed ? "closed" : "open",
+                    short_time(r.updated_at), summary.empty() ? "none" : summary, r.cwd.empty() ? "-" : r.cwd});
   }
   if (format != "json") {
     if (rows.size() > 1) {
@@ -461,17 +459,15 @@ std::optional<long long> parse_duration_ms(const std::string& text) {
 
 // What stops a session record from being closed from the shell: a daemon
 // that serves it (its instance still holds its lock) would overwrite it.
-std::optional<std::string> served_by(int root, const json& record) {
-  auto it = record.find("daemon");
-  if (it == record.end() || !it->is_string()) return std::nullopt;
-  if (!daemon_instance_alive(root, it->get<std::string>())) return std::nullopt;
-  return it->get<std::string>();
+std::optional<std::string> served_by(int root, const SessionRecord& record) {
+  if (record.daemon.empty() || !daemon_instance_alive(root, record.daemon)) return std::nullopt;
+  return record.daemon;
 }
 
-Expected<void> write_closed(int root, const std::string& id, json record) {
-  record["closed"] = true;
-  record["updatedAt"] = iso_time();
-  std::string content = record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+Expected<void> write_closed(int root, const std::string& id, SessionRecord record) {
+  record.closed = true;
+  record.updated_at = iso_time();
+  std::string content = record.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   auto written = replace_file_beneath(root, Store::session_file(id), content, false);
   if (!written) return Error{written.error().message};
   return {};
@@ -485,15 +481,15 @@ int close_command(const std::string& state_dir, const std::string& target) {
     std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
     return 1;
   }
-  std::map<std::string, json> records = session_records_beneath(root->get());
+  std::map<std::string, SessionRecord> records = session_records_beneath(root->get());
   // An id, or the name (or host's name) of open sessions.
   std::vector<std::string> matches;
   if (records.count(target)) {
     matches.push_back(target);
   } else {
     for (const auto& [id, r] : records) {
-      bool named = r.value("name", json()) == target || r.value("hostSession", json()) == target;
-      if (named && !r.value("closed", false)) matches.push_back(id);
+      bool named = r.name == target || r.host_session == target;
+      if (named && !r.closed) matches.push_back(id);
     }
   }
   if (matches.empty()) {
@@ -502,8 +498,8 @@ int close_command(const std::string& state_dir, const std::string& target) {
   }
   int code = 0;
   for (const auto& id : matches) {
-    const json& r = records[id];
-    if (r.value("closed", false)) {
+    const SessionRecord& r = records[id];
+    if (r.closed) {
       print_line(id + " was already closed");
       continue;
     }
@@ -541,8 +537,8 @@ int prune_command(const std::string& state_dir, const std::optional<std::string>
   const long long now = iso_ms(iso_time());
   int code = 0, pruned = 0;
   for (const auto& [id, r] : session_records_beneath(root->get())) {
-    if (r.value("closed", false) || served_by(root->get(), r)) continue;
-    long long updated = iso_ms(r.value("updatedAt", ""));
+    if (r.closed || served_by(root->get(), r)) continue;
+    long long updated = iso_ms(r.updated_at);
     if (age && updated >= 0 && now - updated < *age) continue;
     std::string idle = updated < 0 ? "" : " (idle " + duration_words(now - updated) + ")";
     if (dry_run) {

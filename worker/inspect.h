@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "worker/session_record.h"
+
 namespace harnessd::worker {
 
 struct Config;
@@ -30,7 +32,7 @@ int runs_command(const RunsQuery& query);
 int harnesses_command(const Config& config, bool check, const std::string& format);
 
 /// Every session record of the state directory, by session id.
-std::map<std::string, nlohmann::json> read_session_records(const std::string& state_dir);
+std::map<std::string, SessionRecord> read_session_records(const std::string& state_dir);
 
 /// Prints every session record: id, name, harness, cwd, state, runs.
 int sessions_command(const std::string& state_dir, const std::string& format, bool all);

@@ -92,29 +92,33 @@ Session::~Session() {
 }
 
 json Session::record() const {
-  return {{"sessionId", init_.id},
-          {"name", init_.name ? json(*init_.name) : json()},
-          {"hostSession", init_.host_session ? json(*init_.host_session) : json()},
-          {"harness", init_.profile.name},
-          {"cwd", init_.cwd},
-          {"mode", init_.mode},
-          {"template", init_.template_name.empty() ? json() : json(init_.template_name)},
-          {"summary", init_.summary.empty() ? json() : json(init_.summary)},
-          {"history", init_.history},
-          {"mcpServers", init_.mcp_servers},
-          {"adapterSessionId", !adapter_session_id_.empty() ? json(adapter_session_id_)
-                               : !restore_id_.empty()       ? json(restore_id_)
-                                                            : json(init_.restore_adapter_session.empty()
-                                                                       ? json()
-                                                                       : json(init_.restore_adapter_session))},
-          {"runTimeoutMs", init_.run_timeout.count()},
-          {"lane", queue::lane_name(init_.lane)},
-          {"configOptions", init_.config_choices},
-          {"adapterOptions", adapter_defaults_},
-          {"closed", closed_},
-          {"daemon", rt_.store.instance()},
-          {"createdAt", init_.created_at},
-          {"updatedAt", iso_time()}};
+  SessionRecord r;
+  r.session_id = init_.id;
+  r.name = init_.name;
+  r.host_session = init_.host_session;
+  r.harness = init_.profile.name;
+  r.cwd = init_.cwd;
+  r.mode = init_.mode;
+  if (!init_.template_name.empty()) r.template_name = init_.template_name;
+  if (!init_.summary.empty()) r.summary = init_.summary;
+  r.history = init_.history;
+  r.mcp_servers = init_.mcp_servers;
+  // The adapter's session of this lifetime, else the one it is resuming,
+  // else the one of the earlier lifetime.
+  for (const std::string* id : {&adapter_session_id_, &restore_id_, &init_.restore_adapter_session}) {
+    if (id->empty()) continue;
+    r.adapter_session_id = *id;
+    break;
+  }
+  r.run_timeout_ms = init_.run_timeout.count();
+  r.lane = queue::lane_name(init_.lane);
+  r.config_options = init_.config_choices;
+  r.adapter_options = adapter_defaults_;
+  r.closed = closed_;
+  r.daemon = rt_.store.instance();
+  r.created_at = init_.created_at;
+  r.updated_at = iso_time();
+  return r.to_json();
 }
 
 void Session::save_record() {

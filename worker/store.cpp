@@ -178,39 +178,6 @@ struct Store::LedgerFile {
   std::atomic<bool> retry_queued{false};
 };
 
-std::optional<std::string> session_record_problem(const json& record) {
-  if (!record.is_object()) return "not an object";
-  auto id = record.find("sessionId");
-  if (id != record.end() && (!id->is_string() || !is_safe_id(id->get_ref<const std::string&>()))) {
-    return "sessionId is not a session id";
-  }
-  enum Type { kString, kStringOrNull, kBool, kInteger, kArray, kObject };
-  static const std::pair<const char*, Type> kFields[] = {
-      {"name", kStringOrNull},    {"harness", kString},        {"cwd", kString},
-      {"mode", kString},          {"template", kStringOrNull}, {"summary", kStringOrNull},
-      {"history", kArray},        {"mcpServers", kArray},      {"adapterSessionId", kStringOrNull},
-      {"runTimeoutMs", kInteger}, {"lane", kString},           {"configOptions", kObject},
-      {"adapterOptions", kArray}, {"closed", kBool},           {"createdAt", kString},
-      {"updatedAt", kString},     {"daemon", kString},         {"hostSession", kStringOrNull}};
-  static const char* const kTypeNames[] = {"a string", "a string or null", "a boolean",
-                                           "an integer", "an array or null", "an object or null"};
-  for (const auto& [field, type] : kFields) {
-    auto it = record.find(field);
-    if (it == record.end()) continue;
-    bool ok = false;
-    switch (type) {
-      case kString: ok = it->is_string(); break;
-      case kStringOrNull: ok = it->is_string() || it->is_null(); break;
-      case kBool: ok = it->is_boolean(); break;
-      case kInteger: ok = it->is_number_integer() && (*it).get<long long>() >= 0; break;
-      // Null until known (an adapter's options before it started).
-      case kArray: ok = it->is_array() || it->is_null(); break;
-      case kObject: ok = it->is_object() || it->is_null(); break;
-    }
-    if (!ok) return std::string(field) + " must be " + kTypeNames[type];
-  }
-  return std::nullopt;
-}
 
 // ---------------------------------------------------------------- writer threads
 

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "acp/files.h"
+#include "worker/session_record.h"
 #include "acp/loop.h"
 #include "acp/unique_function.h"
 #include "schema/expected.h"
@@ -34,12 +35,6 @@ struct StoreOptions {
   /// A full disk and its return are tested on a real tmpfs.
   std::size_t fail_after_bytes = 0;
 };
-
-/// Checks a session record read from the state directory: an object whose
-/// fields, where present, have the types harnessd writes (the sessionId a
-/// safe id, `closed` a boolean, `runTimeoutMs` an integer, ...). Returns
-/// what is wrong, or nothing. A record that fails is skipped, never used.
-std::optional<std::string> session_record_problem(const nlohmann::json& record);
 
 /// True while the daemon instance `instance` runs on the state directory
 /// open at `root` (it holds daemons/<instance>.lock).

@@ -23,7 +23,7 @@ struct TurnFacts {
   std::string session_id;
   std::optional<std::string> started_at;  // none: the turn never began
   std::string ended_at;
-  std::string partial_output;  // the text the host had been sent
+  bool partial_output = false;  // the host had been sent some of the answer
   std::chrono::milliseconds timeout{0};
   std::string store_error;  // StopReason::kError: why the run could not be recorded
   std::string state_dir;

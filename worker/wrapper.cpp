@@ -636,17 +636,15 @@ int pack_command(const WrapperOptions& options, const Config& config, const std:
   // The memory of the named session, as the daemon would pack it: the
   // newest open record of that name.
   if (options.session) {
-    json found;
+    std::optional<SessionRecord> found;
     for (const auto& [id, record] : read_session_records(state_dir)) {
-      if (record.value("closed", false) || record.value("name", json()) != json(*options.session)) continue;
-      if (found.is_null() || record.value("updatedAt", "") > found.value("updatedAt", "")) found = record;
+      if (record.closed || record.name != options.session) continue;
+      if (!found || record.updated_at > found->updated_at) found = record;
     }
-    if (!found.is_null()) {
-      if (found.value("mode", "") == "oneshot") in.history = found.value("history", json::array());
-      if (found.contains("summary") && found["summary"].is_string()) in.summary = found["summary"];
-      if (!options.template_name && found.contains("template") && found["template"].is_string()) {
-        template_name = found["template"];
-      }
+    if (found) {
+      if (found->mode == "oneshot") in.history = found->history;
+      if (found->summary) in.summary = *found->summary;
+      if (!options.template_name && found->template_name) template_name = *found->template_name;
     }
   }
   if (template_name.empty()) template_name = "single-shot";

@@ -17,7 +17,7 @@ TurnFacts facts() {
   f.session_id = "sess_1";
   f.started_at = "2026-12-01T00:00:00.000Z";
   f.ended_at = "2026-12-01T00:00:01.000Z";
-  f.partial_output = "half an ans";
+  f.partial_output = true;
   f.timeout = std::chrono::milliseconds(1500);
   f.store_error = "No space left on device";
   f.state_dir = "/state";
@@ -52,7 +52,7 @@ TEST_CASE("turn outcome: each way a turn ends, as the ledger, result.json and th
       {"cancelled whatever the adapter said", StopReason::kCancelled, RpcError{-32603, "gone", json()}, "cancelled",
        json::object(), json{{"stopReason", "cancelled"}, {"_meta", {{"harnessd", {{"runId", "run_1"}}}}}}, 0},
       {"a timeout is never a finished turn", StopReason::kTimeout, json{{"stopReason", "end_turn"}}, "timeout",
-       {{"timeoutMs", 1500}, {"partialOutput", "half an ans"}}, std::nullopt, -32015},
+       {{"timeoutMs", 1500}, {"partialOutput", true}}, std::nullopt, -32015},
       {"a run that could not be recorded", StopReason::kError, json{{"stopReason", "end_turn"}}, "failed",
        json(), std::nullopt, -32016},
       {"the adapter's error", StopReason::kNone, RpcError{-32000, "model overloaded", json{{"retry", true}}},
@@ -70,7 +70,7 @@ TEST_CASE("turn outcome: each way a turn ends, as the ledger, result.json and th
     CHECK(o.result_file["sessionId"] == "sess_1");
     CHECK(o.result_file["startedAt"] == "2026-12-01T00:00:00.000Z");
     CHECK(o.result_file["endedAt"] == "2026-12-01T00:00:01.000Z");
-    CHECK(o.result_file["partialOutput"] == "half an ans");
+    CHECK(o.result_file["partialOutput"] == true);
     // The ledger line's own fields are in result.json too.
     for (auto& [k, v] : o.fields.items()) CHECK(o.result_file[k] == v);
     if (row.answer) {
@@ -92,7 +92,7 @@ TEST_CASE("turn outcome: the details of failures") {
   TurnOutcome timeout = from_adapter(StopReason::kTimeout, json{{"stopReason", "end_turn"}});
   CHECK(timeout.failure->message == "run run_1 timed out after 1500 ms");
   CHECK(timeout.failure->data == json{{"runId", "run_1"}, {"reason", "timeout"}, {"timeoutMs", 1500},
-                                      {"partialOutput", "half an ans"}});
+                                      {"partialOutput", true}});
   TurnOutcome store = from_adapter(StopReason::kError, json{{"stopReason", "end_turn"}});
   CHECK(store.failure->message == "run run_1 failed: it could not be recorded (No space left on device)");
   CHECK(store.failure->data == json{{"runId", "run_1"}, {"reason", "store"}, {"stateDir", "/state"}});
@@ -115,7 +115,7 @@ TEST_CASE("turn outcome: runs harnessd cancels itself") {
   CHECK(*removed.answer == json{{"stopReason", "cancelled"}, {"_meta", {{"harnessd", {{"runId", "run_1"}}}}}});
   TurnOutcome closed = cancelled_outcome("session closed", facts());
   CHECK(closed.result_file["startedAt"] == "2026-12-01T00:00:00.000Z");
-  CHECK(closed.result_file["partialOutput"] == "half an ans");
+  CHECK(closed.result_file["partialOutput"] == true);
   CHECK(closed.result_file["reason"] == "session closed");
   CHECK_FALSE(closed.failure);
 }
