@@ -138,7 +138,7 @@ class BridgeServer {
   BridgeServer(Loop& loop, Bridge& bridge, Connection& client) : loop_(loop), bridge_(bridge), client_(client) {
     client_.on_request("initialize", [this](const json& p, Reply r) { on_initialize(p, std::move(r)); });
     client_.on_request("session/new", [this](const json& p, Reply r) { on_new(p, std::move(r)); });
-    if (bridge_.can_resume()) {
+    if (bridge_.can_resume) {
       client_.on_request("session/resume", [this](const json& p, Reply r) { on_resume(p, std::move(r)); });
     }
     client_.on_request("session/prompt", [this](const json& p, Reply r) { on_prompt(p, std::move(r)); });
@@ -166,7 +166,7 @@ class BridgeServer {
     auto req = schema::decode_initialize(params);
     if (!req) return reply.error(req.error());
     json session_caps = {{"close", json::object()}};
-    if (bridge_.can_resume()) session_caps["resume"] = json::object();
+    if (bridge_.can_resume) session_caps["resume"] = json::object();
     reply.result({{"protocolVersion", schema::kProtocolVersion},
                   {"agentCapabilities",
                    {{"loadSession", false},
@@ -174,7 +174,7 @@ class BridgeServer {
                     {"mcpCapabilities", {{"http", false}, {"sse", false}}},
                     {"sessionCapabilities", session_caps}}},
                   {"authMethods", json::array()},
-                  {"agentInfo", {{"name", "harnessd-" + bridge_.name()}, {"version", HARNESSD_VERSION}}}});
+                  {"agentInfo", {{"name", "harnessd-" + bridge_.name}, {"version", HARNESSD_VERSION}}}});
     client_.mark_initialized();
   }
 
@@ -199,7 +199,7 @@ class BridgeServer {
     json options = (*session)->config_options();
     if (!options.empty()) result["configOptions"] = std::move(options);
     slots_[spec.id].session = std::move(*session);
-    log::info(bridge_.name() + " bridge: session " + spec.id + (spec.resume ? " resumed" : " created"));
+    log::info(bridge_.name + " bridge: session " + spec.id + (spec.resume ? " resumed" : " created"));
     reply.result(std::move(result));
   }
 
@@ -335,7 +335,7 @@ int run_bridge(Loop& loop, Bridge& bridge, const BridgeRunOptions& options) {
     auto stop = [&](const std::string& why) {
       if (stopping) return;
       stopping = true;
-      log::info(bridge.name() + " bridge: stopping (" + why + ")");
+      log::info(bridge.name + " bridge: stopping (" + why + ")");
       auto exit_loop = [&] {
         deadline.stop();
         loop.post([&] {

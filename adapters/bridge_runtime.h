@@ -94,17 +94,17 @@ struct BridgeSessionSpec {
   bool resume = false;  // session/resume of an id from an earlier process
 };
 
-/// A harness bridge: makes sessions.
-class Bridge {
- public:
-  virtual ~Bridge() = default;
+/// A harness bridge: its name, whether it resumes, and how it makes
+/// sessions. Each bridge is one of these, filled in by its make function.
+struct Bridge {
+  using Open = std::function<Expected<std::unique_ptr<BridgeSession>, RpcError>(const BridgeSessionSpec&)>;
   /// "claude-code", "opencode", "openspace", "exec".
-  virtual std::string name() const = 0;
+  std::string name;
   /// Whether session/resume works (the harness keeps its own sessions).
-  virtual bool can_resume() const = 0;
+  bool can_resume = false;
   /// Makes a session. For a resume, the bridge checks that it can continue
   /// the harness's session and answers -32002 when it cannot.
-  virtual Expected<std::unique_ptr<BridgeSession>, RpcError> open_session(const BridgeSessionSpec& spec) = 0;
+  Open open_session;
 };
 
 struct BridgeRunOptions {

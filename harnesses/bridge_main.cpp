@@ -78,7 +78,7 @@ int bridge_main(int argc, char** argv) {
     return 1;
   }
   Loop loop;
-  std::unique_ptr<adapters::Bridge> bridge;
+  adapters::Bridge bridge;
   if (claude_cmd->parsed()) {
     if (!claude_command.empty()) claude.command = claude_command;
     bridge = make_claude_bridge(loop, claude);
@@ -92,8 +92,8 @@ int bridge_main(int argc, char** argv) {
     exec.kill_grace = std::chrono::milliseconds(static_cast<long long>(std::llround(exec_grace * 1000)));
     bridge = make_exec_bridge(loop, exec);
   }
-  int code = adapters::run_bridge(loop, *bridge, run);
-  bridge.reset();
+  int code = adapters::run_bridge(loop, bridge, run);
+  bridge = {};
   return code;
 }
 

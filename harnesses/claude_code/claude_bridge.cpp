@@ -505,26 +505,6 @@ class ClaudeSession final : public adapters::BridgeSession {
   int controls_ = 0;
 };
 
-class ClaudeBridge final : public adapters::Bridge {
- public:
-  ClaudeBridge(Loop& loop, ClaudeOptions options) : loop_(loop), options_(std::move(options)) {}
-  std::string name() const override { return "claude-code"; }
-  bool can_resume() const override { return true; }
-  Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> open_session(
-      const adapters::BridgeSessionSpec& spec) override {
-    if (spec.resume && !conversation_exists(spec.id)) {
-      RpcError e = RpcError::session_not_found(spec.id);
-      e.message = "claude has no conversation " + spec.id;
-      return e;
-    }
-    return std::unique_ptr<adapters::BridgeSession>(new ClaudeSession(loop_, options_, spec));
-  }
-
- private:
-  Loop& loop_;
-  ClaudeOptions options_;
-};
-
 }  // namespace
 
 json claude_config_options(const std::string& model, const std::string& mode) {
@@ -538,8 +518,20 @@ json claude_config_options(const std::string& model, const std::string& mode) {
                       {"bypassPermissions", "Bypass permissions"}})});
 }
 
-std::unique_ptr<adapters::Bridge> make_claude_bridge(Loop& loop, ClaudeOptions options) {
-  return std::make_unique<ClaudeBridge>(loop, std::move(options));
+adapters::Bridge make_claude_bridge(Loop& loop, ClaudeOptions options) {
+  adapters::Bridge bridge{"claude-code", true, {}};
+  // Shared: each session keeps a reference to the options.
+  auto shared = std::make_shared<const ClaudeOptions>(std::move(options));
+  bridge.open_session = [&loop, options = std::move(shared)](const adapters::BridgeSessionSpec& spec)
+      -> Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> {
+    if (spec.resume && !conversation_exists(spec.id)) {
+      RpcError e = RpcError::session_not_found(spec.id);
+      e.message = "claude has no conversation " + spec.id;
+      return e;
+    }
+    return std::unique_ptr<adapters::BridgeSession>(new ClaudeSession(loop, *options, spec));
+  };
+  return bridge;
 }
 
 }  // namespace harnessd::harnesses

@@ -144,25 +144,17 @@ class ExecSession final : public adapters::BridgeSession {
   std::string prompt_file_;
 };
 
-class ExecBridge final : public adapters::Bridge {
- public:
-  ExecBridge(Loop& loop, ExecOptions options) : loop_(loop), options_(std::move(options)) {}
-  std::string name() const override { return "exec"; }
-  bool can_resume() const override { return false; }
-  Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> open_session(
-      const adapters::BridgeSessionSpec& spec) override {
-    return std::unique_ptr<adapters::BridgeSession>(new ExecSession(loop_, options_, spec.cwd));
-  }
-
- private:
-  Loop& loop_;
-  ExecOptions options_;
-};
-
 }  // namespace
 
-std::unique_ptr<adapters::Bridge> make_exec_bridge(Loop& loop, ExecOptions options) {
-  return std::make_unique<ExecBridge>(loop, std::move(options));
+adapters::Bridge make_exec_bridge(Loop& loop, ExecOptions options) {
+  adapters::Bridge bridge{"exec", false, {}};
+  // Shared: each session keeps a reference to the options.
+  auto shared = std::make_shared<const ExecOptions>(std::move(options));
+  bridge.open_session = [&loop, options = std::move(shared)](const adapters::BridgeSessionSpec& spec)
+      -> Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> {
+    return std::unique_ptr<adapters::BridgeSession>(new ExecSession(loop, *options, spec.cwd));
+  };
+  return bridge;
 }
 
 }  // namespace harnessd::harnesses

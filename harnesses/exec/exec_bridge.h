@@ -21,6 +21,6 @@ struct ExecOptions {
   std::chrono::milliseconds kill_grace{2000};
 };
 
-std::unique_ptr<adapters::Bridge> make_exec_bridge(Loop& loop, ExecOptions options);
+adapters::Bridge make_exec_bridge(Loop& loop, ExecOptions options);
 
 }  // namespace harnessd::harnesses

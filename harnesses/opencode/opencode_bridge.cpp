@@ -147,13 +147,14 @@ class OpencodeSession final : public adapters::BridgeSession {
   json tokens_;
 };
 
-class OpencodeBridge final : public adapters::Bridge {
- public:
-  OpencodeBridge(Loop& loop, OpencodeOptions options) : loop_(loop), options_(std::move(options)) {}
-  std::string name() const override { return "opencode"; }
-  bool can_resume() const override { return true; }
-  Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> open_session(
-      const adapters::BridgeSessionSpec& spec) override {
+}  // namespace
+
+adapters::Bridge make_opencode_bridge(Loop& loop, OpencodeOptions options) {
+  adapters::Bridge bridge{"opencode", true, {}};
+  // Shared: each session keeps a reference to the options.
+  auto shared = std::make_shared<const OpencodeOptions>(std::move(options));
+  bridge.open_session = [&loop, options = std::move(shared)](const adapters::BridgeSessionSpec& spec)
+      -> Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> {
     std::string opencode_session;
     if (spec.resume) {
       auto state = load_bridge_state("opencode", spec.id);
@@ -164,18 +165,9 @@ class OpencodeBridge final : public adapters::Bridge {
       }
       opencode_session = (*state)["opencodeSession"].get<std::string>();
     }
-    return std::unique_ptr<adapters::BridgeSession>(new OpencodeSession(loop_, options_, spec, opencode_session));
-  }
-
- private:
-  Loop& loop_;
-  OpencodeOptions options_;
-};
-
-}  // namespace
-
-std::unique_ptr<adapters::Bridge> make_opencode_bridge(Loop& loop, OpencodeOptions options) {
-  return std::make_unique<OpencodeBridge>(loop, std::move(options));
+    return std::unique_ptr<adapters::BridgeSession>(new OpencodeSession(loop, *options, spec, opencode_session));
+  };
+  return bridge;
 }
 
 }  // namespace harnessd::harnesses

@@ -20,6 +20,6 @@ struct OpencodeOptions {
   std::chrono::milliseconds kill_grace{2000};
 };
 
-std::unique_ptr<adapters::Bridge> make_opencode_bridge(Loop& loop, OpencodeOptions options);
+adapters::Bridge make_opencode_bridge(Loop& loop, OpencodeOptions options);
 
 }  // namespace harnessd::harnesses

@@ -255,25 +255,17 @@ class OpenspaceSession final : public adapters::BridgeSession {
   std::size_t offset_ = 0;
 };
 
-class OpenspaceBridge final : public adapters::Bridge {
- public:
-  OpenspaceBridge(Loop& loop, OpenspaceOptions options) : loop_(loop), options_(std::move(options)) {}
-  std::string name() const override { return "openspace"; }
-  bool can_resume() const override { return false; }
-  Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> open_session(
-      const adapters::BridgeSessionSpec& spec) override {
-    return std::unique_ptr<adapters::BridgeSession>(new OpenspaceSession(loop_, options_, spec.cwd));
-  }
-
- private:
-  Loop& loop_;
-  OpenspaceOptions options_;
-};
-
 }  // namespace
 
-std::unique_ptr<adapters::Bridge> make_openspace_bridge(Loop& loop, OpenspaceOptions options) {
-  return std::make_unique<OpenspaceBridge>(loop, std::move(options));
+adapters::Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions options) {
+  adapters::Bridge bridge{"openspace", false, {}};
+  // Shared: each session keeps a reference to the options.
+  auto shared = std::make_shared<const OpenspaceOptions>(std::move(options));
+  bridge.open_session = [&loop, options = std::move(shared)](const adapters::BridgeSessionSpec& spec)
+      -> Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> {
+    return std::unique_ptr<adapters::BridgeSession>(new OpenspaceSession(loop, *options, spec.cwd));
+  };
+  return bridge;
 }
 
 }  // namespace harnessd::harnesses

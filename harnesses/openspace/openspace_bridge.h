@@ -23,6 +23,6 @@ struct OpenspaceOptions {
   std::chrono::milliseconds poll_interval{200};
 };
 
-std::unique_ptr<adapters::Bridge> make_openspace_bridge(Loop& loop, OpenspaceOptions options);
+adapters::Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions options);
 
 }  // namespace harnessd::harnesses
