@@ -2,13 +2,12 @@
 // prompts, one turn at a time, and turn ends that happen exactly once.
 #include "adapters/bridge_runtime.h"
 
-#include <signal.h>
 
 #include <deque>
 #include <random>
 
 #include "acp/log.h"
-#include "acp/stdio_peer.h"
+#include "acp/stdio_serve.h"
 #include "harnessd_version.h"
 #include "schema/acp.h"
 
@@ -314,48 +313,32 @@ class BridgeServer {
 
 }  // namespace
 
-int run_bridge(Loop& loop, Bridge& bridge, const BridgeRunOptions& options) {
-  signal(SIGPIPE, SIG_IGN);
-  {
-    StdioPeerOptions peer_options;
-    peer_options.in_fd = options.in_fd;
-    peer_options.out_fd = options.out_fd;
-    peer_options.connection.peer = "client";
-    peer_options.connection.require_initialize = true;
-    auto opened = StdioPeer::open(loop, peer_options);
-    if (!opened) {
-      log::error(opened.error().message);
-      return 1;
-    }
-    std::unique_ptr<StdioPeer> peer = std::move(*opened);
-    BridgeServer server(loop, bridge, peer->rpc());
-    bool stopping = false;
-    std::vector<std::unique_ptr<SignalWatch>> signals;
-    Timer deadline(loop);
-    auto stop = [&](const std::string& why) {
-      if (stopping) return;
-      stopping = true;
-      log::info(bridge.name + " bridge: stopping (" + why + ")");
-      auto exit_loop = [&] {
-        deadline.stop();
-        loop.post([&] {
-          peer->close();
-          signals.clear();
-        });
-      };
-      // Bounded: a harness that does not die must not keep the bridge up.
-      deadline.start(std::chrono::seconds(5), exit_loop);
-      server.close_all([&, exit_loop] { peer->flush(exit_loop); });
-    };
-    peer->on_write_error([&](int) { stop("client output closed"); });
-    peer->start([&](int) { stop("end of input"); });
-    for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
-      signals.push_back(std::make_unique<SignalWatch>(loop, sig, [&](int) { loop.post([&] { stop("signal"); }); }));
-    }
-    loop.run();
+namespace {
+
+class BridgeService final : public StdioService {
+ public:
+  BridgeService(Loop& loop, Bridge& bridge, StdioPeer& peer) : server_(loop, bridge, peer.rpc()) {}
+  void stop(const std::string&, UniqueFunction<void()> done) override {
+    server_.close_all([done = std::make_shared<UniqueFunction<void()>>(std::move(done))] { (*done)(); });
   }
-  loop.close();
-  return 0;
+
+ private:
+  BridgeServer server_;
+};
+
+}  // namespace
+
+int run_bridge(Loop& loop, Bridge& bridge, const BridgeRunOptions& options) {
+  StdioServeOptions serve_options;
+  serve_options.peer.in_fd = options.in_fd;
+  serve_options.peer.out_fd = options.out_fd;
+  serve_options.peer.connection.peer = "client";
+  serve_options.peer.connection.require_initialize = true;
+  // Bounded: a harness that does not die must not keep the bridge up.
+  serve_options.stop_bound = std::chrono::seconds(5);
+  serve_options.what = bridge.name + " bridge";
+  return serve_stdio(loop, serve_options,
+                     [&](StdioPeer& peer) { return std::make_unique<BridgeService>(loop, bridge, peer); });
 }
 
 }  // namespace harnessd::adapters
