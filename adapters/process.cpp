@@ -35,6 +35,12 @@ std::string current_dir() {
 }
 }  // namespace
 
+std::vector<std::string> current_environment() {
+  std::vector<std::string> out;
+  for (char** e = environ; e && *e; ++e) out.emplace_back(*e);
+  return out;
+}
+
 std::string self_executable() {
   char buf[4096];
   size_t size = sizeof buf;

@@ -53,6 +53,9 @@ std::string default_guard_exe();
 /// The path of the running executable, or empty if it cannot be found.
 std::string self_executable();
 
+/// The environment of this process as NAME=value strings.
+std::vector<std::string> current_environment();
+
 /// Looks `name` up on `path` (colon-separated) as execvp would. Returns the
 /// absolute path of an executable file, or an error naming what is missing.
 Expected<std::string> find_executable(const std::string& name, const std::string& path);

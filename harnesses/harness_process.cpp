@@ -9,7 +9,6 @@
 #include <cstring>
 #include <map>
 
-#include "harnesses/profile.h"
 
 namespace harnessd::harnesses {
 
@@ -109,7 +108,7 @@ std::vector<std::string> environment_with(const std::vector<std::string>& extra)
     auto eq = entry.find('=');
     if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
   };
-  for (const auto& e : current_environment()) add(e);
+  for (const auto& e : adapters::current_environment()) add(e);
   for (const auto& e : extra) add(e);
   std::vector<std::string> out;
   for (const auto& [k, v] : env) out.push_back(k + "=" + v);

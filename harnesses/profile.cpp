@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <set>
 
-#include "harnesses/claude_code/claude_bridge.h"
+#include "harnesses/bridges.h"
 
 extern char** environ;
 
@@ -96,23 +96,14 @@ std::map<std::string, HarnessProfile> builtin_profiles() {
 }
 
 std::string bridge_of(const std::string& kind) {
-  if (kind == "claude-code") return "claude-code";
-  if (kind == "opencode-run") return "opencode";
-  if (kind == "openspace") return "openspace";
-  if (kind == "exec") return "exec";
-  return "";
+  const BridgeEntry* entry = bridge_for_kind(kind);
+  return entry ? std::string(entry->bridge) : std::string();
 }
 
 nlohmann::json known_config_options(const HarnessProfile& profile) {
-  if (bridge_of(profile.kind).empty()) return nullptr;  // an ACP adapter says so itself
-  if (profile.kind != "claude-code") return nlohmann::json::array();
-  // The bridge's --model and --permission-mode, from the profile's table.
-  std::string model, mode;
-  for (std::size_t i = 0; i + 1 < profile.bridge_options.size(); i += 2) {
-    if (profile.bridge_options[i] == "--model") model = profile.bridge_options[i + 1];
-    if (profile.bridge_options[i] == "--permission-mode") mode = profile.bridge_options[i + 1];
-  }
-  return claude_config_options(model, mode);
+  const BridgeEntry* entry = bridge_for_kind(profile.kind);
+  if (!entry) return nullptr;  // an ACP adapter says so itself
+  return entry->known_options(profile.bridge_options);
 }
 
 std::vector<std::string> adapter_argv(const HarnessProfile& profile, const std::string& harnessd_exe) {
@@ -246,12 +237,6 @@ std::vector<std::string> adapter_environment(const HarnessProfile& profile, cons
   std::vector<std::string> out;
   out.reserve(env.size());
   for (const auto& [name, value] : env) out.push_back(name + "=" + value);
-  return out;
-}
-
-std::vector<std::string> current_environment() {
-  std::vector<std::string> out;
-  for (char** e = environ; e && *e; ++e) out.emplace_back(*e);
   return out;
 }
 

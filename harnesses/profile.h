@@ -75,7 +75,4 @@ const std::vector<std::string>& safe_environment_names();
 /// then the profile's own `env`, which wins.
 std::vector<std::string> adapter_environment(const HarnessProfile& profile, const std::vector<std::string>& parent);
 
-/// The environment of this process as NAME=value strings.
-std::vector<std::string> current_environment();
-
 }  // namespace harnessd::harnesses

@@ -181,7 +181,7 @@ bool harness_installed(const harnesses::HarnessProfile& profile, std::string* wh
     return false;
   }
   std::string path;
-  for (const auto& e : harnesses::adapter_environment(profile, harnesses::current_environment())) {
+  for (const auto& e : harnesses::adapter_environment(profile, adapters::current_environment())) {
     if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
   }
   auto found = adapters::find_executable(profile.command[0], path);

@@ -12,7 +12,7 @@ Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
   store_ = Store::open(loop, options_.state_dir.empty() ? default_state_home() : options_.state_dir, options_.store);
   rt_ = std::make_unique<Runtime>(Runtime{
       loop, options_.config, host, reaper_, *store_, options_.guard_exe,
-      options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, harnesses::current_environment()});
+      options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, adapters::current_environment()});
   rt_->sweep_orphans = options_.sweep_orphans;
   rt_->adapter_output_gate = &adapter_output_gate_;
   rt_->host_input_gate = &host_input_gate_;

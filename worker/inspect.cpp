@@ -307,7 +307,7 @@ std::string program_version(const std::string& program, const std::vector<std::s
 }  // namespace
 
 int harnesses_command(const Config& config, bool check, const std::string& format) {
-  std::vector<std::string> parent = harnesses::current_environment();
+  std::vector<std::string> parent = adapters::current_environment();
   bool default_found = false;
   for (const auto& [name, profile] : config.harnesses) {
     std::vector<std::string> env = harnesses::adapter_environment(profile, parent);
