@@ -71,14 +71,14 @@ int bridge_main(int argc, char** argv) {
   log::set_level(level);
   log::make_stderr_nonblocking();
 
-  adapters::BridgeRunOptions run;
+  BridgeRunOptions run;
   run.out_fd = protect_stdout();
   if (run.out_fd < 0) {
     log::error("cannot set up stdout for the protocol");
     return 1;
   }
   Loop loop;
-  adapters::Bridge bridge;
+  Bridge bridge;
   if (claude_cmd->parsed()) {
     if (!claude_command.empty()) claude.command = claude_command;
     bridge = make_claude_bridge(loop, claude);
@@ -92,7 +92,7 @@ int bridge_main(int argc, char** argv) {
     exec.kill_grace = std::chrono::milliseconds(static_cast<long long>(std::llround(exec_grace * 1000)));
     bridge = make_exec_bridge(loop, exec);
   }
-  int code = adapters::run_bridge(loop, bridge, run);
+  int code = run_bridge(loop, bridge, run);
   bridge = {};
   return code;
 }

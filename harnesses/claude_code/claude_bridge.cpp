@@ -156,9 +156,9 @@ json select_option(const std::string& id, const std::string& name, const std::st
           {"options", options}};
 }
 
-class ClaudeSession final : public adapters::BridgeSession {
+class ClaudeSession final : public BridgeSession {
  public:
-  ClaudeSession(Loop& loop, const ClaudeOptions& options, const adapters::BridgeSessionSpec& spec)
+  ClaudeSession(Loop& loop, const ClaudeOptions& options, const BridgeSessionSpec& spec)
       : loop_(loop),
         options_(options),
         spec_(spec),
@@ -185,7 +185,7 @@ class ClaudeSession final : public adapters::BridgeSession {
     process_->write(json{{"type", "control_request"}, {"request_id", request_id}, {"request", request}}.dump() + "\n");
   }
 
-  void prompt(const json& blocks, std::shared_ptr<adapters::BridgeTurn> turn) override {
+  void prompt(const json& blocks, std::shared_ptr<BridgeTurn> turn) override {
     turn_ = std::move(turn);
     tool_names_.clear();
     streamed_.clear();
@@ -485,10 +485,10 @@ class ClaudeSession final : public adapters::BridgeSession {
 
   Loop& loop_;
   const ClaudeOptions& options_;
-  adapters::BridgeSessionSpec spec_;
+  BridgeSessionSpec spec_;
   bool resume_;
   ProcessSlot process_{loop_};
-  std::shared_ptr<adapters::BridgeTurn> turn_;
+  std::shared_ptr<BridgeTurn> turn_;
   std::map<std::string, std::string> tool_names_;
   json streaming_id_;
   std::set<std::string> streamed_;
@@ -518,18 +518,18 @@ json claude_config_options(const std::string& model, const std::string& mode) {
                       {"bypassPermissions", "Bypass permissions"}})});
 }
 
-adapters::Bridge make_claude_bridge(Loop& loop, ClaudeOptions options) {
-  adapters::Bridge bridge{"claude-code", true, {}};
+Bridge make_claude_bridge(Loop& loop, ClaudeOptions options) {
+  Bridge bridge{"claude-code", true, {}};
   // Shared: each session keeps a reference to the options.
   auto shared = std::make_shared<const ClaudeOptions>(std::move(options));
-  bridge.open_session = [&loop, options = std::move(shared)](const adapters::BridgeSessionSpec& spec)
-      -> Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> {
+  bridge.open_session = [&loop, options = std::move(shared)](const BridgeSessionSpec& spec)
+      -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
     if (spec.resume && !conversation_exists(spec.id)) {
       RpcError e = RpcError::session_not_found(spec.id);
       e.message = "claude has no conversation " + spec.id;
       return e;
     }
-    return std::unique_ptr<adapters::BridgeSession>(new ClaudeSession(loop, *options, spec));
+    return std::unique_ptr<BridgeSession>(new ClaudeSession(loop, *options, spec));
   };
   return bridge;
 }

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "acp/loop.h"
-#include "adapters/bridge_runtime.h"
+#include "harnesses/bridge_runtime.h"
 
 namespace harnessd::harnesses {
 
@@ -23,7 +23,7 @@ struct ClaudeOptions {
   std::chrono::milliseconds interrupt_grace{5000};
 };
 
-adapters::Bridge make_claude_bridge(Loop& loop, ClaudeOptions options);
+Bridge make_claude_bridge(Loop& loop, ClaudeOptions options);
 
 /// The config options of a claude-code session (ACP SessionConfigOption
 /// objects): `model` and `mode` with these current values ("default" when

@@ -37,16 +37,16 @@ std::optional<std::string> field_at(const json& j, const std::string& path) {
   return cur->get<std::string>();
 }
 
-class ExecSession final : public adapters::BridgeSession {
+class ExecSession final : public BridgeSession {
  public:
   ExecSession(Loop& loop, const ExecOptions& options, std::string cwd)
       : loop_(loop), options_(options), cwd_(std::move(cwd)) {}
 
   ~ExecSession() override { remove_prompt_file(); }
 
-  void prompt(const json& blocks, std::shared_ptr<adapters::BridgeTurn> turn) override {
+  void prompt(const json& blocks, std::shared_ptr<BridgeTurn> turn) override {
     turn_ = std::move(turn);
-    std::string text = adapters::prompt_text(blocks);
+    std::string text = prompt_text(blocks);
     std::vector<std::string> argv = options_.command;
     if (options_.input == "file") {
       auto path = write_prompt_file(text);
@@ -138,7 +138,7 @@ class ExecSession final : public adapters::BridgeSession {
   Loop& loop_;
   const ExecOptions& options_;
   std::string cwd_;
-  std::shared_ptr<adapters::BridgeTurn> turn_;
+  std::shared_ptr<BridgeTurn> turn_;
   ProcessSlot process_{loop_};
   std::string pending_;
   std::string prompt_file_;
@@ -146,13 +146,13 @@ class ExecSession final : public adapters::BridgeSession {
 
 }  // namespace
 
-adapters::Bridge make_exec_bridge(Loop& loop, ExecOptions options) {
-  adapters::Bridge bridge{"exec", false, {}};
+Bridge make_exec_bridge(Loop& loop, ExecOptions options) {
+  Bridge bridge{"exec", false, {}};
   // Shared: each session keeps a reference to the options.
   auto shared = std::make_shared<const ExecOptions>(std::move(options));
-  bridge.open_session = [&loop, options = std::move(shared)](const adapters::BridgeSessionSpec& spec)
-      -> Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> {
-    return std::unique_ptr<adapters::BridgeSession>(new ExecSession(loop, *options, spec.cwd));
+  bridge.open_session = [&loop, options = std::move(shared)](const BridgeSessionSpec& spec)
+      -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
+    return std::unique_ptr<BridgeSession>(new ExecSession(loop, *options, spec.cwd));
   };
   return bridge;
 }

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "acp/loop.h"
-#include "adapters/bridge_runtime.h"
+#include "harnesses/bridge_runtime.h"
 
 namespace harnessd::harnesses {
 
@@ -21,6 +21,6 @@ struct ExecOptions {
   std::chrono::milliseconds kill_grace{2000};
 };
 
-adapters::Bridge make_exec_bridge(Loop& loop, ExecOptions options);
+Bridge make_exec_bridge(Loop& loop, ExecOptions options);
 
 }  // namespace harnessd::harnesses

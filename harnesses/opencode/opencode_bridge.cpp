@@ -27,13 +27,13 @@ std::string tool_kind(const std::string& tool) {
   return "other";
 }
 
-class OpencodeSession final : public adapters::BridgeSession {
+class OpencodeSession final : public BridgeSession {
  public:
-  OpencodeSession(Loop& loop, const OpencodeOptions& options, const adapters::BridgeSessionSpec& spec,
+  OpencodeSession(Loop& loop, const OpencodeOptions& options, const BridgeSessionSpec& spec,
                   std::string opencode_session)
       : loop_(loop), options_(options), spec_(spec), opencode_session_(std::move(opencode_session)) {}
 
-  void prompt(const json& blocks, std::shared_ptr<adapters::BridgeTurn> turn) override {
+  void prompt(const json& blocks, std::shared_ptr<BridgeTurn> turn) override {
     turn_ = std::move(turn);
     error_.reset();
     tokens_ = nullptr;
@@ -60,7 +60,7 @@ class OpencodeSession final : public adapters::BridgeSession {
     }
     process_.hold(std::move(*process));
     // The prompt goes on stdin: arguments with spaces reach the model quoted.
-    process_->write(adapters::prompt_text(blocks));
+    process_->write(prompt_text(blocks));
     process_->close_stdin();
   }
 
@@ -139,22 +139,22 @@ class OpencodeSession final : public adapters::BridgeSession {
 
   Loop& loop_;
   const OpencodeOptions& options_;
-  adapters::BridgeSessionSpec spec_;
+  BridgeSessionSpec spec_;
   std::string opencode_session_;
   ProcessSlot process_{loop_};
-  std::shared_ptr<adapters::BridgeTurn> turn_;
+  std::shared_ptr<BridgeTurn> turn_;
   std::optional<std::string> error_;
   json tokens_;
 };
 
 }  // namespace
 
-adapters::Bridge make_opencode_bridge(Loop& loop, OpencodeOptions options) {
-  adapters::Bridge bridge{"opencode", true, {}};
+Bridge make_opencode_bridge(Loop& loop, OpencodeOptions options) {
+  Bridge bridge{"opencode", true, {}};
   // Shared: each session keeps a reference to the options.
   auto shared = std::make_shared<const OpencodeOptions>(std::move(options));
-  bridge.open_session = [&loop, options = std::move(shared)](const adapters::BridgeSessionSpec& spec)
-      -> Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> {
+  bridge.open_session = [&loop, options = std::move(shared)](const BridgeSessionSpec& spec)
+      -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
     std::string opencode_session;
     if (spec.resume) {
       auto state = load_bridge_state("opencode", spec.id);
@@ -165,7 +165,7 @@ adapters::Bridge make_opencode_bridge(Loop& loop, OpencodeOptions options) {
       }
       opencode_session = (*state)["opencodeSession"].get<std::string>();
     }
-    return std::unique_ptr<adapters::BridgeSession>(new OpencodeSession(loop, *options, spec, opencode_session));
+    return std::unique_ptr<BridgeSession>(new OpencodeSession(loop, *options, spec, opencode_session));
   };
   return bridge;
 }

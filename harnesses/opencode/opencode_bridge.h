@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "acp/loop.h"
-#include "adapters/bridge_runtime.h"
+#include "harnesses/bridge_runtime.h"
 
 namespace harnessd::harnesses {
 
@@ -20,6 +20,6 @@ struct OpencodeOptions {
   std::chrono::milliseconds kill_grace{2000};
 };
 
-adapters::Bridge make_opencode_bridge(Loop& loop, OpencodeOptions options);
+Bridge make_opencode_bridge(Loop& loop, OpencodeOptions options);
 
 }  // namespace harnessd::harnesses

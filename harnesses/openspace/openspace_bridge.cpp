@@ -45,20 +45,20 @@ std::string content_text(const json& content) {
   return out;
 }
 
-class OpenspaceSession final : public adapters::BridgeSession {
+class OpenspaceSession final : public BridgeSession {
  public:
   OpenspaceSession(Loop& loop, const OpenspaceOptions& options, std::string cwd)
       : loop_(loop), options_(options), cwd_(std::move(cwd)), poll_(loop) {}
 
   ~OpenspaceSession() override { remove_task_file(); }
 
-  void prompt(const json& blocks, std::shared_ptr<adapters::BridgeTurn> turn) override {
+  void prompt(const json& blocks, std::shared_ptr<BridgeTurn> turn) override {
     turn_ = std::move(turn);
     task_ = task_id();
     offset_ = 0;
     recording_.clear();
     stdout_.clear();
-    if (auto file = write_task_file(adapters::prompt_text(blocks)); !file) {
+    if (auto file = write_task_file(prompt_text(blocks)); !file) {
       turn_->fail(RpcError::internal("cannot write the task file: " + file.error().message));
       turn_.reset();
       return;
@@ -203,7 +203,7 @@ class OpenspaceSession final : public adapters::BridgeSession {
     process_.release();
   }
 
-  void finish(adapters::BridgeTurn& turn, const json& result) {
+  void finish(BridgeTurn& turn, const json& result) {
     std::string state = result.value("status", "");
     std::string response = result.contains("response") && result["response"].is_string()
                                ? result["response"].get<std::string>()
@@ -246,7 +246,7 @@ class OpenspaceSession final : public adapters::BridgeSession {
   const OpenspaceOptions& options_;
   std::string cwd_;
   Timer poll_;
-  std::shared_ptr<adapters::BridgeTurn> turn_;
+  std::shared_ptr<BridgeTurn> turn_;
   ProcessSlot process_{loop_};
   std::vector<std::string> stdout_;
   std::string task_;
@@ -257,13 +257,13 @@ class OpenspaceSession final : public adapters::BridgeSession {
 
 }  // namespace
 
-adapters::Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions options) {
-  adapters::Bridge bridge{"openspace", false, {}};
+Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions options) {
+  Bridge bridge{"openspace", false, {}};
   // Shared: each session keeps a reference to the options.
   auto shared = std::make_shared<const OpenspaceOptions>(std::move(options));
-  bridge.open_session = [&loop, options = std::move(shared)](const adapters::BridgeSessionSpec& spec)
-      -> Expected<std::unique_ptr<adapters::BridgeSession>, RpcError> {
-    return std::unique_ptr<adapters::BridgeSession>(new OpenspaceSession(loop, *options, spec.cwd));
+  bridge.open_session = [&loop, options = std::move(shared)](const BridgeSessionSpec& spec)
+      -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
+    return std::unique_ptr<BridgeSession>(new OpenspaceSession(loop, *options, spec.cwd));
   };
   return bridge;
 }

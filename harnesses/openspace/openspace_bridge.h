@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "acp/loop.h"
-#include "adapters/bridge_runtime.h"
+#include "harnesses/bridge_runtime.h"
 
 namespace harnessd::harnesses {
 
@@ -23,6 +23,6 @@ struct OpenspaceOptions {
   std::chrono::milliseconds poll_interval{200};
 };
 
-adapters::Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions options);
+Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions options);
 
 }  // namespace harnessd::harnesses

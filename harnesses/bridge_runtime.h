@@ -19,7 +19,7 @@
 #include "schema/expected.h"
 #include "schema/rpc_error.h"
 
-namespace harnessd::adapters {
+namespace harnessd::harnesses {
 
 /// One prompt turn of a bridge session. Everything runs on the loop thread.
 /// After finish() or fail(), updates are dropped and a second end is
@@ -123,4 +123,4 @@ std::string make_uuid();
 /// links and embedded resources are listed by URI after them.
 std::string prompt_text(const nlohmann::json& blocks);
 
-}  // namespace harnessd::adapters
+}  // namespace harnessd::harnesses

@@ -1,6 +1,6 @@
 // The bridge runtime: ACP agent side over stdio, sessions with a FIFO of
 // prompts, one turn at a time, and turn ends that happen exactly once.
-#include "adapters/bridge_runtime.h"
+#include "harnesses/bridge_runtime.h"
 
 
 #include <deque>
@@ -11,7 +11,7 @@
 #include "harnessd_version.h"
 #include "schema/acp.h"
 
-namespace harnessd::adapters {
+namespace harnessd::harnesses {
 
 using nlohmann::json;
 
@@ -341,4 +341,4 @@ int run_bridge(Loop& loop, Bridge& bridge, const BridgeRunOptions& options) {
                      [&](StdioPeer& peer) { return std::make_unique<BridgeService>(loop, bridge, peer); });
 }
 
-}  // namespace harnessd::adapters
+}  // namespace harnessd::harnesses
