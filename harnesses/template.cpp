@@ -11,7 +11,6 @@
 #include <set>
 #include <sstream>
 
-#include "acp/utf8.h"
 
 namespace harnessd::harnesses {
 

@@ -13,7 +13,6 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
-#include <uv.h>
 
 #include "acp/log.h"
 #include "adapters/guard.h"
@@ -24,7 +23,7 @@
 #include "worker/config.h"
 #include "worker/daemon.h"
 #include "worker/inspect.h"
-#include "worker/store.h"
+#include "acp/files.h"
 #include "worker/wrapper.h"
 
 namespace harnessd::worker {
