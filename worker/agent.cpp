@@ -23,8 +23,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr std::size_t kListPageSize = 100;
-
 // Images: a packaged prompt lists them as files; otherwise they go to the
 // adapter as sent.
 const schema::PromptCapabilities kPromptCapabilities{true, false, true};
@@ -107,17 +105,13 @@ Agent::Agent(Runtime& rt)
   c.on_request("session/new", [this](const json& p, Reply r) { on_new_session(p, std::move(r)); });
   c.on_request("session/prompt", [this](const json& p, Reply r) { on_prompt(p, std::move(r)); });
   c.on_request("session/close", [this](const json& p, Reply r) { on_close(p, std::move(r)); });
-  c.on_request("session/list", [this](const json& p, Reply r) { on_list(p, std::move(r)); });
   c.on_request("session/load", [this](const json& p, Reply r) { on_load(p, std::move(r), true); });
   c.on_request("session/resume", [this](const json& p, Reply r) { on_load(p, std::move(r), false); });
-  c.on_request("_harnessd/sessions/list", [this](const json& p, Reply r) { on_harnessd_sessions(p, std::move(r)); });
   c.on_request("session/set_config_option",
                [this](const json& p, Reply r) { on_set_config_option(p, std::move(r)); });
   c.on_request("session/set_mode", [this](const json& p, Reply r) { on_set_mode(p, std::move(r)); });
   c.on_request("_harnessd/sessions/set_summary",
                [this](const json& p, Reply r) { on_set_summary(p, std::move(r)); });
-  c.on_request("_harnessd/runs/get", [this](const json& p, Reply r) { on_run_get(p, std::move(r)); });
-  c.on_request("_harnessd/runs/list", [this](const json& p, Reply r) { on_runs_list(p, std::move(r)); });
   c.on_notification("session/cancel", [this](const json& p) { on_cancel(p); });
   c.on_notification("$/cancel_request", [this](const json& p) { on_cancel_request(p); });
 }
@@ -577,98 +571,6 @@ void Agent::on_set_summary(const json& params, Reply reply) {
     if (!r) return reply.error(RpcError{rpc_code::kStoreFailed, "the summary could not be saved: " + r.error().message, {}});
     reply.result(json::object());
   });
-}
-
-void Agent::on_list(const json& params, Reply reply) {
-  auto req = schema::decode_list_sessions(params);
-  if (!req) return reply.error(req.error());
-  // Every session the store knows, of this lifetime or earlier ones, that
-  // is not closed. The cursor is the id of the last session of a page.
-  const auto& records = rt_.store.sessions();
-  auto it = records.begin();
-  if (req->cursor) {
-    if (req->cursor->rfind("after:", 0) != 0) {
-      RpcError e = RpcError::invalid_params("session/list: cursor '" + *req->cursor + "' is not valid");
-      e.data = {{"method", "session/list"}, {"field", "cursor"}};
-      return reply.error(e);
-    }
-    it = records.upper_bound(req->cursor->substr(6));
-  }
-  json sessions = json::array();
-  std::string last;
-  for (; it != records.end(); ++it) {
-    auto r = SessionRecord::from_json(it->second);
-    if (!r || r->closed) continue;
-    if (req->cwd && r->cwd != *req->cwd) continue;
-    if (sessions.size() == kListPageSize) break;
-    json entry = {{"sessionId", it->first}, {"cwd", r->cwd}, {"updatedAt", r->updated_at}};
-    json meta = {{"harness", r->harness}, {"open", registry_.find(it->first) != nullptr}};
-    if (r->name) {
-      entry["title"] = *r->name;
-      meta["name"] = *r->name;
-    }
-    entry["_meta"] = {{"harnessd", meta}};
-    sessions.push_back(std::move(entry));
-    last = it->first;
-  }
-  json result = {{"sessions", std::move(sessions)}};
-  if (it != records.end()) result["nextCursor"] = "after:" + last;
-  reply.result(std::move(result));
-}
-
-void Agent::on_run_get(const json& params, Reply reply) {
-  auto id = schema::decode_run_get(params);
-  if (!id) return reply.error(id.error());
-  const RunRecord* run = rt_.store.runs().find(*id);
-  if (!run) {
-    return reply.error(RpcError{rpc_code::kResourceNotFound, "Run not found: " + *id, {{"runId", *id}}});
-  }
-  reply.result({{"run", run_json(*run)}});
-}
-
-void Agent::on_runs_list(const json& params, Reply reply) {
-  auto req = schema::decode_list_runs(params);
-  if (!req) return reply.error(req.error());
-  std::vector<const RunRecord*> matching;
-  for (const auto& id : rt_.store.runs().order()) {
-    const RunRecord& r = *rt_.store.runs().find(id);
-    if (req->sessionId && r.sessionId != *req->sessionId) continue;
-    if (req->name && r.name != *req->name) continue;
-    if (req->state && r.state != *req->state) continue;
-    if (req->since && r.queuedAt < *req->since) continue;
-    matching.push_back(&r);
-  }
-  // The most recent `limit` runs, oldest first.
-  std::size_t skip = matching.size() > static_cast<std::size_t>(req->limit) ? matching.size() - req->limit : 0;
-  json runs = json::array();
-  for (std::size_t i = skip; i < matching.size(); ++i) runs.push_back(run_json(*matching[i]));
-  reply.result({{"runs", std::move(runs)}, {"total", matching.size()}});
-}
-
-json Agent::run_json(const RunRecord& run) const {
-  json j = run.to_json();
-  // The recording exists from the moment the run started.
-  if (!run.startedAt.empty()) j["recording"] = rt_.store.path(Store::run_dir(run.runId));
-  return j;
-}
-
-void Agent::on_harnessd_sessions(const json&, Reply reply) {
-  json sessions = json::array();
-  registry_.for_each_open([&](const std::string& id, const auto& name, const Session& s) {
-    json entry = {{"sessionId", id},
-                  {"name", name ? json(*name) : json()},
-                  {"harness", s.profile().name},
-                  {"cwd", s.cwd()},
-                  {"state", s.state()},
-                  {"queueDepth", scheduler_.queued(id)},
-                  {"activeRequestId", s.active_request_id()},
-                  {"activeRunId", s.active_run_id() ? json(*s.active_run_id()) : json()},
-                  {"adapterPid", s.adapter_pid() ? json(s.adapter_pid()) : json()},
-                  {"updatedAt", iso_time(s.updated_at())}};
-    sessions.push_back(std::move(entry));
-  });
-  reply.result({{"sessions", std::move(sessions)}, {"running", scheduler_.running()},
-                {"queued", scheduler_.total_queued()}});
 }
 
 }  // namespace harnessd::worker

@@ -12,6 +12,7 @@
 #include "queue/session_registry.h"
 #include "schema/acp.h"
 #include "worker/ledger.h"
+#include "worker/queries.h"
 #include "worker/runtime.h"
 #include "worker/session.h"
 #include "worker/session_record.h"
@@ -41,11 +42,7 @@ class Agent {
   void on_cancel(const nlohmann::json& params);
   void on_cancel_request(const nlohmann::json& params);
   void on_close(const nlohmann::json& params, Reply reply);
-  void on_list(const nlohmann::json& params, Reply reply);
-  void on_harnessd_sessions(const nlohmann::json& params, Reply reply);
   void on_load(const nlohmann::json& params, Reply reply, bool replay);
-  void on_run_get(const nlohmann::json& params, Reply reply);
-  void on_runs_list(const nlohmann::json& params, Reply reply);
   void on_set_summary(const nlohmann::json& params, Reply reply);
   void on_set_config_option(const nlohmann::json& params, Reply reply);
   void on_set_mode(const nlohmann::json& params, Reply reply);
@@ -61,7 +58,6 @@ class Agent {
   Expected<Session*, RpcError> reopen(const SessionRecord& record, const schema::LoadSessionRequest& req);
   /// The record of a session no one here serves, if the store has a usable one.
   std::optional<SessionRecord> stored_record(const std::string& id) const;
-  nlohmann::json run_json(const RunRecord& run) const;
 
   /// Starts queued prompts while slots are free. Re-entrant calls (a turn
   /// that ends while starting) are folded into the running pump.
@@ -76,6 +72,8 @@ class Agent {
   Runtime& rt_;
   queue::SessionRegistry<Session> registry_;
   queue::Scheduler<QueuedPrompt> scheduler_;
+  /// The read-only methods; they see the sessions and the queue above.
+  Queries queries_{rt_, registry_, scheduler_};
   bool closing_ = false;  // close_all ran: no session is opened any more
   bool pumping_ = false;
   bool pump_again_ = false;

@@ -1,0 +1,118 @@
+#include "worker/queries.h"
+
+#include "acp/files.h"
+#include "worker/session_record.h"
+
+namespace harnessd::worker {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::size_t kListPageSize = 100;
+
+}  // namespace
+
+Queries::Queries(Runtime& rt, const Registry& registry, const Scheduler& scheduler)
+    : rt_(rt), registry_(registry), scheduler_(scheduler) {
+  Connection& c = rt_.host;
+  c.bind<schema::ListSessionsRequest>("session/list", schema::decode_list_sessions,
+                                      [this](schema::ListSessionsRequest req, Reply r) {
+                                        list_sessions(std::move(req), std::move(r));
+                                      });
+  c.on_request("_harnessd/sessions/list", [this](const json&, Reply r) { open_sessions(std::move(r)); });
+  c.bind<std::string>("_harnessd/runs/get", schema::decode_run_get,
+                      [this](std::string id, Reply r) { get_run(id, std::move(r)); });
+  c.bind<schema::ListRunsRequest>("_harnessd/runs/list", schema::decode_list_runs,
+                                  [this](schema::ListRunsRequest req, Reply r) {
+                                    list_runs(std::move(req), std::move(r));
+                                  });
+}
+
+void Queries::list_sessions(schema::ListSessionsRequest req, Reply reply) const {
+  // Every session the store knows, of this lifetime or earlier ones, that
+  // is not closed. The cursor is the id of the last session of a page.
+  const auto& records = rt_.store.sessions();
+  auto it = records.begin();
+  if (req.cursor) {
+    if (req.cursor->rfind("after:", 0) != 0) {
+      RpcError e = RpcError::invalid_params("session/list: cursor '" + *req.cursor + "' is not valid");
+      e.data = {{"method", "session/list"}, {"field", "cursor"}};
+      return reply.error(e);
+    }
+    it = records.upper_bound(req.cursor->substr(6));
+  }
+  json sessions = json::array();
+  std::string last;
+  for (; it != records.end(); ++it) {
+    auto r = SessionRecord::from_json(it->second);
+    if (!r || r->closed) continue;
+    if (req.cwd && r->cwd != *req.cwd) continue;
+    if (sessions.size() == kListPageSize) break;
+    json entry = {{"sessionId", it->first}, {"cwd", r->cwd}, {"updatedAt", r->updated_at}};
+    json meta = {{"harness", r->harness}, {"open", registry_.find(it->first) != nullptr}};
+    if (r->name) {
+      entry["title"] = *r->name;
+      meta["name"] = *r->name;
+    }
+    entry["_meta"] = {{"harnessd", meta}};
+    sessions.push_back(std::move(entry));
+    last = it->first;
+  }
+  json result = {{"sessions", std::move(sessions)}};
+  if (it != records.end()) result["nextCursor"] = "after:" + last;
+  reply.result(std::move(result));
+}
+
+void Queries::get_run(const std::string& id, Reply reply) const {
+  const RunRecord* run = rt_.store.runs().find(id);
+  if (!run) {
+    return reply.error(RpcError{rpc_code::kResourceNotFound, "Run not found: " + id, {{"runId", id}}});
+  }
+  reply.result({{"run", run_json(*run)}});
+}
+
+void Queries::list_runs(schema::ListRunsRequest req, Reply reply) const {
+  std::vector<const RunRecord*> matching;
+  for (const auto& id : rt_.store.runs().order()) {
+    const RunRecord& r = *rt_.store.runs().find(id);
+    if (req.sessionId && r.sessionId != *req.sessionId) continue;
+    if (req.name && r.name != *req.name) continue;
+    if (req.state && r.state != *req.state) continue;
+    if (req.since && r.queuedAt < *req.since) continue;
+    matching.push_back(&r);
+  }
+  // The most recent `limit` runs, oldest first.
+  std::size_t skip = matching.size() > static_cast<std::size_t>(req.limit) ? matching.size() - req.limit : 0;
+  json runs = json::array();
+  for (std::size_t i = skip; i < matching.size(); ++i) runs.push_back(run_json(*matching[i]));
+  reply.result({{"runs", std::move(runs)}, {"total", matching.size()}});
+}
+
+json Queries::run_json(const RunRecord& run) const {
+  json j = run.to_json();
+  // The recording exists from the moment the run started.
+  if (!run.startedAt.empty()) j["recording"] = rt_.store.path(Store::run_dir(run.runId));
+  return j;
+}
+
+void Queries::open_sessions(Reply reply) const {
+  json sessions = json::array();
+  registry_.for_each_open([&](const std::string& id, const auto& name, const Session& s) {
+    json entry = {{"sessionId", id},
+                  {"name", name ? json(*name) : json()},
+                  {"harness", s.profile().name},
+                  {"cwd", s.cwd()},
+                  {"state", s.state()},
+                  {"queueDepth", scheduler_.queued(id)},
+                  {"activeRequestId", s.active_request_id()},
+                  {"activeRunId", s.active_run_id() ? json(*s.active_run_id()) : json()},
+                  {"adapterPid", s.adapter_pid() ? json(s.adapter_pid()) : json()},
+                  {"updatedAt", iso_time(s.updated_at())}};
+    sessions.push_back(std::move(entry));
+  });
+  reply.result({{"sessions", std::move(sessions)}, {"running", scheduler_.running()},
+                {"queued", scheduler_.total_queued()}});
+}
+
+}  // namespace harnessd::worker
