@@ -107,6 +107,16 @@ struct Bridge {
   Open open_session;
 };
 
+/// A Bridge whose sessions share `options`: `open(options, spec)` makes
+/// each one (sessions may keep a reference to the options).
+template <class Options, class Open>
+Bridge make_bridge(std::string name, bool can_resume, Options options, Open open) {
+  auto shared = std::make_shared<const Options>(std::move(options));
+  return {std::move(name), can_resume,
+          [shared, open = std::move(open)](const BridgeSessionSpec& spec)
+              -> Expected<std::unique_ptr<BridgeSession>, RpcError> { return open(*shared, spec); }};
+}
+
 struct BridgeRunOptions {
   int in_fd = 0;
   int out_fd = 1;

@@ -518,20 +518,17 @@ json claude_config_options(const std::string& model, const std::string& mode) {
                       {"bypassPermissions", "Bypass permissions"}})});
 }
 
-Bridge make_claude_bridge(Loop& loop, ClaudeOptions options) {
-  Bridge bridge{"claude-code", true, {}};
-  // Shared: each session keeps a reference to the options.
-  auto shared = std::make_shared<const ClaudeOptions>(std::move(options));
-  bridge.open_session = [&loop, options = std::move(shared)](const BridgeSessionSpec& spec)
-      -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
-    if (spec.resume && !conversation_exists(spec.id)) {
-      RpcError e = RpcError::session_not_found(spec.id);
-      e.message = "claude has no conversation " + spec.id;
-      return e;
-    }
-    return std::unique_ptr<BridgeSession>(new ClaudeSession(loop, *options, spec));
-  };
-  return bridge;
+Bridge make_claude_bridge(Loop& loop, ClaudeOptions given) {
+  return make_bridge("claude-code", true, std::move(given),
+                     [&loop](const ClaudeOptions& options, const BridgeSessionSpec& spec)
+                         -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
+                       if (spec.resume && !conversation_exists(spec.id)) {
+                         RpcError e = RpcError::session_not_found(spec.id);
+                         e.message = "claude has no conversation " + spec.id;
+                         return e;
+                       }
+                       return std::unique_ptr<BridgeSession>(new ClaudeSession(loop, options, spec));
+                     });
 }
 
 }  // namespace harnessd::harnesses

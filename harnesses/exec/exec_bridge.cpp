@@ -146,15 +146,12 @@ class ExecSession final : public BridgeSession {
 
 }  // namespace
 
-Bridge make_exec_bridge(Loop& loop, ExecOptions options) {
-  Bridge bridge{"exec", false, {}};
-  // Shared: each session keeps a reference to the options.
-  auto shared = std::make_shared<const ExecOptions>(std::move(options));
-  bridge.open_session = [&loop, options = std::move(shared)](const BridgeSessionSpec& spec)
-      -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
-    return std::unique_ptr<BridgeSession>(new ExecSession(loop, *options, spec.cwd));
-  };
-  return bridge;
+Bridge make_exec_bridge(Loop& loop, ExecOptions given) {
+  return make_bridge("exec", false, std::move(given),
+                     [&loop](const ExecOptions& options, const BridgeSessionSpec& spec)
+                         -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
+                       return std::unique_ptr<BridgeSession>(new ExecSession(loop, options, spec.cwd));
+                     });
 }
 
 }  // namespace harnessd::harnesses

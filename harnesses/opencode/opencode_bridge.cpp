@@ -149,25 +149,22 @@ class OpencodeSession final : public BridgeSession {
 
 }  // namespace
 
-Bridge make_opencode_bridge(Loop& loop, OpencodeOptions options) {
-  Bridge bridge{"opencode", true, {}};
-  // Shared: each session keeps a reference to the options.
-  auto shared = std::make_shared<const OpencodeOptions>(std::move(options));
-  bridge.open_session = [&loop, options = std::move(shared)](const BridgeSessionSpec& spec)
-      -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
-    std::string opencode_session;
-    if (spec.resume) {
-      auto state = load_bridge_state("opencode", spec.id);
-      if (!state || !state->contains("opencodeSession")) {
-        RpcError e = RpcError::session_not_found(spec.id);
-        e.message = "no OpenCode session is known for " + spec.id;
-        return e;
-      }
-      opencode_session = (*state)["opencodeSession"].get<std::string>();
-    }
-    return std::unique_ptr<BridgeSession>(new OpencodeSession(loop, *options, spec, opencode_session));
-  };
-  return bridge;
+Bridge make_opencode_bridge(Loop& loop, OpencodeOptions given) {
+  return make_bridge("opencode", true, std::move(given),
+                     [&loop](const OpencodeOptions& options, const BridgeSessionSpec& spec)
+                         -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
+                       std::string opencode_session;
+                       if (spec.resume) {
+                         auto state = load_bridge_state("opencode", spec.id);
+                         if (!state || !state->contains("opencodeSession")) {
+                           RpcError e = RpcError::session_not_found(spec.id);
+                           e.message = "no OpenCode session is known for " + spec.id;
+                           return e;
+                         }
+                         opencode_session = (*state)["opencodeSession"].get<std::string>();
+                       }
+                       return std::unique_ptr<BridgeSession>(new OpencodeSession(loop, options, spec, opencode_session));
+                     });
 }
 
 }  // namespace harnessd::harnesses

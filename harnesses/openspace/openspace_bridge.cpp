@@ -257,15 +257,12 @@ class OpenspaceSession final : public BridgeSession {
 
 }  // namespace
 
-Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions options) {
-  Bridge bridge{"openspace", false, {}};
-  // Shared: each session keeps a reference to the options.
-  auto shared = std::make_shared<const OpenspaceOptions>(std::move(options));
-  bridge.open_session = [&loop, options = std::move(shared)](const BridgeSessionSpec& spec)
-      -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
-    return std::unique_ptr<BridgeSession>(new OpenspaceSession(loop, *options, spec.cwd));
-  };
-  return bridge;
+Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions given) {
+  return make_bridge("openspace", false, std::move(given),
+                     [&loop](const OpenspaceOptions& options, const BridgeSessionSpec& spec)
+                         -> Expected<std::unique_ptr<BridgeSession>, RpcError> {
+                       return std::unique_ptr<BridgeSession>(new OpenspaceSession(loop, options, spec.cwd));
+                     });
 }
 
 }  // namespace harnessd::harnesses

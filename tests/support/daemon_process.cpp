@@ -296,6 +296,19 @@ json request(const json& id, const std::string& method, const json& params) {
   return {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
 }
 
+std::pair<pid_t, pid_t> adapter_pids(Daemon& d, const std::string& sid) {
+  std::vector<json> seen;
+  json reply = d.prompt(sid, "pid", &seen);
+  if (!reply.contains("result") || reply["result"].value("stopReason", "") != "end_turn") {
+    throw std::runtime_error("the pid prompt did not end: " + reply.dump());
+  }
+  std::string text = message_text(seen);
+  if (text.rfind("pid ", 0) != 0 || text.find(" ppid ") == std::string::npos) {
+    throw std::runtime_error("the pid prompt answered '" + text + "'");
+  }
+  return {std::stoi(text.substr(4)), std::stoi(text.substr(text.find(" ppid ") + 6))};
+}
+
 json notification(const std::string& method, const json& params) {
   return {{"jsonrpc", "2.0"}, {"method", method}, {"params", params}};
 }

@@ -126,6 +126,10 @@ long long wall_ms();
 /// A JSON-RPC request.
 json request(const json& id, const std::string& method, const json& params);
 
+/// The fake agent's pid and its parent's (the guard's), from a `pid` prompt
+/// on `sid`. Throws if the prompt does not end as expected.
+std::pair<pid_t, pid_t> adapter_pids(Daemon& d, const std::string& sid);
+
 /// A JSON-RPC notification.
 json notification(const std::string& method, const json& params);
 

@@ -13,20 +13,6 @@
 using namespace harnessd::test;
 using nlohmann::json;
 
-namespace {
-
-// The adapter's pid and its parent's (the guard's), from the fake's `pid`.
-std::pair<pid_t, pid_t> adapter_pids(Daemon& d, const std::string& sid) {
-  std::vector<json> seen;
-  json reply = d.prompt(sid, "pid", &seen);
-  REQUIRE(reply["result"]["stopReason"] == "end_turn");
-  std::string text = message_text(seen);
-  REQUIRE(text.rfind("pid ", 0) == 0);
-  return {std::stoi(text.substr(4)), std::stoi(text.substr(text.find("ppid ") + 5))};
-}
-
-}  // namespace
-
 TEST_CASE("kill -9 of harnessd mid-turn takes the whole adapter tree with it within a second") {
   for (const char* command : {"grandchild", "grandchild-detached"}) {
     Daemon d;

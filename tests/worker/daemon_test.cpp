@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <sys/stat.h>
 
-#include <regex>
 #include <set>
 #include <thread>
 
@@ -14,21 +13,6 @@
 
 using namespace harnessd::test;
 using nlohmann::json;
-
-namespace {
-
-// The pid the fake agent reports for itself ("pid <pid> ppid <ppid>").
-std::pair<pid_t, pid_t> adapter_pids(Daemon& d, const std::string& sid) {
-  std::vector<json> seen;
-  json reply = d.prompt(sid, "pid", &seen);
-  REQUIRE(reply["result"]["stopReason"] == "end_turn");
-  std::smatch m;
-  std::string text = message_text(seen);
-  REQUIRE(std::regex_match(text, m, std::regex("pid (\\d+) ppid (\\d+)")));
-  return {std::stoi(m[1]), std::stoi(m[2])};
-}
-
-}  // namespace
 
 TEST_CASE("initialize answers version 1 whatever was asked, and advertises what works") {
   Daemon d;
