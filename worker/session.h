@@ -16,13 +16,15 @@
 
 #include "acp/connection.h"
 #include "acp/loop.h"
-#include "adapters/adapter_link.h"
+#include "adapters/adapter_session.h"
 #include "harnesses/profile.h"
 #include "harnesses/template.h"
 #include "queue/lane.h"
 #include "queue/turn.h"
 #include "worker/ledger.h"
+#include "worker/relay.h"
 #include "worker/run_recorder.h"
+#include "worker/session_options.h"
 #include "worker/runtime.h"
 
 namespace harnessd::worker {
@@ -175,37 +177,21 @@ class Session {
   using Ready = UniqueFunction<void(Expected<void, RpcError>)>;
 
   void ensure_adapter(Ready ready);
-  void create_adapter_session(adapters::AdapterLink* raw);
-  void adapter_started(Expected<void, RpcError> result);
-  /// The harness's known options (rt_.harness_options) with this session's choices.
-  void expect_adapter_options();
+  adapters::AdapterSessionSpec adapter_spec() const;
   /// Takes the adapter's configOptions from an answer, if it has them;
   /// `announce` tells the host of a change (once it knows the session).
   void take_adapter_options(const nlohmann::json& answer, bool announce);
-  /// Applies the host's earlier choices to a new adapter session.
-  void reapply_choices(adapters::AdapterLink* raw);
   void answer_early();
-  void record_transcript(std::string line);
   void turn_recording_ready(std::uint64_t generation, Expected<void> opened);
-  void abort_start(const RpcError& error);
   void send_prompt();
   void stop_turn(queue::StopReason why);
   void forward_stop();
   void finish_turn(std::uint64_t generation, Connection::CallResult result);
+  /// An update of the running turn reaches the host: it has output, and
+  /// the agent's text is kept for a oneshot session's history.
+  void turn_output(const std::string& kind, const nlohmann::json& update);
   /// Adds an ended turn to a oneshot session's history.
   void remember(const Turn& turn, const std::string& event);
-  void on_adapter_exit(adapters::AdapterLink* link, const adapters::ExitStatus& status);
-  void on_adapter_output_closed(adapters::AdapterLink* link);
-  /// Hands the adapter to the reaper; see Reaper::adopt for `eof_grace`.
-  void retire_adapter(std::chrono::milliseconds eof_grace = std::chrono::milliseconds(0));
-  void bind_adapter(adapters::AdapterLink& link);
-  void relay_update(const nlohmann::json& params);
-  void send_update(const nlohmann::json& params);
-  void forward_to_host(const std::string& method, const nlohmann::json& params, Reply reply);
-  bool host_can_serve(const std::string& method) const;
-  bool host_accepts_unstable(const std::string& kind) const;
-  nlohmann::json adapter_client_capabilities() const;
-  RpcError adapter_failure(const std::string& what) const;
 
   Runtime& rt_;
   SessionInit init_;
@@ -213,11 +199,8 @@ class Session {
   // the time its writes complete.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   bool closed_ = false;
-  std::string restore_id_;
-  nlohmann::json restore_outcome_;
-  bool suppress_updates_ = false;  // while the adapter replays its own session/load
   bool prompted_ = false;          // a turn has started: the harness is fixed
-  nlohmann::json adapter_options_ = nlohmann::json::array();  // the adapter's configOptions
+  SessionOptions options_;
   nlohmann::json adapter_defaults_;  // what the adapter offered its new session; null until one was made
   UniqueFunction<void(nlohmann::json)> early_answer_;  // session/new's, while its adapter starts early
   bool early_unused_ = false;  // the adapter started for session/new and nothing has used it since
@@ -226,13 +209,9 @@ class Session {
   std::unique_ptr<Turn> turn_;
   std::uint64_t next_generation_ = 1;
 
-  std::unique_ptr<adapters::AdapterLink> adapter_;
-  std::string adapter_session_id_;
-  bool adapter_ready_ = false;
-  std::vector<Ready> adapter_waiters_;
-  std::unique_ptr<Timer> start_timer_;
-  /// True while the adapter has a session/prompt of ours unanswered.
-  bool prompt_in_flight_ = false;
+  // Last, so that they go first: their hooks call into the members above.
+  Relay relay_;
+  adapters::AdapterSession adapter_;
 };
 
 }  // namespace harnessd::worker

@@ -1,0 +1,250 @@
+// One ACP session at one adapter. References are to the ACP v1 spec
+// ("initialization", "session setup").
+#include "adapters/adapter_session.h"
+
+#include "acp/log.h"
+#include "harnessd_version.h"
+#include "schema/acp.h"
+
+namespace harnessd::adapters {
+
+using nlohmann::json;
+
+AdapterSession::AdapterSession(Loop& loop, Reaper& reaper, std::chrono::milliseconds kill_grace, std::string label,
+                               std::string harness, Hooks hooks)
+    : loop_(loop),
+      reaper_(reaper),
+      kill_grace_(kill_grace),
+      label_(std::move(label)),
+      harness_(std::move(harness)),
+      hooks_(std::move(hooks)) {}
+
+AdapterSession::~AdapterSession() { retire(); }
+
+void AdapterSession::ensure(Ready ready) {
+  if (link_ && link_->exited()) retire();
+  if (ready_) {
+    ready({});
+    return;
+  }
+  waiters_.push_back(std::move(ready));
+  if (!link_) start();  // else already starting
+}
+
+void AdapterSession::start() {
+  spec_ = hooks_.spec();
+  auto link = AdapterLink::start(loop_, std::move(spec_.link), nullptr);
+  if (!link) {
+    RpcError e{rpc_code::kHarnessUnavailable, "harness '" + harness_ + "' cannot start: " + link.error().message,
+               {{"harness", harness_}, {"command", spec_.command}}};
+    if (!spec_.install_hint.empty()) e.data["hint"] = spec_.install_hint;
+    started(e);
+    return;
+  }
+  link_ = std::move(*link);
+  AdapterLink* raw = link_.get();
+  raw->set_on_exit([this, raw](const ExitStatus& status) {
+    if (link_.get() != raw) return;
+    log::info(label_ + ": adapter gone (" + status.describe() + "); the next prompt starts a new one");
+    retire();
+  });
+  raw->set_on_output_closed([this, raw] {
+    // Its pending calls have failed; nothing more can come from it, so it
+    // is stopped like an adapter that exited, through the kill ladder.
+    if (link_.get() != raw) return;
+    log::info(label_ + ": stopping the adapter; the next prompt starts a new one");
+    retire();
+  });
+  if (hooks_.bind) hooks_.bind(*raw);
+
+  start_timer_ = std::make_unique<Timer>(loop_);
+  start_timer_->start(spec_.start_timeout, [this, raw] {
+    if (link_.get() != raw || ready_) return;
+    auto seconds = std::to_string(spec_.start_timeout.count() / 1000.0);
+    RpcError e = failure("did not finish start-up within " + seconds.substr(0, seconds.find('.') + 2) + " s");
+    log::warn(label_ + ": " + e.message);
+    abort_start(e);
+  });
+
+  // Offer the adapter exactly what the host offered.
+  json init = {{"protocolVersion", schema::kProtocolVersion},
+               {"clientCapabilities", spec_.client_capabilities},
+               {"clientInfo", {{"name", "harnessd"}, {"version", HARNESSD_VERSION}}}};
+  raw->rpc().call("initialize", std::move(init), [this, raw](Connection::CallResult r) {
+    if (link_.get() != raw) return;
+    if (!r) return started(failure("failed to initialize: " + r.error().message));
+    initialized(raw, *r);
+  });
+}
+
+void AdapterSession::initialized(AdapterLink* raw, const json& answer) {
+  json version = answer.is_object() ? answer.value("protocolVersion", json()) : json();
+  if (version != schema::kProtocolVersion) {
+    return started(failure("speaks ACP protocol version " + version.dump() + ", not 1"));
+  }
+  if (resume_id_.empty()) return create(raw);
+  // An adapter session of an earlier adapter: resume it when the adapter
+  // can, else load it (the owner hears nothing of its replay), else say
+  // that a new one starts.
+  const json caps = answer.value("agentCapabilities", json::object());
+  const bool can_resume = caps.is_object() && caps.contains("sessionCapabilities") &&
+                          caps["sessionCapabilities"].is_object() && caps["sessionCapabilities"].contains("resume") &&
+                          caps["sessionCapabilities"]["resume"].is_object();
+  const bool can_load = caps.is_object() && caps.value("loadSession", false) == true;
+  std::string method = can_resume ? "session/resume" : can_load ? "session/load" : "";
+  std::string old_id = std::move(resume_id_);
+  resume_id_.clear();
+  if (method.empty()) {
+    restore_outcome_ = {{"restored", false},
+                        {"reason", "the adapter supports neither session/resume nor session/load, so it starts a "
+                                   "new session of its own; the transcript is still harnessd's"}};
+    return create(raw);
+  }
+  replaying_ = method == "session/load";
+  json params = {{"sessionId", old_id}, {"cwd", spec_.cwd}, {"mcpServers", spec_.mcp_servers}};
+  raw->rpc().call(method, std::move(params), [this, raw, method, old_id](Connection::CallResult r) {
+    if (link_.get() != raw) return;
+    replaying_ = false;
+    if (!r) {
+      restore_outcome_ = {{"restored", false},
+                          {"method", method},
+                          {"reason", "the adapter refused " + method + ": " + r.error().message}};
+      log::warn(label_ + ": " + restore_outcome_["reason"].get<std::string>());
+      return create(raw);
+    }
+    id_ = old_id;
+    if (hooks_.options) hooks_.options(*r, spec_.config_choices.empty());
+    reapply(raw);
+    ready_ = true;
+    start_timer_.reset();
+    restore_outcome_ = {{"restored", true}, {"method", method}, {"adapterSessionId", old_id}};
+    log::info(label_ + ": adapter session " + old_id + " restored with " + method);
+    started({});
+  });
+}
+
+void AdapterSession::create(AdapterLink* raw) {
+  json params = {{"cwd", spec_.cwd}, {"mcpServers", spec_.mcp_servers}};
+  raw->rpc().call("session/new", std::move(params), [this, raw](Connection::CallResult r) {
+    if (link_.get() != raw) return;
+    if (!r) return started(failure("failed to create a session: " + r.error().message));
+    json sid = r->is_object() ? r->value("sessionId", json()) : json();
+    if (!sid.is_string() || sid.get<std::string>().empty()) {
+      return started(failure("answered session/new without a sessionId"));
+    }
+    id_ = sid.get<std::string>();
+    const bool offers = r->contains("configOptions") && (*r)["configOptions"].is_array();
+    json offered = offers ? (*r)["configOptions"] : json::array();
+    // With choices to apply again, the list is final once they are.
+    if (hooks_.options) hooks_.options(*r, spec_.config_choices.empty());
+    reapply(raw);
+    ready_ = true;
+    start_timer_.reset();
+    log::info(label_ + ": adapter session " + id_ + " ready");
+    if (hooks_.created) hooks_.created(offered);
+    started({});
+  });
+}
+
+void AdapterSession::reapply(AdapterLink* raw) {
+  for (const auto& [config_id, value] : spec_.config_choices.items()) {
+    json params = {{"sessionId", id_}, {"configId", config_id}, {"value", value}};
+    raw->rpc().call("session/set_config_option", std::move(params),
+                    [this, raw, id = config_id](Connection::CallResult r) {
+                      if (link_.get() != raw) return;
+                      if (!r) {
+                        log::warn(label_ + ": the new adapter refused option '" + id +
+                                  "' chosen earlier: " + r.error().message);
+                      } else if (hooks_.options) {
+                        hooks_.options(*r, true);
+                      }
+                    });
+  }
+}
+
+void AdapterSession::started(Expected<void, RpcError> result) {
+  if (!result) retire();
+  auto waiters = std::move(waiters_);
+  waiters_.clear();
+  for (auto& w : waiters) {
+    if (result) {
+      w({});
+    } else {
+      w(result.error());
+    }
+  }
+}
+
+void AdapterSession::abort_start(const RpcError& error) {
+  // The waiters are taken first: retiring fails the adapter's pending
+  // calls, and their callbacks must not be the ones to report.
+  auto waiters = std::move(waiters_);
+  waiters_.clear();
+  retire();
+  for (auto& w : waiters) w(error);
+}
+
+void AdapterSession::retire(std::chrono::milliseconds eof_grace) {
+  if (!id_.empty() && hooks_.resumable && hooks_.resumable()) resume_id_ = id_;
+  start_timer_.reset();
+  ready_ = false;
+  replaying_ = false;
+  id_.clear();
+  prompting_ = false;
+  if (link_) reaper_.adopt(std::move(link_), kill_grace_, eof_grace);
+}
+
+void AdapterSession::prompt(const json& blocks, Connection::CallHandler done) {
+  prompting_ = true;
+  AdapterLink* raw = link_.get();
+  json params = {{"sessionId", id_}, {"prompt", blocks}};
+  raw->rpc().call("session/prompt", std::move(params), [this, raw, done = std::move(done)](Connection::CallResult r) mutable {
+    if (link_.get() == raw) {
+      prompting_ = false;
+      raw->drain_stderr();  // what it wrote before answering belongs to this prompt
+      // Said while the link still knows how the adapter ended.
+      if (!r && (raw->exited() || raw->output_closed())) r = failure("");
+    }
+    done(std::move(r));
+  });
+}
+
+void AdapterSession::cancel() {
+  if (link_) link_->rpc().notify("session/cancel", {{"sessionId", id_}});
+}
+
+void AdapterSession::set_config_option(const std::string& config_id, const json& value,
+                                       Connection::CallHandler done) {
+  AdapterLink* raw = link_.get();
+  json params = {{"sessionId", id_}, {"configId", config_id}, {"value", value}};
+  raw->rpc().call("session/set_config_option", std::move(params),
+                  [this, raw, done = std::move(done)](Connection::CallResult r) mutable {
+                    if (r && link_.get() == raw && hooks_.options) hooks_.options(*r, false);
+                    done(std::move(r));
+                  });
+}
+
+void AdapterSession::set_mode(const std::string& mode_id, Connection::CallHandler done) {
+  link_->rpc().call("session/set_mode", {{"sessionId", id_}, {"modeId", mode_id}}, std::move(done));
+}
+
+RpcError AdapterSession::failure(const std::string& what) const {
+  RpcError e{rpc_code::kAdapterFailed, "", {{"harness", harness_}}};
+  if (link_ && link_->exited()) {
+    const auto& status = *link_->exit_status();
+    e.message = "adapter of harness '" + harness_ + "' exited (" + status.describe() + ")";
+    if (status.signal) {
+      e.data["signal"] = status.signal;
+    } else {
+      e.data["exitCode"] = status.code;
+    }
+  } else if (link_ && link_->output_closed()) {
+    e.message = "adapter of harness '" + harness_ + "' closed its output but kept running";
+  } else {
+    e.message = "adapter of harness '" + harness_ + "' " + what;
+  }
+  if (link_) e.data["stderrTail"] = link_->stderr_tail();
+  return e;
+}
+
+}  // namespace harnessd::adapters

@@ -1,0 +1,146 @@
+// AdapterSession: one ACP session at one adapter process, seen from the
+// client side. It starts the adapter (through the guard), runs the
+// handshake (initialize, then session/resume, session/load or session/new),
+// holds the callers that wait for it to be ready, enforces the start-up
+// deadline, applies the host's option choices again to every new adapter
+// session, and hands a stopped adapter to the Reaper. It knows nothing of
+// turns, hosts or harness profiles: its owner says how to start the process
+// and what to do with the adapter's traffic.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/connection.h"
+#include "acp/loop.h"
+#include "acp/unique_function.h"
+#include "adapters/adapter_link.h"
+#include "adapters/reaper.h"
+
+namespace harnessd::adapters {
+
+/// How to start one adapter and open its session; asked for only when an
+/// adapter is about to start.
+struct AdapterSessionSpec {
+  AdapterOptions link;               // argv, env, cwd, the guard, limits
+  std::vector<std::string> command;  // named when the adapter cannot start
+  std::string install_hint;          // likewise, if not empty
+  std::string cwd;                   // of session/new, resume and load
+  nlohmann::json mcp_servers = nlohmann::json::array();
+  /// Offered in initialize (the host's own, so the adapter never calls a
+  /// client method nobody serves).
+  nlohmann::json client_capabilities = nlohmann::json::object();
+  /// {configId: value}: set again on every new adapter session.
+  nlohmann::json config_choices = nlohmann::json::object();
+  std::chrono::milliseconds start_timeout{30000};
+};
+
+class AdapterSession {
+ public:
+  using Ready = UniqueFunction<void(Expected<void, RpcError>)>;
+
+  struct Hooks {
+    /// The spec of the next adapter.
+    std::function<AdapterSessionSpec()> spec;
+    /// Every new link, before anything is written to it: install the
+    /// handlers of the adapter's own requests and notifications here.
+    std::function<void(AdapterLink&)> bind;
+    /// An answer carried the adapter's configOptions. `announce`: the list
+    /// is final (no earlier choice is still being applied to it).
+    std::function<void(const nlohmann::json& options, bool announce)> options;
+    /// A new adapter session (not a resumed one) is ready; `offered` is the
+    /// configOptions its session/new listed ([] when none).
+    std::function<void(const nlohmann::json& offered)> created;
+    /// Whether a stopped adapter's session is worth resuming by the next
+    /// adapter (false once the owner is closing, or starts afresh each time).
+    std::function<bool()> resumable;
+  };
+
+  /// `label` prefixes log lines ("session sess_..."); `harness` is named in errors.
+  AdapterSession(Loop& loop, Reaper& reaper, std::chrono::milliseconds kill_grace, std::string label,
+                 std::string harness, Hooks hooks);
+  /// Retires a running adapter.
+  ~AdapterSession();
+  AdapterSession(const AdapterSession&) = delete;
+  AdapterSession& operator=(const AdapterSession&) = delete;
+
+  /// Calls `ready` at once when the adapter session is ready, else once it
+  /// is or has failed to be; starts the adapter if none is starting.
+  void ensure(Ready ready);
+  /// Forgets the waiters without calling them (their owner is closing).
+  void drop_waiters() { waiters_.clear(); }
+  /// Fails the waiters with `error` and stops the adapter.
+  void abort_start(const RpcError& error);
+  /// Hands the adapter to the Reaper; see Reaper::adopt for `eof_grace`.
+  /// Its session is kept for the next adapter to resume when resumable.
+  void retire(std::chrono::milliseconds eof_grace = std::chrono::milliseconds(0));
+
+  /// session/prompt with `blocks`. An error caused by the adapter's death
+  /// or closed output is reported as failure("").
+  void prompt(const nlohmann::json& blocks, Connection::CallHandler done);
+  /// session/cancel (a notification).
+  void cancel();
+  /// session/set_config_option; the options hook sees the new list first.
+  void set_config_option(const std::string& config_id, const nlohmann::json& value, Connection::CallHandler done);
+  /// session/set_mode.
+  void set_mode(const std::string& mode_id, Connection::CallHandler done);
+
+  /// An adapter process exists (starting, ready, or exited but not retired).
+  bool started() const { return link_ != nullptr; }
+  /// The adapter runs and its session is ready.
+  bool ready() const { return link_ && ready_ && !link_->exited(); }
+  /// The adapter process runs.
+  bool alive() const { return link_ && !link_->exited(); }
+  int pid() const { return alive() ? link_->pid() : 0; }
+  /// A session/prompt of ours is unanswered.
+  bool prompting() const { return prompting_; }
+  /// The adapter is replaying its own history (session/load): its updates
+  /// are not the host's business.
+  bool replaying() const { return replaying_; }
+
+  /// The adapter's session id while ready, else "".
+  const std::string& id() const { return id_; }
+  /// The adapter session the next adapter will try to resume ("" if none).
+  const std::string& resume_id() const { return resume_id_; }
+  void set_resume_id(std::string id) { resume_id_ = std::move(id); }
+  /// What became of the last attempt to resume (null: none was made):
+  /// {restored, method?, reason?, adapterSessionId?}.
+  const nlohmann::json& restore_outcome() const { return restore_outcome_; }
+  void set_harness(std::string harness) { harness_ = std::move(harness); }
+
+  /// The error of an adapter that failed at `what`, or that exited or
+  /// closed its output (then `what` is not used), with its stderr tail.
+  RpcError failure(const std::string& what) const;
+
+ private:
+  void start();
+  void initialized(AdapterLink* raw, const nlohmann::json& answer);
+  void create(AdapterLink* raw);
+  void reapply(AdapterLink* raw);
+  void started(Expected<void, RpcError> result);
+
+  Loop& loop_;
+  Reaper& reaper_;
+  std::chrono::milliseconds kill_grace_;
+  std::string label_;
+  std::string harness_;
+  Hooks hooks_;
+
+  std::unique_ptr<AdapterLink> link_;
+  AdapterSessionSpec spec_;  // of the running adapter
+  std::string id_;
+  bool ready_ = false;
+  bool prompting_ = false;
+  bool replaying_ = false;
+  std::vector<Ready> waiters_;
+  std::unique_ptr<Timer> start_timer_;
+  std::string resume_id_;
+  nlohmann::json restore_outcome_;
+};
+
+}  // namespace harnessd::adapters

@@ -1,0 +1,203 @@
+// The relay between one session's adapter and the host. References are to
+// the ACP v1 spec ("session update", "client methods").
+#include "worker/relay.h"
+
+#include <set>
+
+#include "acp/log.h"
+#include "acp/utf8.h"
+#include "schema/json_parse.h"
+#include "schema/session_update.h"
+
+namespace harnessd::worker {
+
+using nlohmann::json;
+
+namespace {
+
+// Text chunks longer than this are relayed as several chunks, so that no
+// line we write comes near acpx's 8 MiB line limit.
+constexpr std::size_t kMaxChunkText = 1u << 20;
+
+// Updates that belong to a prompt turn. Outside a turn they would break
+// clients that treat "updates after the answer" as a protocol violation.
+const std::set<std::string, std::less<>> kTurnUpdates = {
+    "user_message_chunk", "agent_message_chunk", "agent_thought_chunk", "tool_call", "tool_call_update", "plan"};
+const std::set<std::string, std::less<>> kChunkUpdates = {"user_message_chunk", "agent_message_chunk",
+                                                          "agent_thought_chunk"};
+// Requests an adapter may make of its client, which harnessd forwards to the host.
+const char* const kForwarded[] = {"session/request_permission", "fs/read_text_file", "fs/write_text_file",
+                                  "terminal/create",            "terminal/output",   "terminal/wait_for_exit",
+                                  "terminal/kill",              "terminal/release",  "elicitation/create"};
+
+bool flag(const json& caps, const char* a, const char* b = nullptr) {
+  if (!caps.is_object() || !caps.contains(a)) return false;
+  const json& v = caps.at(a);
+  if (!b) return v.is_boolean() ? v.get<bool>() : v.is_object();
+  if (!v.is_object() || !v.contains(b)) return false;
+  const json& w = v.at(b);
+  return w.is_boolean() && w.get<bool>();
+}
+
+}  // namespace
+
+Relay::Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession& adapter, Hooks hooks)
+    : rt_(rt), session_id_(std::move(session_id)), adapter_(adapter), hooks_(std::move(hooks)) {}
+
+void Relay::record_transcript(std::string line) {
+  rt_.store.append(Store::transcript_file(session_id_), std::move(line));
+}
+
+std::size_t Relay::replay(const std::string& transcript) {
+  // Every stored line is a frame as the host saw it; a line cut by a crash
+  // is skipped.
+  std::size_t replayed = 0, skipped = 0, start = 0;
+  while (start < transcript.size()) {
+    std::size_t end = transcript.find('\n', start);
+    if (end == std::string::npos) end = transcript.size();
+    std::string_view line(transcript.data() + start, end - start);
+    if (!line.empty()) {
+      if (schema::accept_json(line)) {
+        rt_.host.send_line(std::string(line) + "\n");
+        ++replayed;
+      } else {
+        ++skipped;
+      }
+    }
+    start = end + 1;
+  }
+  if (skipped) {
+    log::warn("session " + session_id_ + ": " + std::to_string(skipped) +
+              " transcript line(s) cut by a crash were skipped");
+  }
+  return replayed;
+}
+
+void Relay::bind(adapters::AdapterLink& link) {
+  link.set_taps(
+      [this](bool outbound, std::string_view line) {
+        if (RunRecorder* r = hooks_.recorder()) r->event(outbound ? "harnessd>adapter" : "adapter>harnessd", line);
+      },
+      [this](std::string_view data) {
+        if (RunRecorder* r = hooks_.recorder()) r->stderr_data(data);
+      });
+  Connection& rpc = link.rpc();
+  rpc.on_notification("session/update", [this](const json& params) { relay_update(params); });
+  for (const char* method : kForwarded) {
+    std::string m = method;
+    rpc.on_request(m, [this, m](const json& params, Reply reply) { forward_to_host(m, params, std::move(reply)); });
+  }
+  rpc.on_notification("elicitation/complete", [this](const json& params) {
+    if (flag(rt_.client_capabilities, "elicitation")) rt_.host.notify("elicitation/complete", params);
+  });
+}
+
+void Relay::relay_update(const json& params) {
+  const json* update = nullptr;
+  if (params.is_object()) {
+    auto it = params.find("update");
+    if (it != params.end() && it->is_object()) update = &*it;
+  }
+  if (!update) {
+    log::warn("session " + session_id_ + ": adapter sent session/update without an update object; dropped");
+    return;
+  }
+  std::string kind = update->value("sessionUpdate", "");
+  // The host must never receive an update its own schema rejects: an
+  // update of a known kind is relayed only in its ACP shape; a kind
+  // harnessd does not know only when the host opted into it.
+  if (!schema::is_known_update_kind(kind)) {
+    if (!host_accepts_unstable(kind)) {
+      log::warn("session " + session_id_ + ": adapter sent session/update of unknown kind '" + kind + "'; dropped");
+      return;
+    }
+  } else if (auto problem = schema::check_session_update(*update)) {
+    log::warn("session " + session_id_ + ": adapter sent a malformed " + kind + " (" + *problem + "); dropped");
+    return;
+  }
+  if (kTurnUpdates.count(kind) && !adapter_.prompting()) {
+    log::warn("session " + session_id_ + ": adapter sent " + kind + " outside a turn; dropped");
+    return;
+  }
+  if (adapter_.replaying()) return;  // the adapter replaying its own history
+  if (kTurnUpdates.count(kind)) hooks_.turn_output(kind, *update);
+  json out = params;
+  out["sessionId"] = session_id_;
+  if (kind == "config_option_update" && update->contains("configOptions") && (*update)["configOptions"].is_array()) {
+    // The host sees the complete list: harnessd's option, then the adapter's.
+    out["update"]["configOptions"] = hooks_.options_changed((*update)["configOptions"]);
+  }
+
+  const json* content = update->contains("content") ? &(*update)["content"] : nullptr;
+  if (kChunkUpdates.count(kind) && content && content->is_object() && content->value("type", "") == "text" &&
+      (*content)["text"].is_string() && (*content)["text"].get_ref<const std::string&>().size() > kMaxChunkText) {
+    std::string text = (*content)["text"].get<std::string>();
+    std::string_view rest = text;
+    while (!rest.empty()) {
+      std::size_t n = utf8::safe_cut(rest, kMaxChunkText);
+      out["update"]["content"]["text"] = std::string(rest.substr(0, n));
+      send_update(out);
+      rest.remove_prefix(n);
+    }
+    return;
+  }
+  send_update(out);
+}
+
+void Relay::send_update(const json& params) {
+  // Serialised once: the same line goes to the host, the transcript and the
+  // run's events.
+  std::string line = to_line({{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", params}});
+  if (RunRecorder* r = hooks_.recorder()) r->event("harnessd>host", std::string_view(line).substr(0, line.size() - 1));
+  record_transcript(line);
+  rt_.host.send_line(std::move(line));
+}
+
+bool Relay::host_accepts_unstable(const std::string& kind) const {
+  // Kinds that SDK schemas know but ACP v1 marks unstable, each behind the
+  // client capability that announces it.
+  const json& caps = rt_.client_capabilities;
+  if (kind == "notice") return flag(caps, "session", "notices");
+  if (kind == "compaction_update" || kind == "compaction_summary_chunk") return flag(caps, "session", "compaction");
+  return false;
+}
+
+bool Relay::host_can_serve(const std::string& method) const {
+  const json& caps = rt_.client_capabilities;
+  if (method == "session/request_permission") return true;
+  if (method == "fs/read_text_file") return flag(caps, "fs", "readTextFile");
+  if (method == "fs/write_text_file") return flag(caps, "fs", "writeTextFile");
+  if (method.rfind("terminal/", 0) == 0) return flag(caps, "terminal");
+  if (method == "elicitation/create") return flag(caps, "elicitation");
+  return false;
+}
+
+json Relay::adapter_client_capabilities() const {
+  json caps = rt_.client_capabilities.is_object() ? rt_.client_capabilities : json::object();
+  // harnessd does not relay authentication flows, so terminal auth is not offered.
+  caps.erase("auth");
+  return caps;
+}
+
+void Relay::forward_to_host(const std::string& method, const json& params, Reply reply) {
+  if (!host_can_serve(method)) {
+    // The host did not advertise this capability (ACP: never call what
+    // was not advertised), so the adapter gets "method not found".
+    reply.error(RpcError::method_not_found(method));
+    return;
+  }
+  json out = params;
+  if (out.is_object() && out.contains("sessionId")) out["sessionId"] = session_id_;
+  rt_.host.call(method, std::move(out), [method, reply = std::move(reply)](Connection::CallResult r) mutable {
+    if (r) {
+      reply.result(std::move(*r));
+    } else if (method == "session/request_permission" && r.error().code == rpc_code::kPeerGone) {
+      // Nobody can approve: treat it as a cancelled permission request.
+      reply.result({{"outcome", {{"outcome", "cancelled"}}}});
+    } else {
+      reply.error(r.error());
+    }
+  });
+}
+
+}  // namespace harnessd::worker

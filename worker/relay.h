@@ -1,0 +1,60 @@
+// Relay: carries one session's traffic between its adapter and the host.
+// Updates are checked against the ACP schema and the host's capabilities,
+// long text chunks are split, the adapter's requests of its client are
+// forwarded when the host can serve them, and every frame the host gets is
+// written to the session's transcript and the running turn's recording.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "adapters/adapter_session.h"
+#include "worker/run_recorder.h"
+#include "worker/runtime.h"
+
+namespace harnessd::worker {
+
+class Relay {
+ public:
+  struct Hooks {
+    /// The running turn's recording, or null between turns.
+    std::function<RunRecorder*()> recorder;
+    /// An update that belongs to the running turn is on its way to the host.
+    std::function<void(const std::string& kind, const nlohmann::json& update)> turn_output;
+    /// The adapter sent a new list of its configOptions; returns the
+    /// session's complete list, which is what the host is told.
+    std::function<nlohmann::json(const nlohmann::json& adapter_options)> options_changed;
+  };
+
+  /// `adapter` tells whether a prompt is in flight and whether the adapter
+  /// replays its own history; it must outlive the relay's bindings.
+  Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession& adapter, Hooks hooks);
+
+  /// Installs the relay's handlers on a new adapter link.
+  void bind(adapters::AdapterLink& link);
+  /// Sends a session/update to the host, recording it.
+  void send_update(const nlohmann::json& params);
+  /// Appends one frame (a line with its newline) to the transcript.
+  void record_transcript(std::string line);
+  /// session/load: sends the host every frame of `transcript` (the
+  /// transcript file's content) again; returns how many.
+  std::size_t replay(const std::string& transcript);
+  /// What the adapter is offered in initialize: the host's own
+  /// capabilities, less those harnessd does not relay.
+  nlohmann::json adapter_client_capabilities() const;
+
+ private:
+  void relay_update(const nlohmann::json& params);
+  void forward_to_host(const std::string& method, const nlohmann::json& params, Reply reply);
+  bool host_can_serve(const std::string& method) const;
+  bool host_accepts_unstable(const std::string& kind) const;
+
+  Runtime& rt_;
+  std::string session_id_;
+  const adapters::AdapterSession& adapter_;
+  Hooks hooks_;
+};
+
+}  // namespace harnessd::worker
