@@ -1,84 +1,28 @@
 // The state directory. Start-up work (recovery included) is synchronous;
-// everything after runs on one writer thread whose results come back to the
-// loop through a uv_async handle. Paths are built only from checked ids.
+// everything after is a job for a writer lane (store_writer.h) whose result
+// comes back to the loop. Paths are built only from checked ids.
 #include "worker/store.h"
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
-#include <mutex>
-#include <set>
-#include <thread>
 
 #include "acp/log.h"
 #include "queue/ids.h"
 #include "schema/rpc_error.h"
+#include "worker/ledger_file.h"
 #include "worker/state_dir.h"
+#include "worker/store_writer.h"
 
 namespace harnessd::worker {
 
 using nlohmann::json;
 
 namespace {
-
-std::string errno_text(int err) { return std::strerror(err); }
-
-Error io_error(const std::string& what, const std::string& rel, int err) {
-  return Error{"cannot " + what + " " + rel + ": " + errno_text(err)};
-}
-
-// "cannot <what> <rel>: <why>", where `why` already names the path.
-Error path_error(const std::string& what, const std::string& rel, const PathError& e) {
-  if (e.message.rfind(rel + ": ", 0) == 0) return Error{"cannot " + what + " " + e.message};
-  return Error{"cannot " + what + " " + rel + ": " + e.message};
-}
-
-// Appends `data` whole or not at all: a write that fails part-way (disk
-// full) is cut back to the size before it, so no half line stays for the
-// next line to be glued onto. flock keeps other daemons sharing the file
-// out of the window between the size and the truncate.
-Expected<void> append_whole(int fd, std::string_view data, const std::string& rel) {
-  while (::flock(fd, LOCK_EX) != 0) {
-    if (errno != EINTR) return io_error("lock", rel, errno);
-  }
-  struct stat st {};
-  int err = ::fstat(fd, &st) != 0 ? errno : 0;
-  if (!err) {
-    err = write_all(fd, data);
-    if (err && ::ftruncate(fd, st.st_size) != 0) {
-      log::error("cannot cut " + rel + " back after a failed write: " + errno_text(errno));
-    }
-  }
-  ::flock(fd, LOCK_UN);
-  if (err) return io_error("write", rel, err);
-  return {};
-}
-
-// Opens a file beneath the state directory for appending; a last line cut
-// by a crash gets its newline first.
-Expected<int> open_append(int root, const std::string& rel) {
-  auto opened = open_beneath(root, rel, O_RDWR | O_CREAT | O_APPEND, 0600);
-  if (!opened) return path_error("open", rel, opened.error());
-  int fd = opened->get();
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
-    char last = '\n';
-    if (::pread(fd, &last, 1, st.st_size - 1) != 1) last = '\n';
-    if (last != '\n') {
-      log::warn(rel + ": the last line was cut short (a crash?); it is left alone and skipped when read");
-      if (auto w = append_whole(fd, "\n", rel); !w) return w.error();
-    }
-  }
-  return opened->release();
-}
 
 // True when the daemon instance that owns daemons/<file> is gone: its lock
 // file is missing, not a file of ours, or nobody holds the lock (flock
@@ -94,255 +38,6 @@ bool instance_dead(int root, const std::string& file) {
 bool daemon_instance_alive(int root, const std::string& instance) {
   return is_safe_id(instance) && !instance_dead(root, instance + ".lock");
 }
-
-// The write budget of StoreOptions::fail_after_bytes, shared by all lanes.
-struct Store::Budget {
-  explicit Budget(std::size_t bytes) : limit(bytes) {}
-  Expected<void> take(std::size_t bytes, const std::string& rel) {
-    if (!limit) return {};
-    std::lock_guard<std::mutex> lock(mu);
-    if (used + bytes > limit) return io_error("write", rel, ENOSPC);
-    used += bytes;
-    return {};
-  }
-  std::size_t limit;
-  std::size_t used = 0;
-  std::mutex mu;
-};
-
-// ledger.jsonl, shared by the lanes: one descriptor, one line at a time.
-// Lines that could not be written stay here, in order, and go first the
-// next time, so a full disk delays ledger lines but never loses or cuts
-// one (issue 11).
-struct Store::LedgerFile {
-  static constexpr const char* kRel = "ledger.jsonl";
-  static constexpr std::size_t kMaxPending = 100000;
-
-  LedgerFile(int root_fd, Budget& b) : root(root_fd), budget(b) {}
-
-  using Fallback = std::function<std::string(const std::string& why)>;
-
-  /// Appends `line` after any lines still waiting. On failure the line
-  /// waits too (as `fallback(why)` when given) and the error is returned.
-  Expected<void> append(std::string line, bool sync, const Fallback& fallback) {
-    std::lock_guard<std::mutex> lock(mu);
-    pending.push_back(std::move(line));
-    pending_sync = pending_sync || sync;
-    auto r = write_pending();
-    if (!r) {
-      if (fallback) pending.back() = fallback(r.error().message);
-      if (pending.size() > kMaxPending) {
-        log::error("ledger.jsonl: " + std::to_string(pending.size()) + " lines wait for space; the oldest is dropped");
-        pending.pop_front();
-      }
-      has_pending = true;
-    }
-    return r;
-  }
-
-  /// Writes the waiting lines, if any (the retry timer's job).
-  void retry() {
-    std::lock_guard<std::mutex> lock(mu);
-    std::size_t n = pending.size();
-    if (n && write_pending()) log::warn("ledger.jsonl: " + std::to_string(n) + " line(s) that had failed are now written");
-  }
-
-  // Under `mu`.
-  Expected<void> write_pending() {
-    if (pending.empty()) return {};
-    if (!fd) {
-      auto opened = open_append(root, kRel);
-      if (!opened) return opened.error();
-      fd.reset(*opened);
-    }
-    std::string data;
-    for (const auto& l : pending) data += l;
-    if (auto b = budget.take(data.size(), kRel); !b) return b;
-    if (auto w = append_whole(fd.get(), data, kRel); !w) return w;
-    // Written: a failing flush is reported, the lines are not written twice.
-    bool sync = pending_sync;
-    pending.clear();
-    pending_sync = false;
-    has_pending = false;
-    if (sync && ::fdatasync(fd.get()) != 0) return io_error("sync", kRel, errno);
-    return {};
-  }
-
-  int root;
-  Budget& budget;
-  std::mutex mu;
-  UniqueFd fd;
-  std::deque<std::string> pending;
-  bool pending_sync = false;
-  std::atomic<bool> has_pending{false};
-  std::atomic<bool> retry_queued{false};
-};
-
-
-// ---------------------------------------------------------------- writer threads
-
-// Results of finished jobs, handed to the loop thread through one uv_async
-// handle shared by all lanes.
-struct Store::Completions {
-  explicit Completions(Loop& loop) {
-    auto* a = new uv_async_t;
-    uv_async_init(loop.get(), a, &Completions::on_async);
-    a->data = this;
-    async.reset(a);
-    // Completions must not keep the loop alive on their own; the daemon
-    // waits for the store explicitly (barrier_all) before it exits.
-    uv_unref(reinterpret_cast<uv_handle_t*>(a));
-  }
-
-  void push(Done done, Expected<void> result) {
-    std::lock_guard<std::mutex> lock(mu);
-    ready.emplace_back(std::move(done), std::move(result));
-    uv_async_send(async.get());
-  }
-
-  static void on_async(uv_async_t* a) noexcept {
-    auto* self = static_cast<Completions*>(a->data);
-    if (!self) return;
-    std::vector<std::pair<Done, Expected<void>>> batch;
-    {
-      std::lock_guard<std::mutex> lock(self->mu);
-      batch.swap(self->ready);
-    }
-    for (auto& [done, result] : batch) {
-      try {
-        done(std::move(result));
-      } catch (const std::exception& e) {
-        log::error(std::string("store callback failed: ") + e.what());
-      }
-    }
-  }
-
-  std::mutex mu;
-  std::vector<std::pair<Done, Expected<void>>> ready;
-  UvHandle<uv_async_t> async;
-};
-
-// One writer thread: runs its jobs in order. Each file belongs to one lane
-// (a run's files and ledger lines to its run's lane, a session's files to
-// its session's lane), so per-file order holds while a slow filesystem's
-// latency overlaps across lanes.
-struct Store::Writer {
-  struct Job {
-    UniqueFunction<Expected<void>()> work;
-    Done done;
-    std::string run;        // a failure marks this run as not recorded
-    std::size_t bytes = 0;  // counted in Store::queued_
-  };
-
-  Writer(Store& owner, Completions& done_channel, int root_fd, Budget& b)
-      : store(owner), completions(done_channel), root(root_fd), budget(b) {
-    thread = std::thread([this] { run(); });
-  }
-
-  ~Writer() {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      stopping = true;
-    }
-    cv.notify_one();
-    thread.join();
-    for (auto& [rel, fd] : fds) ::close(fd);
-  }
-
-  void push(Job job) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      jobs.push_back(std::move(job));
-    }
-    cv.notify_one();
-  }
-
-  void run() {
-    for (;;) {
-      Job job;
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return stopping || !jobs.empty(); });
-        if (jobs.empty()) return;  // stopping, and everything done
-        job = std::move(jobs.front());
-        jobs.pop_front();
-      }
-      Expected<void> result;
-      try {
-        result = job.work();
-      } catch (const std::exception& e) {
-        result = Error{e.what()};
-      }
-      if (!result && !job.run.empty()) {
-        if (failed_runs.size() >= 4096) failed_runs.clear();  // bounded; a run's end normally takes its entry
-        failed_runs.try_emplace(job.run, result.error().message);
-      }
-      if (job.done) {
-        completions.push(std::move(job.done), std::move(result));
-      } else if (!result && result.error().message != last_unheard) {
-        // Nobody waits for this write (a transcript line): say it once.
-        last_unheard = result.error().message;
-        log::error(last_unheard);
-      }
-      if (job.bytes) store.written(job.bytes);
-    }
-  }
-
-  // ---- run on the writer thread only
-  Expected<void> check_budget(std::size_t bytes, const std::string& rel) { return budget.take(bytes, rel); }
-
-  Expected<int> fd_for(const std::string& rel) {
-    auto it = fds.find(rel);
-    if (it != fds.end()) return it->second;
-    if (fds.size() >= 256) {  // bounded: reopen on demand
-      for (auto& [r, fd] : fds) ::close(fd);
-      fds.clear();
-    }
-    auto fd = open_append(root, rel);
-    if (!fd) return fd.error();
-    fds.emplace(rel, *fd);
-    return *fd;
-  }
-
-  Expected<void> append(const std::string& rel, const std::string& data) {
-    if (auto b = check_budget(data.size(), rel); !b) return b;
-    auto fd = fd_for(rel);
-    if (!fd) return fd.error();
-    return append_whole(*fd, data, rel);
-  }
-
-  void close(const std::string& rel) {
-    auto it = fds.find(rel);
-    if (it == fds.end()) return;
-    ::close(it->second);
-    fds.erase(it);
-  }
-
-  /// The first write error of `run` on this lane, forgotten once asked.
-  std::optional<std::string> take_run_failure(const std::string& run) {
-    auto it = failed_runs.find(run);
-    if (it == failed_runs.end()) return std::nullopt;
-    std::string why = std::move(it->second);
-    failed_runs.erase(it);
-    return why;
-  }
-
-  Store& store;
-  Completions& completions;
-  int root;
-  Budget& budget;
-  std::map<std::string, int> fds;
-  std::map<std::string, std::string> failed_runs;
-  std::string last_unheard;  // the last error of a write nobody waited for
-
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<Job> jobs;
-  bool stopping = false;
-  std::thread thread;
-};
-
-// ---------------------------------------------------------------- the store
 
 Store::Store(Loop& loop, std::string dir, StoreOptions options)
     : loop_(loop), dir_(std::move(dir)), options_(options), instance_(queue::make_id("d_")) {}
@@ -365,7 +60,7 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
   if (dir.empty() || dir.front() != '/') dir = default_state_home();  // never relative to the cwd
   std::unique_ptr<Store> store(new Store(loop, std::move(dir), options));
   Store& s = *store;
-  s.budget_ = std::make_unique<Budget>(options.fail_after_bytes);
+  s.budget_ = std::make_unique<WriteBudget>(options.fail_after_bytes);
   // The directory is opened once; everything after is relative to it and
   // follows no link, so a link planted in it cannot send a write elsewhere.
   auto root = open_state_dir(s.dir_, StateAccess::kOwn);
@@ -394,7 +89,7 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
       if (!fd) {
         s.unusable_ = "cannot write in the state directory " + s.dir_ + ": " + fd.error().message;
       } else if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
-        s.unusable_ = "cannot lock " + lock + " in the state directory " + s.dir_ + ": " + errno_text(errno);
+        s.unusable_ = "cannot lock " + lock + " in the state directory " + s.dir_ + ": " + std::strerror(errno);
       } else {
         s.lock_fd_ = fd->release();
         std::string pid = std::to_string(::getpid()) + "\n";
@@ -447,8 +142,11 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
     }
   }
   s.ledger_ = std::make_unique<LedgerFile>(s.root_, *s.budget_);
-  s.completions_ = std::make_unique<Completions>(loop);
-  for (int i = 0; i < kLanes; ++i) s.lanes_.push_back(std::make_unique<Writer>(s, *s.completions_, s.root_, *s.budget_));
+  s.completions_ = std::make_unique<WriteCompletions>(loop);
+  for (int i = 0; i < kLanes; ++i) {
+    s.lanes_.push_back(std::make_unique<StoreWriter>(*s.completions_, s.root_, *s.budget_,
+                                                     [&s](std::size_t bytes) { s.written(bytes); }));
+  }
   // Ledger lines that waited for space are retried every second; the timer
   // does not keep the loop alive.
   auto* timer = new uv_timer_t;
@@ -463,14 +161,13 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
 
 void Store::on_retry(uv_timer_t* timer) noexcept {
   auto* self = static_cast<Store*>(timer->data);
-  if (!self || self->unusable_ || !self->ledger_->has_pending || self->ledger_->retry_queued.exchange(true)) return;
+  if (!self || self->unusable_ || !self->ledger_->has_pending() || !self->ledger_->queue_retry()) return;
   LedgerFile* ledger = self->ledger_.get();
-  self->lanes_[0]->push(Writer::Job{[ledger]() -> Expected<void> {
-                                      ledger->retry_queued = false;
-                                      ledger->retry();
-                                      return {};
-                                    },
-                                    nullptr, {}});
+  self->lanes_[0]->push(StoreWriter::Job{[ledger]() -> Expected<void> {
+                                           ledger->run_queued_retry();
+                                           return {};
+                                         },
+                                         nullptr, {}});
 }
 
 void Store::recover() {
@@ -538,7 +235,7 @@ std::string Store::key_of(const std::string& rel) {
   return rest.substr(0, end);
 }
 
-Store::Writer& Store::lane_for(const std::string& key) {
+StoreWriter& Store::lane_for(const std::string& key) {
   return *lanes_[std::hash<std::string>{}(key) % lanes_.size()];
 }
 
@@ -551,7 +248,7 @@ void Store::submit(const std::string& key, UniqueFunction<Expected<void>()> work
     return;
   }
   queued_ += bytes;
-  lane_for(key).push(Writer::Job{std::move(work), std::move(done), std::move(run), bytes});
+  lane_for(key).push(StoreWriter::Job{std::move(work), std::move(done), std::move(run), bytes});
   if (bytes) check_pressure();
 }
 
@@ -642,7 +339,7 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
   };
   if (unusable_) return submit(run_id, nullptr, std::move(apply));
   bool do_sync = sync && options_.sync;
-  Writer* w = &lane_for(run_id);
+  StoreWriter* w = &lane_for(run_id);
   LedgerFile* ledger = ledger_.get();
   int root = root_;
   submit(
@@ -690,7 +387,7 @@ void Store::save_session(const json& record, Done done) {
   sessions_[id] = record;
   std::string rel = session_file(id);
   std::string content = record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-  Writer* w = &lane_for(id);
+  StoreWriter* w = &lane_for(id);
   int root = root_;
   std::size_t bytes = content.size();
   submit(
@@ -731,7 +428,7 @@ void Store::create_file(std::string rel, std::string content, Done done, bool sy
 
 void Store::put_file(std::string rel, std::string content, Done done, bool sync, bool fresh) {
   std::string key = key_of(rel);
-  Writer* w = &lane_for(key);
+  StoreWriter* w = &lane_for(key);
   bool do_sync = sync && options_.sync;
   int root = root_;
   std::string run = done && in_run_folder(rel) ? key : "";
@@ -750,7 +447,7 @@ void Store::put_file(std::string rel, std::string content, Done done, bool sync,
 
 void Store::append(std::string rel, std::string data, Done done) {
   std::string key = key_of(rel);
-  Writer* w = &lane_for(key);
+  StoreWriter* w = &lane_for(key);
   std::string run = done && in_run_folder(rel) ? key : "";
   std::size_t bytes = data.size();
   submit(key, [w, rel = std::move(rel), data = std::move(data)]() { return w->append(rel, data); }, std::move(done),
@@ -760,12 +457,12 @@ void Store::append(std::string rel, std::string data, Done done) {
 void Store::close_file(std::string rel) {
   if (unusable_) return;
   std::string key = key_of(rel);
-  Writer* w = &lane_for(key);
-  w->push(Writer::Job{[w, rel = std::move(rel)]() -> Expected<void> {
-                        w->close(rel);
-                        return {};
-                      },
-                      nullptr, {}});
+  StoreWriter* w = &lane_for(key);
+  w->push(StoreWriter::Job{[w, rel = std::move(rel)]() -> Expected<void> {
+                             w->close(rel);
+                             return {};
+                           },
+                           nullptr, {}});
 }
 
 void Store::read_file(std::string rel, ReadDone done) {
@@ -795,7 +492,7 @@ void Store::read_file(std::string rel, ReadDone done) {
     loop_.post([finish = std::move(finish), r]() mutable { finish(r); });
     return;
   }
-  lane_for(key).push(Writer::Job{std::move(work), std::move(finish), {}});
+  lane_for(key).push(StoreWriter::Job{std::move(work), std::move(finish), {}});
 }
 
 void Store::barrier(const std::string& key, Done done) {
@@ -803,7 +500,7 @@ void Store::barrier(const std::string& key, Done done) {
     loop_.post([done = std::move(done)]() mutable { done({}); });
     return;
   }
-  lane_for(key).push(Writer::Job{[]() -> Expected<void> { return {}; }, std::move(done), {}});
+  lane_for(key).push(StoreWriter::Job{[]() -> Expected<void> { return {}; }, std::move(done), {}});
 }
 
 void Store::barrier_all(Done done) {
@@ -815,9 +512,9 @@ void Store::barrier_all(Done done) {
   auto left = std::make_shared<std::size_t>(lanes_.size());
   auto shared = std::make_shared<Done>(std::move(done));
   for (auto& lane : lanes_) {
-    lane->push(Writer::Job{[]() -> Expected<void> { return {}; }, [left, shared](Expected<void>) {
-                             if (--*left == 0) (*shared)({});
-                           }, {}});
+    lane->push(StoreWriter::Job{[]() -> Expected<void> { return {}; }, [left, shared](Expected<void>) {
+                                  if (--*left == 0) (*shared)({});
+                                }, {}});
   }
 }
 

@@ -25,6 +25,11 @@
 
 namespace harnessd::worker {
 
+class LedgerFile;
+class StoreWriter;
+class WriteBudget;
+class WriteCompletions;
+
 struct StoreOptions {
   /// fdatasync result.json and terminal ledger lines (survives power loss,
   /// costs milliseconds per run). Off by default: written lines survive any
@@ -125,15 +130,11 @@ class Store {
   static LedgerEntry store_failure(const LedgerEntry& end, const std::string& why);
 
  private:
-  struct Writer;
-  struct Completions;
-  struct Budget;
-  struct LedgerFile;
   static constexpr int kLanes = 4;
   Store(Loop& loop, std::string dir, StoreOptions options);
   void recover();
   static std::string key_of(const std::string& rel);
-  Writer& lane_for(const std::string& key);
+  StoreWriter& lane_for(const std::string& key);
   /// `run`: the run whose recording fails with this job (see end_run).
   /// `bytes`: what the job writes, counted against the high-water mark.
   /// write_file (`fresh` false) and create_file (`fresh` true).
@@ -154,7 +155,7 @@ class Store {
   int lock_fd_ = -1;  // daemons/<instance>.lock, flock'ed
   RunIndex runs_;
   std::map<std::string, nlohmann::json> sessions_;
-  std::unique_ptr<Budget> budget_;
+  std::unique_ptr<WriteBudget> budget_;
   std::unique_ptr<LedgerFile> ledger_;
   std::atomic<std::size_t> queued_{0};
   std::atomic<bool> over_{false};
@@ -162,8 +163,8 @@ class Store {
   std::size_t high_water_ = 0;
   std::atomic<std::size_t> low_water_{0};  // read by the writer threads
   std::function<void(bool)> on_pressure_;
-  std::unique_ptr<Completions> completions_;
-  std::vector<std::unique_ptr<Writer>> lanes_;
+  std::unique_ptr<WriteCompletions> completions_;
+  std::vector<std::unique_ptr<StoreWriter>> lanes_;
   UvHandle<uv_timer_t> retry_timer_;
 };
 

@@ -1,0 +1,208 @@
+// The writer lanes and their file primitives. Everything here but the
+// completions' async callback runs on writer threads; paths are built by
+// the Store from checked ids and opened beneath its directory.
+#include "worker/store_writer.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <exception>
+
+#include "acp/files.h"
+#include "acp/log.h"
+
+namespace harnessd::worker {
+
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+}  // namespace
+
+Error io_error(const std::string& what, const std::string& rel, int err) {
+  return Error{"cannot " + what + " " + rel + ": " + errno_text(err)};
+}
+
+Error path_error(const std::string& what, const std::string& rel, const PathError& e) {
+  if (e.message.rfind(rel + ": ", 0) == 0) return Error{"cannot " + what + " " + e.message};
+  return Error{"cannot " + what + " " + rel + ": " + e.message};
+}
+
+// No half line stays for the next line to be glued onto. flock keeps other
+// daemons sharing the file out of the window between the size and the
+// truncate.
+Expected<void> append_whole(int fd, std::string_view data, const std::string& rel) {
+  while (::flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) return io_error("lock", rel, errno);
+  }
+  struct stat st {};
+  int err = ::fstat(fd, &st) != 0 ? errno : 0;
+  if (!err) {
+    err = write_all(fd, data);
+    if (err && ::ftruncate(fd, st.st_size) != 0) {
+      log::error("cannot cut " + rel + " back after a failed write: " + errno_text(errno));
+    }
+  }
+  ::flock(fd, LOCK_UN);
+  if (err) return io_error("write", rel, err);
+  return {};
+}
+
+Expected<int> open_append(int root, const std::string& rel) {
+  auto opened = open_beneath(root, rel, O_RDWR | O_CREAT | O_APPEND, 0600);
+  if (!opened) return path_error("open", rel, opened.error());
+  int fd = opened->get();
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+    char last = '\n';
+    if (::pread(fd, &last, 1, st.st_size - 1) != 1) last = '\n';
+    if (last != '\n') {
+      log::warn(rel + ": the last line was cut short (a crash?); it is left alone and skipped when read");
+      if (auto w = append_whole(fd, "\n", rel); !w) return w.error();
+    }
+  }
+  return opened->release();
+}
+
+// ---------------------------------------------------------------- budget
+
+Expected<void> WriteBudget::take(std::size_t bytes, const std::string& rel) {
+  if (!limit_) return {};
+  std::lock_guard<std::mutex> lock(mu_);
+  if (used_ + bytes > limit_) return io_error("write", rel, ENOSPC);
+  used_ += bytes;
+  return {};
+}
+
+// ---------------------------------------------------------------- completions
+
+WriteCompletions::WriteCompletions(Loop& loop) {
+  auto* a = new uv_async_t;
+  uv_async_init(loop.get(), a, &WriteCompletions::on_async);
+  a->data = this;
+  async_.reset(a);
+  // Completions must not keep the loop alive on their own; the daemon
+  // waits for the store explicitly (barrier_all) before it exits.
+  uv_unref(reinterpret_cast<uv_handle_t*>(a));
+}
+
+void WriteCompletions::push(WriteDone done, Expected<void> result) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ready_.emplace_back(std::move(done), std::move(result));
+  uv_async_send(async_.get());
+}
+
+void WriteCompletions::on_async(uv_async_t* a) noexcept {
+  auto* self = static_cast<WriteCompletions*>(a->data);
+  if (!self) return;
+  std::vector<std::pair<WriteDone, Expected<void>>> batch;
+  {
+    std::lock_guard<std::mutex> lock(self->mu_);
+    batch.swap(self->ready_);
+  }
+  for (auto& [done, result] : batch) {
+    try {
+      done(std::move(result));
+    } catch (const std::exception& e) {
+      log::error(std::string("store callback failed: ") + e.what());
+    }
+  }
+}
+
+// ---------------------------------------------------------------- one lane
+
+StoreWriter::StoreWriter(WriteCompletions& completions, int root, WriteBudget& budget,
+                         std::function<void(std::size_t bytes)> written)
+    : completions_(completions), root_(root), budget_(budget), written_(std::move(written)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+StoreWriter::~StoreWriter() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+  for (auto& [rel, fd] : fds_) ::close(fd);
+}
+
+void StoreWriter::push(Job job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+}
+
+void StoreWriter::run() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping, and everything done
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    Expected<void> result;
+    try {
+      result = job.work();
+    } catch (const std::exception& e) {
+      result = Error{e.what()};
+    }
+    if (!result && !job.run.empty()) {
+      if (failed_runs_.size() >= 4096) failed_runs_.clear();  // bounded; a run's end normally takes its entry
+      failed_runs_.try_emplace(job.run, result.error().message);
+    }
+    if (job.done) {
+      completions_.push(std::move(job.done), std::move(result));
+    } else if (!result && result.error().message != last_unheard_) {
+      // Nobody waits for this write (a transcript line): say it once.
+      last_unheard_ = result.error().message;
+      log::error(last_unheard_);
+    }
+    if (job.bytes) written_(job.bytes);
+  }
+}
+
+Expected<int> StoreWriter::fd_for(const std::string& rel) {
+  auto it = fds_.find(rel);
+  if (it != fds_.end()) return it->second;
+  if (fds_.size() >= 256) {  // bounded: reopen on demand
+    for (auto& [r, fd] : fds_) ::close(fd);
+    fds_.clear();
+  }
+  auto fd = open_append(root_, rel);
+  if (!fd) return fd.error();
+  fds_.emplace(rel, *fd);
+  return *fd;
+}
+
+Expected<void> StoreWriter::append(const std::string& rel, const std::string& data) {
+  if (auto b = check_budget(data.size(), rel); !b) return b;
+  auto fd = fd_for(rel);
+  if (!fd) return fd.error();
+  return append_whole(*fd, data, rel);
+}
+
+void StoreWriter::close(const std::string& rel) {
+  auto it = fds_.find(rel);
+  if (it == fds_.end()) return;
+  ::close(it->second);
+  fds_.erase(it);
+}
+
+std::optional<std::string> StoreWriter::take_run_failure(const std::string& run) {
+  auto it = failed_runs_.find(run);
+  if (it == failed_runs_.end()) return std::nullopt;
+  std::string why = std::move(it->second);
+  failed_runs_.erase(it);
+  return why;
+}
+
+}  // namespace harnessd::worker

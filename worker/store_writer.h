@@ -1,0 +1,132 @@
+// The Store's writer lanes: each StoreWriter is one thread that runs its
+// file jobs in the order they were asked for and hands their results back
+// to the loop thread; with them, the file primitives every lane writes with.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "acp/loop.h"
+#include "acp/unique_function.h"
+#include "schema/expected.h"
+#include "worker/state_dir.h"
+
+namespace harnessd::worker {
+
+/// What a job reports to when it is done; runs on the loop thread.
+using WriteDone = UniqueFunction<void(Expected<void>)>;
+
+/// "cannot <what> <rel>: <the system's words for err>".
+Error io_error(const std::string& what, const std::string& rel, int err);
+
+/// "cannot <what> <rel>: <why>"; a `why` that starts with "<rel>: " is not
+/// given the path twice.
+Error path_error(const std::string& what, const std::string& rel, const PathError& e);
+
+/// Appends `data` to `fd` whole or not at all: a write that fails part-way
+/// (disk full) is cut back to the size before it.
+Expected<void> append_whole(int fd, std::string_view data, const std::string& rel);
+
+/// Opens `rel` beneath `root` for appending and returns the descriptor the
+/// caller now owns; a last line cut by a crash gets its newline first.
+Expected<int> open_append(int root, const std::string& rel);
+
+/// The write budget of StoreOptions::fail_after_bytes, shared by all lanes
+/// (and the ledger file); safe to use from any thread.
+class WriteBudget {
+ public:
+  /// `bytes` 0: no limit.
+  explicit WriteBudget(std::size_t bytes) : limit_(bytes) {}
+  /// Takes `bytes` of the budget, or fails with ENOSPC naming `rel`.
+  Expected<void> take(std::size_t bytes, const std::string& rel);
+
+ private:
+  std::size_t limit_;
+  std::size_t used_ = 0;
+  std::mutex mu_;
+};
+
+/// Results of finished jobs, handed to the loop thread through one uv_async
+/// handle shared by all lanes. Created and destroyed on the loop thread;
+/// push() may be called from any thread.
+class WriteCompletions {
+ public:
+  explicit WriteCompletions(Loop& loop);
+  WriteCompletions(const WriteCompletions&) = delete;
+  WriteCompletions& operator=(const WriteCompletions&) = delete;
+
+  /// `done(result)` runs on the loop thread soon after.
+  void push(WriteDone done, Expected<void> result);
+
+ private:
+  static void on_async(uv_async_t* a) noexcept;
+
+  std::mutex mu_;
+  std::vector<std::pair<WriteDone, Expected<void>>> ready_;
+  UvHandle<uv_async_t> async_;
+};
+
+/// One writer thread: runs its jobs in order. Each file belongs to one lane
+/// (a run's files and ledger lines to its run's lane, a session's files to
+/// its session's lane), so per-file order holds while a slow filesystem's
+/// latency overlaps across lanes.
+class StoreWriter {
+ public:
+  struct Job {
+    UniqueFunction<Expected<void>()> work;
+    WriteDone done;
+    std::string run;        // a failure marks this run as not recorded
+    std::size_t bytes = 0;  // counted against the Store's queue
+  };
+
+  /// Starts the thread. `written(bytes)` is called on this lane's thread
+  /// after each job that counted `bytes`.
+  StoreWriter(WriteCompletions& completions, int root, WriteBudget& budget,
+              std::function<void(std::size_t bytes)> written);
+  /// Runs the jobs still queued, stops the thread and closes the files it
+  /// kept open.
+  ~StoreWriter();
+  StoreWriter(const StoreWriter&) = delete;
+  StoreWriter& operator=(const StoreWriter&) = delete;
+
+  /// Queues `job` (any thread).
+  void push(Job job);
+
+  // ---- run on the writer thread only (from inside a job)
+  Expected<void> check_budget(std::size_t bytes, const std::string& rel) { return budget_.take(bytes, rel); }
+  /// Appends to `rel`, kept open until close().
+  Expected<void> append(const std::string& rel, const std::string& data);
+  void close(const std::string& rel);
+  /// The first write error of `run` on this lane, forgotten once asked.
+  std::optional<std::string> take_run_failure(const std::string& run);
+
+ private:
+  void run();
+  Expected<int> fd_for(const std::string& rel);
+
+  WriteCompletions& completions_;
+  int root_;
+  WriteBudget& budget_;
+  std::function<void(std::size_t)> written_;
+  std::map<std::string, int> fds_;
+  std::map<std::string, std::string> failed_runs_;
+  std::string last_unheard_;  // the last error of a write nobody waited for
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> jobs_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace harnessd::worker
