@@ -5,15 +5,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <poll.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <ctime>
 #include <map>
 #include <thread>
 
@@ -24,7 +20,10 @@
 #include "harnesses/profile.h"
 #include "worker/config.h"
 #include "schema/json_parse.h"
+#include "worker/harness_probe.h"
+#include "worker/inspect_text.h"
 #include "worker/ledger.h"
+#include "worker/run_recording.h"
 #include "worker/state_dir.h"
 #include "worker/store.h"
 
@@ -36,112 +35,11 @@ namespace {
 
 volatile sig_atomic_t g_stop = 0;
 
-void print_line(const std::string& line) {
-  std::fwrite(line.data(), 1, line.size(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
-}
-
 bool run_matches(const RunRecord& r, const RunsQuery& q) {
   if (q.session && r.sessionId != *q.session && r.name != *q.session && r.hostSession != *q.session) return false;
   if (q.state && r.state != *q.state) return false;
   return true;
 }
-
-// Milliseconds since the epoch of harnessd's ISO times
-// ("2026-11-30T23:35:36.734Z"), or -1.
-long long iso_ms(const std::string& t) {
-  std::tm tm{};
-  int ms = 0;
-  if (t.size() < 20 || !::strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return -1;
-  if (t.size() >= 23 && t[19] == '.') ms = std::atoi(t.substr(20, 3).c_str());
-  return static_cast<long long>(::timegm(&tm)) * 1000 + ms;
-}
-
-// "850 ms", "12.3 s", "4 min 05 s", "2 h 03 min".
-std::string duration_words(long long ms) {
-  char buf[48];
-  if (ms < 1000) {
-    std::snprintf(buf, sizeof buf, "%lld ms", ms);
-  } else if (ms < 60'000) {
-    std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms) / 1000);
-  } else if (ms < 3'600'000) {
-    std::snprintf(buf, sizeof buf, "%lld min %02lld s", ms / 60'000, ms / 1000 % 60);
-  } else {
-    std::snprintf(buf, sizeof buf, "%lld h %02lld min", ms / 3'600'000, ms / 60'000 % 60);
-  }
-  return buf;
-}
-
-// "2026-11-30 23:35:36" from the ISO form (UTC, as recorded).
-std::string short_time(const std::string& t) {
-  if (t.size() < 19) return t.empty() ? "-" : t;
-  std::string out = t.substr(0, 19);
-  out[10] = ' ';
-  return out;
-}
-
-// Columns a cell takes: its code points (names may be any UTF-8).
-std::size_t utf8_width(const std::string& s) {
-  std::size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
-  return n;
-}
-
-// Rows under a header, each column as wide as its widest cell, two spaces
-// apart; the last column is not padded.
-void print_table(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<std::size_t> width;
-  for (const auto& row : rows) {
-    if (width.size() < row.size()) width.resize(row.size(), 0);
-    for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], utf8_width(row[i]));
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (std::size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(width[i] - utf8_width(row[i]) + 2, ' ');
-    }
-    print_line(line);
-  }
-}
-
-// A string field as read, or "" (state files are read as they are: a field
-// of an unexpected type is left out).
-std::string text(const json& j, const char* key) {
-  if (!j.is_object()) return "";
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-// A run's state in words, with why it ended that way.
-std::string run_state_words(const RunRecord& r) {
-  std::string words = r.state == "timeout" ? "timed out" : r.state;
-  std::string reason = text(r.outcome, "stopReason");
-  if (!reason.empty() && reason != "end_turn") words += " (" + reason + ")";
-  if (r.outcome.contains("error") && r.outcome["error"].is_object()) {
-    std::string message = text(r.outcome["error"], "message");
-    if (!message.empty()) words += ": " + message;
-  }
-  if (std::string why = text(r.outcome, "reason"); !why.empty()) words += " (" + why + ")";
-  return words;
-}
-
-std::string describe_entry(const LedgerEntry& e) {
-  std::string line = e.time + "  " + e.runId + "  " + e.sessionId + (e.name ? " [" + *e.name + "]" : "") + "  " +
-                     e.event;
-  if (e.extra.contains("stopReason") && e.extra["stopReason"].is_string()) {
-    line += " (" + e.extra["stopReason"].get<std::string>() + ")";
-  }
-  if (e.extra.contains("reason") && e.extra["reason"].is_string()) {
-    line += " (" + e.extra["reason"].get<std::string>() + ")";
-  }
-  return line;
-}
-
-}  // namespace
-
-namespace {
 
 // The state directory for reading: never through a link, only this user's,
 // and not one that others can write to (its content could be planted).
@@ -264,60 +162,13 @@ int runs_command(const RunsQuery& q) {
   return 0;
 }
 
-namespace {
-
-// The first line `<program> --version` prints, within a few seconds.
-std::string program_version(const std::string& program, const std::vector<std::string>& env) {
-  int fds[2];
-  if (::pipe(fds) != 0) return "";
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(fds[1], 1);
-    ::dup2(fds[1], 2);
-    ::close(fds[0]);
-    ::close(fds[1]);
-    std::vector<std::string> env_copy = env;
-    std::vector<char*> envp;
-    for (auto& e : env_copy) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    std::string p = program;
-    char version[] = "--version";
-    char* argv[] = {p.data(), version, nullptr};
-    ::execve(argv[0], argv, envp.data());
-    _exit(127);
-  }
-  ::close(fds[1]);
-  std::string out;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fds[0], POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    char buf[4096];
-    ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fds[0]);
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  auto nl = out.find('\n');
-  return out.substr(0, nl);
-}
-
-}  // namespace
-
 int harnesses_command(const Config& config, bool check, const std::string& format) {
   std::vector<std::string> parent = adapters::current_environment();
   bool default_found = false;
   for (const auto& [name, profile] : config.harnesses) {
-    std::vector<std::string> env = harnesses::adapter_environment(profile, parent);
-    std::string path;
-    for (const auto& e : env) {
-      if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
-    }
-    const std::string program = profile.command.empty() ? "" : profile.command[0];
-    auto found = adapters::find_executable(program, path);
-    std::string version = check && found ? program_version(*found, env) : "";
+    const HarnessProbe probe = probe_harness(profile, parent, check);
+    const Expected<std::string>& found = probe.found;
+    const std::string& version = probe.version;
     bool is_default = name == config.daemon.default_harness;
     if (is_default) default_found = static_cast<bool>(found);
     if (format == "json") {
@@ -577,77 +428,7 @@ int show_command(const std::string& state_dir, const std::string& run_id, const 
     return 1;
   }
   const std::string dir = Store::run_dir(run_id);
-  auto read = [&](const std::string& name) -> std::string {
-    auto text = read_beneath(root->get(), dir + "/" + name, StateAccess::kReadOnly);
-    return text ? *text : std::string();
-  };
-  json result = schema::parse_or_discard(read("result.json"));
-  if (!result.is_object()) result = json::object();
-
-  // From the recording: tool calls with their outcome and time, the answer
-  // and the last usage, as the host was sent them.
-  json tools = json::array();
-  std::map<std::string, std::size_t> tool_at;
-  std::map<std::string, long long> tool_start;
-  std::string answer;
-  json usage;
-  JsonlRead events = read_jsonl_beneath(root->get(), dir + "/events.jsonl", StateAccess::kReadOnly);
-  for (const auto& e : events.lines) {
-    if (!e.is_object() || e.value("dir", json()) != "harnessd>host" || !e.contains("msg") || !e["msg"].is_object()) continue;
-    const json& msg = e["msg"];
-    if (msg.value("method", json()) != "session/update" || !msg.contains("params") || !msg["params"].is_object()) continue;
-    const json u = msg["params"].value("update", json::object());
-    if (!u.is_object()) continue;
-    const json kind = u.value("sessionUpdate", json());
-    const long long t = e.value("t", json(0)).is_number_integer() ? e["t"].get<long long>() : 0;
-    const std::string id = u.value("toolCallId", json("")).is_string() ? u.value("toolCallId", "") : "";
-    if (kind == "tool_call" && !id.empty()) {
-      tool_at[id] = tools.size();
-      tool_start[id] = t;
-      tools.push_back({{"toolCallId", id},
-                       {"title", u.value("title", json(id))},
-                       {"kind", u.value("kind", json())},
-                       {"status", u.value("status", json("pending"))},
-                       {"durationMs", nullptr}});
-    } else if (kind == "tool_call_update" && tool_at.count(id)) {
-      json& call = tools[tool_at[id]];
-      if (u.contains("title") && u["title"].is_string()) call["title"] = u["title"];
-      if (u.contains("status") && u["status"].is_string()) {
-        call["status"] = u["status"];
-        if ((u["status"] == "completed" || u["status"] == "failed") && t >= tool_start[id]) {
-          call["durationMs"] = t - tool_start[id];
-        }
-      }
-    } else if (kind == "agent_message_chunk" && u.contains("content") && u["content"].is_object() &&
-               u["content"].value("type", json()) == "text" && u["content"].contains("text") &&
-               u["content"]["text"].is_string()) {
-      answer += u["content"]["text"].get<std::string>();
-    } else if (kind == "usage_update") {
-      usage = u;
-      usage.erase("sessionUpdate");
-    }
-  }
-  // The files of the run folder and their sizes.
-  json files = json::array();
-  if (auto folder = open_beneath(root->get(), dir, O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly)) {
-    int fd = folder->get();
-    std::vector<std::pair<std::string, long long>> found;
-    if (DIR* d = ::fdopendir(folder->release())) {
-      while (dirent* e = ::readdir(d)) {
-        std::string name = e->d_name;
-        if (name == "." || name == "..") continue;
-        struct stat st {};
-        long long bytes = ::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_size : -1;
-        found.emplace_back(name, bytes);
-      }
-      ::closedir(d);
-    } else {
-      ::close(fd);
-    }
-    std::sort(found.begin(), found.end());
-    for (const auto& [name, bytes] : found) files.push_back({{"name", name}, {"bytes", bytes}});
-  }
-  const std::string prompt = read("prompt.md");
+  const RunRecording rec = read_run_recording(root->get(), run_id);
   long long start = iso_ms(run->startedAt), end = iso_ms(run->endedAt);
   json took = start >= 0 && end >= start ? json(end - start) : json();
 
@@ -658,18 +439,18 @@ int show_command(const std::string& state_dir, const std::string& run_id, const 
                 {"name", run->name ? json(*run->name) : json()},
                 {"harness", run->harness},
                 {"state", run->state},
-                {"stopReason", result.value("stopReason", run->outcome.value("stopReason", json()))},
-                {"error", result.value("error", run->outcome.value("error", json()))},
+                {"stopReason", rec.result.value("stopReason", run->outcome.value("stopReason", json()))},
+                {"error", rec.result.value("error", run->outcome.value("error", json()))},
                 {"queuedAt", run->queuedAt.empty() ? json() : json(run->queuedAt)},
                 {"startedAt", run->startedAt.empty() ? json() : json(run->startedAt)},
                 {"endedAt", run->endedAt.empty() ? json() : json(run->endedAt)},
                 {"durationMs", took},
-                {"prompt", prompt},
-                {"toolCalls", tools},
-                {"answer", answer},
-                {"usage", usage},
+                {"prompt", rec.prompt},
+                {"toolCalls", rec.tool_calls},
+                {"answer", rec.answer},
+                {"usage", rec.usage},
                 {"recording", state_dir + "/" + dir},
-                {"files", files}};
+                {"files", rec.files}};
     print_line(out.dump(-1, ' ', false, json::error_handler_t::replace));
     return 0;
   }
@@ -695,26 +476,26 @@ int show_command(const std::string& state_dir, const std::string& run_id, const 
   if (!run->startedAt.empty()) head.push_back({"started", short_time(run->startedAt)});
   if (!run->endedAt.empty()) head.push_back({"ended", short_time(run->endedAt)});
   if (took.is_number()) head.push_back({"took", duration_words(took.get<long long>())});
-  if (!usage.is_null()) head.push_back({"usage", usage.dump()});
+  if (!rec.usage.is_null()) head.push_back({"usage", rec.usage.dump()});
   head.push_back({"recording", state_dir + "/" + dir});
   print_table(head);
   std::string body;
-  if (!prompt.empty()) body += "\nprompt (prompt.md):\n" + indent(prompt, 12);
-  if (!tools.empty()) {
+  if (!rec.prompt.empty()) body += "\nprompt (prompt.md):\n" + indent(rec.prompt, 12);
+  if (!rec.tool_calls.empty()) {
     body += "\ntool calls:\n";
-    for (const auto& c : tools) {
+    for (const auto& c : rec.tool_calls) {
       std::string title = c["title"].is_string() ? c["title"].get<std::string>() : c["title"].dump();
       std::string status = c["status"].is_string() ? c["status"].get<std::string>() : c["status"].dump();
       body += "    " + title + "  " + status +
               (c["durationMs"].is_number() ? "  " + duration_words(c["durationMs"].get<long long>()) : "") + "\n";
     }
   }
-  if (!answer.empty()) body += "\nanswer:\n" + indent(answer, 20);
-  std::string error = text(result.value("error", json::object()), "message");
+  if (!rec.answer.empty()) body += "\nanswer:\n" + indent(rec.answer, 20);
+  std::string error = string_field(rec.result.value("error", json::object()), "message");
   if (!error.empty()) body += "\nerror: " + error + "\n";
-  if (!files.empty()) {
+  if (!rec.files.empty()) {
     body += "\nfiles:\n";
-    for (const auto& f : files) {
+    for (const auto& f : rec.files) {
       body += "    " + f["name"].get<std::string>() + "  " + std::to_string(f["bytes"].get<long long>()) + " bytes\n";
     }
   }
