@@ -7,16 +7,13 @@
 #include "worker/wrapper.h"
 
 #include <signal.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -27,7 +24,6 @@
 #include "acp/files.h"
 #include "acp/log.h"
 #include "acp/loop.h"
-#include "acp/utf8.h"
 #include "adapters/process.h"
 #include "adapters/tree_sweep.h"
 #include "harnesses/packaging.h"
@@ -37,7 +33,8 @@
 #include "worker/inspect.h"
 #include "worker/engine.h"
 #include "worker/ledger.h"
-#include "worker/store.h"
+#include "worker/progress_line.h"
+#include "worker/run_report.h"
 #include "schema/json_parse.h"
 
 namespace harnessd::worker {
@@ -105,24 +102,6 @@ json permission_outcome(const json& params, const std::string& policy) {
   return {{"outcome", "selected"}, {"optionId", *chosen}};
 }
 
-/// The protocol's words for a refused parameter, in the command line's:
-/// "session/new: _meta.harnessd.template: no template named 'x'" becomes
-/// "--template: no template named 'x'".
-std::string in_cli_words(std::string message) {
-  static const std::pair<const char*, const char*> kOptions[] = {
-      {"_meta.harnessd.harness", "--harness"},  {"_meta.harnessd.template", "--template"},
-      {"_meta.harnessd.mode", "--mode"},        {"_meta.harnessd.name", "--session"},
-      {"_meta.harnessd.context", "--context"},  {"_meta.harnessd.timeoutMs", "--timeout"},
-      {"_meta.harnessd.summary", "--summary"}};
-  for (const char* method : {"session/new: ", "session/prompt: ", "_harnessd/sessions/set_summary: "}) {
-    if (message.rfind(method, 0) == 0) message.erase(0, std::strlen(method));
-  }
-  for (const auto& [field, option] : kOptions) {
-    if (message.rfind(field, 0) == 0) return option + message.substr(std::strlen(field));
-  }
-  return message;
-}
-
 /// True when `outcome` selected one of the request's allow options.
 bool permission_allowed(const json& params, const json& outcome) {
   const json options = params.value("options", json::array());
@@ -133,17 +112,6 @@ bool permission_allowed(const json& params, const json& outcome) {
     }
   }
   return false;
-}
-
-/// The last `n` non-empty lines of `text`.
-std::vector<std::string> last_lines(const std::string& text, std::size_t n) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
-  }
-  if (lines.size() > n) lines.erase(lines.begin(), lines.end() - static_cast<std::ptrdiff_t>(n));
-  return lines;
 }
 
 /// One `harnessd run`: an ACP client of an in-process engine, the two
@@ -160,11 +128,11 @@ class RunClient {
         context_(std::move(context)),
         cwd_(std::move(cwd)),
         host_(connection_options("run", true), [this](std::string line) { pass(client_, std::move(line)); }),
-        client_(connection_options("engine", false), [this](std::string line) { pass(host_, std::move(line)); }) {
-    harness_ = options_.harness.value_or(engine_options_.config.daemon.default_harness);
-  }
+        client_(connection_options("engine", false), [this](std::string line) { pass(host_, std::move(line)); }),
+        progress_(loop, options_.harness.value_or(engine_options_.config.daemon.default_harness), outcome_.started,
+                  [this] { return !outcome_.text.empty() && outcome_.text.back() != '\n'; }) {}
 
-  int exit_code() const { return exit_code_; }
+  int exit_code() const { return outcome_.exit_code; }
 
   void start() {
     engine_ = std::make_unique<Engine>(loop_, host_, std::move(engine_options_));
@@ -174,7 +142,7 @@ class RunClient {
       std::string title = p.contains("toolCall") && p["toolCall"].is_object() ? p["toolCall"].value("title", "") : "";
       log::info("permission for '" + title + "': " + outcome.dump());
       if (outcome.value("outcome", "") != "selected" || !permission_allowed(p, outcome)) {
-        refused_.push_back(title.empty() ? std::string("a tool call") : title);
+        outcome_.refused.push_back(title.empty() ? std::string("a tool call") : title);
       }
       r.result({{"outcome", outcome}});
     });
@@ -211,8 +179,8 @@ class RunClient {
     json params = {{"protocolVersion", schema::kProtocolVersion},
                    {"clientCapabilities", json::object()},
                    {"clientInfo", {{"name", "harnessd-run"}, {"version", "1"}}}};
-    set_activity("starting the harness");
-    start_progress();
+    progress_.set_activity("starting the harness");
+    progress_.start(options_.progress);
     client_.call("initialize", std::move(params), [this](Connection::CallResult r) {
       if (!r) return fail(r.error());
       new_session();
@@ -232,13 +200,14 @@ class RunClient {
     if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
     client_.call("session/new", std::move(params), [this](Connection::CallResult r) {
       if (!r) return fail(r.error());
-      session_id_ = r->value("sessionId", "");
-      if (interrupted_) return end(run_exit::kInterrupted);
+      outcome_.session_id = r->value("sessionId", "");
+      if (outcome_.interrupted) return end(run_exit::kInterrupted);
       if (!options_.summary) return send_prompt();
-      client_.call("_harnessd/sessions/set_summary", {{"sessionId", session_id_}, {"summary", *options_.summary}},
+      client_.call("_harnessd/sessions/set_summary",
+                   {{"sessionId", outcome_.session_id}, {"summary", *options_.summary}},
                    [this](Connection::CallResult set) {
                      if (!set) return fail(set.error());
-                     if (interrupted_) return end(run_exit::kInterrupted);
+                     if (outcome_.interrupted) return end(run_exit::kInterrupted);
                      send_prompt();
                    });
     });
@@ -249,10 +218,11 @@ class RunClient {
     if (!context_.is_null()) ours["context"] = context_;
     if (options_.template_name) ours["template"] = *options_.template_name;
     if (options_.timeout_s > 0) ours["timeoutMs"] = static_cast<long long>(std::llround(options_.timeout_s * 1000));
-    json params = {{"sessionId", session_id_}, {"prompt", json::array({{{"type", "text"}, {"text", prompt_}}})}};
+    json params = {{"sessionId", outcome_.session_id},
+                   {"prompt", json::array({{{"type", "text"}, {"text", prompt_}}})}};
     if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
     prompting_ = true;
-    set_activity("waiting for the harness");
+    progress_.set_activity("waiting for the harness");
     client_.call("session/prompt", std::move(params), [this](Connection::CallResult r) {
       prompting_ = false;
       answered(std::move(r));
@@ -266,27 +236,27 @@ class RunClient {
       const json content = update.value("content", json::object());
       if (content.value("type", "") != "text" || !content.contains("text") || !content["text"].is_string()) return;
       const std::string& t = content["text"].get_ref<const std::string&>();
-      set_activity("answering");
+      progress_.set_activity("answering");
       if (options_.format == "text" && stdout_open_) {
-        clear_progress();
+        progress_.clear();
         stdout_open_ = write_all(1, t) == 0;
       }
-      text_ += t;
+      outcome_.text += t;
     } else if (kind == "usage_update") {
-      usage_ = update;
-      usage_.erase("sessionUpdate");
+      outcome_.usage = update;
+      outcome_.usage.erase("sessionUpdate");
     } else if (kind == "tool_call") {
       std::string title = update.contains("title") && update["title"].is_string() ? update["title"].get<std::string>()
                                                                                    : update.value("toolCallId", "");
-      set_activity("running " + title);
+      progress_.set_activity("running " + title);
       if (options_.format == "text") {
         // One line per tool call, on stderr: stdout is the answer alone.
-        clear_progress();
+        progress_.clear();
         write_all(2, "[tool] " + title + "\n");
       }
     } else if (kind == "tool_call_update") {
       std::string status = update.value("status", json("")).is_string() ? update.value("status", "") : "";
-      if (status == "completed" || status == "failed") set_activity("thinking");
+      if (status == "completed" || status == "failed") progress_.set_activity("thinking");
     } else if (kind == "agent_thought_chunk") {
       // OpenSpace's bridge says which iteration of how many this is.
       const json meta = update.value("_meta", json::object());
@@ -295,85 +265,41 @@ class RunClient {
         std::string of = os.contains("maxIterations") && os["maxIterations"].is_number_integer()
                              ? "/" + std::to_string(os["maxIterations"].get<long long>())
                              : "";
-        set_activity("OpenSpace iteration " + std::to_string(os["iteration"].get<long long>()) + of);
+        progress_.set_activity("OpenSpace iteration " + std::to_string(os["iteration"].get<long long>()) + of);
       } else {
-        set_activity("thinking");
+        progress_.set_activity("thinking");
       }
     } else if (kind == "plan") {
-      set_activity("planning");
+      progress_.set_activity("planning");
     }
-  }
-
-  // ------------------------------------------------------- progress line
-  // On a terminal (or --progress always), one status line on stderr,
-  // redrawn in place: elapsed time, harness, what it is doing. Cleared
-  // before anything else is written and at the end; never drawn in the
-  // middle of an answer line on the same terminal.
-  void set_activity(std::string what) { activity_ = std::move(what); }
-
-  void start_progress() {
-    const std::string& mode = options_.progress;
-    progress_ = mode == "always" || (mode == "auto" && ::isatty(2) == 1);
-    if (!progress_) return;
-    answer_on_terminal_ = ::isatty(1) == 1 && ::isatty(2) == 1;
-    progress_timer_.start(std::chrono::milliseconds(150), [this] { draw_progress(); });
-  }
-
-  void draw_progress() {
-    if (!progress_) return;
-    const bool mid_line = answer_on_terminal_ && !text_.empty() && text_.back() != '\n';
-    if (!mid_line) {
-      auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-      char seconds[32];
-      std::snprintf(seconds, sizeof seconds, "%.1f s", took);
-      std::string line = "harnessd: " + std::string(seconds) + " \u00b7 " + harness_ + " \u00b7 " + activity_;
-      // Never wider than the terminal: a wrapped line cannot be redrawn.
-      winsize ws{};
-      std::size_t cols = ::ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 100;
-      if (line.size() > cols - 1) line = line.substr(0, utf8::safe_cut(line, cols - 1));
-      write_all(2, "\r\x1b[K" + line);
-      drawn_ = true;
-    }
-    progress_timer_.start(std::chrono::milliseconds(250), [this] { draw_progress(); });
-  }
-
-  void clear_progress() {
-    if (!drawn_) return;
-    write_all(2, "\r\x1b[K");
-    drawn_ = false;
-  }
-
-  void stop_progress() {
-    progress_ = false;
-    progress_timer_.stop();
-    clear_progress();
   }
 
   void answered(Connection::CallResult r) {
     if (r) {
-      stop_reason_ = r->value("stopReason", "");
+      outcome_.stop_reason = r->value("stopReason", "");
       json meta = r->contains("_meta") && (*r)["_meta"].is_object() ? (*r)["_meta"].value("harnessd", json::object())
                                                                      : json::object();
-      run_id_ = meta.is_object() ? meta.value("runId", "") : "";
+      outcome_.run_id = meta.is_object() ? meta.value("runId", "") : "";
       // What the harness's adapter added (OpenSpace: its recording folder,
       // iterations, warnings), without harnessd's own part.
       if (r->contains("_meta") && (*r)["_meta"].is_object()) {
-        adapter_meta_ = (*r)["_meta"];
-        adapter_meta_.erase("harnessd");
+        outcome_.adapter_meta = (*r)["_meta"];
+        outcome_.adapter_meta.erase("harnessd");
       }
-      if (r->contains("usage")) usage_ = (*r)["usage"];
-      exit_code_ = stop_reason_ == "end_turn"    ? run_exit::kDone
-                   : stop_reason_ == "cancelled" ? run_exit::kInterrupted
-                                                 : run_exit::kFailed;
+      if (r->contains("usage")) outcome_.usage = (*r)["usage"];
+      outcome_.exit_code = outcome_.stop_reason == "end_turn"    ? run_exit::kDone
+                           : outcome_.stop_reason == "cancelled" ? run_exit::kInterrupted
+                                                                 : run_exit::kFailed;
     } else {
-      error_ = r.error();
-      if (error_->data.is_object()) run_id_ = error_->data.value("runId", "");
-      exit_code_ = exit_code_for(*error_);
-      if (options_.format != "text") complain("run", error_->message);  // text: in the end line
+      outcome_.error = r.error();
+      if (outcome_.error->data.is_object()) outcome_.run_id = outcome_.error->data.value("runId", "");
+      outcome_.exit_code = exit_code_for(*outcome_.error);
+      if (options_.format != "text") complain("run", outcome_.error->message);  // text: in the end line
     }
     // A session without a name has served its purpose.
-    if (options_.session || session_id_.empty() || ending_) return end(exit_code_);
-    client_.call("session/close", {{"sessionId", session_id_}}, [this](Connection::CallResult) { end(exit_code_); });
+    if (options_.session || outcome_.session_id.empty() || ending_) return end(outcome_.exit_code);
+    client_.call("session/close", {{"sessionId", outcome_.session_id}},
+                 [this](Connection::CallResult) { end(outcome_.exit_code); });
   }
 
   static int exit_code_for(const RpcError& e) {
@@ -383,10 +309,10 @@ class RunClient {
   }
 
   void fail(const RpcError& e) {
-    clear_progress();
+    progress_.clear();
     if (options_.format != "text") complain("run", e.message);
-    error_ = e;
-    end(interrupted_ ? run_exit::kInterrupted : exit_code_for(e));
+    outcome_.error = e;
+    end(outcome_.interrupted ? run_exit::kInterrupted : exit_code_for(e));
   }
 
   /// The engine answers what is still open, stops the adapters and flushes
@@ -394,7 +320,7 @@ class RunClient {
   void end(int code) {
     if (ending_) return;
     ending_ = true;
-    exit_code_ = code;
+    outcome_.exit_code = code;
     // A session without a name exists for this run alone: it ends closed
     // however the run ends (a second signal comes here mid-turn).
     engine_->shutdown("the run is over", [this] { finished(); }, /*close_sessions=*/!options_.session);
@@ -402,12 +328,12 @@ class RunClient {
 
   void on_signal() {
     ++signals_seen_;
-    interrupted_ = true;
+    outcome_.interrupted = true;
     if (signals_seen_ == 1 && prompting_) {
-      clear_progress();
-      set_activity("cancelling");
+      progress_.clear();
+      progress_.set_activity("cancelling");
       complain("run", "interrupted: cancelling the run (again to stop at once)");
-      client_.notify("session/cancel", {{"sessionId", session_id_}});
+      client_.notify("session/cancel", {{"sessionId", outcome_.session_id}});
       return;
     }
     // A second signal, or one before the prompt went out: stop now. The
@@ -416,92 +342,10 @@ class RunClient {
   }
 
   void finished() {
-    if (interrupted_ && exit_code_ != run_exit::kDone) exit_code_ = run_exit::kInterrupted;
-    stop_progress();
-    report();
+    if (outcome_.interrupted && outcome_.exit_code != run_exit::kDone) outcome_.exit_code = run_exit::kInterrupted;
+    progress_.stop();
+    report_run(outcome_, options_.format, state_dir_, stdout_open_);
     signals_.clear();
-  }
-
-  void report() {
-    // Everything is on disk now: the run's own result.json is the truth.
-    json result;
-    std::string recording;
-    if (!run_id_.empty()) {
-      recording = state_dir_ + "/" + Store::run_dir(run_id_);
-      std::ifstream in(recording + "/result.json");
-      if (in) {
-        std::stringstream text;
-        text << in.rdbuf();
-        result = schema::parse_or_discard(text.str());
-      }
-      if (result.is_discarded()) result = json();
-    }
-    if (options_.format == "text") {
-      if (!text_.empty() && text_.back() != '\n' && stdout_open_) stdout_open_ = write_all(1, "\n") == 0;
-      write_all(2, end_summary(result, recording));
-      return;
-    }
-    if (options_.format != "json") return;
-    json out = {{"version", 1},
-                {"exitCode", exit_code_},
-                {"state", result.is_object() ? result.value("state", json()) : json()},
-                {"stopReason", stop_reason_.empty() ? json() : json(stop_reason_)},
-                {"text", text_},
-                {"runId", run_id_.empty() ? json() : json(run_id_)},
-                {"sessionId", session_id_.empty() ? json() : json(session_id_)},
-                {"recording", recording.empty() ? json() : json(recording)},
-                {"usage", usage_},
-                {"adapterMeta", adapter_meta_.empty() ? json() : adapter_meta_},
-                {"error", error_ ? json(*error_) : json()}};
-    if (stdout_open_) {
-      stdout_open_ = write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n") == 0;
-    }
-  }
-
-  /// How the run ended, for a person: the harness's last stderr lines on
-  /// a failure, then one line with the state, the stop reason, the time,
-  /// refused permissions, the error and its install hint, the recording.
-  std::string end_summary(const json& result, const std::string& recording) const {
-    std::string out;
-    std::string state = result.is_object() && result.contains("state") && result["state"].is_string()
-                            ? result["state"].get<std::string>()
-                            : (error_ ? "failed" : stop_reason_.empty() ? "not run" : stop_reason_);
-    if (error_ && error_->data.is_object() && error_->data.contains("stderrTail") &&
-        error_->data["stderrTail"].is_string()) {
-      for (const auto& line : last_lines(error_->data["stderrTail"].get<std::string>(), 5)) {
-        out += "harnessd run: harness stderr: " + line + "\n";
-      }
-    }
-    auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    char seconds[32];
-    std::snprintf(seconds, sizeof seconds, "%.1f s", took);
-    std::string line = "harnessd run: " + (exit_code_ == run_exit::kUsage && !result.contains("state") ? "refused" : state);
-    if (!stop_reason_.empty() && stop_reason_ != state) line += " (" + stop_reason_ + ")";
-    if (interrupted_) line += ", interrupted";
-    line += " after " + std::string(seconds);
-    if (!refused_.empty()) {
-      line += "; " + std::to_string(refused_.size()) + " permission request" + (refused_.size() == 1 ? "" : "s") +
-              " refused (" + refused_.front() + (refused_.size() > 1 ? ", ..." : "") + "; --approve all allows them)";
-    }
-    if (error_) {
-      line += ": " + in_cli_words(error_->message);
-      if (error_->data.is_object() && error_->data.contains("hint") && error_->data["hint"].is_string()) {
-        line += "; install: " + error_->data["hint"].get<std::string>();
-      }
-    }
-    // OpenSpace's own record and warning (from its answer, or its failure).
-    const json* os = adapter_meta_.contains("openspace") ? &adapter_meta_["openspace"] : nullptr;
-    if (!os && error_ && error_->data.is_object() && error_->data.contains("taskId")) os = &error_->data;
-    if (os && os->is_object()) {
-      if (os->contains("warning") && (*os)["warning"].is_string()) {
-        out += "harnessd run: openspace warning: " + (*os)["warning"].get<std::string>() + "\n";
-      }
-      if (os->contains("recordingDir") && (*os)["recordingDir"].is_string()) {
-        line += "; OpenSpace recording " + (*os)["recordingDir"].get<std::string>();
-      }
-    }
-    if (!recording.empty()) line += "; recording " + recording;
-    return out + line + "\n";
   }
 
   Loop& loop_;
@@ -515,27 +359,12 @@ class RunClient {
   Connection client_;  // ours
   std::unique_ptr<Engine> engine_;
   std::vector<std::unique_ptr<SignalWatch>> signals_;
-  std::string session_id_;
-  std::string run_id_;
-  std::string stop_reason_;
-  std::string text_;
-  json usage_;
-  std::optional<RpcError> error_;
-  int exit_code_ = run_exit::kFailed;
+  RunOutcome outcome_;  // what the run came to, filled in as it goes
   int signals_seen_ = 0;
   bool prompting_ = false;
-  bool interrupted_ = false;
   bool ending_ = false;
   bool stdout_open_ = true;
-  std::vector<std::string> refused_;  // titles of the permission requests refused
-  json adapter_meta_ = json::object();  // the answer's _meta without harnessd's
-  std::string harness_;                 // for the progress line
-  std::string activity_;
-  Timer progress_timer_{loop_};
-  bool progress_ = false;
-  bool drawn_ = false;
-  bool answer_on_terminal_ = false;
-  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  ProgressLine progress_;
 };
 
 }  // namespace
