@@ -365,6 +365,10 @@ void Connection::dispatch_notification(const std::string& method, const json& pa
   }
 }
 
+void Connection::log_ignored(const std::string& method, const RpcError& error) {
+  log::warn("ignored " + method + ": " + error.message);
+}
+
 void Connection::dispatch_response(const json& msg) {
   const json& id = msg["id"];
   if (!id.is_number_integer()) {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
@@ -28,7 +29,10 @@ std::string to_line(const nlohmann::json& message);
 
 namespace detail {
 struct ConnectionShared;
-}
+/// What a decoder given to Connection::bind returns for the params.
+template <class Decode>
+using Decoded = std::invoke_result_t<const Decode&, const nlohmann::json&>;
+}  // namespace detail
 
 /// The one answer to one request. Move-only; answering twice is a bug that
 /// is logged and ignored. If a Reply is destroyed unanswered while its
@@ -99,15 +103,33 @@ class Connection {
   /// Forgets every handler (requests then get -32601, notifications are
   /// dropped), e.g. before the object the handlers point to goes away.
   void clear_handlers();
-  /// Binds a request whose params are decoded by `decode`; a decoding error
-  /// is answered as-is (-32602 naming the field) and the handler not called.
-  template <class P>
-  void bind(std::string method, Expected<P, RpcError> (*decode)(const nlohmann::json&),
-            std::function<void(P, Reply)> handler) {
-    on_request(std::move(method), [decode, handler = std::move(handler)](const nlohmann::json& params, Reply reply) {
+  /// Binds a request whose params are decoded by `decode`, any callable
+  /// taking the params and returning Expected<P, RpcError> (a decoder, or a
+  /// lambda that passes it context). A decoding error is answered as-is
+  /// (-32602 naming the field) and the handler not called.
+  template <class P, class Decode>
+  void bind(std::string method, Decode decode, std::function<void(P, Reply)> handler) {
+    static_assert(std::is_same_v<detail::Decoded<Decode>, Expected<P, RpcError>>,
+                  "decode(params) must return Expected<P, RpcError>");
+    on_request(std::move(method), [decode = std::move(decode), handler = std::move(handler)](
+                                      const nlohmann::json& params, Reply reply) {
       auto decoded = decode(params);
       if (!decoded) return reply.error(decoded.error());
       handler(std::move(*decoded), std::move(reply));
+    });
+  }
+  /// Binds a notification the same way. A notification is never answered:
+  /// a decoding error is logged as a warning ("ignored <method>: <reason>")
+  /// and the handler not called.
+  template <class P, class Decode>
+  void bind_notification(std::string method, Decode decode, std::function<void(P)> handler) {
+    static_assert(std::is_same_v<detail::Decoded<Decode>, Expected<P, RpcError>>,
+                  "decode(params) must return Expected<P, RpcError>");
+    on_notification(method, [method, decode = std::move(decode), handler = std::move(handler)](
+                                const nlohmann::json& params) {
+      auto decoded = decode(params);
+      if (!decoded) return log_ignored(method, decoded.error());
+      handler(std::move(*decoded));
     });
   }
 
@@ -154,6 +176,8 @@ class Connection {
   void dispatch_notification(const std::string& method, const nlohmann::json& params);
   void dispatch_response(const nlohmann::json& message);
   void send_error(const nlohmann::json& id, const RpcError& error);
+  /// Logs a notification dropped because its params did not decode.
+  static void log_ignored(const std::string& method, const RpcError& error);
 
   struct Pending {
     std::string method;

@@ -2,6 +2,7 @@
 // outgoing calls and what happens when the peer goes away.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -101,6 +102,61 @@ TEST_CASE("malformed envelopes get the right code") {
   }
   w.out.clear();
   c.receive_line(R"({"jsonrpc":"2.0","method":"unknown/notification"})");
+  CHECK(w.out.empty());
+}
+
+TEST_CASE("bind decodes params with a callable that carries context, and answers a failure with its error") {
+  Wire w;
+  Connection c({}, w.sender());
+  struct Count {
+    std::int64_t n = 0;
+  };
+  const std::int64_t max = 10;  // the context the decoder needs besides the params
+  auto decode = [max](const json& p) -> Expected<Count, RpcError> {
+    if (!p.contains("n") || !p.at("n").is_number_integer() || p.at("n").get<std::int64_t>() > max) {
+      RpcError e = RpcError::invalid_params("count: n must be an integer up to " + std::to_string(max));
+      e.data = {{"method", "count"}, {"field", "n"}};
+      return e;
+    }
+    return Count{p.at("n").get<std::int64_t>()};
+  };
+  std::vector<std::int64_t> handled;
+  c.bind<Count>("count", decode, [&](Count req, Reply r) {
+    handled.push_back(req.n);
+    r.result({{"n", req.n}});
+  });
+  c.receive_line(R"({"jsonrpc":"2.0","id":1,"method":"count","params":{"n":7}})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":2,"method":"count","params":{"n":11}})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":3,"method":"count"})");
+  REQUIRE(w.out.size() == 3);
+  CHECK(w.out[0]["id"] == 1);
+  CHECK(w.out[0]["result"] == json{{"n", 7}});
+  const json refused = {{"code", -32602},
+                        {"message", "count: n must be an integer up to 10"},
+                        {"data", {{"method", "count"}, {"field", "n"}}}};
+  CHECK(w.out[1]["id"] == 2);
+  CHECK(w.out[1]["error"] == refused);
+  CHECK(w.out[2]["id"] == 3);
+  CHECK(w.out[2]["error"] == refused);
+  CHECK(handled == std::vector<std::int64_t>{7});  // only the request that decoded
+}
+
+TEST_CASE("bind_notification passes decoded params on and drops those that do not decode, unanswered") {
+  Wire w;
+  Connection c({}, w.sender());
+  const std::string prefix = "seen:";
+  std::vector<std::string> handled;
+  c.bind_notification<std::string>(
+      "poke",
+      [prefix](const json& p) -> Expected<std::string, RpcError> {
+        if (!p.contains("id") || !p.at("id").is_string()) return RpcError::invalid_params("poke: id must be a string");
+        return prefix + p.at("id").get<std::string>();
+      },
+      [&](std::string id) { handled.push_back(std::move(id)); });
+  c.receive_line(R"({"jsonrpc":"2.0","method":"poke","params":{"id":"a"}})");
+  c.receive_line(R"({"jsonrpc":"2.0","method":"poke","params":{"id":1}})");
+  c.receive_line(R"({"jsonrpc":"2.0","method":"poke","params":{"id":"b"}})");
+  CHECK(handled == std::vector<std::string>{"seen:a", "seen:b"});
   CHECK(w.out.empty());
 }
 
