@@ -5,6 +5,7 @@
 
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <memory>
 
 #include "acp/files.h"
@@ -101,19 +102,50 @@ Agent::Agent(Runtime& rt)
     : rt_(rt),
       scheduler_(queue::SchedulerOptions{rt.config.daemon.max_concurrent_runs, rt.config.daemon.max_queue_depth, {4, 2, 1}}) {
   Connection& c = rt_.host;
-  c.on_request("initialize", [this](const json& p, Reply r) { on_initialize(p, std::move(r)); });
-  c.on_request("session/new", [this](const json& p, Reply r) { on_new_session(p, std::move(r)); });
-  c.on_request("session/prompt", [this](const json& p, Reply r) { on_prompt(p, std::move(r)); });
-  c.on_request("session/close", [this](const json& p, Reply r) { on_close(p, std::move(r)); });
-  c.on_request("session/load", [this](const json& p, Reply r) { on_load(p, std::move(r), true); });
-  c.on_request("session/resume", [this](const json& p, Reply r) { on_load(p, std::move(r), false); });
-  c.on_request("session/set_config_option",
-               [this](const json& p, Reply r) { on_set_config_option(p, std::move(r)); });
-  c.on_request("session/set_mode", [this](const json& p, Reply r) { on_set_mode(p, std::move(r)); });
-  c.on_request("_harnessd/sessions/set_summary",
-               [this](const json& p, Reply r) { on_set_summary(p, std::move(r)); });
-  c.on_notification("session/cancel", [this](const json& p) { on_cancel(p); });
-  c.on_notification("$/cancel_request", [this](const json& p) { on_cancel_request(p); });
+  // Once close_all ran no session is opened: session/new, load and resume
+  // are refused before their params are read.
+  auto unless_closing = [this](std::string method, auto decode) {
+    return [this, method = std::move(method), decode](const json& p) -> decltype(decode(p)) {
+      if (closing_) return RpcError::internal(method + ": harnessd is shutting down");
+      return decode(p);
+    };
+  };
+  // The decoders that report the method they decode for.
+  auto session_ref = [](std::string method) {
+    return [method = std::move(method)](const json& p) { return schema::decode_session_ref(method, p); };
+  };
+  auto load = [&](std::string method) {
+    return unless_closing(method, [method](const json& p) { return schema::decode_load_session(method, p); });
+  };
+  c.bind<schema::InitializeRequest>("initialize", schema::decode_initialize,
+                                    std::bind_front(&Agent::on_initialize, this));
+  c.bind<schema::NewSessionRequest>("session/new", unless_closing("session/new", schema::decode_new_session),
+                                    std::bind_front(&Agent::on_new_session, this));
+  // A prompt's blocks are checked against the promptCapabilities we
+  // advertise; the run's record keeps the params as received.
+  c.bind<PromptParams>(
+      "session/prompt",
+      [](const json& p) -> Expected<PromptParams, RpcError> {
+        auto req = schema::decode_prompt(p, kPromptCapabilities);
+        if (!req) return req.error();
+        return PromptParams{std::move(*req), p};
+      },
+      std::bind_front(&Agent::on_prompt, this));
+  c.bind<schema::SessionRef>("session/close", session_ref("session/close"), std::bind_front(&Agent::on_close, this));
+  c.bind<schema::LoadSessionRequest>("session/load", load("session/load"),
+                                     std::bind_front(&Agent::on_load, this, true));
+  c.bind<schema::LoadSessionRequest>("session/resume", load("session/resume"),
+                                     std::bind_front(&Agent::on_load, this, false));
+  c.bind<schema::SetConfigOptionRequest>("session/set_config_option", schema::decode_set_config_option,
+                                         std::bind_front(&Agent::on_set_config_option, this));
+  c.bind<schema::SetModeRequest>("session/set_mode", schema::decode_set_mode,
+                                 std::bind_front(&Agent::on_set_mode, this));
+  c.bind<schema::SetSummaryRequest>("_harnessd/sessions/set_summary", schema::decode_set_summary,
+                                    std::bind_front(&Agent::on_set_summary, this));
+  c.bind_notification<schema::SessionRef>("session/cancel", session_ref("session/cancel"),
+                                          std::bind_front(&Agent::on_cancel, this));
+  c.bind_notification<schema::CancelRequest>("$/cancel_request", schema::decode_cancel_request,
+                                             std::bind_front(&Agent::on_cancel_request, this));
 }
 
 Agent::~Agent() {
@@ -214,10 +246,8 @@ void Agent::pump() {
   pumping_ = false;
 }
 
-void Agent::on_initialize(const json& params, Reply reply) {
-  auto req = schema::decode_initialize(params);
-  if (!req) return reply.error(req.error());
-  rt_.client_capabilities = req->clientCapabilities;
+void Agent::on_initialize(schema::InitializeRequest req, Reply reply) {
+  rt_.client_capabilities = std::move(req.clientCapabilities);
   // ACP "Initialization": answer the one version we speak, whatever was asked.
   reply.result({{"protocolVersion", schema::kProtocolVersion},
                 {"agentCapabilities", agent_capabilities(rt_.config)},
@@ -226,11 +256,8 @@ void Agent::on_initialize(const json& params, Reply reply) {
   rt_.host.mark_initialized();
 }
 
-void Agent::on_new_session(const json& params, Reply reply) {
-  if (closing_) return reply.error(RpcError::internal("session/new: harnessd is shutting down"));
-  auto req = schema::decode_new_session(params);
-  if (!req) return reply.error(req.error());
-  const auto& meta = req->harnessd;
+void Agent::on_new_session(schema::NewSessionRequest req, Reply reply) {
+  const auto& meta = req.harnessd;
 
   // ensure: hand back the open session of that name (acpx "sessions ensure").
   if (meta.ensure) {
@@ -247,7 +274,7 @@ void Agent::on_new_session(const json& params, Reply reply) {
       if (!found || record->updated_at > found->updated_at) found = std::move(*record);
     }
     if (found) {
-      schema::LoadSessionRequest again{found->session_id, req->cwd, req->mcpServers};
+      schema::LoadSessionRequest again{found->session_id, req.cwd, req.mcpServers};
       auto reopened = reopen(*found, again);
       if (!reopened) return reply.error(reopened.error());
       reply.result({{"sessionId", again.sessionId},
@@ -266,7 +293,7 @@ void Agent::on_new_session(const json& params, Reply reply) {
     e.data = {{"method", "session/new"}, {"field", "_meta.harnessd.harness"}};
     return reply.error(e);
   }
-  if (auto bad = check_cwd("session/new", req->cwd)) return reply.error(*bad);
+  if (auto bad = check_cwd("session/new", req.cwd)) return reply.error(*bad);
   // Fail now, not at the first prompt, when the harness cannot run here.
   if (auto bad = check_harness(rt_, harness, profile->second)) return reply.error(*bad);
 
@@ -278,9 +305,9 @@ void Agent::on_new_session(const json& params, Reply reply) {
     if (!tmpl) return reply.error(template_error("session/new", tmpl.error().message));
   }
   init.id = queue::make_id("sess_");
-  init.cwd = req->cwd;
+  init.cwd = req.cwd;
   init.profile = profile->second;
-  init.mcp_servers = req->mcpServers;
+  init.mcp_servers = req.mcpServers;
   init.name = meta.name;
   init.host_session = meta.hostSession ? meta.hostSession : host_session_from_env(rt_.parent_env);
   init.run_timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : rt_.config.daemon.run_timeout;
@@ -288,7 +315,7 @@ void Agent::on_new_session(const json& params, Reply reply) {
   const std::string id = init.id;
   Session& session = open_session(std::move(init));
   session.save_record();
-  log::info("session " + id + ": created for harness '" + harness + "' in " + req->cwd +
+  log::info("session " + id + ": created for harness '" + harness + "' in " + req.cwd +
             (meta.name ? " as '" + *meta.name + "'" : ""));
   auto answer = [id, name = meta.name, reply = std::move(reply)](json options) mutable {
     json result = {{"sessionId", id}, {"configOptions", std::move(options)}};
@@ -324,14 +351,13 @@ Session& Agent::open_session(SessionInit init) {
   return ref;
 }
 
-void Agent::on_prompt(const json& params, Reply reply) {
-  auto req = schema::decode_prompt(params, kPromptCapabilities);
-  if (!req) return reply.error(req.error());
-  Session* session = registry_.find(req->sessionId);
-  if (!session) return reply.error(RpcError::session_not_found(req->sessionId));
+void Agent::on_prompt(PromptParams params, Reply reply) {
+  schema::PromptRequest& req = params.req;
+  Session* session = registry_.find(req.sessionId);
+  if (!session) return reply.error(RpcError::session_not_found(req.sessionId));
   // Packaging: the prompt's template, else the session's; a oneshot
   // session or a context with neither uses single-shot.
-  auto packaging = prompt_template(*session, req->harnessd);
+  auto packaging = prompt_template(*session, req.harnessd);
   if (!packaging) return reply.error(packaging.error());
   if (!scheduler_.can_enqueue(session->id())) {
     std::size_t depth = rt_.config.daemon.max_queue_depth;
@@ -342,8 +368,11 @@ void Agent::on_prompt(const json& params, Reply reply) {
   }
   QueuedPrompt prompt;
   prompt.run_id = queue::make_id("run_");
-  prompt.request = {{"id", reply.id()}, {"method", "session/prompt"}, {"params", params}, {"receivedAt", iso_time()}};
-  prompt.blocks = std::move(req->prompt);
+  prompt.request = {{"id", reply.id()},
+                    {"method", "session/prompt"},
+                    {"params", std::move(params.received)},
+                    {"receivedAt", iso_time()}};
+  prompt.blocks = std::move(req.prompt);
   prompt.ledger.runId = prompt.run_id;
   prompt.ledger.sessionId = session->id();
   prompt.ledger.name = session->name();
@@ -355,7 +384,7 @@ void Agent::on_prompt(const json& params, Reply reply) {
   queued.event = run_event::kQueued;
   rt_.store.record(std::move(queued));
   prompt.recorder = std::make_unique<RunRecorder>(rt_.store, prompt.ledger);
-  const auto& meta = req->harnessd;
+  const auto& meta = req.harnessd;
   prompt.packaging = std::move(*packaging);
   prompt.context = meta.context;
   prompt.timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : session->init().run_timeout;
@@ -365,74 +394,58 @@ void Agent::on_prompt(const json& params, Reply reply) {
   prepare_next(session->id());
 }
 
-void Agent::on_cancel(const json& params) {
-  // A notification: problems are logged, never answered.
-  auto req = schema::decode_session_ref("session/cancel", params);
-  if (!req) {
-    log::warn("ignored session/cancel: " + req.error().message);
-    return;
-  }
-  Session* session = registry_.find(req->sessionId);
+void Agent::on_cancel(schema::SessionRef req) {
+  Session* session = registry_.find(req.sessionId);
   if (!session) {
-    log::warn("ignored session/cancel for unknown session " + req->sessionId);
+    log::warn("ignored session/cancel for unknown session " + req.sessionId);
     return;
   }
   session->cancel();
 }
 
-void Agent::on_cancel_request(const json& params) {
-  auto req = schema::decode_cancel_request(params);
-  if (!req) {
-    log::warn("ignored $/cancel_request: " + req.error().message);
-    return;
-  }
+void Agent::on_cancel_request(schema::CancelRequest req) {
   // A queued prompt leaves the queue and is answered at once ...
-  auto removed = scheduler_.remove_if([&](const QueuedPrompt& q) { return q.reply.id() == req->requestId; });
+  auto removed = scheduler_.remove_if([&](const QueuedPrompt& q) { return q.reply.id() == req.requestId; });
   if (removed) {
-    log::info("session " + removed->first + ": queued request " + req->requestId.dump() + " cancelled");
+    log::info("session " + removed->first + ": queued request " + req.requestId.dump() + " cancelled");
     answer_cancelled(std::move(removed->second));
     return;
   }
   // ... a running one is cancelled like session/cancel.
   bool found = false;
   registry_.for_each_open([&](const std::string&, const auto&, Session& s) {
-    if (!found) found = s.cancel_request(req->requestId);
+    if (!found) found = s.cancel_request(req.requestId);
   });
-  if (!found) log::debug("$/cancel_request for " + req->requestId.dump() + ": no such prompt");
+  if (!found) log::debug("$/cancel_request for " + req.requestId.dump() + ": no such prompt");
 }
 
-void Agent::on_close(const json& params, Reply reply) {
-  auto req = schema::decode_session_ref("session/close", params);
-  if (!req) return reply.error(req.error());
-  if (registry_.find(req->sessionId)) {
+void Agent::on_close(schema::SessionRef req, Reply reply) {
+  if (registry_.find(req.sessionId)) {
     // ACP "session/close": cancel the running work as if session/cancel had
     // arrived; its prompts are answered "cancelled", in order, before this reply.
-    close_session(req->sessionId, "session/close", true, [&store = rt_.store, reply = std::move(reply)]() mutable {
+    close_session(req.sessionId, "session/close", true, [&store = rt_.store, reply = std::move(reply)]() mutable {
       store.barrier_all([reply = std::move(reply)](Expected<void>) mutable { reply.result(json::object()); });
     });
     return;
-  } else if (auto record = stored_record(req->sessionId)) {
+  } else if (auto record = stored_record(req.sessionId)) {
     // A session of an earlier lifetime: only its record changes.
     record->closed = true;
     record->updated_at = iso_time();
     rt_.store.save_session(record->to_json());
   } else {
-    return reply.error(RpcError::session_not_found(req->sessionId));
+    return reply.error(RpcError::session_not_found(req.sessionId));
   }
   // After every write the close caused, so the prompts' answers go first.
   rt_.store.barrier_all([reply = std::move(reply)](Expected<void>) mutable { reply.result(json::object()); });
 }
 
-void Agent::on_load(const json& params, Reply reply, bool replay) {
+void Agent::on_load(bool replay, schema::LoadSessionRequest req, Reply reply) {
   const std::string method = replay ? "session/load" : "session/resume";
-  if (closing_) return reply.error(RpcError::internal(method + ": harnessd is shutting down"));
-  auto req = schema::decode_load_session(method, params);
-  if (!req) return reply.error(req.error());
-  Session* session = registry_.find(req->sessionId);
+  Session* session = registry_.find(req.sessionId);
   if (!session) {
-    auto record = stored_record(req->sessionId);
-    if (!record) return reply.error(RpcError::session_not_found(req->sessionId));
-    auto opened = reopen(*record, *req);
+    auto record = stored_record(req.sessionId);
+    if (!record) return reply.error(RpcError::session_not_found(req.sessionId));
+    auto opened = reopen(*record, req);
     if (!opened) return reply.error(opened.error());
     session = *opened;
   }
@@ -512,14 +525,12 @@ Expected<std::optional<harnesses::Template>, RpcError> Agent::prompt_template(co
   return std::optional<harnesses::Template>(std::move(*tmpl));
 }
 
-void Agent::on_set_config_option(const json& params, Reply reply) {
-  auto req = schema::decode_set_config_option(params);
-  if (!req) return reply.error(req.error());
-  Session* session = registry_.find(req->sessionId);
-  if (!session) return reply.error(RpcError::session_not_found(req->sessionId));
-  if (req->configId != "harness") {
+void Agent::on_set_config_option(schema::SetConfigOptionRequest req, Reply reply) {
+  Session* session = registry_.find(req.sessionId);
+  if (!session) return reply.error(RpcError::session_not_found(req.sessionId));
+  if (req.configId != "harness") {
     // The adapter's own options (model, mode, ...) pass through.
-    session->set_adapter_option(req->configId, req->value,
+    session->set_adapter_option(req.configId, req.value,
                                 [reply = std::move(reply)](Expected<json, RpcError> options) mutable {
                                   if (!options) return reply.error(options.error());
                                   reply.result({{"configOptions", std::move(*options)}});
@@ -531,10 +542,10 @@ void Agent::on_set_config_option(const json& params, Reply reply) {
     e.data = {{"method", "session/set_config_option"}, {"field", "value"}};
     return e;
   };
-  if (!req->value.is_string()) return reply.error(bad_value("must be a harness name"));
-  auto profile = rt_.config.harnesses.find(req->value.get<std::string>());
+  if (!req.value.is_string()) return reply.error(bad_value("must be a harness name"));
+  auto profile = rt_.config.harnesses.find(req.value.get<std::string>());
   if (profile == rt_.config.harnesses.end()) {
-    return reply.error(bad_value("names unknown harness '" + req->value.get<std::string>() + "'"));
+    return reply.error(bad_value("names unknown harness '" + req.value.get<std::string>() + "'"));
   }
   if (auto bad = check_harness(rt_, profile->first, profile->second)) return reply.error(*bad);
   auto changed = session->set_harness(profile->second);
@@ -543,31 +554,27 @@ void Agent::on_set_config_option(const json& params, Reply reply) {
   reply.result({{"configOptions", session->config_options()}});
 }
 
-void Agent::on_set_mode(const json& params, Reply reply) {
-  auto req = schema::decode_set_mode(params);
-  if (!req) return reply.error(req.error());
-  Session* session = registry_.find(req->sessionId);
-  if (!session) return reply.error(RpcError::session_not_found(req->sessionId));
-  session->set_mode(req->modeId, [reply = std::move(reply)](Expected<void, RpcError> r) mutable {
+void Agent::on_set_mode(schema::SetModeRequest req, Reply reply) {
+  Session* session = registry_.find(req.sessionId);
+  if (!session) return reply.error(RpcError::session_not_found(req.sessionId));
+  session->set_mode(req.modeId, [reply = std::move(reply)](Expected<void, RpcError> r) mutable {
     if (!r) return reply.error(r.error());
     reply.result(json::object());
   });
 }
 
-void Agent::on_set_summary(const json& params, Reply reply) {
-  auto req = schema::decode_set_summary(params);
-  if (!req) return reply.error(req.error());
-  if (Session* session = registry_.find(req->sessionId)) {
-    session->set_summary(std::move(req->summary));
-  } else if (auto record = stored_record(req->sessionId)) {
-    record->summary = req->summary.empty() ? std::nullopt : std::optional<std::string>(req->summary);
+void Agent::on_set_summary(schema::SetSummaryRequest req, Reply reply) {
+  if (Session* session = registry_.find(req.sessionId)) {
+    session->set_summary(std::move(req.summary));
+  } else if (auto record = stored_record(req.sessionId)) {
+    record->summary = req.summary.empty() ? std::nullopt : std::optional<std::string>(req.summary);
     record->updated_at = iso_time();
     rt_.store.save_session(record->to_json());
   } else {
-    return reply.error(RpcError::session_not_found(req->sessionId));
+    return reply.error(RpcError::session_not_found(req.sessionId));
   }
   // Answered once the record holding it is on disk.
-  rt_.store.barrier(req->sessionId, [reply = std::move(reply)](Expected<void> r) mutable {
+  rt_.store.barrier(req.sessionId, [reply = std::move(reply)](Expected<void> r) mutable {
     if (!r) return reply.error(RpcError{rpc_code::kStoreFailed, "the summary could not be saved: " + r.error().message, {}});
     reply.result(json::object());
   });

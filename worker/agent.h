@@ -1,6 +1,6 @@
-// Agent: the host-facing ACP agent. A thin table of handlers that decode
-// params, keep the session registry and the scheduler, and hand the work
-// to sessions.
+// Agent: the host-facing ACP agent. A thin table of handlers that receive
+// decoded params, keep the session registry and the scheduler, and hand
+// the work to sessions.
 #pragma once
 
 #include <functional>
@@ -36,16 +36,23 @@ class Agent {
   std::size_t session_count() const { return registry_.open_count(); }
 
  private:
-  void on_initialize(const nlohmann::json& params, Reply reply);
-  void on_new_session(const nlohmann::json& params, Reply reply);
-  void on_prompt(const nlohmann::json& params, Reply reply);
-  void on_cancel(const nlohmann::json& params);
-  void on_cancel_request(const nlohmann::json& params);
-  void on_close(const nlohmann::json& params, Reply reply);
-  void on_load(const nlohmann::json& params, Reply reply, bool replay);
-  void on_set_summary(const nlohmann::json& params, Reply reply);
-  void on_set_config_option(const nlohmann::json& params, Reply reply);
-  void on_set_mode(const nlohmann::json& params, Reply reply);
+  // The handlers; the connection decodes their params (Connection::bind).
+  void on_initialize(schema::InitializeRequest req, Reply reply);
+  void on_new_session(schema::NewSessionRequest req, Reply reply);
+  /// session/prompt: the decoded params, and the params as received, which
+  /// the run's record keeps.
+  struct PromptParams {
+    schema::PromptRequest req;
+    nlohmann::json received;
+  };
+  void on_prompt(PromptParams params, Reply reply);
+  void on_cancel(schema::SessionRef req);
+  void on_cancel_request(schema::CancelRequest req);
+  void on_close(schema::SessionRef req, Reply reply);
+  void on_load(bool replay, schema::LoadSessionRequest req, Reply reply);
+  void on_set_summary(schema::SetSummaryRequest req, Reply reply);
+  void on_set_config_option(schema::SetConfigOptionRequest req, Reply reply);
+  void on_set_mode(schema::SetModeRequest req, Reply reply);
 
   /// The template a prompt is packaged with, if any.
   Expected<std::optional<harnesses::Template>, RpcError> prompt_template(const Session& session,
