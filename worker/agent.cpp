@@ -219,9 +219,7 @@ void Agent::prepare_next(const std::string& session) {
   // prepared as they move up.
   if (!scheduler_.active(session)) return;
   // A prompt to package waits for its turn: its history is not known yet.
-  if (QueuedPrompt* next = scheduler_.front(session); next && !next->packaging) {
-    next->recorder->prepare(next->request, render_prompt_markdown(next->blocks));
-  }
+  if (QueuedPrompt* next = scheduler_.front(session); next && !next->packaging) prepare_run(*next);
 }
 
 void Agent::pump() {

@@ -39,6 +39,19 @@ void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then) {
                           /*failure_fails=*/false);
 }
 
+json prepare_run(QueuedPrompt& prompt, harnesses::Packaged* packaged) {
+  RunRecorder& recorder = *prompt.recorder;
+  if (!packaged) {
+    if (!recorder.prepared()) recorder.prepare(prompt.request, render_prompt_markdown(prompt.blocks));
+    return prompt.blocks;
+  }
+  // The adapter gets one text block; the files it lists (large resources,
+  // images) are in the run folder before it starts.
+  recorder.prepare(prompt.request, packaged->text);
+  for (auto& file : packaged->files) recorder.add_file(file.rel, std::move(file.bytes));
+  return json::array({{{"type", "text"}, {"text", std::move(packaged->text)}}});
+}
+
 Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on_idle)
     : rt_(rt),
       init_(std::move(init)),
@@ -224,14 +237,10 @@ void Session::start_turn(QueuedPrompt prompt) {
                                {"params", {{"sessionId", init_.id},
                                            {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", block}}}}}}));
   }
-  // The run folder was usually prepared while the previous turn ran; the
-  // turn waits until it is on disk before it does anything else.
-  turn_->recorder = std::move(turn_->prompt.recorder);
   turn_->task = harnesses::prompt_task(turn_->prompt.blocks);
   if (turn_->prompt.packaging) {
     // Packaged now, not when queued: the history must include the turn
-    // that just ended. The adapter gets one text block; the files it lists
-    // (large resources, images) are in the run folder before it starts.
+    // that just ended.
     harnesses::PackageInput in;
     in.blocks = turn_->prompt.blocks;
     in.context = turn_->prompt.context;
@@ -242,13 +251,13 @@ void Session::start_turn(QueuedPrompt prompt) {
     in.session = init_.name.value_or(init_.id);
     in.run_dir = rt_.store.path(Store::run_dir(turn_->prompt.run_id));
     harnesses::Packaged packaged = harnesses::package_prompt(*turn_->prompt.packaging, in);
-    turn_->recorder->prepare(turn_->prompt.request, packaged.text);
-    for (auto& file : packaged.files) turn_->recorder->add_file(file.rel, std::move(file.bytes));
-    turn_->blocks = json::array({{{"type", "text"}, {"text", std::move(packaged.text)}}});
+    turn_->blocks = prepare_run(turn_->prompt, &packaged);
   } else {
-    turn_->recorder->prepare(turn_->prompt.request, render_prompt_markdown(turn_->prompt.blocks));
-    turn_->blocks = turn_->prompt.blocks;
+    turn_->blocks = prepare_run(turn_->prompt);
   }
+  // A plain prompt's run folder was usually prepared while the previous
+  // turn ran; the turn waits until it is on disk before it does anything else.
+  turn_->recorder = std::move(turn_->prompt.recorder);
   std::string request_line = to_line(turn_->prompt.request);
   request_line.pop_back();
   turn_->recorder->event("host>harnessd", request_line);

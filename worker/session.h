@@ -18,6 +18,7 @@
 #include "acp/loop.h"
 #include "adapters/adapter_session.h"
 #include "harnesses/profile.h"
+#include "harnesses/packaging.h"
 #include "harnesses/template.h"
 #include "queue/lane.h"
 #include "queue/turn.h"
@@ -78,6 +79,13 @@ struct QueuedPrompt {
   std::optional<harnesses::Template> packaging;
   nlohmann::json context;  // _meta.harnessd.context, or null
 };
+
+/// The one place a run folder is prepared: writes request.json, prompt.md
+/// and the files a packaged prompt lists, unless already written, and
+/// returns the blocks the adapter is given (the prompt as sent, or the
+/// packaged text). A plain prompt is prepared while the turn before it
+/// runs; a packaged one when its own turn starts, once its history is known.
+nlohmann::json prepare_run(QueuedPrompt& prompt, harnesses::Packaged* packaged = nullptr);
 
 /// Ends a prompt that never ran (removed from the queue, session closed):
 /// records "cancelled", then answers stopReason "cancelled".
