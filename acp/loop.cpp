@@ -7,6 +7,21 @@
 
 namespace harnessd {
 
+namespace {
+
+// A posted task's exception is logged; the loop goes on.
+void run_posted(UniqueFunction<void()>& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    log::error(std::string("posted task failed: ") + e.what());
+  } catch (...) {
+    log::error("posted task failed");
+  }
+}
+
+}  // namespace
+
 std::string uv_error_text(int code) { return std::string(uv_err_name(code)) + ": " + uv_strerror(code); }
 
 Loop::Loop() {
@@ -80,15 +95,7 @@ void Loop::on_wake(uv_async_t* wake) noexcept {
     std::lock_guard<std::mutex> lock(self->remote_mu_);
     batch.swap(self->remote_);
   }
-  for (auto& fn : batch) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      log::error(std::string("posted task failed: ") + e.what());
-    } catch (...) {
-      log::error("posted task failed");
-    }
-  }
+  for (auto& fn : batch) run_posted(fn);
 }
 
 void Loop::on_idle(uv_idle_t* idle) noexcept {
@@ -100,13 +107,7 @@ void Loop::on_idle(uv_idle_t* idle) noexcept {
   for (std::size_t i = 0; i < n && !self->posted_.empty(); ++i) {
     auto fn = std::move(self->posted_.front());
     self->posted_.pop_front();
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      log::error(std::string("posted task failed: ") + e.what());
-    } catch (...) {
-      log::error("posted task failed");
-    }
+    run_posted(fn);
   }
   if (self->posted_.empty() && self->idle_) uv_idle_stop(self->idle_.get());
 }
