@@ -3,6 +3,8 @@
 // start-up deadline, and what happens when the adapter dies.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -38,6 +40,9 @@ struct Fixture {
   std::unique_ptr<AdapterSession> session;
 
   Fixture() {
+    // As in every program that serves ACP (serve_stdio): a write to an
+    // adapter that is gone fails with EPIPE instead of killing us.
+    signal(SIGPIPE, SIG_IGN);
     AdapterSession::Hooks hooks;
     hooks.spec = [this] {
       AdapterSessionSpec spec;
