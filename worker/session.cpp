@@ -2,13 +2,10 @@
 // ("prompt-turn", "cancellation") and to DESIGN.md "Semantics that must hold".
 #include "worker/session.h"
 
-
 #include "acp/files.h"
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "harnesses/packaging.h"
-#include "schema/json_parse.h"
-#include "schema/session_update.h"
 #include "worker/turn_outcome.h"
 
 namespace harnessd::worker {
@@ -21,36 +18,6 @@ namespace {
 constexpr std::size_t kMaxAnswerBytes = 32000;
 
 }  // namespace
-
-void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then) {
-  TurnFacts facts;
-  facts.run_id = prompt.run_id;
-  facts.session_id = prompt.ledger.sessionId;
-  facts.ended_at = iso_time();
-  TurnOutcome o = cancelled_outcome("removed before it started", facts);
-  // The terminal line is written before the host hears of it.
-  prompt.recorder->finish(o.event, o.fields, o.result_file,
-                          [reply = std::move(prompt.reply), run_id = prompt.run_id, answer = std::move(*o.answer),
-                           then = std::move(then)](Expected<void> r) mutable {
-                            if (!r) log::error("run " + run_id + ": " + r.error().message);
-                            reply.result(std::move(answer));
-                            if (then) then();
-                          },
-                          /*failure_fails=*/false);
-}
-
-json prepare_run(QueuedPrompt& prompt, harnesses::Packaged* packaged) {
-  RunRecorder& recorder = *prompt.recorder;
-  if (!packaged) {
-    if (!recorder.prepared()) recorder.prepare(prompt.request, render_prompt_markdown(prompt.blocks));
-    return prompt.blocks;
-  }
-  // The adapter gets one text block; the files it lists (large resources,
-  // images) are in the run folder before it starts.
-  recorder.prepare(prompt.request, packaged->text);
-  for (auto& file : packaged->files) recorder.add_file(file.rel, std::move(file.bytes));
-  return json::array({{{"type", "text"}, {"text", std::move(packaged->text)}}});
-}
 
 Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on_idle)
     : rt_(rt),

@@ -18,15 +18,15 @@
 #include "acp/loop.h"
 #include "adapters/adapter_session.h"
 #include "harnesses/profile.h"
-#include "harnesses/packaging.h"
 #include "harnesses/template.h"
 #include "queue/lane.h"
 #include "queue/turn.h"
 #include "worker/ledger.h"
+#include "worker/queued_prompt.h"
 #include "worker/relay.h"
 #include "worker/run_recorder.h"
-#include "worker/session_options.h"
 #include "worker/runtime.h"
+#include "worker/session_options.h"
 
 namespace harnessd::worker {
 
@@ -65,32 +65,6 @@ struct SessionInit {
 
 /// Turns a oneshot session remembers; older ones are forgotten.
 inline constexpr std::size_t kHistoryTurns = 50;
-
-/// A prompt waiting for, or running as, a turn.
-struct QueuedPrompt {
-  std::string run_id;
-  nlohmann::json blocks;   // ContentBlock array, already checked
-  nlohmann::json request;  // the host's request, for request.json
-  Reply reply;
-  std::chrono::milliseconds timeout{0};  // 0: none
-  LedgerEntry ledger;                    // the run's identity for ledger lines
-  std::unique_ptr<RunRecorder> recorder;  // prepared when queued
-  /// Set when the prompt is packaged into one text at the turn's start.
-  std::optional<harnesses::Template> packaging;
-  nlohmann::json context;  // _meta.harnessd.context, or null
-};
-
-/// The one place a run folder is prepared: writes request.json, prompt.md
-/// and the files a packaged prompt lists, unless already written, and
-/// returns the blocks the adapter is given (the prompt as sent, or the
-/// packaged text). A plain prompt is prepared while the turn before it
-/// runs; a packaged one when its own turn starts, once its history is known.
-nlohmann::json prepare_run(QueuedPrompt& prompt, harnesses::Packaged* packaged = nullptr);
-
-/// Ends a prompt that never ran (removed from the queue, session closed):
-/// records "cancelled", then answers stopReason "cancelled".
-/// `then` runs once the answer is sent.
-void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then = nullptr);
 
 /// Lives in the Agent's registry while open. All methods run on the loop
 /// thread. Every prompt given to start_turn() is answered exactly once.

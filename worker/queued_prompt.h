@@ -1,0 +1,48 @@
+// QueuedPrompt: a host's prompt from the moment it is queued until its turn
+// is answered, with the two things done to a prompt outside a session's
+// turn: preparing its run folder, and ending one that never ran.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/connection.h"
+#include "acp/unique_function.h"
+#include "harnesses/packaging.h"
+#include "harnesses/template.h"
+#include "worker/ledger.h"
+#include "worker/run_recorder.h"
+
+namespace harnessd::worker {
+
+/// A prompt waiting for, or running as, a turn.
+struct QueuedPrompt {
+  std::string run_id;
+  nlohmann::json blocks;   // ContentBlock array, already checked
+  nlohmann::json request;  // the host's request, for request.json
+  Reply reply;
+  std::chrono::milliseconds timeout{0};  // 0: none
+  LedgerEntry ledger;                    // the run's identity for ledger lines
+  std::unique_ptr<RunRecorder> recorder;  // prepared when queued
+  /// Set when the prompt is packaged into one text at the turn's start.
+  std::optional<harnesses::Template> packaging;
+  nlohmann::json context;  // _meta.harnessd.context, or null
+};
+
+/// The one place a run folder is prepared: writes request.json, prompt.md
+/// and the files a packaged prompt lists, unless already written, and
+/// returns the blocks the adapter is given (the prompt as sent, or the
+/// packaged text). A plain prompt is prepared while the turn before it
+/// runs; a packaged one when its own turn starts, once its history is known.
+nlohmann::json prepare_run(QueuedPrompt& prompt, harnesses::Packaged* packaged = nullptr);
+
+/// Ends a prompt that never ran (removed from the queue, session closed):
+/// records "cancelled", then answers stopReason "cancelled".
+/// `then` runs once the answer is sent.
+void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then = nullptr);
+
+}  // namespace harnessd::worker
