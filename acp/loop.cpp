@@ -7,21 +7,6 @@
 
 namespace harnessd {
 
-namespace {
-
-// A posted task's exception is logged; the loop goes on.
-void run_posted(UniqueFunction<void()>& fn) noexcept {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    log::error(std::string("posted task failed: ") + e.what());
-  } catch (...) {
-    log::error("posted task failed");
-  }
-}
-
-}  // namespace
-
 std::string uv_error_text(int code) { return std::string(uv_err_name(code)) + ": " + uv_strerror(code); }
 
 Loop::Loop() {
@@ -95,7 +80,15 @@ void Loop::on_wake(uv_async_t* wake) noexcept {
     std::lock_guard<std::mutex> lock(self->remote_mu_);
     batch.swap(self->remote_);
   }
-  for (auto& fn : batch) run_posted(fn);
+  for (auto& fn : batch) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      log::error(std::string("posted task failed: ") + e.what());
+    } catch (...) {
+      log::error("posted task failed");
+    }
+  }
 }
 
 void Loop::on_idle(uv_idle_t* idle) noexcept {
@@ -107,7 +100,13 @@ void Loop::on_idle(uv_idle_t* idle) noexcept {
   for (std::size_t i = 0; i < n && !self->posted_.empty(); ++i) {
     auto fn = std::move(self->posted_.front());
     self->posted_.pop_front();
-    run_posted(fn);
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      log::error(std::string("posted task failed: ") + e.what());
+    } catch (...) {
+      log::error("posted task failed");
+    }
   }
   if (self->posted_.empty() && self->idle_) uv_idle_stop(self->idle_.get());
 }
