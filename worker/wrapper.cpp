@@ -275,6 +275,7 @@ class RunClient {
   }
 
   void answered(Connection::CallResult r) {
+    if (reported_) return;  // the run was reported already; its outcome stays
     if (r) {
       outcome_.stop_reason = r->value("stopReason", "");
       json meta = r->contains("_meta") && (*r)["_meta"].is_object() ? (*r)["_meta"].value("harnessd", json::object())
@@ -309,6 +310,7 @@ class RunClient {
   }
 
   void fail(const RpcError& e) {
+    if (reported_) return;
     progress_.clear();
     if (options_.format != "text") complain("run", e.message);
     outcome_.error = e;
@@ -323,7 +325,10 @@ class RunClient {
     outcome_.exit_code = code;
     // A session without a name exists for this run alone: it ends closed
     // however the run ends (a second signal comes here mid-turn).
-    engine_->shutdown("the run is over", [this] { finished(); }, /*close_sessions=*/!options_.session);
+    // Reported on the next turn of the loop, after the answers the engine
+    // sent as it closed: they cross on the loop too.
+    engine_->shutdown(
+        "the run is over", [this] { loop_.post([this] { finished(); }); }, /*close_sessions=*/!options_.session);
   }
 
   void on_signal() {
@@ -342,6 +347,7 @@ class RunClient {
   }
 
   void finished() {
+    reported_ = true;
     if (outcome_.interrupted && outcome_.exit_code != run_exit::kDone) outcome_.exit_code = run_exit::kInterrupted;
     progress_.stop();
     report_run(outcome_, options_.format, state_dir_, stdout_open_);
@@ -363,6 +369,7 @@ class RunClient {
   int signals_seen_ = 0;
   bool prompting_ = false;
   bool ending_ = false;
+  bool reported_ = false;
   bool stdout_open_ = true;
   ProgressLine progress_;
 };
