@@ -122,8 +122,22 @@ Expected<void, RpcError> Session::set_harness(const harnesses::HarnessProfile& p
   return {};
 }
 
+template <class T>
+UniqueFunction<void(Expected<T, RpcError>)> Session::held(UniqueFunction<void(Expected<T, RpcError>)> done) {
+  auto slot = std::make_shared<UniqueFunction<void(Expected<T, RpcError>)>>(std::move(done));
+  const std::uint64_t key = next_held_++;
+  held_.emplace(key, [slot](const RpcError& e) {
+    if (auto d = std::move(*slot)) d(e);
+  });
+  return [this, alive = std::weak_ptr<bool>(alive_), slot, key](Expected<T, RpcError> r) {
+    if (!alive.expired()) held_.erase(key);
+    if (auto d = std::move(*slot)) d(std::move(r));
+  };
+}
+
 void Session::set_adapter_option(const std::string& config_id, const json& value,
                                  UniqueFunction<void(Expected<json, RpcError>)> done) {
+  done = held(std::move(done));
   std::weak_ptr<bool> alive = alive_;
   ensure_adapter([this, alive, config_id, value, done = std::move(done)](Expected<void, RpcError> ready) mutable {
     if (alive.expired()) return;
@@ -140,6 +154,7 @@ void Session::set_adapter_option(const std::string& config_id, const json& value
 }
 
 void Session::set_mode(const std::string& mode_id, UniqueFunction<void(Expected<void, RpcError>)> done) {
+  done = held(std::move(done));
   std::weak_ptr<bool> alive = alive_;
   ensure_adapter([this, alive, mode_id, done = std::move(done)](Expected<void, RpcError> ready) mutable {
     if (alive.expired()) return;
@@ -493,6 +508,13 @@ void Session::close(bool forget, UniqueFunction<void()> answered) {
   }
   answer_early();  // the session exists; a later lifetime can load it
   adapter_.drop_waiters();
+  auto held = std::move(held_);
+  held_.clear();
+  for (auto& [key, fail] : held) {
+    RpcError e = RpcError::internal("session " + init_.id + " was closed before the request was answered");
+    e.data = {{"sessionId", init_.id}};
+    fail(e);
+  }
   if (!forget && adapter_.prompting() && adapter_.alive()) {
     // Shutting down mid-turn: the adapter is told (session/cancel, then
     // EOF) and has cancel_grace to read that, and any answer already
@@ -510,6 +532,7 @@ void Session::close(bool forget, UniqueFunction<void()> answered) {
 }
 
 void Session::restore(bool replay, UniqueFunction<void(Expected<json, RpcError>)> done) {
+  done = held(std::move(done));
   auto finish = [this](UniqueFunction<void(Expected<json, RpcError>)> cb, std::size_t replayed) mutable {
     const json& restored = adapter_.restore_outcome();
     if (adapter_.ready()) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -158,6 +159,11 @@ class Session {
   };
   using Ready = UniqueFunction<void(Expected<void, RpcError>)>;
 
+  /// A host request answered later, when an adapter call returns: the
+  /// returned callback answers it, and closing the session first answers it
+  /// with an error, so no request outlives the session unanswered.
+  template <class T>
+  UniqueFunction<void(Expected<T, RpcError>)> held(UniqueFunction<void(Expected<T, RpcError>)> done);
   void ensure_adapter(Ready ready);
   adapters::AdapterSessionSpec adapter_spec() const;
   /// Takes the adapter's configOptions from an answer, if it has them;
@@ -190,6 +196,8 @@ class Session {
   std::chrono::system_clock::time_point updated_at_;
   std::unique_ptr<Turn> turn_;
   std::uint64_t next_generation_ = 1;
+  std::map<std::uint64_t, UniqueFunction<void(const RpcError&)>> held_;  // by held()'s order
+  std::uint64_t next_held_ = 0;
 
   // Last, so that they go first: their hooks call into the members above.
   Relay relay_;

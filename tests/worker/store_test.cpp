@@ -249,6 +249,40 @@ TEST_CASE("restoring the adapter's session: load, or say that it could not") {
   }
 }
 
+TEST_CASE("a load or resume that waits for its adapter is answered when the session closes") {
+  TempDir state;
+  std::string sid;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    sid = d.new_session();
+    d.prompt(sid, "echo one");
+  }
+  // The next lifetime's adapter takes a minute to start: the load has
+  // replayed the transcript and waits for it when the session goes.
+  Daemon d(fake_config({"--init-delay", "60000"}), {}, state.path());
+  d.initialize();
+  d.send(request(1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  for (int i = 0; i < 2; ++i) {  // the prompt and the answer it got
+    auto replayed = d.recv();
+    REQUIRE(replayed);
+    CHECK((*replayed)["method"] == "session/update");
+  }
+  SECTION("session/close") {
+    d.send(request(2, "session/close", {{"sessionId", sid}}));
+    json loaded = d.recv_reply(1);
+    CHECK(loaded["error"]["code"] == -32603);
+    CHECK(loaded["error"]["message"].get<std::string>().find("closed before") != std::string::npos);
+    CHECK(loaded["error"]["data"]["sessionId"] == sid);
+    CHECK(d.recv_reply(2)["result"] == json::object());
+  }
+  SECTION("shutdown") {
+    d.close_stdin();
+    CHECK(d.recv_reply(1)["error"]["data"]["sessionId"] == sid);
+    CHECK(d.wait_exit() == 0);
+  }
+}
+
 TEST_CASE("ensure finds a named session of an earlier lifetime") {
   TempDir state;
   json meta = {{"harnessd", {{"name", "agent:daily"}, {"ensure", true}}}};
