@@ -26,6 +26,9 @@ struct ConnectionShared {
   /// exception's message.
   int dispatching = 0;
   std::vector<Reply> unwound;
+  /// Requests read and not answered yet, and who waits for none to be left.
+  std::size_t unanswered = 0;
+  UniqueFunction<void()> when_answered;
 };
 }  // namespace detail
 
@@ -82,7 +85,13 @@ void Reply::send(json message) {
     return;
   }
   done_ = true;
-  if (shared_->open && shared_->send) shared_->send(to_line(message));
+  auto shared = shared_;  // the send may end what holds this Reply
+  if (shared->open && shared->send) shared->send(to_line(message));
+  if (shared->unanswered > 0 && --shared->unanswered == 0 && shared->when_answered) {
+    auto fn = std::move(shared->when_answered);
+    shared->when_answered = nullptr;
+    fn();
+  }
 }
 
 void Reply::result(json value) {
@@ -163,6 +172,16 @@ Connection::Connection(ConnectionOptions options, Send send)
 Connection::~Connection() { close(); }
 
 bool Connection::closed() const { return !shared_->open; }
+
+std::size_t Connection::unanswered_requests() const { return shared_->unanswered; }
+
+void Connection::when_all_answered(UniqueFunction<void()> fn) {
+  if (fn && shared_->unanswered == 0) {
+    fn();
+    return;
+  }
+  shared_->when_answered = std::move(fn);
+}
 
 void Connection::on_request(std::string method, RequestHandler handler) {
   requests_[std::move(method)] = std::move(handler);
@@ -312,6 +331,7 @@ void Connection::refuse(std::string_view head, const std::string& what, json dat
 
 void Connection::dispatch_request(const std::string& method, json id, const json& params) {
   Reply reply(shared_, std::move(id), method);
+  ++shared_->unanswered;
   if (options_.require_initialize && !initialized_ && method != "initialize") {
     reply.error(RpcError::invalid_request("Invalid request: " + method + " before initialize"));
     return;

@@ -165,6 +165,12 @@ class Connection {
   void close();
   bool closed() const;
   std::size_t pending_calls() const { return pending_.size(); }
+  /// Requests from the peer that are not answered yet.
+  std::size_t unanswered_requests() const;
+  /// Runs `fn` once every request read so far is answered: now if none is
+  /// open, else right after the last answer is sent. One waiter at a time;
+  /// nullptr forgets it.
+  void when_all_answered(UniqueFunction<void()> fn);
   const ConnectionOptions& options() const { return options_; }
 
  private:

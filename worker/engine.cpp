@@ -43,6 +43,7 @@ Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
 }
 
 Engine::~Engine() {
+  rt_->host.when_all_answered(nullptr);
   agent_.reset();
   deadline_.stop();
   store_.reset();  // finishes queued writes
@@ -74,10 +75,15 @@ void Engine::shutdown(const std::string& why, UniqueFunction<void()> done, bool 
                     }
                     step();
                   });
+  // Every prompt of a session closed here is answered once close_all
+  // reports; a request still on its way (a session/close answering its
+  // queue, a load reading the transcript) is waited for too.
   agent_->close_all(
       [this, step] {
-        answered_ = true;
-        step();
+        rt_->host.when_all_answered([this, step] {
+          answered_ = true;
+          step();
+        });
       },
       close_sessions);
   reaper_.when_empty([this, step] {
@@ -90,6 +96,7 @@ void Engine::shutdown(const std::string& why, UniqueFunction<void()> done, bool 
 void Engine::drain_store() {
   if (draining_) return;
   draining_ = true;
+  rt_->host.when_all_answered(nullptr);  // the deadline may have come first
   auto finish = [this] {
     deadline_.stop();
     if (auto done = std::move(done_)) done();

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -295,4 +296,42 @@ TEST_CASE("an adapter-side connection repairs invalid UTF-8 and does not answer 
   CHECK(seen == "a\xef\xbf\xbd");
   c.receive_line("Starting server on port 1234...");
   CHECK(w.out.empty());
+}
+
+TEST_CASE("when_all_answered waits for every request read, however it is answered") {
+  Wire w;
+  ConnectionOptions o = agent_side();
+  o.require_initialize = false;
+  Connection c(o, w.sender());
+  std::vector<Reply> held;
+  c.on_request("later", [&](const json&, Reply r) { held.push_back(std::move(r)); });
+  c.on_request("now", [](const json&, Reply r) { r.result({}); });
+  c.on_request("throws", [](const json&, Reply) { throw std::runtime_error("boom"); });
+
+  int waited = 0;
+  c.when_all_answered([&] { ++waited; });  // nothing open: at once
+  CHECK(waited == 1);
+
+  c.receive_line(R"({"jsonrpc":"2.0","id":1,"method":"later"})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":2,"method":"later"})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":3,"method":"now"})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":4,"method":"throws"})");
+  c.receive_line(R"({"jsonrpc":"2.0","id":5,"method":"missing"})");
+  CHECK(c.unanswered_requests() == 2);
+  c.when_all_answered([&] {
+    ++waited;
+    CHECK(w.out.back()["id"] == 2);  // after the last answer is on the wire
+  });
+  held[0].result({});
+  CHECK(waited == 1);
+  { Reply dropped = std::move(held[1]); }  // the safety net answers it
+  CHECK(waited == 2);
+  CHECK(c.unanswered_requests() == 0);
+
+  // A waiter can be forgotten.
+  c.receive_line(R"({"jsonrpc":"2.0","id":6,"method":"later"})");
+  c.when_all_answered([&] { ++waited; });
+  c.when_all_answered(nullptr);
+  held[2].result({});
+  CHECK(waited == 2);
 }
