@@ -7,6 +7,21 @@
 
 namespace harnessd {
 
+namespace {
+
+// A posted task's exception is logged; the loop goes on.
+void run_posted(UniqueFunction<void()>& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    log::error(std::string("posted task failed: ") + e.what());
+  } catch (...) {
+    log::error("posted task failed");
+  }
+}
+
+}  // namespace
+
 std::string uv_error_text(int code) { return std::string(uv_err_name(code)) + ": " + uv_strerror(code); }
 
 Loop::Loop() {
@@ -18,6 +33,11 @@ Loop::Loop() {
   uv_idle_init(&loop_, idle);
   idle->data = this;
   idle_.reset(idle);
+  auto* wake = new uv_async_t;
+  uv_async_init(&loop_, wake, &Loop::on_wake);
+  wake->data = this;
+  wake_.reset(wake);
+  uv_unref(reinterpret_cast<uv_handle_t*>(wake));
 }
 
 Loop::~Loop() { close(); }
@@ -26,6 +46,11 @@ bool Loop::close() {
   if (closed_) return true;
   idle_.reset();
   posted_.clear();
+  {
+    std::lock_guard<std::mutex> lock(remote_mu_);
+    wake_.reset();
+    remote_.clear();
+  }
   uv_run(&loop_, UV_RUN_NOWAIT);  // let pending close callbacks run
   if (uv_loop_close(&loop_) == 0) {
     closed_ = true;
@@ -55,6 +80,24 @@ void Loop::post(UniqueFunction<void()> fn) {
   if (!uv_is_active(reinterpret_cast<uv_handle_t*>(idle_.get()))) uv_idle_start(idle_.get(), &Loop::on_idle);
 }
 
+void Loop::post_from_any_thread(UniqueFunction<void()> fn) {
+  std::lock_guard<std::mutex> lock(remote_mu_);
+  if (!wake_) return;
+  remote_.push_back(std::move(fn));
+  uv_async_send(wake_.get());
+}
+
+void Loop::on_wake(uv_async_t* wake) noexcept {
+  auto* self = static_cast<Loop*>(wake->data);
+  if (!self) return;
+  std::vector<UniqueFunction<void()>> batch;
+  {
+    std::lock_guard<std::mutex> lock(self->remote_mu_);
+    batch.swap(self->remote_);
+  }
+  for (auto& fn : batch) run_posted(fn);
+}
+
 void Loop::on_idle(uv_idle_t* idle) noexcept {
   auto* self = static_cast<Loop*>(idle->data);
   if (!self) return;
@@ -64,13 +107,7 @@ void Loop::on_idle(uv_idle_t* idle) noexcept {
   for (std::size_t i = 0; i < n && !self->posted_.empty(); ++i) {
     auto fn = std::move(self->posted_.front());
     self->posted_.pop_front();
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      log::error(std::string("posted task failed: ") + e.what());
-    } catch (...) {
-      log::error("posted task failed");
-    }
+    run_posted(fn);
   }
   if (self->posted_.empty() && self->idle_) uv_idle_stop(self->idle_.get());
 }
@@ -82,7 +119,15 @@ Timer::Timer(Loop& loop) {
   handle_.reset(t);
 }
 
-void Timer::start(std::chrono::milliseconds after, std::function<void()> fn) {
+void Timer::start(std::chrono::milliseconds after, std::function<void()> fn) { arm(after, {}, std::move(fn)); }
+
+void Timer::start_every(std::chrono::milliseconds period, std::function<void()> fn) {
+  arm(period, period, std::move(fn));
+}
+
+void Timer::unref() { uv_unref(reinterpret_cast<uv_handle_t*>(handle_.get())); }
+
+void Timer::arm(std::chrono::milliseconds after, std::chrono::milliseconds repeat, std::function<void()> fn) {
   fn_ = std::move(fn);
   uv_timer_start(
       handle_.get(),
@@ -99,7 +144,7 @@ void Timer::start(std::chrono::milliseconds after, std::function<void()> fn) {
           log::error("timer callback failed");
         }
       },
-      static_cast<uint64_t>(after.count()), 0);
+      static_cast<uint64_t>(after.count()), static_cast<uint64_t>(repeat.count()));
 }
 
 void Timer::stop() { uv_timer_stop(handle_.get()); }

@@ -6,7 +6,9 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include <uv.h>
 
@@ -37,6 +39,11 @@ class Loop {
   /// object whose callback is running, handing off the next turn) out of
   /// libuv callbacks. Posted functions run in order.
   void post(UniqueFunction<void()> fn);
+  /// Like post(), but may be called from any thread (e.g. a writer
+  /// thread handing back a result); `fn` runs on the loop thread soon
+  /// after, in the order of these calls. Work waiting here does not keep
+  /// the loop running; once the loop is closed, `fn` is dropped unrun.
+  void post_from_any_thread(UniqueFunction<void()> fn);
 
   /// Closes the loop and reports whether every handle was released
   /// (uv_loop_close()==0). Tests assert this; the destructor does it too.
@@ -44,11 +51,15 @@ class Loop {
 
  private:
   static void on_idle(uv_idle_t* idle) noexcept;
+  static void on_wake(uv_async_t* wake) noexcept;
 
   uv_loop_t loop_{};
   bool closed_ = false;
   UvHandle<uv_idle_t> idle_;
   std::deque<UniqueFunction<void()>> posted_;
+  std::mutex remote_mu_;  // guards remote_ and wake_ against other threads
+  std::vector<UniqueFunction<void()>> remote_;
+  UvHandle<uv_async_t> wake_;
 };
 
 /// A one-shot or repeating timer. Destroying it cancels it. The callback
@@ -60,10 +71,16 @@ class Timer {
   Timer& operator=(const Timer&) = delete;
 
   void start(std::chrono::milliseconds after, std::function<void()> fn);
+  /// Runs `fn` every `period`, the first time one period from now.
+  void start_every(std::chrono::milliseconds period, std::function<void()> fn);
   void stop();
   bool active() const;
+  /// From now on the timer does not keep the loop running by itself.
+  void unref();
 
  private:
+  void arm(std::chrono::milliseconds after, std::chrono::milliseconds repeat, std::function<void()> fn);
+
   UvHandle<uv_timer_t> handle_;
   std::function<void()> fn_;
 };

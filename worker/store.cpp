@@ -149,21 +149,17 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
   }
   // Ledger lines that waited for space are retried every second; the timer
   // does not keep the loop alive.
-  auto* timer = new uv_timer_t;
-  uv_timer_init(loop.get(), timer);
-  timer->data = &s;
-  s.retry_timer_.reset(timer);
-  uv_timer_start(timer, &Store::on_retry, 1000, 1000);
-  uv_unref(reinterpret_cast<uv_handle_t*>(timer));
+  s.retry_timer_ = std::make_unique<Timer>(loop);
+  s.retry_timer_->start_every(std::chrono::seconds(1), [&s] { s.retry_ledger(); });
+  s.retry_timer_->unref();
   if (!s.unusable_) s.recover();
   return store;
 }
 
-void Store::on_retry(uv_timer_t* timer) noexcept {
-  auto* self = static_cast<Store*>(timer->data);
-  if (!self || self->unusable_ || !self->ledger_->has_pending() || !self->ledger_->queue_retry()) return;
-  LedgerFile* ledger = self->ledger_.get();
-  self->lanes_[0]->push(StoreWriter::Job{[ledger]() -> Expected<void> {
+void Store::retry_ledger() {
+  if (unusable_ || !ledger_->has_pending() || !ledger_->queue_retry()) return;
+  LedgerFile* ledger = ledger_.get();
+  lanes_[0]->push(StoreWriter::Job{[ledger]() -> Expected<void> {
                                            ledger->run_queued_retry();
                                            return {};
                                          },

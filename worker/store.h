@@ -144,7 +144,7 @@ class Store {
   void check_pressure();
   /// Writer threads: `bytes` of the queue were written.
   void written(std::size_t bytes);
-  static void on_retry(uv_timer_t* timer) noexcept;
+  void retry_ledger();
 
   Loop& loop_;
   std::string dir_;
@@ -165,7 +165,7 @@ class Store {
   std::function<void(bool)> on_pressure_;
   std::unique_ptr<WriteCompletions> completions_;
   std::vector<std::unique_ptr<StoreWriter>> lanes_;
-  UvHandle<uv_timer_t> retry_timer_;
+  std::unique_ptr<Timer> retry_timer_;
 };
 
 }  // namespace harnessd::worker

@@ -1,5 +1,5 @@
 // The writer lanes and their file primitives. Everything here but the
-// completions' async callback runs on writer threads; paths are built by
+// completions' callbacks runs on writer threads; paths are built by
 // the Store from checked ids and opened beneath its directory.
 #include "worker/store_writer.h"
 
@@ -80,37 +80,18 @@ Expected<void> WriteBudget::take(std::size_t bytes, const std::string& rel) {
 
 // ---------------------------------------------------------------- completions
 
-WriteCompletions::WriteCompletions(Loop& loop) {
-  auto* a = new uv_async_t;
-  uv_async_init(loop.get(), a, &WriteCompletions::on_async);
-  a->data = this;
-  async_.reset(a);
+void WriteCompletions::push(WriteDone done, Expected<void> result) {
   // Completions must not keep the loop alive on their own; the daemon
   // waits for the store explicitly (barrier_all) before it exits.
-  uv_unref(reinterpret_cast<uv_handle_t*>(a));
-}
-
-void WriteCompletions::push(WriteDone done, Expected<void> result) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ready_.emplace_back(std::move(done), std::move(result));
-  uv_async_send(async_.get());
-}
-
-void WriteCompletions::on_async(uv_async_t* a) noexcept {
-  auto* self = static_cast<WriteCompletions*>(a->data);
-  if (!self) return;
-  std::vector<std::pair<WriteDone, Expected<void>>> batch;
-  {
-    std::lock_guard<std::mutex> lock(self->mu_);
-    batch.swap(self->ready_);
-  }
-  for (auto& [done, result] : batch) {
-    try {
-      done(std::move(result));
-    } catch (const std::exception& e) {
-      log::error(std::string("store callback failed: ") + e.what());
-    }
-  }
+  loop_.post_from_any_thread(
+      [alive = std::weak_ptr<bool>(alive_), done = std::move(done), result = std::move(result)]() mutable {
+        if (alive.expired()) return;
+        try {
+          done(std::move(result));
+        } catch (const std::exception& e) {
+          log::error(std::string("store callback failed: ") + e.what());
+        }
+      });
 }
 
 // ---------------------------------------------------------------- one lane

@@ -8,6 +8,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -56,12 +57,13 @@ class WriteBudget {
   std::mutex mu_;
 };
 
-/// Results of finished jobs, handed to the loop thread through one uv_async
-/// handle shared by all lanes. Created and destroyed on the loop thread;
-/// push() may be called from any thread.
+/// Results of finished jobs, handed to the loop thread with
+/// Loop::post_from_any_thread. Created and destroyed on the loop thread;
+/// push() may be called from any thread. Results that arrive after it is
+/// destroyed are dropped unrun, as their callbacks may refer to the Store.
 class WriteCompletions {
  public:
-  explicit WriteCompletions(Loop& loop);
+  explicit WriteCompletions(Loop& loop) : loop_(loop) {}
   WriteCompletions(const WriteCompletions&) = delete;
   WriteCompletions& operator=(const WriteCompletions&) = delete;
 
@@ -69,11 +71,8 @@ class WriteCompletions {
   void push(WriteDone done, Expected<void> result);
 
  private:
-  static void on_async(uv_async_t* a) noexcept;
-
-  std::mutex mu_;
-  std::vector<std::pair<WriteDone, Expected<void>>> ready_;
-  UvHandle<uv_async_t> async_;
+  Loop& loop_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 /// One writer thread: runs its jobs in order. Each file belongs to one lane
