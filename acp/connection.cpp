@@ -12,7 +12,7 @@
 #include "schema/decoder.h"
 #include "schema/json_parse.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 using nlohmann::json;
 
@@ -470,4 +470,4 @@ void Connection::close() {
   }
 }
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -21,7 +21,7 @@
 #include "schema/expected.h"
 #include "schema/rpc_error.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 /// Serialises one message as a single compact line ending in LF. Invalid
 /// UTF-8 in strings becomes U+FFFD, so the output is always valid UTF-8.
@@ -199,4 +199,4 @@ class Connection {
   bool initialized_ = false;
 };
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

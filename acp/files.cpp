@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <ctime>
 
-namespace harnessd {
+namespace harnessd::acp {
 
 bool is_safe_id(std::string_view id) {
   if (id.empty() || id.size() > 100) return false;
@@ -57,4 +57,4 @@ std::string iso_time(std::chrono::system_clock::time_point t) {
   return out;
 }
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

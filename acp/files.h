@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-namespace harnessd {
+namespace harnessd::acp {
 
 /// True for 1 to 100 characters of [A-Za-z0-9_-]: safe as one file name.
 bool is_safe_id(std::string_view id);
@@ -28,4 +28,4 @@ std::string default_state_home();
 /// ISO 8601 UTC with milliseconds ("2026-12-01T03:22:27.123Z").
 std::string iso_time(std::chrono::system_clock::time_point t = std::chrono::system_clock::now());
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -5,7 +5,7 @@
 
 #include "acp/log.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 FlowGate::FlowGate() : state_(std::make_shared<State>()) {}
 
@@ -72,4 +72,4 @@ void FlowGate::Subscription::reset() {
   id_ = 0;
 }
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -9,7 +9,7 @@
 #include <map>
 #include <memory>
 
-namespace harnessd {
+namespace harnessd::acp {
 
 /// Loop thread only. Holds and subscriptions may outlive the gate (they
 /// then do nothing), so owners need not order their destruction.
@@ -68,4 +68,4 @@ class FlowGate {
   std::shared_ptr<State> state_;
 };
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -5,7 +5,7 @@
 
 #include "acp/log.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 LineSplitter::LineSplitter(std::size_t max_line_bytes, LineFn on_line, OverlongFn on_overlong)
     : max_(max_line_bytes), on_line_(std::move(on_line)), on_overlong_(std::move(on_overlong)) {}
@@ -69,4 +69,4 @@ void LineSplitter::end_line() {
   }
 }
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

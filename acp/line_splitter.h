@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace harnessd {
+namespace harnessd::acp {
 
 /// Splits bytes into lines on LF, strips one trailing CR, and skips lines
 /// that are empty or only whitespace. A line longer than `max_line_bytes` is
@@ -44,4 +44,4 @@ class LineSplitter {
   std::size_t discarded_ = 0;
 };
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -8,7 +8,7 @@
 #include <atomic>
 #include <string>
 
-namespace harnessd::log {
+namespace harnessd::acp::log {
 namespace {
 std::atomic<Level> g_level{Level::kInfo};
 std::atomic<unsigned long> g_dropped{0};
@@ -69,4 +69,4 @@ void write(Level level, std::string_view message) {
   }
 }
 
-}  // namespace harnessd::log
+}  // namespace harnessd::acp::log

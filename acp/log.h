@@ -4,7 +4,7 @@
 
 #include <string_view>
 
-namespace harnessd::log {
+namespace harnessd::acp::log {
 
 enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3, kOff = 4 };
 
@@ -28,4 +28,4 @@ inline void info(std::string_view m) { if (level() <= Level::kInfo) write(Level:
 inline void warn(std::string_view m) { if (level() <= Level::kWarn) write(Level::kWarn, m); }
 inline void error(std::string_view m) { if (level() <= Level::kError) write(Level::kError, m); }
 
-}  // namespace harnessd::log
+}  // namespace harnessd::acp::log

@@ -5,7 +5,7 @@
 
 #include "acp/log.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 namespace {
 
@@ -169,4 +169,4 @@ SignalWatch::SignalWatch(Loop& loop, int signum, std::function<void(int)> fn) : 
       signum);
 }
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -15,7 +15,7 @@
 #include "acp/unique_function.h"
 #include "acp/uv_handle.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 class Loop {
  public:
@@ -97,4 +97,4 @@ class SignalWatch {
   std::function<void(int)> fn_;
 };
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -4,7 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-namespace harnessd {
+namespace harnessd::acp {
 
 int protect_stdout() {
   int fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
@@ -78,4 +78,4 @@ void StdioPeer::close() {
   out_.reset();
 }
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -12,7 +12,7 @@
 #include "acp/stream.h"
 #include "schema/expected.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 /// Makes fd 1 safe: the protocol gets a private duplicate of stdout
 /// (returned, close-on-exec) and fd 1 is pointed at stderr, so a stray
@@ -64,4 +64,4 @@ class StdioPeer {
   LineSplitter splitter_;
 };
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

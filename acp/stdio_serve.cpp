@@ -7,7 +7,7 @@
 
 #include "acp/log.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 int serve_stdio(Loop& loop, const StdioServeOptions& options,
                 const std::function<std::unique_ptr<StdioService>(StdioPeer&)>& make) {
@@ -94,4 +94,4 @@ int serve_stdio(Loop& loop, const StdioServeOptions& options,
   return loop.close() ? 0 : 1;
 }
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

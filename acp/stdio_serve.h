@@ -12,7 +12,7 @@
 #include "acp/stdio_peer.h"
 #include "acp/unique_function.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 /// What runs on the peer: made once the peer is open, destroyed after the
 /// loop has stopped and before it closes.
@@ -44,4 +44,4 @@ struct StdioServeOptions {
 int serve_stdio(Loop& loop, const StdioServeOptions& options,
                 const std::function<std::unique_ptr<StdioService>(StdioPeer&)>& make);
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -11,7 +11,7 @@
 
 #include "acp/log.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 namespace {
 
 constexpr std::size_t kReadChunk = 64 * 1024;
@@ -469,4 +469,4 @@ std::unique_ptr<Writer> make_pipe_writer(UvHandle<uv_pipe_t> pipe) {
   return std::make_unique<StreamWriter<uv_pipe_t>>(std::move(pipe));
 }
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

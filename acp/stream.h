@@ -15,7 +15,7 @@
 #include "acp/uv_handle.h"
 #include "schema/expected.h"
 
-namespace harnessd {
+namespace harnessd::acp {
 
 /// Delivers inbound bytes. Callbacks run on the loop thread. A Reader must
 /// not be destroyed from inside its own callbacks: post the destruction.
@@ -75,4 +75,4 @@ Expected<std::unique_ptr<Writer>> open_fd_writer(Loop& loop, int fd);
 std::unique_ptr<Reader> make_pipe_reader(UvHandle<uv_pipe_t> pipe);
 std::unique_ptr<Writer> make_pipe_writer(UvHandle<uv_pipe_t> pipe);
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -6,7 +6,7 @@
 #include <type_traits>
 #include <utility>
 
-namespace harnessd {
+namespace harnessd::acp {
 
 template <class Sig>
 class UniqueFunction;
@@ -41,4 +41,4 @@ class UniqueFunction<R(Args...)> {
   std::unique_ptr<Concept> impl_;
 };
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

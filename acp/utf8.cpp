@@ -1,7 +1,7 @@
 // A small UTF-8 decoder following the Unicode "maximal subpart" rule.
 #include "acp/utf8.h"
 
-namespace harnessd::utf8 {
+namespace harnessd::acp::utf8 {
 namespace {
 
 // Length of the well-formed sequence starting at s[i], or 0 if ill-formed.
@@ -61,9 +61,9 @@ std::string repair(std::string_view s) {
   return out;
 }
 
-}  // namespace harnessd::utf8
+}  // namespace harnessd::acp::utf8
 
-namespace harnessd::utf8 {
+namespace harnessd::acp::utf8 {
 std::size_t safe_cut(std::string_view s, std::size_t max) {
   if (max >= s.size()) return s.size();
   std::size_t n = max;
@@ -71,4 +71,4 @@ std::size_t safe_cut(std::string_view s, std::size_t max) {
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) --n;
   return n == 0 ? max : n;
 }
-}  // namespace harnessd::utf8
+}  // namespace harnessd::acp::utf8

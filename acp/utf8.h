@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-namespace harnessd::utf8 {
+namespace harnessd::acp::utf8 {
 
 /// True when `s` is well-formed UTF-8 (no overlongs, surrogates or values
 /// above U+10FFFF).
@@ -13,10 +13,10 @@ bool valid(std::string_view s);
 /// Returns `s` with every ill-formed sequence replaced by U+FFFD.
 std::string repair(std::string_view s);
 
-}  // namespace harnessd::utf8
+}  // namespace harnessd::acp::utf8
 
-namespace harnessd::utf8 {
+namespace harnessd::acp::utf8 {
 /// The largest n <= max such that cutting `s` after n bytes does not split
 /// a multi-byte sequence.
 std::size_t safe_cut(std::string_view s, std::size_t max);
-}  // namespace harnessd::utf8
+}  // namespace harnessd::acp::utf8

@@ -6,7 +6,7 @@
 
 #include <uv.h>
 
-namespace harnessd {
+namespace harnessd::acp {
 
 /// Deleter that closes the handle; the memory is freed in the close callback.
 /// Only put a handle here after its uv_*_init succeeded (or after uv_spawn,
@@ -27,4 +27,4 @@ using UvHandle = std::unique_ptr<T, UvCloser<T>>;
 /// Returns `uv_err_name: uv_strerror` for a libuv error code.
 std::string uv_error_text(int code);
 
-}  // namespace harnessd
+}  // namespace harnessd::acp

@@ -26,15 +26,15 @@ AdapterLink::~AdapterLink() {
   if (rpc_) rpc_->close();
 }
 
-Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(Loop& loop, AdapterOptions options,
+Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(acp::Loop& loop, AdapterOptions options,
                                                           std::function<void(const ExitStatus&)> on_exit) {
   std::unique_ptr<AdapterLink> self(new AdapterLink(std::move(options), std::move(on_exit)));
   AdapterLink* raw = self.get();
-  ConnectionOptions copts;
+  acp::ConnectionOptions copts;
   copts.peer = "adapter (" + raw->options_.label + ")";
   copts.repair_utf8 = true;
   copts.answer_malformed = false;
-  raw->rpc_ = std::make_unique<Connection>(copts, [raw](std::string line) {
+  raw->rpc_ = std::make_unique<acp::Connection>(copts, [raw](std::string line) {
     if (raw->line_tap_) raw->line_tap_(true, std::string_view(line).substr(0, line.size() - 1));
     if (raw->process_) raw->process_->write(std::move(line));
   });
@@ -46,7 +46,7 @@ Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(Loop& loop, AdapterOpt
     raw->splitter_.finish();
     if (!raw->stderr_line_.empty()) raw->on_stderr("\n");
     raw->exit_ = status;
-    log::info(raw->options_.label + ": adapter exited with " + status.describe());
+    acp::log::info(raw->options_.label + ": adapter exited with " + status.describe());
     raw->rpc_->close();  // pending calls fail now, with exit_status() set
     auto exit_handler = raw->on_exit_;  // a copy: the callback may replace it
     if (exit_handler) exit_handler(status);
@@ -57,7 +57,7 @@ Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(Loop& loop, AdapterOpt
     raw->process_->drain_stderr();
     raw->splitter_.finish();
     raw->output_closed_ = true;
-    log::warn(raw->options_.label + ": adapter closed its output but kept running");
+    acp::log::warn(raw->options_.label + ": adapter closed its output but kept running");
     raw->rpc_->close();
     auto handler = raw->on_output_closed_;  // a copy: the callback may replace it
     if (handler) handler();
@@ -71,16 +71,16 @@ Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(Loop& loop, AdapterOpt
   if (raw->options_.input_gate) {
     // The hold lives in the writer's callback: when stdin is closed (the
     // writer destroyed with its queue), the gate opens again.
-    auto hold = std::make_shared<FlowGate::Hold>(*raw->options_.input_gate);
-    raw->process_->set_stdin_watermarks(raw->options_.input_high_water, raw->options_.input_low_water,
-                                        [hold, label = raw->options_.label](bool over) {
-                                          log::debug(label + (over ? ": the adapter is behind on its input; holding the host's back"
-                                                                   : ": the adapter caught up on its input"));
-                                          hold->set(over);
-                                        });
+    auto hold = std::make_shared<acp::FlowGate::Hold>(*raw->options_.input_gate);
+    raw->process_->set_stdin_watermarks(
+        raw->options_.input_high_water, raw->options_.input_low_water, [hold, label = raw->options_.label](bool over) {
+          acp::log::debug(label + (over ? ": the adapter is behind on its input; holding the host's back"
+                                        : ": the adapter caught up on its input"));
+          hold->set(over);
+        });
   }
-  log::info(raw->options_.label + ": started adapter " + raw->options_.process.argv[0] + " (pid " +
-            std::to_string(raw->process_->pid()) + ")");
+  acp::log::info(raw->options_.label + ": started adapter " + raw->options_.process.argv[0] + " (pid " +
+                 std::to_string(raw->process_->pid()) + ")");
   return self;
 }
 
@@ -99,10 +99,10 @@ void AdapterLink::on_stderr(std::string_view data) {
     std::string line = stderr_line_.substr(0, pos);
     stderr_line_.erase(0, pos + 1);
     if (line.size() > kMaxLoggedLine) line = line.substr(0, kMaxLoggedLine) + "...";
-    if (!line.empty()) log::info(options_.label + ": adapter stderr: " + line);
+    if (!line.empty()) acp::log::info(options_.label + ": adapter stderr: " + line);
   }
   if (stderr_line_.size() > kMaxLoggedLine) {
-    log::info(options_.label + ": adapter stderr: " + stderr_line_.substr(0, kMaxLoggedLine) + "...");
+    acp::log::info(options_.label + ": adapter stderr: " + stderr_line_.substr(0, kMaxLoggedLine) + "...");
     stderr_line_.clear();
   }
 }

@@ -30,8 +30,8 @@ struct AdapterOptions {
   /// stdout is not read. While the adapter's stdin queue is over
   /// `input_high_water`, the link holds `input_gate` closed, until the
   /// queue is back to `input_low_water`.
-  FlowGate* output_gate = nullptr;
-  FlowGate* input_gate = nullptr;
+  acp::FlowGate* output_gate = nullptr;
+  acp::FlowGate* input_gate = nullptr;
   std::size_t input_high_water = 8u << 20;
   std::size_t input_low_water = 2u << 20;
 };
@@ -42,14 +42,14 @@ struct AdapterOptions {
 /// never inside its callbacks.
 class AdapterLink {
  public:
-  static Expected<std::unique_ptr<AdapterLink>> start(Loop& loop, AdapterOptions options,
+  static Expected<std::unique_ptr<AdapterLink>> start(acp::Loop& loop, AdapterOptions options,
                                                       std::function<void(const ExitStatus&)> on_exit);
   ~AdapterLink();
   AdapterLink(const AdapterLink&) = delete;
   AdapterLink& operator=(const AdapterLink&) = delete;
 
   /// JSON-RPC towards the adapter: bind handlers for its requests here.
-  Connection& rpc() { return *rpc_; }
+  acp::Connection& rpc() { return *rpc_; }
   int pid() const { return process_->pid(); }
   bool exited() const { return exit_.has_value(); }
   /// The adapter closed its stdout but kept running (see
@@ -92,10 +92,10 @@ class AdapterLink {
   std::function<void()> on_output_closed_;
   LineTap line_tap_;
   StderrTap stderr_tap_;
-  std::unique_ptr<Connection> rpc_;
-  LineSplitter splitter_;
+  std::unique_ptr<acp::Connection> rpc_;
+  acp::LineSplitter splitter_;
   std::unique_ptr<Process> process_;
-  FlowGate::Subscription output_flow_;
+  acp::FlowGate::Subscription output_flow_;
   std::string stderr_tail_;
   std::string stderr_line_;
   std::optional<ExitStatus> exit_;

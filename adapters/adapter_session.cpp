@@ -10,7 +10,7 @@ namespace harnessd::adapters {
 
 using nlohmann::json;
 
-AdapterSession::AdapterSession(Loop& loop, Reaper& reaper, std::chrono::milliseconds kill_grace, std::string label,
+AdapterSession::AdapterSession(acp::Loop& loop, Reaper& reaper, std::chrono::milliseconds kill_grace, std::string label,
                                std::string harness, Hooks hooks)
     : loop_(loop),
       reaper_(reaper),
@@ -45,24 +45,24 @@ void AdapterSession::start() {
   AdapterLink* raw = link_.get();
   raw->set_on_exit([this, raw](const ExitStatus& status) {
     if (link_.get() != raw) return;
-    log::info(label_ + ": adapter gone (" + status.describe() + "); the next prompt starts a new one");
+    acp::log::info(label_ + ": adapter gone (" + status.describe() + "); the next prompt starts a new one");
     retire();
   });
   raw->set_on_output_closed([this, raw] {
     // Its pending calls have failed; nothing more can come from it, so it
     // is stopped like an adapter that exited, through the kill ladder.
     if (link_.get() != raw) return;
-    log::info(label_ + ": stopping the adapter; the next prompt starts a new one");
+    acp::log::info(label_ + ": stopping the adapter; the next prompt starts a new one");
     retire();
   });
   if (hooks_.bind) hooks_.bind(*raw);
 
-  start_timer_ = std::make_unique<Timer>(loop_);
+  start_timer_ = std::make_unique<acp::Timer>(loop_);
   start_timer_->start(spec_.start_timeout, [this, raw] {
     if (link_.get() != raw || ready_) return;
     auto seconds = std::to_string(spec_.start_timeout.count() / 1000.0);
     RpcError e = failure("did not finish start-up within " + seconds.substr(0, seconds.find('.') + 2) + " s");
-    log::warn(label_ + ": " + e.message);
+    acp::log::warn(label_ + ": " + e.message);
     abort_start(e);
   });
 
@@ -70,7 +70,7 @@ void AdapterSession::start() {
   json init = {{"protocolVersion", schema::kProtocolVersion},
                {"clientCapabilities", spec_.client_capabilities},
                {"clientInfo", {{"name", "harnessd"}, {"version", HARNESSD_VERSION}}}};
-  raw->rpc().call("initialize", std::move(init), [this, raw](Connection::CallResult r) {
+  raw->rpc().call("initialize", std::move(init), [this, raw](acp::Connection::CallResult r) {
     if (link_.get() != raw) return;
     if (!r) return started(failure("failed to initialize: " + r.error().message));
     initialized(raw, *r);
@@ -102,14 +102,14 @@ void AdapterSession::initialized(AdapterLink* raw, const json& answer) {
   }
   replaying_ = method == "session/load";
   json params = {{"sessionId", old_id}, {"cwd", spec_.cwd}, {"mcpServers", spec_.mcp_servers}};
-  raw->rpc().call(method, std::move(params), [this, raw, method, old_id](Connection::CallResult r) {
+  raw->rpc().call(method, std::move(params), [this, raw, method, old_id](acp::Connection::CallResult r) {
     if (link_.get() != raw) return;
     replaying_ = false;
     if (!r) {
       restore_outcome_ = {{"restored", false},
                           {"method", method},
                           {"reason", "the adapter refused " + method + ": " + r.error().message}};
-      log::warn(label_ + ": " + restore_outcome_["reason"].get<std::string>());
+      acp::log::warn(label_ + ": " + restore_outcome_["reason"].get<std::string>());
       return create(raw);
     }
     id_ = old_id;
@@ -118,14 +118,14 @@ void AdapterSession::initialized(AdapterLink* raw, const json& answer) {
     ready_ = true;
     start_timer_.reset();
     restore_outcome_ = {{"restored", true}, {"method", method}, {"adapterSessionId", old_id}};
-    log::info(label_ + ": adapter session " + old_id + " restored with " + method);
+    acp::log::info(label_ + ": adapter session " + old_id + " restored with " + method);
     started({});
   });
 }
 
 void AdapterSession::create(AdapterLink* raw) {
   json params = {{"cwd", spec_.cwd}, {"mcpServers", spec_.mcp_servers}};
-  raw->rpc().call("session/new", std::move(params), [this, raw](Connection::CallResult r) {
+  raw->rpc().call("session/new", std::move(params), [this, raw](acp::Connection::CallResult r) {
     if (link_.get() != raw) return;
     if (!r) return started(failure("failed to create a session: " + r.error().message));
     json sid = r->is_object() ? r->value("sessionId", json()) : json();
@@ -140,7 +140,7 @@ void AdapterSession::create(AdapterLink* raw) {
     reapply(raw);
     ready_ = true;
     start_timer_.reset();
-    log::info(label_ + ": adapter session " + id_ + " ready");
+    acp::log::info(label_ + ": adapter session " + id_ + " ready");
     if (hooks_.created) hooks_.created(offered);
     started({});
   });
@@ -150,11 +150,11 @@ void AdapterSession::reapply(AdapterLink* raw) {
   for (const auto& [config_id, value] : spec_.config_choices.items()) {
     json params = {{"sessionId", id_}, {"configId", config_id}, {"value", value}};
     raw->rpc().call("session/set_config_option", std::move(params),
-                    [this, raw, id = config_id](Connection::CallResult r) {
+                    [this, raw, id = config_id](acp::Connection::CallResult r) {
                       if (link_.get() != raw) return;
                       if (!r) {
-                        log::warn(label_ + ": the new adapter refused option '" + id +
-                                  "' chosen earlier: " + r.error().message);
+                        acp::log::warn(label_ + ": the new adapter refused option '" + id +
+                                       "' chosen earlier: " + r.error().message);
                       } else if (hooks_.options) {
                         hooks_.options(*r, true);
                       }
@@ -194,19 +194,20 @@ void AdapterSession::retire(std::chrono::milliseconds eof_grace) {
   if (link_) reaper_.adopt(std::move(link_), kill_grace_, eof_grace);
 }
 
-void AdapterSession::prompt(const json& blocks, Connection::CallHandler done) {
+void AdapterSession::prompt(const json& blocks, acp::Connection::CallHandler done) {
   prompting_ = true;
   AdapterLink* raw = link_.get();
   json params = {{"sessionId", id_}, {"prompt", blocks}};
-  raw->rpc().call("session/prompt", std::move(params), [this, raw, done = std::move(done)](Connection::CallResult r) mutable {
-    if (link_.get() == raw) {
-      prompting_ = false;
-      raw->drain_stderr();  // what it wrote before answering belongs to this prompt
-      // Said while the link still knows how the adapter ended.
-      if (!r && (raw->exited() || raw->output_closed())) r = failure("");
-    }
-    done(std::move(r));
-  });
+  raw->rpc().call("session/prompt", std::move(params),
+                  [this, raw, done = std::move(done)](acp::Connection::CallResult r) mutable {
+                    if (link_.get() == raw) {
+                      prompting_ = false;
+                      raw->drain_stderr();  // what it wrote before answering belongs to this prompt
+                      // Said while the link still knows how the adapter ended.
+                      if (!r && (raw->exited() || raw->output_closed())) r = failure("");
+                    }
+                    done(std::move(r));
+                  });
 }
 
 void AdapterSession::cancel() {
@@ -214,17 +215,17 @@ void AdapterSession::cancel() {
 }
 
 void AdapterSession::set_config_option(const std::string& config_id, const json& value,
-                                       Connection::CallHandler done) {
+                                       acp::Connection::CallHandler done) {
   AdapterLink* raw = link_.get();
   json params = {{"sessionId", id_}, {"configId", config_id}, {"value", value}};
   raw->rpc().call("session/set_config_option", std::move(params),
-                  [this, raw, done = std::move(done)](Connection::CallResult r) mutable {
+                  [this, raw, done = std::move(done)](acp::Connection::CallResult r) mutable {
                     if (r && link_.get() == raw && hooks_.options) hooks_.options(*r, false);
                     done(std::move(r));
                   });
 }
 
-void AdapterSession::set_mode(const std::string& mode_id, Connection::CallHandler done) {
+void AdapterSession::set_mode(const std::string& mode_id, acp::Connection::CallHandler done) {
   link_->rpc().call("session/set_mode", {{"sessionId", id_}, {"modeId", mode_id}}, std::move(done));
 }
 

@@ -42,7 +42,7 @@ struct AdapterSessionSpec {
 
 class AdapterSession {
  public:
-  using Ready = UniqueFunction<void(Expected<void, RpcError>)>;
+  using Ready = acp::UniqueFunction<void(Expected<void, RpcError>)>;
 
   struct Hooks {
     /// The spec of the next adapter.
@@ -62,7 +62,7 @@ class AdapterSession {
   };
 
   /// `label` prefixes log lines ("session sess_..."); `harness` is named in errors.
-  AdapterSession(Loop& loop, Reaper& reaper, std::chrono::milliseconds kill_grace, std::string label,
+  AdapterSession(acp::Loop& loop, Reaper& reaper, std::chrono::milliseconds kill_grace, std::string label,
                  std::string harness, Hooks hooks);
   /// Retires a running adapter.
   ~AdapterSession();
@@ -82,13 +82,13 @@ class AdapterSession {
 
   /// session/prompt with `blocks`. An error caused by the adapter's death
   /// or closed output is reported as failure("").
-  void prompt(const nlohmann::json& blocks, Connection::CallHandler done);
+  void prompt(const nlohmann::json& blocks, acp::Connection::CallHandler done);
   /// session/cancel (a notification).
   void cancel();
   /// session/set_config_option; the options hook sees the new list first.
-  void set_config_option(const std::string& config_id, const nlohmann::json& value, Connection::CallHandler done);
+  void set_config_option(const std::string& config_id, const nlohmann::json& value, acp::Connection::CallHandler done);
   /// session/set_mode.
-  void set_mode(const std::string& mode_id, Connection::CallHandler done);
+  void set_mode(const std::string& mode_id, acp::Connection::CallHandler done);
 
   /// An adapter process exists (starting, ready, or exited but not retired).
   bool started() const { return link_ != nullptr; }
@@ -124,7 +124,7 @@ class AdapterSession {
   void reapply(AdapterLink* raw);
   void started(Expected<void, RpcError> result);
 
-  Loop& loop_;
+  acp::Loop& loop_;
   Reaper& reaper_;
   std::chrono::milliseconds kill_grace_;
   std::string label_;
@@ -138,7 +138,7 @@ class AdapterSession {
   bool prompting_ = false;
   bool replaying_ = false;
   std::vector<Ready> waiters_;
-  std::unique_ptr<Timer> start_timer_;
+  std::unique_ptr<acp::Timer> start_timer_;
   std::string resume_id_;
   nlohmann::json restore_outcome_;
 };

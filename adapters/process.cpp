@@ -84,7 +84,7 @@ Expected<std::string> find_executable(const std::string& name, const std::string
   return Error{"'" + name + "' was not found on PATH"};
 }
 
-Process::Process(Loop& loop, Callbacks callbacks)
+Process::Process(acp::Loop& loop, Callbacks callbacks)
     : loop_(loop), callbacks_(std::move(callbacks)), kill_timer_(loop), drain_timer_(loop), eof_timer_(loop) {}
 
 Process::~Process() {
@@ -99,7 +99,7 @@ Process::~Process() {
   }
 }
 
-Expected<std::unique_ptr<Process>> Process::spawn(Loop& loop, const ProcessSpec& spec, Callbacks callbacks) {
+Expected<std::unique_ptr<Process>> Process::spawn(acp::Loop& loop, const ProcessSpec& spec, Callbacks callbacks) {
   if (spec.argv.empty()) return Error{"the command is empty"};
   std::string path_var;
   for (const auto& e : spec.env) {
@@ -114,12 +114,12 @@ Expected<std::unique_ptr<Process>> Process::spawn(Loop& loop, const ProcessSpec&
 
   std::unique_ptr<Process> self(new Process(loop, std::move(callbacks)));
 
-  UvHandle<uv_pipe_t> pipes[3];
+  acp::UvHandle<uv_pipe_t> pipes[3];
   for (auto& p : pipes) {
     auto* raw = new uv_pipe_t;
     if (int rc = uv_pipe_init(loop.get(), raw, 0); rc != 0) {
       delete raw;
-      return Error{"cannot create a pipe: " + uv_error_text(rc)};
+      return Error{"cannot create a pipe: " + acp::uv_error_text(rc)};
     }
     p.reset(raw);
   }
@@ -163,19 +163,19 @@ Expected<std::unique_ptr<Process>> Process::spawn(Loop& loop, const ProcessSpec&
   self->handle_.reset(handle);  // closed through the deleter even when spawn failed
   if (rc != 0) {
     self->exited_ = true;
-    return Error{"cannot start '" + spec.argv[0] + "': " + uv_error_text(rc)};
+    return Error{"cannot start '" + spec.argv[0] + "': " + acp::uv_error_text(rc)};
   }
   self->pid_ = handle->pid;
   self->guarded_ = !spec.guard_exe.empty();
   self->sweep_orphans_ = spec.sweep_orphans;
 
   Process* raw = self.get();
-  self->stdin_ = make_pipe_writer(std::move(pipes[0]));
+  self->stdin_ = acp::make_pipe_writer(std::move(pipes[0]));
   self->stdin_->on_error([raw](int status) {
-    log::debug("adapter " + std::to_string(raw->pid_) + " stdin: " + uv_error_text(status));
+    acp::log::debug("adapter " + std::to_string(raw->pid_) + " stdin: " + acp::uv_error_text(status));
   });
-  self->stdout_ = make_pipe_reader(std::move(pipes[1]));
-  self->stderr_ = make_pipe_reader(std::move(pipes[2]));
+  self->stdout_ = acp::make_pipe_reader(std::move(pipes[1]));
+  self->stderr_ = acp::make_pipe_reader(std::move(pipes[2]));
   self->stdout_->start(
       [raw](std::string_view data) {
         if (raw->callbacks_.on_stdout) raw->callbacks_.on_stdout(data);
@@ -209,8 +209,8 @@ void Process::on_process_exit(uv_process_t* handle, int64_t exit_status, int ter
     // The owner is gone and killed the group with SIGKILL, guard included;
     // sweep what the guard could not. The child is reaped, so the handle can go.
     if (int n = sweep_tree(handle->loop, handle->pid, handle->data != nullptr); n > 0) {
-      log::info("adapter group " + std::to_string(handle->pid) + ": killed " + std::to_string(n) +
-                " processes its guard left");
+      acp::log::info("adapter group " + std::to_string(handle->pid) + ": killed " + std::to_string(n) +
+                     " processes its guard left");
     }
     uv_close(reinterpret_cast<uv_handle_t*>(handle),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
@@ -230,8 +230,8 @@ void Process::on_process_exit(uv_process_t* handle, int64_t exit_status, int ter
     // the first case only harnessd can still stop the tree's escapees; in
     // the second the sweep finds nothing and costs one /proc scan.
     if (int n = sweep_tree(handle->loop, self->pid_, self->sweep_orphans_); n > 0) {
-      log::warn("adapter group " + std::to_string(self->pid_) + " ended by " + self->status_.describe() +
-                "; killed " + std::to_string(n) + " processes left of its tree");
+      acp::log::warn("adapter group " + std::to_string(self->pid_) + " ended by " + self->status_.describe() +
+                     "; killed " + std::to_string(n) + " processes left of its tree");
     }
   }
   if (self->stdout_held_ && self->stdout_) self->stdout_->resume();
@@ -295,18 +295,19 @@ void Process::terminate(std::chrono::milliseconds kill_grace) {
     kill_timer_.start(kill_grace, [this] {
       if (exited_) return;
       if (!guarded_) {
-        log::info("adapter group " + std::to_string(pid_) + " still running after SIGTERM; sending SIGKILL");
+        acp::log::info("adapter group " + std::to_string(pid_) + " still running after SIGTERM; sending SIGKILL");
         signal_group(SIGKILL);
         return;
       }
       // The guard kills the tree and dies last, so its exit means all is
       // gone, processes outside the group included. SIGKILL to the group
       // only if the guard itself does not answer.
-      log::info("adapter group " + std::to_string(pid_) + " still running after SIGTERM; sending SIGKILL through its guard");
+      acp::log::info("adapter group " + std::to_string(pid_) +
+                     " still running after SIGTERM; sending SIGKILL through its guard");
       sent_kill_tree_ = true;
       ::kill(pid_, kKillTreeSignal);
       kill_timer_.start(std::chrono::seconds(3), [this] {
-        log::warn("adapter group " + std::to_string(pid_) + ": the guard did not end its tree; sending SIGKILL");
+        acp::log::warn("adapter group " + std::to_string(pid_) + ": the guard did not end its tree; sending SIGKILL");
         signal_group(SIGKILL);
       });
     });

@@ -80,7 +80,7 @@ class Process {
     std::function<void()> on_stdout_closed;
   };
 
-  static Expected<std::unique_ptr<Process>> spawn(Loop& loop, const ProcessSpec& spec, Callbacks callbacks);
+  static Expected<std::unique_ptr<Process>> spawn(acp::Loop& loop, const ProcessSpec& spec, Callbacks callbacks);
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
@@ -113,19 +113,19 @@ class Process {
   void terminate(std::chrono::milliseconds kill_grace);
 
  private:
-  Process(Loop& loop, Callbacks callbacks);
+  Process(acp::Loop& loop, Callbacks callbacks);
   static void on_process_exit(uv_process_t* handle, int64_t exit_status, int term_signal) noexcept;
   void maybe_finish();
 
-  Loop& loop_;
+  acp::Loop& loop_;
   Callbacks callbacks_;
-  UvHandle<uv_process_t> handle_;
-  std::unique_ptr<Writer> stdin_;
-  std::unique_ptr<Reader> stdout_;
-  std::unique_ptr<Reader> stderr_;
-  Timer kill_timer_;
-  Timer drain_timer_;
-  Timer eof_timer_;
+  acp::UvHandle<uv_process_t> handle_;
+  std::unique_ptr<acp::Writer> stdin_;
+  std::unique_ptr<acp::Reader> stdout_;
+  std::unique_ptr<acp::Reader> stderr_;
+  acp::Timer kill_timer_;
+  acp::Timer drain_timer_;
+  acp::Timer eof_timer_;
   int pid_ = 0;
   bool stdout_held_ = false;
   bool guarded_ = false;  // pid_ is the guard, which can kill the tree itself

@@ -25,7 +25,7 @@ void Reaper::adopt(std::unique_ptr<AdapterLink> link, std::chrono::milliseconds 
   links_.push_back(std::move(link));
   if (eof_grace.count() > 0) {
     raw->close_stdin();
-    auto timer = std::make_unique<Timer>(loop_);
+    auto timer = std::make_unique<acp::Timer>(loop_);
     timer->start(eof_grace, [raw, kill_grace] { raw->terminate(kill_grace); });
     gentle_[raw] = std::move(timer);
     return;

@@ -15,7 +15,7 @@ namespace harnessd::adapters {
 
 class Reaper {
  public:
-  explicit Reaper(Loop& loop) : loop_(loop) {}
+  explicit Reaper(acp::Loop& loop) : loop_(loop) {}
   Reaper(const Reaper&) = delete;
   Reaper& operator=(const Reaper&) = delete;
 
@@ -34,9 +34,9 @@ class Reaper {
  private:
   void release(AdapterLink* link);
 
-  Loop& loop_;
+  acp::Loop& loop_;
   std::vector<std::unique_ptr<AdapterLink>> links_;
-  std::map<AdapterLink*, std::unique_ptr<Timer>> gentle_;  // adapters given eof_grace
+  std::map<AdapterLink*, std::unique_ptr<acp::Timer>> gentle_;  // adapters given eof_grace
   std::vector<std::function<void()>> waiters_;
 };
 

@@ -66,18 +66,18 @@ int bridge_main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e, std::cerr, std::cerr) == 0 ? 0 : 2;
   }
-  log::Level level = log::Level::kInfo;
-  log::parse_level(log_level, level);
-  log::set_level(level);
-  log::make_stderr_nonblocking();
+  acp::log::Level level = acp::log::Level::kInfo;
+  acp::log::parse_level(log_level, level);
+  acp::log::set_level(level);
+  acp::log::make_stderr_nonblocking();
 
   BridgeRunOptions run;
-  run.out_fd = protect_stdout();
+  run.out_fd = acp::protect_stdout();
   if (run.out_fd < 0) {
-    log::error("cannot set up stdout for the protocol");
+    acp::log::error("cannot set up stdout for the protocol");
     return 1;
   }
-  Loop loop;
+  acp::Loop loop;
   Bridge bridge;
   if (claude_cmd->parsed()) {
     if (!claude_command.empty()) claude.command = claude_command;

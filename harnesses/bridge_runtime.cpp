@@ -17,7 +17,7 @@ using nlohmann::json;
 
 // ---------------------------------------------------------------- BridgeTurn
 
-BridgeTurn::BridgeTurn(Connection& client, std::string session_id, Reply reply)
+BridgeTurn::BridgeTurn(acp::Connection& client, std::string session_id, acp::Reply reply)
     : client_(client), session_id_(std::move(session_id)), reply_(std::move(reply)) {}
 
 BridgeTurn::~BridgeTurn() {
@@ -32,14 +32,15 @@ void BridgeTurn::update(json update) {
   client_.notify("session/update", {{"sessionId", session_id_}, {"update", std::move(update)}});
 }
 
-void BridgeTurn::ask_permission(json tool_call, json options, UniqueFunction<void(std::optional<std::string>)> done) {
+void BridgeTurn::ask_permission(json tool_call, json options,
+                                acp::UniqueFunction<void(std::optional<std::string>)> done) {
   if (ended_) {
     done(std::nullopt);
     return;
   }
   json params = {{"sessionId", session_id_}, {"toolCall", std::move(tool_call)}, {"options", std::move(options)}};
   client_.call("session/request_permission", std::move(params),
-               [done = std::move(done)](Connection::CallResult r) mutable {
+               [done = std::move(done)](acp::Connection::CallResult r) mutable {
                  if (!r || !r->is_object()) return done(std::nullopt);
                  const json outcome = r->value("outcome", json::object());
                  if (outcome.value("outcome", "") == "selected" && outcome.contains("optionId") &&
@@ -128,22 +129,23 @@ namespace {
 
 struct Slot {
   std::unique_ptr<BridgeSession> session;
-  std::deque<std::pair<json, Reply>> waiting;
+  std::deque<std::pair<json, acp::Reply>> waiting;
   std::shared_ptr<BridgeTurn> turn;
 };
 
 class BridgeServer {
  public:
-  BridgeServer(Loop& loop, Bridge& bridge, Connection& client) : loop_(loop), bridge_(bridge), client_(client) {
-    client_.on_request("initialize", [this](const json& p, Reply r) { on_initialize(p, std::move(r)); });
-    client_.on_request("session/new", [this](const json& p, Reply r) { on_new(p, std::move(r)); });
+  BridgeServer(acp::Loop& loop, Bridge& bridge, acp::Connection& client)
+      : loop_(loop), bridge_(bridge), client_(client) {
+    client_.on_request("initialize", [this](const json& p, acp::Reply r) { on_initialize(p, std::move(r)); });
+    client_.on_request("session/new", [this](const json& p, acp::Reply r) { on_new(p, std::move(r)); });
     if (bridge_.can_resume) {
-      client_.on_request("session/resume", [this](const json& p, Reply r) { on_resume(p, std::move(r)); });
+      client_.on_request("session/resume", [this](const json& p, acp::Reply r) { on_resume(p, std::move(r)); });
     }
-    client_.on_request("session/prompt", [this](const json& p, Reply r) { on_prompt(p, std::move(r)); });
-    client_.on_request("session/close", [this](const json& p, Reply r) { on_close(p, std::move(r)); });
+    client_.on_request("session/prompt", [this](const json& p, acp::Reply r) { on_prompt(p, std::move(r)); });
+    client_.on_request("session/close", [this](const json& p, acp::Reply r) { on_close(p, std::move(r)); });
     client_.on_request("session/set_config_option",
-                       [this](const json& p, Reply r) { on_set_config_option(p, std::move(r)); });
+                       [this](const json& p, acp::Reply r) { on_set_config_option(p, std::move(r)); });
     client_.on_notification("session/cancel", [this](const json& p) { on_cancel(p); });
   }
 
@@ -161,7 +163,7 @@ class BridgeServer {
   }
 
  private:
-  void on_initialize(const json& params, Reply reply) {
+  void on_initialize(const json& params, acp::Reply reply) {
     auto req = schema::decode_initialize(params);
     if (!req) return reply.error(req.error());
     json session_caps = {{"close", json::object()}};
@@ -177,14 +179,14 @@ class BridgeServer {
     client_.mark_initialized();
   }
 
-  void on_new(const json& params, Reply reply) {
+  void on_new(const json& params, acp::Reply reply) {
     auto req = schema::decode_new_session(params);
     if (!req) return reply.error(req.error());
     BridgeSessionSpec spec{make_uuid(), req->cwd, req->mcpServers, false};
     open(spec, std::move(reply), json{{"sessionId", spec.id}});
   }
 
-  void on_resume(const json& params, Reply reply) {
+  void on_resume(const json& params, acp::Reply reply) {
     auto req = schema::decode_load_session("session/resume", params);
     if (!req) return reply.error(req.error());
     if (slots_.count(req->sessionId)) return reply.result(json::object());  // already live here
@@ -192,17 +194,17 @@ class BridgeServer {
     open(spec, std::move(reply), json::object());
   }
 
-  void open(const BridgeSessionSpec& spec, Reply reply, json result) {
+  void open(const BridgeSessionSpec& spec, acp::Reply reply, json result) {
     auto session = bridge_.open_session(spec);
     if (!session) return reply.error(session.error());
     json options = (*session)->config_options();
     if (!options.empty()) result["configOptions"] = std::move(options);
     slots_[spec.id].session = std::move(*session);
-    log::info(bridge_.name + " bridge: session " + spec.id + (spec.resume ? " resumed" : " created"));
+    acp::log::info(bridge_.name + " bridge: session " + spec.id + (spec.resume ? " resumed" : " created"));
     reply.result(std::move(result));
   }
 
-  void on_set_config_option(const json& params, Reply reply) {
+  void on_set_config_option(const json& params, acp::Reply reply) {
     auto req = schema::decode_set_config_option(params);
     if (!req) return reply.error(req.error());
     auto it = slots_.find(req->sessionId);
@@ -238,7 +240,7 @@ class BridgeServer {
         });
   }
 
-  void on_prompt(const json& params, Reply reply) {
+  void on_prompt(const json& params, acp::Reply reply) {
     auto req = schema::decode_prompt(params, schema::PromptCapabilities{false, false, true});
     if (!req) return reply.error(req.error());
     auto it = slots_.find(req->sessionId);
@@ -275,14 +277,14 @@ class BridgeServer {
     it->second.session->cancel();
   }
 
-  void on_close(const json& params, Reply reply) {
+  void on_close(const json& params, acp::Reply reply) {
     auto req = schema::decode_session_ref("session/close", params);
     if (!req) return reply.error(req.error());
     auto it = slots_.find(req->sessionId);
     if (it == slots_.end()) return reply.error(RpcError::session_not_found(req->sessionId));
     Slot slot = std::move(it->second);
     slots_.erase(it);
-    auto shared_reply = std::make_shared<Reply>(std::move(reply));
+    auto shared_reply = std::make_shared<acp::Reply>(std::move(reply));
     stop_slot(std::move(slot), [shared_reply] { shared_reply->result(json::object()); });
   }
 
@@ -305,9 +307,9 @@ class BridgeServer {
     });
   }
 
-  Loop& loop_;
+  acp::Loop& loop_;
   Bridge& bridge_;
-  Connection& client_;
+  acp::Connection& client_;
   std::map<std::string, Slot> slots_;
 };
 
@@ -315,11 +317,11 @@ class BridgeServer {
 
 namespace {
 
-class BridgeService final : public StdioService {
+class BridgeService final : public acp::StdioService {
  public:
-  BridgeService(Loop& loop, Bridge& bridge, StdioPeer& peer) : server_(loop, bridge, peer.rpc()) {}
-  void stop(const std::string&, UniqueFunction<void()> done) override {
-    server_.close_all([done = std::make_shared<UniqueFunction<void()>>(std::move(done))] { (*done)(); });
+  BridgeService(acp::Loop& loop, Bridge& bridge, acp::StdioPeer& peer) : server_(loop, bridge, peer.rpc()) {}
+  void stop(const std::string&, acp::UniqueFunction<void()> done) override {
+    server_.close_all([done = std::make_shared<acp::UniqueFunction<void()>>(std::move(done))] { (*done)(); });
   }
 
  private:
@@ -328,8 +330,8 @@ class BridgeService final : public StdioService {
 
 }  // namespace
 
-int run_bridge(Loop& loop, Bridge& bridge, const BridgeRunOptions& options) {
-  StdioServeOptions serve_options;
+int run_bridge(acp::Loop& loop, Bridge& bridge, const BridgeRunOptions& options) {
+  acp::StdioServeOptions serve_options;
   serve_options.peer.in_fd = options.in_fd;
   serve_options.peer.out_fd = options.out_fd;
   serve_options.peer.connection.peer = "client";
@@ -337,8 +339,8 @@ int run_bridge(Loop& loop, Bridge& bridge, const BridgeRunOptions& options) {
   // Bounded: a harness that does not die must not keep the bridge up.
   serve_options.stop_bound = std::chrono::seconds(5);
   serve_options.what = bridge.name + " bridge";
-  return serve_stdio(loop, serve_options,
-                     [&](StdioPeer& peer) { return std::make_unique<BridgeService>(loop, bridge, peer); });
+  return acp::serve_stdio(loop, serve_options,
+                          [&](acp::StdioPeer& peer) { return std::make_unique<BridgeService>(loop, bridge, peer); });
 }
 
 }  // namespace harnessd::harnesses

@@ -26,7 +26,7 @@ namespace harnessd::harnesses {
 /// ignored, so a bridge cannot break "all updates, then one answer".
 class BridgeTurn {
  public:
-  BridgeTurn(Connection& client, std::string session_id, Reply reply);
+  BridgeTurn(acp::Connection& client, std::string session_id, acp::Reply reply);
   ~BridgeTurn();
   BridgeTurn(const BridgeTurn&) = delete;
   BridgeTurn& operator=(const BridgeTurn&) = delete;
@@ -37,7 +37,7 @@ class BridgeTurn {
   /// Asks the client: session/request_permission. `done` gets the chosen
   /// option id, or nothing when the client cancelled or could not answer.
   void ask_permission(nlohmann::json tool_call, nlohmann::json options,
-                      UniqueFunction<void(std::optional<std::string>)> done);
+                      acp::UniqueFunction<void(std::optional<std::string>)> done);
   /// Ends the turn with a stop reason. After cancel() it is always
   /// "cancelled", whatever the bridge says.
   void finish(const std::string& stop_reason, nlohmann::json meta = nullptr);
@@ -56,9 +56,9 @@ class BridgeTurn {
  private:
   void end();
 
-  Connection& client_;
+  acp::Connection& client_;
   std::string session_id_;
-  Reply reply_;
+  acp::Reply reply_;
   bool cancel_requested_ = false;
   bool ended_ = false;
 };
@@ -81,7 +81,7 @@ class BridgeSession {
   /// `select` only), sent with session/new and session/resume and after
   /// every change. Empty: the harness has none.
   virtual nlohmann::json config_options() const { return nlohmann::json::array(); }
-  using OptionDone = UniqueFunction<void(Expected<void, RpcError>)>;
+  using OptionDone = acp::UniqueFunction<void(Expected<void, RpcError>)>;
   /// session/set_config_option with an option id and value the runtime has
   /// checked against config_options(). `done` once the harness took it.
   virtual void set_config_option(const std::string& id, const std::string& value, OptionDone done);
@@ -124,7 +124,7 @@ struct BridgeRunOptions {
 
 /// Serves ACP on stdio with `bridge` until the input ends, then closes every
 /// session and returns the exit code (0).
-int run_bridge(Loop& loop, Bridge& bridge, const BridgeRunOptions& options);
+int run_bridge(acp::Loop& loop, Bridge& bridge, const BridgeRunOptions& options);
 
 /// A random RFC 4122 version 4 UUID (Claude Code wants UUID session ids).
 std::string make_uuid();

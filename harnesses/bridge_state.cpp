@@ -16,11 +16,11 @@ namespace harnessd::harnesses {
 
 std::string bridge_state_dir(const std::string& bridge) {
   if (const char* s = std::getenv("HARNESSD_STATE_DIR"); s && *s == '/') return std::string(s) + "/bridges/" + bridge;
-  return default_state_home() + "/bridges/" + bridge;
+  return acp::default_state_home() + "/bridges/" + bridge;
 }
 
 std::optional<nlohmann::json> load_bridge_state(const std::string& bridge, const std::string& session) {
-  if (!is_safe_id(session)) return std::nullopt;
+  if (!acp::is_safe_id(session)) return std::nullopt;
   std::ifstream in(bridge_state_dir(bridge) + "/" + session + ".json");
   if (!in) return std::nullopt;
   std::stringstream ss;
@@ -31,9 +31,9 @@ std::optional<nlohmann::json> load_bridge_state(const std::string& bridge, const
 }
 
 bool save_bridge_state(const std::string& bridge, const std::string& session, const nlohmann::json& state) {
-  if (!is_safe_id(session)) return false;
+  if (!acp::is_safe_id(session)) return false;
   std::string dir = bridge_state_dir(bridge);
-  make_dirs(dir);
+  acp::make_dirs(dir);
   std::string path = dir + "/" + session + ".json";
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -17,13 +17,13 @@ constexpr std::size_t kStderrTail = 8192;
 constexpr std::size_t kMaxLine = 64u << 20;
 }  // namespace
 
-Expected<std::unique_ptr<HarnessProcess>> HarnessProcess::start(Loop& loop, adapters::ProcessSpec spec,
+Expected<std::unique_ptr<HarnessProcess>> HarnessProcess::start(acp::Loop& loop, adapters::ProcessSpec spec,
                                                                 Callbacks callbacks) {
   std::unique_ptr<HarnessProcess> self(new HarnessProcess());
   HarnessProcess* raw = self.get();
   raw->callbacks_ = std::move(callbacks);
   if (raw->callbacks_.on_line) {
-    raw->splitter_ = std::make_unique<LineSplitter>(
+    raw->splitter_ = std::make_unique<acp::LineSplitter>(
         kMaxLine, [raw](std::string_view line) { raw->callbacks_.on_line(line); },
         [](std::string_view, std::size_t) {});
   }

@@ -33,7 +33,8 @@ class HarnessProcess {
 
   /// Spawns `spec` (argv[0] looked up on the PATH of spec.env) under the
   /// guard, in its own process group.
-  static Expected<std::unique_ptr<HarnessProcess>> start(Loop& loop, adapters::ProcessSpec spec, Callbacks callbacks);
+  static Expected<std::unique_ptr<HarnessProcess>> start(acp::Loop& loop, adapters::ProcessSpec spec,
+                                                         Callbacks callbacks);
 
   void write(std::string data) { process_->write(std::move(data)); }
   void close_stdin() { process_->close_stdin(); }
@@ -48,7 +49,7 @@ class HarnessProcess {
   HarnessProcess() = default;
 
   std::unique_ptr<adapters::Process> process_;
-  std::unique_ptr<LineSplitter> splitter_;
+  std::unique_ptr<acp::LineSplitter> splitter_;
   Callbacks callbacks_;
   std::string stderr_tail_;
 };
@@ -58,7 +59,7 @@ class HarnessProcess {
 /// inside its callbacks), and then runs the session's pending close.
 class ProcessSlot {
  public:
-  explicit ProcessSlot(Loop& loop) : loop_(loop) {}
+  explicit ProcessSlot(acp::Loop& loop) : loop_(loop) {}
   ProcessSlot(const ProcessSlot&) = delete;
   ProcessSlot& operator=(const ProcessSlot&) = delete;
 
@@ -77,7 +78,7 @@ class ProcessSlot {
   void release();
 
  private:
-  Loop& loop_;
+  acp::Loop& loop_;
   std::unique_ptr<HarnessProcess> process_;
   std::function<void()> on_gone_;
 };

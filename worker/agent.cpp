@@ -47,8 +47,8 @@ std::optional<std::string> host_session_from_env(const std::vector<std::string>&
     bool plain = !value.empty() && value.size() <= schema::kMaxHostSession;
     for (unsigned char c : value) plain = plain && c >= 0x20 && c != 0x7f;
     if (plain) return value;
-    log::warn("HARNESSD_HOST_SESSION is ignored: it must be 1 to " + std::to_string(schema::kMaxHostSession) +
-              " bytes without control characters");
+    acp::log::warn("HARNESSD_HOST_SESSION is ignored: it must be 1 to " + std::to_string(schema::kMaxHostSession) +
+                   " bytes without control characters");
     return std::nullopt;
   }
   return std::nullopt;
@@ -101,7 +101,7 @@ json agent_capabilities(const Config& config) {
 Agent::Agent(Runtime& rt)
     : rt_(rt),
       scheduler_(queue::SchedulerOptions{rt.config.daemon.max_concurrent_runs, rt.config.daemon.max_queue_depth, {4, 2, 1}}) {
-  Connection& c = rt_.host;
+  acp::Connection& c = rt_.host;
   // Once close_all ran no session is opened: session/new, load and resume
   // are refused before their params are read.
   auto unless_closing = [this](std::string method, auto decode) {
@@ -153,7 +153,7 @@ Agent::~Agent() {
   close_all();
 }
 
-void Agent::close_all(UniqueFunction<void()> answered, bool for_good) {
+void Agent::close_all(acp::UniqueFunction<void()> answered, bool for_good) {
   // A session/new or load read after this point would open a session that
   // nothing closes (and, for `harnessd run`, leave its record open).
   closing_ = true;
@@ -163,7 +163,7 @@ void Agent::close_all(UniqueFunction<void()> answered, bool for_good) {
   // every session has been asked to close.
   struct Left {
     std::size_t n;
-    UniqueFunction<void()> fn;
+    acp::UniqueFunction<void()> fn;
     void one() {
       if (--n == 0 && fn) fn();
     }
@@ -179,7 +179,7 @@ namespace {
 // running prompt: a host hears them in the order it sent them.
 struct CancelChain : std::enable_shared_from_this<CancelChain> {
   std::deque<QueuedPrompt> left;
-  UniqueFunction<void()> done;
+  acp::UniqueFunction<void()> done;
   void next() {
     if (left.empty()) {
       if (done) done();
@@ -194,7 +194,7 @@ struct CancelChain : std::enable_shared_from_this<CancelChain> {
 }  // namespace
 
 void Agent::close_session(const std::string& id, const std::string& why, bool forget,
-                          UniqueFunction<void()> answered) {
+                          acp::UniqueFunction<void()> answered) {
   Session* session = registry_.find(id);
   if (!session) {
     if (answered) answered();
@@ -208,7 +208,7 @@ void Agent::close_session(const std::string& id, const std::string& why, bool fo
   chain->done = std::move(answered);
   session->close(forget, [chain] { chain->next(); });
   std::unique_ptr<Session> closed = registry_.close(id);
-  log::info("session " + id + ": closed (" + why + ")");
+  acp::log::info("session " + id + ": closed (" + why + ")");
   closed.reset();
   pump();
 }
@@ -244,7 +244,7 @@ void Agent::pump() {
   pumping_ = false;
 }
 
-void Agent::on_initialize(schema::InitializeRequest req, Reply reply) {
+void Agent::on_initialize(schema::InitializeRequest req, acp::Reply reply) {
   rt_.client_capabilities = std::move(req.clientCapabilities);
   // ACP "Initialization": answer the one version we speak, whatever was asked.
   reply.result({{"protocolVersion", schema::kProtocolVersion},
@@ -254,7 +254,7 @@ void Agent::on_initialize(schema::InitializeRequest req, Reply reply) {
   rt_.host.mark_initialized();
 }
 
-void Agent::on_new_session(schema::NewSessionRequest req, Reply reply) {
+void Agent::on_new_session(schema::NewSessionRequest req, acp::Reply reply) {
   const auto& meta = req.harnessd;
 
   // ensure: hand back the open session of that name (acpx "sessions ensure").
@@ -313,8 +313,8 @@ void Agent::on_new_session(schema::NewSessionRequest req, Reply reply) {
   const std::string id = init.id;
   Session& session = open_session(std::move(init));
   session.save_record();
-  log::info("session " + id + ": created for harness '" + harness + "' in " + req.cwd +
-            (meta.name ? " as '" + *meta.name + "'" : ""));
+  acp::log::info("session " + id + ": created for harness '" + harness + "' in " + req.cwd +
+                 (meta.name ? " as '" + *meta.name + "'" : ""));
   auto answer = [id, name = meta.name, reply = std::move(reply)](json options) mutable {
     json result = {{"sessionId", id}, {"configOptions", std::move(options)}};
     if (name) result["_meta"] = {{"harnessd", {{"name", *name}, {"created", true}}}};
@@ -349,7 +349,7 @@ Session& Agent::open_session(SessionInit init) {
   return ref;
 }
 
-void Agent::on_prompt(PromptParams params, Reply reply) {
+void Agent::on_prompt(PromptParams params, acp::Reply reply) {
   schema::PromptRequest& req = params.req;
   Session* session = registry_.find(req.sessionId);
   if (!session) return reply.error(RpcError::session_not_found(req.sessionId));
@@ -369,7 +369,7 @@ void Agent::on_prompt(PromptParams params, Reply reply) {
   prompt.request = {{"id", reply.id()},
                     {"method", "session/prompt"},
                     {"params", std::move(params.received)},
-                    {"receivedAt", iso_time()}};
+                    {"receivedAt", acp::iso_time()}};
   prompt.blocks = std::move(req.prompt);
   prompt.ledger.runId = prompt.run_id;
   prompt.ledger.sessionId = session->id();
@@ -395,7 +395,7 @@ void Agent::on_prompt(PromptParams params, Reply reply) {
 void Agent::on_cancel(schema::SessionRef req) {
   Session* session = registry_.find(req.sessionId);
   if (!session) {
-    log::warn("ignored session/cancel for unknown session " + req.sessionId);
+    acp::log::warn("ignored session/cancel for unknown session " + req.sessionId);
     return;
   }
   session->cancel();
@@ -405,7 +405,7 @@ void Agent::on_cancel_request(schema::CancelRequest req) {
   // A queued prompt leaves the queue and is answered at once ...
   auto removed = scheduler_.remove_if([&](const QueuedPrompt& q) { return q.reply.id() == req.requestId; });
   if (removed) {
-    log::info("session " + removed->first + ": queued request " + req.requestId.dump() + " cancelled");
+    acp::log::info("session " + removed->first + ": queued request " + req.requestId.dump() + " cancelled");
     answer_cancelled(std::move(removed->second));
     return;
   }
@@ -414,10 +414,10 @@ void Agent::on_cancel_request(schema::CancelRequest req) {
   registry_.for_each_open([&](const std::string&, const auto&, Session& s) {
     if (!found) found = s.cancel_request(req.requestId);
   });
-  if (!found) log::debug("$/cancel_request for " + req.requestId.dump() + ": no such prompt");
+  if (!found) acp::log::debug("$/cancel_request for " + req.requestId.dump() + ": no such prompt");
 }
 
-void Agent::on_close(schema::SessionRef req, Reply reply) {
+void Agent::on_close(schema::SessionRef req, acp::Reply reply) {
   if (registry_.find(req.sessionId)) {
     // ACP "session/close": cancel the running work as if session/cancel had
     // arrived; its prompts are answered "cancelled", in order, before this reply.
@@ -428,7 +428,7 @@ void Agent::on_close(schema::SessionRef req, Reply reply) {
   } else if (auto record = stored_record(req.sessionId)) {
     // A session of an earlier lifetime: only its record changes.
     record->closed = true;
-    record->updated_at = iso_time();
+    record->updated_at = acp::iso_time();
     rt_.store.save_session(record->to_json());
   } else {
     return reply.error(RpcError::session_not_found(req.sessionId));
@@ -437,7 +437,7 @@ void Agent::on_close(schema::SessionRef req, Reply reply) {
   rt_.store.barrier_all([reply = std::move(reply)](Expected<void>) mutable { reply.result(json::object()); });
 }
 
-void Agent::on_load(bool replay, schema::LoadSessionRequest req, Reply reply) {
+void Agent::on_load(bool replay, schema::LoadSessionRequest req, acp::Reply reply) {
   const std::string method = replay ? "session/load" : "session/resume";
   Session* session = registry_.find(req.sessionId);
   if (!session) {
@@ -460,11 +460,11 @@ void Agent::on_load(bool replay, schema::LoadSessionRequest req, Reply reply) {
 }
 
 std::optional<SessionRecord> Agent::stored_record(const std::string& id) const {
-  const json* stored = is_safe_id(id) ? rt_.store.session(id) : nullptr;
+  const json* stored = acp::is_safe_id(id) ? rt_.store.session(id) : nullptr;
   if (!stored) return std::nullopt;
   auto record = SessionRecord::from_json(*stored);
   if (!record) {
-    log::warn("session " + id + ": its record is not usable (" + record.error() + ")");
+    acp::log::warn("session " + id + ": its record is not usable (" + record.error() + ")");
     return std::nullopt;
   }
   return std::move(*record);
@@ -500,7 +500,7 @@ Expected<Session*, RpcError> Agent::reopen(const SessionRecord& record, const sc
   if (init.mode != "oneshot" && record.adapter_session_id) init.restore_adapter_session = *record.adapter_session_id;
   Session& session = open_session(std::move(init));
   session.save_record();  // open again
-  log::info("session " + req.sessionId + ": reopened from the store");
+  acp::log::info("session " + req.sessionId + ": reopened from the store");
   return &session;
 }
 
@@ -523,7 +523,7 @@ Expected<std::optional<harnesses::Template>, RpcError> Agent::prompt_template(co
   return std::optional<harnesses::Template>(std::move(*tmpl));
 }
 
-void Agent::on_set_config_option(schema::SetConfigOptionRequest req, Reply reply) {
+void Agent::on_set_config_option(schema::SetConfigOptionRequest req, acp::Reply reply) {
   Session* session = registry_.find(req.sessionId);
   if (!session) return reply.error(RpcError::session_not_found(req.sessionId));
   if (req.configId != "harness") {
@@ -548,11 +548,11 @@ void Agent::on_set_config_option(schema::SetConfigOptionRequest req, Reply reply
   if (auto bad = check_harness(rt_, profile->first, profile->second)) return reply.error(*bad);
   auto changed = session->set_harness(profile->second);
   if (!changed) return reply.error(changed.error());
-  log::info("session " + session->id() + ": harness is now '" + profile->first + "'");
+  acp::log::info("session " + session->id() + ": harness is now '" + profile->first + "'");
   reply.result({{"configOptions", session->config_options()}});
 }
 
-void Agent::on_set_mode(schema::SetModeRequest req, Reply reply) {
+void Agent::on_set_mode(schema::SetModeRequest req, acp::Reply reply) {
   Session* session = registry_.find(req.sessionId);
   if (!session) return reply.error(RpcError::session_not_found(req.sessionId));
   session->set_mode(req.modeId, [reply = std::move(reply)](Expected<void, RpcError> r) mutable {
@@ -561,12 +561,12 @@ void Agent::on_set_mode(schema::SetModeRequest req, Reply reply) {
   });
 }
 
-void Agent::on_set_summary(schema::SetSummaryRequest req, Reply reply) {
+void Agent::on_set_summary(schema::SetSummaryRequest req, acp::Reply reply) {
   if (Session* session = registry_.find(req.sessionId)) {
     session->set_summary(std::move(req.summary));
   } else if (auto record = stored_record(req.sessionId)) {
     record->summary = req.summary.empty() ? std::nullopt : std::optional<std::string>(req.summary);
-    record->updated_at = iso_time();
+    record->updated_at = acp::iso_time();
     rt_.store.save_session(record->to_json());
   } else {
     return reply.error(RpcError::session_not_found(req.sessionId));

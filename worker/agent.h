@@ -32,27 +32,27 @@ class Agent {
   /// `answered` runs once every prompt has been answered. With `for_good`
   /// the sessions are recorded closed (as by session/close); otherwise
   /// they stay loadable by a later lifetime.
-  void close_all(UniqueFunction<void()> answered = nullptr, bool for_good = false);
+  void close_all(acp::UniqueFunction<void()> answered = nullptr, bool for_good = false);
   std::size_t session_count() const { return registry_.open_count(); }
 
  private:
   // The handlers; the connection decodes their params (Connection::bind).
-  void on_initialize(schema::InitializeRequest req, Reply reply);
-  void on_new_session(schema::NewSessionRequest req, Reply reply);
+  void on_initialize(schema::InitializeRequest req, acp::Reply reply);
+  void on_new_session(schema::NewSessionRequest req, acp::Reply reply);
   /// session/prompt: the decoded params, and the params as received, which
   /// the run's record keeps.
   struct PromptParams {
     schema::PromptRequest req;
     nlohmann::json received;
   };
-  void on_prompt(PromptParams params, Reply reply);
+  void on_prompt(PromptParams params, acp::Reply reply);
   void on_cancel(schema::SessionRef req);
   void on_cancel_request(schema::CancelRequest req);
-  void on_close(schema::SessionRef req, Reply reply);
-  void on_load(bool replay, schema::LoadSessionRequest req, Reply reply);
-  void on_set_summary(schema::SetSummaryRequest req, Reply reply);
-  void on_set_config_option(schema::SetConfigOptionRequest req, Reply reply);
-  void on_set_mode(schema::SetModeRequest req, Reply reply);
+  void on_close(schema::SessionRef req, acp::Reply reply);
+  void on_load(bool replay, schema::LoadSessionRequest req, acp::Reply reply);
+  void on_set_summary(schema::SetSummaryRequest req, acp::Reply reply);
+  void on_set_config_option(schema::SetConfigOptionRequest req, acp::Reply reply);
+  void on_set_mode(schema::SetModeRequest req, acp::Reply reply);
 
   /// The template a prompt is packaged with, if any.
   Expected<std::optional<harnesses::Template>, RpcError> prompt_template(const Session& session,
@@ -74,7 +74,7 @@ class Agent {
   /// adapter stopped, name freed.
   /// `answered` runs once every prompt of the session has been answered.
   void close_session(const std::string& id, const std::string& why, bool forget = true,
-                     UniqueFunction<void()> answered = nullptr);
+                     acp::UniqueFunction<void()> answered = nullptr);
 
   Runtime& rt_;
   queue::SessionRegistry<Session> registry_;

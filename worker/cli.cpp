@@ -182,21 +182,21 @@ int main(int argc, char** argv) {
   // `run` keeps the terminal for the answer: only warnings unless asked.
   const bool level_given = app.get_option("--log-level")->count() > 0;
   if (run_cmd->parsed() && !level_given) log_level = "warn";
-  log::Level level = log::Level::kInfo;
-  log::parse_level(log_level, level);
-  log::set_level(level);
-  log::make_stderr_nonblocking();
+  acp::log::Level level = acp::log::Level::kInfo;
+  acp::log::parse_level(log_level, level);
+  acp::log::set_level(level);
+  acp::log::make_stderr_nonblocking();
 
   auto config = load_config(config_path);
   if (!config) {
-    log::error(config.error().message);
+    acp::log::error(config.error().message);
     return refuse(config.error().message);
   }
   // Without a configured default, the first installed harness is it.
   const bool harness_installed = choose_default_harness(*config);
-  const std::string chosen_state_dir = state_dir ? *state_dir
+  const std::string chosen_state_dir = state_dir                           ? *state_dir
                                        : !config->daemon.state_dir.empty() ? config->daemon.state_dir
-                                                                           : default_state_home();
+                                                                           : acp::default_state_home();
   if (runs_cmd->parsed()) {
     runs_query.state_dir = chosen_state_dir;
     return runs_command(runs_query);
@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
   auto& d = config->daemon;
   if (harness) {
     if (!config->harnesses.count(*harness)) {
-      log::error(unknown_harness_message(*harness, *config));
+      acp::log::error(unknown_harness_message(*harness, *config));
       return refuse(unknown_harness_message(*harness, *config));
     }
     d.default_harness = *harness;
@@ -245,9 +245,9 @@ int main(int argc, char** argv) {
                  "Ctrl-D ends. 'harnessd --help' lists the commands, 'harnessd run TASK' runs one task.\n");
   }
   options.in_fd = 0;
-  options.out_fd = protect_stdout();
+  options.out_fd = acp::protect_stdout();
   if (options.out_fd < 0) {
-    log::error("cannot set up stdout for the protocol");
+    acp::log::error("cannot set up stdout for the protocol");
     return 1;
   }
   return serve(std::move(options));

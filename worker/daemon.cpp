@@ -20,16 +20,16 @@ namespace {
 // passes the high-water mark, no adapter's stdout is read, so each adapter
 // blocks on its own write; while an adapter's stdin queue is over the mark,
 // the host's input is not read.
-class EngineService final : public StdioService {
+class EngineService final : public acp::StdioService {
  public:
-  EngineService(Loop& loop, StdioPeer& peer, EngineOptions options)
+  EngineService(acp::Loop& loop, acp::StdioPeer& peer, EngineOptions options)
       : high_water_(options.config.daemon.queue_high_water),
         low_water_(options.config.daemon.queue_low_water),
         engine_(loop, peer.rpc(), std::move(options)),
         host_output_hold_(engine_.adapter_output_gate()) {
     peer.set_output_watermarks(high_water_, low_water_, [this](bool over) {
-      log::debug(over ? "the host is behind on our output; holding the adapters' output back"
-                      : "the host caught up; reading the adapters again");
+      acp::log::debug(over ? "the host is behind on our output; holding the adapters' output back"
+                           : "the host caught up; reading the adapters again");
       host_output_hold_.set(over);
     });
     host_input_ = engine_.host_input_gate().subscribe([&peer](bool closed) {
@@ -42,20 +42,22 @@ class EngineService final : public StdioService {
   }
 
   // The engine's shutdown is bounded on its own (adapters, answers, store).
-  void stop(const std::string& why, UniqueFunction<void()> done) override { engine_.shutdown(why, std::move(done)); }
+  void stop(const std::string& why, acp::UniqueFunction<void()> done) override {
+    engine_.shutdown(why, std::move(done));
+  }
 
  private:
   std::size_t high_water_, low_water_;
   Engine engine_;
-  FlowGate::Hold host_output_hold_;
-  FlowGate::Subscription host_input_;
+  acp::FlowGate::Hold host_output_hold_;
+  acp::FlowGate::Subscription host_input_;
 };
 
 }  // namespace
 
 int serve(ServeOptions options) {
-  Loop loop;
-  StdioServeOptions serve_options;
+  acp::Loop loop;
+  acp::StdioServeOptions serve_options;
   serve_options.peer.in_fd = options.in_fd;
   serve_options.peer.out_fd = options.out_fd;
   serve_options.peer.connection.peer = "host";
@@ -78,7 +80,7 @@ int serve(ServeOptions options) {
   // the guard's exit can find and stop them (issue 11).
   engine_options.sweep_orphans = adapters::become_child_subreaper();
   engine_options.store = options.store;
-  return serve_stdio(loop, serve_options, [&](StdioPeer& peer) {
+  return acp::serve_stdio(loop, serve_options, [&](acp::StdioPeer& peer) {
     return std::make_unique<EngineService>(loop, peer, std::move(engine_options));
   });
 }

@@ -7,20 +7,21 @@
 
 namespace harnessd::worker {
 
-Engine::Engine(Loop& loop, Connection& host, EngineOptions options)
+Engine::Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options)
     : options_(std::move(options)), reaper_(loop), deadline_(loop) {
-  store_ = Store::open(loop, options_.state_dir.empty() ? default_state_home() : options_.state_dir, options_.store);
+  store_ =
+      Store::open(loop, options_.state_dir.empty() ? acp::default_state_home() : options_.state_dir, options_.store);
   rt_ = std::make_unique<Runtime>(Runtime{
       loop, options_.config, host, reaper_, *store_, options_.guard_exe,
       options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, adapters::current_environment()});
   rt_->sweep_orphans = options_.sweep_orphans;
   rt_->adapter_output_gate = &adapter_output_gate_;
   rt_->host_input_gate = &host_input_gate_;
-  store_hold_ = std::make_unique<FlowGate::Hold>(adapter_output_gate_);
+  store_hold_ = std::make_unique<acp::FlowGate::Hold>(adapter_output_gate_);
   store_->set_watermarks(options_.config.daemon.queue_high_water, options_.config.daemon.queue_low_water,
                          [hold = store_hold_.get()](bool over) {
-                           log::debug(over ? "the state directory is behind; holding the adapters' output back"
-                                           : "the state directory caught up");
+                           acp::log::debug(over ? "the state directory is behind; holding the adapters' output back"
+                                                : "the state directory caught up");
                            hold->set(over);
                          });
   // The newest record of each harness tells what its adapter offers.
@@ -49,11 +50,11 @@ Engine::~Engine() {
   store_.reset();  // finishes queued writes
 }
 
-void Engine::shutdown(const std::string& why, UniqueFunction<void()> done, bool close_sessions) {
+void Engine::shutdown(const std::string& why, acp::UniqueFunction<void()> done, bool close_sessions) {
   if (stopping_) return;
   stopping_ = true;
   done_ = std::move(done);
-  log::info("shutting down: " + why);
+  acp::log::info("shutting down: " + why);
   // Two things end the closing: every prompt answered, and every adapter
   // gone. Adapters get a bounded time. Answers are not cut short by it:
   // with many prompts queued, recording each one's cancellation can take
@@ -65,11 +66,11 @@ void Engine::shutdown(const std::string& why, UniqueFunction<void()> done, bool 
   };
   deadline_.start(options_.config.daemon.cancel_grace + options_.config.daemon.kill_grace + std::chrono::seconds(3),
                   [this, step] {
-                    log::warn("adapters did not exit in time; going on without them");
+                    acp::log::warn("adapters did not exit in time; going on without them");
                     adapters_gone_ = true;
                     if (!answered_) {
                       deadline_.start(std::chrono::seconds(60), [this] {
-                        log::error("open prompts were not all answered within 60 s; going on without them");
+                        acp::log::error("open prompts were not all answered within 60 s; going on without them");
                         drain_store();
                       });
                     }
@@ -102,7 +103,7 @@ void Engine::drain_store() {
     if (auto done = std::move(done_)) done();
   };
   deadline_.start(std::chrono::seconds(30), [finish] {
-    log::error("the state directory did not take the last writes in 30 s; going on anyway");
+    acp::log::error("the state directory did not take the last writes in 30 s; going on anyway");
     finish();
   });
   store_->barrier_all([finish](Expected<void>) { finish(); });

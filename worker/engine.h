@@ -36,7 +36,7 @@ struct EngineOptions {
 class Engine {
  public:
   /// Serves `host`, which must outlive the Engine.
-  Engine(Loop& loop, Connection& host, EngineOptions options);
+  Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -47,31 +47,31 @@ class Engine {
   /// call does anything. `close_sessions` records every session closed
   /// (`harnessd run` with a session of its own); otherwise they stay
   /// loadable.
-  void shutdown(const std::string& why, UniqueFunction<void()> done, bool close_sessions = false);
+  void shutdown(const std::string& why, acp::UniqueFunction<void()> done, bool close_sessions = false);
   bool stopping() const { return stopping_; }
 
   /// Backpressure (docs/architecture.md): closed while a queue that the
   /// adapters' output feeds (the host's output, the store's lanes) is over
   /// its high-water mark; no adapter's stdout is read meanwhile. The store
   /// holds it itself; whoever owns the host's writer adds its hold.
-  FlowGate& adapter_output_gate() { return adapter_output_gate_; }
+  acp::FlowGate& adapter_output_gate() { return adapter_output_gate_; }
   /// Closed while an adapter's stdin queue is over its high-water mark; the
   /// owner of the host's reader stops reading the host meanwhile.
-  FlowGate& host_input_gate() { return host_input_gate_; }
+  acp::FlowGate& host_input_gate() { return host_input_gate_; }
 
  private:
   void drain_store();
 
   EngineOptions options_;
-  FlowGate adapter_output_gate_;
-  FlowGate host_input_gate_;
-  std::unique_ptr<FlowGate::Hold> store_hold_;
+  acp::FlowGate adapter_output_gate_;
+  acp::FlowGate host_input_gate_;
+  std::unique_ptr<acp::FlowGate::Hold> store_hold_;
   adapters::Reaper reaper_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Runtime> rt_;
   std::unique_ptr<Agent> agent_;
-  Timer deadline_;
-  UniqueFunction<void()> done_;
+  acp::Timer deadline_;
+  acp::UniqueFunction<void()> done_;
   bool stopping_ = false;
   bool draining_ = false;
   bool answered_ = false;       // every open prompt has its answer

@@ -74,7 +74,7 @@ int runs_command(const RunsQuery& q) {
     if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
   }
   std::vector<std::vector<std::string>> rows = {{"RUN", "SESSION", "HARNESS", "QUEUED (UTC)", "TOOK", "STATE"}};
-  const long long now = iso_ms(iso_time());
+  const long long now = iso_ms(acp::iso_time());
   for (const auto& id : index.order()) {
     const RunRecord& r = *index.find(id);
     if (!run_matches(r, q)) continue;
@@ -317,7 +317,7 @@ std::optional<std::string> served_by(int root, const SessionRecord& record) {
 
 Expected<void> write_closed(int root, const std::string& id, SessionRecord record) {
   record.closed = true;
-  record.updated_at = iso_time();
+  record.updated_at = acp::iso_time();
   std::string content = record.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   auto written = replace_file_beneath(root, Store::session_file(id), content, false);
   if (!written) return Error{written.error().message};
@@ -385,7 +385,7 @@ int prune_command(const std::string& state_dir, const std::optional<std::string>
     std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
     return 1;
   }
-  const long long now = iso_ms(iso_time());
+  const long long now = iso_ms(acp::iso_time());
   int code = 0, pruned = 0;
   for (const auto& [id, r] : session_records_beneath(root->get())) {
     if (r.closed || served_by(root->get(), r)) continue;
@@ -422,7 +422,7 @@ int show_command(const std::string& state_dir, const std::string& run_id, const 
       if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
     }
   }
-  const RunRecord* run = is_safe_id(run_id) ? index.find(run_id) : nullptr;
+  const RunRecord* run = acp::is_safe_id(run_id) ? index.find(run_id) : nullptr;
   if (!run) {
     std::fprintf(stderr, "harnessd: no run %s is recorded in %s\n", run_id.c_str(), state_dir.c_str());
     return 1;

@@ -18,7 +18,8 @@ Expected<void> LedgerFile::append(std::string line, bool sync, const Fallback& f
   if (!r) {
     if (fallback) pending_.back() = fallback(r.error().message);
     if (pending_.size() > kMaxPending) {
-      log::error("ledger.jsonl: " + std::to_string(pending_.size()) + " lines wait for space; the oldest is dropped");
+      acp::log::error("ledger.jsonl: " + std::to_string(pending_.size()) +
+                      " lines wait for space; the oldest is dropped");
       pending_.pop_front();
     }
     has_pending_ = true;
@@ -29,7 +30,8 @@ Expected<void> LedgerFile::append(std::string line, bool sync, const Fallback& f
 void LedgerFile::retry() {
   std::lock_guard<std::mutex> lock(mu_);
   std::size_t n = pending_.size();
-  if (n && write_pending()) log::warn("ledger.jsonl: " + std::to_string(n) + " line(s) that had failed are now written");
+  if (n && write_pending())
+    acp::log::warn("ledger.jsonl: " + std::to_string(n) + " line(s) that had failed are now written");
 }
 
 Expected<void> LedgerFile::write_pending() {

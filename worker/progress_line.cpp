@@ -12,7 +12,7 @@
 
 namespace harnessd::worker {
 
-ProgressLine::ProgressLine(Loop& loop, std::string harness, std::chrono::steady_clock::time_point started,
+ProgressLine::ProgressLine(acp::Loop& loop, std::string harness, std::chrono::steady_clock::time_point started,
                            std::function<bool()> answer_mid_line)
     : harness_(std::move(harness)), started_(started), answer_mid_line_(std::move(answer_mid_line)), timer_(loop) {}
 
@@ -34,8 +34,8 @@ void ProgressLine::draw() {
     // Never wider than the terminal: a wrapped line cannot be redrawn.
     winsize ws{};
     std::size_t cols = ::ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 100;
-    if (line.size() > cols - 1) line = line.substr(0, utf8::safe_cut(line, cols - 1));
-    write_all(2, "\r\x1b[K" + line);
+    if (line.size() > cols - 1) line = line.substr(0, acp::utf8::safe_cut(line, cols - 1));
+    acp::write_all(2, "\r\x1b[K" + line);
     drawn_ = true;
   }
   timer_.start(std::chrono::milliseconds(250), [this] { draw(); });
@@ -43,7 +43,7 @@ void ProgressLine::draw() {
 
 void ProgressLine::clear() {
   if (!drawn_) return;
-  write_all(2, "\r\x1b[K");
+  acp::write_all(2, "\r\x1b[K");
   drawn_ = false;
 }
 

@@ -19,7 +19,7 @@ class ProgressLine {
   /// `harness` is named on the line, the time counts from `started`.
   /// `answer_mid_line()` tells whether the answer written to stdout so far
   /// ends inside a line.
-  ProgressLine(Loop& loop, std::string harness, std::chrono::steady_clock::time_point started,
+  ProgressLine(acp::Loop& loop, std::string harness, std::chrono::steady_clock::time_point started,
                std::function<bool()> answer_mid_line);
   ProgressLine(const ProgressLine&) = delete;
   ProgressLine& operator=(const ProgressLine&) = delete;
@@ -42,7 +42,7 @@ class ProgressLine {
   std::chrono::steady_clock::time_point started_;
   std::function<bool()> answer_mid_line_;
   std::string activity_;
-  Timer timer_;
+  acp::Timer timer_;
   bool on_ = false;
   bool drawn_ = false;
   bool answer_on_terminal_ = false;

@@ -15,21 +15,19 @@ constexpr std::size_t kListPageSize = 100;
 
 Queries::Queries(Runtime& rt, const Registry& registry, const Scheduler& scheduler)
     : rt_(rt), registry_(registry), scheduler_(scheduler) {
-  Connection& c = rt_.host;
-  c.bind<schema::ListSessionsRequest>("session/list", schema::decode_list_sessions,
-                                      [this](schema::ListSessionsRequest req, Reply r) {
-                                        list_sessions(std::move(req), std::move(r));
-                                      });
-  c.on_request("_harnessd/sessions/list", [this](const json&, Reply r) { open_sessions(std::move(r)); });
+  acp::Connection& c = rt_.host;
+  c.bind<schema::ListSessionsRequest>(
+      "session/list", schema::decode_list_sessions,
+      [this](schema::ListSessionsRequest req, acp::Reply r) { list_sessions(std::move(req), std::move(r)); });
+  c.on_request("_harnessd/sessions/list", [this](const json&, acp::Reply r) { open_sessions(std::move(r)); });
   c.bind<std::string>("_harnessd/runs/get", schema::decode_run_get,
-                      [this](std::string id, Reply r) { get_run(id, std::move(r)); });
-  c.bind<schema::ListRunsRequest>("_harnessd/runs/list", schema::decode_list_runs,
-                                  [this](schema::ListRunsRequest req, Reply r) {
-                                    list_runs(std::move(req), std::move(r));
-                                  });
+                      [this](std::string id, acp::Reply r) { get_run(id, std::move(r)); });
+  c.bind<schema::ListRunsRequest>(
+      "_harnessd/runs/list", schema::decode_list_runs,
+      [this](schema::ListRunsRequest req, acp::Reply r) { list_runs(std::move(req), std::move(r)); });
 }
 
-void Queries::list_sessions(schema::ListSessionsRequest req, Reply reply) const {
+void Queries::list_sessions(schema::ListSessionsRequest req, acp::Reply reply) const {
   // Every session the store knows, of this lifetime or earlier ones, that
   // is not closed. The cursor is the id of the last session of a page.
   const auto& records = rt_.store.sessions();
@@ -64,7 +62,7 @@ void Queries::list_sessions(schema::ListSessionsRequest req, Reply reply) const 
   reply.result(std::move(result));
 }
 
-void Queries::get_run(const std::string& id, Reply reply) const {
+void Queries::get_run(const std::string& id, acp::Reply reply) const {
   const RunRecord* run = rt_.store.runs().find(id);
   if (!run) {
     return reply.error(RpcError{rpc_code::kResourceNotFound, "Run not found: " + id, {{"runId", id}}});
@@ -72,7 +70,7 @@ void Queries::get_run(const std::string& id, Reply reply) const {
   reply.result({{"run", run_json(*run)}});
 }
 
-void Queries::list_runs(schema::ListRunsRequest req, Reply reply) const {
+void Queries::list_runs(schema::ListRunsRequest req, acp::Reply reply) const {
   std::vector<const RunRecord*> matching;
   for (const auto& id : rt_.store.runs().order()) {
     const RunRecord& r = *rt_.store.runs().find(id);
@@ -96,7 +94,7 @@ json Queries::run_json(const RunRecord& run) const {
   return j;
 }
 
-void Queries::open_sessions(Reply reply) const {
+void Queries::open_sessions(acp::Reply reply) const {
   json sessions = json::array();
   registry_.for_each_open([&](const std::string& id, const auto& name, const Session& s) {
     json entry = {{"sessionId", id},
@@ -108,7 +106,7 @@ void Queries::open_sessions(Reply reply) const {
                   {"activeRequestId", s.active_request_id()},
                   {"activeRunId", s.active_run_id() ? json(*s.active_run_id()) : json()},
                   {"adapterPid", s.adapter_pid() ? json(s.adapter_pid()) : json()},
-                  {"updatedAt", iso_time(s.updated_at())}};
+                  {"updatedAt", acp::iso_time(s.updated_at())}};
     sessions.push_back(std::move(entry));
   });
   reply.result({{"sessions", std::move(sessions)}, {"running", scheduler_.running()},

@@ -22,10 +22,10 @@ class Queries {
   Queries(Runtime& rt, const Registry& registry, const Scheduler& scheduler);
 
  private:
-  void list_sessions(schema::ListSessionsRequest req, Reply reply) const;
-  void open_sessions(Reply reply) const;
-  void get_run(const std::string& run_id, Reply reply) const;
-  void list_runs(schema::ListRunsRequest req, Reply reply) const;
+  void list_sessions(schema::ListSessionsRequest req, acp::Reply reply) const;
+  void open_sessions(acp::Reply reply) const;
+  void get_run(const std::string& run_id, acp::Reply reply) const;
+  void list_runs(schema::ListRunsRequest req, acp::Reply reply) const;
   nlohmann::json run_json(const RunRecord& run) const;
 
   Runtime& rt_;

@@ -9,21 +9,22 @@ namespace harnessd::worker {
 
 using nlohmann::json;
 
-void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then) {
+void answer_cancelled(QueuedPrompt prompt, acp::UniqueFunction<void()> then) {
   TurnFacts facts;
   facts.run_id = prompt.run_id;
   facts.session_id = prompt.ledger.sessionId;
-  facts.ended_at = iso_time();
+  facts.ended_at = acp::iso_time();
   TurnOutcome o = cancelled_outcome("removed before it started", facts);
   // The terminal line is written before the host hears of it.
-  prompt.recorder->finish(o.event, o.fields, o.result_file,
-                          [reply = std::move(prompt.reply), run_id = prompt.run_id, answer = std::move(*o.answer),
-                           then = std::move(then)](Expected<void> r) mutable {
-                            if (!r) log::error("run " + run_id + ": " + r.error().message);
-                            reply.result(std::move(answer));
-                            if (then) then();
-                          },
-                          /*failure_fails=*/false);
+  prompt.recorder->finish(
+      o.event, o.fields, o.result_file,
+      [reply = std::move(prompt.reply), run_id = prompt.run_id, answer = std::move(*o.answer),
+       then = std::move(then)](Expected<void> r) mutable {
+        if (!r) acp::log::error("run " + run_id + ": " + r.error().message);
+        reply.result(std::move(answer));
+        if (then) then();
+      },
+      /*failure_fails=*/false);
 }
 
 json prepare_run(QueuedPrompt& prompt, harnesses::Packaged* packaged) {

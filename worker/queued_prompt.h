@@ -24,7 +24,7 @@ struct QueuedPrompt {
   std::string run_id;
   nlohmann::json blocks;   // ContentBlock array, already checked
   nlohmann::json request;  // the host's request, for request.json
-  Reply reply;
+  acp::Reply reply;
   std::chrono::milliseconds timeout{0};  // 0: none
   LedgerEntry ledger;                    // the run's identity for ledger lines
   std::unique_ptr<RunRecorder> recorder;  // prepared when queued
@@ -43,6 +43,6 @@ nlohmann::json prepare_run(QueuedPrompt& prompt, harnesses::Packaged* packaged =
 /// Ends a prompt that never ran (removed from the queue, session closed):
 /// records "cancelled", then answers stopReason "cancelled".
 /// `then` runs once the answer is sent.
-void answer_cancelled(QueuedPrompt prompt, UniqueFunction<void()> then = nullptr);
+void answer_cancelled(QueuedPrompt prompt, acp::UniqueFunction<void()> then = nullptr);
 
 }  // namespace harnessd::worker

@@ -67,8 +67,8 @@ std::size_t Relay::replay(const std::string& transcript) {
     start = end + 1;
   }
   if (skipped) {
-    log::warn("session " + session_id_ + ": " + std::to_string(skipped) +
-              " transcript line(s) cut by a crash were skipped");
+    acp::log::warn("session " + session_id_ + ": " + std::to_string(skipped) +
+                   " transcript line(s) cut by a crash were skipped");
   }
   return replayed;
 }
@@ -81,11 +81,12 @@ void Relay::bind(adapters::AdapterLink& link) {
       [this](std::string_view data) {
         if (RunRecorder* r = hooks_.recorder()) r->stderr_data(data);
       });
-  Connection& rpc = link.rpc();
+  acp::Connection& rpc = link.rpc();
   rpc.on_notification("session/update", [this](const json& params) { relay_update(params); });
   for (const char* method : kForwarded) {
     std::string m = method;
-    rpc.on_request(m, [this, m](const json& params, Reply reply) { forward_to_host(m, params, std::move(reply)); });
+    rpc.on_request(m,
+                   [this, m](const json& params, acp::Reply reply) { forward_to_host(m, params, std::move(reply)); });
   }
   rpc.on_notification("elicitation/complete", [this](const json& params) {
     if (flag(rt_.client_capabilities, "elicitation")) rt_.host.notify("elicitation/complete", params);
@@ -99,7 +100,7 @@ void Relay::relay_update(const json& params) {
     if (it != params.end() && it->is_object()) update = &*it;
   }
   if (!update) {
-    log::warn("session " + session_id_ + ": adapter sent session/update without an update object; dropped");
+    acp::log::warn("session " + session_id_ + ": adapter sent session/update without an update object; dropped");
     return;
   }
   std::string kind = update->value("sessionUpdate", "");
@@ -108,15 +109,16 @@ void Relay::relay_update(const json& params) {
   // harnessd does not know only when the host opted into it.
   if (!schema::is_known_update_kind(kind)) {
     if (!host_accepts_unstable(kind)) {
-      log::warn("session " + session_id_ + ": adapter sent session/update of unknown kind '" + kind + "'; dropped");
+      acp::log::warn("session " + session_id_ + ": adapter sent session/update of unknown kind '" + kind +
+                     "'; dropped");
       return;
     }
   } else if (auto problem = schema::check_session_update(*update)) {
-    log::warn("session " + session_id_ + ": adapter sent a malformed " + kind + " (" + *problem + "); dropped");
+    acp::log::warn("session " + session_id_ + ": adapter sent a malformed " + kind + " (" + *problem + "); dropped");
     return;
   }
   if (kTurnUpdates.count(kind) && !adapter_.prompting()) {
-    log::warn("session " + session_id_ + ": adapter sent " + kind + " outside a turn; dropped");
+    acp::log::warn("session " + session_id_ + ": adapter sent " + kind + " outside a turn; dropped");
     return;
   }
   if (adapter_.replaying()) return;  // the adapter replaying its own history
@@ -134,7 +136,7 @@ void Relay::relay_update(const json& params) {
     std::string text = (*content)["text"].get<std::string>();
     std::string_view rest = text;
     while (!rest.empty()) {
-      std::size_t n = utf8::safe_cut(rest, kMaxChunkText);
+      std::size_t n = acp::utf8::safe_cut(rest, kMaxChunkText);
       out["update"]["content"]["text"] = std::string(rest.substr(0, n));
       send_update(out);
       rest.remove_prefix(n);
@@ -147,7 +149,7 @@ void Relay::relay_update(const json& params) {
 void Relay::send_update(const json& params) {
   // Serialised once: the same line goes to the host, the transcript and the
   // run's events.
-  std::string line = to_line({{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", params}});
+  std::string line = acp::to_line({{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", params}});
   if (RunRecorder* r = hooks_.recorder()) r->event("harnessd>host", std::string_view(line).substr(0, line.size() - 1));
   record_transcript(line);
   rt_.host.send_line(std::move(line));
@@ -179,7 +181,7 @@ json Relay::adapter_client_capabilities() const {
   return caps;
 }
 
-void Relay::forward_to_host(const std::string& method, const json& params, Reply reply) {
+void Relay::forward_to_host(const std::string& method, const json& params, acp::Reply reply) {
   if (!host_can_serve(method)) {
     // The host did not advertise this capability (ACP: never call what
     // was not advertised), so the adapter gets "method not found".
@@ -188,7 +190,7 @@ void Relay::forward_to_host(const std::string& method, const json& params, Reply
   }
   json out = params;
   if (out.is_object() && out.contains("sessionId")) out["sessionId"] = session_id_;
-  rt_.host.call(method, std::move(out), [method, reply = std::move(reply)](Connection::CallResult r) mutable {
+  rt_.host.call(method, std::move(out), [method, reply = std::move(reply)](acp::Connection::CallResult r) mutable {
     if (r) {
       reply.result(std::move(*r));
     } else if (method == "session/request_permission" && r.error().code == rpc_code::kPeerGone) {

@@ -47,7 +47,7 @@ class Relay {
 
  private:
   void relay_update(const nlohmann::json& params);
-  void forward_to_host(const std::string& method, const nlohmann::json& params, Reply reply);
+  void forward_to_host(const std::string& method, const nlohmann::json& params, acp::Reply reply);
   bool host_can_serve(const std::string& method) const;
   bool host_accepts_unstable(const std::string& kind) const;
 

@@ -23,7 +23,7 @@ Store::Done RunRecorder::track() {
   };
 }
 
-void RunRecorder::on_failure(UniqueFunction<void(const std::string&)> fn) { shared_->on_failure = std::move(fn); }
+void RunRecorder::on_failure(acp::UniqueFunction<void(const std::string&)> fn) { shared_->on_failure = std::move(fn); }
 
 Store::Done RunRecorder::counted() {
   // Counted, so that open() knows whether it must wait for the disk.

@@ -19,7 +19,7 @@ namespace harnessd::worker {
 
 class RunRecorder {
  public:
-  using Done = UniqueFunction<void(Expected<void>)>;
+  using Done = acp::UniqueFunction<void(Expected<void>)>;
 
   /// `base` carries the run's identity (runId, sessionId, name, harness,
   /// requestId) for the ledger lines this recorder writes.
@@ -44,7 +44,7 @@ class RunRecorder {
   void stderr_data(std::string_view data);
 
   /// Called once with the first write error during the turn (after open).
-  void on_failure(UniqueFunction<void(const std::string&)> fn);
+  void on_failure(acp::UniqueFunction<void(const std::string&)> fn);
 
   /// Writes result.json (making the run folder if the run never started),
   /// appends the terminal `event` with `outcome` fields, closes the run's
@@ -62,7 +62,7 @@ class RunRecorder {
  private:
   struct Shared {
     std::optional<std::string> error;
-    UniqueFunction<void(const std::string&)> on_failure;
+    acp::UniqueFunction<void(const std::string&)> on_failure;
     int preparing = 0;  // prepare() writes not yet confirmed
   };
   Store::Done track();

@@ -112,8 +112,8 @@ void report_run(const RunOutcome& run, const std::string& format, const std::str
     if (result.is_discarded()) result = json();
   }
   if (format == "text") {
-    if (!run.text.empty() && run.text.back() != '\n' && stdout_open) stdout_open = write_all(1, "\n") == 0;
-    write_all(2, end_summary(run, result, recording));
+    if (!run.text.empty() && run.text.back() != '\n' && stdout_open) stdout_open = acp::write_all(1, "\n") == 0;
+    acp::write_all(2, end_summary(run, result, recording));
     return;
   }
   if (format != "json") return;
@@ -129,7 +129,7 @@ void report_run(const RunOutcome& run, const std::string& format, const std::str
               {"adapterMeta", run.adapter_meta.empty() ? json() : run.adapter_meta},
               {"error", run.error ? json(*run.error) : json()}};
   if (stdout_open) {
-    stdout_open = write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n") == 0;
+    stdout_open = acp::write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n") == 0;
   }
 }
 

@@ -19,10 +19,10 @@ namespace harnessd::worker {
 
 /// Owned by the daemon; outlives every session.
 struct Runtime {
-  Loop& loop;
+  acp::Loop& loop;
   const Config& config;
   /// The host connection (harnessd is the agent side).
-  Connection& host;
+  acp::Connection& host;
   adapters::Reaper& reaper;
   Store& store;
   /// The harnessd executable used as the guard of adapter process groups.
@@ -46,8 +46,8 @@ struct Runtime {
   /// Backpressure gates, owned by the Engine (see Engine): adapters' stdout
   /// is not read while the first is closed, and each adapter's stdin queue
   /// closes the second while it is over the high-water mark.
-  FlowGate* adapter_output_gate = nullptr;
-  FlowGate* host_input_gate = nullptr;
+  acp::FlowGate* adapter_output_gate = nullptr;
+  acp::FlowGate* host_input_gate = nullptr;
 };
 
 }  // namespace harnessd::worker

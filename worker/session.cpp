@@ -43,7 +43,7 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                 // A oneshot session starts every adapter afresh.
                 [this] { return !closed_ && !oneshot(); }}) {
   adapter_.set_resume_id(init_.restore_adapter_session);
-  if (init_.created_at.empty()) init_.created_at = iso_time();
+  if (init_.created_at.empty()) init_.created_at = acp::iso_time();
   adapter_defaults_ = init_.adapter_defaults;
   // Until the adapter runs, what the harness's adapter offered last time.
   options_.expect(init_.profile.name, init_.config_choices);
@@ -80,14 +80,14 @@ json Session::record() const {
   r.closed = closed_;
   r.daemon = rt_.store.instance();
   r.created_at = init_.created_at;
-  r.updated_at = iso_time();
+  r.updated_at = acp::iso_time();
   return r.to_json();
 }
 
 void Session::save_record() {
   std::string id = init_.id;
   rt_.store.save_session(record(), [id](Expected<void> r) {
-    if (!r) log::warn("session " + id + ": its record could not be saved: " + r.error().message);
+    if (!r) acp::log::warn("session " + id + ": its record could not be saved: " + r.error().message);
   });
 }
 
@@ -123,8 +123,8 @@ Expected<void, RpcError> Session::set_harness(const harnesses::HarnessProfile& p
 }
 
 template <class T>
-UniqueFunction<void(Expected<T, RpcError>)> Session::held(UniqueFunction<void(Expected<T, RpcError>)> done) {
-  auto slot = std::make_shared<UniqueFunction<void(Expected<T, RpcError>)>>(std::move(done));
+acp::UniqueFunction<void(Expected<T, RpcError>)> Session::held(acp::UniqueFunction<void(Expected<T, RpcError>)> done) {
+  auto slot = std::make_shared<acp::UniqueFunction<void(Expected<T, RpcError>)>>(std::move(done));
   const std::uint64_t key = next_held_++;
   held_.emplace(key, [slot](const RpcError& e) {
     if (auto d = std::move(*slot)) d(e);
@@ -136,24 +136,25 @@ UniqueFunction<void(Expected<T, RpcError>)> Session::held(UniqueFunction<void(Ex
 }
 
 void Session::set_adapter_option(const std::string& config_id, const json& value,
-                                 UniqueFunction<void(Expected<json, RpcError>)> done) {
+                                 acp::UniqueFunction<void(Expected<json, RpcError>)> done) {
   done = held(std::move(done));
   std::weak_ptr<bool> alive = alive_;
   ensure_adapter([this, alive, config_id, value, done = std::move(done)](Expected<void, RpcError> ready) mutable {
     if (alive.expired()) return;
     if (!ready) return done(ready.error());
-    adapter_.set_config_option(config_id, value,
-                               [this, alive, config_id, value, done = std::move(done)](Connection::CallResult r) mutable {
-                                 if (alive.expired()) return;
-                                 if (!r) return done(r.error());
-                                 init_.config_choices[config_id] = value;
-                                 save_record();
-                                 done(config_options());
-                               });
+    adapter_.set_config_option(
+        config_id, value,
+        [this, alive, config_id, value, done = std::move(done)](acp::Connection::CallResult r) mutable {
+          if (alive.expired()) return;
+          if (!r) return done(r.error());
+          init_.config_choices[config_id] = value;
+          save_record();
+          done(config_options());
+        });
   });
 }
 
-void Session::set_mode(const std::string& mode_id, UniqueFunction<void(Expected<void, RpcError>)> done) {
+void Session::set_mode(const std::string& mode_id, acp::UniqueFunction<void(Expected<void, RpcError>)> done) {
   done = held(std::move(done));
   std::weak_ptr<bool> alive = alive_;
   ensure_adapter([this, alive, mode_id, done = std::move(done)](Expected<void, RpcError> ready) mutable {
@@ -166,7 +167,7 @@ void Session::set_mode(const std::string& mode_id, UniqueFunction<void(Expected<
       });
       return;
     }
-    adapter_.set_mode(mode_id, [alive, done = std::move(done)](Connection::CallResult r) mutable {
+    adapter_.set_mode(mode_id, [alive, done = std::move(done)](acp::Connection::CallResult r) mutable {
       if (alive.expired()) return;
       if (!r) return done(r.error());
       done({});
@@ -202,11 +203,11 @@ void Session::start_turn(QueuedPrompt prompt) {
   turn_ = std::make_unique<Turn>(next_generation_++);
   turn_->prompt = std::move(prompt);
   turn_->control.start();
-  turn_->started_at = iso_time();
+  turn_->started_at = acp::iso_time();
   const std::uint64_t generation = turn_->control.generation();
   // The deadline counts from the turn's start, not from when it was queued.
   if (turn_->prompt.timeout.count() > 0) {
-    turn_->deadline = std::make_unique<Timer>(rt_.loop);
+    turn_->deadline = std::make_unique<acp::Timer>(rt_.loop);
     turn_->deadline->start(turn_->prompt.timeout, [this, generation] {
       if (turn_ && turn_->control.generation() == generation) stop_turn(queue::StopReason::kTimeout);
     });
@@ -214,10 +215,11 @@ void Session::start_turn(QueuedPrompt prompt) {
   // The user's prompt goes into the transcript as the updates a replay
   // shows (ACP session/load replays the user's messages this way).
   for (const auto& block : turn_->prompt.blocks) {
-    relay_.record_transcript(to_line({{"jsonrpc", "2.0"},
-                               {"method", "session/update"},
-                               {"params", {{"sessionId", init_.id},
-                                           {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", block}}}}}}));
+    relay_.record_transcript(acp::to_line(
+        {{"jsonrpc", "2.0"},
+         {"method", "session/update"},
+         {"params",
+          {{"sessionId", init_.id}, {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", block}}}}}}));
   }
   turn_->task = harnesses::prompt_task(turn_->prompt.blocks);
   if (turn_->prompt.packaging) {
@@ -240,7 +242,7 @@ void Session::start_turn(QueuedPrompt prompt) {
   // A plain prompt's run folder was usually prepared while the previous
   // turn ran; the turn waits until it is on disk before it does anything else.
   turn_->recorder = std::move(turn_->prompt.recorder);
-  std::string request_line = to_line(turn_->prompt.request);
+  std::string request_line = acp::to_line(turn_->prompt.request);
   request_line.pop_back();
   turn_->recorder->event("host>harnessd", request_line);
   std::weak_ptr<bool> alive = alive_;
@@ -261,7 +263,7 @@ void Session::turn_recording_ready(std::uint64_t generation, Expected<void> open
   std::weak_ptr<bool> alive = alive_;
   turn_->recorder->on_failure([this, alive, generation](const std::string& why) {
     if (alive.expired() || closed_ || !turn_ || turn_->control.generation() != generation) return;
-    log::error("session " + init_.id + ": run " + turn_->prompt.run_id + " cannot be recorded: " + why);
+    acp::log::error("session " + init_.id + ": run " + turn_->prompt.run_id + " cannot be recorded: " + why);
     turn_->error = why;
     stop_turn(queue::StopReason::kError);
   });
@@ -277,12 +279,13 @@ void Session::turn_recording_ready(std::uint64_t generation, Expected<void> open
 
 // ---------------------------------------------------------------- adapter start-up
 
-void Session::start_adapter_early(UniqueFunction<void(json)> done) {
+void Session::start_adapter_early(acp::UniqueFunction<void(json)> done) {
   early_answer_ = std::move(done);
   std::weak_ptr<bool> alive = alive_;
   ensure_adapter([this, alive](Expected<void, RpcError> ready) {
     if (alive.expired()) return;
-    if (!ready) log::warn("session " + init_.id + ": " + ready.error().message + "; the first prompt starts it again");
+    if (!ready)
+      acp::log::warn("session " + init_.id + ": " + ready.error().message + "; the first prompt starts it again");
     answer_early();
   });
   early_unused_ = true;
@@ -332,7 +335,8 @@ adapters::AdapterSessionSpec Session::adapter_spec() const {
 void Session::send_prompt() {
   const std::uint64_t generation = turn_->control.generation();
   const bool latched = turn_->control.activate();
-  adapter_.prompt(turn_->blocks, [this, generation](Connection::CallResult r) { finish_turn(generation, std::move(r)); });
+  adapter_.prompt(turn_->blocks,
+                  [this, generation](acp::Connection::CallResult r) { finish_turn(generation, std::move(r)); });
   // A stop that arrived during start-up was latched; apply it now that the
   // prompt has reached the adapter.
   if (latched && turn_ && turn_->control.generation() == generation) forward_stop();
@@ -371,10 +375,10 @@ void Session::forward_stop() {
   if (!adapter_.alive()) return;  // its exit ends the turn
   adapter_.cancel();
   const std::uint64_t generation = turn_->control.generation();
-  turn_->stop_timer = std::make_unique<Timer>(rt_.loop);
+  turn_->stop_timer = std::make_unique<acp::Timer>(rt_.loop);
   turn_->stop_timer->start(rt_.config.daemon.cancel_grace, [this, generation] {
     if (!turn_ || turn_->control.generation() != generation) return;
-    log::warn("session " + init_.id + ": adapter did not answer the cancel in time; stopping it");
+    acp::log::warn("session " + init_.id + ": adapter did not answer the cancel in time; stopping it");
     // Retiring fails the pending session/prompt, which answers the host at
     // once; the reaper finishes the kill ladder.
     adapter_.retire();
@@ -400,14 +404,14 @@ void Session::remember(const Turn& turn, const std::string& event) {
   if (event != run_event::kCompleted) return;
   std::string answer = turn.answer;
   if (answer.size() > kMaxAnswerBytes) {
-    answer.resize(utf8::safe_cut(answer, kMaxAnswerBytes));
+    answer.resize(acp::utf8::safe_cut(answer, kMaxAnswerBytes));
     answer += " [... answer cut at " + std::to_string(kMaxAnswerBytes) + " bytes]";
   }
   init_.history.push_back({{"task", turn.task}, {"answer", answer}, {"runId", turn.prompt.run_id}});
   while (init_.history.size() > kHistoryTurns) init_.history.erase(init_.history.begin());
 }
 
-void Session::finish_turn(std::uint64_t generation, Connection::CallResult result) {
+void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult result) {
   if (!turn_ || turn_->control.generation() != generation || !turn_->control.finish()) return;
   Turn& turn = *turn_;
   updated_at_ = std::chrono::system_clock::now();
@@ -420,7 +424,7 @@ void Session::finish_turn(std::uint64_t generation, Connection::CallResult resul
   facts.run_id = run_id;
   facts.session_id = init_.id;
   facts.started_at = turn.started_at;
-  facts.ended_at = iso_time();
+  facts.ended_at = acp::iso_time();
   facts.partial_output = turn.partial_output;
   facts.timeout = turn.prompt.timeout;
   facts.store_error = turn.error;
@@ -431,7 +435,7 @@ void Session::finish_turn(std::uint64_t generation, Connection::CallResult resul
   std::optional<json> answer = std::move(o.answer);
   std::optional<RpcError> failure = std::move(o.failure);
   if (answer) {
-    std::string line = to_line({{"jsonrpc", "2.0"}, {"id", turn.prompt.ledger.requestId}, {"result", *answer}});
+    std::string line = acp::to_line({{"jsonrpc", "2.0"}, {"id", turn.prompt.ledger.requestId}, {"result", *answer}});
     line.pop_back();
     turn.recorder->event("harnessd>host", line);
   }
@@ -443,7 +447,7 @@ void Session::finish_turn(std::uint64_t generation, Connection::CallResult resul
       [this, alive, generation, run_id, reply = std::move(turn.prompt.reply), answer = std::move(answer),
        failure = std::move(failure)](Expected<void> written) mutable {
         if (!written) {
-          log::error("run " + run_id + ": " + written.error().message);
+          acp::log::error("run " + run_id + ": " + written.error().message);
           reply.error(RpcError{rpc_code::kStoreFailed,
                                "run " + run_id + " failed: it could not be recorded (" + written.error().message + ")",
                                {{"runId", run_id}, {"reason", "store"}}});
@@ -477,7 +481,7 @@ void Session::finish_turn(std::uint64_t generation, Connection::CallResult resul
                         });
 }
 
-void Session::close(bool forget, UniqueFunction<void()> answered) {
+void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
   if (closed_) {
     if (answered) answered();
     return;
@@ -487,23 +491,24 @@ void Session::close(bool forget, UniqueFunction<void()> answered) {
     // A turn already finishing answers from its own callback; any other is
     // ended now, as cancelled, recorded first.
     if (turn->control.finish()) {
-      UniqueFunction<void()> after = std::move(answered);
+      acp::UniqueFunction<void()> after = std::move(answered);
       answered = nullptr;
       TurnFacts facts;
       facts.run_id = turn->prompt.run_id;
       facts.session_id = init_.id;
       facts.started_at = turn->started_at;
-      facts.ended_at = iso_time();
+      facts.ended_at = acp::iso_time();
       facts.partial_output = turn->partial_output;
       TurnOutcome o = cancelled_outcome("session closed", facts);
-      turn->recorder->finish(o.event, o.fields, o.result_file,
-                             [reply = std::move(turn->prompt.reply), run_id = turn->prompt.run_id,
-                              answer = std::move(*o.answer), after = std::move(after)](Expected<void> written) mutable {
-                               if (!written) log::error("run " + run_id + ": " + written.error().message);
-                               reply.result(std::move(answer));
-                               if (after) after();
-                             },
-                             /*failure_fails=*/false);
+      turn->recorder->finish(
+          o.event, o.fields, o.result_file,
+          [reply = std::move(turn->prompt.reply), run_id = turn->prompt.run_id, answer = std::move(*o.answer),
+           after = std::move(after)](Expected<void> written) mutable {
+            if (!written) acp::log::error("run " + run_id + ": " + written.error().message);
+            reply.result(std::move(answer));
+            if (after) after();
+          },
+          /*failure_fails=*/false);
     }
   }
   answer_early();  // the session exists; a later lifetime can load it
@@ -531,9 +536,9 @@ void Session::close(bool forget, UniqueFunction<void()> answered) {
   if (answered) answered();
 }
 
-void Session::restore(bool replay, UniqueFunction<void(Expected<json, RpcError>)> done) {
+void Session::restore(bool replay, acp::UniqueFunction<void(Expected<json, RpcError>)> done) {
   done = held(std::move(done));
-  auto finish = [this](UniqueFunction<void(Expected<json, RpcError>)> cb, std::size_t replayed) mutable {
+  auto finish = [this](acp::UniqueFunction<void(Expected<json, RpcError>)> cb, std::size_t replayed) mutable {
     const json& restored = adapter_.restore_outcome();
     if (adapter_.ready()) {
       json outcome = restored.is_null() ? json{{"restored", true}, {"live", true}} : restored;

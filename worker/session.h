@@ -96,16 +96,16 @@ class Session {
   /// Any other option goes to the adapter (started if need be); `done` gets
   /// the complete configOptions.
   void set_adapter_option(const std::string& config_id, const nlohmann::json& value,
-                          UniqueFunction<void(Expected<nlohmann::json, RpcError>)> done);
+                          acp::UniqueFunction<void(Expected<nlohmann::json, RpcError>)> done);
   /// session/set_mode: the adapter's option of category "mode" when it has
   /// one (so the choice is kept like any option), else its own set_mode.
-  void set_mode(const std::string& mode_id, UniqueFunction<void(Expected<void, RpcError>)> done);
+  void set_mode(const std::string& mode_id, acp::UniqueFunction<void(Expected<void, RpcError>)> done);
   /// Starts the adapter before the host knows the session, so that its
   /// options can be in session/new's answer; `done` runs once the adapter is
   /// up or has failed (a failure is logged; the first prompt tries again),
   /// or the session closes, with the configOptions to answer. The host is
   /// not told of the list meanwhile: the answer carries it.
-  void start_adapter_early(UniqueFunction<void(nlohmann::json)> done);
+  void start_adapter_early(acp::UniqueFunction<void(nlohmann::json)> done);
   std::chrono::system_clock::time_point updated_at() const { return updated_at_; }
   /// The adapter's pid, or 0 when no adapter runs.
   int adapter_pid() const;
@@ -128,13 +128,13 @@ class Session {
   /// shutdown leaves it open, so a later lifetime can load the session.
   /// `answered` runs once the running turn's answer is sent (at once when
   /// no turn runs), so that queued prompts can be answered after it.
-  void close(bool forget = false, UniqueFunction<void()> answered = nullptr);
+  void close(bool forget = false, acp::UniqueFunction<void()> answered = nullptr);
 
   /// session/load and session/resume: replays the transcript (if `replay`),
   /// then makes sure the adapter runs, resuming or loading its own earlier
   /// session when it can. `done` gets what happened to the adapter session,
   /// for the answer's _meta.
-  void restore(bool replay, UniqueFunction<void(Expected<nlohmann::json, RpcError>)> done);
+  void restore(bool replay, acp::UniqueFunction<void(Expected<nlohmann::json, RpcError>)> done);
   bool busy() const { return turn_ != nullptr; }
 
   /// The session record (sessions/<id>.json) as it stands.
@@ -148,8 +148,8 @@ class Session {
     queue::TurnControl control;
     QueuedPrompt prompt;
     bool partial_output = false;  // an update of this turn reached the host
-    std::unique_ptr<Timer> stop_timer;
-    std::unique_ptr<Timer> deadline;
+    std::unique_ptr<acp::Timer> stop_timer;
+    std::unique_ptr<acp::Timer> deadline;
     std::unique_ptr<RunRecorder> recorder;
     std::string error;  // why harnessd stopped the run itself (kError)
     std::string started_at;
@@ -157,13 +157,13 @@ class Session {
     std::string task;       // the prompt's text, for the session's history
     std::string answer;     // the agent's message text, for the session's history
   };
-  using Ready = UniqueFunction<void(Expected<void, RpcError>)>;
+  using Ready = acp::UniqueFunction<void(Expected<void, RpcError>)>;
 
   /// A host request answered later, when an adapter call returns: the
   /// returned callback answers it, and closing the session first answers it
   /// with an error, so no request outlives the session unanswered.
   template <class T>
-  UniqueFunction<void(Expected<T, RpcError>)> held(UniqueFunction<void(Expected<T, RpcError>)> done);
+  acp::UniqueFunction<void(Expected<T, RpcError>)> held(acp::UniqueFunction<void(Expected<T, RpcError>)> done);
   void ensure_adapter(Ready ready);
   adapters::AdapterSessionSpec adapter_spec() const;
   /// Takes the adapter's configOptions from an answer, if it has them;
@@ -174,7 +174,7 @@ class Session {
   void send_prompt();
   void stop_turn(queue::StopReason why);
   void forward_stop();
-  void finish_turn(std::uint64_t generation, Connection::CallResult result);
+  void finish_turn(std::uint64_t generation, acp::Connection::CallResult result);
   /// An update of the running turn reaches the host: it has output, and
   /// the agent's text is kept for a oneshot session's history.
   void turn_output(const std::string& kind, const nlohmann::json& update);
@@ -190,13 +190,13 @@ class Session {
   bool prompted_ = false;          // a turn has started: the harness is fixed
   SessionOptions options_;
   nlohmann::json adapter_defaults_;  // what the adapter offered its new session; null until one was made
-  UniqueFunction<void(nlohmann::json)> early_answer_;  // session/new's, while its adapter starts early
+  acp::UniqueFunction<void(nlohmann::json)> early_answer_;  // session/new's, while its adapter starts early
   bool early_unused_ = false;  // the adapter started for session/new and nothing has used it since
   std::function<void(Session&)> on_idle_;
   std::chrono::system_clock::time_point updated_at_;
   std::unique_ptr<Turn> turn_;
   std::uint64_t next_generation_ = 1;
-  std::map<std::uint64_t, UniqueFunction<void(const RpcError&)>> held_;  // by held()'s order
+  std::map<std::uint64_t, acp::UniqueFunction<void(const RpcError&)>> held_;  // by held()'s order
   std::uint64_t next_held_ = 0;
 
   // Last, so that they go first: their hooks call into the members above.

@@ -68,7 +68,7 @@ Expected<SessionRecord, std::string> SessionRecord::from_json(const json& j) {
 std::optional<std::string> session_record_problem(const json& record) {
   if (!record.is_object()) return "not an object";
   auto id = record.find("sessionId");
-  if (id != record.end() && (!id->is_string() || !is_safe_id(id->get_ref<const std::string&>()))) {
+  if (id != record.end() && (!id->is_string() || !acp::is_safe_id(id->get_ref<const std::string&>()))) {
     return "sessionId is not a session id";
   }
   enum Type { kString, kStringOrNull, kBool, kInteger, kArray, kObject };

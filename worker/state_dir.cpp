@@ -66,8 +66,8 @@ Expected<void, PathError> check_opened(int fd, const std::string& rel, bool want
     }
     mode_t tight = want_dir ? 0700 : 0600;
     if (::fchmod(fd, tight) != 0) return sys_error(rel, errno);
-    log::warn(rel + " could be written by other users (mode " + mode + "); tightened to " +
-              (want_dir ? "0700" : "0600"));
+    acp::log::warn(rel + " could be written by other users (mode " + mode + "); tightened to " +
+                   (want_dir ? "0700" : "0600"));
   }
   return {};
 }
@@ -178,7 +178,7 @@ Expected<void, PathError> write_new(int dir, const std::string& name, const std:
   int fd = ::openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return describe_failure(dir, name.c_str(), rel, errno);
   UniqueFd file(fd);
-  int err = write_all(file.get(), content);
+  int err = acp::write_all(file.get(), content);
   if (!err && sync && ::fdatasync(file.get()) != 0) err = errno;
   if (err) {
     file.reset();

@@ -36,10 +36,10 @@ bool instance_dead(int root, const std::string& file) {
 }  // namespace
 
 bool daemon_instance_alive(int root, const std::string& instance) {
-  return is_safe_id(instance) && !instance_dead(root, instance + ".lock");
+  return acp::is_safe_id(instance) && !instance_dead(root, instance + ".lock");
 }
 
-Store::Store(Loop& loop, std::string dir, StoreOptions options)
+Store::Store(acp::Loop& loop, std::string dir, StoreOptions options)
     : loop_(loop), dir_(std::move(dir)), options_(options), instance_(queue::make_id("d_")) {}
 
 Store::~Store() {
@@ -55,9 +55,9 @@ Store::~Store() {
   if (root_ >= 0) ::close(root_);
 }
 
-std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions options) {
+std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOptions options) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  if (dir.empty() || dir.front() != '/') dir = default_state_home();  // never relative to the cwd
+  if (dir.empty() || dir.front() != '/') dir = acp::default_state_home();  // never relative to the cwd
   std::unique_ptr<Store> store(new Store(loop, std::move(dir), options));
   Store& s = *store;
   s.budget_ = std::make_unique<WriteBudget>(options.fail_after_bytes);
@@ -93,18 +93,18 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
       } else {
         s.lock_fd_ = fd->release();
         std::string pid = std::to_string(::getpid()) + "\n";
-        (void)write_all(s.lock_fd_, pid);
+        (void)acp::write_all(s.lock_fd_, pid);
       }
     }
   }
-  if (s.unusable_) log::error(*s.unusable_ + "; runs will fail until it is fixed");
+  if (s.unusable_) acp::log::error(*s.unusable_ + "; runs will fail until it is fixed");
 
   if (s.root_ >= 0) {
     // The ledger, all lifetimes.
     JsonlRead ledger = read_jsonl_beneath(s.root_, LedgerFile::kRel);
-    if (!ledger.refused.empty()) log::error(ledger.refused);
+    if (!ledger.refused.empty()) acp::log::error(ledger.refused);
     for (std::size_t n : ledger.bad_lines) {
-      log::warn("ledger.jsonl: line " + std::to_string(n) + " is not JSON (cut by a crash?); skipped");
+      acp::log::warn("ledger.jsonl: line " + std::to_string(n) + " is not JSON (cut by a crash?); skipped");
     }
     for (const auto& line : ledger.lines) {
       if (auto entry = LedgerEntry::from_json(line)) s.runs_.apply(*entry);
@@ -116,18 +116,18 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
           std::string file = e->d_name;
           if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
           std::string id = file.substr(0, file.size() - 5);
-          if (!is_safe_id(id)) continue;
+          if (!acp::is_safe_id(id)) continue;
           JsonlRead rec = read_jsonl_beneath(s.root_, "sessions/" + file);
           if (!rec.refused.empty()) {
-            log::warn(rec.refused);
+            acp::log::warn(rec.refused);
             continue;
           }
           if (rec.lines.size() != 1 || !rec.lines[0].is_object()) {
-            log::warn("sessions/" + file + " is not a session record; skipped");
+            acp::log::warn("sessions/" + file + " is not a session record; skipped");
             continue;
           }
           if (auto problem = session_record_problem(rec.lines[0])) {
-            log::warn("sessions/" + file + " is not a session record harnessd wrote (" + *problem + "); skipped");
+            acp::log::warn("sessions/" + file + " is not a session record harnessd wrote (" + *problem + "); skipped");
             continue;
           }
           s.sessions_[id] = rec.lines[0];
@@ -149,7 +149,7 @@ std::unique_ptr<Store> Store::open(Loop& loop, std::string dir, StoreOptions opt
   }
   // Ledger lines that waited for space are retried every second; the timer
   // does not keep the loop alive.
-  s.retry_timer_ = std::make_unique<Timer>(loop);
+  s.retry_timer_ = std::make_unique<acp::Timer>(loop);
   s.retry_timer_->start_every(std::chrono::seconds(1), [&s] { s.retry_ledger(); });
   s.retry_timer_->unref();
   if (!s.unusable_) s.recover();
@@ -175,13 +175,13 @@ void Store::recover() {
     if (r.ended()) continue;
     auto known = dead.find(r.daemon);
     if (known == dead.end()) {
-      bool gone = r.daemon.empty() || !is_safe_id(r.daemon) || instance_dead(root_, r.daemon + ".lock");
+      bool gone = r.daemon.empty() || !acp::is_safe_id(r.daemon) || instance_dead(root_, r.daemon + ".lock");
       known = dead.emplace(r.daemon, gone).first;
     }
     if (!known->second) continue;
     std::string reason = "harnessd stopped before the run ended (daemon " + r.daemon + ")";
     LedgerEntry e;
-    e.time = iso_time();
+    e.time = acp::iso_time();
     e.event = run_event::kInterrupted;
     e.runId = r.runId;
     e.sessionId = r.sessionId;
@@ -193,7 +193,7 @@ void Store::recover() {
     // Every ended run has its result.json: the recording is closed if it
     // was never finished, and made for a run that was still queued. A link
     // planted where the folder or file should be is refused, not followed.
-    if (is_safe_id(r.runId)) {
+    if (acp::is_safe_id(r.runId)) {
       std::string result_rel = run_dir(r.runId) + "/result.json";
       JsonlRead existing = read_jsonl_beneath(root_, result_rel);
       if (existing.lines.empty()) {
@@ -201,10 +201,10 @@ void Store::recover() {
                        {"reason", reason}, {"endedAt", e.time}};
         Expected<void, PathError> w = make_dir_beneath(root_, run_dir(r.runId));
         if (w) w = replace_file_beneath(root_, result_rel, result.dump() + "\n", false);
-        if (!w) log::error("cannot write " + result_rel + ": " + w.error().message);
+        if (!w) acp::log::error("cannot write " + result_rel + ": " + w.error().message);
       }
     }
-    log::warn("run " + r.runId + " of session " + r.sessionId + " was interrupted: " + reason);
+    acp::log::warn("run " + r.runId + " of session " + r.sessionId + " was interrupted: " + reason);
     record(std::move(e));
   }
   // Lock files of instances that are gone.
@@ -235,7 +235,7 @@ StoreWriter& Store::lane_for(const std::string& key) {
   return *lanes_[std::hash<std::string>{}(key) % lanes_.size()];
 }
 
-void Store::submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::string run,
+void Store::submit(const std::string& key, acp::UniqueFunction<Expected<void>()> work, Done done, std::string run,
                    std::size_t bytes) {
   if (unusable_) {
     // Fail on the loop, never inside the caller's stack.
@@ -307,7 +307,7 @@ LedgerEntry Store::store_failure(const LedgerEntry& end, const std::string& why)
 }
 
 void Store::record(LedgerEntry entry, Done done) {
-  if (entry.time.empty()) entry.time = iso_time();
+  if (entry.time.empty()) entry.time = acp::iso_time();
   if (entry.daemon.empty()) entry.daemon = instance_;
   runs_.apply(entry);
   bool sync = options_.sync && is_terminal_event(entry.event);
@@ -324,7 +324,7 @@ void Store::record(LedgerEntry entry, Done done) {
 
 void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, bool failure_fails, bool sync,
                     Done done) {
-  if (end.time.empty()) end.time = iso_time();
+  if (end.time.empty()) end.time = acp::iso_time();
   if (end.daemon.empty()) end.daemon = instance_;
   const std::string run_id = end.runId;
   // The line that ends up in the ledger, for the index once it is written.
@@ -343,7 +343,7 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
       [w, ledger, root, written, result_json = std::move(result_json), failure_fails, do_sync]() -> Expected<void> {
         const LedgerEntry asked = *written;
         Expected<void> first;
-        if (result_json && is_safe_id(asked.runId)) {
+        if (result_json && acp::is_safe_id(asked.runId)) {
           std::string rel = run_dir(asked.runId) + "/result.json";
           if (auto b = w->check_budget(result_json->size(), rel); !b) {
             first = b;
@@ -376,7 +376,7 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
 
 void Store::save_session(const json& record, Done done) {
   std::string id = record.value("sessionId", "");
-  if (!is_safe_id(id)) {
+  if (!acp::is_safe_id(id)) {
     if (done) loop_.post([done = std::move(done), id]() mutable { done(Error{"unsafe session id " + id}); });
     return;
   }
@@ -465,7 +465,7 @@ void Store::read_file(std::string rel, ReadDone done) {
   auto content = std::make_shared<std::string>();
   std::string key = key_of(rel);
   int root = root_;
-  UniqueFunction<Expected<void>()> work = [root, rel, content]() -> Expected<void> {
+  acp::UniqueFunction<Expected<void>()> work = [root, rel, content]() -> Expected<void> {
     if (root < 0) return Error{"cannot read " + rel + ": the state directory could not be opened"};
     auto read = read_beneath(root, rel);
     if (!read) {

@@ -47,8 +47,8 @@ bool daemon_instance_alive(int root, const std::string& instance);
 
 class Store {
  public:
-  using Done = UniqueFunction<void(Expected<void>)>;
-  using ReadDone = UniqueFunction<void(Expected<std::string>)>;
+  using Done = acp::UniqueFunction<void(Expected<void>)>;
+  using ReadDone = acp::UniqueFunction<void(Expected<std::string>)>;
 
   /// Creates the directory if needed (0700), opens it (never through a
   /// link; it and its folders must be this user's, and are tightened if
@@ -60,7 +60,7 @@ class Store {
   /// daemon can still serve (and fail runs with a clear error). Every later
   /// file operation is relative to the directory's descriptor and follows
   /// no link.
-  static std::unique_ptr<Store> open(Loop& loop, std::string dir, StoreOptions options = {});
+  static std::unique_ptr<Store> open(acp::Loop& loop, std::string dir, StoreOptions options = {});
   /// Finishes queued writes (their callbacks do not run) and stops the thread.
   ~Store();
   Store(const Store&) = delete;
@@ -131,7 +131,7 @@ class Store {
 
  private:
   static constexpr int kLanes = 4;
-  Store(Loop& loop, std::string dir, StoreOptions options);
+  Store(acp::Loop& loop, std::string dir, StoreOptions options);
   void recover();
   static std::string key_of(const std::string& rel);
   StoreWriter& lane_for(const std::string& key);
@@ -139,14 +139,14 @@ class Store {
   /// `bytes`: what the job writes, counted against the high-water mark.
   /// write_file (`fresh` false) and create_file (`fresh` true).
   void put_file(std::string rel, std::string content, Done done, bool sync, bool fresh);
-  void submit(const std::string& key, UniqueFunction<Expected<void>()> work, Done done, std::string run = "",
+  void submit(const std::string& key, acp::UniqueFunction<Expected<void>()> work, Done done, std::string run = "",
               std::size_t bytes = 0);
   void check_pressure();
   /// Writer threads: `bytes` of the queue were written.
   void written(std::size_t bytes);
   void retry_ledger();
 
-  Loop& loop_;
+  acp::Loop& loop_;
   std::string dir_;
   StoreOptions options_;
   std::string instance_;
@@ -165,7 +165,7 @@ class Store {
   std::function<void(bool)> on_pressure_;
   std::unique_ptr<WriteCompletions> completions_;
   std::vector<std::unique_ptr<StoreWriter>> lanes_;
-  std::unique_ptr<Timer> retry_timer_;
+  std::unique_ptr<acp::Timer> retry_timer_;
 };
 
 }  // namespace harnessd::worker

@@ -42,9 +42,9 @@ Expected<void> append_whole(int fd, std::string_view data, const std::string& re
   struct stat st {};
   int err = ::fstat(fd, &st) != 0 ? errno : 0;
   if (!err) {
-    err = write_all(fd, data);
+    err = acp::write_all(fd, data);
     if (err && ::ftruncate(fd, st.st_size) != 0) {
-      log::error("cannot cut " + rel + " back after a failed write: " + errno_text(errno));
+      acp::log::error("cannot cut " + rel + " back after a failed write: " + errno_text(errno));
     }
   }
   ::flock(fd, LOCK_UN);
@@ -61,7 +61,7 @@ Expected<int> open_append(int root, const std::string& rel) {
     char last = '\n';
     if (::pread(fd, &last, 1, st.st_size - 1) != 1) last = '\n';
     if (last != '\n') {
-      log::warn(rel + ": the last line was cut short (a crash?); it is left alone and skipped when read");
+      acp::log::warn(rel + ": the last line was cut short (a crash?); it is left alone and skipped when read");
       if (auto w = append_whole(fd, "\n", rel); !w) return w.error();
     }
   }
@@ -89,7 +89,7 @@ void WriteCompletions::push(WriteDone done, Expected<void> result) {
         try {
           done(std::move(result));
         } catch (const std::exception& e) {
-          log::error(std::string("store callback failed: ") + e.what());
+          acp::log::error(std::string("store callback failed: ") + e.what());
         }
       });
 }
@@ -145,7 +145,7 @@ void StoreWriter::run() {
     } else if (!result && result.error().message != last_unheard_) {
       // Nobody waits for this write (a transcript line): say it once.
       last_unheard_ = result.error().message;
-      log::error(last_unheard_);
+      acp::log::error(last_unheard_);
     }
     if (job.bytes) written_(job.bytes);
   }

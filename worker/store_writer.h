@@ -25,7 +25,7 @@
 namespace harnessd::worker {
 
 /// What a job reports to when it is done; runs on the loop thread.
-using WriteDone = UniqueFunction<void(Expected<void>)>;
+using WriteDone = acp::UniqueFunction<void(Expected<void>)>;
 
 /// "cannot <what> <rel>: <the system's words for err>".
 Error io_error(const std::string& what, const std::string& rel, int err);
@@ -63,7 +63,7 @@ class WriteBudget {
 /// destroyed are dropped unrun, as their callbacks may refer to the Store.
 class WriteCompletions {
  public:
-  explicit WriteCompletions(Loop& loop) : loop_(loop) {}
+  explicit WriteCompletions(acp::Loop& loop) : loop_(loop) {}
   WriteCompletions(const WriteCompletions&) = delete;
   WriteCompletions& operator=(const WriteCompletions&) = delete;
 
@@ -71,7 +71,7 @@ class WriteCompletions {
   void push(WriteDone done, Expected<void> result);
 
  private:
-  Loop& loop_;
+  acp::Loop& loop_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
@@ -82,7 +82,7 @@ class WriteCompletions {
 class StoreWriter {
  public:
   struct Job {
-    UniqueFunction<Expected<void>()> work;
+    acp::UniqueFunction<Expected<void>()> work;
     WriteDone done;
     std::string run;        // a failure marks this run as not recorded
     std::size_t bytes = 0;  // counted against the Store's queue

@@ -45,7 +45,7 @@ namespace {
 
 void complain(const std::string& command, const std::string& message) {
   std::string line = "harnessd " + command + ": " + message + "\n";
-  write_all(2, line);
+  acp::write_all(2, line);
 }
 
 Expected<std::string> read_prompt(const std::string& arg) {
@@ -118,7 +118,7 @@ bool permission_allowed(const json& params, const json& outcome) {
 /// joined by a pair of connections that hand each other lines on the loop.
 class RunClient {
  public:
-  RunClient(Loop& loop, const WrapperOptions& options, EngineOptions engine, std::string prompt, json context,
+  RunClient(acp::Loop& loop, const WrapperOptions& options, EngineOptions engine, std::string prompt, json context,
             std::string cwd)
       : loop_(loop),
         options_(options),
@@ -137,17 +137,17 @@ class RunClient {
   void start() {
     engine_ = std::make_unique<Engine>(loop_, host_, std::move(engine_options_));
     client_.on_notification("session/update", [this](const json& p) { on_update(p); });
-    client_.on_request("session/request_permission", [this](const json& p, Reply r) {
+    client_.on_request("session/request_permission", [this](const json& p, acp::Reply r) {
       json outcome = permission_outcome(p, options_.approve);
       std::string title = p.contains("toolCall") && p["toolCall"].is_object() ? p["toolCall"].value("title", "") : "";
-      log::info("permission for '" + title + "': " + outcome.dump());
+      acp::log::info("permission for '" + title + "': " + outcome.dump());
       if (outcome.value("outcome", "") != "selected" || !permission_allowed(p, outcome)) {
         outcome_.refused.push_back(title.empty() ? std::string("a tool call") : title);
       }
       r.result({{"outcome", outcome}});
     });
     for (int signum : {SIGINT, SIGTERM, SIGHUP}) {
-      signals_.push_back(std::make_unique<SignalWatch>(loop_, signum, [this](int) { on_signal(); }));
+      signals_.push_back(std::make_unique<acp::SignalWatch>(loop_, signum, [this](int) { on_signal(); }));
     }
     initialize();
   }
@@ -160,15 +160,15 @@ class RunClient {
   }
 
  private:
-  static ConnectionOptions connection_options(const char* peer, bool agent_side) {
-    ConnectionOptions o;
+  static acp::ConnectionOptions connection_options(const char* peer, bool agent_side) {
+    acp::ConnectionOptions o;
     o.peer = peer;
     o.require_initialize = agent_side;
     return o;
   }
 
   // Lines cross on the next loop iteration, never inside the sender's stack.
-  void pass(Connection& to, std::string line) {
+  void pass(acp::Connection& to, std::string line) {
     if (!line.empty() && line.back() == '\n') line.pop_back();
     loop_.post([&to, line = std::move(line)] {
       if (!to.closed()) to.receive_line(line);
@@ -181,7 +181,7 @@ class RunClient {
                    {"clientInfo", {{"name", "harnessd-run"}, {"version", "1"}}}};
     progress_.set_activity("starting the harness");
     progress_.start(options_.progress);
-    client_.call("initialize", std::move(params), [this](Connection::CallResult r) {
+    client_.call("initialize", std::move(params), [this](acp::Connection::CallResult r) {
       if (!r) return fail(r.error());
       new_session();
     });
@@ -198,14 +198,14 @@ class RunClient {
     if (options_.template_name) ours["template"] = *options_.template_name;
     json params = {{"cwd", cwd_}, {"mcpServers", json::array()}};
     if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
-    client_.call("session/new", std::move(params), [this](Connection::CallResult r) {
+    client_.call("session/new", std::move(params), [this](acp::Connection::CallResult r) {
       if (!r) return fail(r.error());
       outcome_.session_id = r->value("sessionId", "");
       if (outcome_.interrupted) return end(run_exit::kInterrupted);
       if (!options_.summary) return send_prompt();
       client_.call("_harnessd/sessions/set_summary",
                    {{"sessionId", outcome_.session_id}, {"summary", *options_.summary}},
-                   [this](Connection::CallResult set) {
+                   [this](acp::Connection::CallResult set) {
                      if (!set) return fail(set.error());
                      if (outcome_.interrupted) return end(run_exit::kInterrupted);
                      send_prompt();
@@ -223,7 +223,7 @@ class RunClient {
     if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
     prompting_ = true;
     progress_.set_activity("waiting for the harness");
-    client_.call("session/prompt", std::move(params), [this](Connection::CallResult r) {
+    client_.call("session/prompt", std::move(params), [this](acp::Connection::CallResult r) {
       prompting_ = false;
       answered(std::move(r));
     });
@@ -239,7 +239,7 @@ class RunClient {
       progress_.set_activity("answering");
       if (options_.format == "text" && stdout_open_) {
         progress_.clear();
-        stdout_open_ = write_all(1, t) == 0;
+        stdout_open_ = acp::write_all(1, t) == 0;
       }
       outcome_.text += t;
     } else if (kind == "usage_update") {
@@ -252,7 +252,7 @@ class RunClient {
       if (options_.format == "text") {
         // One line per tool call, on stderr: stdout is the answer alone.
         progress_.clear();
-        write_all(2, "[tool] " + title + "\n");
+        acp::write_all(2, "[tool] " + title + "\n");
       }
     } else if (kind == "tool_call_update") {
       std::string status = update.value("status", json("")).is_string() ? update.value("status", "") : "";
@@ -274,7 +274,7 @@ class RunClient {
     }
   }
 
-  void answered(Connection::CallResult r) {
+  void answered(acp::Connection::CallResult r) {
     if (reported_) return;  // the run was reported already; its outcome stays
     if (r) {
       outcome_.stop_reason = r->value("stopReason", "");
@@ -300,7 +300,7 @@ class RunClient {
     // A session without a name has served its purpose.
     if (options_.session || outcome_.session_id.empty() || ending_) return end(outcome_.exit_code);
     client_.call("session/close", {{"sessionId", outcome_.session_id}},
-                 [this](Connection::CallResult) { end(outcome_.exit_code); });
+                 [this](acp::Connection::CallResult) { end(outcome_.exit_code); });
   }
 
   static int exit_code_for(const RpcError& e) {
@@ -354,17 +354,17 @@ class RunClient {
     signals_.clear();
   }
 
-  Loop& loop_;
+  acp::Loop& loop_;
   const WrapperOptions& options_;
   std::string state_dir_;
   EngineOptions engine_options_;
   std::string prompt_;
   json context_;
   std::string cwd_;
-  Connection host_;    // the engine's side
-  Connection client_;  // ours
+  acp::Connection host_;    // the engine's side
+  acp::Connection client_;  // ours
   std::unique_ptr<Engine> engine_;
-  std::vector<std::unique_ptr<SignalWatch>> signals_;
+  std::vector<std::unique_ptr<acp::SignalWatch>> signals_;
   RunOutcome outcome_;  // what the run came to, filled in as it goes
   int signals_seen_ = 0;
   bool prompting_ = false;
@@ -387,7 +387,7 @@ void print_refused_run(const std::string& message) {
               {"stopReason", nullptr}, {"text", ""},                   {"runId", nullptr},
               {"sessionId", nullptr},  {"recording", nullptr},         {"usage", nullptr},
               {"adapterMeta", nullptr}, {"error", {{"code", -32602}, {"message", message}}}};
-  write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+  acp::write_all(1, out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 int run_command(const WrapperOptions& options, const Config& config, const std::string& state_dir) {
@@ -430,7 +430,7 @@ int run_command(const WrapperOptions& options, const Config& config, const std::
   engine.store.sync = config.daemon.fsync;
   int code = run_exit::kFailed;
   {
-    Loop loop;
+    acp::Loop loop;
     RunClient client(loop, options, std::move(engine), std::move(*prompt), std::move(*context), std::move(*cwd));
     client.start();
     loop.run();
@@ -491,7 +491,7 @@ int pack_command(const WrapperOptions& options, const Config& config, const std:
   }
   harnesses::Packaged packaged = harnesses::package_prompt(*tmpl, in);
   if (!packaged.text.empty() && packaged.text.back() != '\n') packaged.text += '\n';
-  write_all(1, packaged.text);
+  acp::write_all(1, packaged.text);
   return run_exit::kDone;
 }
 

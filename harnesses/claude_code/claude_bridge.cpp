@@ -158,7 +158,7 @@ json select_option(const std::string& id, const std::string& name, const std::st
 
 class ClaudeSession final : public BridgeSession {
  public:
-  ClaudeSession(Loop& loop, const ClaudeOptions& options, const BridgeSessionSpec& spec)
+  ClaudeSession(acp::Loop& loop, const ClaudeOptions& options, const BridgeSessionSpec& spec)
       : loop_(loop),
         options_(options),
         spec_(spec),
@@ -213,7 +213,7 @@ class ClaudeSession final : public BridgeSession {
     process_->write(interrupt.dump() + "\n");
     interrupt_timer_.start(options_.interrupt_grace, [this] {
       if (turn_ && process_) {
-        log::warn("claude-code bridge: claude did not end the interrupted turn; stopping it");
+        acp::log::warn("claude-code bridge: claude did not end the interrupted turn; stopping it");
         process_->terminate(kCloseGrace);
       }
     });
@@ -267,7 +267,7 @@ class ClaudeSession final : public BridgeSession {
   void on_line(std::string_view line) {
     json e = schema::parse_or_discard(line);
     if (e.is_discarded() || !e.is_object()) {
-      log::debug("claude-code bridge: not JSON from claude: " + std::string(line.substr(0, 200)));
+      acp::log::debug("claude-code bridge: not JSON from claude: " + std::string(line.substr(0, 200)));
       return;
     }
     std::string type = e.value("type", "");
@@ -284,8 +284,8 @@ class ClaudeSession final : public BridgeSession {
     } else if (type == "result") {
       on_result(e);
     } else if (type == "system" && e.value("subtype", "") == "api_retry") {
-      log::warn("claude-code bridge: API error " + e.value("error_status", json()).dump() + ", retrying (attempt " +
-                e.value("attempt", json()).dump() + ")");
+      acp::log::warn("claude-code bridge: API error " + e.value("error_status", json()).dump() +
+                     ", retrying (attempt " + e.value("attempt", json()).dump() + ")");
     }
   }
 
@@ -483,7 +483,7 @@ class ClaudeSession final : public BridgeSession {
     process_.release();
   }
 
-  Loop& loop_;
+  acp::Loop& loop_;
   const ClaudeOptions& options_;
   BridgeSessionSpec spec_;
   bool resume_;
@@ -492,7 +492,7 @@ class ClaudeSession final : public BridgeSession {
   std::map<std::string, std::string> tool_names_;
   json streaming_id_;
   std::set<std::string> streamed_;
-  Timer interrupt_timer_;
+  acp::Timer interrupt_timer_;
   int interrupts_ = 0;
   std::string model_;  // "default" or a name for --model
   std::string mode_;   // "default" or a --permission-mode
@@ -518,7 +518,7 @@ json claude_config_options(const std::string& model, const std::string& mode) {
                       {"bypassPermissions", "Bypass permissions"}})});
 }
 
-Bridge make_claude_bridge(Loop& loop, ClaudeOptions given) {
+Bridge make_claude_bridge(acp::Loop& loop, ClaudeOptions given) {
   return make_bridge("claude-code", true, std::move(given),
                      [&loop](const ClaudeOptions& options, const BridgeSessionSpec& spec)
                          -> Expected<std::unique_ptr<BridgeSession>, RpcError> {

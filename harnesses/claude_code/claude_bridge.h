@@ -23,7 +23,7 @@ struct ClaudeOptions {
   std::chrono::milliseconds interrupt_grace{5000};
 };
 
-Bridge make_claude_bridge(Loop& loop, ClaudeOptions options);
+Bridge make_claude_bridge(acp::Loop& loop, ClaudeOptions options);
 
 /// The config options of a claude-code session (ACP SessionConfigOption
 /// objects): `model` and `mode` with these current values ("default" when

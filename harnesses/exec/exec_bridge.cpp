@@ -39,7 +39,7 @@ std::optional<std::string> field_at(const json& j, const std::string& path) {
 
 class ExecSession final : public BridgeSession {
  public:
-  ExecSession(Loop& loop, const ExecOptions& options, std::string cwd)
+  ExecSession(acp::Loop& loop, const ExecOptions& options, std::string cwd)
       : loop_(loop), options_(options), cwd_(std::move(cwd)) {}
 
   ~ExecSession() override { remove_prompt_file(); }
@@ -91,7 +91,7 @@ class ExecSession final : public BridgeSession {
     // Relay whole characters only; a multi-byte character split across two
     // reads waits for its end.
     pending_.append(data);
-    std::size_t n = utf8::safe_cut(pending_, pending_.size());
+    std::size_t n = acp::utf8::safe_cut(pending_, pending_.size());
     if (n < pending_.size() && pending_.size() - n > 3) n = pending_.size();  // not UTF-8 at all: let it go
     if (n == 0) return;
     if (turn_) turn_->update(chunk(pending_.substr(0, n)));
@@ -101,7 +101,7 @@ class ExecSession final : public BridgeSession {
   void on_json_line(std::string_view line) {
     json j = schema::parse_or_discard(line);
     if (j.is_discarded()) {
-      log::debug("exec bridge: a stdout line is not JSON; skipped");
+      acp::log::debug("exec bridge: a stdout line is not JSON; skipped");
       return;
     }
     if (auto text = field_at(j, options_.field); text && turn_) turn_->update(chunk(*text));
@@ -135,7 +135,7 @@ class ExecSession final : public BridgeSession {
     prompt_file_.clear();
   }
 
-  Loop& loop_;
+  acp::Loop& loop_;
   const ExecOptions& options_;
   std::string cwd_;
   std::shared_ptr<BridgeTurn> turn_;
@@ -146,7 +146,7 @@ class ExecSession final : public BridgeSession {
 
 }  // namespace
 
-Bridge make_exec_bridge(Loop& loop, ExecOptions given) {
+Bridge make_exec_bridge(acp::Loop& loop, ExecOptions given) {
   return make_bridge("exec", false, std::move(given),
                      [&loop](const ExecOptions& options, const BridgeSessionSpec& spec)
                          -> Expected<std::unique_ptr<BridgeSession>, RpcError> {

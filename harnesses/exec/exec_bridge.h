@@ -21,6 +21,6 @@ struct ExecOptions {
   std::chrono::milliseconds kill_grace{2000};
 };
 
-Bridge make_exec_bridge(Loop& loop, ExecOptions options);
+Bridge make_exec_bridge(acp::Loop& loop, ExecOptions options);
 
 }  // namespace harnessd::harnesses

@@ -29,7 +29,7 @@ std::string tool_kind(const std::string& tool) {
 
 class OpencodeSession final : public BridgeSession {
  public:
-  OpencodeSession(Loop& loop, const OpencodeOptions& options, const BridgeSessionSpec& spec,
+  OpencodeSession(acp::Loop& loop, const OpencodeOptions& options, const BridgeSessionSpec& spec,
                   std::string opencode_session)
       : loop_(loop), options_(options), spec_(spec), opencode_session_(std::move(opencode_session)) {}
 
@@ -118,7 +118,7 @@ class OpencodeSession final : public BridgeSession {
     if (id == opencode_session_) return;
     opencode_session_ = id;
     if (!save_bridge_state("opencode", spec_.id, {{"opencodeSession", id}, {"cwd", spec_.cwd}})) {
-      log::warn("opencode bridge: cannot save the session state in " + bridge_state_dir("opencode"));
+      acp::log::warn("opencode bridge: cannot save the session state in " + bridge_state_dir("opencode"));
     }
   }
 
@@ -137,7 +137,7 @@ class OpencodeSession final : public BridgeSession {
     process_.release();
   }
 
-  Loop& loop_;
+  acp::Loop& loop_;
   const OpencodeOptions& options_;
   BridgeSessionSpec spec_;
   std::string opencode_session_;
@@ -149,7 +149,7 @@ class OpencodeSession final : public BridgeSession {
 
 }  // namespace
 
-Bridge make_opencode_bridge(Loop& loop, OpencodeOptions given) {
+Bridge make_opencode_bridge(acp::Loop& loop, OpencodeOptions given) {
   return make_bridge("opencode", true, std::move(given),
                      [&loop](const OpencodeOptions& options, const BridgeSessionSpec& spec)
                          -> Expected<std::unique_ptr<BridgeSession>, RpcError> {

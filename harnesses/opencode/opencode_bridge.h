@@ -20,6 +20,6 @@ struct OpencodeOptions {
   std::chrono::milliseconds kill_grace{2000};
 };
 
-Bridge make_opencode_bridge(Loop& loop, OpencodeOptions options);
+Bridge make_opencode_bridge(acp::Loop& loop, OpencodeOptions options);
 
 }  // namespace harnessd::harnesses

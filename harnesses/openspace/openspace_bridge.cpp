@@ -47,7 +47,7 @@ std::string content_text(const json& content) {
 
 class OpenspaceSession final : public BridgeSession {
  public:
-  OpenspaceSession(Loop& loop, const OpenspaceOptions& options, std::string cwd)
+  OpenspaceSession(acp::Loop& loop, const OpenspaceOptions& options, std::string cwd)
       : loop_(loop), options_(options), cwd_(std::move(cwd)), poll_(loop) {}
 
   ~OpenspaceSession() override { remove_task_file(); }
@@ -242,10 +242,10 @@ class OpenspaceSession final : public BridgeSession {
     task_file_.clear();
   }
 
-  Loop& loop_;
+  acp::Loop& loop_;
   const OpenspaceOptions& options_;
   std::string cwd_;
-  Timer poll_;
+  acp::Timer poll_;
   std::shared_ptr<BridgeTurn> turn_;
   ProcessSlot process_{loop_};
   std::vector<std::string> stdout_;
@@ -257,7 +257,7 @@ class OpenspaceSession final : public BridgeSession {
 
 }  // namespace
 
-Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions given) {
+Bridge make_openspace_bridge(acp::Loop& loop, OpenspaceOptions given) {
   return make_bridge("openspace", false, std::move(given),
                      [&loop](const OpenspaceOptions& options, const BridgeSessionSpec& spec)
                          -> Expected<std::unique_ptr<BridgeSession>, RpcError> {

@@ -23,6 +23,6 @@ struct OpenspaceOptions {
   std::chrono::milliseconds poll_interval{200};
 };
 
-Bridge make_openspace_bridge(Loop& loop, OpenspaceOptions options);
+Bridge make_openspace_bridge(acp::Loop& loop, OpenspaceOptions options);
 
 }  // namespace harnessd::harnesses

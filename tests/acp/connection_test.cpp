@@ -17,7 +17,7 @@ namespace {
 struct Wire {
   std::vector<json> out;
   std::vector<std::string> raw;
-  Connection::Send sender() {
+  acp::Connection::Send sender() {
     return [this](std::string line) {
       REQUIRE(!line.empty());
       REQUIRE(line.back() == '\n');
@@ -28,8 +28,8 @@ struct Wire {
   }
 };
 
-ConnectionOptions agent_side() {
-  ConnectionOptions o;
+acp::ConnectionOptions agent_side() {
+  acp::ConnectionOptions o;
   o.peer = "test";
   o.require_initialize = true;
   return o;
@@ -38,12 +38,12 @@ ConnectionOptions agent_side() {
 
 TEST_CASE("requests are dispatched and ids echoed with their JSON type") {
   Wire w;
-  Connection c(agent_side(), w.sender());
-  c.on_request("initialize", [&](const json&, Reply r) {
+  acp::Connection c(agent_side(), w.sender());
+  c.on_request("initialize", [&](const json&, acp::Reply r) {
     r.result({{"ok", true}});
     c.mark_initialized();
   });
-  c.on_request("echo", [](const json& p, Reply r) { r.result(p); });
+  c.on_request("echo", [](const json& p, acp::Reply r) { r.result(p); });
   c.receive_line(R"({"jsonrpc":"2.0","id":"abc","method":"initialize","params":{}})");
   c.receive_line(R"({"jsonrpc":"2.0","id":7,"method":"echo","params":{"x":1}})");
   c.receive_line(R"({"jsonrpc":"2.0","id":null,"method":"echo"})");
@@ -57,9 +57,9 @@ TEST_CASE("requests are dispatched and ids echoed with their JSON type") {
 
 TEST_CASE("requests before initialize get -32600 and notifications get nothing") {
   Wire w;
-  Connection c(agent_side(), w.sender());
+  acp::Connection c(agent_side(), w.sender());
   int notified = 0;
-  c.on_request("session/new", [](const json&, Reply r) { r.result({}); });
+  c.on_request("session/new", [](const json&, acp::Reply r) { r.result({}); });
   c.on_notification("session/cancel", [&](const json&) { ++notified; });
   c.receive_line(R"({"jsonrpc":"2.0","id":1,"method":"session/new","params":{}})");
   c.receive_line(R"({"jsonrpc":"2.0","method":"session/cancel","params":{}})");
@@ -71,7 +71,7 @@ TEST_CASE("requests before initialize get -32600 and notifications get nothing")
 
 TEST_CASE("malformed envelopes get the right code") {
   Wire w;
-  Connection c(agent_side(), w.sender());
+  acp::Connection c(agent_side(), w.sender());
   c.mark_initialized();
   struct Case {
     const char* line;
@@ -108,7 +108,7 @@ TEST_CASE("malformed envelopes get the right code") {
 
 TEST_CASE("bind decodes params with a callable that carries context, and answers a failure with its error") {
   Wire w;
-  Connection c({}, w.sender());
+  acp::Connection c({}, w.sender());
   struct Count {
     std::int64_t n = 0;
   };
@@ -122,7 +122,7 @@ TEST_CASE("bind decodes params with a callable that carries context, and answers
     return Count{p.at("n").get<std::int64_t>()};
   };
   std::vector<std::int64_t> handled;
-  c.bind<Count>("count", decode, [&](Count req, Reply r) {
+  c.bind<Count>("count", decode, [&](Count req, acp::Reply r) {
     handled.push_back(req.n);
     r.result({{"n", req.n}});
   });
@@ -144,7 +144,7 @@ TEST_CASE("bind decodes params with a callable that carries context, and answers
 
 TEST_CASE("bind_notification passes decoded params on and drops those that do not decode, unanswered") {
   Wire w;
-  Connection c({}, w.sender());
+  acp::Connection c({}, w.sender());
   const std::string prefix = "seen:";
   std::vector<std::string> handled;
   c.bind_notification<std::string>(
@@ -163,15 +163,15 @@ TEST_CASE("bind_notification passes decoded params on and drops those that do no
 
 TEST_CASE("a Reply answers exactly once, and a forgotten one answers -32603") {
   Wire w;
-  Connection c({}, w.sender());
-  std::optional<Reply> kept;
-  c.on_request("twice", [](const json&, Reply r) {
+  acp::Connection c({}, w.sender());
+  std::optional<acp::Reply> kept;
+  c.on_request("twice", [](const json&, acp::Reply r) {
     r.result({{"n", 1}});
     r.result({{"n", 2}});  // dropped and logged
   });
-  c.on_request("keep", [&](const json&, Reply r) { kept.emplace(std::move(r)); });
-  c.on_request("forget", [](const json&, Reply) {});
-  c.on_request("throw", [](const json&, Reply) { throw std::runtime_error("boom"); });
+  c.on_request("keep", [&](const json&, acp::Reply r) { kept.emplace(std::move(r)); });
+  c.on_request("forget", [](const json&, acp::Reply) {});
+  c.on_request("throw", [](const json&, acp::Reply) { throw std::runtime_error("boom"); });
   c.receive_line(R"({"jsonrpc":"2.0","id":1,"method":"twice"})");
   c.receive_line(R"({"jsonrpc":"2.0","id":2,"method":"forget"})");
   c.receive_line(R"({"jsonrpc":"2.0","id":3,"method":"keep"})");
@@ -193,10 +193,10 @@ TEST_CASE("a Reply answers exactly once, and a forgotten one answers -32603") {
 
 TEST_CASE("a reply dropped by an exception that the handler catches itself is still answered once") {
   Wire w;
-  Connection c({}, w.sender());
-  c.on_request("inner", [](const json&, Reply r) {
+  acp::Connection c({}, w.sender());
+  c.on_request("inner", [](const json&, acp::Reply r) {
     try {
-      Reply moved = std::move(r);
+      acp::Reply moved = std::move(r);
       throw std::runtime_error("inside");
     } catch (const std::exception&) {
     }
@@ -211,10 +211,10 @@ TEST_CASE("a reply dropped by an exception that the handler catches itself is st
 
 TEST_CASE("replies after the connection closed are dropped silently") {
   Wire w;
-  std::optional<Reply> kept;
+  std::optional<acp::Reply> kept;
   {
-    Connection c({}, w.sender());
-    c.on_request("keep", [&](const json&, Reply r) { kept.emplace(std::move(r)); });
+    acp::Connection c({}, w.sender());
+    c.on_request("keep", [&](const json&, acp::Reply r) { kept.emplace(std::move(r)); });
     c.receive_line(R"({"jsonrpc":"2.0","id":1,"method":"keep"})");
   }
   kept->result({});
@@ -224,9 +224,9 @@ TEST_CASE("replies after the connection closed are dropped silently") {
 
 TEST_CASE("outgoing calls get their answers, errors, and fail when the peer goes") {
   Wire w;
-  std::vector<Connection::CallResult> got;
-  Connection c({}, w.sender());
-  auto collect = [&](Connection::CallResult r) { got.push_back(std::move(r)); };
+  std::vector<acp::Connection::CallResult> got;
+  acp::Connection c({}, w.sender());
+  auto collect = [&](acp::Connection::CallResult r) { got.push_back(std::move(r)); };
   auto id0 = c.call("a", {{"x", 1}}, collect);
   auto id1 = c.call("b", nullptr, collect);
   c.call("c", {}, collect);
@@ -250,11 +250,12 @@ TEST_CASE("outgoing calls get their answers, errors, and fail when the peer goes
 
 TEST_CASE("the table of outgoing calls is bounded") {
   Wire w;
-  ConnectionOptions o;
+  acp::ConnectionOptions o;
   o.max_pending_calls = 2;
   std::vector<int> codes;  // outlives the connection, whose destructor fails the pending calls
-  Connection c(o, w.sender());
-  for (int i = 0; i < 3; ++i) c.call("m", {}, [&](Connection::CallResult r) { codes.push_back(r ? 0 : r.error().code); });
+  acp::Connection c(o, w.sender());
+  for (int i = 0; i < 3; ++i)
+    c.call("m", {}, [&](acp::Connection::CallResult r) { codes.push_back(r ? 0 : r.error().code); });
   REQUIRE(codes.size() == 1);
   CHECK(codes[0] == rpc_code::kTooManyPending);
   CHECK(w.out.size() == 2);
@@ -262,7 +263,7 @@ TEST_CASE("the table of outgoing calls is bounded") {
 
 TEST_CASE("an over-long request is answered with its id when the id can be read") {
   Wire w;
-  Connection c(agent_side(), w.sender());
+  acp::Connection c(agent_side(), w.sender());
   c.receive_overlong(R"({"jsonrpc":"2.0","id":42,"method":"session/prompt","params":{"prompt":[{"text":"xxx)", 99999999,
                      1000);
   REQUIRE(w.out.size() == 1);
@@ -278,7 +279,7 @@ TEST_CASE("an over-long request is answered with its id when the id can be read"
 
 TEST_CASE("output is valid UTF-8 even when strings are not") {
   Wire w;
-  Connection c({}, w.sender());
+  acp::Connection c({}, w.sender());
   c.notify("n", {{"text", std::string("bad \xff byte")}});
   REQUIRE(w.raw.size() == 1);
   CHECK(w.raw[0].find("\xef\xbf\xbd") != std::string::npos);
@@ -286,10 +287,10 @@ TEST_CASE("output is valid UTF-8 even when strings are not") {
 
 TEST_CASE("an adapter-side connection repairs invalid UTF-8 and does not answer garbage") {
   Wire w;
-  ConnectionOptions o;
+  acp::ConnectionOptions o;
   o.repair_utf8 = true;
   o.answer_malformed = false;
-  Connection c(o, w.sender());
+  acp::Connection c(o, w.sender());
   std::string seen;
   c.on_notification("session/update", [&](const json& p) { seen = p["t"].get<std::string>(); });
   c.receive_line(std::string("{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"t\":\"a\xff\"}}"));
@@ -300,13 +301,13 @@ TEST_CASE("an adapter-side connection repairs invalid UTF-8 and does not answer 
 
 TEST_CASE("when_all_answered waits for every request read, however it is answered") {
   Wire w;
-  ConnectionOptions o = agent_side();
+  acp::ConnectionOptions o = agent_side();
   o.require_initialize = false;
-  Connection c(o, w.sender());
-  std::vector<Reply> held;
-  c.on_request("later", [&](const json&, Reply r) { held.push_back(std::move(r)); });
-  c.on_request("now", [](const json&, Reply r) { r.result({}); });
-  c.on_request("throws", [](const json&, Reply) { throw std::runtime_error("boom"); });
+  acp::Connection c(o, w.sender());
+  std::vector<acp::Reply> held;
+  c.on_request("later", [&](const json&, acp::Reply r) { held.push_back(std::move(r)); });
+  c.on_request("now", [](const json&, acp::Reply r) { r.result({}); });
+  c.on_request("throws", [](const json&, acp::Reply) { throw std::runtime_error("boom"); });
 
   int waited = 0;
   c.when_all_answered([&] { ++waited; });  // nothing open: at once
@@ -324,7 +325,7 @@ TEST_CASE("when_all_answered waits for every request read, however it is answere
   });
   held[0].result({});
   CHECK(waited == 1);
-  { Reply dropped = std::move(held[1]); }  // the safety net answers it
+  { acp::Reply dropped = std::move(held[1]); }  // the safety net answers it
   CHECK(waited == 2);
   CHECK(c.unanswered_requests() == 0);
 

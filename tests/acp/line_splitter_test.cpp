@@ -6,7 +6,7 @@
 
 #include "acp/line_splitter.h"
 
-using harnessd::LineSplitter;
+using harnessd::acp::LineSplitter;
 
 namespace {
 struct Collect {

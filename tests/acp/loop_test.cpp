@@ -14,14 +14,14 @@ using namespace harnessd;
 using namespace std::chrono_literals;
 
 TEST_CASE("loop: work posted from other threads runs on the loop thread, in each thread's order") {
-  Loop loop;
+  acp::Loop loop;
   constexpr int kThreads = 4, kEach = 2000;
   std::vector<std::vector<int>> seen(kThreads);
   std::atomic<int> wrong_thread{0};
   int ran = 0;
   const auto loop_thread = std::this_thread::get_id();
   // An active timer keeps the loop running until everything has arrived.
-  auto guard = std::make_unique<Timer>(loop);
+  auto guard = std::make_unique<acp::Timer>(loop);
   guard->start(10s, [&] { loop.stop(); });
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
@@ -48,7 +48,7 @@ TEST_CASE("loop: work posted from other threads runs on the loop thread, in each
 }
 
 TEST_CASE("loop: work waiting from another thread does not keep the loop running, and is dropped once it is closed") {
-  Loop loop;
+  acp::Loop loop;
   bool ran = false;
   loop.post_from_any_thread([&] { ran = true; });
   REQUIRE(loop.close());
@@ -59,16 +59,16 @@ TEST_CASE("loop: work waiting from another thread does not keep the loop running
 }
 
 TEST_CASE("loop: a repeating timer fires every period, and an unref'd one does not hold the loop") {
-  Loop loop;
+  acp::Loop loop;
   int ticks = 0;
-  auto every = std::make_unique<Timer>(loop);
+  auto every = std::make_unique<acp::Timer>(loop);
   every->start_every(5ms, [&] {
     if (++ticks == 3) every->stop();
   });
   loop.run();  // returns once the timer stops: nothing else is active
   CHECK(ticks == 3);
 
-  auto idle = std::make_unique<Timer>(loop);
+  auto idle = std::make_unique<acp::Timer>(loop);
   int idle_ticks = 0;
   idle->start_every(1ms, [&] { ++idle_ticks; });
   idle->unref();

@@ -16,7 +16,7 @@
 using namespace harnessd;
 
 TEST_CASE("posted work runs in order on the next iteration") {
-  Loop loop;
+  acp::Loop loop;
   std::string order;
   loop.post([&] {
     order += "a";
@@ -30,9 +30,9 @@ TEST_CASE("posted work runs in order on the next iteration") {
 }
 
 TEST_CASE("a timer fires once and can be destroyed from its callback") {
-  Loop loop;
+  acp::Loop loop;
   int fired = 0;
-  auto timer = std::make_unique<Timer>(loop);
+  auto timer = std::make_unique<acp::Timer>(loop);
   timer->start(std::chrono::milliseconds(5), [&] {
     ++fired;
     timer.reset();
@@ -43,19 +43,19 @@ TEST_CASE("a timer fires once and can be destroyed from its callback") {
 }
 
 TEST_CASE("a pipe reader delivers everything, then EOF") {
-  Loop loop;
+  acp::Loop loop;
   int fds[2];
   REQUIRE(pipe(fds) == 0);
   std::string payload(300000, 'z');
   std::string got;
   int end_status = 1;
   {
-    auto reader = open_fd_reader(loop, fds[0]);
+    auto reader = acp::open_fd_reader(loop, fds[0]);
     REQUIRE(reader);
-    auto writer = open_fd_writer(loop, fds[1]);
+    auto writer = acp::open_fd_writer(loop, fds[1]);
     REQUIRE(writer);
-    std::unique_ptr<Reader> r = std::move(*reader);
-    std::unique_ptr<Writer> w = std::move(*writer);
+    std::unique_ptr<acp::Reader> r = std::move(*reader);
+    std::unique_ptr<acp::Writer> w = std::move(*writer);
     r->start([&](std::string_view d) { got.append(d); },
              [&](int status) {
                end_status = status;
@@ -77,13 +77,13 @@ TEST_CASE("a regular file works as input (harnessd < session.jsonl)") {
   std::string path = dir.write("in.jsonl", content);
   int fd = ::open(path.c_str(), O_RDONLY);
   REQUIRE(fd >= 0);
-  Loop loop;
+  acp::Loop loop;
   std::string got;
   bool ended = false;
   {
-    auto reader = open_fd_reader(loop, fd);
+    auto reader = acp::open_fd_reader(loop, fd);
     REQUIRE(reader);
-    std::unique_ptr<Reader> r = std::move(*reader);
+    std::unique_ptr<acp::Reader> r = std::move(*reader);
     r->start([&](std::string_view d) { got.append(d); },
              [&](int status) {
                ended = status == 0;
@@ -102,9 +102,9 @@ TEST_CASE("a regular file works as output") {
   std::string path = dir.path() + "/out.jsonl";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   REQUIRE(fd >= 0);
-  Loop loop;
+  acp::Loop loop;
   {
-    auto writer = open_fd_writer(loop, fd);
+    auto writer = acp::open_fd_writer(loop, fd);
     REQUIRE(writer);
     (*writer)->write("one\n");
     (*writer)->write("two\n");
@@ -116,13 +116,13 @@ TEST_CASE("a regular file works as output") {
 
 TEST_CASE("a write to a pipe nobody reads reports EPIPE once") {
   signal(SIGPIPE, SIG_IGN);
-  Loop loop;
+  acp::Loop loop;
   int fds[2];
   REQUIRE(pipe(fds) == 0);
   ::close(fds[0]);
   int errors = 0;
   {
-    auto writer = open_fd_writer(loop, fds[1]);
+    auto writer = acp::open_fd_writer(loop, fds[1]);
     REQUIRE(writer);
     (*writer)->on_error([&](int) { ++errors; });
     (*writer)->write("a\n");
@@ -134,7 +134,7 @@ TEST_CASE("a write to a pipe nobody reads reports EPIPE once") {
 }
 
 TEST_CASE("a pipe writer reports its high-water mark, then its low one, and keeps every line in order") {
-  Loop loop;
+  acp::Loop loop;
   int fds[2];
   REQUIRE(pipe(fds) == 0);
   std::string expected;
@@ -142,12 +142,12 @@ TEST_CASE("a pipe writer reports its high-water mark, then its low one, and keep
   std::vector<bool> transitions;
   std::size_t queued_at_high = 0;
   {
-    auto reader = open_fd_reader(loop, fds[0]);
+    auto reader = acp::open_fd_reader(loop, fds[0]);
     REQUIRE(reader);
-    auto writer = open_fd_writer(loop, fds[1]);
+    auto writer = acp::open_fd_writer(loop, fds[1]);
     REQUIRE(writer);
-    std::unique_ptr<Reader> r = std::move(*reader);
-    std::unique_ptr<Writer> w = std::move(*writer);
+    std::unique_ptr<acp::Reader> r = std::move(*reader);
+    std::unique_ptr<acp::Writer> w = std::move(*writer);
     w->set_watermarks(256 * 1024, 64 * 1024, [&](bool over) {
       transitions.push_back(over);
       if (over) queued_at_high = w->queued_bytes();

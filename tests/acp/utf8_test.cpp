@@ -6,26 +6,26 @@
 using namespace harnessd;
 
 TEST_CASE("valid UTF-8 is recognised") {
-  CHECK(utf8::valid("plain"));
-  CHECK(utf8::valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
-  CHECK_FALSE(utf8::valid("\xff"));
-  CHECK_FALSE(utf8::valid("\xc0\xaf"));          // overlong
-  CHECK_FALSE(utf8::valid("\xed\xa0\x80"));      // surrogate
-  CHECK_FALSE(utf8::valid("\xf4\x90\x80\x80"));  // above U+10FFFF
-  CHECK_FALSE(utf8::valid("\xe2\x82"));          // truncated
+  CHECK(acp::utf8::valid("plain"));
+  CHECK(acp::utf8::valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  CHECK_FALSE(acp::utf8::valid("\xff"));
+  CHECK_FALSE(acp::utf8::valid("\xc0\xaf"));          // overlong
+  CHECK_FALSE(acp::utf8::valid("\xed\xa0\x80"));      // surrogate
+  CHECK_FALSE(acp::utf8::valid("\xf4\x90\x80\x80"));  // above U+10FFFF
+  CHECK_FALSE(acp::utf8::valid("\xe2\x82"));          // truncated
 }
 
 TEST_CASE("repair replaces each broken sequence with U+FFFD") {
-  CHECK(utf8::repair("ok \xff\xfe end") == "ok \xef\xbf\xbd\xef\xbf\xbd end");
-  CHECK(utf8::repair("caf\xc3\xa9") == "caf\xc3\xa9");
-  CHECK(utf8::valid(utf8::repair("\xe2\x82 x \xf0\x9f")));
+  CHECK(acp::utf8::repair("ok \xff\xfe end") == "ok \xef\xbf\xbd\xef\xbf\xbd end");
+  CHECK(acp::utf8::repair("caf\xc3\xa9") == "caf\xc3\xa9");
+  CHECK(acp::utf8::valid(acp::utf8::repair("\xe2\x82 x \xf0\x9f")));
 }
 
 TEST_CASE("safe_cut never splits a character") {
   std::string s = "a\xe2\x82\xac";  // "a€"
-  CHECK(utf8::safe_cut(s, 1) == 1);
-  CHECK(utf8::safe_cut(s, 2) == 1);
-  CHECK(utf8::safe_cut(s, 3) == 1);
-  CHECK(utf8::safe_cut(s, 4) == 4);
-  CHECK(utf8::safe_cut(s, 10) == 4);
+  CHECK(acp::utf8::safe_cut(s, 1) == 1);
+  CHECK(acp::utf8::safe_cut(s, 2) == 1);
+  CHECK(acp::utf8::safe_cut(s, 3) == 1);
+  CHECK(acp::utf8::safe_cut(s, 4) == 4);
+  CHECK(acp::utf8::safe_cut(s, 10) == 4);
 }

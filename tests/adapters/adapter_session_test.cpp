@@ -28,7 +28,7 @@ namespace {
 
 // One AdapterSession on its own loop, with what its hooks saw.
 struct Fixture {
-  Loop loop;
+  acp::Loop loop;
   Reaper reaper{loop};
   std::vector<std::string> agent_args;
   json choices = json::object();
@@ -79,7 +79,7 @@ struct Fixture {
   // Runs the loop until `done` holds (checked every 2 ms); false after 10 s.
   bool run_until(const std::function<bool()>& done) {
     bool ok = false;
-    Timer poll(loop), limit(loop);
+    acp::Timer poll(loop), limit(loop);
     std::function<void()> check = [&] {
       if (done()) {
         ok = true;
@@ -101,10 +101,10 @@ struct Fixture {
     return *result;
   }
 
-  Connection::CallResult prompt(const std::string& text) {
-    std::optional<Connection::CallResult> result;
+  acp::Connection::CallResult prompt(const std::string& text) {
+    std::optional<acp::Connection::CallResult> result;
     session->prompt(json::array({{{"type", "text"}, {"text", text}}}),
-                    [&](Connection::CallResult r) { result = std::move(r); });
+                    [&](acp::Connection::CallResult r) { result = std::move(r); });
     REQUIRE(run_until([&] { return result.has_value(); }));
     return *result;
   }
@@ -163,8 +163,8 @@ TEST_CASE("adapter session: the host's choices are applied again to a new adapte
   CHECK(f.updates.back()["update"]["content"]["text"] == "model fake-large");
 
   // A choice made now reaches the hook before the caller.
-  std::optional<Connection::CallResult> set;
-  f.session->set_config_option("model", "fake-small", [&](Connection::CallResult r) {
+  std::optional<acp::Connection::CallResult> set;
+  f.session->set_config_option("model", "fake-small", [&](acp::Connection::CallResult r) {
     CHECK(f.options_seen.size() == 3);
     set = std::move(r);
   });

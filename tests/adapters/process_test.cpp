@@ -40,7 +40,7 @@ struct Run {
 };
 
 // Spawns, runs the loop until the process has exited and drained.
-void run(Loop& loop, Run& r, const ProcessSpec& spec, std::function<void(Run&)> after_start = nullptr) {
+void run(acp::Loop& loop, Run& r, const ProcessSpec& spec, std::function<void(Run&)> after_start = nullptr) {
   Process::Callbacks cb;
   cb.on_stdout = [&](std::string_view d) { r.out.append(d); };
   cb.on_stderr = [&](std::string_view d) { r.err.append(d); };
@@ -103,7 +103,7 @@ TEST_CASE("find_executable searches PATH like execvp") {
 TEST_CASE("output is drained before the exit is reported, with the exit code") {
   // The guard program, harnessd's own guard mode, and no guard at all.
   for (const std::string& guarded : {test::guard_exe(), test::harnessd_exe(), std::string()}) {
-    Loop loop;
+    acp::Loop loop;
     Run r;
     run(loop, r, shell("i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; echo oops >&2; exit 3", guarded));
     REQUIRE(r.status);
@@ -117,7 +117,7 @@ TEST_CASE("output is drained before the exit is reported, with the exit code") {
 }
 
 TEST_CASE("death by signal is reported as the signal, through the guard too") {
-  Loop loop;
+  acp::Loop loop;
   Run r;
   run(loop, r, shell("kill -SEGV $$"));
   REQUIRE(r.status);
@@ -127,7 +127,7 @@ TEST_CASE("death by signal is reported as the signal, through the guard too") {
 }
 
 TEST_CASE("stdin is the adapter's: closing it gives EOF") {
-  Loop loop;
+  acp::Loop loop;
   Run r;
   run(loop, r, shell("cat; echo done"), [](Run& run) {
     run.process->write("hello\n");
@@ -140,7 +140,7 @@ TEST_CASE("stdin is the adapter's: closing it gives EOF") {
 }
 
 TEST_CASE("terminate: SIGTERM first, SIGKILL after the grace period") {
-  Loop loop;
+  acp::Loop loop;
   Run r;
   auto start = std::chrono::steady_clock::now();
   // Terminate only once the trap is set, or the shell would die of SIGTERM.
@@ -166,7 +166,7 @@ TEST_CASE("terminate: SIGTERM first, SIGKILL after the grace period") {
 }
 
 TEST_CASE("a process that honours SIGTERM ends at once") {
-  Loop loop;
+  acp::Loop loop;
   Run r;
   auto start = std::chrono::steady_clock::now();
   run(loop, r, shell("sleep 100"), [](Run& run) { run.process->terminate(5s); });
@@ -177,7 +177,7 @@ TEST_CASE("a process that honours SIGTERM ends at once") {
 }
 
 TEST_CASE("children of the adapter die with it, even ones that left its process group") {
-  Loop loop;
+  acp::Loop loop;
   Run r;
   // Two grandchildren: one in the group, one in its own session; the
   // adapter exits normally and leaves both behind.
@@ -198,7 +198,7 @@ TEST_CASE("the kill ladder's last step leaves nothing: the guard kills the tree 
   // own (as a bridge's harness is). A SIGKILL to the adapter's group would
   // orphan the grandchild; the guard kills it, so once the exit is seen it
   // is gone already.
-  Loop loop;
+  acp::Loop loop;
   Run r;
   Process::Callbacks cb;
   cb.on_stdout = [&](std::string_view d) {
@@ -226,7 +226,7 @@ TEST_CASE("the kill ladder's last step leaves nothing: the guard kills the tree 
 }
 
 TEST_CASE("destroying a running Process kills its tree and reaps it") {
-  Loop loop;
+  acp::Loop loop;
   pid_t pid = 0;
   {
     Process::Callbacks cb;
@@ -241,7 +241,7 @@ TEST_CASE("destroying a running Process kills its tree and reaps it") {
 }
 
 TEST_CASE("spawn errors name what is wrong") {
-  Loop loop;
+  acp::Loop loop;
   Process::Callbacks cb;
   ProcessSpec missing = shell("true");
   missing.argv = {"no-such-adapter-xyz"};

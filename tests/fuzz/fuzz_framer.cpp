@@ -14,7 +14,7 @@
 
 namespace {
 
-using harnessd::LineSplitter;
+using harnessd::acp::LineSplitter;
 using harnessd::fuzz::fail;
 
 struct Event {

@@ -41,14 +41,14 @@ bool relayable(const json& params) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t size) {
   std::string_view input(reinterpret_cast<const char*>(bytes), size);
   std::vector<std::string> to_host, to_adapter;
-  ConnectionOptions host_options;
+  acp::ConnectionOptions host_options;
   host_options.peer = "host";
-  Connection host(host_options, [&](std::string line) { to_host.push_back(std::move(line)); });
-  ConnectionOptions adapter_options;
+  acp::Connection host(host_options, [&](std::string line) { to_host.push_back(std::move(line)); });
+  acp::ConnectionOptions adapter_options;
   adapter_options.peer = "adapter 1";
   adapter_options.repair_utf8 = true;
   adapter_options.answer_malformed = false;
-  Connection adapter(adapter_options, [&](std::string line) { to_adapter.push_back(std::move(line)); });
+  acp::Connection adapter(adapter_options, [&](std::string line) { to_adapter.push_back(std::move(line)); });
   std::size_t relayed = 0;
   adapter.on_notification("session/update", [&](const json& params) {
     if (!relayable(params)) return;
@@ -66,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
       fuzz::fail("a host line is not one line ending in LF");
     }
     std::string_view body(line.data(), line.size() - 1);
-    if (!utf8::valid(body)) fuzz::fail("a host line is not valid UTF-8");
+    if (!acp::utf8::valid(body)) fuzz::fail("a host line is not valid UTF-8");
     auto parsed = schema::parse_json(body);
     if (!parsed) fuzz::fail("a host line does not parse with the bounded parser: " + parsed.error().message);
     const json& msg = *parsed;

@@ -115,14 +115,14 @@ std::vector<std::string> run_engine(const std::vector<std::string_view>& lines, 
   }();
   (void)once;
   static const worker::Config config = fuzz_config();
-  static Loop loop;
+  static acp::Loop loop;
 
   std::vector<std::string> out;
   {
-    ConnectionOptions options;
+    acp::ConnectionOptions options;
     options.peer = "host";
     options.require_initialize = true;
-    Connection host(options, [&out](std::string line) {
+    acp::Connection host(options, [&out](std::string line) {
       if (!line.empty() && line.back() == '\n') line.pop_back();
       out.push_back(std::move(line));
     });

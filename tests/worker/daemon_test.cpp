@@ -352,7 +352,7 @@ TEST_CASE("output stays valid, bounded and in-turn") {
     std::vector<json> seen;
     d.prompt(sid, "bad-utf8", &seen);
     CHECK(message_text(seen) == "ok \xef\xbf\xbd\xef\xbf\xbd end");
-    for (const auto& line : d.raw_lines()) CHECK(harnessd::utf8::valid(line));
+    for (const auto& line : d.raw_lines()) CHECK(harnessd::acp::utf8::valid(line));
   }
   SECTION("turn updates sent after the answer are dropped") {
     std::vector<json> seen;

@@ -21,7 +21,7 @@ using nlohmann::json;
 namespace {
 LedgerEntry entry(const std::string& run, const std::string& event, const std::string& daemon = "d_x") {
   LedgerEntry e;
-  e.time = iso_time();
+  e.time = acp::iso_time();
   e.event = event;
   e.runId = run;
   e.sessionId = "sess_a";
@@ -34,8 +34,8 @@ LedgerEntry entry(const std::string& run, const std::string& event, const std::s
 // Runs the loop until `done` is set. The store's completion handle does not
 // keep a loop alive by itself (the daemon waits for it explicitly), so a
 // timer does, while we wait.
-void run_until(Loop& loop, const bool& done) {
-  Timer keep_alive(loop);
+void run_until(acp::Loop& loop, const bool& done) {
+  acp::Timer keep_alive(loop);
   while (!done) {
     keep_alive.start(std::chrono::milliseconds(50), [] {});
     uv_run(loop.get(), UV_RUN_ONCE);
@@ -86,7 +86,7 @@ TEST_CASE("a JSONL file cut by a crash is read up to the cut") {
 
 TEST_CASE("the store writes in order per file and reports on the loop") {
   test::TempDir dir;
-  Loop loop;
+  acp::Loop loop;
   {
     auto store = Store::open(loop, dir.path());
     REQUIRE_FALSE(store->unusable());
@@ -108,7 +108,7 @@ TEST_CASE("the store writes in order per file and reports on the loop") {
 
 TEST_CASE("a write error reaches the caller and later writes go on failing cleanly") {
   test::TempDir dir;
-  Loop loop;
+  acp::Loop loop;
   {
     StoreOptions options;
     options.fail_after_bytes = 10;
@@ -128,7 +128,7 @@ TEST_CASE("a write error reaches the caller and later writes go on failing clean
 }
 
 TEST_CASE("a state directory that cannot be created makes writes fail, not the store") {
-  Loop loop;
+  acp::Loop loop;
   {
     auto store = Store::open(loop, "/dev/null/state");
     REQUIRE(store->unusable());
@@ -156,7 +156,7 @@ TEST_CASE("recovery ends the runs of dead daemons, never those of a live one") {
     ledger << entry("run_done", run_event::kQueued, "d_gone").to_json().dump() << "\n";
     ledger << entry("run_done", run_event::kCompleted, "d_gone").to_json().dump() << "\n";
   }
-  Loop loop;
+  acp::Loop loop;
   {
     auto store = Store::open(loop, dir.path());
     CHECK(store->runs().find("run_dead")->state == "interrupted");
