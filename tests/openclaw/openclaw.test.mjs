@@ -332,11 +332,22 @@ function harnessdProcesses(world) {
 
 test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent turns, cancel, close', { timeout: 540000 }, async (t) => {
   const world = await makeWorld();
+  // How long each step took, for the report of a slow machine.
+  const phases = {};
+  let phaseStart = Date.now();
+  const phase = (name) => { phases[name] = Date.now() - phaseStart; phaseStart = Date.now(); };
   let gateway = null;
   let gatewayExit = null;
   let finished = false;
   t.after(async () => {
     const log = path.join(world.dirs.logs, 'gateway.out');
+    if (!finished) {
+      // A short summary first: a long report may be cut in the middle.
+      const entries = ledger(world);
+      process.stderr.write(`--- at failure: ${entries.length} ledger lines, last: ${
+        JSON.stringify(entries.at(-1) ?? null)}; harnessd processes: ${harnessdProcesses(world).length}; phases (ms): ${
+        JSON.stringify(phases)}\n`);
+    }
     if (!finished && fs.existsSync(log)) {
       const text = fs.readFileSync(log, 'utf8');
       const acp = text.split('\n').filter((line) => /acp|harnessd|spawn|subagent/i.test(line));
@@ -376,11 +387,13 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
     await sleep(500);
   }
   t.diagnostic(`gateway ready in ${Date.now() - started} ms`);
+  phase('gateway');
 
   // The startup probe initializes harnessd and closes its stdin; harnessd exits.
   const doctor = await tuiCommand(world, guideCommand('tui', '/acp doctor'));
   assert.match(doctor, /healthy: yes/, `/acp doctor: ${doctor}`);
   assert.match(doctor, /harnessd/);
+  phase('doctor');
 
   // What the guide says about scopes: the stock `gateway call chat.send` asks
   // for operator.write only, and a runtime control is refused that way.
@@ -396,6 +409,7 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
     await sleep(300);
   }
   assert.match(refusal, /requires operator\.admin/, 'chat.send through the stock CLI should be refused /acp close');
+  phase('refusal');
 
   // One-shot: sessions_spawn with the ACP runtime, through the stock CLI.
   const invoke = parseJsonOutput(await runGuide(world,
@@ -406,7 +420,8 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   assert.match(spawned, /"status":"accepted"/, spawned);
   const oneShotKey = spawned.match(/agent:harnessd:acp:[0-9a-f-]{36}/)?.[0];
   assert.ok(oneShotKey, `no child session key in ${spawned}`);
-  const oneShot = await waitForRun(world, 'echo one-shot reached the harness', 'completed', 120000).catch(async (error) => {
+  phase('spawn one-shot');
+  const oneShot = await waitForRun(world, 'echo one-shot reached the harness', 'completed', 240000).catch(async (error) => {
     const history = await gatewayCall(world, 'chat.history', { sessionKey: oneShotKey }).catch((e) => String(e));
     error.message += `\nthe child session's history: ${JSON.stringify(history).slice(-3000)}`;
     throw error;
@@ -415,11 +430,13 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   assert.equal(oneShot.harness, 'fake');
   const oneShotHistory = await gatewayCall(world, 'chat.history', { sessionKey: oneShotKey });
   assert.match(JSON.stringify(oneShotHistory.messages), /one-shot reached the harness/);
+  phase('one-shot run');
 
   // Persistent: /acp spawn, then turns through `openclaw agent`.
   const spawnReply = await tuiCommand(world, guideCommand('tui', '/acp spawn harnessd --mode persistent'));
   const key = spawnReply.match(/agent:harnessd:acp:[0-9a-f-]{36}/)?.[0];
   assert.ok(key, `no session key in the spawn reply: ${spawnReply}`);
+  phase('spawn persistent');
 
   const turnCommand = (message) => replaceWords(guideCommand('agent', '--session-key'), [['KEY', key], ['TASK', message]]);
   const turn = async (message) => parseJsonOutput(await runGuide(world, turnCommand(message)), `openclaw agent ${message}`);
@@ -503,6 +520,9 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   }
   assert.ok(terminal.size >= 6, `expected at least six runs, got ${terminal.size}`);
   for (const [runId, count] of terminal) assert.equal(count, 1, `run ${runId} ended ${count} times`);
+
+  phase('persistent turns, cancel, close');
+  t.diagnostic(`phases (ms): ${JSON.stringify(phases)}`);
 
   // Stop the gateway; nothing of the run may remain.
   process.kill(-gateway.pid, 'SIGTERM');
