@@ -1,0 +1,346 @@
+// The SQLite layer and the state database: the rules it is opened with,
+// migrations, the lock between processes, one end per run enforced by the
+// database itself, recovery in one transaction, and the import of a state
+// directory written before the database existed (a fixture).
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "acp/files.h"
+#include "daemon_process.h"
+#include "worker/database.h"
+#include "worker/ledger.h"
+#include "worker/state_db.h"
+#include "worker/state_dir.h"
+
+using namespace harnessd;
+using namespace harnessd::worker;
+using harnessd::test::TempDir;
+using harnessd::test::read_file;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+LedgerEntry entry(const std::string& run, const std::string& event, const std::string& daemon = "d_one",
+                  const std::string& session = "sess_a") {
+  LedgerEntry e;
+  e.time = acp::iso_time();
+  e.event = event;
+  e.runId = run;
+  e.sessionId = session;
+  e.harness = "fake";
+  e.requestId = 7;
+  e.daemon = daemon;
+  if (event == run_event::kCompleted) e.extra = {{"stopReason", "end_turn"}};
+  return e;
+}
+
+std::unique_ptr<StateDb> open_db(const std::string& dir) {
+  UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  REQUIRE(root);
+  auto db = StateDb::open(dir, root.get(), {});
+  INFO((db ? "" : db.error().message));
+  REQUIRE(db);
+  return std::move(*db);
+}
+
+}  // namespace
+
+TEST_CASE("the database file is private, in WAL mode, and never opened through a link", "[state_db]") {
+  TempDir dir;
+  auto db = Database::open(dir.path() + "/a.db", {});
+  REQUIRE(db);
+  struct stat st {};
+  REQUIRE(::stat((dir.path() + "/a.db").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  auto mode = (*db)->prepare("PRAGMA journal_mode");
+  REQUIRE(mode);
+  REQUIRE(*mode->step());
+  CHECK(mode->text(0) == "wal");
+  mode->reset();
+
+  REQUIRE(::symlink((dir.path() + "/a.db").c_str(), (dir.path() + "/link.db").c_str()) == 0);
+  auto through_link = Database::open(dir.path() + "/link.db", {});
+  REQUIRE_FALSE(through_link);
+  CHECK_THAT(through_link.error().message, Catch::Contains("link.db"));
+}
+
+TEST_CASE("migrations run once, only forward, and a newer file is refused", "[state_db]") {
+  TempDir dir;
+  const std::string path = dir.path() + "/m.db";
+  constexpr const char* one[] = {"CREATE TABLE a(x)"};
+  constexpr const char* two[] = {"CREATE TABLE a(x)", "ALTER TABLE a ADD COLUMN y"};
+  {
+    auto db = Database::open(path, {});
+    REQUIRE(db);
+    REQUIRE((*db)->migrate(one));
+    CHECK(*(*db)->schema_version() == 1);
+    REQUIRE((*db)->migrate(one));  // nothing to do: "CREATE TABLE a" again would fail
+    REQUIRE((*db)->migrate(two));
+    CHECK(*(*db)->schema_version() == 2);
+    REQUIRE((*db)->exec("INSERT INTO a(x, y) VALUES (1, 2)"));
+  }
+  auto db = Database::open(path, {});
+  REQUIRE(db);
+  auto refused = (*db)->migrate(one);
+  REQUIRE_FALSE(refused);
+  CHECK_THAT(refused.error().message, Catch::Contains("schema version 2") && Catch::Contains("(1)"));
+}
+
+TEST_CASE("a transaction that is not committed leaves nothing behind", "[state_db]") {
+  TempDir dir;
+  auto db = Database::open(dir.path() + "/t.db", {});
+  REQUIRE(db);
+  REQUIRE((*db)->exec("CREATE TABLE a(x)"));
+  {
+    auto tx = Transaction::begin(**db);
+    REQUIRE(tx);
+    REQUIRE((*db)->exec("INSERT INTO a VALUES (1)"));
+  }
+  {
+    auto tx = Transaction::begin(**db);
+    REQUIRE(tx);
+    REQUIRE((*db)->exec("INSERT INTO a VALUES (2)"));
+    REQUIRE(tx->commit());
+  }
+  auto st = (*db)->prepare("SELECT group_concat(x) FROM a");
+  REQUIRE(st);
+  REQUIRE(*st->step());
+  CHECK(st->text(0) == "2");
+  st->reset();
+}
+
+TEST_CASE("a writer waits for another connection's lock, within its bound", "[state_db]") {
+  TempDir dir;
+  const std::string path = dir.path() + "/l.db";
+  auto holder = Database::open(path, {});
+  REQUIRE(holder);
+  REQUIRE((*holder)->exec("CREATE TABLE a(x)"));
+  auto waiter = Database::open(path, {.busy_limit = std::chrono::milliseconds(300)});
+  REQUIRE(waiter);
+
+  SECTION("the lock is released in time: the write goes through") {
+    auto tx = Transaction::begin(**holder);
+    REQUIRE(tx);
+    std::thread release([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      REQUIRE(tx->commit());
+    });
+    auto started = std::chrono::steady_clock::now();
+    auto r = (*waiter)->exec("INSERT INTO a VALUES (1)");
+    release.join();
+    CHECK(r);
+    CHECK(std::chrono::steady_clock::now() - started >= std::chrono::milliseconds(90));
+    CHECK((*waiter)->busy_failures() == 0);
+  }
+  SECTION("the lock is held too long: the write fails, saying why, and nothing hangs") {
+    auto tx = Transaction::begin(**holder);
+    REQUIRE(tx);
+    auto started = std::chrono::steady_clock::now();
+    auto r = (*waiter)->exec("INSERT INTO a VALUES (1)");
+    REQUIRE_FALSE(r);
+    CHECK_THAT(r.error().message, Catch::Contains("locked"));
+    CHECK(std::chrono::steady_clock::now() - started >= std::chrono::milliseconds(300));
+    CHECK((*waiter)->busy_failures() == 1);
+  }
+}
+
+TEST_CASE("a state directory on a local disk is accepted", "[state_db]") {
+  // Network filesystems cannot be mounted here; the refusal is a lookup of
+  // the filesystem's type that this case runs on the local side.
+  TempDir dir;
+  UniqueFd root(::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  CHECK(refuse_network_filesystem(root.get(), dir.path()));
+}
+
+TEST_CASE("runs: transitions, summary rows and queries", "[state_db]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  std::vector<LedgerEntry> batch = {entry("run_1", "queued"), entry("run_1", "started"), entry("run_2", "queued"),
+                                    entry("run_1", "completed"), entry("run_3", "queued", "d_one", "sess_b")};
+  auto refused = db->apply(batch);
+  REQUIRE(refused);
+  CHECK(refused->empty());
+
+  auto one = db->find_run("run_1");
+  REQUIRE(one);
+  REQUIRE(*one);
+  CHECK((*one)->state == "completed");
+  CHECK((*one)->ended());
+  CHECK((*one)->outcome == json{{"stopReason", "end_turn"}});
+  CHECK((*one)->requestId == 7);
+  CHECK(!(*one)->queuedAt.empty());
+  CHECK(!(*one)->startedAt.empty());
+  CHECK(*db->find_run("run_none") == std::nullopt);
+
+  auto all = db->runs();
+  REQUIRE(all);
+  REQUIRE(all->size() == 3);
+  CHECK((*all)[0].runId == "run_1");
+  CHECK((*all)[2].runId == "run_3");
+  auto newest = db->runs({.session_id = std::nullopt, .limit = 2});
+  REQUIRE(newest->size() == 2);
+  CHECK((*newest)[0].runId == "run_2");
+  auto of_b = db->runs({.session_id = "sess_b"});
+  REQUIRE(of_b->size() == 1);
+  CHECK((*of_b)[0].runId == "run_3");
+
+  auto steps = db->transitions("run_1");
+  REQUIRE(steps);
+  REQUIRE(steps->size() == 3);
+  CHECK((*steps)[2].event == "completed");
+  CHECK((*steps)[2].extra == json{{"stopReason", "end_turn"}});
+}
+
+TEST_CASE("a second end of a run is refused by the database, not only by our code", "[state_db]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  REQUIRE(db->apply(std::vector{entry("run_1", "queued"), entry("run_1", "completed")}));
+
+  // Through our code: refused and reported, the first end stands, the rest
+  // of the batch is written.
+  auto refused = db->apply(std::vector{entry("run_1", "failed"), entry("run_2", "queued")});
+  REQUIRE(refused);
+  CHECK(*refused == std::vector<std::string>{"run_1"});
+  CHECK((*db->find_run("run_1"))->state == "completed");
+  CHECK(*db->find_run("run_2") != std::nullopt);
+
+  // Straight SQL, as a bug or another program might write it.
+  auto raw = db->db().exec(
+      "INSERT INTO transitions(run_seq, event, time, entry, terminal) "
+      "SELECT seq, 'cancelled', 't', '{}', 1 FROM runs WHERE run_id = 'run_1'");
+  REQUIRE_FALSE(raw);
+  CHECK_THAT(raw.error().message, Catch::Contains("UNIQUE"));
+}
+
+TEST_CASE("runs of dead daemons are interrupted once, even by two processes at once", "[state_db]") {
+  TempDir dir;
+  {
+    auto db = open_db(dir.path());
+    REQUIRE(db->apply(std::vector{entry("run_dead", "queued", "d_dead"), entry("run_dead", "started", "d_dead"),
+                                  entry("run_live", "queued", "d_live"), entry("run_done", "queued", "d_dead"),
+                                  entry("run_done", "completed", "d_dead")}));
+  }
+  auto alive = [](const std::string& daemon) { return daemon == "d_live"; };
+  // Two connections (as two harnessd processes starting after a crash),
+  // recovering at the same moment.
+  std::atomic<int> go{0};
+  std::vector<LedgerEntry> written[2];
+  std::string errors[2];
+  std::unique_ptr<StateDb> dbs[2] = {open_db(dir.path()), open_db(dir.path())};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&, i] {
+      ++go;
+      while (go < 2) std::this_thread::yield();
+      auto r = dbs[i]->interrupt_orphans(alive, "d_new" + std::to_string(i), acp::iso_time());
+      if (r) {
+        written[i] = *r;
+      } else {
+        errors[i] = r.error().message;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(errors[0] == "");
+  CHECK(errors[1] == "");
+  CHECK(written[0].size() + written[1].size() == 1);
+  auto db = open_db(dir.path());
+  auto dead = *db->find_run("run_dead");
+  CHECK(dead->state == "interrupted");
+  CHECK_THAT(dead->outcome.value("reason", ""), Catch::Contains("d_dead"));
+  CHECK((*db->find_run("run_live"))->state == "queued");
+  CHECK((*db->find_run("run_done"))->state == "completed");
+  CHECK(db->transitions("run_dead")->size() == 3);
+}
+
+TEST_CASE("session records are saved, replaced and listed", "[state_db]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  json a = {{"sessionId", "sess_a"}, {"name", "daily"}, {"closed", false}, {"updatedAt", "t1"}};
+  json b = {{"sessionId", "sess_b"}, {"name", nullptr}, {"closed", true}, {"updatedAt", "t1"}};
+  REQUIRE(db->save_session(a));
+  REQUIRE(db->save_session(b));
+  a["closed"] = true;
+  REQUIRE(db->save_session(a));
+  auto got = db->session("sess_a");
+  REQUIRE(got);
+  REQUIRE(*got);
+  CHECK(**got == a);
+  CHECK(*db->session("sess_none") == std::nullopt);
+  auto all = db->sessions();
+  REQUIRE(all->size() == 2);
+  CHECK((*all)[0]["sessionId"] == "sess_a");
+  CHECK_FALSE(db->save_session(json{{"name", "x"}}));
+}
+
+TEST_CASE("a state directory written before the database is imported once, and its files kept aside",
+          "[state_db]") {
+  TempDir dir;
+  const std::string state = dir.path() + "/state";
+  fs::copy(std::string(TESTS_DIR) + "/worker/fixtures/state-before-sqlite", state, fs::copy_options::recursive);
+  // A checkout does not keep modes: make it as private as harnessd made it.
+  for (const auto& e : fs::recursive_directory_iterator(state)) {
+    fs::permissions(e.path(), e.is_directory() ? fs::perms::owner_all : fs::perms::owner_read | fs::perms::owner_write);
+  }
+  fs::permissions(state, fs::perms::owner_all);
+  const std::string ledger_text = read_file(state + "/ledger.jsonl");
+
+  // What the files said, through the index the daemon builds from them.
+  RunIndex before;
+  for (const auto& line : parse_jsonl(ledger_text).lines) before.apply(*LedgerEntry::from_json(line));
+  REQUIRE(before.order().size() == 6);
+
+  auto db = open_db(state);
+  UniqueFd root(::open(state.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  auto imported = db->import_files(root.get());
+  INFO((imported ? "" : imported.error().message));
+  REQUIRE(imported);
+  REQUIRE(*imported);
+  CHECK((*imported)->ledger_lines == 17);
+  CHECK((*imported)->bad_lines == 0);
+  CHECK((*imported)->second_ends == 0);
+  CHECK((*imported)->sessions == 4);
+
+  // Every run reads back the same; the open run of the killed daemon is
+  // still open (recovery, not the import, ends it).
+  auto after = db->runs();
+  REQUIRE(after);
+  REQUIRE(after->size() == before.order().size());
+  for (std::size_t i = 0; i < after->size(); ++i) {
+    const RunRecord& old = *before.find(before.order()[i]);
+    CHECK((*after)[i].to_json() == old.to_json());
+  }
+  CHECK(std::count_if(after->begin(), after->end(), [](const RunRecord& r) { return !r.ended(); }) == 1);
+  auto daily = db->sessions();
+  REQUIRE(daily->size() == 4);
+
+  // The old files are kept, moved aside; the transcripts stay where
+  // session/load reads them.
+  CHECK_FALSE(fs::exists(state + "/ledger.jsonl"));
+  CHECK(read_file(state + "/pre-sqlite/ledger.jsonl") == ledger_text);
+  std::size_t records = 0, transcripts = 0;
+  for (const auto& e : fs::directory_iterator(state + "/pre-sqlite/sessions")) records += e.path().extension() == ".json";
+  for (const auto& e : fs::directory_iterator(state + "/sessions")) {
+    transcripts += e.path().extension() == ".jsonl";
+    CHECK(e.path().extension() != ".json");
+  }
+  CHECK(records == 4);
+  CHECK(transcripts > 0);
+
+  // Nothing is imported twice, not even when the files come back (a crash
+  // between the commit and the move).
+  fs::rename(state + "/pre-sqlite/ledger.jsonl", state + "/ledger.jsonl");
+  auto again = db->import_files(root.get());
+  REQUIRE(again);
+  CHECK(*again == std::nullopt);
+  CHECK(db->transitions((*after)[0].runId)->size() == 3);
+  CHECK(fs::exists(state + "/pre-sqlite/ledger.jsonl"));
+}

@@ -1,0 +1,148 @@
+// Database: a thin RAII layer over one SQLite connection, with the rules
+// harnessd keeps for its state database built in: opened without following
+// a link, WAL, every write transaction BEGIN IMMEDIATE, a bounded busy
+// handler of our own that logs long waits, a schema version in the file and
+// additive migrations only. It is deliberately small: prepared statements
+// that reset themselves, errors as values, nothing that throws.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "schema/expected.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace harnessd::worker {
+
+/// Refuses a directory on a network filesystem (NFS, SMB/CIFS, AFS, Ceph,
+/// 9p, Lustre, GFS2, OCFS2...): SQLite's locks are not reliable there and
+/// two machines could both believe they own a run. `fd` is the directory.
+Expected<void> refuse_network_filesystem(int fd, const std::string& what);
+
+class Statement {
+ public:
+  Statement() = default;
+  ~Statement();
+  Statement(Statement&& other) noexcept;
+  Statement& operator=(Statement&& other) noexcept;
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  // Parameters are 1-based, as in SQL. Text is copied by SQLite.
+  Statement& bind(int i, std::int64_t v);
+  Statement& bind(int i, std::string_view v);
+  Statement& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
+  Statement& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
+  Statement& bind(int i, const std::optional<std::string>& v);
+  Statement& bind_null(int i);
+
+  /// One step: true while a row is there to read, false when done. After
+  /// done (or an error) the statement is reset and its bindings cleared,
+  /// ready for the next use.
+  Expected<bool> step();
+  /// step() for statements that return no row.
+  Expected<void> run();
+
+  // Columns are 0-based, as in SQLite.
+  bool is_null(int col) const;
+  std::int64_t int64(int col) const;
+  std::string text(int col) const;
+  std::optional<std::string> optional_text(int col) const;
+
+  /// Resets early (a query read only partly) and clears the bindings.
+  void reset();
+  /// SQLite's extended result code of the last failed step (0 if none).
+  int last_code() const { return last_code_; }
+
+ private:
+  friend class Database;
+  Statement(sqlite3_stmt* stmt, sqlite3* db) : stmt_(stmt), db_(db) {}
+  sqlite3_stmt* stmt_ = nullptr;
+  sqlite3* db_ = nullptr;
+  int last_code_ = 0;
+};
+
+class Database {
+ public:
+  struct Options {
+    bool read_only = false;
+    /// How long a writer waits for another process's lock before the
+    /// statement fails with "database is locked". 0: does not wait.
+    std::chrono::milliseconds busy_limit{10000};
+    /// synchronous = FULL (every commit survives power loss) instead of
+    /// NORMAL (every commit survives a crash of the process).
+    bool full_sync = false;
+  };
+
+  /// Opens (creating it 0600 unless read-only) the database file at
+  /// `path`. The file must not be a symbolic link. WAL is switched on.
+  static Expected<std::unique_ptr<Database>> open(const std::string& path, Options options);
+  ~Database();
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+
+  /// Runs one or more statements that return no rows.
+  Expected<void> exec(std::string_view sql);
+  /// A statement prepared once and kept for this connection's life: `sql`
+  /// must be a string literal (it is the cache key, by address).
+  Expected<Statement*> cached(const char* sql);
+  Expected<Statement> prepare(std::string_view sql);
+
+  std::int64_t changes() const;
+  std::int64_t last_insert_rowid() const;
+  /// Times the busy handler gave up, and the longest wait it saw (ms).
+  std::uint64_t busy_failures() const { return busy_failures_; }
+
+  /// The schema version kept in the file (PRAGMA user_version).
+  Expected<int> schema_version();
+  /// Brings the schema to `steps.size()`: step k (0-based) takes version k
+  /// to k + 1. Steps only add (tables, columns, indexes). All the missing
+  /// steps run in one IMMEDIATE transaction. A file newer than the steps
+  /// known here is refused, naming both versions.
+  Expected<void> migrate(std::span<const char* const> steps);
+
+  const std::string& path() const { return path_; }
+  sqlite3* handle() const { return db_; }
+
+ private:
+  Database() = default;
+  static int on_busy(void* self, int attempts) noexcept;
+  Error error(std::string_view what) const;
+
+  sqlite3* db_ = nullptr;
+  std::string path_;
+  Options options_;
+  std::chrono::steady_clock::time_point busy_since_{};
+  bool busy_logged_ = false;
+  std::uint64_t busy_failures_ = 0;
+  struct Cache;
+  std::unique_ptr<Cache> cache_;
+};
+
+/// A write transaction: BEGIN IMMEDIATE (the write lock is taken at once,
+/// so it never fails half-way for want of it); rolled back on destruction
+/// unless committed.
+class Transaction {
+ public:
+  static Expected<Transaction> begin(Database& db);
+  ~Transaction();
+  Transaction(Transaction&& other) noexcept : db_(other.db_) { other.db_ = nullptr; }
+  Transaction& operator=(Transaction&&) = delete;
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+
+  Expected<void> commit();
+
+ private:
+  explicit Transaction(Database* db) : db_(db) {}
+  Database* db_;
+};
+
+}  // namespace harnessd::worker

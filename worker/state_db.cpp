@@ -1,0 +1,428 @@
+// The state database's schema, its run and session queries, and the import
+// of a file-only state directory.
+#include "worker/state_db.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "acp/files.h"
+#include "acp/log.h"
+#include "schema/json_parse.h"
+#include "worker/session_record.h"
+#include "worker/state_dir.h"
+
+namespace harnessd::worker {
+
+using nlohmann::json;
+
+namespace {
+
+// Schema steps: step k takes version k to k + 1. Only ever append a step;
+// a step only adds.
+constexpr const char* kSchema[] = {
+    // 1: runs, their transitions, session records.
+    R"sql(
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE runs(
+  seq INTEGER PRIMARY KEY,
+  run_id TEXT NOT NULL UNIQUE,
+  session_id TEXT NOT NULL DEFAULT '',
+  name TEXT,
+  host_session TEXT,
+  harness TEXT NOT NULL DEFAULT '',
+  request_id TEXT,
+  daemon TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  queued_at TEXT,
+  started_at TEXT,
+  ended_at TEXT,
+  outcome TEXT);
+CREATE INDEX runs_by_session ON runs(session_id, seq);
+CREATE INDEX runs_open ON runs(daemon) WHERE ended_at IS NULL;
+CREATE TABLE transitions(
+  run_seq INTEGER NOT NULL REFERENCES runs(seq) ON DELETE CASCADE,
+  event TEXT NOT NULL,
+  time TEXT NOT NULL,
+  entry TEXT NOT NULL,
+  terminal INTEGER NOT NULL CHECK (terminal IN (0, 1)));
+CREATE INDEX transitions_by_run ON transitions(run_seq);
+CREATE UNIQUE INDEX one_end_per_run ON transitions(run_seq) WHERE terminal = 1;
+CREATE TABLE sessions(
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  name TEXT,
+  host_session TEXT,
+  closed INTEGER NOT NULL DEFAULT 0,
+  updated_at TEXT,
+  record TEXT NOT NULL);
+CREATE INDEX sessions_by_name ON sessions(name) WHERE name IS NOT NULL;
+CREATE INDEX sessions_by_host ON sessions(host_session) WHERE host_session IS NOT NULL;
+)sql",
+};
+
+constexpr const char* kImportedKey = "imported pre-sqlite files";
+
+std::optional<std::string> json_text(const json& j) {
+  if (j.is_null()) return std::nullopt;
+  return j.dump();
+}
+
+json parse_or(const std::optional<std::string>& text, json fallback) {
+  if (!text) return fallback;
+  auto j = schema::parse_json(*text);
+  return j ? std::move(*j) : fallback;
+}
+
+std::optional<std::string> string_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return std::nullopt;
+  return it->get<std::string>();
+}
+
+/// Moves `rel` beneath `root` to pre-sqlite/`rel`.
+void set_aside(int root, const std::string& rel) {
+  if (::renameat(root, rel.c_str(), root, (std::string(StateDb::kImportedDir) + "/" + rel).c_str()) != 0 &&
+      errno != ENOENT) {
+    acp::log::warn("cannot move " + rel + " into " + StateDb::kImportedDir + "/: " + std::strerror(errno));
+  }
+}
+
+/// The session record files (sessions/<id>.json) beneath `root`.
+std::vector<std::string> session_files(int root) {
+  std::vector<std::string> files;
+  auto dir = open_beneath(root, "sessions", O_RDONLY | O_DIRECTORY, 0700, StateAccess::kReadOnly);
+  if (!dir) return files;
+  DIR* d = ::fdopendir(dir->release());
+  if (!d) return files;
+  while (dirent* e = ::readdir(d)) {
+    std::string file = e->d_name;
+    if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
+    if (!acp::is_safe_id(file.substr(0, file.size() - 5))) continue;
+    files.push_back("sessions/" + file);
+  }
+  ::closedir(d);
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace
+
+Expected<std::unique_ptr<StateDb>> StateDb::open(const std::string& dir, int dir_fd, Database::Options options) {
+  if (auto r = refuse_network_filesystem(dir_fd, "the state directory " + dir); !r) return std::move(r).error();
+  auto db = Database::open(dir + "/" + kFile, options);
+  if (!db) return std::move(db).error();
+  if (!options.read_only) {
+    if (auto r = (*db)->migrate(kSchema); !r) return std::move(r).error();
+  } else {
+    auto version = (*db)->schema_version();
+    if (!version) return std::move(version).error();
+    if (*version > static_cast<int>(std::size(kSchema))) {
+      return Error{dir + "/" + kFile + " has schema version " + std::to_string(*version) +
+                   ", newer than this harnessd knows"};
+    }
+  }
+  return std::unique_ptr<StateDb>(new StateDb(std::move(*db)));
+}
+
+Expected<bool> StateDb::apply_one(const LedgerEntry& e) {
+  const bool terminal = is_terminal_event(e.event);
+  auto upsert = db_->cached(R"sql(
+INSERT INTO runs(run_id, session_id, name, host_session, harness, request_id, daemon, state)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+ON CONFLICT(run_id) DO UPDATE SET
+  session_id = CASE WHEN excluded.session_id <> '' THEN excluded.session_id ELSE session_id END,
+  name = coalesce(excluded.name, name),
+  host_session = coalesce(excluded.host_session, host_session),
+  harness = CASE WHEN excluded.harness <> '' THEN excluded.harness ELSE harness END,
+  request_id = coalesce(excluded.request_id, request_id),
+  daemon = CASE WHEN excluded.daemon <> '' THEN excluded.daemon ELSE daemon END
+RETURNING seq)sql");
+  if (!upsert) return std::move(upsert).error();
+  Statement& up = **upsert;
+  up.bind(1, e.runId).bind(2, e.sessionId).bind(3, e.name).bind(4, e.hostSession).bind(5, e.harness);
+  up.bind(6, json_text(e.requestId)).bind(7, e.daemon).bind(8, e.event);
+  auto row = up.step();
+  if (!row) return Error{"cannot record run " + e.runId + ": " + row.error().message};
+  std::int64_t seq = up.int64(0);
+  up.reset();
+
+  auto insert = db_->cached("INSERT INTO transitions(run_seq, event, time, entry, terminal) VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!insert) return std::move(insert).error();
+  Statement& in = **insert;
+  in.bind(1, seq).bind(2, e.event).bind(3, e.time).bind(4, e.to_json().dump()).bind(5, std::int64_t{terminal});
+  if (auto r = in.run(); !r) {
+    if (in.last_code() == SQLITE_CONSTRAINT_UNIQUE) {
+      acp::log::error("run " + e.runId + " already ended; its second end (" + e.event + ") is refused");
+      return false;
+    }
+    return Error{"cannot record run " + e.runId + ": " + r.error().message};
+  }
+
+  auto update = db_->cached(R"sql(
+UPDATE runs SET state = ?2,
+  queued_at = CASE WHEN ?2 = 'queued' THEN ?3 ELSE queued_at END,
+  started_at = CASE WHEN ?2 = 'started' THEN ?3 ELSE started_at END,
+  ended_at = CASE WHEN ?4 THEN ?3 ELSE ended_at END,
+  outcome = CASE WHEN ?4 THEN ?5 ELSE outcome END
+WHERE seq = ?1)sql");
+  if (!update) return std::move(update).error();
+  Statement& set = **update;
+  set.bind(1, seq).bind(2, e.event).bind(3, e.time).bind(4, std::int64_t{terminal});
+  set.bind(5, e.extra.is_object() ? e.extra.dump() : std::string("{}"));
+  if (auto r = set.run(); !r) return Error{"cannot record run " + e.runId + ": " + r.error().message};
+  return true;
+}
+
+Expected<std::vector<std::string>> StateDb::apply(std::span<const LedgerEntry> entries) {
+  std::vector<std::string> refused;
+  auto tx = Transaction::begin(*db_);
+  if (!tx) return std::move(tx).error();
+  for (const auto& e : entries) {
+    auto r = apply_one(e);
+    if (!r) return std::move(r).error();
+    if (!*r) refused.push_back(e.runId);
+  }
+  if (auto r = tx->commit(); !r) return std::move(r).error();
+  return refused;
+}
+
+namespace {
+constexpr const char* kRunColumns =
+    "run_id, session_id, name, host_session, harness, request_id, daemon, state, queued_at, started_at, ended_at, "
+    "outcome";
+}  // namespace
+
+Expected<std::vector<RunRecord>> StateDb::read_runs(Statement& st) {
+  std::vector<RunRecord> out;
+  for (;;) {
+    auto row = st.step();
+    if (!row) return std::move(row).error();
+    if (!*row) break;
+    RunRecord r;
+    r.runId = st.text(0);
+    r.sessionId = st.text(1);
+    r.name = st.optional_text(2);
+    r.hostSession = st.optional_text(3);
+    r.harness = st.text(4);
+    r.requestId = parse_or(st.optional_text(5), json());
+    r.daemon = st.text(6);
+    r.state = st.text(7);
+    r.queuedAt = st.text(8);
+    r.startedAt = st.text(9);
+    r.endedAt = st.text(10);
+    r.outcome = parse_or(st.optional_text(11), json::object());
+    r.terminal_entries = st.is_null(10) ? 0 : 1;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Expected<std::optional<RunRecord>> StateDb::find_run(const std::string& run_id) {
+  static const std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE run_id = ?1";
+  auto st = db_->cached(sql.c_str());
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, run_id);
+  auto rows = read_runs(**st);
+  if (!rows) return std::move(rows).error();
+  if (rows->empty()) return std::optional<RunRecord>();
+  return std::optional<RunRecord>(std::move(rows->front()));
+}
+
+Expected<std::vector<RunRecord>> StateDb::runs(const RunFilter& filter) {
+  // The newest `limit` rows, read newest first and turned around.
+  static const std::string by_session = std::string("SELECT ") + kRunColumns +
+                                        " FROM runs WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2";
+  static const std::string all = std::string("SELECT ") + kRunColumns + " FROM runs ORDER BY seq DESC LIMIT ?2";
+  auto st = db_->cached(filter.session_id ? by_session.c_str() : all.c_str());
+  if (!st) return std::move(st).error();
+  if (filter.session_id) (*st)->bind(1, *filter.session_id);
+  (*st)->bind(2, filter.limit ? static_cast<std::int64_t>(filter.limit) : std::int64_t{-1});
+  auto rows = read_runs(**st);
+  if (!rows) return std::move(rows).error();
+  std::reverse(rows->begin(), rows->end());
+  return rows;
+}
+
+Expected<std::vector<RunRecord>> StateDb::runs() { return runs(RunFilter{}); }
+
+Expected<std::vector<LedgerEntry>> StateDb::transitions(const std::string& run_id) {
+  auto st = db_->cached(
+      "SELECT t.entry FROM transitions t JOIN runs r ON r.seq = t.run_seq WHERE r.run_id = ?1 ORDER BY t.rowid");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, run_id);
+  std::vector<LedgerEntry> out;
+  for (;;) {
+    auto row = (*st)->step();
+    if (!row) return std::move(row).error();
+    if (!*row) break;
+    if (auto j = schema::parse_json((*st)->text(0))) {
+      if (auto e = LedgerEntry::from_json(*j)) out.push_back(std::move(*e));
+    }
+  }
+  return out;
+}
+
+Expected<std::vector<LedgerEntry>> StateDb::interrupt_orphans(const std::function<bool(const std::string&)>& alive,
+                                                             const std::string& instance, const std::string& time) {
+  std::vector<LedgerEntry> written;
+  auto tx = Transaction::begin(*db_);
+  if (!tx) return std::move(tx).error();
+  std::vector<std::string> daemons;
+  {
+    auto st = db_->cached("SELECT DISTINCT daemon FROM runs WHERE ended_at IS NULL");
+    if (!st) return std::move(st).error();
+    for (;;) {
+      auto row = (*st)->step();
+      if (!row) return std::move(row).error();
+      if (!*row) break;
+      daemons.push_back((*st)->text(0));
+    }
+  }
+  for (const auto& daemon : daemons) {
+    if (daemon == instance || (!daemon.empty() && alive(daemon))) continue;
+    static const std::string sql =
+        std::string("SELECT ") + kRunColumns + " FROM runs WHERE daemon = ?1 AND ended_at IS NULL ORDER BY seq";
+    auto st = db_->cached(sql.c_str());
+    if (!st) return std::move(st).error();
+    (*st)->bind(1, daemon);
+    auto open = read_runs(**st);
+    if (!open) return std::move(open).error();
+    for (const auto& r : *open) {
+      LedgerEntry e;
+      e.time = time;
+      e.event = run_event::kInterrupted;
+      e.runId = r.runId;
+      e.sessionId = r.sessionId;
+      e.name = r.name;
+      e.hostSession = r.hostSession;
+      e.harness = r.harness;
+      e.requestId = r.requestId;
+      e.daemon = instance;
+      e.extra = {{"reason", "harnessd stopped before the run ended (daemon " + r.daemon + ")"}};
+      auto applied = apply_one(e);
+      if (!applied) return std::move(applied).error();
+      if (*applied) written.push_back(std::move(e));
+    }
+  }
+  if (auto r = tx->commit(); !r) return std::move(r).error();
+  return written;
+}
+
+Expected<void> StateDb::save_session(const json& record) {
+  auto st = db_->cached(R"sql(
+INSERT INTO sessions(id, name, host_session, closed, updated_at, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT(id) DO UPDATE SET name = excluded.name, host_session = excluded.host_session,
+  closed = excluded.closed, updated_at = excluded.updated_at, record = excluded.record)sql");
+  if (!st) return std::move(st).error();
+  auto id = string_field(record, "sessionId");
+  if (!id) return Error{"a session record without a sessionId"};
+  (*st)->bind(1, *id).bind(2, string_field(record, "name")).bind(3, string_field(record, "hostSession"));
+  auto closed = record.find("closed");
+  const bool is_closed = closed != record.end() && closed->is_boolean() && closed->get<bool>();
+  (*st)->bind(4, std::int64_t{is_closed}).bind(5, string_field(record, "updatedAt"));
+  (*st)->bind(6, record.dump());
+  if (auto r = (*st)->run(); !r) return Error{"cannot save session " + *id + ": " + r.error().message};
+  return {};
+}
+
+Expected<std::optional<json>> StateDb::session(const std::string& id) {
+  auto st = db_->cached("SELECT record FROM sessions WHERE id = ?1");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, id);
+  auto row = (*st)->step();
+  if (!row) return std::move(row).error();
+  if (!*row) return std::optional<json>();
+  auto j = schema::parse_json((*st)->text(0));
+  (*st)->reset();
+  if (!j) return Error{"the stored record of session " + id + " is not JSON"};
+  return std::optional<json>(std::move(*j));
+}
+
+Expected<std::vector<json>> StateDb::sessions() {
+  auto st = db_->cached("SELECT id, record FROM sessions ORDER BY seq");
+  if (!st) return std::move(st).error();
+  std::vector<json> out;
+  for (;;) {
+    auto row = (*st)->step();
+    if (!row) return std::move(row).error();
+    if (!*row) break;
+    if (auto j = schema::parse_json((*st)->text(1))) {
+      out.push_back(std::move(*j));
+    } else {
+      acp::log::warn("the stored record of session " + (*st)->text(0) + " is not JSON; skipped");
+    }
+  }
+  return out;
+}
+
+Expected<std::optional<StateDb::Imported>> StateDb::import_files(int root) {
+  std::vector<std::string> sessions = session_files(root);
+  JsonlRead ledger = read_jsonl_beneath(root, "ledger.jsonl");
+  if (ledger.missing && sessions.empty()) return std::optional<Imported>();
+  if (!ledger.refused.empty()) return Error{"cannot import " + ledger.refused};
+
+  Imported report;
+  auto tx = Transaction::begin(*db_);
+  if (!tx) return std::move(tx).error();
+  auto done = db_->cached("SELECT value FROM meta WHERE key = ?1");
+  if (!done) return std::move(done).error();
+  (*done)->bind(1, kImportedKey);
+  auto row = (*done)->step();
+  if (!row) return std::move(row).error();
+  const bool already = *row;
+  (*done)->reset();
+  if (!already) {
+    report.bad_lines = ledger.bad_lines.size();
+    for (std::size_t n : ledger.bad_lines) {
+      acp::log::warn("ledger.jsonl: line " + std::to_string(n) + " is not JSON (cut by a crash?); not imported");
+    }
+    for (const auto& line : ledger.lines) {
+      auto entry = LedgerEntry::from_json(line);
+      if (!entry) {
+        ++report.bad_lines;
+        continue;
+      }
+      auto applied = apply_one(*entry);
+      if (!applied) return std::move(applied).error();
+      ++report.ledger_lines;
+      if (!*applied) ++report.second_ends;
+    }
+    for (const auto& rel : sessions) {
+      JsonlRead rec = read_jsonl_beneath(root, rel);
+      if (!rec.refused.empty() || rec.lines.size() != 1 || !rec.lines[0].is_object() ||
+          session_record_problem(rec.lines[0])) {
+        acp::log::warn(rel + " is not a session record harnessd wrote; not imported (kept in " + kImportedDir + "/)");
+        continue;
+      }
+      if (auto r = save_session(rec.lines[0]); !r) return std::move(r).error();
+      ++report.sessions;
+    }
+    auto mark = db_->cached("INSERT INTO meta(key, value) VALUES (?1, ?2)");
+    if (!mark) return std::move(mark).error();
+    (*mark)->bind(1, kImportedKey).bind(2, acp::iso_time());
+    if (auto r = (*mark)->run(); !r) return std::move(r).error();
+  }
+  if (auto r = tx->commit(); !r) return std::move(r).error();
+
+  // Committed: the old files go aside (kept). A crash before this point
+  // imports nothing twice: the mark above says it is done.
+  if (auto made = make_dir_beneath(root, kImportedDir); !made) {
+    acp::log::warn("cannot make " + std::string(kImportedDir) + "/: " + made.error().message);
+    return std::optional<Imported>(report);
+  }
+  (void)make_dir_beneath(root, std::string(kImportedDir) + "/sessions");
+  set_aside(root, "ledger.jsonl");
+  for (const auto& rel : sessions) set_aside(root, rel);
+  if (already) return std::optional<Imported>();
+  return std::optional<Imported>(report);
+}
+
+}  // namespace harnessd::worker

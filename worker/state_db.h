@@ -1,0 +1,91 @@
+// StateDb: the indexed half of the state directory, one SQLite file
+// (state.db) holding what is queried: every run's transitions and its
+// summary row, and the session records. "Exactly one terminal state per
+// run" is a unique index here, so no code path can write a second end.
+// What people read (recordings, transcripts) stays files beside it.
+//
+// Every method runs on the thread that owns the StateDb; writes happen in
+// short IMMEDIATE transactions, so several harnessd processes can share one
+// state directory.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "schema/expected.h"
+#include "worker/database.h"
+#include "worker/ledger.h"
+
+namespace harnessd::worker {
+
+class StateDb {
+ public:
+  static constexpr const char* kFile = "state.db";
+  /// Where the files of an earlier, file-only state directory are moved once
+  /// imported (kept, never deleted).
+  static constexpr const char* kImportedDir = "pre-sqlite";
+
+  /// Opens (creating and migrating) `<dir>/state.db`. `dir_fd` is the state
+  /// directory, checked not to be on a network filesystem.
+  static Expected<std::unique_ptr<StateDb>> open(const std::string& dir, int dir_fd, Database::Options options);
+
+  Database& db() { return *db_; }
+
+  // ---- runs
+  /// Writes `entries` in one transaction. A second terminal entry of a run
+  /// is refused by the database; its run id is returned (and logged), the
+  /// other entries are written.
+  Expected<std::vector<std::string>> apply(std::span<const LedgerEntry> entries);
+  /// One entry inside the caller's transaction: false when the database
+  /// refused it as a second end.
+  Expected<bool> apply_one(const LedgerEntry& entry);
+  Expected<std::optional<RunRecord>> find_run(const std::string& run_id);
+
+  struct RunFilter {
+    std::optional<std::string> session_id;
+    std::size_t limit = 0;  // 0: all; otherwise the newest `limit`, still oldest first
+  };
+  /// Runs in the order they were first recorded.
+  Expected<std::vector<RunRecord>> runs(const RunFilter& filter);
+  Expected<std::vector<RunRecord>> runs();
+  /// A run's transitions as ledger entries, oldest first.
+  Expected<std::vector<LedgerEntry>> transitions(const std::string& run_id);
+  /// Ends with `interrupted` every open run whose daemon instance is not
+  /// `alive`, in one transaction (two processes starting after a crash
+  /// cannot both end one run). Returns the entries written.
+  Expected<std::vector<LedgerEntry>> interrupt_orphans(const std::function<bool(const std::string&)>& alive,
+                                                       const std::string& instance, const std::string& time);
+
+  // ---- sessions
+  Expected<void> save_session(const nlohmann::json& record);
+  Expected<std::optional<nlohmann::json>> session(const std::string& id);
+  /// Every session record, oldest first.
+  Expected<std::vector<nlohmann::json>> sessions();
+
+  // ---- an earlier state directory
+  struct Imported {
+    std::size_t ledger_lines = 0;
+    std::size_t bad_lines = 0;
+    std::size_t second_ends = 0;
+    std::size_t sessions = 0;
+  };
+  /// Imports ledger.jsonl and sessions/*.json found beneath `root` in one
+  /// transaction, then moves them into pre-sqlite/. Nothing to import:
+  /// nullopt. Safe to repeat after a crash half-way (what was imported is
+  /// not imported twice).
+  Expected<std::optional<Imported>> import_files(int root);
+
+ private:
+  explicit StateDb(std::unique_ptr<Database> db) : db_(std::move(db)) {}
+  Expected<std::vector<RunRecord>> read_runs(Statement& st);
+
+  std::unique_ptr<Database> db_;
+};
+
+}  // namespace harnessd::worker
