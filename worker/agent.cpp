@@ -381,7 +381,8 @@ void Agent::on_prompt(PromptParams params, acp::Reply reply) {
   LedgerEntry queued = prompt.ledger;
   queued.event = run_event::kQueued;
   rt_.store.record(std::move(queued));
-  prompt.recorder = std::make_unique<RunRecorder>(rt_.store, prompt.ledger);
+  prompt.recorder =
+      std::make_unique<RunRecorder>(rt_.store, prompt.ledger, rt_.config.daemon.max_recording_bytes);
   const auto& meta = req.harnessd;
   prompt.packaging = std::move(*packaging);
   prompt.context = meta.context;

@@ -42,7 +42,8 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
   static const std::set<std::string> kKnown = {
       "default_harness",   "max_line_bytes",      "cancel_grace",        "kill_grace",      "start_timeout",
       "max_pending_calls", "stderr_tail_bytes",   "max_concurrent_runs", "max_queue_depth", "run_timeout",
-      "state_dir",         "fsync",               "template_dir",        "queue_high_water", "queue_low_water"};
+      "state_dir",         "fsync",               "template_dir",        "queue_high_water", "queue_low_water",
+      "max_recording_bytes"};
   for (const auto& [key, value] : t) {
     std::string k(key.str());
     if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
@@ -74,6 +75,7 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       std::size_t* target = k == "max_line_bytes"        ? &d.max_line_bytes
                             : k == "max_pending_calls"   ? &d.max_pending_calls
                             : k == "stderr_tail_bytes"   ? &d.stderr_tail_bytes
+                            : k == "max_recording_bytes" ? &d.max_recording_bytes
                             : k == "queue_high_water"    ? &d.queue_high_water
                             : k == "queue_low_water"     ? &d.queue_low_water
                             : k == "max_concurrent_runs" ? &d.max_concurrent_runs

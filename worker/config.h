@@ -37,6 +37,9 @@ struct DaemonConfig {
   std::size_t queue_low_water = 2u << 20;
   /// stderr bytes of an adapter kept for error reports.
   std::size_t stderr_tail_bytes = 8192;
+  /// Bytes one run's recording may keep (its frames and its stderr
+  /// together); what comes after is counted in result.json, not kept.
+  std::size_t max_recording_bytes = 64u << 20;
   /// Turns that may run at once across all sessions.
   std::size_t max_concurrent_runs = 8;
   /// Prompts that may wait per session, besides the running one.

@@ -8,8 +8,29 @@ namespace harnessd::worker {
 
 using nlohmann::json;
 
-RunRecorder::RunRecorder(Store& store, LedgerEntry base)
-    : store_(store), base_(std::move(base)), dir_(Store::run_dir(base_.runId)) {}
+RunRecorder::RunRecorder(Store& store, LedgerEntry base, std::size_t max_bytes)
+    : store_(store), base_(std::move(base)), dir_(Store::run_dir(base_.runId)), max_bytes_(max_bytes) {}
+
+std::int64_t RunRecorder::now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool RunRecorder::keep(std::size_t bytes) {
+  if (cut_) return false;
+  if (max_bytes_ == 0 || kept_ + bytes <= max_bytes_) {
+    kept_ += bytes;
+    return true;
+  }
+  cut_ = true;
+  store_.append(dir_ + "/events.jsonl",
+                "{\"t\":" + std::to_string(now_ms()) + ",\"cut\":\"the recording reached its bound of " +
+                    std::to_string(max_bytes_) +
+                    " bytes ([daemon] max_recording_bytes); later frames and stderr are counted in result.json, "
+                    "not kept\"}\n",
+                track());
+  return false;
+}
 
 Store::Done RunRecorder::track() {
   return [shared = shared_](Expected<void> r) mutable {
@@ -78,10 +99,13 @@ void RunRecorder::open(Done ready) {
 }
 
 void RunRecorder::event(const char* direction, std::string_view line) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::system_clock::now().time_since_epoch())
-                .count();
-  std::string out = "{\"t\":" + std::to_string(ms) + ",\"dir\":\"" + direction + "\",";
+  // The frame plus its wrapping, near enough to decide without building it.
+  if (!keep(line.size() + 48)) {
+    ++frames_dropped_;
+    frame_bytes_dropped_ += line.size();
+    return;
+  }
+  std::string out = "{\"t\":" + std::to_string(now_ms()) + ",\"dir\":\"" + direction + "\",";
   if (schema::accept_json(line)) {
     out += "\"msg\":";
     out.append(line);
@@ -94,6 +118,10 @@ void RunRecorder::event(const char* direction, std::string_view line) {
 }
 
 void RunRecorder::stderr_data(std::string_view data) {
+  if (!keep(data.size())) {
+    stderr_bytes_dropped_ += data.size();
+    return;
+  }
   store_.append(dir_ + "/stderr.log", std::string(data), track());
 }
 
@@ -107,7 +135,15 @@ void RunRecorder::finish(const std::string& event, const json& outcome, const js
   end.event = event;
   end.time.clear();
   end.extra = outcome;
-  store_.end_run(result.dump(2, ' ', false, json::error_handler_t::replace) + "\n", std::move(end), failure_fails,
+  json recorded = result;
+  if (cut_ && recorded.is_object()) {
+    recorded["recording"] = {{"cut", true},
+                             {"maxBytes", max_bytes_},
+                             {"framesDropped", frames_dropped_},
+                             {"frameBytesDropped", frame_bytes_dropped_},
+                             {"stderrBytesDropped", stderr_bytes_dropped_}};
+  }
+  store_.end_run(recorded.dump(2, ' ', false, json::error_handler_t::replace) + "\n", std::move(end), failure_fails,
                  true, track());
   store_.close_file(dir_ + "/events.jsonl");
   store_.close_file(dir_ + "/stderr.log");

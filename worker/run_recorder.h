@@ -3,6 +3,8 @@
 // and the terminal ledger line are written before the host is answered.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,8 +24,9 @@ class RunRecorder {
   using Done = acp::UniqueFunction<void(Expected<void>)>;
 
   /// `base` carries the run's identity (runId, sessionId, name, harness,
-  /// requestId) for the ledger lines this recorder writes.
-  RunRecorder(Store& store, LedgerEntry base);
+  /// requestId) for the ledger lines this recorder writes. `max_bytes`
+  /// bounds what the run's frames and stderr keep together (0: no bound).
+  RunRecorder(Store& store, LedgerEntry base, std::size_t max_bytes = 0);
 
   /// Creates runs/<runId>/ with request.json and prompt.md. Called when the
   /// prompt is queued, so the folder is usually there before the turn
@@ -38,9 +41,11 @@ class RunRecorder {
   void open(Done ready);
 
   /// Appends one frame to events.jsonl. `direction` is "host>harnessd",
-  /// "harnessd>adapter", "adapter>harnessd" or "harnessd>host".
+  /// "harnessd>adapter", "adapter>harnessd" or "harnessd>host". Past the
+  /// run's bound, the frame is counted instead (once, events.jsonl gets a
+  /// line saying so).
   void event(const char* direction, std::string_view line);
-  /// Appends to stderr.log.
+  /// Appends to stderr.log; past the bound, counted instead.
   void stderr_data(std::string_view data);
 
   /// Called once with the first write error during the turn (after open).
@@ -52,7 +57,8 @@ class RunRecorder {
   /// `failure_fails` (the host is then answered -32016 on an error), a
   /// write error turns the terminal line into `failed` with that error, so
   /// the ledger says what the host heard; without it (the host hears
-  /// "cancelled" either way), the line stays as asked.
+  /// "cancelled" either way), the line stays as asked. A recording that
+  /// reached its bound says so in result.json's "recording".
   void finish(const std::string& event, const nlohmann::json& outcome, const nlohmann::json& result, Done done,
               bool failure_fails = true);
 
@@ -67,12 +73,22 @@ class RunRecorder {
   };
   Store::Done track();
   Store::Done counted();
+  /// True when `bytes` more fit the run's bound; the first time they do
+  /// not, events.jsonl is told.
+  bool keep(std::size_t bytes);
+  static std::int64_t now_ms();
 
   Store& store_;
   LedgerEntry base_;
   std::string dir_;
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
   bool prepared_ = false;
+  std::size_t max_bytes_ = 0;
+  std::size_t kept_ = 0;
+  bool cut_ = false;
+  std::size_t frames_dropped_ = 0;
+  std::size_t frame_bytes_dropped_ = 0;
+  std::size_t stderr_bytes_dropped_ = 0;
 };
 
 /// Renders prompt blocks as the Markdown the harness was given.

@@ -131,6 +131,38 @@ class RunTest(unittest.TestCase):
         p, out = self.run_json("echo all good")
         self.assertEqual(out["text"], "all good")
 
+    def test_a_recording_past_its_bound_is_counted_not_kept(self):
+        with open(self.env.config) as f:
+            text = f.read()
+        with open(self.env.config, "w") as f:
+            f.write(text.replace("[daemon]\n", "[daemon]\nmax_recording_bytes = 4096\n", 1))
+        # The host still gets every chunk: the bound is the recording's.
+        p, out = self.run_json("stream 300")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("chunk 300", out["text"])
+        events_path = os.path.join(out["recording"], "events.jsonl")
+        with open(events_path) as f:
+            lines = [json.loads(line) for line in f]
+        cut = [line for line in lines if "cut" in line]
+        self.assertEqual(len(cut), 1, lines[-3:])
+        self.assertIn("max_recording_bytes", cut[0]["cut"])
+        kept = sum(len(json.dumps(line["msg"] if "msg" in line else line.get("raw", ""))) for line in lines)
+        self.assertLessEqual(kept, 4096)
+        recording = self.env.result(out["runId"])["recording"]
+        self.assertTrue(recording["cut"])
+        self.assertEqual(recording["maxBytes"], 4096)
+        self.assertGreater(recording["framesDropped"], 250)
+        self.assertGreater(recording["frameBytesDropped"], 250 * 100)
+        # stderr counts against the same bound.
+        p, out = self.run_json("stderr 1000")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(out["recording"], "stderr.log")) as f:
+            self.assertLessEqual(len(f.read()), 4096)
+        self.assertGreater(self.env.result(out["runId"])["recording"]["stderrBytesDropped"], 10000)
+        # A run within the bound says nothing of one.
+        p, out = self.run_json("echo small")
+        self.assertNotIn("recording", self.env.result(out["runId"]))
+
     def test_text_output_and_stdin_prompt(self):
         # Tool calls are one line each on stderr; stdout is the answer alone.
         p = self.env.run("run", "permission", "--approve", "all")
