@@ -223,6 +223,7 @@ void Connection::handle_line(std::string_view line) {
     line = repaired;
   }
   auto parsed = schema::parse_json(line);
+  if (inbound_tap_) inbound_tap_(line, parsed.has_value());
   if (!parsed) {
     const schema::JsonError& e = parsed.error();
     if (e.kind == schema::JsonError::Kind::kSyntax || e.kind == schema::JsonError::Kind::kNulByte) {

@@ -138,6 +138,12 @@ class Connection {
   /// schema::kMaxJsonDepth or with a number out of range is refused like an
   /// over-long line.
   void receive_line(std::string_view line) noexcept;
+  /// Sees every inbound line once it is parsed and before it is handled:
+  /// the line (UTF-8 repaired where the options say so) and whether it was
+  /// JSON, so an observer (a recording) needs no parse of its own.
+  void set_inbound_tap(std::function<void(std::string_view line, bool is_json)> tap) {
+    inbound_tap_ = std::move(tap);
+  }
   /// Handles a line that exceeded the size limit: a request is answered
   /// -32600 (with its id when it can be read from the line's first bytes),
   /// a notification is only logged, an answer to one of our calls fails
@@ -191,6 +197,7 @@ class Connection {
   };
 
   ConnectionOptions options_;
+  std::function<void(std::string_view, bool)> inbound_tap_;
   std::shared_ptr<detail::ConnectionShared> shared_;
   std::unordered_map<std::string, RequestHandler> requests_;
   std::unordered_map<std::string, NotificationHandler> notifications_;

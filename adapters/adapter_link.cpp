@@ -14,10 +14,7 @@ AdapterLink::AdapterLink(AdapterOptions options, std::function<void(const ExitSt
       on_exit_(std::move(on_exit)),
       splitter_(
           options_.max_line_bytes,
-          [this](std::string_view line) {
-            if (line_tap_) line_tap_(false, line);
-            rpc_->receive_line(line);
-          },
+          [this](std::string_view line) { rpc_->receive_line(line); },
           [this](std::string_view prefix, std::size_t size) {
             rpc_->receive_overlong(prefix, size, options_.max_line_bytes);
           }) {}
@@ -35,8 +32,11 @@ Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(acp::Loop& loop, Adapt
   copts.repair_utf8 = true;
   copts.answer_malformed = false;
   raw->rpc_ = std::make_unique<acp::Connection>(copts, [raw](std::string line) {
-    if (raw->line_tap_) raw->line_tap_(true, std::string_view(line).substr(0, line.size() - 1));
+    if (raw->line_tap_) raw->line_tap_(true, std::string_view(line).substr(0, line.size() - 1), true);
     if (raw->process_) raw->process_->write(std::move(line));
+  });
+  raw->rpc_->set_inbound_tap([raw](std::string_view line, bool is_json) {
+    if (raw->line_tap_) raw->line_tap_(false, line, is_json);
   });
 
   Process::Callbacks callbacks;

@@ -62,7 +62,9 @@ class AdapterLink {
 
   /// Sees every line exchanged with the adapter (`outbound`: written to
   /// it) and every byte of its stderr, for recordings. Pass null to stop.
-  using LineTap = std::function<void(bool outbound, std::string_view line)>;
+  /// `is_json`: the line parsed (an inbound line that did not is still
+  /// shown, as it came).
+  using LineTap = std::function<void(bool outbound, std::string_view line, bool is_json)>;
   using StderrTap = std::function<void(std::string_view data)>;
   void set_taps(LineTap lines, StderrTap stderr_tap) {
     line_tap_ = std::move(lines);

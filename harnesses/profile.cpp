@@ -149,7 +149,7 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       {"openspace", {"max_iterations", "skill_dir"}},
       {"exec", {"input", "output", "field"}}};
   static const std::set<std::string> kCommon = {"kind", "command", "env", "env_passthrough", "description",
-                                                "mode", "template"};
+                                                "mode", "template", "recording"};
   const auto& bridge_keys = kBridgeKeys.at(p.kind);
   std::vector<std::string> options;
   for (const auto& [key, value] : table) {
@@ -207,6 +207,13 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
     const auto* s = tmpl->as_string();
     if (!s) return Error{where + ".template must be a string (a template name)"};
     p.template_name = s->get();
+  }
+  if (const toml::node* recording = table.get("recording")) {
+    const auto* s = recording->as_string();
+    if (!s || (s->get() != "full" && s->get() != "metadata")) {
+      return Error{where + ".recording must be \"full\" or \"metadata\""};
+    }
+    p.record_metadata_only = s->get() == "metadata";
   }
   if (const toml::node* desc = table.get("description")) {
     if (const auto* s = desc->as_string()) p.description = s->get();

@@ -37,6 +37,10 @@ struct HarnessProfile {
   /// prompt goes to the harness as the host sent it, unless the prompt or
   /// the mode asks for packaging ("oneshot" uses "single-shot").
   std::string template_name;
+  /// "metadata": the run's recording keeps sizes, times and message kinds
+  /// but no content (no prompt, frames, stderr or transcript), for
+  /// sensitive work. "full" (default): everything.
+  bool record_metadata_only = false;
   /// One line for `harnessd harnesses`.
   std::string description;
   /// How to install what `command` needs, shown when it is missing.

@@ -381,8 +381,9 @@ void Agent::on_prompt(PromptParams params, acp::Reply reply) {
   LedgerEntry queued = prompt.ledger;
   queued.event = run_event::kQueued;
   rt_.store.record(std::move(queued));
-  prompt.recorder =
-      std::make_unique<RunRecorder>(rt_.store, prompt.ledger, rt_.config.daemon.max_recording_bytes);
+  prompt.recorder = std::make_unique<RunRecorder>(
+      rt_.store, prompt.ledger,
+      RunRecorder::Policy{rt_.config.daemon.max_recording_bytes, session->profile().record_metadata_only});
   const auto& meta = req.harnessd;
   prompt.packaging = std::move(*packaging);
   prompt.context = meta.context;

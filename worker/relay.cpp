@@ -45,6 +45,7 @@ Relay::Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession
     : rt_(rt), session_id_(std::move(session_id)), adapter_(adapter), hooks_(std::move(hooks)) {}
 
 void Relay::record_transcript(std::string line) {
+  if (hooks_.keep_transcript && !hooks_.keep_transcript()) return;
   rt_.store.append(Store::transcript_file(session_id_), std::move(line));
 }
 
@@ -75,8 +76,10 @@ std::size_t Relay::replay(const std::string& transcript) {
 
 void Relay::bind(adapters::AdapterLink& link) {
   link.set_taps(
-      [this](bool outbound, std::string_view line) {
-        if (RunRecorder* r = hooks_.recorder()) r->event(outbound ? "harnessd>adapter" : "adapter>harnessd", line);
+      [this](bool outbound, std::string_view line, bool is_json) {
+        if (RunRecorder* r = hooks_.recorder()) {
+          r->event(outbound ? "harnessd>adapter" : "adapter>harnessd", line, is_json);
+        }
       },
       [this](std::string_view data) {
         if (RunRecorder* r = hooks_.recorder()) r->stderr_data(data);
@@ -123,6 +126,16 @@ void Relay::relay_update(const json& params) {
   }
   if (adapter_.replaying()) return;  // the adapter replaying its own history
   if (kTurnUpdates.count(kind)) hooks_.turn_output(kind, *update);
+  const json* content = update->contains("content") ? &(*update)["content"] : nullptr;
+  const bool too_long = kChunkUpdates.count(kind) && content && content->is_object() &&
+                        content->value("type", "") == "text" && (*content)["text"].is_string() &&
+                        (*content)["text"].get_ref<const std::string&>().size() > kMaxChunkText;
+  if (kind != "config_option_update" && !too_long && params.contains("sessionId")) {
+    // The usual update: serialised straight from what the adapter sent,
+    // with harnessd's session id in place of the adapter's (no copy).
+    send_line(update_line(params));
+    return;
+  }
   json out = params;
   out["sessionId"] = session_id_;
   if (kind == "config_option_update" && update->contains("configOptions") && (*update)["configOptions"].is_array()) {
@@ -130,9 +143,7 @@ void Relay::relay_update(const json& params) {
     out["update"]["configOptions"] = hooks_.options_changed((*update)["configOptions"]);
   }
 
-  const json* content = update->contains("content") ? &(*update)["content"] : nullptr;
-  if (kChunkUpdates.count(kind) && content && content->is_object() && content->value("type", "") == "text" &&
-      (*content)["text"].is_string() && (*content)["text"].get_ref<const std::string&>().size() > kMaxChunkText) {
+  if (too_long) {
     std::string text = (*content)["text"].get<std::string>();
     std::string_view rest = text;
     while (!rest.empty()) {
@@ -146,11 +157,33 @@ void Relay::relay_update(const json& params) {
   send_update(out);
 }
 
+std::string Relay::update_line(const json& params) const {
+  // Byte for byte what dumping {"jsonrpc", "method", "params"} would give
+  // (keys in order), without building that object.
+  std::string line = R"({"jsonrpc":"2.0","method":"session/update","params":{)";
+  bool first = true;
+  for (const auto& [key, value] : params.items()) {
+    if (!first) line += ',';
+    first = false;
+    line += json(key).dump(-1, ' ', false, json::error_handler_t::replace);
+    line += ':';
+    line += key == "sessionId" ? json(session_id_).dump()
+                               : value.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  line += "}}\n";
+  return line;
+}
+
 void Relay::send_update(const json& params) {
+  send_line(acp::to_line({{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", params}}));
+}
+
+void Relay::send_line(std::string line) {
   // Serialised once: the same line goes to the host, the transcript and the
   // run's events.
-  std::string line = acp::to_line({{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", params}});
-  if (RunRecorder* r = hooks_.recorder()) r->event("harnessd>host", std::string_view(line).substr(0, line.size() - 1));
+  if (RunRecorder* r = hooks_.recorder()) {
+    r->event("harnessd>host", std::string_view(line).substr(0, line.size() - 1), true);
+  }
   record_transcript(line);
   rt_.host.send_line(std::move(line));
 }

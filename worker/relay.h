@@ -26,6 +26,9 @@ class Relay {
     /// The adapter sent a new list of its configOptions; returns the
     /// session's complete list, which is what the host is told.
     std::function<nlohmann::json(const nlohmann::json& adapter_options)> options_changed;
+    /// False when the session's harness records metadata only: no
+    /// transcript is kept.
+    std::function<bool()> keep_transcript;
   };
 
   /// `adapter` tells whether a prompt is in flight and whether the adapter
@@ -36,6 +39,10 @@ class Relay {
   void bind(adapters::AdapterLink& link);
   /// Sends a session/update to the host, recording it.
   void send_update(const nlohmann::json& params);
+  /// A session/update line for the host: `params` with this session's id.
+  std::string update_line(const nlohmann::json& params) const;
+  /// Records the update line and sends it to the host.
+  void send_line(std::string line);
   /// Appends one frame (a line with its newline) to the transcript.
   void record_transcript(std::string line);
   /// session/load: sends the host every frame of `transcript` (the

@@ -8,8 +8,8 @@ namespace harnessd::worker {
 
 using nlohmann::json;
 
-RunRecorder::RunRecorder(Store& store, LedgerEntry base, std::size_t max_bytes)
-    : store_(store), base_(std::move(base)), dir_(Store::run_dir(base_.runId)), max_bytes_(max_bytes) {}
+RunRecorder::RunRecorder(Store& store, LedgerEntry base, Policy policy)
+    : store_(store), base_(std::move(base)), dir_(Store::run_dir(base_.runId)), policy_(policy) {}
 
 std::int64_t RunRecorder::now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -18,14 +18,14 @@ std::int64_t RunRecorder::now_ms() {
 
 bool RunRecorder::keep(std::size_t bytes) {
   if (cut_) return false;
-  if (max_bytes_ == 0 || kept_ + bytes <= max_bytes_) {
+  if (policy_.max_bytes == 0 || kept_ + bytes <= policy_.max_bytes) {
     kept_ += bytes;
     return true;
   }
   cut_ = true;
   store_.append(dir_ + "/events.jsonl",
                 "{\"t\":" + std::to_string(now_ms()) + ",\"cut\":\"the recording reached its bound of " +
-                    std::to_string(max_bytes_) +
+                    std::to_string(policy_.max_bytes) +
                     " bytes ([daemon] max_recording_bytes); later frames and stderr are counted in result.json, "
                     "not kept\"}\n",
                 track());
@@ -56,6 +56,7 @@ Store::Done RunRecorder::counted() {
 }
 
 void RunRecorder::add_file(const std::string& rel, std::string bytes) {
+  if (policy_.metadata_only) return;
   // Folders of the run folder are made in the same writer lane, in order.
   for (std::size_t slash = rel.find('/'); slash != std::string::npos; slash = rel.find('/', slash + 1)) {
     store_.make_dir(dir_ + "/" + rel.substr(0, slash), counted());
@@ -67,6 +68,22 @@ void RunRecorder::prepare(const json& request, std::string prompt_md) {
   if (prepared_) return;
   prepared_ = true;
   store_.make_dir(dir_, counted());
+  if (policy_.metadata_only) {
+    // What was asked, not what it said.
+    const json* params = request.is_object() && request.contains("params") ? &request["params"] : nullptr;
+    const json* blocks = params && params->is_object() && params->contains("prompt") ? &(*params)["prompt"] : nullptr;
+    json shown = {{"jsonrpc", "2.0"},
+                  {"id", request.value("id", json())},
+                  {"method", request.value("method", "")},
+                  {"recording", "metadata"},
+                  {"promptBlocks", blocks && blocks->is_array() ? blocks->size() : 0},
+                  {"promptBytes", prompt_md.size()}};
+    store_.create_file(dir_ + "/request.json", shown.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
+                       counted());
+    store_.create_file(dir_ + "/prompt.md", "(not recorded: this harness records metadata only)\n", counted());
+    store_.create_file(dir_ + "/stderr.log", "", counted());
+    return;
+  }
   // Files of a fresh folder, written once: no temporary file and rename
   // needed (each costs a journal commit on some filesystems).
   store_.create_file(dir_ + "/request.json", request.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
@@ -98,7 +115,17 @@ void RunRecorder::open(Done ready) {
   });
 }
 
-void RunRecorder::event(const char* direction, std::string_view line) {
+void RunRecorder::event(const char* direction, std::string_view line, bool is_json) {
+  if (policy_.metadata_only) {
+    std::string out = frame_metadata(now_ms(), direction, line);
+    if (!keep(out.size())) {
+      ++frames_dropped_;
+      frame_bytes_dropped_ += line.size();
+      return;
+    }
+    store_.append(dir_ + "/events.jsonl", std::move(out), track());
+    return;
+  }
   // The frame plus its wrapping, near enough to decide without building it.
   if (!keep(line.size() + 48)) {
     ++frames_dropped_;
@@ -106,7 +133,7 @@ void RunRecorder::event(const char* direction, std::string_view line) {
     return;
   }
   std::string out = "{\"t\":" + std::to_string(now_ms()) + ",\"dir\":\"" + direction + "\",";
-  if (schema::accept_json(line)) {
+  if (is_json || schema::accept_json(line)) {
     out += "\"msg\":";
     out.append(line);
   } else {
@@ -118,6 +145,10 @@ void RunRecorder::event(const char* direction, std::string_view line) {
 }
 
 void RunRecorder::stderr_data(std::string_view data) {
+  if (policy_.metadata_only) {
+    stderr_bytes_ += data.size();
+    return;
+  }
   if (!keep(data.size())) {
     stderr_bytes_dropped_ += data.size();
     return;
@@ -136,9 +167,12 @@ void RunRecorder::finish(const std::string& event, const json& outcome, const js
   end.time.clear();
   end.extra = outcome;
   json recorded = result;
+  if (policy_.metadata_only && recorded.is_object()) {
+    recorded["recording"] = {{"mode", "metadata"}, {"stderrBytes", stderr_bytes_}};
+  }
   if (cut_ && recorded.is_object()) {
     recorded["recording"] = {{"cut", true},
-                             {"maxBytes", max_bytes_},
+                             {"maxBytes", policy_.max_bytes},
                              {"framesDropped", frames_dropped_},
                              {"frameBytesDropped", frame_bytes_dropped_},
                              {"stderrBytesDropped", stderr_bytes_dropped_}};
@@ -154,6 +188,27 @@ void RunRecorder::finish(const std::string& event, const json& outcome, const js
       done({});
     }
   });
+}
+
+std::string RunRecorder::frame_metadata(std::int64_t t, const char* direction, std::string_view line) {
+  json out = {{"t", t}, {"dir", direction}, {"bytes", line.size()}};
+  if (auto msg = schema::parse_json(line); msg && msg->is_object()) {
+    if (auto m = msg->find("method"); m != msg->end() && m->is_string()) out["method"] = *m;
+    if (auto id = msg->find("id"); id != msg->end() && (id->is_string() || id->is_number())) out["id"] = *id;
+    if (auto params = msg->find("params"); params != msg->end() && params->is_object()) {
+      auto update = params->find("update");
+      if (update != params->end() && update->is_object()) {
+        if (auto kind = update->find("sessionUpdate"); kind != update->end() && kind->is_string()) out["kind"] = *kind;
+      }
+    }
+    if (auto result = msg->find("result"); result != msg->end() && result->is_object()) {
+      if (auto stop = result->find("stopReason"); stop != result->end() && stop->is_string()) out["stopReason"] = *stop;
+    }
+    if (auto error = msg->find("error"); error != msg->end() && error->is_object()) {
+      if (auto code = error->find("code"); code != error->end() && code->is_number_integer()) out["errorCode"] = *code;
+    }
+  }
+  return out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 std::string render_prompt_markdown(const json& blocks) {

@@ -23,10 +23,17 @@ class RunRecorder {
  public:
   using Done = acp::UniqueFunction<void(Expected<void>)>;
 
+  struct Policy {
+    /// What the run's frames and stderr may keep together (0: no bound).
+    std::size_t max_bytes = 0;
+    /// Sizes, times and message kinds only: no prompt, frame content or
+    /// stderr is written.
+    bool metadata_only = false;
+  };
+
   /// `base` carries the run's identity (runId, sessionId, name, harness,
-  /// requestId) for the ledger lines this recorder writes. `max_bytes`
-  /// bounds what the run's frames and stderr keep together (0: no bound).
-  RunRecorder(Store& store, LedgerEntry base, std::size_t max_bytes = 0);
+  /// requestId) for the ledger lines this recorder writes.
+  RunRecorder(Store& store, LedgerEntry base, Policy policy);
 
   /// Creates runs/<runId>/ with request.json and prompt.md. Called when the
   /// prompt is queued, so the folder is usually there before the turn
@@ -43,8 +50,9 @@ class RunRecorder {
   /// Appends one frame to events.jsonl. `direction` is "host>harnessd",
   /// "harnessd>adapter", "adapter>harnessd" or "harnessd>host". Past the
   /// run's bound, the frame is counted instead (once, events.jsonl gets a
-  /// line saying so).
-  void event(const char* direction, std::string_view line);
+  /// line saying so). `is_json`: the caller knows the line is JSON (it
+  /// parsed or made it); otherwise it is checked, and kept as text if not.
+  void event(const char* direction, std::string_view line, bool is_json = false);
   /// Appends to stderr.log; past the bound, counted instead.
   void stderr_data(std::string_view data);
 
@@ -76,6 +84,8 @@ class RunRecorder {
   /// True when `bytes` more fit the run's bound; the first time they do
   /// not, events.jsonl is told.
   bool keep(std::size_t bytes);
+  /// The events.jsonl line of a frame in metadata-only mode.
+  static std::string frame_metadata(std::int64_t t, const char* direction, std::string_view line);
   static std::int64_t now_ms();
 
   Store& store_;
@@ -83,8 +93,9 @@ class RunRecorder {
   std::string dir_;
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
   bool prepared_ = false;
-  std::size_t max_bytes_ = 0;
+  Policy policy_;
   std::size_t kept_ = 0;
+  std::size_t stderr_bytes_ = 0;  // metadata only: what stderr said, counted
   bool cut_ = false;
   std::size_t frames_dropped_ = 0;
   std::size_t frame_bytes_dropped_ = 0;

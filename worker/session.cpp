@@ -31,7 +31,8 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
               [this](const json& options) {
                 options_.replace(options);
                 return config_options();
-              }}),
+              },
+              [this] { return !init_.profile.record_metadata_only; }}),
       adapter_(rt.loop, rt.reaper, rt.config.daemon.kill_grace, "session " + init_.id, init_.profile.name,
                {[this] { return adapter_spec(); }, [this](adapters::AdapterLink& link) { relay_.bind(link); },
                 [this](const json& answer, bool announce) { take_adapter_options(answer, announce); },
@@ -244,7 +245,7 @@ void Session::start_turn(QueuedPrompt prompt) {
   turn_->recorder = std::move(turn_->prompt.recorder);
   std::string request_line = acp::to_line(turn_->prompt.request);
   request_line.pop_back();
-  turn_->recorder->event("host>harnessd", request_line);
+  turn_->recorder->event("host>harnessd", request_line, true);
   std::weak_ptr<bool> alive = alive_;
   turn_->recorder->open([this, alive, generation](Expected<void> opened) {
     if (alive.expired() || closed_) return;
@@ -437,7 +438,7 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   if (answer) {
     std::string line = acp::to_line({{"jsonrpc", "2.0"}, {"id", turn.prompt.ledger.requestId}, {"result", *answer}});
     line.pop_back();
-    turn.recorder->event("harnessd>host", line);
+    turn.recorder->event("harnessd>host", line, true);
   }
 
   // result.json and the terminal ledger line are on disk before the host is

@@ -446,8 +446,24 @@ void Store::append(std::string rel, std::string data, Done done) {
   StoreWriter* w = &lane_for(key);
   std::string run = done && in_run_folder(rel) ? key : "";
   std::size_t bytes = data.size();
-  submit(key, [w, rel = std::move(rel), data = std::move(data)]() { return w->append(rel, data); }, std::move(done),
-         std::move(run), bytes);
+  if (unusable_) {
+    submit(key, nullptr, std::move(done));
+    return;
+  }
+  queued_ += bytes;
+  if (w->push_deferred(StoreWriter::Job::appending(std::move(rel), std::move(data), std::move(done), std::move(run)))) {
+    // Woken once the loop has run every callback of this iteration: a
+    // burst of frames read at once becomes one batch for the writer.
+    to_wake_.push_back(w);
+    if (to_wake_.size() == 1) {
+      loop_.post([this, alive = std::weak_ptr<bool>(alive_)] {
+        if (alive.expired()) return;
+        for (StoreWriter* lane : to_wake_) lane->wake();
+        to_wake_.clear();
+      });
+    }
+  }
+  check_pressure();
 }
 
 void Store::close_file(std::string rel) {

@@ -166,6 +166,9 @@ class Store {
   std::unique_ptr<WriteCompletions> completions_;
   std::vector<std::unique_ptr<StoreWriter>> lanes_;
   std::unique_ptr<acp::Timer> retry_timer_;
+  /// Lanes given appends this loop iteration while idle, woken together.
+  std::vector<StoreWriter*> to_wake_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace harnessd::worker

@@ -80,18 +80,25 @@ Expected<void> WriteBudget::take(std::size_t bytes, const std::string& rel) {
 
 // ---------------------------------------------------------------- completions
 
-void WriteCompletions::push(WriteDone done, Expected<void> result) {
+void WriteCompletions::push(Finished finished) {
   // Completions must not keep the loop alive on their own; the daemon
   // waits for the store explicitly (barrier_all) before it exits.
-  loop_.post_from_any_thread(
-      [alive = std::weak_ptr<bool>(alive_), done = std::move(done), result = std::move(result)]() mutable {
-        if (alive.expired()) return;
-        try {
-          done(std::move(result));
-        } catch (const std::exception& e) {
-          acp::log::error(std::string("store callback failed: ") + e.what());
-        }
-      });
+  loop_.post_from_any_thread([alive = std::weak_ptr<bool>(alive_), finished = std::move(finished)]() mutable {
+    for (auto& [done, result] : finished) {
+      if (alive.expired()) return;  // a callback destroyed the Store
+      try {
+        done(std::move(result));
+      } catch (const std::exception& e) {
+        acp::log::error(std::string("store callback failed: ") + e.what());
+      }
+    }
+  });
+}
+
+void WriteCompletions::push(WriteDone done, Expected<void> result) {
+  Finished one;
+  one.emplace_back(std::move(done), std::move(result));
+  push(std::move(one));
 }
 
 // ---------------------------------------------------------------- one lane
@@ -113,42 +120,91 @@ StoreWriter::~StoreWriter() {
 }
 
 void StoreWriter::push(Job job) {
+  bool wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
     jobs_.push_back(std::move(job));
+    wake = idle_;
+    idle_ = false;  // one wake-up is enough for everything queued before it runs
   }
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
+}
+
+bool StoreWriter::push_deferred(Job job) {
+  std::lock_guard<std::mutex> lock(mu_);
+  jobs_.push_back(std::move(job));
+  bool wake = idle_;
+  idle_ = false;  // claimed: the caller wakes the thread
+  return wake;
 }
 
 void StoreWriter::run() {
+  std::deque<Job> batch;
   for (;;) {
-    Job job;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty() && !stopping_) {
+        idle_ = true;
+        cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      }
+      idle_ = false;
       if (jobs_.empty()) return;  // stopping, and everything done
-      job = std::move(jobs_.front());
-      jobs_.pop_front();
+      batch.swap(jobs_);
     }
+    WriteCompletions::Finished finished;
+    for (std::size_t i = 0; i < batch.size();) i = run_jobs(batch, i, finished);
+    batch.clear();
+    if (!finished.empty()) completions_.push(std::move(finished));
+  }
+}
+
+std::size_t StoreWriter::run_jobs(std::deque<Job>& batch, std::size_t i, WriteCompletions::Finished& finished) {
+  Job& first = batch[i];
+  if (first.append_to.empty()) {
     Expected<void> result;
     try {
-      result = job.work();
+      result = first.work();
     } catch (const std::exception& e) {
       result = Error{e.what()};
     }
-    if (!result && !job.run.empty()) {
-      if (failed_runs_.size() >= 4096) failed_runs_.clear();  // bounded; a run's end normally takes its entry
-      failed_runs_.try_emplace(job.run, result.error().message);
-    }
-    if (job.done) {
-      completions_.push(std::move(job.done), std::move(result));
-    } else if (!result && result.error().message != last_unheard_) {
-      // Nobody waits for this write (a transcript line): say it once.
-      last_unheard_ = result.error().message;
-      acp::log::error(last_unheard_);
-    }
-    if (job.bytes) written_(job.bytes);
+    finish_job(first, result, finished);
+    return i + 1;
   }
+  // Appends to one file in a row: one write (bounded, so a flood is still
+  // written in pieces that the disk takes at once).
+  constexpr std::size_t kMaxCoalesced = 1u << 20;
+  std::size_t end = i + 1;
+  std::size_t size = first.data.size();
+  while (end < batch.size() && batch[end].append_to == first.append_to && size < kMaxCoalesced) {
+    size += batch[end].data.size();
+    ++end;
+  }
+  Expected<void> result;
+  if (end == i + 1) {
+    result = append(first.append_to, first.data);
+  } else {
+    std::string data;
+    data.reserve(size);
+    for (std::size_t k = i; k < end; ++k) data += batch[k].data;
+    result = append(first.append_to, data);
+  }
+  for (std::size_t k = i; k < end; ++k) finish_job(batch[k], result, finished);
+  return end;
+}
+
+void StoreWriter::finish_job(Job& job, const Expected<void>& result, WriteCompletions::Finished& finished) {
+  if (!result && !job.run.empty()) {
+    if (failed_runs_.size() >= 4096) failed_runs_.clear();  // bounded; a run's end normally takes its entry
+    failed_runs_.try_emplace(job.run, result.error().message);
+  }
+  if (job.done) {
+    finished.emplace_back(std::move(job.done), result);
+  } else if (!result && result.error().message != last_unheard_) {
+    // Nobody waits for this write (a transcript line): say it once.
+    last_unheard_ = result.error().message;
+    acp::log::error(last_unheard_);
+  }
+  if (job.bytes) written_(job.bytes);
 }
 
 Expected<int> StoreWriter::fd_for(const std::string& rel) {

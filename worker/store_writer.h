@@ -67,7 +67,10 @@ class WriteCompletions {
   WriteCompletions(const WriteCompletions&) = delete;
   WriteCompletions& operator=(const WriteCompletions&) = delete;
 
-  /// `done(result)` runs on the loop thread soon after.
+  using Finished = std::vector<std::pair<WriteDone, Expected<void>>>;
+  /// Each `done(result)` runs on the loop thread soon after, in order, all
+  /// of them from one wake-up of the loop.
+  void push(Finished finished);
   void push(WriteDone done, Expected<void> result);
 
  private:
@@ -75,17 +78,34 @@ class WriteCompletions {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-/// One writer thread: runs its jobs in order. Each file belongs to one lane
+/// One writer thread: runs its jobs in order, taking every job queued at
+/// once and handing their results back in one batch, so a burst of frames
+/// costs one wake-up each way, not one per frame. Each file belongs to one lane
 /// (a run's files and ledger lines to its run's lane, a session's files to
 /// its session's lane), so per-file order holds while a slow filesystem's
 /// latency overlaps across lanes.
 class StoreWriter {
  public:
   struct Job {
+    Job() = default;
+    Job(acp::UniqueFunction<Expected<void>()> w, WriteDone d, std::string r = {}, std::size_t b = 0)
+        : work(std::move(w)), done(std::move(d)), run(std::move(r)), bytes(b) {}
+    static Job appending(std::string rel, std::string data, WriteDone done, std::string run) {
+      Job job(nullptr, std::move(done), std::move(run), data.size());
+      job.append_to = std::move(rel);
+      job.data = std::move(data);
+      return job;
+    }
+
     acp::UniqueFunction<Expected<void>()> work;
     WriteDone done;
     std::string run;        // a failure marks this run as not recorded
     std::size_t bytes = 0;  // counted against the Store's queue
+    /// Set instead of `work`: append `data` to the file `append_to`. Appends
+    /// to one file that follow each other in the queue are written together,
+    /// whole or not at all, with one lock and one write.
+    std::string append_to;
+    std::string data;
   };
 
   /// Starts the thread. `written(bytes)` is called on this lane's thread
@@ -100,6 +120,11 @@ class StoreWriter {
 
   /// Queues `job` (any thread).
   void push(Job job);
+  /// Queues `job` without waking the thread: returns true when the caller
+  /// must call wake() later (the thread was idle), so that all the jobs of
+  /// one loop iteration cost the thread one wake-up.
+  bool push_deferred(Job job);
+  void wake() { cv_.notify_one(); }
 
   // ---- run on the writer thread only (from inside a job)
   Expected<void> check_budget(std::size_t bytes, const std::string& rel) { return budget_.take(bytes, rel); }
@@ -111,6 +136,10 @@ class StoreWriter {
 
  private:
   void run();
+  /// Runs batch[i] (with the appends to the same file right after it);
+  /// returns the index of the next job to run.
+  std::size_t run_jobs(std::deque<Job>& batch, std::size_t i, WriteCompletions::Finished& finished);
+  void finish_job(Job& job, const Expected<void>& result, WriteCompletions::Finished& finished);
   Expected<int> fd_for(const std::string& rel);
 
   WriteCompletions& completions_;
@@ -125,6 +154,7 @@ class StoreWriter {
   std::condition_variable cv_;
   std::deque<Job> jobs_;
   bool stopping_ = false;
+  bool idle_ = false;  // waiting for jobs: only then does push() wake the thread
   std::thread thread_;
 };
 

@@ -3,17 +3,22 @@
 // the adapter floods 1M updates: harnessd's peak RSS. (2) The host reads as
 // fast as it can while the adapter floods 1M updates: time to the first
 // update, updates/s the host got while the adapter was still writing, and
-// the slowest second of the flood.
-// Usage: bench_relay [--quick] [--harnessd PATH] (PATH: another build to
-// compare; its harnessd-guard must sit next to it)
+// the slowest second of the flood. (3) Each of 100,000 updates: harnessd's
+// CPU (all its threads) and the bytes it writes to the state directory.
+// Usage: bench_relay [--quick] [--cost] [--harnessd PATH] (--cost: (3) only;
+// PATH: another build to compare, its harnessd-guard next to it)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <map>
 #include <string>
 #include <thread>
+
+#include <unistd.h>
 
 #include "daemon_process.h"
 
@@ -110,19 +115,73 @@ void live_stream(long n) {
   std::printf("\n  the rest (%ld) arrived within %lld ms after the adapter finished\n", n - during, finished - done_ms);
 }
 
+/// User plus system CPU of `pid` (all its threads), in microseconds.
+long long cpu_us(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(f, stat);
+  // Fields after the command (which may hold spaces) start after the last ')'.
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoll(field);
+    if (i == 15) stime = std::stoll(field);
+  }
+  return (utime + stime) * 1000000LL / sysconf(_SC_CLK_TCK);
+}
+
+/// Bytes of the regular files beneath `dir`.
+long long bytes_beneath(const std::string& dir) {
+  long long total = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) total += static_cast<long long>(e.file_size());
+  }
+  return total;
+}
+
+// (3) What one relayed update costs harnessd: its CPU (all threads) and the
+// bytes it writes to the state directory, per update.
+void relay_cost(long n) {
+  Daemon d(fake_config(), {"--log-level", "warn"});
+  d.initialize();
+  std::string sid = d.new_session();
+  long long cpu_before = cpu_us(d.pid());
+  long long disk_before = bytes_beneath(d.state_dir());
+  long long sent = wall_ms();
+  start_flood(d, sid, n);
+  std::size_t frame_bytes = 0;
+  read_flood(d, n, [&](long) {});
+  for (const auto& line : d.raw_lines()) frame_bytes += line.size() + 1;
+  long long wall = wall_ms() - sent;
+  long long cpu = cpu_us(d.pid()) - cpu_before;
+  long long disk = bytes_beneath(d.state_dir()) - disk_before;
+  double per_frame = static_cast<double>(frame_bytes) / static_cast<double>(d.raw_lines().size());
+  std::printf("relay cost: %ld updates of %.0f bytes\n", n, per_frame);
+  std::printf("  harnessd CPU %.2f us per update (%lld ms in all), wall %lld ms (%.0f updates/s)\n",
+              static_cast<double>(cpu) / static_cast<double>(n), cpu / 1000, wall, n * 1000.0 / std::max(1LL, wall));
+  std::printf("  written to the state directory: %.0f bytes per update (%.2fx the frame)\n",
+              static_cast<double>(disk) / static_cast<double>(n), static_cast<double>(disk) / n / per_frame);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bool quick = false;
+  bool cost_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
+    } else if (std::strcmp(argv[i], "--cost") == 0) {
+      cost_only = true;
     } else if (std::strcmp(argv[i], "--harnessd") == 0 && i + 1 < argc) {
       set_harnessd_exe(argv[++i]);
     }
   }
   try {
     std::printf("harnessd: %s\n", harnessd_exe().c_str());
+    relay_cost(100000);
+    if (cost_only) return 0;
     paused_host(quick ? 200000 : 1000000, quick ? 5 : 20);
     live_stream(quick ? 200000 : 1000000);
   } catch (const std::exception& e) {

@@ -163,6 +163,46 @@ class RunTest(unittest.TestCase):
         p, out = self.run_json("echo small")
         self.assertNotIn("recording", self.env.result(out["runId"]))
 
+    def test_a_harness_that_records_metadata_only_leaves_no_content_on_disk(self):
+        with open(self.env.config, "a") as f:
+            f.write(f"""[harness.secret]
+command = {json.dumps([FAKE_AGENT, "--state-dir", os.path.join(self.env.root, "fake")])}
+recording = "metadata"
+""")
+        p, out = self.run_json("--harness", "secret", "--session", "vault", "echo the password is hunter2")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("hunter2", out["text"])  # the host gets everything
+        p, out2 = self.run_json("--harness", "secret", "--session", "vault", "stderr 3")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for folder, _, files in os.walk(self.env.state):
+            for name in files:
+                with open(os.path.join(folder, name), "rb") as f:
+                    self.assertNotIn(b"hunter2", f.read(), os.path.join(folder, name))
+                    f.seek(0)
+                    self.assertNotIn(b"stderr line", f.read(), os.path.join(folder, name))
+        run = out["recording"]
+        with open(os.path.join(run, "request.json")) as f:
+            request = json.load(f)
+        self.assertEqual(request["recording"], "metadata")
+        self.assertEqual(request["promptBlocks"], 1)
+        with open(os.path.join(run, "events.jsonl")) as f:
+            events = [json.loads(line) for line in f]
+        kinds = [e.get("kind") for e in events]
+        self.assertIn("agent_message_chunk", kinds)
+        self.assertTrue(all("bytes" in e and "msg" not in e for e in events), events)
+        self.assertIn("end_turn", [e.get("stopReason") for e in events])
+        first = self.env.result(out["runId"])["recording"]
+        self.assertEqual(sorted(first), ["mode", "stderrBytes"])
+        self.assertEqual(first["mode"], "metadata")
+        # Counted, not kept (lines that come after the answer are not the run's).
+        self.assertGreater(self.env.result(out2["runId"])["recording"]["stderrBytes"], 0)
+        with open(os.path.join(out2["recording"], "stderr.log")) as f:
+            self.assertEqual(f.read(), "")
+        # Another harness records as before.
+        p, out = self.run_json("echo plain hunter2")
+        with open(os.path.join(out["recording"], "prompt.md")) as f:
+            self.assertIn("hunter2", f.read())
+
     def test_text_output_and_stdin_prompt(self):
         # Tool calls are one line each on stderr; stdout is the answer alone.
         p = self.env.run("run", "permission", "--approve", "all")
