@@ -163,9 +163,9 @@ Expected<std::unique_ptr<Database>> Database::open(const std::string& path, Opti
   if (auto r = d->exec(options.full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL"); !r) {
     return std::move(r).error();
   }
-  // Checkpoints are run by the writer between batches, not by whichever
-  // commit happens to cross the threshold.
-  if (auto r = d->exec("PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = ON"); !r) return std::move(r).error();
+  // SQLite's own checkpoints stay on (every 1,000 pages): nothing else
+  // runs them yet, and a WAL left alone grows without bound.
+  if (auto r = d->exec("PRAGMA foreign_keys = ON"); !r) return std::move(r).error();
   return d;
 }
 
