@@ -22,6 +22,7 @@
 #include "harnessd_version.h"
 #include "worker/config.h"
 #include "worker/daemon.h"
+#include "worker/housekeeping.h"
 #include "worker/inspect.h"
 #include "acp/files.h"
 #include "worker/wrapper.h"
@@ -90,6 +91,8 @@ int main(int argc, char** argv) {
   runs_cmd->add_option("--session", runs_query.session, "Only runs of this session (id, name, or the host's name for it)");
   runs_cmd->add_option("--state", runs_query.state, "Only runs whose last event is this (completed, failed, ...)");
   runs_cmd->add_flag("--follow", runs_query.follow, "Then print each new ledger entry as it is written");
+  runs_cmd->add_flag("--transitions", runs_query.transitions,
+                     "Print every recorded transition of the runs (the ledger), not one line per run");
   runs_cmd->add_option("--format", runs_query.format, "text or json")->check(CLI::IsMember({"text", "json"}));
 
   std::string sessions_format = "text";
@@ -115,6 +118,13 @@ int main(int argc, char** argv) {
   prune_cmd->fallthrough();
   prune_cmd->add_option("--older-than", prune_older_than, "Only those idle this long: 90s, 30m, 12h, 7d");
   prune_cmd->add_flag("--dry-run", prune_dry_run, "List them; change nothing");
+  std::string forget_target;
+  bool forget_dry_run = false;
+  auto* forget_cmd = app.add_subcommand(
+      "forget", "Remove what a session recorded (run folders, prompts, transcript); its ledger lines stay");
+  forget_cmd->fallthrough();
+  forget_cmd->add_option("session", forget_target, "The session's id, or a name only one session has")->required();
+  forget_cmd->add_flag("--dry-run", forget_dry_run, "List what would be removed; change nothing");
   auto* harnesses_cmd = app.add_subcommand("harnesses", "List harness profiles, what they run, and what is missing");
   harnesses_cmd->fallthrough();
   harnesses_cmd->add_flag("--check", harnesses_check, "Also run each program with --version");
@@ -205,6 +215,7 @@ int main(int argc, char** argv) {
   if (close_cmd->parsed()) return close_command(chosen_state_dir, close_target);
   if (show_cmd->parsed()) return show_command(chosen_state_dir, show_run, show_format);
   if (prune_cmd->parsed()) return prune_command(chosen_state_dir, prune_older_than, prune_dry_run);
+  if (forget_cmd->parsed()) return forget_command(chosen_state_dir, forget_target, forget_dry_run);
   if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format);
   if (pack_cmd->parsed()) return pack_command(wrap, *config, chosen_state_dir);
   auto& d = config->daemon;

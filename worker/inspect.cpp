@@ -73,9 +73,35 @@ int runs_command(const RunsQuery& q) {
   for (const auto& line : read.lines) {
     if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
   }
+  // Both --transitions and --follow print entries this way.
+  auto print_entry = [&q](const LedgerEntry& e) {
+    if (q.format == "json") {
+      json entry = e.to_json();
+      entry["version"] = 1;
+      print_line(entry.dump());
+    } else {
+      print_line(describe_entry(e));
+    }
+  };
+  const RunsQuery by_session{q.state_dir, q.session, std::nullopt, false, false, q.format};
+  if (q.transitions) {
+    bool any = false;
+    for (const auto& line : read.lines) {
+      auto e = LedgerEntry::from_json(line);
+      if (!e) continue;
+      const RunRecord* r = index.find(e->runId);
+      if (!r || !run_matches(*r, by_session) || (q.state && e->event != *q.state)) continue;
+      print_entry(*e);
+      any = true;
+    }
+    if (!any && !q.follow && q.format != "json") {
+      std::fprintf(stderr, "harnessd: no matching transitions are recorded in %s\n", q.state_dir.c_str());
+      return 1;
+    }
+  }
   std::vector<std::vector<std::string>> rows = {{"RUN", "SESSION", "HARNESS", "QUEUED (UTC)", "TOOK", "STATE"}};
   const long long now = iso_ms(acp::iso_time());
-  for (const auto& id : index.order()) {
+  for (const auto& id : q.transitions ? std::vector<std::string>{} : index.order()) {
     const RunRecord& r = *index.find(id);
     if (!run_matches(r, q)) continue;
     if (q.format == "json") {
@@ -91,7 +117,7 @@ int runs_command(const RunsQuery& q) {
     rows.push_back({r.runId, r.name ? *r.name : r.sessionId, r.harness.empty() ? "-" : r.harness,
                     short_time(r.queuedAt), took, run_state_words(r)});
   }
-  if (q.format != "json") {
+  if (q.format != "json" && !q.transitions) {
     if (rows.size() > 1) {
       print_table(rows);
     } else if (!q.follow) {
@@ -146,15 +172,9 @@ int runs_command(const RunsQuery& q) {
         if (!e) continue;
         index.apply(*e);
         const RunRecord* r = index.find(e->runId);
-        if (!r || !run_matches(*r, RunsQuery{q.state_dir, q.session, std::nullopt, false, q.format})) continue;
+        if (!r || !run_matches(*r, by_session)) continue;
         if (q.state && e->event != *q.state) continue;
-        if (q.format == "json") {
-          json entry = e->to_json();
-          entry["version"] = 1;
-          print_line(entry.dump());
-        } else {
-          print_line(describe_entry(*e));
-        }
+        print_entry(*e);
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -208,7 +228,13 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
   return 0;
 }
 
-namespace {
+RunIndex run_index_beneath(int root) {
+  RunIndex index;
+  for (const auto& line : read_jsonl_beneath(root, "ledger.jsonl", StateAccess::kReadOnly).lines) {
+    if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
+  }
+  return index;
+}
 
 std::map<std::string, SessionRecord> session_records_beneath(int root) {
   std::map<std::string, SessionRecord> records;
@@ -237,8 +263,6 @@ std::map<std::string, SessionRecord> session_records_beneath(int root) {
   return records;
 }
 
-}  // namespace
-
 std::map<std::string, SessionRecord> read_session_records(const std::string& state_dir) {
   auto root = open_for_reading(state_dir);
   if (!root) {
@@ -258,10 +282,7 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
   if (!*root) return 0;
   std::map<std::string, SessionRecord> records = session_records_beneath(root->get());
   // Run counts per session from the ledger.
-  RunIndex index;
-  for (const auto& line : read_jsonl_beneath(root->get(), "ledger.jsonl", StateAccess::kReadOnly).lines) {
-    if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
-  }
+  RunIndex index = run_index_beneath(root->get());
   std::map<std::string, std::map<std::string, int>> counts;
   for (const auto& [id, r] : index.runs()) ++counts[r.sessionId][r.state];
   std::vector<std::vector<std::string>> rows = {{"SESSION", "NAME", "HARNESS", "STATE", "UPDATED (UTC)", "RUNS", "CWD"}};
@@ -294,121 +315,6 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
   return 0;
 }
 
-namespace {
-
-// Parses "90s", "30m", "12h", "7d" (or plain seconds) into milliseconds.
-std::optional<long long> parse_duration_ms(const std::string& text) {
-  if (text.empty()) return std::nullopt;
-  char* end = nullptr;
-  double n = std::strtod(text.c_str(), &end);
-  if (end == text.c_str() || n < 0) return std::nullopt;
-  std::string unit(end);
-  double scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : -1;
-  if (scale < 0) return std::nullopt;
-  return static_cast<long long>(n * scale * 1000);
-}
-
-// What stops a session record from being closed from the shell: a daemon
-// that serves it (its instance still holds its lock) would overwrite it.
-std::optional<std::string> served_by(int root, const SessionRecord& record) {
-  if (record.daemon.empty() || !daemon_instance_alive(root, record.daemon)) return std::nullopt;
-  return record.daemon;
-}
-
-Expected<void> write_closed(int root, const std::string& id, SessionRecord record) {
-  record.closed = true;
-  record.updated_at = acp::iso_time();
-  std::string content = record.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-  auto written = replace_file_beneath(root, Store::session_file(id), content, false);
-  if (!written) return Error{written.error().message};
-  return {};
-}
-
-}  // namespace
-
-int close_command(const std::string& state_dir, const std::string& target) {
-  auto root = open_state_dir(state_dir, StateAccess::kOwn);
-  if (!root) {
-    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
-    return 1;
-  }
-  std::map<std::string, SessionRecord> records = session_records_beneath(root->get());
-  // An id, or the name (or host's name) of open sessions.
-  std::vector<std::string> matches;
-  if (records.count(target)) {
-    matches.push_back(target);
-  } else {
-    for (const auto& [id, r] : records) {
-      bool named = r.name == target || r.host_session == target;
-      if (named && !r.closed) matches.push_back(id);
-    }
-  }
-  if (matches.empty()) {
-    std::fprintf(stderr, "harnessd: no open session has the id, name or host name '%s'\n", target.c_str());
-    return 1;
-  }
-  int code = 0;
-  for (const auto& id : matches) {
-    const SessionRecord& r = records[id];
-    if (r.closed) {
-      print_line(id + " was already closed");
-      continue;
-    }
-    if (auto daemon = served_by(root->get(), r)) {
-      std::fprintf(stderr, "harnessd: %s is served by running daemon %s; close it there (session/close)\n",
-                   id.c_str(), daemon->c_str());
-      code = 1;
-      continue;
-    }
-    if (auto w = write_closed(root->get(), id, r); !w) {
-      std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
-      code = 1;
-      continue;
-    }
-    print_line("closed " + id);
-  }
-  return code;
-}
-
-int prune_command(const std::string& state_dir, const std::optional<std::string>& older_than, bool dry_run) {
-  std::optional<long long> age;
-  if (older_than) {
-    age = parse_duration_ms(*older_than);
-    if (!age) {
-      std::fprintf(stderr, "harnessd: --older-than '%s' is not a duration (90s, 30m, 12h, 7d)\n", older_than->c_str());
-      return 2;
-    }
-  }
-  auto root = open_state_dir(state_dir, dry_run ? StateAccess::kReadOnly : StateAccess::kOwn);
-  if (!root) {
-    if (root.error().err == ENOENT) return 0;  // nothing recorded, nothing to prune
-    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
-    return 1;
-  }
-  const long long now = iso_ms(acp::iso_time());
-  int code = 0, pruned = 0;
-  for (const auto& [id, r] : session_records_beneath(root->get())) {
-    if (r.closed || served_by(root->get(), r)) continue;
-    long long updated = iso_ms(r.updated_at);
-    if (age && updated >= 0 && now - updated < *age) continue;
-    std::string idle = updated < 0 ? "" : " (idle " + duration_words(now - updated) + ")";
-    if (dry_run) {
-      print_line("would close " + id + idle);
-      ++pruned;
-      continue;
-    }
-    if (auto w = write_closed(root->get(), id, r); !w) {
-      std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
-      code = 1;
-      continue;
-    }
-    print_line("closed " + id + idle);
-    ++pruned;
-  }
-  if (pruned == 0) std::fprintf(stderr, "harnessd: no open session to prune\n");
-  return code;
-}
-
 int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format) {
   auto root = open_for_reading(state_dir);
   if (!root) {
@@ -417,11 +323,7 @@ int show_command(const std::string& state_dir, const std::string& run_id, const 
   }
   // The ledger says who ran it and when, also for a run still queued.
   RunIndex index;
-  if (*root) {
-    for (const auto& line : read_jsonl_beneath(root->get(), "ledger.jsonl", StateAccess::kReadOnly).lines) {
-      if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
-    }
-  }
+  if (*root) index = run_index_beneath(root->get());
   const RunRecord* run = acp::is_safe_id(run_id) ? index.find(run_id) : nullptr;
   if (!run) {
     std::fprintf(stderr, "harnessd: no run %s is recorded in %s\n", run_id.c_str(), state_dir.c_str());

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "worker/ledger.h"
 #include "worker/session_record.h"
 
 namespace harnessd::worker {
@@ -19,11 +20,15 @@ struct RunsQuery {
   std::optional<std::string> session;  // a session id or name
   std::optional<std::string> state;    // the run's last event
   bool follow = false;
+  /// Every recorded transition of the matching runs (the ledger), oldest
+  /// first, instead of one line per run; `state` then matches the event.
+  bool transitions = false;
   std::string format = "text";  // text or json
 };
 
-/// Prints matching runs, oldest first; with `follow`, then prints each new
-/// ledger entry as it is written, until interrupted. Returns the exit code.
+/// Prints matching runs, oldest first (or their transitions); with
+/// `follow`, then prints each new ledger entry as it is written, until
+/// interrupted. Returns the exit code.
 int runs_command(const RunsQuery& query);
 
 /// Prints the harness profiles: kind, the program each runs and where it
@@ -42,13 +47,11 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
 /// answer, the usage and the files of its folder. Returns the exit code.
 int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format);
 
-/// Marks the session `target` (an id, or the name of open sessions) closed
-/// in its record, unless a running daemon serves it. Returns the exit code.
-int close_command(const std::string& state_dir, const std::string& target);
+/// The runs the ledger of the open state directory `root` records.
+RunIndex run_index_beneath(int root);
 
-/// Closes every open session that no running daemon serves, or only those
-/// idle longer than `older_than` ("90s", "30m", "12h", "7d"); `dry_run`
-/// lists them and changes nothing. Returns the exit code.
-int prune_command(const std::string& state_dir, const std::optional<std::string>& older_than, bool dry_run);
+/// Every session record beneath the open state directory `root`; records
+/// that cannot be read are said on stderr and skipped.
+std::map<std::string, SessionRecord> session_records_beneath(int root);
 
 }  // namespace harnessd::worker

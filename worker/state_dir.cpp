@@ -2,6 +2,7 @@
 // O_NOFOLLOW, and the ownership and mode checks of everything opened.
 #include "worker/state_dir.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -238,6 +239,69 @@ JsonlRead read_jsonl_beneath(int root, const std::string& rel, StateAccess acces
     return out;
   }
   return parse_jsonl(*content);
+}
+
+namespace {
+
+// Empties the open folder `dir` (named `rel` in errors) and closes it.
+Expected<void, PathError> empty_folder(int dir, const std::string& rel, std::uint64_t* bytes) {
+  DIR* d = ::fdopendir(dir);
+  if (!d) {
+    int err = errno;
+    ::close(dir);
+    return sys_error(rel, err);
+  }
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(std::move(name));
+  }
+  Expected<void, PathError> result;
+  for (const auto& name : names) {
+    struct stat st {};
+    if (::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      int sub = ::openat(::dirfd(d), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0) {
+        result = sys_error(rel + "/" + name, errno);
+        continue;
+      }
+      if (auto r = empty_folder(sub, rel + "/" + name, bytes); !r) result = r;
+      if (::unlinkat(::dirfd(d), name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+        result = sys_error(rel + "/" + name, errno);
+      }
+      continue;
+    }
+    if (::unlinkat(::dirfd(d), name.c_str(), 0) != 0) {
+      if (errno != ENOENT) result = sys_error(rel + "/" + name, errno);
+    } else if (bytes && S_ISREG(st.st_mode)) {
+      *bytes += static_cast<std::uint64_t>(st.st_size);
+    }
+  }
+  ::closedir(d);
+  return result;
+}
+
+}  // namespace
+
+Expected<void, PathError> remove_beneath(int root, const std::string& rel, std::uint64_t* bytes) {
+  std::string leaf;
+  auto parent = open_parent(root, rel, &leaf);
+  if (!parent) return parent.error().err == ENOENT ? Expected<void, PathError>{} : parent.error();
+  struct stat st {};
+  if (::fstatat(parent->get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno == ENOENT ? Expected<void, PathError>{} : sys_error(rel, errno);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    if (::unlinkat(parent->get(), leaf.c_str(), 0) != 0 && errno != ENOENT) return sys_error(rel, errno);
+    if (bytes && S_ISREG(st.st_mode)) *bytes += static_cast<std::uint64_t>(st.st_size);
+    return {};
+  }
+  int dir = ::openat(parent->get(), leaf.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dir < 0) return sys_error(rel, errno);
+  auto emptied = empty_folder(dir, rel, bytes);
+  if (::unlinkat(parent->get(), leaf.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) return sys_error(rel, errno);
+  return emptied;
 }
 
 }  // namespace harnessd::worker

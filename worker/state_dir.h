@@ -6,6 +6,8 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+
 #include <string>
 #include <string_view>
 
@@ -85,6 +87,12 @@ Expected<void, PathError> replace_file_beneath(int root, const std::string& rel,
 /// Reads all of `rel` beneath `root` (err ENOENT when it is missing).
 Expected<std::string, PathError> read_beneath(int root, const std::string& rel,
                                               StateAccess access = StateAccess::kOwn);
+
+/// Removes `rel` beneath `root`: a file, a link (the link, never what it
+/// points to) or a folder with everything in it, following no link on the
+/// way. Missing is no error. Adds the bytes of the regular files removed to
+/// `*bytes` when given.
+Expected<void, PathError> remove_beneath(int root, const std::string& rel, std::uint64_t* bytes = nullptr);
 
 /// read_jsonl for a file beneath `root`: missing is `missing`; a refused
 /// file (a link, another user's) is `missing` too, with `refused` set.

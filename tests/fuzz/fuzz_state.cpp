@@ -92,7 +92,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   (void)worker::read_session_records(copy);
   worker::sessions_command(copy, "json", true);
   worker::sessions_command(copy, "text", true);
-  worker::runs_command(worker::RunsQuery{copy, std::nullopt, std::nullopt, false, "json"});
-  worker::runs_command(worker::RunsQuery{copy, std::string(kSessionId), std::nullopt, false, "text"});
+  worker::runs_command(worker::RunsQuery{copy, std::nullopt, std::nullopt, false, false, "json"});
+  worker::runs_command(worker::RunsQuery{copy, std::string(kSessionId), std::nullopt, false, false, "text"});
+  worker::runs_command(worker::RunsQuery{copy, std::nullopt, std::nullopt, false, true, "json"});
   return 0;
 }

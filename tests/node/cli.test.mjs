@@ -87,6 +87,18 @@ test('runs, sessions, harnesses and show', async () => {
     assertValid('ShowResult', JSON.parse(p.out), `show ${r.runId}`);
   }
 
+  // --transitions: every recorded transition, each run's from queued to its one end.
+  const transitions = lines(harnessd('runs', '--transitions', '--format', 'json').out);
+  for (const e of transitions) assertValid('LedgerLine', e, `transition ${e.event} of ${e.runId}`);
+  for (const r of runs) {
+    const events = transitions.filter((e) => e.runId === r.runId).map((e) => e.event);
+    assert.equal(events[0], 'queued', `${r.runId}: ${events}`);
+    assert.equal(events.at(-1), r.state, `${r.runId}: ${events}`);
+    assert.equal(events.filter((e) => !['queued', 'started'].includes(e)).length, 1, `${r.runId}: ${events}`);
+  }
+  const ended = lines(harnessd('runs', '--transitions', '--state', 'completed', '--format', 'json').out);
+  assert.ok(ended.length >= 1 && ended.every((e) => e.event === 'completed'));
+
   // --follow: each ledger entry as it is written.
   const follower = spawn(HARNESSD, [...base, 'runs', '--follow', '--format', 'json'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let followed = '';

@@ -16,7 +16,7 @@
 // of the run may remain.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -231,10 +231,11 @@ async function tuiCommand(world, argv) {
   }
 }
 
+// Every recorded transition, as `harnessd runs --transitions` prints it.
 function ledger(world) {
-  const file = path.join(world.dirs.state, 'ledger.jsonl');
-  if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  const out = execFileSync(HARNESSD, ['--state-dir', world.dirs.state, 'runs', '--transitions', '--format', 'json'],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return out.split('\n').filter(Boolean).map((line) => JSON.parse(line));
 }
 
 /// The run whose prompt.md contains `text`, once the ledger shows `event` for it.

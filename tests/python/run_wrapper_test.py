@@ -64,8 +64,14 @@ env = {{ PYTHONPATH = {json.dumps(fake_openspace)} }}
             return f.read()
 
     def ledger(self):
-        with open(os.path.join(self.state, "ledger.jsonl")) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        """Every recorded transition, as `harnessd runs --transitions` prints it."""
+        out = self.run("runs", "--transitions", "--format", "json")
+        if out.returncode != 0:
+            raise AssertionError(f"harnessd runs --transitions exited {out.returncode}: {out.stderr}")
+        entries = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        for e in entries:
+            e.pop("version", None)
+        return entries
 
     def leftovers(self):
         """Processes whose command line mentions this test's folder."""
@@ -106,6 +112,11 @@ class RunTest(unittest.TestCase):
         out = json.loads(p.stdout)
         self.assertEqual(out["exitCode"], p.returncode, p.stderr)
         return p, out
+
+    def runs(self):
+        p = self.env.run("runs", "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return [json.loads(line) for line in p.stdout.splitlines()]
 
     def test_exit_codes_agree_with_the_recording(self):
         cases = [
@@ -202,6 +213,54 @@ recording = "metadata"
         p, out = self.run_json("echo plain hunter2")
         with open(os.path.join(out["recording"], "prompt.md")) as f:
             self.assertIn("hunter2", f.read())
+
+    def test_forget_removes_what_a_session_recorded_and_keeps_its_ledger(self):
+        for text in ("echo the password is hunter2", "stderr 2"):
+            p, _ = self.run_json("--session", "vault", text)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        p, kept = self.run_json("--session", "other", "echo keep me")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        vault_runs = [r for r in self.runs() if r.get("name") == "vault"]
+        self.assertEqual(len(vault_runs), 2)
+        folders = [os.path.join(self.env.state, "runs", r["runId"]) for r in vault_runs]
+
+        def holding(secret):
+            found = []
+            for folder, _, files in os.walk(self.env.state):
+                for name in files:
+                    with open(os.path.join(folder, name), "rb") as f:
+                        if secret in f.read():
+                            found.append(os.path.join(folder, name))
+            return found
+
+        self.assertTrue(holding(b"hunter2"))
+        p = self.env.run("forget", "vault", "--dry-run")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for folder in folders:
+            self.assertIn(folder, p.stdout)
+            self.assertTrue(os.path.isdir(folder))  # nothing changed
+        p = self.env.run("forget", "vault")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"^forgot sess_\S+: 2 run recording\(s\) and the transcript, [1-9][0-9]* bytes")
+        self.assertEqual(holding(b"hunter2"), [])
+        for folder in folders:
+            self.assertFalse(os.path.exists(folder))
+        self.assertTrue(os.path.isdir(kept["recording"]))  # another session keeps everything
+        self.assertTrue(holding(b"keep me"))
+        # The ledger still says what ran and how it ended; the record stays, closed.
+        self.assertEqual([r["state"] for r in self.runs() if r.get("name") == "vault"], ["completed", "completed"])
+        p = self.env.run("sessions", "--all", "--format", "json")
+        vault = [json.loads(line) for line in p.stdout.splitlines() if json.loads(line).get("name") == "vault"]
+        self.assertEqual([v["closed"] for v in vault], [True])
+        # A name two sessions share is refused; an unknown one too.
+        p, _ = self.run_json("--session", "vault", "echo again")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.env.run("forget", "vault")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("several sessions are called 'vault'", p.stderr)
+        p = self.env.run("forget", "nobody")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no session has the id, name or host name 'nobody'", p.stderr)
 
     def test_text_output_and_stdin_prompt(self):
         # Tool calls are one line each on stderr; stdout is the answer alone.
@@ -475,6 +534,9 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
             while served not in open_sessions() and time.time() < deadline:
                 time.sleep(0.05)
             p = self.env.run("close", served)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("served by running daemon", p.stderr)
+            p = self.env.run("forget", served)
             self.assertEqual(p.returncode, 1)
             self.assertIn("served by running daemon", p.stderr)
 

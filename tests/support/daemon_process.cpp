@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -38,22 +39,14 @@ std::vector<std::string> take_ledger_problems() {
 
 std::vector<std::string> check_ledger(const std::string& state_dir, bool allow_open) {
   std::vector<std::string> problems;
-  std::ifstream in(state_dir + "/ledger.jsonl");
+  Ledger l = read_ledger(state_dir);
+  for (const auto& why : l.bad) problems.push_back(state_dir + ": " + why);
   std::map<std::string, int> ends;
   std::vector<std::string> order;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    json e = json::parse(line, nullptr, false);
-    if (e.is_discarded() || !e.is_object()) {
-      problems.push_back(state_dir + ": a ledger line is not JSON: " + line.substr(0, 200));
-      continue;
-    }
+  for (const json& e : l.entries) {
     std::string run = e.value("runId", "");
-    std::string ev = e.value("event", "");
     if (!ends.count(run)) order.push_back(run);
-    int& n = ends[run];
-    if (ev == "completed" || ev == "failed" || ev == "cancelled" || ev == "timeout" || ev == "interrupted") ++n;
+    ends[run] += static_cast<int>(e.value("event", "") != "queued" && e.value("event", "") != "started");
   }
   for (const auto& run : order) {
     int n = ends[run];
@@ -327,20 +320,63 @@ std::vector<json> update_params(const std::vector<json>& seen, const std::string
 
 Ledger read_ledger(const std::string& state_dir) {
   Ledger l;
-  std::istringstream in(read_file(state_dir + "/ledger.jsonl"));
+  // Read the way a person would: harnessd's own command prints every
+  // recorded transition, whatever holds them on disk.
+  Output out = run_harnessd({"--state-dir", state_dir, "runs", "--transitions", "--format", "json"});
+  if (out.code != 0) l.bad.push_back("harnessd runs --transitions exited " + std::to_string(out.code) + ": " + out.err);
+  std::istringstream in(out.out);
   std::string line;
   while (std::getline(in, line)) {
     json j = json::parse(line, nullptr, false);
     if (j.is_discarded()) {
-      l.bad.push_back(line);
+      l.bad.push_back("not JSON: " + line.substr(0, 200));
       continue;
     }
+    j.erase("version");
     l.entries.push_back(j);
     std::string event = j.value("event", "");
     auto& ends = l.terminal[j.value("runId", "")];
     if (event != "queued" && event != "started") ends.push_back(j);
   }
+  // Lines the reader skipped (cut by a crash) are said on stderr.
+  std::istringstream err(out.err);
+  while (std::getline(err, line)) {
+    if (line.find("is not JSON") != std::string::npos) l.bad.push_back(line);
+  }
   return l;
+}
+
+Output run_harnessd(const std::vector<std::string>& args) {
+  TempDir tmp;
+  std::string out_path = tmp.path() + "/out", err_path = tmp.path() + "/err";
+  // Everything the child needs is made before the fork: other threads may
+  // hold the allocator's lock.
+  std::vector<std::string> argv = {harnessd_exe()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  pid_t pid = ::fork();
+  must(pid >= 0, "fork failed");
+  if (pid == 0) {
+    int devnull = ::open("/dev/null", O_RDONLY);
+    int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int e = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (devnull < 0 || o < 0 || e < 0) ::_exit(127);
+    ::dup2(devnull, 0);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    ::execv(cargv[0], cargv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  Output r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  return r;
 }
 
 std::string run_id_of(const json& answer) {

@@ -139,13 +139,22 @@ json notification(const std::string& method, const json& params);
 std::vector<json> update_params(const std::vector<json>& seen, const std::string& sid = "",
                                 const std::string& kind = "");
 
-/// The ledger of a state directory, line by line.
+/// The ledger of a state directory, as `harnessd runs --transitions
+/// --format json` prints it (without its `version` field).
 struct Ledger {
-  std::vector<json> entries;     // the lines that parse
-  std::vector<std::string> bad;  // the lines that do not
+  std::vector<json> entries;     // every recorded transition, oldest first
+  std::vector<std::string> bad;  // what the reader skipped or could not read, said as it said it
   std::map<std::string, std::vector<json>> terminal;  // the terminal entries, by run
 };
 Ledger read_ledger(const std::string& state_dir);
+
+/// What a harnessd command printed, and how it exited.
+struct Output {
+  int code = -1;
+  std::string out, err;
+};
+/// Runs the harnessd under test with `args`, stdin from /dev/null.
+Output run_harnessd(const std::vector<std::string>& args);
 
 /// The run id harnessd put on a prompt's answer (result or error).
 std::string run_id_of(const json& answer);

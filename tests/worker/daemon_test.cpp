@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <set>
 #include <thread>
 
@@ -470,8 +471,12 @@ TEST_CASE("shutdown is bounded even when the host stopped reading its output") {
   // Several MiB of output that the host never reads: the pipe fills up.
   for (int i = 0; i < 8; ++i) d.send_prompt(sid, "big 2000000");
   // The first turn is under way (its output then fills the pipe at once).
-  REQUIRE(eventually([&] { return read_file(d.state_dir() + "/ledger.jsonl").find("\"started\"") != std::string::npos; },
-                     10s));
+  REQUIRE(eventually(
+      [&] {
+        auto entries = read_ledger(d.state_dir()).entries;
+        return std::any_of(entries.begin(), entries.end(), [](const json& e) { return e["event"] == "started"; });
+      },
+      10s));
   auto start = std::chrono::steady_clock::now();
   d.close_stdin();
   // The bound is kill_grace (0.5 s here) + 3 s, plus the process's own

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -353,7 +354,12 @@ TEST_CASE("runs that never started have a result.json: removed from the queue, i
       REQUIRE(queued.size() == 2);
       REQUIRE(eventually([&] { return fs::exists(state.path() + "/runs/" + queued[0] + "/stderr.log"); }, 5s));
       // Their "queued" lines are written off the loop: kill once they are.
-      REQUIRE(eventually([&] { return read_file(state.path() + "/ledger.jsonl").find(queued[1]) != std::string::npos; }, 5s));
+      REQUIRE(eventually(
+          [&] {
+            auto entries = read_ledger(state.path()).entries;
+            return std::any_of(entries.begin(), entries.end(), [&](const json& e) { return e["runId"] == queued[1]; });
+          },
+          5s));
       kill(d.pid(), SIGKILL);
       CHECK(d.wait_exit(5s) == 128 + SIGKILL);
     }

@@ -1,0 +1,245 @@
+// close, prune and forget: the command line changing the state directory.
+// Every path is opened beneath the directory's descriptor, following no
+// link (state_dir.h).
+#include "worker/housekeeping.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+
+#include <cstdio>
+#include <map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/files.h"
+#include "worker/inspect.h"
+#include "worker/inspect_text.h"
+#include "worker/ledger.h"
+#include "worker/session_record.h"
+#include "worker/state_dir.h"
+#include "worker/store.h"
+
+namespace harnessd::worker {
+
+using nlohmann::json;
+
+namespace {
+
+// Parses "90s", "30m", "12h", "7d" (or plain seconds) into milliseconds.
+std::optional<long long> parse_duration_ms(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  char* end = nullptr;
+  double n = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || n < 0) return std::nullopt;
+  std::string unit(end);
+  double scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : -1;
+  if (scale < 0) return std::nullopt;
+  return static_cast<long long>(n * scale * 1000);
+}
+
+// What stops a session record from being closed from the shell: a daemon
+// that serves it (its instance still holds its lock) would overwrite it.
+std::optional<std::string> served_by(int root, const SessionRecord& record) {
+  if (record.daemon.empty() || !daemon_instance_alive(root, record.daemon)) return std::nullopt;
+  return record.daemon;
+}
+
+Expected<void> write_closed(int root, const std::string& id, SessionRecord record) {
+  record.closed = true;
+  record.updated_at = acp::iso_time();
+  std::string content = record.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  auto written = replace_file_beneath(root, Store::session_file(id), content, false);
+  if (!written) return Error{written.error().message};
+  return {};
+}
+
+}  // namespace
+
+int close_command(const std::string& state_dir, const std::string& target) {
+  auto root = open_state_dir(state_dir, StateAccess::kOwn);
+  if (!root) {
+    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+    return 1;
+  }
+  std::map<std::string, SessionRecord> records = session_records_beneath(root->get());
+  // An id, or the name (or host's name) of open sessions.
+  std::vector<std::string> matches;
+  if (records.count(target)) {
+    matches.push_back(target);
+  } else {
+    for (const auto& [id, r] : records) {
+      bool named = r.name == target || r.host_session == target;
+      if (named && !r.closed) matches.push_back(id);
+    }
+  }
+  if (matches.empty()) {
+    std::fprintf(stderr, "harnessd: no open session has the id, name or host name '%s'\n", target.c_str());
+    return 1;
+  }
+  int code = 0;
+  for (const auto& id : matches) {
+    const SessionRecord& r = records[id];
+    if (r.closed) {
+      print_line(id + " was already closed");
+      continue;
+    }
+    if (auto daemon = served_by(root->get(), r)) {
+      std::fprintf(stderr, "harnessd: %s is served by running daemon %s; close it there (session/close)\n",
+                   id.c_str(), daemon->c_str());
+      code = 1;
+      continue;
+    }
+    if (auto w = write_closed(root->get(), id, r); !w) {
+      std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
+      code = 1;
+      continue;
+    }
+    print_line("closed " + id);
+  }
+  return code;
+}
+
+int prune_command(const std::string& state_dir, const std::optional<std::string>& older_than, bool dry_run) {
+  std::optional<long long> age;
+  if (older_than) {
+    age = parse_duration_ms(*older_than);
+    if (!age) {
+      std::fprintf(stderr, "harnessd: --older-than '%s' is not a duration (90s, 30m, 12h, 7d)\n", older_than->c_str());
+      return 2;
+    }
+  }
+  auto root = open_state_dir(state_dir, dry_run ? StateAccess::kReadOnly : StateAccess::kOwn);
+  if (!root) {
+    if (root.error().err == ENOENT) return 0;  // nothing recorded, nothing to prune
+    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+    return 1;
+  }
+  const long long now = iso_ms(acp::iso_time());
+  int code = 0, pruned = 0;
+  for (const auto& [id, r] : session_records_beneath(root->get())) {
+    if (r.closed || served_by(root->get(), r)) continue;
+    long long updated = iso_ms(r.updated_at);
+    if (age && updated >= 0 && now - updated < *age) continue;
+    std::string idle = updated < 0 ? "" : " (idle " + duration_words(now - updated) + ")";
+    if (dry_run) {
+      print_line("would close " + id + idle);
+      ++pruned;
+      continue;
+    }
+    if (auto w = write_closed(root->get(), id, r); !w) {
+      std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
+      code = 1;
+      continue;
+    }
+    print_line("closed " + id + idle);
+    ++pruned;
+  }
+  if (pruned == 0) std::fprintf(stderr, "harnessd: no open session to prune\n");
+  return code;
+}
+
+namespace {
+
+// The sessions `target` names: its id, else every session (open or
+// closed) whose name or host's name it is.
+std::vector<std::string> sessions_named(const std::map<std::string, SessionRecord>& records,
+                                        const std::string& target) {
+  if (records.count(target)) return {target};
+  std::vector<std::string> ids;
+  for (const auto& [id, r] : records) {
+    if (r.name == target || r.host_session == target) ids.push_back(id);
+  }
+  return ids;
+}
+
+// What a bridge remembers of the adapter's session, one file per bridge.
+std::vector<std::string> bridge_files(int root, const std::string& adapter_session) {
+  std::vector<std::string> files;
+  if (!acp::is_safe_id(adapter_session)) return files;
+  auto dir = open_beneath(root, "bridges", O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
+  if (!dir) return files;
+  if (DIR* d = ::fdopendir(dir->release())) {
+    while (dirent* e = ::readdir(d)) {
+      std::string bridge = e->d_name;
+      if (!acp::is_safe_id(bridge)) continue;
+      std::string rel = "bridges/" + bridge + "/" + adapter_session + ".json";
+      if (open_beneath(root, rel, O_RDONLY, 0, StateAccess::kReadOnly)) files.push_back(rel);
+    }
+    ::closedir(d);
+  }
+  return files;
+}
+
+}  // namespace
+
+int forget_command(const std::string& state_dir, const std::string& target, bool dry_run) {
+  auto root = open_state_dir(state_dir, dry_run ? StateAccess::kReadOnly : StateAccess::kOwn);
+  if (!root) {
+    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+    return 1;
+  }
+  std::map<std::string, SessionRecord> records = session_records_beneath(root->get());
+  std::vector<std::string> ids = sessions_named(records, target);
+  if (ids.empty()) {
+    std::fprintf(stderr, "harnessd: no session has the id, name or host name '%s'\n", target.c_str());
+    return 1;
+  }
+  if (ids.size() > 1) {
+    std::string list;
+    for (const auto& id : ids) list += (list.empty() ? "" : ", ") + id;
+    std::fprintf(stderr, "harnessd: several sessions are called '%s' (%s); forget them by id\n", target.c_str(),
+                 list.c_str());
+    return 1;
+  }
+  const std::string id = ids.front();
+  SessionRecord record = records[id];
+  if (auto daemon = served_by(root->get(), record)) {
+    std::fprintf(stderr, "harnessd: %s is served by running daemon %s; close it there (session/close) first\n",
+                 id.c_str(), daemon->c_str());
+    return 1;
+  }
+  // Its runs' folders, then the transcript and what bridges keep for it.
+  RunIndex index = run_index_beneath(root->get());
+  std::vector<std::string> doomed;
+  for (const auto& run_id : index.order()) {
+    const RunRecord& r = *index.find(run_id);
+    if (r.sessionId != id || !acp::is_safe_id(run_id)) continue;
+    if (!r.ended() && daemon_instance_alive(root->get(), r.daemon)) {
+      std::fprintf(stderr, "harnessd: run %s of %s is still running (daemon %s); wait for it to end\n",
+                   run_id.c_str(), id.c_str(), r.daemon.c_str());
+      return 1;
+    }
+    doomed.push_back(Store::run_dir(run_id));
+  }
+  const std::size_t runs = doomed.size();
+  doomed.push_back(Store::transcript_file(id));
+  for (auto& rel : bridge_files(root->get(), record.adapter_session_id.value_or(""))) doomed.push_back(std::move(rel));
+  if (dry_run) {
+    for (const auto& rel : doomed) print_line("would remove " + state_dir + "/" + rel);
+    print_line("would clear the summary, oneshot history and MCP servers of " + id + "'s record and close it");
+    return 0;
+  }
+  std::uint64_t bytes = 0;
+  int code = 0;
+  for (const auto& rel : doomed) {
+    if (auto removed = remove_beneath(root->get(), rel, &bytes); !removed) {
+      std::fprintf(stderr, "harnessd: cannot remove %s\n", removed.error().message.c_str());
+      code = 1;
+    }
+  }
+  // The record stays (its id, harness, times), without content.
+  record.summary.reset();
+  record.history = json::array();
+  record.mcp_servers = json::array();
+  record.adapter_session_id.reset();
+  if (auto w = write_closed(root->get(), id, record); !w) {
+    std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
+    code = 1;
+  }
+  print_line("forgot " + id + ": " + std::to_string(runs) + " run recording(s) and the transcript, " +
+             std::to_string(bytes) + " bytes; its ledger lines stay");
+  return code;
+}
+
+}  // namespace harnessd::worker

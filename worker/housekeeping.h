@@ -1,0 +1,29 @@
+// Changing the state directory from the command line, without a daemon:
+// closing sessions (`close`, `prune`) and removing what a session recorded
+// (`forget`). A session a running daemon serves is left to that daemon.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace harnessd::worker {
+
+/// Marks the session `target` (an id, or the name of open sessions) closed
+/// in its record, unless a running daemon serves it. Returns the exit code.
+int close_command(const std::string& state_dir, const std::string& target);
+
+/// Closes every open session that no running daemon serves, or only those
+/// idle longer than `older_than` ("90s", "30m", "12h", "7d"); `dry_run`
+/// lists them and changes nothing. Returns the exit code.
+int prune_command(const std::string& state_dir, const std::optional<std::string>& older_than, bool dry_run);
+
+/// Removes what the session `target` (an id, or a name or host's name that
+/// only one session has) recorded of its content: every run's folder
+/// (request, packaged prompt, frames, stderr, result), the transcript, a
+/// bridge's state for it, and the record's summary, oneshot history and MCP
+/// servers; the record is kept, closed. The ledger's lines stay (times,
+/// states, errors). Refused while a running daemon serves the session.
+/// `dry_run` lists what would go. Returns the exit code.
+int forget_command(const std::string& state_dir, const std::string& target, bool dry_run);
+
+}  // namespace harnessd::worker
