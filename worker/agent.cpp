@@ -266,7 +266,7 @@ void Agent::on_new_session(schema::NewSessionRequest req, acp::Reply reply) {
     // A session of that name from an earlier lifetime, not closed, comes
     // back (the newest, if several): names outlive the daemon.
     std::optional<SessionRecord> found;
-    for (const auto& [id, stored] : rt_.store.sessions()) {
+    for (const auto& stored : rt_.store.sessions_named(*meta.name)) {
       auto record = SessionRecord::from_json(stored);
       if (!record || record->closed || record->name != meta.name) continue;
       if (!found || record->updated_at > found->updated_at) found = std::move(*record);
@@ -462,7 +462,7 @@ void Agent::on_load(bool replay, schema::LoadSessionRequest req, acp::Reply repl
 }
 
 std::optional<SessionRecord> Agent::stored_record(const std::string& id) const {
-  const json* stored = acp::is_safe_id(id) ? rt_.store.session(id) : nullptr;
+  std::optional<json> stored = acp::is_safe_id(id) ? rt_.store.session(id) : std::nullopt;
   if (!stored) return std::nullopt;
   auto record = SessionRecord::from_json(*stored);
   if (!record) {

@@ -139,6 +139,9 @@ Expected<std::unique_ptr<Database>> Database::open(const std::string& path, Opti
   d->cache_ = std::make_unique<Cache>();
   struct stat before {};
   bool existed = ::lstat(path.c_str(), &before) == 0;
+  if (existed && S_ISLNK(before.st_mode)) {
+    return Error{path + " is a symbolic link; refused (harnessd follows no link in its state directory)"};
+  }
   int flags = SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
   flags |= options.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   int rc = sqlite3_open_v2(path.c_str(), &d->db_, flags, nullptr);
@@ -148,7 +151,10 @@ Expected<std::unique_ptr<Database>> Database::open(const std::string& path, Opti
   }
   // Created here: as private as everything else in the state directory
   // (the WAL and shared-memory files take the database file's mode).
-  if (!existed && !options.read_only) ::chmod(path.c_str(), 0600);
+  if (!options.read_only && (!existed || (before.st_mode & 077) != 0)) {
+    ::chmod(path.c_str(), 0600);
+    if (existed) acp::log::warn(path + " could be used by other users; tightened to 0600");
+  }
   sqlite3_extended_result_codes(d->db_, 1);
   sqlite3_busy_handler(d->db_, &Database::on_busy, d.get());
   if (!options.read_only) {

@@ -25,14 +25,8 @@ Engine::Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options)
                            hold->set(over);
                          });
   // The newest record of each harness tells what its adapter offers.
-  std::map<std::string, std::string> newest;
-  for (const auto& [id, stored] : store_->sessions()) {
-    auto record = SessionRecord::from_json(stored);
-    if (!record || !record->adapter_options.is_array() || record->harness.empty()) continue;
-    const std::string& harness = record->harness;
-    if (newest.count(harness) && newest[harness] >= record->updated_at) continue;
-    newest[harness] = record->updated_at;
-    rt_->harness_options[harness] = record->adapter_options;
+  for (auto& [harness, options] : store_->harness_options()) {
+    if (!harness.empty()) rt_->harness_options[harness] = std::move(options);
   }
   // Harnesses whose options are known without running them; a record of
   // what an adapter offered is newer knowledge and wins.

@@ -5,6 +5,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <map>
@@ -45,24 +48,39 @@ std::optional<std::string> served_by(int root, const SessionRecord& record) {
   return record.daemon;
 }
 
-Expected<void> write_closed(int root, const std::string& id, SessionRecord record) {
+Expected<void> write_closed(StateDb& db, SessionRecord record) {
   record.closed = true;
   record.updated_at = acp::iso_time();
-  std::string content = record.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-  auto written = replace_file_beneath(root, Store::session_file(id), content, false);
-  if (!written) return Error{written.error().message};
-  return {};
+  return db.save_session(record.to_json());
+}
+
+// The state directory and its database, for a command that changes them.
+struct Opened {
+  UniqueFd root;
+  std::unique_ptr<StateDb> db;  // nullptr: nothing recorded
+};
+Expected<Opened> open_for_change(const std::string& state_dir, bool dry_run) {
+  auto root = open_state_dir(state_dir, dry_run ? StateAccess::kReadOnly : StateAccess::kOwn);
+  if (!root) return Error{root.error().message};
+  Opened out;
+  out.root = std::move(*root);
+  auto db = open_state_db(state_dir, out.root.get());
+  if (!db) return std::move(db).error();
+  out.db = std::move(*db);
+  return out;
 }
 
 }  // namespace
 
 int close_command(const std::string& state_dir, const std::string& target) {
-  auto root = open_state_dir(state_dir, StateAccess::kOwn);
-  if (!root) {
-    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+  auto opened = open_for_change(state_dir, false);
+  if (!opened) {
+    std::fprintf(stderr, "harnessd: %s\n", opened.error().message.c_str());
     return 1;
   }
-  std::map<std::string, SessionRecord> records = session_records_beneath(root->get());
+  auto& root = opened->root;
+  std::map<std::string, SessionRecord> records;
+  if (opened->db) records = session_records(*opened->db);
   // An id, or the name (or host's name) of open sessions.
   std::vector<std::string> matches;
   if (records.count(target)) {
@@ -84,13 +102,13 @@ int close_command(const std::string& state_dir, const std::string& target) {
       print_line(id + " was already closed");
       continue;
     }
-    if (auto daemon = served_by(root->get(), r)) {
+    if (auto daemon = served_by(root.get(), r)) {
       std::fprintf(stderr, "harnessd: %s is served by running daemon %s; close it there (session/close)\n",
                    id.c_str(), daemon->c_str());
       code = 1;
       continue;
     }
-    if (auto w = write_closed(root->get(), id, r); !w) {
+    if (auto w = write_closed(*opened->db, r); !w) {
       std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
       code = 1;
       continue;
@@ -109,16 +127,18 @@ int prune_command(const std::string& state_dir, const std::optional<std::string>
       return 2;
     }
   }
-  auto root = open_state_dir(state_dir, dry_run ? StateAccess::kReadOnly : StateAccess::kOwn);
-  if (!root) {
-    if (root.error().err == ENOENT) return 0;  // nothing recorded, nothing to prune
-    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+  if (::access(state_dir.c_str(), F_OK) != 0 && errno == ENOENT) return 0;  // nothing recorded, nothing to prune
+  auto opened = open_for_change(state_dir, dry_run);
+  if (!opened) {
+    std::fprintf(stderr, "harnessd: %s\n", opened.error().message.c_str());
     return 1;
   }
   const long long now = iso_ms(acp::iso_time());
   int code = 0, pruned = 0;
-  for (const auto& [id, r] : session_records_beneath(root->get())) {
-    if (r.closed || served_by(root->get(), r)) continue;
+  std::map<std::string, SessionRecord> records;
+  if (opened->db) records = session_records(*opened->db);
+  for (const auto& [id, r] : records) {
+    if (r.closed || served_by(opened->root.get(), r)) continue;
     long long updated = iso_ms(r.updated_at);
     if (age && updated >= 0 && now - updated < *age) continue;
     std::string idle = updated < 0 ? "" : " (idle " + duration_words(now - updated) + ")";
@@ -127,7 +147,7 @@ int prune_command(const std::string& state_dir, const std::optional<std::string>
       ++pruned;
       continue;
     }
-    if (auto w = write_closed(root->get(), id, r); !w) {
+    if (auto w = write_closed(*opened->db, r); !w) {
       std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
       code = 1;
       continue;
@@ -174,12 +194,14 @@ std::vector<std::string> bridge_files(int root, const std::string& adapter_sessi
 }  // namespace
 
 int forget_command(const std::string& state_dir, const std::string& target, bool dry_run) {
-  auto root = open_state_dir(state_dir, dry_run ? StateAccess::kReadOnly : StateAccess::kOwn);
-  if (!root) {
-    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
+  auto opened = open_for_change(state_dir, dry_run);
+  if (!opened) {
+    std::fprintf(stderr, "harnessd: %s\n", opened.error().message.c_str());
     return 1;
   }
-  std::map<std::string, SessionRecord> records = session_records_beneath(root->get());
+  const UniqueFd& root = opened->root;
+  std::map<std::string, SessionRecord> records;
+  if (opened->db) records = session_records(*opened->db);
   std::vector<std::string> ids = sessions_named(records, target);
   if (ids.empty()) {
     std::fprintf(stderr, "harnessd: no session has the id, name or host name '%s'\n", target.c_str());
@@ -194,18 +216,24 @@ int forget_command(const std::string& state_dir, const std::string& target, bool
   }
   const std::string id = ids.front();
   SessionRecord record = records[id];
-  if (auto daemon = served_by(root->get(), record)) {
+  if (auto daemon = served_by(root.get(), record)) {
     std::fprintf(stderr, "harnessd: %s is served by running daemon %s; close it there (session/close) first\n",
                  id.c_str(), daemon->c_str());
     return 1;
   }
   // Its runs' folders, then the transcript and what bridges keep for it.
-  RunIndex index = run_index_beneath(root->get());
+  StateDb::RunFilter of_session;
+  of_session.session_id = id;
+  auto runs_of = opened->db->runs(of_session);
+  if (!runs_of) {
+    std::fprintf(stderr, "harnessd: %s\n", runs_of.error().message.c_str());
+    return 1;
+  }
   std::vector<std::string> doomed;
-  for (const auto& run_id : index.order()) {
-    const RunRecord& r = *index.find(run_id);
-    if (r.sessionId != id || !acp::is_safe_id(run_id)) continue;
-    if (!r.ended() && daemon_instance_alive(root->get(), r.daemon)) {
+  for (const RunRecord& r : *runs_of) {
+    const std::string& run_id = r.runId;
+    if (!acp::is_safe_id(run_id)) continue;
+    if (!r.ended() && daemon_instance_alive(root.get(), r.daemon)) {
       std::fprintf(stderr, "harnessd: run %s of %s is still running (daemon %s); wait for it to end\n",
                    run_id.c_str(), id.c_str(), r.daemon.c_str());
       return 1;
@@ -214,7 +242,7 @@ int forget_command(const std::string& state_dir, const std::string& target, bool
   }
   const std::size_t runs = doomed.size();
   doomed.push_back(Store::transcript_file(id));
-  for (auto& rel : bridge_files(root->get(), record.adapter_session_id.value_or(""))) doomed.push_back(std::move(rel));
+  for (auto& rel : bridge_files(root.get(), record.adapter_session_id.value_or(""))) doomed.push_back(std::move(rel));
   if (dry_run) {
     for (const auto& rel : doomed) print_line("would remove " + state_dir + "/" + rel);
     print_line("would clear the summary, oneshot history and MCP servers of " + id + "'s record and close it");
@@ -223,7 +251,7 @@ int forget_command(const std::string& state_dir, const std::string& target, bool
   std::uint64_t bytes = 0;
   int code = 0;
   for (const auto& rel : doomed) {
-    if (auto removed = remove_beneath(root->get(), rel, &bytes); !removed) {
+    if (auto removed = remove_beneath(root.get(), rel, &bytes); !removed) {
       std::fprintf(stderr, "harnessd: cannot remove %s\n", removed.error().message.c_str());
       code = 1;
     }
@@ -233,7 +261,7 @@ int forget_command(const std::string& state_dir, const std::string& target, bool
   record.history = json::array();
   record.mcp_servers = json::array();
   record.adapter_session_id.reset();
-  if (auto w = write_closed(root->get(), id, record); !w) {
+  if (auto w = write_closed(*opened->db, record); !w) {
     std::fprintf(stderr, "harnessd: %s\n", w.error().message.c_str());
     code = 1;
   }

@@ -53,26 +53,54 @@ Expected<UniqueFd> open_for_reading(const std::string& state_dir) {
 
 }  // namespace
 
-int runs_command(const RunsQuery& q) {
-  auto root = open_for_reading(q.state_dir);
+Expected<std::unique_ptr<StateDb>> open_state_db(const std::string& state_dir, int root) {
+  struct stat st {};
+  const bool has_db = ::fstatat(root, StateDb::kFile, &st, AT_SYMLINK_NOFOLLOW) == 0;
+  const bool has_files = ::fstatat(root, "ledger.jsonl", &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+                         ::fstatat(root, "sessions", &st, AT_SYMLINK_NOFOLLOW) == 0;
+  if (!has_db && !has_files) return std::unique_ptr<StateDb>();  // nothing recorded yet
+  auto db = StateDb::open(state_dir, root, Database::Options{});
+  if (!db) return Error{"cannot read " + state_dir + "/" + StateDb::kFile + ": " + db.error().message};
+  // A state directory an earlier harnessd wrote: its files are imported
+  // once, as a daemon would.
+  auto imported = (*db)->import_files(root);
+  if (!imported) return Error{"cannot import the ledger of " + state_dir + ": " + imported.error().message};
+  if (*imported) {
+    std::fprintf(stderr, "harnessd: imported %zu ledger lines and %zu session records into %s\n",
+                 (*imported)->ledger_lines, (*imported)->sessions, StateDb::kFile);
+  }
+  return std::move(*db);
+}
+
+namespace {
+
+// The state database of `q`'s directory, or nullptr when nothing is
+// recorded; false when it cannot be read (said on stderr).
+bool open_for_query(const std::string& state_dir, UniqueFd& root, std::unique_ptr<StateDb>& db) {
   if (!root) {
-    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
-    return 1;
+    auto opened = open_for_reading(state_dir);
+    if (!opened) {
+      std::fprintf(stderr, "harnessd: %s\n", opened.error().message.c_str());
+      return false;
+    }
+    root = std::move(*opened);
   }
-  JsonlRead read;
-  read.missing = true;
-  if (*root) read = read_jsonl_beneath(root->get(), "ledger.jsonl", StateAccess::kReadOnly);
-  if (!read.refused.empty()) {
-    std::fprintf(stderr, "harnessd: %s\n", read.refused.c_str());
-    return 1;
+  if (!root || db) return true;
+  auto opened = open_state_db(state_dir, root.get());
+  if (!opened) {
+    std::fprintf(stderr, "harnessd: %s\n", opened.error().message.c_str());
+    return false;
   }
-  for (std::size_t n : read.bad_lines) {
-    std::fprintf(stderr, "harnessd: ledger.jsonl line %zu is not JSON (cut by a crash?); skipped\n", n);
-  }
-  RunIndex index;
-  for (const auto& line : read.lines) {
-    if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
-  }
+  db = std::move(*opened);
+  return true;
+}
+
+}  // namespace
+
+int runs_command(const RunsQuery& q) {
+  UniqueFd root;
+  std::unique_ptr<StateDb> db;
+  if (!open_for_query(q.state_dir, root, db)) return 1;
   // Both --transitions and --follow print entries this way.
   auto print_entry = [&q](const LedgerEntry& e) {
     if (q.format == "json") {
@@ -83,99 +111,110 @@ int runs_command(const RunsQuery& q) {
       print_line(describe_entry(e));
     }
   };
-  const RunsQuery by_session{q.state_dir, q.session, std::nullopt, false, false, q.format};
+  // An entry is printed when its run is of the session asked for.
+  std::map<std::string, bool> of_session;
+  auto wanted = [&](const LedgerEntry& e) {
+    if (q.state && e.event != *q.state) return false;
+    if (!q.session) return true;
+    auto known = of_session.find(e.runId);
+    if (known != of_session.end()) return known->second;
+    auto run = db->find_run(e.runId);
+    bool match = run && *run && run_matches(**run, RunsQuery{q.state_dir, q.session, std::nullopt, false, false, q.format});
+    return of_session[e.runId] = match;
+  };
+  std::int64_t printed = 0;  // the newest transition printed or skipped
+  if (db) {
+    auto last = db->last_transition();
+    if (!last) {
+      std::fprintf(stderr, "harnessd: %s\n", last.error().message.c_str());
+      return 1;
+    }
+    printed = *last;
+  }
   if (q.transitions) {
     bool any = false;
-    for (const auto& line : read.lines) {
-      auto e = LedgerEntry::from_json(line);
-      if (!e) continue;
-      const RunRecord* r = index.find(e->runId);
-      if (!r || !run_matches(*r, by_session) || (q.state && e->event != *q.state)) continue;
-      print_entry(*e);
-      any = true;
+    for (std::int64_t after = 0; db && after < printed;) {
+      auto page = db->transitions_after(after, 4096);
+      if (!page) {
+        std::fprintf(stderr, "harnessd: %s\n", page.error().message.c_str());
+        return 1;
+      }
+      if (page->empty()) break;
+      for (const auto& [n, e] : *page) {
+        after = n;
+        if (n > printed || !wanted(e)) continue;
+        print_entry(e);
+        any = true;
+      }
     }
     if (!any && !q.follow && q.format != "json") {
       std::fprintf(stderr, "harnessd: no matching transitions are recorded in %s\n", q.state_dir.c_str());
       return 1;
     }
-  }
-  std::vector<std::vector<std::string>> rows = {{"RUN", "SESSION", "HARNESS", "QUEUED (UTC)", "TOOK", "STATE"}};
-  const long long now = iso_ms(acp::iso_time());
-  for (const auto& id : q.transitions ? std::vector<std::string>{} : index.order()) {
-    const RunRecord& r = *index.find(id);
-    if (!run_matches(r, q)) continue;
-    if (q.format == "json") {
-      json j = r.to_json();
-      j["version"] = 1;
-      if (!r.startedAt.empty()) j["recording"] = q.state_dir + "/" + Store::run_dir(r.runId);
-      print_line(j.dump());
-      continue;
+  } else {
+    std::vector<RunRecord> runs;
+    if (db) {
+      StateDb::RunFilter filter;
+      filter.session_ref = q.session;
+      filter.state = q.state;
+      auto found = db->runs(filter);
+      if (!found) {
+        std::fprintf(stderr, "harnessd: %s\n", found.error().message.c_str());
+        return 1;
+      }
+      runs = std::move(*found);
     }
-    long long start = iso_ms(r.startedAt), end = r.endedAt.empty() ? now : iso_ms(r.endedAt);
-    std::string took = start < 0 || end < start ? "-" : duration_words(end - start);
-    if (r.endedAt.empty() && start >= 0) took += " so far";
-    rows.push_back({r.runId, r.name ? *r.name : r.sessionId, r.harness.empty() ? "-" : r.harness,
-                    short_time(r.queuedAt), took, run_state_words(r)});
-  }
-  if (q.format != "json" && !q.transitions) {
-    if (rows.size() > 1) {
-      print_table(rows);
-    } else if (!q.follow) {
-      // Said on stderr, and an exit code scripts can test.
-      std::string filter = q.session ? " of session '" + *q.session + "'" : "";
-      if (q.state) filter += " in state '" + *q.state + "'";
-      std::fprintf(stderr, "harnessd: no runs%s are recorded in %s\n", filter.c_str(), q.state_dir.c_str());
-      return 1;
+    std::vector<std::vector<std::string>> rows = {{"RUN", "SESSION", "HARNESS", "QUEUED (UTC)", "TOOK", "STATE"}};
+    const long long now = iso_ms(acp::iso_time());
+    for (const RunRecord& r : runs) {
+      if (q.format == "json") {
+        json j = r.to_json();
+        j["version"] = 1;
+        if (!r.startedAt.empty()) j["recording"] = q.state_dir + "/" + Store::run_dir(r.runId);
+        print_line(j.dump());
+        continue;
+      }
+      long long start = iso_ms(r.startedAt), end = r.endedAt.empty() ? now : iso_ms(r.endedAt);
+      std::string took = start < 0 || end < start ? "-" : duration_words(end - start);
+      if (r.endedAt.empty() && start >= 0) took += " so far";
+      rows.push_back({r.runId, r.name ? *r.name : r.sessionId, r.harness.empty() ? "-" : r.harness,
+                      short_time(r.queuedAt), took, run_state_words(r)});
+    }
+    if (q.format != "json") {
+      if (rows.size() > 1) {
+        print_table(rows);
+      } else if (!q.follow) {
+        // Said on stderr, and an exit code scripts can test.
+        std::string filter = q.session ? " of session '" + *q.session + "'" : "";
+        if (q.state) filter += " in state '" + *q.state + "'";
+        std::fprintf(stderr, "harnessd: no runs%s are recorded in %s\n", filter.c_str(), q.state_dir.c_str());
+        return 1;
+      }
     }
   }
   if (!q.follow) return 0;
 
-  // Follow: print each ledger line written from now on. The file only
-  // grows (append-only), so remember the offset and poll. It is opened
-  // beneath the directory, like everything else, once it exists.
+  // Follow: print each transition committed from now on, polling the
+  // database (and waiting for the directory and the database to appear).
   signal(SIGINT, [](int) { g_stop = 1; });
   signal(SIGTERM, [](int) { g_stop = 1; });
   signal(SIGPIPE, [](int) { g_stop = 1; });
-  UniqueFd ledger;
-  off_t offset = -1;  // unknown until the file is open
-  std::string partial;
   while (!g_stop) {
-    if (!*root) {
-      if (auto opened = open_for_reading(q.state_dir); opened && *opened) root = std::move(opened);
+    if (!db) {
+      // Quiet while there is nothing yet; an error that lasts is said once.
+      if (!open_for_query(q.state_dir, root, db)) return 1;
     }
-    if (*root && !ledger) {
-      auto opened = open_beneath(root->get(), "ledger.jsonl", O_RDONLY, 0, StateAccess::kReadOnly);
-      if (opened) {
-        ledger = std::move(*opened);
-        struct stat st {};
-        // Already printed up to its size at the start; a ledger that
-        // appeared later is printed from its beginning.
-        offset = read.missing ? 0 : (::fstat(ledger.get(), &st) == 0 ? st.st_size : 0);
-      } else if (opened.error().err != ENOENT) {
-        std::fprintf(stderr, "harnessd: %s\n", opened.error().message.c_str());
+    if (db) {
+      auto page = db->transitions_after(printed, 4096);
+      if (!page) {
+        std::fprintf(stderr, "harnessd: %s\n", page.error().message.c_str());
         return 1;
       }
-    }
-    struct stat st {};
-    if (ledger && ::fstat(ledger.get(), &st) == 0 && st.st_size > offset) {
-      std::string chunk(static_cast<std::size_t>(st.st_size - offset), '\0');
-      ssize_t n = ::pread(ledger.get(), chunk.data(), chunk.size(), offset);
-      chunk.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
-      offset += static_cast<off_t>(chunk.size());
-      partial += chunk;
-      std::size_t nl;
-      while ((nl = partial.find('\n')) != std::string::npos) {
-        std::string line = partial.substr(0, nl);
-        partial.erase(0, nl + 1);
-        auto j = schema::parse_json(line);
-        auto e = j ? LedgerEntry::from_json(*j) : std::nullopt;
-        if (!e) continue;
-        index.apply(*e);
-        const RunRecord* r = index.find(e->runId);
-        if (!r || !run_matches(*r, by_session)) continue;
-        if (q.state && e->event != *q.state) continue;
-        print_entry(*e);
+      for (const auto& [n, e] : *page) {
+        printed = n;
+        if (wanted(e)) print_entry(e);
       }
+      if (!page->empty()) continue;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -228,63 +267,43 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
   return 0;
 }
 
-RunIndex run_index_beneath(int root) {
-  RunIndex index;
-  for (const auto& line : read_jsonl_beneath(root, "ledger.jsonl", StateAccess::kReadOnly).lines) {
-    if (auto e = LedgerEntry::from_json(line)) index.apply(*e);
-  }
-  return index;
-}
-
-std::map<std::string, SessionRecord> session_records_beneath(int root) {
+std::map<std::string, SessionRecord> session_records(StateDb& db) {
   std::map<std::string, SessionRecord> records;
-  auto dir = open_beneath(root, "sessions", O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
-  if (!dir) {
-    if (dir.error().err != ENOENT) std::fprintf(stderr, "harnessd: %s\n", dir.error().message.c_str());
+  auto stored = db.sessions();
+  if (!stored) {
+    std::fprintf(stderr, "harnessd: %s\n", stored.error().message.c_str());
     return records;
   }
-  if (DIR* d = ::fdopendir(dir->release())) {
-    while (dirent* e = ::readdir(d)) {
-      std::string file = e->d_name;
-      if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
-      JsonlRead rec = read_jsonl_beneath(root, "sessions/" + file, StateAccess::kReadOnly);
-      if (!rec.refused.empty()) std::fprintf(stderr, "harnessd: %s; skipped\n", rec.refused.c_str());
-      if (rec.lines.size() != 1 || !rec.lines[0].is_object()) continue;
-      auto record = SessionRecord::from_json(rec.lines[0]);
-      if (!record) {
-        std::fprintf(stderr, "harnessd: sessions/%s is not a session record harnessd wrote (%s); skipped\n",
-                     file.c_str(), record.error().c_str());
-        continue;
-      }
-      records[file.substr(0, file.size() - 5)] = std::move(*record);
+  for (const auto& j : *stored) {
+    auto record = SessionRecord::from_json(j);
+    if (!record) {
+      std::fprintf(stderr, "harnessd: a session record is not one harnessd wrote (%s); skipped\n",
+                   record.error().c_str());
+      continue;
     }
-    ::closedir(d);
+    std::string id = record->session_id;
+    records[id] = std::move(*record);
   }
   return records;
 }
 
 std::map<std::string, SessionRecord> read_session_records(const std::string& state_dir) {
-  auto root = open_for_reading(state_dir);
-  if (!root) {
-    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
-    return {};
-  }
-  if (!*root) return {};
-  return session_records_beneath(root->get());
+  UniqueFd root;
+  std::unique_ptr<StateDb> db;
+  if (!open_for_query(state_dir, root, db) || !db) return {};
+  return session_records(*db);
 }
 
 int sessions_command(const std::string& state_dir, const std::string& format, bool all) {
-  auto root = open_for_reading(state_dir);
-  if (!root) {
-    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
-    return 1;
-  }
-  if (!*root) return 0;
-  std::map<std::string, SessionRecord> records = session_records_beneath(root->get());
-  // Run counts per session from the ledger.
-  RunIndex index = run_index_beneath(root->get());
-  std::map<std::string, std::map<std::string, int>> counts;
-  for (const auto& [id, r] : index.runs()) ++counts[r.sessionId][r.state];
+  UniqueFd root;
+  std::unique_ptr<StateDb> db;
+  if (!open_for_query(state_dir, root, db)) return 1;
+  if (!db) return 0;
+  std::map<std::string, SessionRecord> records = session_records(*db);
+  // Run counts per session.
+  auto counted = db->run_counts();
+  if (!counted) std::fprintf(stderr, "harnessd: %s\n", counted.error().message.c_str());
+  std::map<std::string, std::map<std::string, int>> counts = counted ? std::move(*counted) : decltype(counts){};
   std::vector<std::vector<std::string>> rows = {{"SESSION", "NAME", "HARNESS", "STATE", "UPDATED (UTC)", "RUNS", "CWD"}};
   for (const auto& [id, r] : records) {
     if (r.closed && !all) continue;
@@ -316,21 +335,26 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
 }
 
 int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format) {
-  auto root = open_for_reading(state_dir);
-  if (!root) {
-    std::fprintf(stderr, "harnessd: %s\n", root.error().message.c_str());
-    return 1;
-  }
+  UniqueFd root;
+  std::unique_ptr<StateDb> db;
+  if (!open_for_query(state_dir, root, db)) return 1;
   // The ledger says who ran it and when, also for a run still queued.
-  RunIndex index;
-  if (*root) index = run_index_beneath(root->get());
-  const RunRecord* run = acp::is_safe_id(run_id) ? index.find(run_id) : nullptr;
+  std::optional<RunRecord> found;
+  if (db && acp::is_safe_id(run_id)) {
+    auto stored = db->find_run(run_id);
+    if (!stored) {
+      std::fprintf(stderr, "harnessd: %s\n", stored.error().message.c_str());
+      return 1;
+    }
+    found = std::move(*stored);
+  }
+  const RunRecord* run = found ? &*found : nullptr;
   if (!run) {
     std::fprintf(stderr, "harnessd: no run %s is recorded in %s\n", run_id.c_str(), state_dir.c_str());
     return 1;
   }
   const std::string dir = Store::run_dir(run_id);
-  const RunRecording rec = read_run_recording(root->get(), run_id);
+  const RunRecording rec = read_run_recording(root.get(), run_id);
   long long start = iso_ms(run->startedAt), end = iso_ms(run->endedAt);
   json took = start >= 0 && end >= start ? json(end - start) : json();
 

@@ -3,12 +3,15 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
+#include "schema/expected.h"
 #include "worker/ledger.h"
+#include "worker/state_db.h"
 #include "worker/session_record.h"
 
 namespace harnessd::worker {
@@ -47,11 +50,14 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
 /// answer, the usage and the files of its folder. Returns the exit code.
 int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format);
 
-/// The runs the ledger of the open state directory `root` records.
-RunIndex run_index_beneath(int root);
+/// The state database of `state_dir` (open at `root`) for the command
+/// line, or nullptr when nothing was recorded there yet. The ledger and
+/// session records of an earlier, file-only state directory are imported
+/// first, once.
+Expected<std::unique_ptr<StateDb>> open_state_db(const std::string& state_dir, int root);
 
-/// Every session record beneath the open state directory `root`; records
-/// that cannot be read are said on stderr and skipped.
-std::map<std::string, SessionRecord> session_records_beneath(int root);
+/// Every session record of `db` by id; records that cannot be read are
+/// said on stderr and skipped.
+std::map<std::string, SessionRecord> session_records(StateDb& db);
 
 }  // namespace harnessd::worker

@@ -73,11 +73,13 @@ json RunRecord::to_json() const {
 
 void RunIndex::apply(const LedgerEntry& e) {
   auto [it, fresh] = runs_.try_emplace(e.runId);
-  RunRecord& r = it->second;
-  if (fresh) {
-    order_.push_back(e.runId);
-    r.runId = e.runId;
-  }
+  if (fresh) order_.push_back(e.runId);
+  it->second.apply(e);
+}
+
+void RunRecord::apply(const LedgerEntry& e) {
+  RunRecord& r = *this;
+  r.runId = e.runId;
   if (!e.sessionId.empty()) r.sessionId = e.sessionId;
   if (e.name) r.name = e.name;
   if (e.hostSession) r.hostSession = e.hostSession;

@@ -61,6 +61,8 @@ struct RunRecord {
   int terminal_entries = 0;
 
   bool ended() const { return terminal_entries > 0; }
+  /// Takes `entry` (a transition of this run) into the record.
+  void apply(const LedgerEntry& entry);
   nlohmann::json to_json() const;
 };
 

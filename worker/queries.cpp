@@ -30,40 +30,50 @@ Queries::Queries(Runtime& rt, const Registry& registry, const Scheduler& schedul
 void Queries::list_sessions(schema::ListSessionsRequest req, acp::Reply reply) const {
   // Every session the store knows, of this lifetime or earlier ones, that
   // is not closed. The cursor is the id of the last session of a page.
-  const auto& records = rt_.store.sessions();
-  auto it = records.begin();
+  std::string after;
   if (req.cursor) {
     if (req.cursor->rfind("after:", 0) != 0) {
       RpcError e = RpcError::invalid_params("session/list: cursor '" + *req.cursor + "' is not valid");
       e.data = {{"method", "session/list"}, {"field", "cursor"}};
       return reply.error(e);
     }
-    it = records.upper_bound(req.cursor->substr(6));
+    after = req.cursor->substr(6);
   }
   json sessions = json::array();
   std::string last;
-  for (; it != records.end(); ++it) {
-    auto r = SessionRecord::from_json(it->second);
-    if (!r || r->closed) continue;
-    if (req.cwd && r->cwd != *req.cwd) continue;
-    if (sessions.size() == kListPageSize) break;
-    json entry = {{"sessionId", it->first}, {"cwd", r->cwd}, {"updatedAt", r->updated_at}};
-    json meta = {{"harness", r->harness}, {"open", registry_.find(it->first) != nullptr}};
-    if (r->name) {
-      entry["title"] = *r->name;
-      meta["name"] = *r->name;
+  bool more = false;
+  // Read in slices, since closed records and other folders are skipped.
+  constexpr std::size_t kSlice = 256;
+  for (;;) {
+    std::vector<json> slice = rt_.store.sessions_after(after, kSlice);
+    for (const auto& stored : slice) {
+      auto r = SessionRecord::from_json(stored);
+      if (r) after = r->session_id;
+      if (!r || r->closed) continue;
+      if (req.cwd && r->cwd != *req.cwd) continue;
+      if (sessions.size() == kListPageSize) {
+        more = true;
+        break;
+      }
+      json entry = {{"sessionId", r->session_id}, {"cwd", r->cwd}, {"updatedAt", r->updated_at}};
+      json meta = {{"harness", r->harness}, {"open", registry_.find(r->session_id) != nullptr}};
+      if (r->name) {
+        entry["title"] = *r->name;
+        meta["name"] = *r->name;
+      }
+      entry["_meta"] = {{"harnessd", meta}};
+      sessions.push_back(std::move(entry));
+      last = r->session_id;
     }
-    entry["_meta"] = {{"harnessd", meta}};
-    sessions.push_back(std::move(entry));
-    last = it->first;
+    if (more || slice.size() < kSlice) break;
   }
   json result = {{"sessions", std::move(sessions)}};
-  if (it != records.end()) result["nextCursor"] = "after:" + last;
+  if (more) result["nextCursor"] = "after:" + last;
   reply.result(std::move(result));
 }
 
 void Queries::get_run(const std::string& id, acp::Reply reply) const {
-  const RunRecord* run = rt_.store.runs().find(id);
+  std::optional<RunRecord> run = rt_.store.find_run(id);
   if (!run) {
     return reply.error(RpcError{rpc_code::kResourceNotFound, "Run not found: " + id, {{"runId", id}}});
   }
@@ -71,20 +81,17 @@ void Queries::get_run(const std::string& id, acp::Reply reply) const {
 }
 
 void Queries::list_runs(schema::ListRunsRequest req, acp::Reply reply) const {
-  std::vector<const RunRecord*> matching;
-  for (const auto& id : rt_.store.runs().order()) {
-    const RunRecord& r = *rt_.store.runs().find(id);
-    if (req.sessionId && r.sessionId != *req.sessionId) continue;
-    if (req.name && r.name != *req.name) continue;
-    if (req.state && r.state != *req.state) continue;
-    if (req.since && r.queuedAt < *req.since) continue;
-    matching.push_back(&r);
-  }
+  StateDb::RunFilter filter;
+  filter.session_id = req.sessionId;
+  filter.name = req.name;
+  filter.state = req.state;
+  filter.since = req.since;
+  filter.limit = static_cast<std::size_t>(req.limit);
   // The most recent `limit` runs, oldest first.
-  std::size_t skip = matching.size() > static_cast<std::size_t>(req.limit) ? matching.size() - req.limit : 0;
+  Store::RunPage page = rt_.store.list_runs(filter);
   json runs = json::array();
-  for (std::size_t i = skip; i < matching.size(); ++i) runs.push_back(run_json(*matching[i]));
-  reply.result({{"runs", std::move(runs)}, {"total", matching.size()}});
+  for (const auto& r : page.runs) runs.push_back(run_json(r));
+  reply.result({{"runs", std::move(runs)}, {"total", page.total}});
 }
 
 json Queries::run_json(const RunRecord& run) const {

@@ -236,15 +236,27 @@ Expected<std::optional<RunRecord>> StateDb::find_run(const std::string& run_id) 
   return std::optional<RunRecord>(std::move(rows->front()));
 }
 
+namespace {
+
+constexpr const char* kRunWhere =
+    " WHERE (?1 IS NULL OR session_id = ?1)"
+    " AND (?2 IS NULL OR session_id = ?2 OR name = ?2 OR host_session = ?2)"
+    " AND (?3 IS NULL OR name = ?3) AND (?4 IS NULL OR state = ?4) AND (?5 IS NULL OR queued_at >= ?5)";
+
+void bind_filter(Statement& st, const StateDb::RunFilter& f) {
+  st.bind(1, f.session_id).bind(2, f.session_ref).bind(3, f.name).bind(4, f.state).bind(5, f.since);
+}
+
+}  // namespace
+
 Expected<std::vector<RunRecord>> StateDb::runs(const RunFilter& filter) {
   // The newest `limit` rows, read newest first and turned around.
-  static const std::string by_session = std::string("SELECT ") + kRunColumns +
-                                        " FROM runs WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2";
-  static const std::string all = std::string("SELECT ") + kRunColumns + " FROM runs ORDER BY seq DESC LIMIT ?2";
-  auto st = db_->cached(filter.session_id ? by_session.c_str() : all.c_str());
+  static const std::string sql =
+      std::string("SELECT ") + kRunColumns + " FROM runs" + kRunWhere + " ORDER BY seq DESC LIMIT ?6";
+  auto st = db_->cached(sql.c_str());
   if (!st) return std::move(st).error();
-  if (filter.session_id) (*st)->bind(1, *filter.session_id);
-  (*st)->bind(2, filter.limit ? static_cast<std::int64_t>(filter.limit) : std::int64_t{-1});
+  bind_filter(**st, filter);
+  (*st)->bind(6, filter.limit ? static_cast<std::int64_t>(filter.limit) : std::int64_t{-1});
   auto rows = read_runs(**st);
   if (!rows) return std::move(rows).error();
   std::reverse(rows->begin(), rows->end());
@@ -252,6 +264,59 @@ Expected<std::vector<RunRecord>> StateDb::runs(const RunFilter& filter) {
 }
 
 Expected<std::vector<RunRecord>> StateDb::runs() { return runs(RunFilter{}); }
+
+Expected<std::size_t> StateDb::count_runs(const RunFilter& filter) {
+  static const std::string sql = std::string("SELECT count(*) FROM runs") + kRunWhere;
+  auto st = db_->cached(sql.c_str());
+  if (!st) return std::move(st).error();
+  bind_filter(**st, filter);
+  auto row = (*st)->step();
+  if (!row) return std::move(row).error();
+  std::size_t n = *row ? static_cast<std::size_t>((*st)->int64(0)) : 0;
+  (*st)->reset();
+  return n;
+}
+
+Expected<std::map<std::string, std::map<std::string, int>>> StateDb::run_counts() {
+  auto st = db_->cached("SELECT session_id, state, count(*) FROM runs GROUP BY session_id, state");
+  if (!st) return std::move(st).error();
+  std::map<std::string, std::map<std::string, int>> out;
+  for (;;) {
+    auto row = (*st)->step();
+    if (!row) return std::move(row).error();
+    if (!*row) break;
+    out[(*st)->text(0)][(*st)->text(1)] = static_cast<int>((*st)->int64(2));
+  }
+  return out;
+}
+
+Expected<std::int64_t> StateDb::last_transition() {
+  auto st = db_->cached("SELECT coalesce(max(rowid), 0) FROM transitions");
+  if (!st) return std::move(st).error();
+  auto row = (*st)->step();
+  if (!row) return std::move(row).error();
+  std::int64_t n = *row ? (*st)->int64(0) : 0;
+  (*st)->reset();
+  return n;
+}
+
+Expected<std::vector<std::pair<std::int64_t, LedgerEntry>>> StateDb::transitions_after(std::int64_t after,
+                                                                                       std::size_t limit) {
+  auto st = db_->cached("SELECT rowid, entry FROM transitions WHERE rowid > ?1 ORDER BY rowid LIMIT ?2");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, after).bind(2, limit ? static_cast<std::int64_t>(limit) : std::int64_t{-1});
+  std::vector<std::pair<std::int64_t, LedgerEntry>> out;
+  for (;;) {
+    auto row = (*st)->step();
+    if (!row) return std::move(row).error();
+    if (!*row) break;
+    std::int64_t n = (*st)->int64(0);
+    if (auto j = schema::parse_json((*st)->text(1))) {
+      if (auto e = LedgerEntry::from_json(*j)) out.emplace_back(n, std::move(*e));
+    }
+  }
+  return out;
+}
 
 Expected<std::vector<LedgerEntry>> StateDb::transitions(const std::string& run_id) {
   auto st = db_->cached(
@@ -346,27 +411,84 @@ Expected<std::optional<json>> StateDb::session(const std::string& id) {
   return std::optional<json>(std::move(*j));
 }
 
-Expected<std::vector<json>> StateDb::sessions() {
-  auto st = db_->cached("SELECT id, record FROM sessions ORDER BY seq");
-  if (!st) return std::move(st).error();
+namespace {
+
+// Reads the `col`th column of each row as a session record.
+Expected<std::vector<json>> read_records(Statement& st, int col) {
   std::vector<json> out;
   for (;;) {
-    auto row = (*st)->step();
+    auto row = st.step();
     if (!row) return std::move(row).error();
     if (!*row) break;
-    if (auto j = schema::parse_json((*st)->text(1))) {
+    if (auto j = schema::parse_json(st.text(col))) {
       out.push_back(std::move(*j));
     } else {
-      acp::log::warn("the stored record of session " + (*st)->text(0) + " is not JSON; skipped");
+      acp::log::warn("the stored record of session " + st.text(0) + " is not JSON; skipped");
     }
   }
   return out;
 }
 
+}  // namespace
+
+Expected<std::vector<json>> StateDb::sessions() {
+  auto st = db_->cached("SELECT id, record FROM sessions ORDER BY seq");
+  if (!st) return std::move(st).error();
+  return read_records(**st, 1);
+}
+
+Expected<std::vector<json>> StateDb::sessions_named(const std::string& name) {
+  auto st = db_->cached("SELECT id, record FROM sessions WHERE name = ?1 OR host_session = ?1 ORDER BY seq");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, name);
+  return read_records(**st, 1);
+}
+
+Expected<std::vector<json>> StateDb::sessions_after(const std::string& after_id, std::size_t limit) {
+  auto st = db_->cached("SELECT id, record FROM sessions WHERE id > ?1 ORDER BY id LIMIT ?2");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, after_id).bind(2, limit ? static_cast<std::int64_t>(limit) : std::int64_t{-1});
+  return read_records(**st, 1);
+}
+
+Expected<std::map<std::string, json>> StateDb::harness_options() {
+  // SQLite takes the bare columns of the row that holds max().
+  auto st = db_->cached(R"sql(
+SELECT json_extract(record, '$.harness') AS harness, json_extract(record, '$.adapterOptions'), max(updated_at)
+FROM sessions WHERE json_type(record, '$.adapterOptions') = 'array' GROUP BY harness)sql");
+  if (!st) return std::move(st).error();
+  std::map<std::string, json> out;
+  for (;;) {
+    auto row = (*st)->step();
+    if (!row) return std::move(row).error();
+    if (!*row) break;
+    if ((*st)->is_null(0)) continue;
+    if (auto j = schema::parse_json((*st)->text(1)); j && j->is_array()) out[(*st)->text(0)] = std::move(*j);
+  }
+  return out;
+}
+
 Expected<std::optional<StateDb::Imported>> StateDb::import_files(int root) {
+  {
+    // Imported once: later starts look no further than this (and a ledger
+    // left by a crash between the import and the move, which goes aside).
+    auto done = db_->cached("SELECT 1 FROM meta WHERE key = ?1");
+    if (!done) return std::move(done).error();
+    (*done)->bind(1, kImportedKey);
+    auto row = (*done)->step();
+    if (!row) return std::move(row).error();
+    (*done)->reset();
+    if (*row) {
+      struct stat st {};
+      if (::fstatat(root, "ledger.jsonl", &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        (void)make_dir_beneath(root, kImportedDir);
+        set_aside(root, "ledger.jsonl");
+      }
+      return std::optional<Imported>();
+    }
+  }
   std::vector<std::string> sessions = session_files(root);
   JsonlRead ledger = read_jsonl_beneath(root, "ledger.jsonl");
-  if (ledger.missing && sessions.empty()) return std::optional<Imported>();
   if (!ledger.refused.empty()) return Error{"cannot import " + ledger.refused};
 
   Imported report;
@@ -397,9 +519,17 @@ Expected<std::optional<StateDb::Imported>> StateDb::import_files(int root) {
     }
     for (const auto& rel : sessions) {
       JsonlRead rec = read_jsonl_beneath(root, rel);
-      if (!rec.refused.empty() || rec.lines.size() != 1 || !rec.lines[0].is_object() ||
-          session_record_problem(rec.lines[0])) {
-        acp::log::warn(rel + " is not a session record harnessd wrote; not imported (kept in " + kImportedDir + "/)");
+      std::optional<std::string> problem;
+      if (!rec.refused.empty()) {
+        problem = rec.refused;
+      } else if (rec.lines.size() != 1 || !rec.lines[0].is_object()) {
+        problem = "not one JSON object";
+      } else {
+        problem = session_record_problem(rec.lines[0]);
+      }
+      if (problem) {
+        acp::log::warn(rel + " is not a session record harnessd wrote (" + *problem + "); not imported (kept in " +
+                       kImportedDir + "/)");
         continue;
       }
       if (auto r = save_session(rec.lines[0]); !r) return std::move(r).error();
@@ -414,6 +544,7 @@ Expected<std::optional<StateDb::Imported>> StateDb::import_files(int root) {
 
   // Committed: the old files go aside (kept). A crash before this point
   // imports nothing twice: the mark above says it is done.
+  if (ledger.missing && sessions.empty()) return std::optional<Imported>();  // a new state directory
   if (auto made = make_dir_beneath(root, kImportedDir); !made) {
     acp::log::warn("cannot make " + std::string(kImportedDir) + "/: " + made.error().message);
     return std::optional<Imported>(report);

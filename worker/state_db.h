@@ -9,7 +9,9 @@
 // state directory.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -49,11 +51,26 @@ class StateDb {
 
   struct RunFilter {
     std::optional<std::string> session_id;
+    /// A session's id, name or host's name (the command line's --session).
+    std::optional<std::string> session_ref;
+    std::optional<std::string> name;
+    std::optional<std::string> state;  // the run's last event
+    std::optional<std::string> since;  // queued at or after (ISO 8601)
     std::size_t limit = 0;  // 0: all; otherwise the newest `limit`, still oldest first
   };
   /// Runs in the order they were first recorded.
   Expected<std::vector<RunRecord>> runs(const RunFilter& filter);
   Expected<std::vector<RunRecord>> runs();
+  /// How many runs match (`limit` ignored).
+  Expected<std::size_t> count_runs(const RunFilter& filter);
+  /// Run counts by session and state.
+  Expected<std::map<std::string, std::map<std::string, int>>> run_counts();
+  /// The number of the newest transition (0: none yet).
+  Expected<std::int64_t> last_transition();
+  /// Transitions recorded after the one numbered `after` (0: from the
+  /// first), oldest first, at most `limit`, with their numbers.
+  Expected<std::vector<std::pair<std::int64_t, LedgerEntry>>> transitions_after(std::int64_t after,
+                                                                                 std::size_t limit);
   /// A run's transitions as ledger entries, oldest first.
   Expected<std::vector<LedgerEntry>> transitions(const std::string& run_id);
   /// Ends with `interrupted` every open run whose daemon instance is not
@@ -67,6 +84,13 @@ class StateDb {
   Expected<std::optional<nlohmann::json>> session(const std::string& id);
   /// Every session record, oldest first.
   Expected<std::vector<nlohmann::json>> sessions();
+  /// The records whose name or host's name is `name`.
+  Expected<std::vector<nlohmann::json>> sessions_named(const std::string& name);
+  /// Records by id after `after_id` (in id order), at most `limit`.
+  Expected<std::vector<nlohmann::json>> sessions_after(const std::string& after_id, std::size_t limit);
+  /// For each harness, the adapter options of its newest record that has
+  /// them (what its adapter offered).
+  Expected<std::map<std::string, nlohmann::json>> harness_options();
 
   // ---- an earlier state directory
   struct Imported {

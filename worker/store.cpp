@@ -10,11 +10,12 @@
 
 #include <cerrno>
 #include <cstring>
+#include <future>
+#include <set>
 
 #include "acp/log.h"
 #include "queue/ids.h"
 #include "schema/rpc_error.h"
-#include "worker/ledger_file.h"
 #include "worker/state_dir.h"
 #include "worker/store_writer.h"
 
@@ -43,10 +44,12 @@ Store::Store(acp::Loop& loop, std::string dir, StoreOptions options)
     : loop_(loop), dir_(std::move(dir)), options_(options), instance_(queue::make_id("d_")) {}
 
 Store::~Store() {
+  // Lanes first: a run's end still in a lane hands its entry to the
+  // database writer, which then writes everything queued (callbacks are
+  // not run) and tries what waited for space once more.
   lanes_.clear();
-  retry_timer_.reset();
-  // A last try for ledger lines that waited for space.
-  if (ledger_) ledger_->retry();
+  db_writer_.reset();
+  reader_.reset();
   completions_.reset();
   if (lock_fd_ >= 0) {
     ::close(lock_fd_);
@@ -76,13 +79,6 @@ std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOption
       // Tightened if others could write to it (make_dir_beneath only checks).
       (void)open_beneath(s.root_, sub, O_RDONLY | O_DIRECTORY);
     }
-    // ledger.jsonl, if there: ours, a regular file, tightened.
-    if (!s.unusable_) {
-      auto ledger = open_beneath(s.root_, LedgerFile::kRel, O_RDONLY);
-      if (!ledger && ledger.error().err != ENOENT) {
-        s.unusable_ = "cannot use the state directory " + s.dir_ + ": " + ledger.error().message;
-      }
-    }
     if (!s.unusable_) {
       std::string lock = "daemons/" + s.instance_ + ".lock";
       auto fd = open_beneath(s.root_, lock, O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -99,113 +95,71 @@ std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOption
   }
   if (s.unusable_) acp::log::error(*s.unusable_ + "; runs will fail until it is fixed");
 
-  if (s.root_ >= 0) {
-    // The ledger, all lifetimes.
-    JsonlRead ledger = read_jsonl_beneath(s.root_, LedgerFile::kRel);
-    if (!ledger.refused.empty()) acp::log::error(ledger.refused);
-    for (std::size_t n : ledger.bad_lines) {
-      acp::log::warn("ledger.jsonl: line " + std::to_string(n) + " is not JSON (cut by a crash?); skipped");
-    }
-    for (const auto& line : ledger.lines) {
-      if (auto entry = LedgerEntry::from_json(line)) s.runs_.apply(*entry);
-    }
-    // Session records.
-    if (auto sessions = open_beneath(s.root_, "sessions", O_RDONLY | O_DIRECTORY)) {
-      if (DIR* d = ::fdopendir(sessions->release())) {
-        while (dirent* e = ::readdir(d)) {
-          std::string file = e->d_name;
-          if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
-          std::string id = file.substr(0, file.size() - 5);
-          if (!acp::is_safe_id(id)) continue;
-          JsonlRead rec = read_jsonl_beneath(s.root_, "sessions/" + file);
-          if (!rec.refused.empty()) {
-            acp::log::warn(rec.refused);
-            continue;
-          }
-          if (rec.lines.size() != 1 || !rec.lines[0].is_object()) {
-            acp::log::warn("sessions/" + file + " is not a session record; skipped");
-            continue;
-          }
-          if (auto problem = session_record_problem(rec.lines[0])) {
-            acp::log::warn("sessions/" + file + " is not a session record harnessd wrote (" + *problem + "); skipped");
-            continue;
-          }
-          s.sessions_[id] = rec.lines[0];
-        }
-        ::closedir(d);
-      }
-    }
-    // A ledger line cut by a crash gets its newline now, before several
-    // lanes append to the file.
-    if (ledger.cut && !s.unusable_) {
-      if (auto fd = open_append(s.root_, LedgerFile::kRel)) ::close(*fd);
-    }
-  }
-  s.ledger_ = std::make_unique<LedgerFile>(s.root_, *s.budget_);
   s.completions_ = std::make_unique<WriteCompletions>(loop);
   for (int i = 0; i < kLanes; ++i) {
     s.lanes_.push_back(std::make_unique<StoreWriter>(*s.completions_, s.root_, *s.budget_,
                                                      [&s](std::size_t bytes) { s.written(bytes); }));
   }
-  // Ledger lines that waited for space are retried every second; the timer
-  // does not keep the loop alive.
-  s.retry_timer_ = std::make_unique<acp::Timer>(loop);
-  s.retry_timer_->start_every(std::chrono::seconds(1), [&s] { s.retry_ledger(); });
-  s.retry_timer_->unref();
+  if (!s.unusable_) s.open_database();
   if (!s.unusable_) s.recover();
+  if (s.writer_db_) s.db_writer_ = std::make_unique<DbWriter>(*s.completions_, std::move(s.writer_db_));
   return store;
 }
 
-void Store::retry_ledger() {
-  if (unusable_ || !ledger_->has_pending() || !ledger_->queue_retry()) return;
-  LedgerFile* ledger = ledger_.get();
-  lanes_[0]->push(StoreWriter::Job{[ledger]() -> Expected<void> {
-                                           ledger->run_queued_retry();
-                                           return {};
-                                         },
-                                         nullptr, {}});
+void Store::open_database() {
+  Database::Options db_options;
+  db_options.full_sync = options_.sync;
+  auto opened = StateDb::open(dir_, root_, db_options);
+  if (!opened) {
+    unusable_ = "cannot use the state database " + dir_ + "/" + StateDb::kFile + ": " + opened.error().message;
+    acp::log::error(*unusable_ + "; runs will fail until it is fixed");
+    return;
+  }
+  // An earlier harnessd kept the ledger and session records in files.
+  auto imported = (*opened)->import_files(root_);
+  if (!imported) {
+    acp::log::error("cannot import the ledger and session records of " + dir_ + ": " + imported.error().message);
+  } else if (*imported) {
+    acp::log::info("imported " + std::to_string((*imported)->ledger_lines) + " ledger lines and " +
+                   std::to_string((*imported)->sessions) + " session records into " + StateDb::kFile +
+                   "; the files are kept in " + StateDb::kImportedDir + "/");
+  }
+  auto reader = StateDb::open(dir_, root_, db_options);
+  if (!reader) {
+    unusable_ = "cannot read the state database " + dir_ + "/" + StateDb::kFile + ": " + reader.error().message;
+    acp::log::error(*unusable_);
+    return;
+  }
+  reader_ = std::move(*reader);
+  writer_db_ = std::move(*opened);
 }
 
 void Store::recover() {
-  // Runs left open by a daemon that is gone end as "interrupted". A run of
-  // a daemon that still runs (several may share a directory) is left alone.
-  std::map<std::string, bool> dead;
-  for (const auto& id : std::vector<std::string>(runs_.order())) {
-    const RunRecord& r = *runs_.find(id);
-    if (r.ended()) continue;
-    auto known = dead.find(r.daemon);
-    if (known == dead.end()) {
-      bool gone = r.daemon.empty() || !acp::is_safe_id(r.daemon) || instance_dead(root_, r.daemon + ".lock");
-      known = dead.emplace(r.daemon, gone).first;
-    }
-    if (!known->second) continue;
-    std::string reason = "harnessd stopped before the run ended (daemon " + r.daemon + ")";
-    LedgerEntry e;
-    e.time = acp::iso_time();
-    e.event = run_event::kInterrupted;
-    e.runId = r.runId;
-    e.sessionId = r.sessionId;
-    e.name = r.name;
-    e.harness = r.harness;
-    e.requestId = r.requestId;
-    e.daemon = instance_;
-    e.extra = {{"reason", reason}};
+  // Runs left open by a daemon that is gone end as "interrupted", in one
+  // transaction: two processes starting at once cannot both end one run. A
+  // run of a daemon that still runs (several may share a directory) is
+  // left alone.
+  int root = root_;
+  auto ended = writer_db_->interrupt_orphans(
+      [root](const std::string& daemon) { return daemon_instance_alive(root, daemon); }, instance_, acp::iso_time());
+  if (!ended) acp::log::error("cannot end the runs of daemons that are gone: " + ended.error().message);
+  for (const LedgerEntry& e : ended ? *ended : std::vector<LedgerEntry>{}) {
+    const std::string reason = e.extra.value("reason", "");
     // Every ended run has its result.json: the recording is closed if it
     // was never finished, and made for a run that was still queued. A link
     // planted where the folder or file should be is refused, not followed.
-    if (acp::is_safe_id(r.runId)) {
-      std::string result_rel = run_dir(r.runId) + "/result.json";
+    if (acp::is_safe_id(e.runId)) {
+      std::string result_rel = run_dir(e.runId) + "/result.json";
       JsonlRead existing = read_jsonl_beneath(root_, result_rel);
       if (existing.lines.empty()) {
-        json result = {{"runId", r.runId}, {"sessionId", r.sessionId}, {"state", run_event::kInterrupted},
+        json result = {{"runId", e.runId}, {"sessionId", e.sessionId}, {"state", run_event::kInterrupted},
                        {"reason", reason}, {"endedAt", e.time}};
-        Expected<void, PathError> w = make_dir_beneath(root_, run_dir(r.runId));
+        Expected<void, PathError> w = make_dir_beneath(root_, run_dir(e.runId));
         if (w) w = replace_file_beneath(root_, result_rel, result.dump() + "\n", false);
         if (!w) acp::log::error("cannot write " + result_rel + ": " + w.error().message);
       }
     }
-    acp::log::warn("run " + r.runId + " of session " + r.sessionId + " was interrupted: " + reason);
-    record(std::move(e));
+    acp::log::warn("run " + e.runId + " of session " + e.sessionId + " was interrupted: " + reason);
   }
   // Lock files of instances that are gone.
   if (auto daemons = open_beneath(root_, "daemons", O_RDONLY | O_DIRECTORY)) {
@@ -287,10 +241,6 @@ void Store::written(std::size_t bytes) {
 
 namespace {
 
-std::string ledger_line(const LedgerEntry& e) {
-  return e.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-}
-
 // A run's files are runs/<runId>/...; their failures mark the run.
 bool in_run_folder(const std::string& rel) { return rel.rfind("runs/", 0) == 0; }
 
@@ -306,41 +256,90 @@ LedgerEntry Store::store_failure(const LedgerEntry& end, const std::string& why)
   return e;
 }
 
+void Store::to_database(DbWriter::Job job) {
+  if (!db_writer_) {
+    // Fail on the loop, never inside the caller's stack.
+    std::string why = unusable_.value_or("the state database is not open");
+    if (job.done) loop_.post([done = std::move(job.done), why]() mutable { done(Error{why}); });
+    return;
+  }
+  if (db_writer_->push_deferred(std::move(job))) {
+    wake_db_ = true;
+    wake_writers();
+  }
+}
+
+void Store::wake_writers() {
+  // Once the loop has run every callback of this iteration: what it asked
+  // for becomes one batch for each writer.
+  if (wake_posted_) return;
+  wake_posted_ = true;
+  loop_.post([this, alive = std::weak_ptr<bool>(alive_)] {
+    if (alive.expired()) return;
+    wake_posted_ = false;
+    for (StoreWriter* lane : to_wake_) lane->wake();
+    to_wake_.clear();
+    if (wake_db_ && db_writer_) db_writer_->wake();
+    wake_db_ = false;
+  });
+}
+
 void Store::record(LedgerEntry entry, Done done) {
   if (entry.time.empty()) entry.time = acp::iso_time();
   if (entry.daemon.empty()) entry.daemon = instance_;
-  runs_.apply(entry);
-  bool sync = options_.sync && is_terminal_event(entry.event);
-  std::string line = ledger_line(entry);
-  std::string key = entry.runId;
-  LedgerFile* ledger = ledger_.get();
-  // Only a failure somebody hears of marks the run: a line that waits for
-  // space is not lost.
-  std::string run = done ? key : "";
-  std::size_t bytes = line.size();
-  submit(key, [ledger, line = std::move(line), sync]() mutable { return ledger->append(std::move(line), sync, nullptr); },
-         std::move(done), std::move(run), bytes);
+  const std::string run_id = entry.runId;
+  auto& unsaved = unsaved_entries_[run_id];
+  if (unsaved.empty() && entry.event == run_event::kQueued) unsaved_order_.push_back(run_id);
+  unsaved.push_back(entry);
+  DbWriter::Job job;
+  job.entry = std::move(entry);
+  job.done = [this, run_id, done = std::move(done)](Expected<void> r) mutable {
+    // Committed: the database has it now. One that waits for space stays
+    // here, so reads still see it.
+    if (r) forget_unsaved(run_id);
+    if (done) done(std::move(r));
+  };
+  to_database(std::move(job));
 }
 
-void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, bool failure_fails, bool sync,
+void Store::forget_unsaved(const std::string& run_id) {
+  auto it = unsaved_entries_.find(run_id);
+  if (it == unsaved_entries_.end()) return;
+  it->second.pop_front();
+  if (!it->second.empty()) return;
+  unsaved_entries_.erase(it);
+  // Runs first seen here leave the list once nothing of theirs is unsaved.
+  if (unsaved_entries_.empty()) unsaved_order_.clear();
+}
+
+void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, bool failure_fails, bool /*sync*/,
                     Done done) {
   if (end.time.empty()) end.time = acp::iso_time();
   if (end.daemon.empty()) end.daemon = instance_;
   const std::string run_id = end.runId;
-  // The line that ends up in the ledger, for the index once it is written.
+  // The entry that ends up in the database.
   auto written = std::make_shared<LedgerEntry>(unusable_ && failure_fails ? store_failure(end, *unusable_) : end);
   Done apply = [this, written, done = std::move(done)](Expected<void> r) mutable {
-    runs_.apply(*written);
+    // Not committed (it waits for space, or there is no database): reads
+    // see it here.
+    if (!r) {
+      auto& unsaved = unsaved_entries_[written->runId];
+      if (unsaved.empty()) unsaved_order_.push_back(written->runId);
+      unsaved.push_back(*written);
+    }
     if (done) done(std::move(r));
   };
-  if (unusable_) return submit(run_id, nullptr, std::move(apply));
-  bool do_sync = sync && options_.sync;
+  if (unusable_ || !db_writer_) return submit(run_id, nullptr, std::move(apply));
+  bool do_sync = options_.sync;
   StoreWriter* w = &lane_for(run_id);
-  LedgerFile* ledger = ledger_.get();
+  DbWriter* db = db_writer_.get();
   int root = root_;
+  // In the run's lane, after its frames: result.json, then the terminal
+  // entry, committed before the lane goes on (so a barrier on the run, and
+  // the host's answer after it, come after the commit).
   submit(
       run_id,
-      [w, ledger, root, written, result_json = std::move(result_json), failure_fails, do_sync]() -> Expected<void> {
+      [w, db, root, written, result_json = std::move(result_json), failure_fails, do_sync]() -> Expected<void> {
         const LedgerEntry asked = *written;
         Expected<void> first;
         if (result_json && acp::is_safe_id(asked.runId)) {
@@ -356,20 +355,24 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
         }
         std::optional<std::string> why = w->take_run_failure(asked.runId);
         if (!why && !first) why = first.error().message;
-        LedgerFile::Fallback fallback;
+        DbWriter::Job job;
+        job.entry = failure_fails && why ? store_failure(asked, *why) : asked;
         if (failure_fails) {
-          if (why) *written = store_failure(asked, *why);
-          fallback = [written, asked](const std::string& ledger_why) {
-            if (written->event != run_event::kFailed || !written->extra.contains("error") ||
-                written->extra["error"].value("code", 0) != rpc_code::kStoreFailed) {
-              *written = store_failure(asked, ledger_why);
-            }
-            return ledger_line(*written);
+          // The first reason stands: it is the one the host is told.
+          job.fallback = [asked, first_why = why](const std::string& db_why) {
+            return store_failure(asked, first_why.value_or(db_why));
           };
         }
-        auto appended = ledger->append(ledger_line(*written), do_sync, fallback);
+        // Kept alive by the job too: the writer may still be inside
+        // set_value when this thread has its answer and moves on.
+        auto committed = std::make_shared<std::promise<std::pair<Expected<void>, LedgerEntry>>>();
+        auto result = committed->get_future();
+        job.on_writer = [committed](const Expected<void>& r, const LedgerEntry& e) { committed->set_value({r, e}); };
+        db->push(std::move(job));
+        auto [stored, entry] = result.get();
+        *written = std::move(entry);
         if (!first) return first;
-        return appended;
+        return stored;
       },
       std::move(apply), run_id);
 }
@@ -380,25 +383,166 @@ void Store::save_session(const json& record, Done done) {
     if (done) loop_.post([done = std::move(done), id]() mutable { done(Error{"unsafe session id " + id}); });
     return;
   }
-  sessions_[id] = record;
-  std::string rel = session_file(id);
-  std::string content = record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-  StoreWriter* w = &lane_for(id);
-  int root = root_;
-  std::size_t bytes = content.size();
-  submit(
-      id,
-      [w, root, rel, content = std::move(content)]() -> Expected<void> {
-        if (auto b = w->check_budget(content.size(), rel); !b) return b;
-        if (auto r = replace_file_beneath(root, rel, content, false); !r) return path_error("write", rel, r.error());
-        return {};
-      },
-      std::move(done), "", bytes);
+  UnsavedRecord& unsaved = unsaved_sessions_[id];
+  unsaved.record = record;
+  ++unsaved.writes;
+  DbWriter::Job job;
+  job.record = record;
+  job.done = [this, id, done = std::move(done)](Expected<void> r) mutable {
+    auto it = unsaved_sessions_.find(id);
+    if (it != unsaved_sessions_.end() && --it->second.writes == 0 && r) unsaved_sessions_.erase(it);
+    if (done) done(std::move(r));
+  };
+  to_database(std::move(job));
 }
 
-const json* Store::session(const std::string& id) const {
-  auto it = sessions_.find(id);
-  return it == sessions_.end() ? nullptr : &it->second;
+std::optional<RunRecord> Store::find_run(const std::string& run_id) {
+  std::optional<RunRecord> run;
+  if (reader_) {
+    auto stored = reader_->find_run(run_id);
+    if (!stored) acp::log::error("cannot read run " + run_id + ": " + stored.error().message);
+    if (stored && *stored) run = std::move(**stored);
+  }
+  if (auto it = unsaved_entries_.find(run_id); it != unsaved_entries_.end()) {
+    if (!run) run.emplace();
+    for (const auto& e : it->second) run->apply(e);
+  }
+  return run;
+}
+
+Store::RunPage Store::list_runs(const StateDb::RunFilter& filter) {
+  RunPage page;
+  if (reader_) {
+    auto rows = reader_->runs(filter);
+    auto total = reader_->count_runs(filter);
+    if (!rows || !total) {
+      acp::log::error("cannot list runs: " + (rows ? total.error().message : rows.error().message));
+    } else {
+      page.runs = std::move(*rows);
+      page.total = *total;
+    }
+  }
+  if (unsaved_entries_.empty()) return page;
+  auto matches = [&filter](const RunRecord& r) {
+    if (filter.session_id && r.sessionId != *filter.session_id) return false;
+    if (filter.session_ref && r.sessionId != *filter.session_ref && r.name != *filter.session_ref &&
+        r.hostSession != *filter.session_ref) {
+      return false;
+    }
+    if (filter.name && r.name != *filter.name) return false;
+    if (filter.state && r.state != *filter.state) return false;
+    if (filter.since && r.queuedAt < *filter.since) return false;
+    return true;
+  };
+  // Rows the database has, brought up to date; then runs it has not seen.
+  std::set<std::string> seen;
+  std::vector<RunRecord> runs;
+  for (auto& r : page.runs) {
+    seen.insert(r.runId);
+    if (auto it = unsaved_entries_.find(r.runId); it != unsaved_entries_.end()) {
+      for (const auto& e : it->second) r.apply(e);
+      if (!matches(r)) {
+        --page.total;
+        continue;
+      }
+    }
+    runs.push_back(std::move(r));
+  }
+  for (const auto& id : unsaved_order_) {
+    if (seen.count(id)) continue;
+    auto it = unsaved_entries_.find(id);
+    if (it == unsaved_entries_.end()) continue;
+    auto stored = find_run(id);
+    if (!stored || !matches(*stored)) continue;
+    // A row the database has but outside this page is already counted.
+    if (reader_) {
+      auto in_db = reader_->find_run(id);
+      if (in_db && *in_db) continue;
+    }
+    runs.push_back(std::move(*stored));
+    ++page.total;
+  }
+  if (filter.limit && runs.size() > filter.limit) runs.erase(runs.begin(), runs.end() - static_cast<long>(filter.limit));
+  page.runs = std::move(runs);
+  return page;
+}
+
+std::optional<json> Store::session(const std::string& id) {
+  if (auto it = unsaved_sessions_.find(id); it != unsaved_sessions_.end()) return it->second.record;
+  if (!reader_) return std::nullopt;
+  auto stored = reader_->session(id);
+  if (!stored) {
+    acp::log::error("cannot read session " + id + ": " + stored.error().message);
+    return std::nullopt;
+  }
+  return std::move(*stored);
+}
+
+namespace {
+
+std::string record_id(const json& record) {
+  auto it = record.find("sessionId");
+  return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+}  // namespace
+
+std::vector<json> Store::sessions_named(const std::string& name) {
+  std::map<std::string, json> found;
+  if (reader_) {
+    auto stored = reader_->sessions_named(name);
+    if (!stored) acp::log::error("cannot read sessions: " + stored.error().message);
+    for (auto& r : stored ? *stored : std::vector<json>{}) {
+      std::string id = record_id(r);  // before the move: the assignment takes its right side first
+      found[id] = std::move(r);
+    }
+  }
+  // Records saved here and not yet committed are newer.
+  for (const auto& [id, unsaved] : unsaved_sessions_) {
+    const json& r = unsaved.record;
+    bool named = (r.contains("name") && r["name"] == name) || (r.contains("hostSession") && r["hostSession"] == name);
+    if (named) {
+      found[id] = r;
+    } else {
+      found.erase(id);
+    }
+  }
+  std::vector<json> out;
+  for (auto& [id, r] : found) out.push_back(std::move(r));
+  return out;
+}
+
+std::vector<json> Store::sessions_after(const std::string& after_id, std::size_t limit) {
+  std::map<std::string, json> found;
+  if (reader_) {
+    // Enough rows that the records only this process has cannot push the
+    // page short.
+    auto stored = reader_->sessions_after(after_id, limit ? limit + unsaved_sessions_.size() : 0);
+    if (!stored) acp::log::error("cannot read sessions: " + stored.error().message);
+    for (auto& r : stored ? *stored : std::vector<json>{}) {
+      std::string id = record_id(r);  // before the move: the assignment takes its right side first
+      found[id] = std::move(r);
+    }
+  }
+  for (const auto& [id, unsaved] : unsaved_sessions_) {
+    if (id > after_id) found[id] = unsaved.record;
+  }
+  std::vector<json> out;
+  for (auto& [id, r] : found) {
+    if (limit && out.size() == limit) break;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::map<std::string, json> Store::harness_options() {
+  if (!reader_) return {};
+  auto options = reader_->harness_options();
+  if (!options) {
+    acp::log::error("cannot read what the harnesses' adapters offer: " + options.error().message);
+    return {};
+  }
+  return std::move(*options);
 }
 
 void Store::make_dir(std::string rel, Done done) {
@@ -455,13 +599,7 @@ void Store::append(std::string rel, std::string data, Done done) {
     // Woken once the loop has run every callback of this iteration: a
     // burst of frames read at once becomes one batch for the writer.
     to_wake_.push_back(w);
-    if (to_wake_.size() == 1) {
-      loop_.post([this, alive = std::weak_ptr<bool>(alive_)] {
-        if (alive.expired()) return;
-        for (StoreWriter* lane : to_wake_) lane->wake();
-        to_wake_.clear();
-      });
-    }
+    wake_writers();
   }
   check_pressure();
 }
@@ -520,13 +658,19 @@ void Store::barrier_all(Done done) {
     loop_.post([done = std::move(done)]() mutable { done({}); });
     return;
   }
-  // Done when the last lane reports (completions arrive on the loop thread).
+  // Done when the last lane reports (completions arrive on the loop thread)
+  // and then the database writer has committed everything asked before.
   auto left = std::make_shared<std::size_t>(lanes_.size());
   auto shared = std::make_shared<Done>(std::move(done));
   for (auto& lane : lanes_) {
-    lane->push(StoreWriter::Job{[]() -> Expected<void> { return {}; }, [left, shared](Expected<void>) {
-                                  if (--*left == 0) (*shared)({});
-                                }, {}});
+    lane->push(StoreWriter::Job{[]() -> Expected<void> { return {}; },
+                                [this, left, shared](Expected<void>) {
+                                  if (--*left != 0) return;
+                                  DbWriter::Job through;
+                                  through.done = [shared](Expected<void>) { (*shared)({}); };
+                                  to_database(std::move(through));
+                                },
+                                {}});
   }
 }
 

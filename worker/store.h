@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -21,19 +22,21 @@
 #include "acp/loop.h"
 #include "acp/unique_function.h"
 #include "schema/expected.h"
+#include "worker/db_writer.h"
 #include "worker/ledger.h"
+#include "worker/state_db.h"
 
 namespace harnessd::worker {
 
-class LedgerFile;
 class StoreWriter;
 class WriteBudget;
 class WriteCompletions;
 
 struct StoreOptions {
-  /// fdatasync result.json and terminal ledger lines (survives power loss,
-  /// costs milliseconds per run). Off by default: written lines survive any
-  /// crash of harnessd itself.
+  /// fdatasync result.json, and commit the state database with
+  /// synchronous = FULL (survives power loss, costs milliseconds per run).
+  /// Off by default: what was committed survives any crash of harnessd
+  /// itself.
   bool sync = false;
   /// For tests of a store write error without a small filesystem: every
   /// write fails with ENOSPC once this many bytes were written (0: never).
@@ -52,9 +55,11 @@ class Store {
 
   /// Creates the directory if needed (0700), opens it (never through a
   /// link; it and its folders must be this user's, and are tightened if
-  /// others can write to them), takes this daemon's instance lock, reads
-  /// the ledger and the session records, and ends every run left open by a
-  /// daemon that is no longer running with "interrupted". Problems reading
+  /// others can write to them), takes this daemon's instance lock, opens
+  /// the state database (importing the ledger and session records of an
+  /// earlier, file-only state directory once), and ends every run left open
+  /// by a daemon that is no longer running with "interrupted", in one
+  /// transaction. Nothing of the history is read into memory. Problems reading
   /// individual lines are logged, not fatal; an unusable directory (another
   /// user's, a link, not writable) is an error only for writes, so the
   /// daemon can still serve (and fail runs with a clear error). Every later
@@ -72,28 +77,42 @@ class Store {
   /// Why the directory cannot be written, if it cannot.
   const std::optional<std::string>& unusable() const { return unusable_; }
 
-  // ---- the ledger
-  /// Applies `entry` to the index now and appends it to ledger.jsonl. A
-  /// line that cannot be written (disk full) leaves the file as it was and
-  /// is kept, in order, to be written before the next line or by a retry
-  /// every second once space returns. A failure reported to `done` also
-  /// marks the run as not recorded (see end_run).
+  // ---- the ledger (state.db)
+  /// Records `entry` in the state database (with the other writes of this
+  /// loop iteration, in one transaction). Queries see it at once. An entry
+  /// that cannot be written (disk full) waits, in order, and is written by a
+  /// retry every second once space returns. A failure reported to `done`
+  /// also marks the run as not recorded (see end_run).
   void record(LedgerEntry entry, Done done = nullptr);
   /// Ends a run: creates runs/<runId>/result.json (when `result_json` is
-  /// set; the folder is made if the run never had one), then appends the
-  /// terminal `end` line. With `failure_fails`, a write error of this run
-  /// (this one, or an earlier write of the run that reported to a caller)
-  /// turns the terminal line into `failed` with the store error (-32016,
-  /// reason "store"), which is what the host is answered. The index gets
-  /// the line that was written, before `done` runs.
+  /// set; the folder is made if the run never had one), then commits the
+  /// terminal entry; `done` runs after that commit. With `failure_fails`,
+  /// a write error of this run (this one, or an earlier write of the run
+  /// that reported to a caller) turns the terminal entry into `failed` with
+  /// the store error (-32016, reason "store"), which is what the host is
+  /// answered. `sync` is kept for callers; [daemon] fsync applies to every
+  /// commit (synchronous = FULL).
   void end_run(std::optional<std::string> result_json, LedgerEntry end, bool failure_fails, bool sync, Done done);
-  const RunIndex& runs() const { return runs_; }
 
-  // ---- session records
-  /// Saves the record (atomically replacing sessions/<id>.json).
+  /// A run as recorded, with what this process recorded and has not yet
+  /// committed.
+  std::optional<RunRecord> find_run(const std::string& run_id);
+  struct RunPage {
+    std::vector<RunRecord> runs;  // oldest first
+    std::size_t total = 0;        // every match, past the limit too
+  };
+  RunPage list_runs(const StateDb::RunFilter& filter);
+
+  // ---- session records (state.db)
+  /// Saves the record; reads see it at once.
   void save_session(const nlohmann::json& record, Done done = nullptr);
-  const nlohmann::json* session(const std::string& id) const;
-  const std::map<std::string, nlohmann::json>& sessions() const { return sessions_; }
+  std::optional<nlohmann::json> session(const std::string& id);
+  /// The records whose name or host's name is `name`.
+  std::vector<nlohmann::json> sessions_named(const std::string& name);
+  /// Records in id order after `after_id`, at most `limit`.
+  std::vector<nlohmann::json> sessions_after(const std::string& after_id, std::size_t limit);
+  /// For each harness, what its adapter offered, from its newest record.
+  std::map<std::string, nlohmann::json> harness_options();
 
   // ---- files, relative to the directory
   void make_dir(std::string rel, Done done);
@@ -122,7 +141,6 @@ class Store {
 
   std::string path(const std::string& rel) const { return dir_ + "/" + rel; }
   static std::string run_dir(const std::string& run_id) { return "runs/" + run_id; }
-  static std::string session_file(const std::string& id) { return "sessions/" + id + ".json"; }
   static std::string transcript_file(const std::string& id) { return "sessions/" + id + ".jsonl"; }
 
   /// The terminal line written instead of `end` when the run could not be
@@ -132,6 +150,7 @@ class Store {
  private:
   static constexpr int kLanes = 4;
   Store(acp::Loop& loop, std::string dir, StoreOptions options);
+  void open_database();
   void recover();
   static std::string key_of(const std::string& rel);
   StoreWriter& lane_for(const std::string& key);
@@ -141,10 +160,15 @@ class Store {
   void put_file(std::string rel, std::string content, Done done, bool sync, bool fresh);
   void submit(const std::string& key, acp::UniqueFunction<Expected<void>()> work, Done done, std::string run = "",
               std::size_t bytes = 0);
+  /// Queues a database job; the writer is woken once this loop iteration
+  /// is done.
+  void to_database(DbWriter::Job job);
+  void wake_writers();
+  /// The oldest unsaved entry of `run_id` was committed.
+  void forget_unsaved(const std::string& run_id);
   void check_pressure();
   /// Writer threads: `bytes` of the queue were written.
   void written(std::size_t bytes);
-  void retry_ledger();
 
   acp::Loop& loop_;
   std::string dir_;
@@ -153,10 +177,21 @@ class Store {
   std::optional<std::string> unusable_;
   int root_ = -1;     // the state directory, opened once
   int lock_fd_ = -1;  // daemons/<instance>.lock, flock'ed
-  RunIndex runs_;
-  std::map<std::string, nlohmann::json> sessions_;
+  /// Reads on the loop thread (WAL: never waits for a writer).
+  std::unique_ptr<StateDb> reader_;
+  /// The writing connection, until the writer thread takes it.
+  std::unique_ptr<StateDb> writer_db_;
+  std::unique_ptr<DbWriter> db_writer_;
+  /// What this process recorded and the database has not committed yet,
+  /// oldest first per run; reads apply it over the database's rows.
+  std::map<std::string, std::deque<LedgerEntry>> unsaved_entries_;
+  std::vector<std::string> unsaved_order_;  // runs first seen here, in order
+  struct UnsavedRecord {
+    nlohmann::json record;
+    int writes = 0;
+  };
+  std::map<std::string, UnsavedRecord> unsaved_sessions_;
   std::unique_ptr<WriteBudget> budget_;
-  std::unique_ptr<LedgerFile> ledger_;
   std::atomic<std::size_t> queued_{0};
   std::atomic<bool> over_{false};
   std::atomic<bool> wake_sent_{false};
@@ -165,9 +200,11 @@ class Store {
   std::function<void(bool)> on_pressure_;
   std::unique_ptr<WriteCompletions> completions_;
   std::vector<std::unique_ptr<StoreWriter>> lanes_;
-  std::unique_ptr<acp::Timer> retry_timer_;
-  /// Lanes given appends this loop iteration while idle, woken together.
+  /// Lanes given appends this loop iteration while idle, woken together,
+  /// and the database writer likewise.
   std::vector<StoreWriter*> to_wake_;
+  bool wake_db_ = false;
+  bool wake_posted_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -4,7 +4,7 @@
 // Each test checks that no harnessd or adapter process is left behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -180,7 +180,10 @@ test('acpx persistent named session: prompts from separate invocations, a lost q
     const closed = await acpx(env, ['sessions', 'close', 'work']);
     assert.equal(closed.code, 0, closed.stderr);
     // harnessd recorded the session closed.
-    const record = JSON.parse(fs.readFileSync(path.join(env.root, 'state', 'sessions', `${sid}.json`), 'utf8'));
+    const listed = execFileSync(HARNESSD, ['--state-dir', path.join(env.root, 'state'), 'sessions', '--all', '--format', 'json'],
+      { encoding: 'utf8' });
+    const record = listed.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((r) => r.sessionId === sid);
+    assert.ok(record, listed);
     assert.equal(record.closed, true);
   } finally {
     await finish(env);

@@ -382,6 +382,7 @@ TEST_CASE("session/close answers the running prompt cancelled, stops the adapter
   std::string sid = d.new_session("/tmp", {{"harnessd", {{"name", "agent:test"}}}});
   d.send(request(1, "session/list", json::object()));
   json list = d.recv_reply(1)["result"]["sessions"];
+  INFO(list.dump());
   REQUIRE(list.size() == 1);
   CHECK(list[0]["title"] == "agent:test");
   CHECK(list[0]["cwd"] == "/tmp");

@@ -92,6 +92,9 @@ TEST_CASE("the store writes in order per file and reports on the loop") {
     REQUIRE_FALSE(store->unusable());
     for (int i = 0; i < 100; ++i) store->append("sessions/s1.jsonl", std::to_string(i) + "\n");
     store->record(entry("run_a", run_event::kQueued));
+    // Seen at once, before the database writer committed it.
+    CHECK(store->find_run("run_a")->state == "queued");
+    CHECK(store->list_runs({}).total == 1);
     bool done = false;
     store->barrier_all([&](Expected<void> r) {
       CHECK(r);
@@ -101,7 +104,8 @@ TEST_CASE("the store writes in order per file and reports on the loop") {
     std::string expected;
     for (int i = 0; i < 100; ++i) expected += std::to_string(i) + "\n";
     CHECK(test::read_file(dir.path() + "/sessions/s1.jsonl") == expected);
-    CHECK(store->runs().find("run_a")->state == "queued");
+    CHECK(store->find_run("run_a")->state == "queued");
+    CHECK(store->list_runs({}).runs.size() == 1);
   }
   CHECK(loop.close());
 }
@@ -159,9 +163,9 @@ TEST_CASE("recovery ends the runs of dead daemons, never those of a live one") {
   acp::Loop loop;
   {
     auto store = Store::open(loop, dir.path());
-    CHECK(store->runs().find("run_dead")->state == "interrupted");
-    CHECK(store->runs().find("run_live")->state == "started");
-    CHECK(store->runs().find("run_done")->terminal_entries == 1);
+    CHECK(store->find_run("run_dead")->state == "interrupted");
+    CHECK(store->find_run("run_live")->state == "started");
+    CHECK(store->find_run("run_done")->terminal_entries == 1);
     bool done = false;
     store->barrier_all([&](Expected<void>) { done = true; });
     run_until(loop, done);

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "daemon_process.h"
+#include "stored_session.h"
 
 using namespace harnessd::test;
 using nlohmann::json;
@@ -93,7 +94,7 @@ TEST_CASE("a oneshot session: a fresh adapter per prompt, and the memory in the 
   std::string packaged = message_text(seen);
   CHECK(packaged.find("- Task: echo alpha answer\n  Answer: alpha answer") != std::string::npos);
   CHECK(packaged.find("Summary of this session so far: Two pids, then alpha.") != std::string::npos);
-  json record = json::parse(read_file(state.path() + "/sessions/" + sid + ".json"));
+  json record = stored_session(state.path(), sid);
   CHECK(record["mode"] == "oneshot");
   CHECK(record["history"].size() == 6);
   CHECK(record["history"][2]["runId"].get<std::string>().rfind("run_", 0) == 0);

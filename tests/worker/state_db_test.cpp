@@ -185,10 +185,14 @@ TEST_CASE("runs: transitions, summary rows and queries", "[state_db]") {
   REQUIRE(all->size() == 3);
   CHECK((*all)[0].runId == "run_1");
   CHECK((*all)[2].runId == "run_3");
-  auto newest = db->runs({.session_id = std::nullopt, .limit = 2});
+  StateDb::RunFilter two;
+  two.limit = 2;
+  auto newest = db->runs(two);
   REQUIRE(newest->size() == 2);
   CHECK((*newest)[0].runId == "run_2");
-  auto of_b = db->runs({.session_id = "sess_b"});
+  StateDb::RunFilter b;
+  b.session_id = "sess_b";
+  auto of_b = db->runs(b);
   REQUIRE(of_b->size() == 1);
   CHECK((*of_b)[0].runId == "run_3");
 

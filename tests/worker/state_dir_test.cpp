@@ -90,22 +90,31 @@ TEST_CASE("a link planted where a queued run's folder was is refused, nothing is
   CHECK(d.prompt(sid, "echo after")["result"]["stopReason"] == "end_turn");
 }
 
-TEST_CASE("links planted for the ledger, a transcript, a session record or daemons/ are never written through") {
+TEST_CASE("links planted for the state database, an old ledger, a transcript or daemons/ are never written through") {
   TempDir state, outside;
   std::string target = outside.write("target", "precious\n");
-  SECTION("ledger.jsonl: the directory is refused, runs fail, the daemon serves") {
-    fs::create_symlink(target, state.path() + "/ledger.jsonl");
+  SECTION("state.db: the database is refused, runs fail, the daemon serves") {
+    fs::create_symlink(target, state.path() + "/state.db");
     Daemon d(fake_config(), {}, state.path());
     d.initialize();
     std::string sid = d.new_session();
     json r = d.prompt(sid, "echo x");
     REQUIRE(r.contains("error"));
     CHECK(r["error"]["code"] == -32016);
-    CHECK(d.stderr_text().find("ledger.jsonl is a symbolic link") != std::string::npos);
+    CHECK(d.stderr_text().find("state.db is a symbolic link") != std::string::npos);
     std::string out;
     CHECK(run_cli("runs --state-dir " + state.path(), &out) != 0);
-    CHECK(out.find("ledger.jsonl") != std::string::npos);
-    fs::remove(state.path() + "/ledger.jsonl");  // before the test support reads the ledger
+    CHECK(out.find("state.db is a symbolic link") != std::string::npos);
+    fs::remove(state.path() + "/state.db");  // before the test support reads the ledger
+  }
+  SECTION("ledger.jsonl of an earlier harnessd: not imported through the link, which stays") {
+    fs::create_symlink(target, state.path() + "/ledger.jsonl");
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    std::string sid = d.new_session();
+    CHECK(d.prompt(sid, "echo x")["result"]["stopReason"] == "end_turn");
+    CHECK(d.stderr_text().find("ledger.jsonl is a symbolic link") != std::string::npos);
+    CHECK(fs::is_symlink(state.path() + "/ledger.jsonl"));
   }
   SECTION("daemons/: refused, no lock file is made at the link's target") {
     fs::create_directory_symlink(outside.path(), state.path() + "/daemons");
@@ -115,28 +124,16 @@ TEST_CASE("links planted for the ledger, a transcript, a session record or daemo
     CHECK(d.prompt(sid, "echo x")["error"]["code"] == -32016);
     CHECK(d.stderr_text().find("daemons is a symbolic link") != std::string::npos);
   }
-  SECTION("sessions/<id>.jsonl and sessions/<id>.json: the transcript is refused, the record replaces the link") {
+  SECTION("sessions/<id>.jsonl: the transcript is refused, the run still ends") {
     Daemon d(fake_config(), {}, state.path());
     d.initialize();
     std::string sid = d.new_session();
     std::string transcript = state.path() + "/sessions/" + sid + ".jsonl";
-    std::string record = state.path() + "/sessions/" + sid + ".json";
-    REQUIRE(eventually([&] { return fs::exists(record); }, 5s));
     REQUIRE_FALSE(fs::exists(transcript));
     fs::create_symlink(target, transcript);
-    // The daemon may write the record again between the removal and the
-    // link (a session's record is saved more than once as it starts).
-    for (int tries = 0;; ++tries) {
-      fs::remove(record);
-      std::error_code planted;
-      fs::create_symlink(target, record, planted);
-      if (!planted) break;
-      REQUIRE(tries < 100);
-    }
     CHECK(d.prompt(sid, "echo x")["result"]["stopReason"] == "end_turn");
     d.send(request(1, "session/close", {{"sessionId", sid}}));
     CHECK(d.recv_reply(1).contains("result"));
-    CHECK(eventually([&] { return fs::is_regular_file(fs::symlink_status(record)); }, 5s));
     CHECK(d.stderr_text().find("sessions/" + sid + ".jsonl is a symbolic link") != std::string::npos);
   }
   SECTION("the state directory itself: refused") {
@@ -147,7 +144,7 @@ TEST_CASE("links planted for the ledger, a transcript, a session record or daemo
     std::string sid = d.new_session();
     CHECK(d.prompt(sid, "echo x")["error"]["code"] == -32016);
     CHECK(d.stderr_text().find("is a symbolic link") != std::string::npos);
-    CHECK_FALSE(fs::exists(state.path() + "/ledger.jsonl"));
+    CHECK_FALSE(fs::exists(state.path() + "/state.db"));
   }
   CHECK(read_file(target) == "precious\n");
   CHECK(fs::is_regular_file(fs::symlink_status(target)));
@@ -192,7 +189,7 @@ TEST_CASE("loose modes are tightened at start, and harnessd runs refuses them be
   fs::permissions(state, fs::perms::all);
   fs::permissions(state + "/runs", fs::perms::all);
   fs::permissions(state + "/sessions", fs::perms::all);
-  fs::permissions(state + "/ledger.jsonl", fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+  fs::permissions(state + "/state.db", fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
                                                fs::perms::group_write | fs::perms::others_read |
                                                fs::perms::others_write);
   std::string out;
@@ -205,7 +202,7 @@ TEST_CASE("loose modes are tightened at start, and harnessd runs refuses them be
   CHECK(mode_of(state) == 0700);
   CHECK(mode_of(state + "/runs") == 0700);
   CHECK(mode_of(state + "/sessions") == 0700);
-  CHECK(mode_of(state + "/ledger.jsonl") == 0600);
+  CHECK(mode_of(state + "/state.db") == 0600);
   CHECK(d.stderr_text().find("tightened") != std::string::npos);
   CHECK(run_cli("runs --state-dir " + state) == 0);
 }
@@ -244,7 +241,7 @@ TEST_CASE("a state directory owned by another user is refused") {
     CHECK(run_cli("runs --state-dir " + state, &out) != 0);
     CHECK(out.find("belongs to uid 65534") != std::string::npos);
   }
-  CHECK_FALSE(fs::exists(state + "/ledger.jsonl"));
+  CHECK_FALSE(fs::exists(state + "/state.db"));
 }
 
 TEST_CASE("disk full and back: the ledger parses and every run has exactly one terminal entry") {

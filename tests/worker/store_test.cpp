@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "daemon_process.h"
+#include "stored_session.h"
 
 using namespace harnessd::test;
 using nlohmann::json;
@@ -89,8 +90,8 @@ TEST_CASE("a run leaves a complete recording and three ledger lines") {
     INFO(f);
     CHECK(mode_of(dir + "/" + f) == 0600);
   }
-  CHECK(mode_of(d.state_dir() + "/ledger.jsonl") == 0600);
-  CHECK(mode_of(d.state_dir() + "/sessions/" + sid + ".json") == 0600);
+  // The ledger and the session records are in the state database.
+  CHECK(mode_of(d.state_dir() + "/state.db") == 0600);
 }
 
 TEST_CASE("every way a run ends is one terminal ledger entry") {
@@ -208,7 +209,7 @@ TEST_CASE("sessions survive restarts: list, load with replay, resume without, cl
   CHECK(d.recv_reply(4)["result"] == json::object());
   d.send(request(5, "session/list", json::object()));
   CHECK(d.recv_reply(5)["result"]["sessions"].empty());
-  CHECK(json::parse(read_file(state.path() + "/sessions/" + sid + ".json"))["closed"] == true);
+  CHECK(stored_session(state.path(), sid)["closed"] == true);
 }
 
 TEST_CASE("restoring the adapter's session: load, or say that it could not") {
@@ -370,17 +371,19 @@ TEST_CASE("kill -9 mid-turn: the next start reports the run interrupted and load
 TEST_CASE("a ledger and a transcript cut by a crash are still read") {
   TempDir state;
   std::string sid;
+  // An earlier harnessd's ledger, its last line cut by a crash: imported
+  // up to the cut, and kept aside as it was.
+  std::ofstream(state.path() + "/ledger.jsonl") << R"({"time":"2026-01-01T00:00:00.000Z","event":"que)";
   {
     Daemon d(fake_config(), {}, state.path());
     d.initialize();
     sid = d.new_session();
     d.prompt(sid, "echo whole");
+    CHECK(d.stderr_text().find("ledger.jsonl: line 1 is not JSON (cut by a crash?); not imported") !=
+          std::string::npos);
   }
   // A crash in the middle of a write leaves half a line.
-  {
-    std::ofstream(state.path() + "/ledger.jsonl", std::ios::app) << R"({"time":"2026-01-01T00:00:00.000Z","event":"que)";
-    std::ofstream(state.path() + "/sessions/" + sid + ".jsonl", std::ios::app) << R"({"jsonrpc":"2.0","method":"sess)";
-  }
+  std::ofstream(state.path() + "/sessions/" + sid + ".jsonl", std::ios::app) << R"({"jsonrpc":"2.0","method":"sess)";
   Daemon d(fake_config(), {}, state.path());
   d.initialize();
   std::vector<json> replay;
@@ -390,7 +393,6 @@ TEST_CASE("a ledger and a transcript cut by a crash are still read") {
   CHECK(update_params(replay, sid).size() == 2);  // the prompt and its chunk; the cut line skipped
   CHECK(d.prompt(sid, "echo after")["result"]["stopReason"] == "end_turn");
   std::string err = d.stderr_text();
-  CHECK(err.find("ledger.jsonl") != std::string::npos);
   CHECK(err.find("transcript line(s) cut by a crash were skipped") != std::string::npos);
   // New lines went onto lines of their own: everything but the cut line parses.
   auto read_all = [](const std::string& path) {
@@ -400,8 +402,9 @@ TEST_CASE("a ledger and a transcript cut by a crash are still read") {
     while (std::getline(in, line)) bad += json::accept(line) ? 0 : 1;
     return bad;
   };
-  CHECK(read_all(state.path() + "/ledger.jsonl") == 1);
+  CHECK(read_all(state.path() + "/pre-sqlite/ledger.jsonl") == 1);
   CHECK(read_all(state.path() + "/sessions/" + sid + ".jsonl") == 1);
+  CHECK(read_ledger(state.path()).entries.size() == 6);  // two runs, three transitions each
 }
 
 TEST_CASE("a read-only state directory: the daemon serves, runs fail with a clear error") {
@@ -439,14 +442,15 @@ TEST_CASE("a full disk fails the run with a clear error and the daemon goes on")
   fs::create_directory(state);
   // A real ENOSPC from a tiny filesystem where mounting is allowed; else the
   // store's write-budget switch for tests.
-  bool mounted = mount_tmpfs(state, "size=64k");
+  bool mounted = mount_tmpfs(state, "size=384k");  // room for the state database, not for the big run
   if (!mounted) setenv("HARNESSD_TEST_STORE_FAIL_AFTER_BYTES", "40000", 1);
   {
     Daemon d(fake_config(), {}, state);
     unsetenv("HARNESSD_TEST_STORE_FAIL_AFTER_BYTES");
     d.initialize();
     std::string sid = d.new_session();
-    json r = d.prompt(sid, "big 200000");  // its events alone do not fit
+    json r = d.prompt(sid, "big 600000");  // its events alone do not fit
+    INFO(r.dump() << "\n" << d.stderr_text());
     REQUIRE(r.contains("error"));
     CHECK(r["error"]["code"] == -32016);
     CHECK(r["error"]["message"].get<std::string>().find("No space left on device") != std::string::npos);

@@ -1,0 +1,167 @@
+// The state database's writer thread: group commit, and entries that wait
+// in order while the database cannot take them (a full disk).
+#include "worker/db_writer.h"
+
+#include "acp/log.h"
+#include "worker/database.h"
+
+namespace harnessd::worker {
+
+DbWriter::DbWriter(WriteCompletions& completions, std::unique_ptr<StateDb> db)
+    : completions_(completions), db_(std::move(db)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+DbWriter::~DbWriter() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+  if (!pending_.empty()) {
+    acp::log::error(std::to_string(pending_.size()) +
+                    " ledger entries could not be written to the state database before harnessd stopped");
+  }
+}
+
+void DbWriter::push(Job job) {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back(std::move(job));
+    wake = idle_;
+    idle_ = false;
+  }
+  if (wake) cv_.notify_one();
+}
+
+bool DbWriter::push_deferred(Job job) {
+  std::lock_guard<std::mutex> lock(mu_);
+  jobs_.push_back(std::move(job));
+  bool wake = idle_;
+  idle_ = false;  // claimed: the caller wakes the thread
+  return wake;
+}
+
+void DbWriter::run() {
+  std::deque<Job> batch;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (jobs_.empty() && !stopping_) {
+        idle_ = true;
+        if (pending_.empty()) {
+          cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+        } else {
+          // Entries wait for space: try again every second.
+          cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_ || !jobs_.empty(); });
+        }
+      }
+      idle_ = false;
+      if (jobs_.empty() && stopping_) {
+        lock.unlock();
+        (void)write_pending();  // a last try
+        return;
+      }
+      batch.swap(jobs_);
+    }
+    WriteCompletions::Finished finished;
+    write(batch, finished);
+    batch.clear();
+    if (!finished.empty()) completions_.push(std::move(finished));
+  }
+}
+
+void DbWriter::keep_pending(LedgerEntry entry) {
+  if (pending_.size() >= kMaxPending) {
+    acp::log::error("the state database takes no writes; the ledger entry " + pending_.front().event + " of run " +
+                    pending_.front().runId + " is dropped");
+    pending_.pop_front();
+  }
+  pending_.push_back(std::move(entry));
+}
+
+Expected<void> DbWriter::write_pending() {
+  if (pending_.empty()) return {};
+  auto tx = Transaction::begin(db_->db());
+  if (!tx) return std::move(tx).error();
+  for (const auto& e : pending_) {
+    if (auto r = db_->apply_one(e); !r) return std::move(r).error();
+  }
+  if (auto r = tx->commit(); !r) return std::move(r).error();
+  acp::log::info(std::to_string(pending_.size()) + " ledger entries that waited are written");
+  pending_.clear();
+  return {};
+}
+
+Expected<void> DbWriter::write_one(Job& job) {
+  if (job.entry) {
+    if (job.fallback) {
+      if (auto failed = failed_runs_.find(job.entry->runId); failed != failed_runs_.end()) {
+        job.entry = job.fallback(failed->second);
+        failed_runs_.erase(failed);
+      }
+    }
+    auto r = db_->apply_one(*job.entry);
+    if (!r) return std::move(r).error();
+    return {};  // a second end is refused by the database, logged, not an error of this write
+  }
+  if (job.record) return db_->save_session(*job.record);
+  return {};
+}
+
+void DbWriter::finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished) {
+  static const LedgerEntry kNone;
+  if (job.on_writer) job.on_writer(result, job.entry ? *job.entry : kNone);
+  if (job.done) finished.emplace_back(std::move(job.done), std::move(result));
+}
+
+void DbWriter::write(std::deque<Job>& batch, WriteCompletions::Finished& finished) {
+  // Entries that waited go first: a run's transitions stay in order.
+  Expected<void> result = write_pending();
+  if (result) {
+    auto tx = Transaction::begin(db_->db());
+    if (!tx) {
+      result = std::move(tx).error();
+    } else {
+      for (auto& job : batch) {
+        if (result = write_one(job); !result) break;
+      }
+      if (result) result = tx->commit();
+    }
+  }
+  if (result) {
+    for (auto& job : batch) finish(job, {}, finished);
+    return;
+  }
+  // The transaction was rolled back. Each job on its own now: one that
+  // cannot be written fails alone; entries then wait, in order, once one
+  // had to wait.
+  for (auto& job : batch) {
+    Expected<void> one = pending_.empty() ? Expected<void>{} : Expected<void>(Error{result.error().message});
+    if (one) {
+      auto tx = Transaction::begin(db_->db());
+      if (!tx) {
+        one = std::move(tx).error();
+      } else if (one = write_one(job); one) {
+        one = tx->commit();
+      }
+    }
+    if (!one && job.entry) {
+      const std::string& why = one.error().message;
+      if (job.fallback) {
+        job.entry = job.fallback(why);
+        failed_runs_.erase(job.entry->runId);
+      } else if ((job.done || job.on_writer) && !is_terminal_event(job.entry->event)) {
+        if (failed_runs_.size() >= 4096) failed_runs_.clear();  // bounded; a run's end normally takes its mark
+        failed_runs_.try_emplace(job.entry->runId, why);
+      }
+      keep_pending(*job.entry);
+    }
+    if (!one) acp::log::warn("state database: " + one.error().message);
+    finish(job, std::move(one), finished);
+  }
+}
+
+}  // namespace harnessd::worker

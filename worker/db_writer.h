@@ -1,0 +1,92 @@
+// DbWriter: the one thread that writes the state database. Ledger entries
+// and session records queued while the loop runs one iteration reach it
+// with one wake-up and are written in one transaction (group commit); their
+// results go back to the loop in one batch. Only this thread ever waits for
+// the database's lock (another process writing), so the loop never does.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/ledger.h"
+#include "worker/state_db.h"
+#include "worker/store_writer.h"
+
+namespace harnessd::worker {
+
+class DbWriter {
+ public:
+  /// Given why an entry could not be written, the entry to keep (and write
+  /// later) instead: a terminal entry becomes the store failure the host
+  /// was told of.
+  using Fallback = std::function<LedgerEntry(const std::string& why)>;
+
+  struct Job {
+    std::optional<LedgerEntry> entry;      // a transition to record, or
+    std::optional<nlohmann::json> record;  // a session record to save (or neither: a barrier)
+    /// For a run's terminal entry: what to write instead once a write of
+    /// the run failed (an earlier one that somebody heard of, or this one).
+    Fallback fallback;
+    WriteDone done;  // on the loop thread, with the write's result
+    /// On the writer thread, once written (or kept to wait): the result and
+    /// the entry that was written or kept.
+    std::function<void(const Expected<void>&, const LedgerEntry&)> on_writer;
+  };
+
+  /// At most this many entries wait for the database to take writes again
+  /// (a full disk); past it the oldest is dropped, logged.
+  static constexpr std::size_t kMaxPending = 100000;
+
+  /// Starts the thread, which owns `db` from now on.
+  DbWriter(WriteCompletions& completions, std::unique_ptr<StateDb> db);
+  /// Writes what is queued (callbacks are not run), tries the waiting
+  /// entries once more, stops the thread and closes the database.
+  ~DbWriter();
+  DbWriter(const DbWriter&) = delete;
+  DbWriter& operator=(const DbWriter&) = delete;
+
+  /// Queues `job` (any thread) and wakes the thread.
+  void push(Job job);
+  /// Queues `job` without waking the thread: true when the caller must
+  /// call wake() later (once per loop iteration).
+  bool push_deferred(Job job);
+  void wake() { cv_.notify_one(); }
+
+ private:
+  void run();
+  /// Writes `batch` (after the entries still waiting) in one transaction;
+  /// if that fails, each on its own, so one bad entry fails alone.
+  void write(std::deque<Job>& batch, WriteCompletions::Finished& finished);
+  Expected<void> write_one(Job& job);
+  void finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished);
+  void keep_pending(LedgerEntry entry);
+  Expected<void> write_pending();
+
+  WriteCompletions& completions_;
+  std::unique_ptr<StateDb> db_;
+  std::deque<LedgerEntry> pending_;  // writer thread only
+  /// Runs with an entry that could not be written and somebody heard of
+  /// it: their terminal entry becomes the store failure.
+  std::map<std::string, std::string> failed_runs_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> jobs_;
+  bool stopping_ = false;
+  bool idle_ = false;
+  std::thread thread_;
+};
+
+}  // namespace harnessd::worker
