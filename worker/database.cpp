@@ -251,6 +251,8 @@ Expected<int> Database::schema_version() {
 }
 
 Expected<void> Database::migrate(std::span<const char* const> steps) {
+  // Up to date (every open but the first): no write lock is taken.
+  if (auto current = schema_version(); current && *current == static_cast<int>(steps.size())) return {};
   auto tx = Transaction::begin(*this);
   if (!tx) return std::move(tx).error();
   auto version = schema_version();
@@ -268,6 +270,14 @@ Expected<void> Database::migrate(std::span<const char* const> steps) {
   }
   if (auto r = exec("PRAGMA user_version = " + std::to_string(known)); !r) return std::move(r).error();
   return tx->commit();
+}
+
+// ---- ReadSnapshot
+
+ReadSnapshot::ReadSnapshot(Database& db) : db_(db), open_(static_cast<bool>(db.exec("BEGIN"))) {}
+
+ReadSnapshot::~ReadSnapshot() {
+  if (open_) (void)db_.exec("COMMIT");
 }
 
 // ---- Transaction

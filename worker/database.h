@@ -126,6 +126,21 @@ class Database {
   std::unique_ptr<Cache> cache_;
 };
 
+/// A read transaction (BEGIN, deferred): every read until its end sees the
+/// same snapshot of the database, whatever other connections commit
+/// meanwhile. Needed when one answer is built from several queries.
+class ReadSnapshot {
+ public:
+  explicit ReadSnapshot(Database& db);
+  ~ReadSnapshot();
+  ReadSnapshot(const ReadSnapshot&) = delete;
+  ReadSnapshot& operator=(const ReadSnapshot&) = delete;
+
+ private:
+  Database& db_;
+  bool open_;
+};
+
 /// A write transaction: BEGIN IMMEDIATE (the write lock is taken at once,
 /// so it never fails half-way for want of it); rolled back on destruction
 /// unless committed.

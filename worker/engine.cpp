@@ -25,8 +25,8 @@ Engine::Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options)
                            hold->set(over);
                          });
   // The newest record of each harness tells what its adapter offers.
-  for (auto& [harness, options] : store_->harness_options()) {
-    if (!harness.empty()) rt_->harness_options[harness] = std::move(options);
+  for (auto& [harness, offered] : store_->harness_options()) {
+    if (!harness.empty()) rt_->harness_options[harness] = std::move(offered);
   }
   // Harnesses whose options are known without running them; a record of
   // what an adapter offered is newer knowledge and wins.

@@ -412,6 +412,11 @@ std::optional<RunRecord> Store::find_run(const std::string& run_id) {
 
 Store::RunPage Store::list_runs(const StateDb::RunFilter& filter) {
   RunPage page;
+  // One snapshot for every query below: the writer thread commits while
+  // they run, and a run committed between two of them would be counted as
+  // in the database yet missing from its rows.
+  std::optional<ReadSnapshot> snapshot;
+  if (reader_) snapshot.emplace(reader_->db());
   if (reader_) {
     auto rows = reader_->runs(filter);
     auto total = reader_->count_runs(filter);
