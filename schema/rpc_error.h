@@ -33,6 +33,9 @@ inline constexpr int kQueueFull = -32014;
 inline constexpr int kRunTimeout = -32015;
 /// The run could not be recorded (disk full, permissions): it failed.
 inline constexpr int kStoreFailed = -32016;
+/// Another harnessd process on the state directory serves the session;
+/// retry once it lets go (data.retryable is true, data.owner says who).
+inline constexpr int kSessionBusy = -32017;
 }  // namespace rpc_code
 
 /// A JSON-RPC error object. `data` is omitted from the wire when null.

@@ -50,6 +50,8 @@ class Agent {
   void on_cancel_request(schema::CancelRequest req);
   void on_close(schema::SessionRef req, acp::Reply reply);
   void on_load(bool replay, schema::LoadSessionRequest req, acp::Reply reply);
+  /// session/load or resume of a session this process serves.
+  void restore(bool replay, const std::string& id, acp::Reply reply);
   void on_set_summary(schema::SetSummaryRequest req, acp::Reply reply);
   void on_set_config_option(schema::SetConfigOptionRequest req, acp::Reply reply);
   void on_set_mode(schema::SetModeRequest req, acp::Reply reply);
@@ -58,6 +60,18 @@ class Agent {
   Expected<std::optional<harnesses::Template>, RpcError> prompt_template(const Session& session,
                                                                           const schema::HarnessdMeta& meta);
   RpcError template_error(const std::string& method, const std::string& problem) const;
+
+  // session/new. With ensure, the state database decides which session
+  // serves the name (ensure_claimed), or this process alone when there is no
+  // database (ensure_locally).
+  void ensure_claimed(schema::NewSessionRequest req, acp::Reply reply, Store::Claim claim);
+  void ensure_locally(schema::NewSessionRequest req, acp::Reply reply, std::string id);
+  void reopen_named(schema::NewSessionRequest req, acp::Reply reply, const SessionRecord& record);
+  /// A new session `id`; `leased`: its lease was taken with its name.
+  void create_session(schema::NewSessionRequest req, acp::Reply reply, std::string id, bool leased);
+  static RpcError shutting_down(const std::string& method);
+  /// -32017: another live process serves the session.
+  static RpcError session_busy(const StateDb::Lease& held, const std::optional<std::string>& name);
 
   /// Registers a live session (taking its name from an older holder).
   Session& open_session(SessionInit init);
@@ -84,7 +98,13 @@ class Agent {
   bool closing_ = false;  // close_all ran: no session is opened any more
   bool pumping_ = false;
   bool pump_again_ = false;
+  /// Answers from the store that arrive after the Agent is gone are dropped.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
+
+/// -32010 (with the install hint) when the harness's program cannot be found.
+std::optional<RpcError> check_harness(const Runtime& rt, const std::string& name,
+                                      const harnesses::HarnessProfile& profile);
 
 /// The agentCapabilities harnessd advertises: only what works, and under
 /// _meta.harnessd its extensions and harness names.

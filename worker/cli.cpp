@@ -147,6 +147,10 @@ int main(int argc, char** argv) {
           ->check(CLI::IsMember({"persistent", "oneshot"}));
       cmd->add_option("--timeout", wrap.timeout_s, "Seconds the run may take (default: [daemon] run_timeout)")
           ->check(CLI::Range(0.0, 30.0 * 86400));
+      cmd->add_option("--wait", wrap.wait_s,
+                      "Seconds to wait while another harnessd process serves the --session (default: as long as "
+                      "it takes; 0: fail at once)")
+          ->check(CLI::Range(0.0, 30.0 * 86400));
       cmd->add_option("--approve", wrap.approve, "Permission requests: all, reads (default) or none")
           ->check(CLI::IsMember({"all", "reads", "none"}));
       cmd->add_option("--format", wrap.format, "text (the answer as it streams), json (one object) or quiet")

@@ -108,6 +108,7 @@ Expected<void> DbWriter::write_one(Job& job) {
     return {};  // a second end is refused by the database, logged, not an error of this write
   }
   if (job.record) return db_->save_session(*job.record);
+  if (job.apply) return job.apply(*db_);
   return {};
 }
 

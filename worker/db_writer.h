@@ -35,7 +35,10 @@ class DbWriter {
 
   struct Job {
     std::optional<LedgerEntry> entry;      // a transition to record, or
-    std::optional<nlohmann::json> record;  // a session record to save (or neither: a barrier)
+    std::optional<nlohmann::json> record;  // a session record to save, or
+    /// statements of the caller's, inside the batch's transaction (run again
+    /// alone if the batch fails); or none of these: a barrier.
+    std::function<Expected<void>(StateDb&)> apply;
     /// For a run's terminal entry: what to write instead once a write of
     /// the run failed (an earlier one that somebody heard of, or this one).
     Fallback fallback;

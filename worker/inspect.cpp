@@ -304,6 +304,15 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
   auto counted = db->run_counts();
   if (!counted) std::fprintf(stderr, "harnessd: %s\n", counted.error().message.c_str());
   std::map<std::string, std::map<std::string, int>> counts = counted ? std::move(*counted) : decltype(counts){};
+  // Which live process serves each session.
+  std::map<std::string, StateDb::Lease> served;
+  if (auto leases = db->leases()) {
+    for (auto& lease : *leases) {
+      if (!daemon_instance_alive(root.get(), lease.owner)) continue;
+      std::string id = lease.session_id;
+      served.emplace(std::move(id), std::move(lease));
+    }
+  }
   std::vector<std::vector<std::string>> rows = {{"SESSION", "NAME", "HARNESS", "STATE", "UPDATED (UTC)", "RUNS", "CWD"}};
   for (const auto& [id, r] : records) {
     if (r.closed && !all) continue;
@@ -312,6 +321,9 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
       json out = r.to_json();
       out["version"] = 1;
       out["runs"] = runs;
+      if (auto lease = served.find(id); lease != served.end()) {
+        out["servedBy"] = {{"pid", lease->second.pid}, {"instance", lease->second.owner}, {"since", lease->second.since}};
+      }
       print_line(out.dump());
       continue;
     }
@@ -321,7 +333,11 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
     for (auto& [state, n] : runs.items()) {
       summary += (summary.empty() ? "" : ", ") + std::to_string(n.get<int>()) + " " + (state == "timeout" ? "timed out" : state);
     }
-    rows.push_back({id, name, r.harness.empty() ? "-" : r.harness, r.closed ? "closed" : "open",
+    auto lease = served.find(id);
+    std::string state = r.closed ? "closed"
+                        : lease != served.end() ? "open, served by pid " + std::to_string(lease->second.pid)
+                                                : "open";
+    rows.push_back({id, name, r.harness.empty() ? "-" : r.harness, state,
                     short_time(r.updated_at), summary.empty() ? "none" : summary, r.cwd.empty() ? "-" : r.cwd});
   }
   if (format != "json") {

@@ -44,6 +44,8 @@ void Queries::list_sessions(schema::ListSessionsRequest req, acp::Reply reply) c
   bool more = false;
   // Read in slices, since closed records and other folders are skipped.
   constexpr std::size_t kSlice = 256;
+  // Who serves each session now (this process or another).
+  const auto served = rt_.store.leases();
   for (;;) {
     std::vector<json> slice = rt_.store.sessions_after(after, kSlice);
     for (const auto& stored : slice) {
@@ -57,6 +59,12 @@ void Queries::list_sessions(schema::ListSessionsRequest req, acp::Reply reply) c
       }
       json entry = {{"sessionId", r->session_id}, {"cwd", r->cwd}, {"updatedAt", r->updated_at}};
       json meta = {{"harness", r->harness}, {"open", registry_.find(r->session_id) != nullptr}};
+      if (auto lease = served.find(r->session_id); lease != served.end()) {
+        meta["servedBy"] = {{"pid", lease->second.pid},
+                            {"instance", lease->second.owner},
+                            {"since", lease->second.since},
+                            {"thisProcess", lease->second.owner == rt_.store.instance()}};
+      }
       if (r->name) {
         entry["title"] = *r->name;
         meta["name"] = *r->name;

@@ -66,6 +66,17 @@ CREATE TABLE sessions(
 CREATE INDEX sessions_by_name ON sessions(name) WHERE name IS NOT NULL;
 CREATE INDEX sessions_by_host ON sessions(host_session) WHERE host_session IS NOT NULL;
 )sql",
+    // 2: which daemon instance serves a session.
+    R"sql(
+CREATE TABLE leases(
+  session_id TEXT PRIMARY KEY,
+  name TEXT,
+  owner TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  since TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX leases_by_name ON leases(name) WHERE name IS NOT NULL;
+CREATE INDEX leases_by_owner ON leases(owner);
+)sql",
 };
 
 constexpr const char* kImportedKey = "imported pre-sqlite files";
@@ -379,6 +390,120 @@ Expected<std::vector<LedgerEntry>> StateDb::interrupt_orphans(const std::functio
   }
   if (auto r = tx->commit(); !r) return std::move(r).error();
   return written;
+}
+
+namespace {
+
+constexpr const char* kLeaseColumns = "session_id, name, owner, pid, since";
+
+StateDb::Lease read_lease(const Statement& st) {
+  return {st.text(0), st.optional_text(1), st.text(2), st.int64(3), st.text(4)};
+}
+
+}  // namespace
+
+Expected<std::optional<StateDb::Lease>> StateDb::take_lease(const Lease& me, const Alive& alive) {
+  static const std::string sql = std::string("SELECT ") + kLeaseColumns + " FROM leases WHERE session_id = ?1";
+  auto held = db_->cached(sql.c_str());
+  if (!held) return std::move(held).error();
+  (*held)->bind(1, me.session_id);
+  auto row = (*held)->step();
+  if (!row) return std::move(row).error();
+  if (*row) {
+    Lease lease = read_lease(**held);
+    (*held)->reset();
+    if (lease.owner != me.owner && alive(lease.owner)) return std::optional<Lease>(std::move(lease));
+  }
+  auto put = db_->cached(R"sql(
+INSERT INTO leases(session_id, name, owner, pid, since) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT(session_id) DO UPDATE SET name = excluded.name, owner = excluded.owner, pid = excluded.pid,
+  since = excluded.since)sql");
+  if (!put) return std::move(put).error();
+  (*put)->bind(1, me.session_id).bind(2, me.name).bind(3, me.owner).bind(4, me.pid).bind(5, me.since);
+  if (auto r = (*put)->run(); !r) return std::move(r).error();
+  return std::optional<Lease>{};
+}
+
+Expected<StateDb::NameClaim> StateDb::claim_name(const Lease& me, const Alive& alive) {
+  if (!me.name) return Error{"claim_name needs a name"};
+  // A live lease of the name: that session is being served.
+  std::vector<Lease> named;
+  {
+    static const std::string sql = std::string("SELECT ") + kLeaseColumns + " FROM leases WHERE name = ?1";
+    auto st = db_->cached(sql.c_str());
+    if (!st) return std::move(st).error();
+    (*st)->bind(1, *me.name);
+    for (;;) {
+      auto row = (*st)->step();
+      if (!row) return std::move(row).error();
+      if (!*row) break;
+      named.push_back(read_lease(**st));
+    }
+  }
+  for (auto& lease : named) {
+    if (lease.owner == me.owner) return NameClaim{lease.session_id, false, std::nullopt};
+    if (alive(lease.owner)) return NameClaim{lease.session_id, false, std::move(lease)};
+  }
+  // The newest open session of that name, from any lifetime.
+  auto newest = db_->cached(
+      "SELECT id FROM sessions WHERE name = ?1 AND closed = 0 ORDER BY updated_at DESC, seq DESC LIMIT 1");
+  if (!newest) return std::move(newest).error();
+  (*newest)->bind(1, *me.name);
+  auto row = (*newest)->step();
+  if (!row) return std::move(row).error();
+  NameClaim claim{me.session_id, true, std::nullopt};
+  if (*row) {
+    claim = {(*newest)->text(0), false, std::nullopt};
+    (*newest)->reset();
+  }
+  Lease mine = me;
+  mine.session_id = claim.session_id;
+  auto taken = take_lease(mine, alive);
+  if (!taken) return std::move(taken).error();
+  claim.held = std::move(*taken);
+  return claim;
+}
+
+Expected<void> StateDb::release_leases(const std::string& owner, const std::string& session_id) {
+  auto st = session_id.empty() ? db_->cached("DELETE FROM leases WHERE owner = ?1")
+                               : db_->cached("DELETE FROM leases WHERE owner = ?1 AND session_id = ?2");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, owner);
+  if (!session_id.empty()) (*st)->bind(2, session_id);
+  return (*st)->run();
+}
+
+Expected<void> StateDb::drop_dead_leases(const Alive& alive) {
+  std::vector<std::string> owners;
+  {
+    auto st = db_->cached("SELECT DISTINCT owner FROM leases");
+    if (!st) return std::move(st).error();
+    for (;;) {
+      auto row = (*st)->step();
+      if (!row) return std::move(row).error();
+      if (!*row) break;
+      owners.push_back((*st)->text(0));
+    }
+  }
+  for (const auto& owner : owners) {
+    if (alive(owner)) continue;
+    if (auto r = release_leases(owner); !r) return r;
+  }
+  return {};
+}
+
+Expected<std::vector<StateDb::Lease>> StateDb::leases() {
+  static const std::string sql = std::string("SELECT ") + kLeaseColumns + " FROM leases ORDER BY session_id";
+  auto st = db_->cached(sql.c_str());
+  if (!st) return std::move(st).error();
+  std::vector<Lease> all;
+  for (;;) {
+    auto row = (*st)->step();
+    if (!row) return std::move(row).error();
+    if (!*row) break;
+    all.push_back(read_lease(**st));
+  }
+  return all;
 }
 
 Expected<void> StateDb::save_session(const json& record) {

@@ -92,6 +92,41 @@ class StateDb {
   /// them (what its adapter offered).
   Expected<std::map<std::string, nlohmann::json>> harness_options();
 
+  // ---- who serves a session
+  /// A session's lease: the daemon instance serving it. A lease is good for
+  /// as long as its instance lives (it holds its lock file), so nothing
+  /// renews it and a dead holder's lease is simply taken over.
+  struct Lease {
+    std::string session_id;
+    std::optional<std::string> name;
+    std::string owner;  // daemon instance
+    std::int64_t pid = 0;
+    std::string since;
+  };
+  using Alive = std::function<bool(const std::string& instance)>;
+  /// Takes the lease of `me.session_id` for `me.owner`, unless another
+  /// instance that is `alive` holds it: that lease is returned and nothing
+  /// changes. Runs inside the caller's transaction.
+  Expected<std::optional<Lease>> take_lease(const Lease& me, const Alive& alive);
+  struct NameClaim {
+    std::string session_id;
+    bool created = false;  // no open session had the name: `me.session_id`, leased now
+    std::optional<Lease> held;  // set: a live other instance serves it
+  };
+  /// Which session serves the name `*me.name` for `me.owner`: the session
+  /// a live lease of the name points at (held, unless ours), else the
+  /// newest open session of that name (leased now), else `me.session_id`
+  /// (created, leased now). Runs inside the caller's transaction, which must
+  /// be a write transaction so that two processes cannot both create it.
+  Expected<NameClaim> claim_name(const Lease& me, const Alive& alive);
+  /// Drops the lease of `session_id` if `owner` holds it (empty id: every
+  /// lease of `owner`).
+  Expected<void> release_leases(const std::string& owner, const std::string& session_id = "");
+  /// Drops the leases of instances that are not `alive`.
+  Expected<void> drop_dead_leases(const Alive& alive);
+  /// Every lease, by session id.
+  Expected<std::vector<Lease>> leases();
+
   // ---- an earlier state directory
   struct Imported {
     std::size_t ledger_lines = 0;

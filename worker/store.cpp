@@ -48,6 +48,13 @@ Store::~Store() {
   // database writer, which then writes everything queued (callbacks are
   // not run) and tries what waited for space once more.
   lanes_.clear();
+  if (db_writer_) {
+    // The sessions this process served can be taken at once, without
+    // waiting for its lock file to go.
+    DbWriter::Job job;
+    job.apply = [instance = instance_](StateDb& db) { return db.release_leases(instance); };
+    db_writer_->push(std::move(job));
+  }
   db_writer_.reset();
   reader_.reset();
   completions_.reset();
@@ -143,6 +150,11 @@ void Store::recover() {
   auto ended = writer_db_->interrupt_orphans(
       [root](const std::string& daemon) { return daemon_instance_alive(root, daemon); }, instance_, acp::iso_time());
   if (!ended) acp::log::error("cannot end the runs of daemons that are gone: " + ended.error().message);
+  if (auto dropped = writer_db_->drop_dead_leases(
+          [root](const std::string& daemon) { return daemon_instance_alive(root, daemon); });
+      !dropped) {
+    acp::log::warn("cannot drop the session leases of daemons that are gone: " + dropped.error().message);
+  }
   for (const LedgerEntry& e : ended ? *ended : std::vector<LedgerEntry>{}) {
     const std::string reason = e.extra.value("reason", "");
     // Every ended run has its result.json: the recording is closed if it
@@ -394,160 +406,6 @@ void Store::save_session(const json& record, Done done) {
     if (done) done(std::move(r));
   };
   to_database(std::move(job));
-}
-
-std::optional<RunRecord> Store::find_run(const std::string& run_id) {
-  std::optional<RunRecord> run;
-  if (reader_) {
-    auto stored = reader_->find_run(run_id);
-    if (!stored) acp::log::error("cannot read run " + run_id + ": " + stored.error().message);
-    if (stored && *stored) run = std::move(**stored);
-  }
-  if (auto it = unsaved_entries_.find(run_id); it != unsaved_entries_.end()) {
-    if (!run) run.emplace();
-    for (const auto& e : it->second) run->apply(e);
-  }
-  return run;
-}
-
-Store::RunPage Store::list_runs(const StateDb::RunFilter& filter) {
-  RunPage page;
-  // One snapshot for every query below: the writer thread commits while
-  // they run, and a run committed between two of them would be counted as
-  // in the database yet missing from its rows.
-  std::optional<ReadSnapshot> snapshot;
-  if (reader_) snapshot.emplace(reader_->db());
-  if (reader_) {
-    auto rows = reader_->runs(filter);
-    auto total = reader_->count_runs(filter);
-    if (!rows || !total) {
-      acp::log::error("cannot list runs: " + (rows ? total.error().message : rows.error().message));
-    } else {
-      page.runs = std::move(*rows);
-      page.total = *total;
-    }
-  }
-  if (unsaved_entries_.empty()) return page;
-  auto matches = [&filter](const RunRecord& r) {
-    if (filter.session_id && r.sessionId != *filter.session_id) return false;
-    if (filter.session_ref && r.sessionId != *filter.session_ref && r.name != *filter.session_ref &&
-        r.hostSession != *filter.session_ref) {
-      return false;
-    }
-    if (filter.name && r.name != *filter.name) return false;
-    if (filter.state && r.state != *filter.state) return false;
-    if (filter.since && r.queuedAt < *filter.since) return false;
-    return true;
-  };
-  // Rows the database has, brought up to date; then runs it has not seen.
-  std::set<std::string> seen;
-  std::vector<RunRecord> runs;
-  for (auto& r : page.runs) {
-    seen.insert(r.runId);
-    if (auto it = unsaved_entries_.find(r.runId); it != unsaved_entries_.end()) {
-      for (const auto& e : it->second) r.apply(e);
-      if (!matches(r)) {
-        --page.total;
-        continue;
-      }
-    }
-    runs.push_back(std::move(r));
-  }
-  for (const auto& id : unsaved_order_) {
-    if (seen.count(id)) continue;
-    auto it = unsaved_entries_.find(id);
-    if (it == unsaved_entries_.end()) continue;
-    auto stored = find_run(id);
-    if (!stored || !matches(*stored)) continue;
-    // A row the database has but outside this page is already counted.
-    if (reader_) {
-      auto in_db = reader_->find_run(id);
-      if (in_db && *in_db) continue;
-    }
-    runs.push_back(std::move(*stored));
-    ++page.total;
-  }
-  if (filter.limit && runs.size() > filter.limit) runs.erase(runs.begin(), runs.end() - static_cast<long>(filter.limit));
-  page.runs = std::move(runs);
-  return page;
-}
-
-std::optional<json> Store::session(const std::string& id) {
-  if (auto it = unsaved_sessions_.find(id); it != unsaved_sessions_.end()) return it->second.record;
-  if (!reader_) return std::nullopt;
-  auto stored = reader_->session(id);
-  if (!stored) {
-    acp::log::error("cannot read session " + id + ": " + stored.error().message);
-    return std::nullopt;
-  }
-  return std::move(*stored);
-}
-
-namespace {
-
-std::string record_id(const json& record) {
-  auto it = record.find("sessionId");
-  return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-}  // namespace
-
-std::vector<json> Store::sessions_named(const std::string& name) {
-  std::map<std::string, json> found;
-  if (reader_) {
-    auto stored = reader_->sessions_named(name);
-    if (!stored) acp::log::error("cannot read sessions: " + stored.error().message);
-    for (auto& r : stored ? *stored : std::vector<json>{}) {
-      std::string id = record_id(r);  // before the move: the assignment takes its right side first
-      found[id] = std::move(r);
-    }
-  }
-  // Records saved here and not yet committed are newer.
-  for (const auto& [id, unsaved] : unsaved_sessions_) {
-    const json& r = unsaved.record;
-    bool named = (r.contains("name") && r["name"] == name) || (r.contains("hostSession") && r["hostSession"] == name);
-    if (named) {
-      found[id] = r;
-    } else {
-      found.erase(id);
-    }
-  }
-  std::vector<json> out;
-  for (auto& [id, r] : found) out.push_back(std::move(r));
-  return out;
-}
-
-std::vector<json> Store::sessions_after(const std::string& after_id, std::size_t limit) {
-  std::map<std::string, json> found;
-  if (reader_) {
-    // Enough rows that the records only this process has cannot push the
-    // page short.
-    auto stored = reader_->sessions_after(after_id, limit ? limit + unsaved_sessions_.size() : 0);
-    if (!stored) acp::log::error("cannot read sessions: " + stored.error().message);
-    for (auto& r : stored ? *stored : std::vector<json>{}) {
-      std::string id = record_id(r);  // before the move: the assignment takes its right side first
-      found[id] = std::move(r);
-    }
-  }
-  for (const auto& [id, unsaved] : unsaved_sessions_) {
-    if (id > after_id) found[id] = unsaved.record;
-  }
-  std::vector<json> out;
-  for (auto& [id, r] : found) {
-    if (limit && out.size() == limit) break;
-    out.push_back(std::move(r));
-  }
-  return out;
-}
-
-std::map<std::string, json> Store::harness_options() {
-  if (!reader_) return {};
-  auto options = reader_->harness_options();
-  if (!options) {
-    acp::log::error("cannot read what the harnesses' adapters offer: " + options.error().message);
-    return {};
-  }
-  return std::move(*options);
 }
 
 void Store::make_dir(std::string rel, Done done) {

@@ -114,6 +114,30 @@ class Store {
   /// For each harness, what its adapter offered, from its newest record.
   std::map<std::string, nlohmann::json> harness_options();
 
+  // ---- who serves a session (leases in state.db)
+  /// One process serves a session at a time, across every process on the
+  /// directory: a session is served under a lease held for as long as the
+  /// process lives.
+  struct Claim {
+    std::string session_id;
+    bool created = false;  // claim_name: no open session had the name
+    /// Set: another live harnessd process serves the session; nothing was
+    /// taken.
+    std::optional<StateDb::Lease> held;
+  };
+  using ClaimDone = acp::UniqueFunction<void(Expected<Claim>)>;
+  /// Takes the lease of session `id` for this process. `done` runs on the
+  /// loop once decided (null: a new session's id, which no other process
+  /// can know yet). An error means there is no database to decide with.
+  void claim_session(std::string id, std::optional<std::string> name, ClaimDone done);
+  /// The session to serve under `name` (see StateDb::claim_name), leased
+  /// for this process unless another live one holds it.
+  void claim_name(std::string name, std::string new_id, ClaimDone done);
+  /// Gives up this process's lease of the session.
+  void release_session(std::string id);
+  /// Every lease held by a live process, by session id.
+  std::map<std::string, StateDb::Lease> leases();
+
   // ---- files, relative to the directory
   void make_dir(std::string rel, Done done);
   /// Writes a whole file atomically (temporary file, then rename), 0600.
@@ -151,6 +175,8 @@ class Store {
   static constexpr int kLanes = 4;
   Store(acp::Loop& loop, std::string dir, StoreOptions options);
   void open_database();
+  StateDb::Lease lease_for(std::string id, std::optional<std::string> name) const;
+  void claim(std::function<Expected<Claim>(StateDb&)> decide, ClaimDone done);
   void recover();
   static std::string key_of(const std::string& rel);
   StoreWriter& lane_for(const std::string& key);

@@ -48,6 +48,12 @@ void complain(const std::string& command, const std::string& message) {
   acp::write_all(2, line);
 }
 
+std::string seconds_text(double s) {
+  std::ostringstream out;
+  out << s << " s";
+  return out.str();
+}
+
 Expected<std::string> read_prompt(const std::string& arg) {
   if (arg != "-") return arg;
   std::stringstream ss;
@@ -199,7 +205,9 @@ class RunClient {
     json params = {{"cwd", cwd_}, {"mcpServers", json::array()}};
     if (!ours.empty()) params["_meta"] = {{"harnessd", ours}};
     client_.call("session/new", std::move(params), [this](acp::Connection::CallResult r) {
+      if (!r && r.error().code == rpc_code::kSessionBusy && !ending_) return wait_for_session(r.error());
       if (!r) return fail(r.error());
+      if (waiting_since_) progress_.set_activity("starting the harness");
       outcome_.session_id = r->value("sessionId", "");
       if (outcome_.interrupted) return end(run_exit::kInterrupted);
       if (!options_.summary) return send_prompt();
@@ -210,6 +218,30 @@ class RunClient {
                      if (outcome_.interrupted) return end(run_exit::kInterrupted);
                      send_prompt();
                    });
+    });
+  }
+
+  /// Another process serves the named session: ask again, sooner at first
+  /// (it may be letting go now), then every 100 ms, until --wait runs out.
+  void wait_for_session(RpcError busy) {
+    const auto now = std::chrono::steady_clock::now();
+    const json owner = busy.data.is_object() ? busy.data.value("owner", json::object()) : json::object();
+    const std::string pid = owner.is_object() && owner.contains("pid") ? owner["pid"].dump() : "?";
+    if (!waiting_since_) {
+      waiting_since_ = now;
+      progress_.set_activity("waiting for harnessd pid " + pid + " to let go of the session");
+      if (!options_.wait_s || *options_.wait_s > 0) {
+        complain("run", "session '" + *options_.session + "' is served by harnessd pid " + pid + "; waiting for it" +
+                            (options_.wait_s ? " (up to " + seconds_text(*options_.wait_s) + ")" : ""));
+      }
+    }
+    if (options_.wait_s && now - *waiting_since_ >= std::chrono::duration<double>(*options_.wait_s)) {
+      if (*options_.wait_s > 0) busy.message += " (waited " + seconds_text(*options_.wait_s) + ")";
+      return fail(busy);
+    }
+    retry_after_ = std::min(retry_after_ * 2, std::chrono::milliseconds(100));
+    wait_timer_.start(retry_after_, [this] {
+      if (!ending_) new_session();
     });
   }
 
@@ -370,6 +402,10 @@ class RunClient {
   bool prompting_ = false;
   bool ending_ = false;
   bool reported_ = false;
+  // --session NAME served by another process: since when this one waits.
+  std::optional<std::chrono::steady_clock::time_point> waiting_since_;
+  std::chrono::milliseconds retry_after_{1};
+  acp::Timer wait_timer_{loop_};
   bool stdout_open_ = true;
   ProgressLine progress_;
 };
@@ -401,6 +437,7 @@ int run_command(const WrapperOptions& options, const Config& config, const std::
     return run_exit::kUsage;
   };
   if (options.summary && !options.session) return refuse("--summary needs --session: a summary belongs to a named session");
+  if (options.wait_s && !options.session) return refuse("--wait needs --session: only a named session can be busy");
   if (options.harness && !config.harnesses.count(*options.harness)) {
     return refuse(unknown_harness_message(*options.harness, config));
   }

@@ -28,6 +28,9 @@ struct WrapperOptions {
   std::optional<std::string> context_file;
   std::optional<std::string> cwd;
   double timeout_s = 0;                 // 0: the configured run_timeout
+  /// How long to wait while another harnessd process serves the session
+  /// (nullopt: as long as it takes; 0: not at all).
+  std::optional<double> wait_s;
   std::string approve = "reads";        // all, reads or none
   std::string format = "text";          // text, json or quiet
   std::string progress = "auto";        // the status line on stderr: never, auto (a terminal) or always

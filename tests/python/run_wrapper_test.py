@@ -874,6 +874,66 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         _, out = self.run_json("--harness", "os", "--context", context, "a fresh task")
         self.assertEqual(self.env.recording(out["runId"], "prompt.md"), p.stdout)
 
+    def test_five_runs_of_one_session_at_once_take_turns(self):
+        # Started at the same moment, in five processes: one serves the
+        # session at a time, the others wait for it, and the turns (as the
+        # adapter itself timed them) never overlap.
+        procs = [subprocess.Popen(self.env.argv("run", "--session", "same", "--format", "json", "timed 150"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.env.work)
+                 for _ in range(5)]
+        outs = [p.communicate(timeout=60) for p in procs]
+        turns, sessions, runs = [], set(), set()
+        for p, (out, err) in zip(procs, outs):
+            self.assertEqual(p.returncode, 0, err)
+            result = json.loads(out)
+            words = result["text"].split()
+            self.assertEqual(words[0::2], ["start", "end"], result["text"])
+            turns.append((int(words[1]), int(words[3])))
+            sessions.add(result["sessionId"])
+            runs.add(result["runId"])
+        self.assertEqual(len(sessions), 1)
+        self.assertEqual(len(runs), 5)
+        turns.sort()
+        for before, after in zip(turns, turns[1:]):
+            self.assertLessEqual(before[1], after[0], f"turns overlap: {turns}")
+        waited = [err for _, err in outs if "is served by harnessd pid" in err]
+        self.assertGreaterEqual(len(waited), 1)
+        ends = [e for e in self.env.ledger() if e["event"] in ("completed", "failed", "cancelled", "timeout",
+                                                                "interrupted")]
+        self.assertEqual(sorted(e["runId"] for e in ends), sorted(runs))
+        self.assertTrue(all(e["event"] == "completed" for e in ends))
+        self.assertEqual(self.env.leftovers(), [])
+
+    def test_run_wait_bounds_the_wait_for_a_busy_session(self):
+        holder = subprocess.Popen(self.env.argv("run", "--session", "busy", "slow 3000"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.env.work)
+        try:
+            self.wait_for_started()
+            listed = self.env.run("sessions", "--format", "json")
+            self.assertEqual(listed.returncode, 0, listed.stderr)
+            busy = [json.loads(line) for line in listed.stdout.splitlines()]
+            self.assertEqual([s["name"] for s in busy], ["busy"])
+            self.assertEqual(busy[0]["servedBy"]["pid"], holder.pid)
+            self.assertIn(f"served by pid {holder.pid}", self.env.run("sessions").stdout)
+            started = time.monotonic()
+            p, out = self.run_json("--session", "busy", "--wait", "0", "echo now")
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("served by another harnessd process", out["error"]["message"])
+            self.assertEqual(out["error"]["code"], -32017)
+            self.assertEqual(out["error"]["data"]["owner"]["pid"], holder.pid)
+            self.assertTrue(out["error"]["data"]["retryable"])
+            p, out = self.run_json("--session", "busy", "--wait", "0.5", "echo now")
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("waited 0.5 s", out["error"]["message"])
+            self.assertGreaterEqual(time.monotonic() - started, 0.5)
+            self.assertEqual(holder.poll(), None)  # the holder was never disturbed
+            p = self.env.run("run", "--wait", "1", "echo x")
+            self.assertEqual(p.returncode, 2)
+            self.assertIn("--wait needs --session", p.stderr)
+        finally:
+            holder.communicate(timeout=30)
+        self.assertEqual(holder.returncode, 0)
+
     def wait_for_started(self, count=1):
         deadline = time.time() + 20
         while time.time() < deadline:

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "acp/files.h"
@@ -283,6 +284,104 @@ TEST_CASE("session records are saved, replaced and listed", "[state_db]") {
   REQUIRE(all->size() == 2);
   CHECK((*all)[0]["sessionId"] == "sess_a");
   CHECK_FALSE(db->save_session(json{{"name", "x"}}));
+}
+
+TEST_CASE("a session's lease: held by one live instance, taken over from a dead one", "[state_db][lease]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  std::set<std::string> live = {"d_a", "d_b"};
+  auto alive = [&](const std::string& i) { return live.count(i) > 0; };
+  auto lease = [](std::string id, std::string owner, std::optional<std::string> name = std::nullopt) {
+    return StateDb::Lease{std::move(id), std::move(name), std::move(owner), 42, "t"};
+  };
+  auto in_tx = [&](auto fn) {
+    auto tx = Transaction::begin(db->db());
+    REQUIRE(tx);
+    auto r = fn();
+    REQUIRE(tx->commit());
+    return r;
+  };
+  // Taken, then refused to another live instance, kept for its own.
+  CHECK(*in_tx([&] { return db->take_lease(lease("sess_1", "d_a"), alive); }) == std::nullopt);
+  auto held = *in_tx([&] { return db->take_lease(lease("sess_1", "d_b"), alive); });
+  REQUIRE(held);
+  CHECK(held->owner == "d_a");
+  CHECK(held->pid == 42);
+  CHECK(*in_tx([&] { return db->take_lease(lease("sess_1", "d_a"), alive); }) == std::nullopt);
+  // Its owner dies: the next to ask takes it.
+  live.erase("d_a");
+  CHECK(*in_tx([&] { return db->take_lease(lease("sess_1", "d_b"), alive); }) == std::nullopt);
+  CHECK((*db->leases())[0].owner == "d_b");
+  // Released only by its owner.
+  REQUIRE(db->release_leases("d_a", "sess_1"));
+  CHECK(db->leases()->size() == 1);
+  REQUIRE(db->release_leases("d_b", "sess_1"));
+  CHECK(db->leases()->empty());
+
+  // By name: a new one is created and leased; then that one is held.
+  auto first = *in_tx([&] { return db->claim_name(lease("sess_new", "d_b", "daily"), alive); });
+  CHECK(first.created);
+  CHECK(first.session_id == "sess_new");
+  live.insert("d_c");
+  auto second = *in_tx([&] { return db->claim_name(lease("sess_other", "d_c", "daily"), alive); });
+  CHECK_FALSE(second.created);
+  CHECK(second.session_id == "sess_new");
+  REQUIRE(second.held);
+  CHECK(second.held->owner == "d_b");
+  // Its owner lets go; the newest open record of the name is reopened.
+  REQUIRE(db->release_leases("d_b"));
+  REQUIRE(db->save_session(json{{"sessionId", "sess_old"}, {"name", "daily"}, {"closed", false}, {"updatedAt", "t1"}}));
+  REQUIRE(db->save_session(json{{"sessionId", "sess_new"}, {"name", "daily"}, {"closed", false}, {"updatedAt", "t2"}}));
+  REQUIRE(db->save_session(json{{"sessionId", "sess_gone"}, {"name", "daily"}, {"closed", true}, {"updatedAt", "t3"}}));
+  auto third = *in_tx([&] { return db->claim_name(lease("sess_x", "d_c", "daily"), alive); });
+  CHECK_FALSE(third.created);
+  CHECK(third.session_id == "sess_new");
+  CHECK_FALSE(third.held);
+  // Dead instances' leases are dropped at start.
+  live.erase("d_c");
+  REQUIRE(db->drop_dead_leases(alive));
+  CHECK(db->leases()->empty());
+}
+
+TEST_CASE("two connections claiming one new name at the same moment create one session", "[state_db][lease]") {
+  TempDir dir;
+  open_db(dir.path());
+  auto alive = [](const std::string&) { return true; };
+  constexpr int kConnections = 4;
+  std::vector<std::unique_ptr<StateDb>> dbs;
+  for (int i = 0; i < kConnections; ++i) dbs.push_back(open_db(dir.path()));
+  std::atomic<int> go{0};
+  std::vector<std::optional<StateDb::NameClaim>> claims(kConnections);
+  std::vector<std::string> errors(kConnections);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kConnections; ++i) {
+    threads.emplace_back([&, i] {
+      ++go;
+      while (go < kConnections) std::this_thread::yield();
+      auto tx = Transaction::begin(dbs[static_cast<std::size_t>(i)]->db());
+      if (!tx) {
+        errors[static_cast<std::size_t>(i)] = tx.error().message;
+        return;
+      }
+      StateDb::Lease me{"sess_" + std::to_string(i), "race", "d_" + std::to_string(i), i + 1, "t"};
+      auto claim = dbs[static_cast<std::size_t>(i)]->claim_name(me, alive);
+      if (claim && tx->commit()) claims[static_cast<std::size_t>(i)] = *claim;
+      if (!claim) errors[static_cast<std::size_t>(i)] = claim.error().message;
+    });
+  }
+  for (auto& t : threads) t.join();
+  int created = 0;
+  std::set<std::string> ids;
+  for (int i = 0; i < kConnections; ++i) {
+    INFO(errors[static_cast<std::size_t>(i)]);
+    REQUIRE(claims[static_cast<std::size_t>(i)]);
+    const auto& c = *claims[static_cast<std::size_t>(i)];
+    created += c.created ? 1 : 0;
+    ids.insert(c.session_id);
+    CHECK(c.created != c.held.has_value());
+  }
+  CHECK(created == 1);
+  CHECK(ids.size() == 1);
 }
 
 TEST_CASE("a state directory written before the database is imported once, and its files kept aside",
