@@ -120,6 +120,11 @@ int main(int argc, char** argv) {
   prune_cmd->add_flag("--dry-run", prune_dry_run, "List them; change nothing");
   std::string forget_target;
   bool forget_dry_run = false;
+  bool gc_dry_run = false;
+  auto* gc_cmd = app.add_subcommand(
+      "gc", "Remove ended runs and closed sessions past [daemon] retention (a running daemon does this at start)");
+  gc_cmd->fallthrough();
+  gc_cmd->add_flag("--dry-run", gc_dry_run, "List what would be removed; change nothing");
   auto* forget_cmd = app.add_subcommand(
       "forget", "Remove what a session recorded (run folders, prompts, transcript); its ledger lines stay");
   forget_cmd->fallthrough();
@@ -220,6 +225,7 @@ int main(int argc, char** argv) {
   if (show_cmd->parsed()) return show_command(chosen_state_dir, show_run, show_format);
   if (prune_cmd->parsed()) return prune_command(chosen_state_dir, prune_older_than, prune_dry_run);
   if (forget_cmd->parsed()) return forget_command(chosen_state_dir, forget_target, forget_dry_run);
+  if (gc_cmd->parsed()) return gc_command(chosen_state_dir, config->daemon.retention, gc_dry_run);
   if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format);
   if (pack_cmd->parsed()) return pack_command(wrap, *config, chosen_state_dir);
   auto& d = config->daemon;
@@ -248,6 +254,7 @@ int main(int argc, char** argv) {
   options.guard_exe = no_guard ? std::string() : adapters::default_guard_exe();
   options.state_dir = chosen_state_dir;
   options.store.sync = options.config.daemon.fsync;
+  options.store.retention = options.config.daemon.retention;
   // For tests on machines that cannot mount a small filesystem: writes fail
   // with ENOSPC after this many bytes. Not a feature; see docs/testing.md.
   if (const char* fail = std::getenv("HARNESSD_TEST_STORE_FAIL_AFTER_BYTES")) {

@@ -43,7 +43,7 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       "default_harness",   "max_line_bytes",      "cancel_grace",        "kill_grace",      "start_timeout",
       "max_pending_calls", "stderr_tail_bytes",   "max_concurrent_runs", "max_queue_depth", "run_timeout",
       "state_dir",         "fsync",               "template_dir",        "queue_high_water", "queue_low_water",
-      "max_recording_bytes"};
+      "max_recording_bytes", "retention"};
   for (const auto& [key, value] : t) {
     std::string k(key.str());
     if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
@@ -57,6 +57,24 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       const auto* s = value.as_string();
       if (!s || s->get().empty() || s->get().front() != '/') return Error{where + " must be an absolute path"};
       (k == "state_dir" ? d.state_dir : d.template_dir) = s->get();
+    } else if (k == "retention") {
+      const auto* table = value.as_table();
+      if (!table) return Error{where + " must be a table, e.g. { keep_days = 30, keep_runs = 100000 }"};
+      for (const auto& [rkey, rvalue] : *table) {
+        std::string rk(rkey.str());
+        const auto* n = rvalue.as_integer();
+        if (rk != "keep_days" && rk != "keep_runs") {
+          return Error{where + ": unknown key '" + rk + "' (keep_days, keep_runs)"};
+        }
+        if (!n || n->get() < 0 || (rk == "keep_days" && n->get() > 365 * 1000)) {
+          return Error{where + "." + rk + " must be a whole number, 0 or more (0: no bound)"};
+        }
+        if (rk == "keep_days") {
+          d.retention.keep_days = static_cast<int>(n->get());
+        } else {
+          d.retention.keep_runs = static_cast<std::size_t>(n->get());
+        }
+      }
     } else if (k == "fsync") {
       const auto* b = value.as_boolean();
       if (!b) return Error{where + " must be true or false"};

@@ -14,6 +14,13 @@
 
 namespace harnessd::worker {
 
+/// How long the state directory keeps what ended ([daemon] retention).
+struct Retention {
+  int keep_days = 30;              // 0: no time bound
+  std::size_t keep_runs = 100000;  // 0: no count bound
+  bool bounded() const { return keep_days > 0 || keep_runs > 0; }
+};
+
 struct DaemonConfig {
   /// Harness for sessions whose host names none. When the file does not
   /// set it, choose_default_harness picks the first installed harness.
@@ -51,6 +58,9 @@ struct DaemonConfig {
   std::string state_dir;
   /// fdatasync result.json and terminal ledger lines.
   bool fsync = false;
+  /// What ended is kept this long ([daemon] retention); applied at start
+  /// and by `harnessd gc`.
+  Retention retention;
   /// Users' packaging templates (<name>.tmpl); by default the templates/
   /// folder beside the config file.
   std::string template_dir;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 
 #include <cstdio>
 #include <map>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "acp/files.h"
+#include "worker/database.h"
 #include "worker/inspect.h"
 #include "worker/inspect_text.h"
 #include "worker/ledger.h"
@@ -268,6 +270,117 @@ int forget_command(const std::string& state_dir, const std::string& target, bool
   print_line("forgot " + id + ": " + std::to_string(runs) + " run recording(s) and the transcript, " +
              std::to_string(bytes) + " bytes; its ledger lines stay");
   return code;
+}
+
+Expected<Collected> collect_garbage(StateDb& db, int root, const Retention& retention, bool dry_run,
+                                    const std::function<void(const std::string&)>& said,
+                                    const std::atomic<bool>* stop) {
+  Collected done;
+  if (!retention.bounded()) return done;
+  const std::string cutoff =
+      retention.keep_days > 0
+          ? acp::iso_time(std::chrono::system_clock::now() - std::chrono::hours(24) * retention.keep_days)
+          : std::string();
+  auto expiry = db.expiry(cutoff, retention.keep_runs);
+  if (!expiry) return std::move(expiry).error();
+  constexpr std::size_t kChunk = 500;
+  auto stopped = [&] { return stop && stop->load(); };
+  auto remove = [&](const std::string& rel) {
+    if (dry_run) {
+      const bool there = open_beneath(root, rel, O_RDONLY, 0, StateAccess::kReadOnly) ||
+                         open_beneath(root, rel, O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
+      if (there) said("would remove " + rel);
+      return;
+    }
+    if (auto removed = remove_beneath(root, rel, &done.bytes); !removed) {
+      ++done.problems;
+      said("cannot remove " + removed.error().message);
+    }
+  };
+  // Runs: their folders, then their rows, a chunk at a time. At least one
+  // chunk of each kind is done, even when asked to stop.
+  for (std::int64_t after = 0;;) {
+    auto chunk = db.expired_runs(*expiry, after, kChunk);
+    if (!chunk) return std::move(chunk).error();
+    if (chunk->empty()) break;
+    std::vector<std::string> ids;
+    for (const auto& [seq, id] : *chunk) {
+      after = seq;
+      if (!acp::is_safe_id(id)) continue;
+      remove(Store::run_dir(id));
+      ids.push_back(id);
+    }
+    if (dry_run) {
+      done.runs += ids.size();
+    } else {
+      auto tx = Transaction::begin(db.db());
+      if (!tx) return std::move(tx).error();
+      auto deleted = db.delete_runs(ids);
+      if (!deleted) return std::move(deleted).error();
+      if (auto r = tx->commit(); !r) return std::move(r).error();
+      done.runs += *deleted;
+    }
+    if (stopped()) break;
+  }
+  // Closed sessions with no run left.
+  for (std::string after;;) {
+    auto chunk = db.expired_sessions(*expiry, after, kChunk);
+    if (!chunk) return std::move(chunk).error();
+    if (chunk->empty()) break;
+    std::vector<std::string> ids;
+    for (const auto& id : *chunk) {
+      after = id;
+      if (!acp::is_safe_id(id)) continue;
+      std::optional<std::string> adapter_session;
+      if (auto stored = db.session(id); stored && *stored) {
+        if (auto record = SessionRecord::from_json(**stored)) adapter_session = record->adapter_session_id;
+      }
+      remove(Store::transcript_file(id));
+      for (const auto& rel : bridge_files(root, adapter_session.value_or(""))) remove(rel);
+      if (dry_run) said("would drop the record of session " + id);
+      ids.push_back(id);
+    }
+    if (dry_run) {
+      done.sessions += ids.size();
+    } else {
+      auto tx = Transaction::begin(db.db());
+      if (!tx) return std::move(tx).error();
+      for (const auto& id : ids) {
+        auto deleted = db.delete_session(id);
+        if (!deleted) return std::move(deleted).error();
+        if (*deleted) ++done.sessions;
+      }
+      if (auto r = tx->commit(); !r) return std::move(r).error();
+    }
+    if (stopped()) break;
+  }
+  return done;
+}
+
+int gc_command(const std::string& state_dir, const Retention& retention, bool dry_run) {
+  auto opened = open_for_change(state_dir, dry_run);
+  if (!opened) {
+    std::fprintf(stderr, "harnessd: %s\n", opened.error().message.c_str());
+    return 1;
+  }
+  if (!opened->db) return 0;  // nothing recorded
+  if (!retention.bounded()) {
+    std::fprintf(stderr, "harnessd: [daemon] retention keeps everything (keep_days = 0, keep_runs = 0)\n");
+    return 0;
+  }
+  auto collected = collect_garbage(*opened->db, opened->root.get(), retention, dry_run,
+                                   [&](const std::string& what) { print_line(what); });
+  if (!collected) {
+    std::fprintf(stderr, "harnessd: %s\n", collected.error().message.c_str());
+    return 1;
+  }
+  const std::string bounds = "older than " + std::to_string(retention.keep_days) + " days or beyond the newest " +
+                             std::to_string(retention.keep_runs) + " runs";
+  print_line(std::string(dry_run ? "would remove " : "removed ") + std::to_string(collected->runs) +
+             " ended run(s) " + bounds + " and " + std::to_string(collected->sessions) +
+             " closed session(s) with no run left" +
+             (dry_run ? "" : ", " + std::to_string(collected->bytes) + " bytes"));
+  return collected->problems ? 1 : 0;
 }
 
 }  // namespace harnessd::worker

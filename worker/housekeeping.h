@@ -3,10 +3,40 @@
 // (`forget`). A session a running daemon serves is left to that daemon.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include "schema/expected.h"
+#include "worker/config.h"
 
 namespace harnessd::worker {
+
+class StateDb;
+
+struct Collected {
+  std::size_t runs = 0;
+  std::size_t sessions = 0;
+  std::uint64_t bytes = 0;
+  std::size_t problems = 0;  // files that could not be removed (said through `said`)
+};
+
+/// Removes what `retention` lets go, in chunks, each in a short
+/// transaction: runs that ended and are past it (their folder first, then
+/// their rows), then closed sessions with no run left (transcript, a
+/// bridge's state, then the record). A run that has not ended is never
+/// touched. `dry_run` removes nothing; `said` hears every item ("would
+/// remove ..." or a problem). Once `stop` is set it stops after the chunk
+/// under way (at least one chunk of runs and one of sessions is done).
+Expected<Collected> collect_garbage(StateDb& db, int root, const Retention& retention, bool dry_run,
+                                    const std::function<void(const std::string&)>& said,
+                                    const std::atomic<bool>* stop = nullptr);
+
+/// `harnessd gc [--dry-run]`. Returns the exit code.
+int gc_command(const std::string& state_dir, const Retention& retention, bool dry_run);
 
 /// Marks the session `target` (an id, or the name of open sessions) closed
 /// in its record, unless a running daemon serves it. Returns the exit code.

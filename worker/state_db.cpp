@@ -506,6 +506,107 @@ Expected<std::vector<StateDb::Lease>> StateDb::leases() {
   return all;
 }
 
+Expected<std::optional<std::string>> StateDb::meta(const std::string& key) {
+  auto st = db_->cached("SELECT value FROM meta WHERE key = ?1");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, key);
+  auto row = (*st)->step();
+  if (!row) return std::move(row).error();
+  if (!*row) return std::optional<std::string>{};
+  std::optional<std::string> value = (*st)->text(0);
+  (*st)->reset();
+  return value;
+}
+
+Expected<void> StateDb::set_meta(const std::string& key, const std::string& value) {
+  auto st = db_->cached("INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, key).bind(2, value);
+  return (*st)->run();
+}
+
+// ---- retention
+
+namespace {
+
+// A run the retention lets go: ?1 the cutoff time, ?2 the count boundary.
+constexpr const char* kExpired = "(r.ended_at IS NOT NULL AND (r.ended_at < ?1 OR r.seq <= ?2))";
+
+}  // namespace
+
+Expected<StateDb::Expiry> StateDb::expiry(const std::string& cutoff, std::size_t keep_runs) {
+  Expiry e{cutoff, 0};
+  if (keep_runs == 0) return e;
+  auto st = db_->cached("SELECT seq FROM runs ORDER BY seq DESC LIMIT 1 OFFSET ?1");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, static_cast<std::int64_t>(keep_runs));
+  auto row = (*st)->step();
+  if (!row) return std::move(row).error();
+  if (*row) {
+    e.boundary = (*st)->int64(0);
+    (*st)->reset();
+  }
+  return e;
+}
+
+Expected<std::vector<std::pair<std::int64_t, std::string>>> StateDb::expired_runs(const Expiry& expiry,
+                                                                                  std::int64_t after_seq,
+                                                                                  std::size_t limit) {
+  static const std::string sql =
+      std::string("SELECT r.seq, r.run_id FROM runs r WHERE r.seq > ?3 AND ") + kExpired + " ORDER BY r.seq LIMIT ?4";
+  auto st = db_->cached(sql.c_str());
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, expiry.cutoff).bind(2, expiry.boundary).bind(3, after_seq).bind(4, static_cast<std::int64_t>(limit));
+  std::vector<std::pair<std::int64_t, std::string>> out;
+  for (;;) {
+    auto row = (*st)->step();
+    if (!row) return std::move(row).error();
+    if (!*row) break;
+    out.emplace_back((*st)->int64(0), (*st)->text(1));
+  }
+  return out;
+}
+
+Expected<std::size_t> StateDb::delete_runs(const std::vector<std::string>& run_ids) {
+  auto st = db_->cached("DELETE FROM runs WHERE run_id = ?1 AND ended_at IS NOT NULL");
+  if (!st) return std::move(st).error();
+  std::size_t n = 0;
+  for (const auto& id : run_ids) {
+    (*st)->bind(1, id);
+    if (auto r = (*st)->run(); !r) return std::move(r).error();
+    n += static_cast<std::size_t>(::sqlite3_changes(db_->handle()));
+  }
+  return n;
+}
+
+Expected<std::vector<std::string>> StateDb::expired_sessions(const Expiry& expiry, const std::string& after_id,
+                                                             std::size_t limit) {
+  static const std::string sql = std::string(
+                                     "SELECT s.id FROM sessions s WHERE s.closed = 1 AND s.id > ?3 AND NOT EXISTS "
+                                     "(SELECT 1 FROM runs r WHERE r.session_id = s.id AND NOT ") +
+                                 kExpired + ") ORDER BY s.id LIMIT ?4";
+  auto st = db_->cached(sql.c_str());
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, expiry.cutoff).bind(2, expiry.boundary).bind(3, after_id).bind(4, static_cast<std::int64_t>(limit));
+  std::vector<std::string> out;
+  for (;;) {
+    auto row = (*st)->step();
+    if (!row) return std::move(row).error();
+    if (!*row) break;
+    out.push_back((*st)->text(0));
+  }
+  return out;
+}
+
+Expected<bool> StateDb::delete_session(const std::string& id) {
+  auto st = db_->cached(
+      "DELETE FROM sessions WHERE id = ?1 AND closed = 1 AND NOT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1)");
+  if (!st) return std::move(st).error();
+  (*st)->bind(1, id);
+  if (auto r = (*st)->run(); !r) return std::move(r).error();
+  return ::sqlite3_changes(db_->handle()) > 0;
+}
+
 Expected<void> StateDb::save_session(const json& record) {
   auto st = db_->cached(R"sql(
 INSERT INTO sessions(id, name, host_session, closed, updated_at, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)

@@ -127,6 +127,31 @@ class StateDb {
   /// Every lease, by session id.
   Expected<std::vector<Lease>> leases();
 
+  // ---- small facts (the meta table)
+  Expected<std::optional<std::string>> meta(const std::string& key);
+  Expected<void> set_meta(const std::string& key, const std::string& value);
+
+  // ---- retention
+  /// What a retention lets go: runs that ended before `cutoff` (ISO 8601;
+  /// empty: no time bound) or that are not among the newest `keep_runs`
+  /// (0: no count bound). A run that has not ended never is.
+  struct Expiry {
+    std::string cutoff;
+    std::int64_t boundary = 0;  // runs numbered up to this one are past keep_runs
+  };
+  Expected<Expiry> expiry(const std::string& cutoff, std::size_t keep_runs);
+  /// Expired runs numbered after `after_seq`, oldest first, at most `limit`.
+  Expected<std::vector<std::pair<std::int64_t, std::string>>> expired_runs(const Expiry& expiry,
+                                                                           std::int64_t after_seq, std::size_t limit);
+  /// Deletes the rows (and transitions) of these runs, if they ended.
+  Expected<std::size_t> delete_runs(const std::vector<std::string>& run_ids);
+  /// Closed sessions whose every run is expired (or that have none), by id
+  /// after `after_id`, at most `limit`.
+  Expected<std::vector<std::string>> expired_sessions(const Expiry& expiry, const std::string& after_id,
+                                                      std::size_t limit);
+  /// Deletes a session's record if it is closed and has no run left.
+  Expected<bool> delete_session(const std::string& id);
+
   // ---- an earlier state directory
   struct Imported {
     std::size_t ledger_lines = 0;

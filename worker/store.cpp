@@ -16,6 +16,7 @@
 #include "acp/log.h"
 #include "queue/ids.h"
 #include "schema/rpc_error.h"
+#include "worker/housekeeping.h"
 #include "worker/state_dir.h"
 #include "worker/store_writer.h"
 
@@ -44,6 +45,9 @@ Store::Store(acp::Loop& loop, std::string dir, StoreOptions options)
     : loop_(loop), dir_(std::move(dir)), options_(options), instance_(queue::make_id("d_")) {}
 
 Store::~Store() {
+  // A collection under way stops after its chunk.
+  retention_stop_ = true;
+  if (retention_thread_.joinable()) retention_thread_.join();
   // Lanes first: a run's end still in a lane hands its entry to the
   // database writer, which then writes everything queued (callbacks are
   // not run) and tries what waited for space once more.
@@ -110,6 +114,7 @@ std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOption
   if (!s.unusable_) s.open_database();
   if (!s.unusable_) s.recover();
   if (s.writer_db_) s.db_writer_ = std::make_unique<DbWriter>(*s.completions_, std::move(s.writer_db_));
+  if (s.db_writer_ && options.retention.bounded()) s.start_retention();
   return store;
 }
 
@@ -139,6 +144,43 @@ void Store::open_database() {
   }
   reader_ = std::move(*reader);
   writer_db_ = std::move(*opened);
+}
+
+void Store::start_retention() {
+  retention_thread_ = std::thread([this] {
+    static constexpr const char* kLastRun = "retention last applied";
+    Database::Options db_options;
+    db_options.full_sync = options_.sync;
+    auto db = StateDb::open(dir_, root_, db_options);
+    if (!db) {
+      acp::log::warn("retention: cannot open the state database: " + db.error().message);
+      return;
+    }
+    // Once an hour is enough, whoever did it, unless the retention
+    // changed: a host that starts a harnessd per call pays one indexed read.
+    const std::string policy = " keep_days=" + std::to_string(options_.retention.keep_days) +
+                               " keep_runs=" + std::to_string(options_.retention.keep_runs);
+    auto last = (*db)->meta(kLastRun);
+    const std::string hour_ago = acp::iso_time(std::chrono::system_clock::now() - std::chrono::hours(1));
+    if (last && *last) {
+      const auto space = (*last)->find(' ');
+      if (space != std::string::npos && (*last)->substr(space) == policy && (*last)->substr(0, space) > hour_ago) return;
+    }
+    if (auto r = (*db)->set_meta(kLastRun, acp::iso_time() + policy); !r) {
+      acp::log::warn("retention: " + r.error().message);
+      return;
+    }
+    auto collected = collect_garbage(
+        **db, root_, options_.retention, false, [](const std::string& what) { acp::log::warn("retention: " + what); },
+        &retention_stop_);
+    if (!collected) {
+      acp::log::warn("retention: " + collected.error().message);
+    } else if (collected->runs || collected->sessions) {
+      acp::log::info("retention: removed " + std::to_string(collected->runs) + " ended run(s) and " +
+                     std::to_string(collected->sessions) + " closed session(s), " + std::to_string(collected->bytes) +
+                     " bytes");
+    }
+  });
 }
 
 void Store::recover() {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@
 #include "acp/loop.h"
 #include "acp/unique_function.h"
 #include "schema/expected.h"
+#include "worker/config.h"
 #include "worker/db_writer.h"
 #include "worker/ledger.h"
 #include "worker/state_db.h"
@@ -42,6 +44,9 @@ struct StoreOptions {
   /// write fails with ENOSPC once this many bytes were written (0: never).
   /// A full disk and its return are tested on a real tmpfs.
   std::size_t fail_after_bytes = 0;
+  /// Applied in the background after start (at most once an hour across
+  /// the processes sharing the directory); none by default.
+  Retention retention{0, 0};
 };
 
 /// True while the daemon instance `instance` runs on the state directory
@@ -175,6 +180,8 @@ class Store {
   static constexpr int kLanes = 4;
   Store(acp::Loop& loop, std::string dir, StoreOptions options);
   void open_database();
+  /// Starts the background collection of what retention lets go.
+  void start_retention();
   StateDb::Lease lease_for(std::string id, std::optional<std::string> name) const;
   void claim(std::function<Expected<Claim>(StateDb&)> decide, ClaimDone done);
   void recover();
@@ -232,6 +239,8 @@ class Store {
   bool wake_db_ = false;
   bool wake_posted_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::thread retention_thread_;
+  std::atomic<bool> retention_stop_{false};
 };
 
 }  // namespace harnessd::worker

@@ -465,6 +465,7 @@ int run_command(const WrapperOptions& options, const Config& config, const std::
   engine.sweep_orphans = adapters::become_child_subreaper();
   engine.state_dir = state_dir;
   engine.store.sync = config.daemon.fsync;
+  engine.store.retention = config.daemon.retention;
   int code = run_exit::kFailed;
   {
     acp::Loop loop;

@@ -934,6 +934,63 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
             holder.communicate(timeout=30)
         self.assertEqual(holder.returncode, 0)
 
+    def set_retention(self, table):
+        with open(self.env.config) as f:
+            text = f.read()
+        with open(self.env.config, "w") as f:
+            f.write(text.replace("[daemon]\n", f"[daemon]\nretention = {table}\n", 1))
+
+    def test_gc_removes_what_retention_lets_go_and_never_a_run_still_going(self):
+        holder = subprocess.Popen(self.env.argv("run", "--format", "json", "slow 4000"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.env.work)
+        try:
+            going = self.wait_for_started()
+            ended = []
+            for i in range(3):
+                p, out = self.run_json(f"echo {i}")
+                self.assertEqual(p.returncode, 0, p.stderr)
+                ended.append(out)
+            self.set_retention("{ keep_days = 0, keep_runs = 1 }")
+            p = self.env.run("gc", "--dry-run")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            for out in ended[:2]:
+                self.assertIn(f"would remove runs/{out['runId']}", p.stdout)
+                self.assertIn(f"would drop the record of session {out['sessionId']}", p.stdout)
+            self.assertNotIn(going, p.stdout)
+            self.assertNotIn(ended[2]["runId"], p.stdout)
+            self.assertIn("would remove 2 ended run(s)", p.stdout)
+            self.assertEqual(len(self.runs()), 4)  # a dry run changes nothing
+            p = self.env.run("gc")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("removed 2 ended run(s)", p.stdout)
+            left = {r["runId"]: r for r in self.runs()}
+            self.assertEqual(sorted(left), sorted([going, ended[2]["runId"]]))
+            for out in ended[:2]:
+                self.assertFalse(os.path.exists(os.path.join(self.env.state, "runs", out["runId"])))
+                self.assertFalse(os.path.exists(os.path.join(self.env.state, "sessions", out["sessionId"] + ".jsonl")))
+            self.assertTrue(os.path.exists(os.path.join(self.env.state, "runs", going, "events.jsonl")))
+            self.assertTrue(os.path.exists(os.path.join(self.env.state, "runs", ended[2]["runId"], "result.json")))
+        finally:
+            out, err = holder.communicate(timeout=30)
+        self.assertEqual(holder.returncode, 0, err)
+        self.assertEqual(json.loads(out)["state"], "completed")  # gc did not disturb it
+
+    def test_retention_is_applied_when_harnessd_starts(self):
+        ended = []
+        for i in range(3):
+            p, out = self.run_json(f"echo {i}")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            ended.append(out["runId"])
+        self.set_retention("{ keep_days = 0, keep_runs = 1 }")
+        p, out = self.run_json("echo after")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        left = [r["runId"] for r in self.runs()]
+        self.assertNotIn(ended[0], left)
+        self.assertNotIn(ended[1], left)
+        self.assertIn(out["runId"], left)
+        for run in ended[:2]:
+            self.assertFalse(os.path.exists(os.path.join(self.env.state, "runs", run)))
+
     def wait_for_started(self, count=1):
         deadline = time.time() + 20
         while time.time() < deadline:

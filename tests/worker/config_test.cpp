@@ -83,6 +83,29 @@ TEST_CASE("the queues' high- and low-water marks are read and checked") {
   CHECK(inverted.error().message == "c.toml: [daemon].queue_low_water must not be above queue_high_water");
 }
 
+TEST_CASE("retention is read, as an inline or a sub-table, and bad bounds are refused") {
+  auto defaults = parse_config("", "c.toml");
+  REQUIRE(defaults);
+  CHECK(defaults->daemon.retention.keep_days == 30);
+  CHECK(defaults->daemon.retention.keep_runs == 100000);
+
+  auto inline_table = parse_config("[daemon]\nretention = { keep_days = 7, keep_runs = 0 }\n", "c.toml");
+  REQUIRE(inline_table);
+  CHECK(inline_table->daemon.retention.keep_days == 7);
+  CHECK(inline_table->daemon.retention.keep_runs == 0);
+  auto sub_table = parse_config("[daemon.retention]\nkeep_days = 0\nkeep_runs = 0\n", "c.toml");
+  REQUIRE(sub_table);
+  CHECK_FALSE(sub_table->daemon.retention.bounded());
+
+  for (const char* bad : {"retention = 3", "retention = { keep_days = -1 }", "retention = { keep_runs = \"many\" }",
+                          "retention = { keep_weeks = 2 }"}) {
+    auto refused = parse_config(std::string("[daemon]\n") + bad + "\n", "c.toml");
+    INFO(bad);
+    REQUIRE_FALSE(refused);
+    CHECK_THAT(refused.error().message, Catch::Contains("[daemon].retention"));
+  }
+}
+
 TEST_CASE("a new profile of a bridge kind without command runs that kind's usual program") {
   auto c = parse_config(R"(
 [harness.cc]

@@ -384,6 +384,67 @@ TEST_CASE("two connections claiming one new name at the same moment create one s
   CHECK(ids.size() == 1);
 }
 
+TEST_CASE("retention lets go of ended runs by age and count, never of one that has not ended", "[state_db][retention]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  auto at = [](std::string run, std::string event, std::string time, std::string session) {
+    LedgerEntry e = entry(run, event, "d_one", session);
+    e.time = std::move(time);
+    return e;
+  };
+  // Oldest first: an old run still open (its daemon alive), two old ended
+  // ones, and three recent ones, the last still running.
+  REQUIRE(db->apply(std::vector{
+      at("run_open_old", "queued", "2020-01-01T00:00:00.000Z", "sess_old"),
+      at("run_old1", "queued", "2020-01-02T00:00:00.000Z", "sess_old"),
+      at("run_old1", "completed", "2020-01-02T00:00:01.000Z", "sess_old"),
+      at("run_old2", "queued", "2020-01-03T00:00:00.000Z", "sess_gone"),
+      at("run_old2", "failed", "2020-01-03T00:00:01.000Z", "sess_gone"),
+      at("run_new1", "queued", "2026-11-30T00:00:00.000Z", "sess_new"),
+      at("run_new1", "completed", "2026-11-30T00:00:01.000Z", "sess_new"),
+      at("run_new2", "queued", "2026-11-30T01:00:00.000Z", "sess_new"),
+      at("run_new2", "cancelled", "2026-11-30T01:00:01.000Z", "sess_new"),
+      at("run_new3", "queued", "2026-11-30T02:00:00.000Z", "sess_new"),
+  }));
+  for (const char* id : {"sess_old", "sess_gone", "sess_new", "sess_empty"}) {
+    REQUIRE(db->save_session(json{{"sessionId", id}, {"closed", std::string(id) != "sess_new"}, {"updatedAt", "t"}}));
+  }
+  auto ids = [&](const StateDb::Expiry& e) {
+    std::vector<std::string> out;
+    auto runs = db->expired_runs(e, 0, 100);
+    REQUIRE(runs);
+    for (auto& [seq, id] : *runs) out.push_back(id);
+    return out;
+  };
+  using V = std::vector<std::string>;
+  // By age: the old ended runs.
+  auto by_age = *db->expiry("2026-01-01T00:00:00.000Z", 0);
+  CHECK(ids(by_age) == V{"run_old1", "run_old2"});
+  // By count: all but the newest two, if ended.
+  auto by_count = *db->expiry("", 2);
+  CHECK(ids(by_count) == V{"run_old1", "run_old2", "run_new1"});
+  // Neither bound: nothing; a bound above the count: nothing.
+  CHECK(ids(*db->expiry("", 0)).empty());
+  CHECK(ids(*db->expiry("", 100)).empty());
+  // Paging by number.
+  auto first_page = db->expired_runs(by_count, 0, 1);
+  auto& first = *first_page;
+  REQUIRE(first.size() == 1);
+  auto rest = db->expired_runs(by_count, first[0].first, 10);
+  CHECK(rest->size() == 2);
+  // Sessions: closed, and every run of theirs expired (or none at all).
+  CHECK(*db->expired_sessions(by_age, "", 100) == V{"sess_empty", "sess_gone"});
+  // Deleting: an open run is refused even when asked for.
+  CHECK(*db->delete_runs({"run_old1", "run_old2", "run_open_old", "run_new3"}) == 2);
+  CHECK(*db->find_run("run_old1") == std::nullopt);
+  CHECK(db->transitions("run_old1")->empty());
+  CHECK((*db->find_run("run_open_old"))->state == "queued");
+  CHECK(*db->delete_session("sess_gone"));
+  CHECK_FALSE(*db->delete_session("sess_old"));  // a run of it is left
+  CHECK_FALSE(*db->delete_session("sess_new"));  // open
+  CHECK(*db->session("sess_gone") == std::nullopt);
+}
+
 TEST_CASE("a state directory written before the database is imported once, and its files kept aside",
           "[state_db]") {
   TempDir dir;
