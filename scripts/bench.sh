@@ -7,6 +7,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/build/tests/bench_parse"
 # Backpressure and live streaming under an adapter flood (issue 11).
 "$root/build/tests/bench_relay" "$@"
+# Start-up with a million recorded runs (its generator: bench_store
+# --generate DIR N), and hand-offs with one and four processes sharing a
+# state directory (issue 14).
+"$root/build/tests/bench_store" "$@"
 
 # One prompt through `harnessd run` on an instant adapter (the fake agent),
 # end to end: process start, session, prompt, recording flushed, exit.

@@ -77,6 +77,20 @@ CREATE TABLE leases(
 CREATE INDEX leases_by_name ON leases(name) WHERE name IS NOT NULL;
 CREATE INDEX leases_by_owner ON leases(owner);
 )sql",
+    // 3: what each harness's adapter offered, read at every start without
+    // scanning the session records (filled once from them here).
+    R"sql(
+CREATE TABLE harness_facts(
+  harness TEXT PRIMARY KEY,
+  adapter_options TEXT NOT NULL,
+  updated_at TEXT) WITHOUT ROWID;
+INSERT INTO harness_facts(harness, adapter_options, updated_at)
+SELECT harness, options, max(updated) FROM (
+  SELECT json_extract(record, '$.harness') AS harness, json_extract(record, '$.adapterOptions') AS options,
+         updated_at AS updated
+  FROM sessions WHERE json_type(record, '$.adapterOptions') = 'array')
+WHERE harness IS NOT NULL GROUP BY harness;
+)sql",
 };
 
 constexpr const char* kImportedKey = "imported pre-sqlite files";
@@ -621,6 +635,18 @@ ON CONFLICT(id) DO UPDATE SET name = excluded.name, host_session = excluded.host
   (*st)->bind(4, std::int64_t{is_closed}).bind(5, string_field(record, "updatedAt"));
   (*st)->bind(6, record.dump());
   if (auto r = (*st)->run(); !r) return Error{"cannot save session " + *id + ": " + r.error().message};
+  // What the harness's adapter offered, for the next start.
+  auto harness = string_field(record, "harness");
+  auto options = record.find("adapterOptions");
+  if (harness && options != record.end() && options->is_array()) {
+    auto facts = db_->cached(R"sql(
+INSERT INTO harness_facts(harness, adapter_options, updated_at) VALUES (?1, ?2, ?3)
+ON CONFLICT(harness) DO UPDATE SET adapter_options = excluded.adapter_options, updated_at = excluded.updated_at
+WHERE excluded.updated_at IS NULL OR harness_facts.updated_at IS NULL OR excluded.updated_at >= harness_facts.updated_at)sql");
+    if (!facts) return std::move(facts).error();
+    (*facts)->bind(1, *harness).bind(2, options->dump()).bind(3, string_field(record, "updatedAt"));
+    if (auto r = (*facts)->run(); !r) return Error{"cannot save what harness " + *harness + " offered: " + r.error().message};
+  }
   return {};
 }
 
@@ -678,17 +704,13 @@ Expected<std::vector<json>> StateDb::sessions_after(const std::string& after_id,
 }
 
 Expected<std::map<std::string, json>> StateDb::harness_options() {
-  // SQLite takes the bare columns of the row that holds max().
-  auto st = db_->cached(R"sql(
-SELECT json_extract(record, '$.harness') AS harness, json_extract(record, '$.adapterOptions'), max(updated_at)
-FROM sessions WHERE json_type(record, '$.adapterOptions') = 'array' GROUP BY harness)sql");
+  auto st = db_->cached("SELECT harness, adapter_options FROM harness_facts");
   if (!st) return std::move(st).error();
   std::map<std::string, json> out;
   for (;;) {
     auto row = (*st)->step();
     if (!row) return std::move(row).error();
     if (!*row) break;
-    if ((*st)->is_null(0)) continue;
     if (auto j = schema::parse_json((*st)->text(1)); j && j->is_array()) out[(*st)->text(0)] = std::move(*j);
   }
   return out;

@@ -384,6 +384,27 @@ TEST_CASE("two connections claiming one new name at the same moment create one s
   CHECK(ids.size() == 1);
 }
 
+TEST_CASE("what each harness offered is kept apart from the records, newest first", "[state_db]") {
+  TempDir dir;
+  {
+    auto db = open_db(dir.path());
+    json a = {{"sessionId", "sess_a"}, {"harness", "claude"}, {"updatedAt", "2026-11-02T00:00:00.000Z"},
+              {"adapterOptions", json::array({"new"})}};
+    json b = {{"sessionId", "sess_b"}, {"harness", "claude"}, {"updatedAt", "2026-11-01T00:00:00.000Z"},
+              {"adapterOptions", json::array({"old"})}};
+    json c = {{"sessionId", "sess_c"}, {"harness", "opencode"}, {"updatedAt", "2026-11-01T00:00:00.000Z"},
+              {"adapterOptions", json::array({"oc"})}};
+    json d = {{"sessionId", "sess_d"}, {"harness", "codex"}, {"updatedAt", "2026-11-03T00:00:00.000Z"}};
+    for (const auto& r : {a, b, c, d}) REQUIRE(db->save_session(r));
+  }
+  auto db = open_db(dir.path());  // as the next start reads it
+  auto offered = db->harness_options();
+  REQUIRE(offered);
+  CHECK(offered->size() == 2);
+  CHECK((*offered)["claude"] == json::array({"new"}));
+  CHECK((*offered)["opencode"] == json::array({"oc"}));
+}
+
 TEST_CASE("retention lets go of ended runs by age and count, never of one that has not ended", "[state_db][retention]") {
   TempDir dir;
   auto db = open_db(dir.path());
