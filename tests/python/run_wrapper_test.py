@@ -905,7 +905,8 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertEqual(self.env.leftovers(), [])
 
     def test_run_wait_bounds_the_wait_for_a_busy_session(self):
-        holder = subprocess.Popen(self.env.argv("run", "--session", "busy", "slow 3000"),
+        # Long enough for a slow build; interrupted once the checks are done.
+        holder = subprocess.Popen(self.env.argv("run", "--session", "busy", "slow 60000"),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.env.work)
         try:
             self.wait_for_started()
@@ -931,8 +932,9 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
             self.assertEqual(p.returncode, 2)
             self.assertIn("--wait needs --session", p.stderr)
         finally:
+            holder.send_signal(signal.SIGINT)
             holder.communicate(timeout=30)
-        self.assertEqual(holder.returncode, 0)
+        self.assertEqual(holder.returncode, 130)
 
     def set_retention(self, table):
         with open(self.env.config) as f:
@@ -941,7 +943,8 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
             f.write(text.replace("[daemon]\n", f"[daemon]\nretention = {table}\n", 1))
 
     def test_gc_removes_what_retention_lets_go_and_never_a_run_still_going(self):
-        holder = subprocess.Popen(self.env.argv("run", "--format", "json", "slow 4000"),
+        # Long enough for a slow build; interrupted once the checks are done.
+        holder = subprocess.Popen(self.env.argv("run", "--format", "json", "slow 60000"),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.env.work)
         try:
             going = self.wait_for_started()
@@ -971,9 +974,10 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
             self.assertTrue(os.path.exists(os.path.join(self.env.state, "runs", going, "events.jsonl")))
             self.assertTrue(os.path.exists(os.path.join(self.env.state, "runs", ended[2]["runId"], "result.json")))
         finally:
+            holder.send_signal(signal.SIGINT)
             out, err = holder.communicate(timeout=30)
-        self.assertEqual(holder.returncode, 0, err)
-        self.assertEqual(json.loads(out)["state"], "completed")  # gc did not disturb it
+        self.assertEqual(holder.returncode, 130, err)
+        self.assertEqual(json.loads(out)["state"], "cancelled")  # recorded to its end: gc left it alone
 
     def test_retention_is_applied_when_harnessd_starts(self):
         ended = []
