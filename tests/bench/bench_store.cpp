@@ -170,6 +170,7 @@ void handoffs(int processes, bool quick) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // figures as they come, also into a file
   try {
     if (argc == 4 && std::string(argv[1]) == "--generate") {
       generate(argv[2], std::stol(argv[3]));
