@@ -132,8 +132,10 @@ void Relay::relay_update(const json& params) {
                         (*content)["text"].get_ref<const std::string&>().size() > kMaxChunkText;
   if (kind != "config_option_update" && !too_long && params.contains("sessionId")) {
     // The usual update: serialised straight from what the adapter sent,
-    // with harnessd's session id in place of the adapter's (no copy).
-    send_line(update_line(params));
+    // with harnessd's session id in place of the adapter's (no copy). The
+    // run's recording already holds the adapter's frame, which differs
+    // only by that id; the host's copy goes to the transcript alone.
+    send_line(update_line(params), false);
     return;
   }
   json out = params;
@@ -178,10 +180,10 @@ void Relay::send_update(const json& params) {
   send_line(acp::to_line({{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", params}}));
 }
 
-void Relay::send_line(std::string line) {
-  // Serialised once: the same line goes to the host, the transcript and the
-  // run's events.
-  if (RunRecorder* r = hooks_.recorder()) {
+void Relay::send_line(std::string line, bool record_in_run) {
+  // Serialised once: the same line goes to the host, the transcript and,
+  // when it is not the adapter's frame as received, the run's events.
+  if (RunRecorder* r = record_in_run ? hooks_.recorder() : nullptr) {
     r->event("harnessd>host", std::string_view(line).substr(0, line.size() - 1), true);
   }
   record_transcript(line);

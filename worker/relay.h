@@ -41,8 +41,10 @@ class Relay {
   void send_update(const nlohmann::json& params);
   /// A session/update line for the host: `params` with this session's id.
   std::string update_line(const nlohmann::json& params) const;
-  /// Records the update line and sends it to the host.
-  void send_line(std::string line);
+  /// Records the update line and sends it to the host. `record_in_run`
+  /// false: the line is the adapter's frame as the running turn recorded
+  /// it, but for the session id, so only the transcript keeps it.
+  void send_line(std::string line, bool record_in_run = true);
   /// Appends one frame (a line with its newline) to the transcript.
   void record_transcript(std::string line);
   /// session/load: sends the host every frame of `transcript` (the

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "schema/json_parse.h"
+#include "schema/session_update.h"
 #include "worker/state_dir.h"
 #include "worker/store.h"
 
@@ -33,15 +34,8 @@ RunRecording read_run_recording(int root, const std::string& run_id) {
   json& tools = rec.tool_calls;
   std::map<std::string, std::size_t> tool_at;
   std::map<std::string, long long> tool_start;
-  JsonlRead events = read_jsonl_beneath(root, dir + "/events.jsonl", StateAccess::kReadOnly);
-  for (const auto& e : events.lines) {
-    if (!e.is_object() || e.value("dir", json()) != "harnessd>host" || !e.contains("msg") || !e["msg"].is_object()) continue;
-    const json& msg = e["msg"];
-    if (msg.value("method", json()) != "session/update" || !msg.contains("params") || !msg["params"].is_object()) continue;
-    const json u = msg["params"].value("update", json::object());
-    if (!u.is_object()) continue;
+  auto take = [&](const json& u, long long t) {
     const json kind = u.value("sessionUpdate", json());
-    const long long t = e.value("t", json(0)).is_number_integer() ? e["t"].get<long long>() : 0;
     const std::string id = u.value("toolCallId", json("")).is_string() ? u.value("toolCallId", "") : "";
     if (kind == "tool_call" && !id.empty()) {
       tool_at[id] = tools.size();
@@ -68,7 +62,48 @@ RunRecording read_run_recording(int root, const std::string& run_id) {
       rec.usage = u;
       rec.usage.erase("sessionUpdate");
     }
+  };
+  // The update a frame carries, or null.
+  auto update_of = [](const json& e) -> const json* {
+    if (!e.contains("msg") || !e["msg"].is_object()) return nullptr;
+    const json& msg = e["msg"];
+    if (msg.value("method", json()) != "session/update" || !msg.contains("params") || !msg["params"].is_object()) {
+      return nullptr;
+    }
+    auto u = msg["params"].find("update");
+    return u != msg["params"].end() && u->is_object() ? &*u : nullptr;
+  };
+  // An update the host got as the adapter sent it is recorded once, as the
+  // adapter's frame; one harnessd rewrote (a long chunk split, a list of
+  // options completed) is followed by what the host got instead. So an
+  // adapter's update counts unless harnessd>host updates of its kind follow
+  // it, or harnessd dropped it as malformed.
+  const json* held = nullptr;
+  long long held_t = 0;
+  JsonlRead events = read_jsonl_beneath(root, dir + "/events.jsonl", StateAccess::kReadOnly);
+  for (const auto& e : events.lines) {
+    if (!e.is_object()) continue;
+    const json dir_of = e.value("dir", json());
+    const long long t = e.value("t", json(0)).is_number_integer() ? e["t"].get<long long>() : 0;
+    const json* u = update_of(e);
+    if (dir_of == "harnessd>host" && u) {
+      // Of the same kind: the held update rewritten, these lines are what
+      // the host got. Another kind is harnessd's own (its options).
+      if (held && held->value("sessionUpdate", json()) == u->value("sessionUpdate", json())) held = nullptr;
+      take(*u, t);
+      continue;
+    }
+    if (held) take(*held, held_t);
+    held = nullptr;
+    if (dir_of == "adapter>harnessd" && u) {
+      const std::string kind = u->value("sessionUpdate", json("")).is_string() ? u->value("sessionUpdate", "") : "";
+      if (schema::is_known_update_kind(kind) && !schema::check_session_update(*u)) {
+        held = u;
+        held_t = t;
+      }
+    }
   }
+  if (held) take(*held, held_t);
   // The files of the run folder and their sizes.
   if (auto folder = open_beneath(root, dir, O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly)) {
     int fd = folder->get();

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <vector>
 
 #include "acp/files.h"
 #include "acp/log.h"
@@ -170,25 +171,42 @@ std::size_t StoreWriter::run_jobs(std::deque<Job>& batch, std::size_t i, WriteCo
     finish_job(first, result, finished);
     return i + 1;
   }
-  // Appends to one file in a row: one write (bounded, so a flood is still
-  // written in pieces that the disk takes at once).
+  // The appends up to the next other job, file by file: the lines of one
+  // file keep their order, and each file takes one write (bounded, so a
+  // flood is still written in pieces that the disk takes at once). A run's
+  // events and its session's transcript interleave line by line in a
+  // stream of updates; grouping them makes two writes of what would be
+  // thousands.
   constexpr std::size_t kMaxCoalesced = 1u << 20;
-  std::size_t end = i + 1;
-  std::size_t size = first.data.size();
-  while (end < batch.size() && batch[end].append_to == first.append_to && size < kMaxCoalesced) {
-    size += batch[end].data.size();
-    ++end;
+  std::size_t end = i;
+  while (end < batch.size() && !batch[end].append_to.empty()) ++end;
+  std::vector<Expected<void>> results(end - i);
+  std::vector<bool> written(end - i, false);
+  std::string data;
+  for (std::size_t k = i; k < end; ++k) {
+    if (written[k - i]) continue;
+    const std::string& file = batch[k].append_to;
+    std::vector<std::size_t> group;  // jobs of this piece, k first
+    std::size_t size = 0;
+    for (std::size_t m = k; m < end; ++m) {
+      if (written[m - i] || batch[m].append_to != file) continue;
+      if (!group.empty() && size + batch[m].data.size() > kMaxCoalesced) break;
+      size += batch[m].data.size();
+      group.push_back(m);
+      written[m - i] = true;
+    }
+    Expected<void> result;
+    if (group.size() == 1) {
+      result = append(file, batch[k].data);
+    } else {
+      data.clear();
+      data.reserve(size);
+      for (std::size_t m : group) data += batch[m].data;
+      result = append(file, data);
+    }
+    for (std::size_t m : group) results[m - i] = result;
   }
-  Expected<void> result;
-  if (end == i + 1) {
-    result = append(first.append_to, first.data);
-  } else {
-    std::string data;
-    data.reserve(size);
-    for (std::size_t k = i; k < end; ++k) data += batch[k].data;
-    result = append(first.append_to, data);
-  }
-  for (std::size_t k = i; k < end; ++k) finish_job(batch[k], result, finished);
+  for (std::size_t k = i; k < end; ++k) finish_job(batch[k], results[k - i], finished);
   return end;
 }
 

@@ -145,6 +145,7 @@ Daemon::~Daemon() {
   if (out_ >= 0) ::close(out_);
   // Completion truth: after every daemon, every run ended exactly once
   // (a daemon killed mid-run may leave runs for the next start to end).
+  if (!check_ledger_) return;
   for (auto& p : check_ledger(state_dir_, code == 128 + SIGKILL)) ledger_problems().push_back(std::move(p));
 }
 

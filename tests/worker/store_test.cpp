@@ -530,3 +530,68 @@ TEST_CASE("harnessd runs and harnessd sessions read the store, also while a daem
   waitpid(follower, &status, 0);
   CHECK(followed("started"));
 }
+
+TEST_CASE("a relayed update is stored once in the run and once in the transcript, and show reads it as the host did") {
+  TempDir state;
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  std::string sid = d.new_session();
+  // Counts, per direction, the agent_message_chunk frames of `file` whose
+  // text is `text` (or of any text when empty), and their text's bytes.
+  auto chunks = [](const std::string& file, const std::string& text) {
+    std::map<std::string, std::pair<int, std::size_t>> found;
+    std::istringstream in(read_file(file));
+    std::string line;
+    while (std::getline(in, line)) {
+      json e = json::parse(line);
+      const json& msg = e.contains("msg") ? e["msg"] : e;  // transcript lines are bare frames
+      if (msg.value("method", "") != "session/update") continue;
+      const json& u = msg["params"]["update"];
+      if (u.value("sessionUpdate", "") != "agent_message_chunk") continue;
+      const std::string got = u["content"].value("text", "");
+      if (!text.empty() && got != text) continue;
+      auto& f = found[e.value("dir", "transcript")];
+      ++f.first;
+      f.second += got.size();
+    }
+    return found;
+  };
+  const std::string transcript = state.path() + "/sessions/" + sid + ".jsonl";
+
+  json r = d.prompt(sid, "stream 20");
+  std::string run = r["result"]["_meta"]["harnessd"]["runId"];
+  for (int i = 1; i <= 20; ++i) {
+    const std::string text = "chunk " + std::to_string(i);
+    INFO(text);
+    auto in_run = chunks(state.path() + "/runs/" + run + "/events.jsonl", text);
+    CHECK(in_run.size() == 1);
+    CHECK(in_run["adapter>harnessd"].first == 1);
+    CHECK(chunks(transcript, text)["transcript"].first == 1);
+  }
+
+  // A chunk over 1 MiB reaches the host split; the run holds the adapter's
+  // frame and the pieces the host got, and show counts the text once.
+  json big = d.prompt(sid, "big 2500000");
+  std::string big_run = big["result"]["_meta"]["harnessd"]["runId"];
+  auto in_run = chunks(state.path() + "/runs/" + big_run + "/events.jsonl", "");
+  CHECK(in_run["adapter>harnessd"] == std::make_pair(1, std::size_t{2500000}));
+  CHECK(in_run["harnessd>host"] == std::make_pair(3, std::size_t{2500000}));
+  for (const auto& [id, want] : {std::pair{run, std::size_t{0}}, std::pair{big_run, std::size_t{2500000}}}) {
+    std::string cmd = harnessd_exe() + " show " + id + " --format json --state-dir " + state.path();
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[65536];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    CHECK(::pclose(p) == 0);
+    json shown = json::parse(out);
+    std::string answer = shown["answer"];
+    if (want) {
+      CHECK(answer == std::string(want, 'x'));
+    } else {
+      std::string expected;
+      for (int i = 1; i <= 20; ++i) expected += "chunk " + std::to_string(i);
+      CHECK(answer == expected);
+    }
+  }
+}
