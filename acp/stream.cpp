@@ -230,32 +230,45 @@ class FileReader final : public Reader {
   bool ended_ = false;
 };
 
-// Writes to a libuv stream. A line is written at once (uv_try_write) while
-// the peer keeps up; otherwise it waits in `pending_`, and everything that
-// waits goes out in one uv_write with one buffer per line as soon as the
-// previous batch is done. One uv_write per line made libuv write at most 32
-// requests per loop iteration while a flooding adapter was read 2 MiB at a
-// time, so a live stream crawled (issue 11). A batch owns its bytes until
-// libuv calls back, as libuv requires.
+// Writes to a libuv stream. Lines written during one loop iteration wait in
+// `pending_` and go out together just before the loop next polls (a prepare
+// handle): one uv_write, with one buffer per line, which libuv writes at
+// once with one writev. A flood read from an adapter (hundreds of frames
+// per read) thus reaches the host in one system call, not one per frame.
+// Lines that come while a batch is still in libuv's hands (the peer is
+// slow) wait for its callback and go out as the next batch. One uv_write
+// per line made libuv write at most 32 requests per loop iteration while a
+// flooding adapter was read 2 MiB at a time, so a live stream crawled
+// (issue 11). A batch owns its bytes until libuv calls back, as libuv
+// requires.
 template <class H>
 class StreamWriter final : public Writer {
  public:
-  explicit StreamWriter(UvHandle<H> handle) : handle_(std::move(handle)) { handle_->data = this; }
+  explicit StreamWriter(UvHandle<H> handle) : handle_(std::move(handle)) {
+    handle_->data = this;
+    auto* prepare = new uv_prepare_t;
+    uv_prepare_init(handle_->loop, prepare);
+    prepare->data = this;
+    prepare_.reset(prepare);
+  }
+  ~StreamWriter() override {
+    // Closed right after a write (a prompt on stdin, then EOF): what waits
+    // for the next poll goes out now if the pipe takes it, as a write would
+    // have before it was batched. Lines behind a batch still in libuv's
+    // hands are dropped with it, as closing a stream does.
+    if (batch_ || failed_) return;
+    for (const std::string& line : pending_) {
+      uv_buf_t buf = uv_buf_init(const_cast<char*>(line.data()), static_cast<unsigned>(line.size()));
+      if (uv_try_write(stream(), &buf, 1) != static_cast<int>(line.size())) break;
+    }
+  }
 
   void write(std::string data) override {
     if (failed_ || data.empty()) return;
-    if (!batch_ && pending_.empty()) {
-      uv_buf_t buf = uv_buf_init(data.data(), static_cast<unsigned>(data.size()));
-      int n = uv_try_write(stream(), &buf, 1);
-      if (n == static_cast<int>(data.size())) return;
-      // On an error other than EAGAIN the bytes go to uv_write too, which
-      // reports the error from its callback: never inside the caller's
-      // write(), as before.
-      if (n > 0) data.erase(0, static_cast<std::size_t>(n));
-    }
     queued_ += data.size();
     pending_.push_back(std::move(data));
-    if (!batch_) issue();
+    // Started, it keeps the loop running until the lines are out.
+    if (!batch_ && pending_.size() == 1) uv_prepare_start(prepare_.get(), &StreamWriter::on_prepare);
     check_watermarks();
   }
 
@@ -289,6 +302,12 @@ class StreamWriter final : public Writer {
   };
 
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(handle_.get()); }
+
+  static void on_prepare(uv_prepare_t* p) noexcept {
+    auto* self = static_cast<StreamWriter*>(p->data);
+    uv_prepare_stop(p);
+    if (!self->batch_ && !self->pending_.empty()) self->issue();
+  }
 
   void issue() {
     auto* batch = new Batch;
@@ -354,6 +373,7 @@ class StreamWriter final : public Writer {
   }
 
   UvHandle<H> handle_;
+  UvHandle<uv_prepare_t> prepare_;   // hands pending_ to libuv before the loop polls
   std::deque<std::string> pending_;  // not yet handed to libuv
   Batch* batch_ = nullptr;           // handed to libuv, awaiting its callback
   std::size_t queued_ = 0;           // bytes in pending_ and batch_
