@@ -3,9 +3,11 @@
 #include "worker/relay.h"
 
 #include <set>
+#include <utility>
 
 #include "acp/log.h"
 #include "acp/utf8.h"
+#include "schema/frame_edit.h"
 #include "schema/json_parse.h"
 #include "schema/session_update.h"
 
@@ -77,6 +79,9 @@ std::size_t Relay::replay(const std::string& transcript) {
 void Relay::bind(adapters::AdapterLink& link) {
   link.set_taps(
       [this](bool outbound, std::string_view line, bool is_json) {
+        // The line being handled: the update it carries is re-addressed
+        // by its bytes (read only while the connection dispatches it).
+        if (!outbound) inbound_line_ = is_json ? line : std::string_view();
         if (RunRecorder* r = hooks_.recorder()) {
           r->event(outbound ? "harnessd>adapter" : "adapter>harnessd", line, is_json);
         }
@@ -85,7 +90,10 @@ void Relay::bind(adapters::AdapterLink& link) {
         if (RunRecorder* r = hooks_.recorder()) r->stderr_data(data);
       });
   acp::Connection& rpc = link.rpc();
-  rpc.on_notification("session/update", [this](const json& params) { relay_update(params); });
+  rpc.on_notification("session/update", [this](const json& params) {
+    relay_update(params);
+    inbound_line_ = {};  // its line is gone once the dispatch returns
+  });
   for (const char* method : kForwarded) {
     std::string m = method;
     rpc.on_request(m,
@@ -135,7 +143,7 @@ void Relay::relay_update(const json& params) {
     // with harnessd's session id in place of the adapter's (no copy). The
     // run's recording already holds the adapter's frame, which differs
     // only by that id; the host's copy goes to the transcript alone.
-    send_line(update_line(params), false);
+    send_line(relayed_line(params), false);
     return;
   }
   json out = params;
@@ -157,6 +165,28 @@ void Relay::relay_update(const json& params) {
     return;
   }
   send_update(out);
+}
+
+std::string Relay::relayed_line(const json& params) {
+  // The adapter's own bytes with harnessd's session id in place of its own,
+  // when the line allows that edit exactly (schema::session_id_span) and is
+  // the one these params came from.
+  std::string_view raw = std::exchange(inbound_line_, std::string_view());
+  auto theirs = params.find("sessionId");
+  if (!raw.empty() && theirs != params.end() && theirs->is_string()) {
+    auto span = schema::session_id_span(raw);
+    if (span && raw.substr(span->first + 1, span->second - span->first - 2) == theirs->get_ref<const std::string&>()) {
+      std::string id = json(session_id_).dump();
+      std::string line;
+      line.reserve(raw.size() - (span->second - span->first) + id.size() + 1);
+      line.append(raw.substr(0, span->first));
+      line += id;
+      line.append(raw.substr(span->second));
+      line += '\n';
+      return line;
+    }
+  }
+  return update_line(params);
 }
 
 std::string Relay::update_line(const json& params) const {

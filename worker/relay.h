@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -56,12 +57,16 @@ class Relay {
 
  private:
   void relay_update(const nlohmann::json& params);
+  /// The host's line for the update being relayed: the adapter's line with
+  /// the session id replaced, else update_line().
+  std::string relayed_line(const nlohmann::json& params);
   void forward_to_host(const std::string& method, const nlohmann::json& params, acp::Reply reply);
   bool host_can_serve(const std::string& method) const;
   bool host_accepts_unstable(const std::string& kind) const;
 
   Runtime& rt_;
   std::string session_id_;
+  std::string_view inbound_line_;  // the adapter's line being dispatched
   const adapters::AdapterSession& adapter_;
   Hooks hooks_;
 };

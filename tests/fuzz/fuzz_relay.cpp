@@ -4,7 +4,9 @@
 // malformed lines) parses each line, a session/update is checked against
 // the ACP v1 shape of its kind (schema::check_session_update) and re-addressed to the host's session id as the relay does, and
 // the host-side Connection writes it. Every host line must parse with the
-// bounded parser and have the shape of an ACP session/update notification.
+// bounded parser and have the shape of an ACP session/update notification,
+// and where the relay would re-address the adapter's bytes instead
+// (schema::session_id_span), they must say exactly what the parse says.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -16,6 +18,7 @@
 #include "acp/connection.h"
 #include "acp/utf8.h"
 #include "fuzz_support.h"
+#include "schema/frame_edit.h"
 #include "schema/json_parse.h"
 #include "schema/session_update.h"
 
@@ -50,10 +53,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   adapter_options.answer_malformed = false;
   acp::Connection adapter(adapter_options, [&](std::string line) { to_adapter.push_back(std::move(line)); });
   std::size_t relayed = 0;
+  std::string_view inbound;  // the line being dispatched, as the relay's tap keeps it
+  adapter.set_inbound_tap([&](std::string_view line, bool is_json) { inbound = is_json ? line : std::string_view(); });
   adapter.on_notification("session/update", [&](const json& params) {
     if (!relayable(params)) return;
     json out = params;
     out["sessionId"] = "sess_host-1";
+    // The relay's fast path: the adapter's bytes with the id replaced must
+    // say exactly what the serialised parse says.
+    if (auto span = schema::session_id_span(inbound)) {
+      std::string edited = std::string(inbound.substr(0, span->first)) + "\"sess_host-1\"" +
+                           std::string(inbound.substr(span->second));
+      auto reparsed = schema::parse_json(edited);
+      if (!reparsed) fuzz::fail("a re-addressed line does not parse: " + reparsed.error().message);
+      json want = {{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", out}};
+      if (*reparsed != want) fuzz::fail("a re-addressed line says something else than the parse");
+    }
     host.notify("session/update", std::move(out));
     ++relayed;
   });

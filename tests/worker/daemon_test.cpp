@@ -80,6 +80,39 @@ TEST_CASE("a prompt streams the adapter's updates under the host's session id") 
   CHECK(d.stderr_text().find("session " + sid) != std::string::npos);  // logs name the session
 }
 
+TEST_CASE("an update reaches the host as the adapter wrote it but for the session id, unless that edit is not exact") {
+  Daemon d;
+  d.initialize();
+  std::string sid = d.new_session();
+  TempDir scripts;
+  // Spaced out, members in another order, a sessionId inside the update:
+  // only params.sessionId changes, byte for byte.
+  const std::string spaced =
+      R"({ "params" : { "update" : { "content" : { "text" : "a \"sessionId\": b", "type" : "text" }, )"
+      R"("sessionId" : "inner", "sessionUpdate" : "agent_message_chunk" }, "sessionId" : $SESSION }, )"
+      R"("method" : "session/update", "jsonrpc" : "2.0" })";
+  // sessionId twice: the parse keeps the last, so the line is serialised.
+  const std::string twice =
+      R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"other","sessionId":$SESSION,)"
+      R"("update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"twice"}}}})";
+  std::string path = scripts.write(
+      "script", spaced + "\n" + twice + "\n" + R"({"jsonrpc":"2.0","id":$ID,"result":{"stopReason":"end_turn"}})" "\n");
+  int id = d.send_prompt(sid, "script " + path);
+  d.recv_reply(id);
+  std::vector<std::string> lines;
+  for (const auto& line : d.raw_lines()) {
+    if (line.find("session/update") != std::string::npos) lines.push_back(line);
+  }
+  REQUIRE(lines.size() == 2);
+  std::string want = spaced;
+  want.replace(want.find("$SESSION"), 8, json(sid).dump());
+  CHECK(lines[0] == want);
+  json second = json::parse(lines[1]);
+  CHECK(second["params"]["sessionId"] == sid);
+  CHECK(second["params"]["update"]["content"]["text"] == "twice");
+  CHECK(lines[1].find("other") == std::string::npos);
+}
+
 TEST_CASE("unknown session ids get -32002 with data.sessionId") {
   Daemon d;
   d.initialize();
