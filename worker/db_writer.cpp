@@ -13,11 +13,7 @@ DbWriter::DbWriter(WriteCompletions& completions, std::unique_ptr<StateDb> db)
 }
 
 DbWriter::~DbWriter() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_one();
+  queue_.stop();
   thread_.join();
   if (!pending_.empty()) {
     acp::log::error(std::to_string(pending_.size()) +
@@ -25,52 +21,17 @@ DbWriter::~DbWriter() {
   }
 }
 
-void DbWriter::push(Job job) {
-  bool wake;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    jobs_.push_back(std::move(job));
-    wake = idle_;
-    idle_ = false;
-  }
-  if (wake) cv_.notify_one();
-}
-
-bool DbWriter::push_deferred(Job job) {
-  std::lock_guard<std::mutex> lock(mu_);
-  jobs_.push_back(std::move(job));
-  bool wake = idle_;
-  idle_ = false;  // claimed: the caller wakes the thread
-  return wake;
-}
-
 void DbWriter::run() {
   std::deque<Job> batch;
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (jobs_.empty() && !stopping_) {
-        idle_ = true;
-        if (pending_.empty()) {
-          cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
-        } else {
-          // Entries wait for space: try again every second.
-          cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_ || !jobs_.empty(); });
-        }
-      }
-      idle_ = false;
-      if (jobs_.empty() && stopping_) {
-        lock.unlock();
-        (void)write_pending();  // a last try
-        return;
-      }
-      batch.swap(jobs_);
-    }
+  // Entries that wait for space are tried again every second.
+  while (queue_.take(batch, pending_.empty() ? std::nullopt
+                                             : std::optional<std::chrono::milliseconds>(std::chrono::seconds(1)))) {
     WriteCompletions::Finished finished;
     write(batch, finished);
     batch.clear();
     if (!finished.empty()) completions_.push(std::move(finished));
   }
+  (void)write_pending();  // a last try
 }
 
 void DbWriter::keep_pending(LedgerEntry entry) {

@@ -6,13 +6,11 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -20,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "worker/job_queue.h"
 #include "worker/ledger.h"
 #include "worker/state_db.h"
 #include "worker/store_writer.h"
@@ -61,11 +60,11 @@ class DbWriter {
   DbWriter& operator=(const DbWriter&) = delete;
 
   /// Queues `job` (any thread) and wakes the thread.
-  void push(Job job);
+  void push(Job job) { queue_.push(std::move(job)); }
   /// Queues `job` without waking the thread: true when the caller must
   /// call wake() later (once per loop iteration).
-  bool push_deferred(Job job);
-  void wake() { cv_.notify_one(); }
+  bool push_deferred(Job job) { return queue_.push_deferred(std::move(job)); }
+  void wake() { queue_.wake(); }
 
  private:
   void run();
@@ -84,11 +83,7 @@ class DbWriter {
   /// it: their terminal entry becomes the store failure.
   std::map<std::string, std::string> failed_runs_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> jobs_;
-  bool stopping_ = false;
-  bool idle_ = false;
+  JobQueue<Job> queue_;
   std::thread thread_;
 };
 

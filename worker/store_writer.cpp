@@ -111,47 +111,14 @@ StoreWriter::StoreWriter(WriteCompletions& completions, int root, WriteBudget& b
 }
 
 StoreWriter::~StoreWriter() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_one();
+  queue_.stop();
   thread_.join();
   for (auto& [rel, fd] : fds_) ::close(fd);
 }
 
-void StoreWriter::push(Job job) {
-  bool wake;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    jobs_.push_back(std::move(job));
-    wake = idle_;
-    idle_ = false;  // one wake-up is enough for everything queued before it runs
-  }
-  if (wake) cv_.notify_one();
-}
-
-bool StoreWriter::push_deferred(Job job) {
-  std::lock_guard<std::mutex> lock(mu_);
-  jobs_.push_back(std::move(job));
-  bool wake = idle_;
-  idle_ = false;  // claimed: the caller wakes the thread
-  return wake;
-}
-
 void StoreWriter::run() {
   std::deque<Job> batch;
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (jobs_.empty() && !stopping_) {
-        idle_ = true;
-        cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
-      }
-      idle_ = false;
-      if (jobs_.empty()) return;  // stopping, and everything done
-      batch.swap(jobs_);
-    }
+  while (queue_.take(batch)) {
     WriteCompletions::Finished finished;
     for (std::size_t i = 0; i < batch.size();) i = run_jobs(batch, i, finished);
     batch.clear();

@@ -3,7 +3,6 @@
 // to the loop thread; with them, the file primitives every lane writes with.
 #pragma once
 
-#include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
@@ -20,6 +19,7 @@
 #include "acp/loop.h"
 #include "acp/unique_function.h"
 #include "schema/expected.h"
+#include "worker/job_queue.h"
 #include "worker/state_dir.h"
 
 namespace harnessd::worker {
@@ -119,12 +119,12 @@ class StoreWriter {
   StoreWriter& operator=(const StoreWriter&) = delete;
 
   /// Queues `job` (any thread).
-  void push(Job job);
+  void push(Job job) { queue_.push(std::move(job)); }
   /// Queues `job` without waking the thread: returns true when the caller
   /// must call wake() later (the thread was idle), so that all the jobs of
   /// one loop iteration cost the thread one wake-up.
-  bool push_deferred(Job job);
-  void wake() { cv_.notify_one(); }
+  bool push_deferred(Job job) { return queue_.push_deferred(std::move(job)); }
+  void wake() { queue_.wake(); }
 
   // ---- run on the writer thread only (from inside a job)
   Expected<void> check_budget(std::size_t bytes, const std::string& rel) { return budget_.take(bytes, rel); }
@@ -150,11 +150,7 @@ class StoreWriter {
   std::map<std::string, std::string> failed_runs_;
   std::string last_unheard_;  // the last error of a write nobody waited for
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> jobs_;
-  bool stopping_ = false;
-  bool idle_ = false;  // waiting for jobs: only then does push() wake the thread
+  JobQueue<Job> queue_;
   std::thread thread_;
 };
 
