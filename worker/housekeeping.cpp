@@ -43,13 +43,6 @@ std::optional<long long> parse_duration_ms(const std::string& text) {
   return static_cast<long long>(n * scale * 1000);
 }
 
-// What stops a session record from being closed from the shell: a daemon
-// that serves it (its instance still holds its lock) would overwrite it.
-std::optional<std::string> served_by(int root, const SessionRecord& record) {
-  if (record.daemon.empty() || !daemon_instance_alive(root, record.daemon)) return std::nullopt;
-  return record.daemon;
-}
-
 Expected<void> write_closed(StateDb& db, SessionRecord record) {
   record.closed = true;
   record.updated_at = acp::iso_time();
@@ -72,6 +65,34 @@ Expected<Opened> open_for_change(const std::string& state_dir, bool dry_run) {
   return out;
 }
 
+// What stops a session record from being closed or forgotten from the
+// shell: a daemon that serves it (it would write the record again). The
+// session's lease says which one; a record of a state directory that has
+// no lease for it says which daemon wrote it last.
+class Servers {
+ public:
+  explicit Servers(const Opened& opened) : root_(opened.root.get()) {
+    if (!opened.db) return;
+    auto leases = opened.db->leases();
+    if (!leases) return;
+    for (auto& lease : *leases) leases_.emplace(lease.session_id, std::move(lease));
+  }
+  /// "instance (pid N)" of the live daemon serving `record`, if any.
+  std::optional<std::string> of(const SessionRecord& record) const {
+    if (auto it = leases_.find(record.session_id); it != leases_.end()) {
+      const StateDb::Lease& lease = it->second;
+      if (daemon_instance_alive(root_, lease.owner)) return lease.owner + " (pid " + std::to_string(lease.pid) + ")";
+      return std::nullopt;
+    }
+    if (record.daemon.empty() || !daemon_instance_alive(root_, record.daemon)) return std::nullopt;
+    return record.daemon;
+  }
+
+ private:
+  int root_;
+  std::map<std::string, StateDb::Lease> leases_;
+};
+
 }  // namespace
 
 int close_command(const std::string& state_dir, const std::string& target) {
@@ -80,7 +101,7 @@ int close_command(const std::string& state_dir, const std::string& target) {
     std::fprintf(stderr, "harnessd: %s\n", opened.error().message.c_str());
     return 1;
   }
-  auto& root = opened->root;
+  const Servers servers(*opened);
   std::map<std::string, SessionRecord> records;
   if (opened->db) records = session_records(*opened->db);
   // An id, or the name (or host's name) of open sessions.
@@ -104,7 +125,7 @@ int close_command(const std::string& state_dir, const std::string& target) {
       print_line(id + " was already closed");
       continue;
     }
-    if (auto daemon = served_by(root.get(), r)) {
+    if (auto daemon = servers.of(r)) {
       std::fprintf(stderr, "harnessd: %s is served by running daemon %s; close it there (session/close)\n",
                    id.c_str(), daemon->c_str());
       code = 1;
@@ -139,8 +160,9 @@ int prune_command(const std::string& state_dir, const std::optional<std::string>
   int code = 0, pruned = 0;
   std::map<std::string, SessionRecord> records;
   if (opened->db) records = session_records(*opened->db);
+  const Servers servers(*opened);
   for (const auto& [id, r] : records) {
-    if (r.closed || served_by(opened->root.get(), r)) continue;
+    if (r.closed || servers.of(r)) continue;
     long long updated = iso_ms(r.updated_at);
     if (age && updated >= 0 && now - updated < *age) continue;
     std::string idle = updated < 0 ? "" : " (idle " + duration_words(now - updated) + ")";
@@ -218,7 +240,7 @@ int forget_command(const std::string& state_dir, const std::string& target, bool
   }
   const std::string id = ids.front();
   SessionRecord record = records[id];
-  if (auto daemon = served_by(root.get(), record)) {
+  if (auto daemon = Servers(*opened).of(record)) {
     std::fprintf(stderr, "harnessd: %s is served by running daemon %s; close it there (session/close) first\n",
                  id.c_str(), daemon->c_str());
     return 1;

@@ -283,3 +283,39 @@ TEST_CASE("kill -9 at random points of a 200-prompt load, 20 times: every run en
     CHECK(recorded_chunk(state.path(), run, h->second.text));
   }
 }
+
+TEST_CASE("close and forget from the shell refuse a session another process holds the lease of", "[lease]") {
+  TempDir state;
+  const std::string config = fake_config();
+  std::string sid;
+  {
+    Daemon a(config, {}, state.path());
+    a.initialize();
+    sid = a.new_session("/tmp", named("held"));
+    CHECK(a.prompt(sid, "echo from a")["result"]["stopReason"] == "end_turn");
+    ::kill(a.pid(), SIGKILL);  // its record names a daemon that is gone
+  }
+  Daemon b(config, {}, state.path());
+  b.initialize();
+  REQUIRE(ask(b, 1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}})
+              .contains("result"));
+  auto shell = [&](const std::string& args) {
+    std::string cmd = harnessd_exe() + " " + args + " --state-dir " + state.path() + " 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    int status = ::pclose(p);
+    return std::make_pair(WEXITSTATUS(status), out);
+  };
+  for (const char* command : {"close held", "forget held", "forget held --dry-run"}) {
+    INFO(command);
+    auto [code, out] = shell(command);
+    CHECK(code == 1);
+    CHECK(out.find("served by running daemon") != std::string::npos);
+    CHECK(out.find("(pid " + std::to_string(b.pid()) + ")") != std::string::npos);
+  }
+  // b serves it on.
+  CHECK(b.prompt(sid, "echo still b")["result"]["stopReason"] == "end_turn");
+}
