@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +36,19 @@ std::vector<std::string> take_ledger_problems() {
   std::vector<std::string> out;
   out.swap(ledger_problems());
   return out;
+}
+
+int run_cli(const std::string& args, std::string* output, bool with_stderr) {
+  std::string cmd = harnessd_exe() + " " + args + (with_stderr ? " 2>&1" : "");
+  FILE* p = ::popen(cmd.c_str(), "r");
+  must(p != nullptr, "cannot run " + cmd);
+  std::string out;
+  char buf[65536];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  if (output) *output = std::move(out);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 std::vector<std::string> check_ledger(const std::string& state_dir, bool allow_open) {

@@ -106,6 +106,11 @@ class Daemon {
   bool check_ledger_ = true;
 };
 
+/// Runs `harnessd ARGS` (ARGS as a shell would split them) and returns its
+/// exit code (-1 if a signal ended it); its stdout, and its stderr too when
+/// `with_stderr`, go to `output`.
+int run_cli(const std::string& args, std::string* output = nullptr, bool with_stderr = true);
+
 /// Checks the ledger of a state directory: every run has at most one
 /// terminal entry, and exactly one unless `allow_open` (a daemon that was
 /// killed). Returns the problems found, empty when all is well.

@@ -172,13 +172,8 @@ TEST_CASE("harnessd harnesses lists the profiles, what each runs and what is mis
   // The default can run (cat), so --check succeeds.
   std::string config = dir.write("c.toml", "[daemon]\ndefault_harness = \"exec\"\n"
                                            "[harness.mine]\nkind = \"exec\"\ncommand = [\"no-such-program-xyz\"]\n");
-  std::string cmd = harnessd_exe() + " harnesses --check --format json --config " + config;
-  FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  CHECK(::pclose(p) == 0);
+  CHECK(run_cli("harnesses --check --format json --config " + config, &out, false) == 0);
   std::map<std::string, json> by_name;
   std::istringstream lines(out);
   std::string line;

@@ -299,20 +299,10 @@ TEST_CASE("close and forget from the shell refuse a session another process hold
   b.initialize();
   REQUIRE(ask(b, 1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}})
               .contains("result"));
-  auto shell = [&](const std::string& args) {
-    std::string cmd = harnessd_exe() + " " + args + " --state-dir " + state.path() + " 2>&1";
-    FILE* p = ::popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    int status = ::pclose(p);
-    return std::make_pair(WEXITSTATUS(status), out);
-  };
-  for (const char* command : {"close held", "forget held", "forget held --dry-run"}) {
+  for (const std::string command : {"close held", "forget held", "forget held --dry-run"}) {
     INFO(command);
-    auto [code, out] = shell(command);
-    CHECK(code == 1);
+    std::string out;
+    CHECK(run_cli(command + " --state-dir " + state.path(), &out) == 1);
     CHECK(out.find("served by running daemon") != std::string::npos);
     CHECK(out.find("(pid " + std::to_string(b.pid()) + ")") != std::string::npos);
   }

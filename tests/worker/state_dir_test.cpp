@@ -46,18 +46,6 @@ std::vector<std::string> queued_runs(Daemon& d, const std::string& sid, int id) 
   return out;
 }
 
-int run_cli(const std::string& args, std::string* output = nullptr) {
-  std::string cmd = harnessd_exe() + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = ::pclose(p);
-  if (output) *output = out;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 }  // namespace
 
 TEST_CASE("a link planted where a queued run's folder was is refused, nothing is written through it") {

@@ -476,14 +476,8 @@ TEST_CASE("harnessd runs and harnessd sessions read the store, also while a daem
   std::string sid = d.new_session("/tmp", {{"harnessd", {{"name", "cli"}}}});
   d.prompt(sid, "echo one");
   auto run_cli = [&](const std::string& args, int want_exit = 0) {
-    std::string cmd = harnessd_exe() + " " + args + " --state-dir " + state.path() + " 2>&1";
-    FILE* p = ::popen(cmd.c_str(), "r");
     std::string out;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    int status = ::pclose(p);
-    CHECK(WEXITSTATUS(status) == want_exit);
+    CHECK(harnessd::test::run_cli(args + " --state-dir " + state.path(), &out) == want_exit);
     return out;
   };
   std::string runs = run_cli("runs --format json");
@@ -577,13 +571,8 @@ TEST_CASE("a relayed update is stored once in the run and once in the transcript
   CHECK(in_run["adapter>harnessd"] == std::make_pair(1, std::size_t{2500000}));
   CHECK(in_run["harnessd>host"] == std::make_pair(3, std::size_t{2500000}));
   for (const auto& [id, want] : {std::pair{run, std::size_t{0}}, std::pair{big_run, std::size_t{2500000}}}) {
-    std::string cmd = harnessd_exe() + " show " + id + " --format json --state-dir " + state.path();
-    FILE* p = ::popen(cmd.c_str(), "r");
     std::string out;
-    char buf[65536];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    CHECK(::pclose(p) == 0);
+    CHECK(run_cli("show " + id + " --format json --state-dir " + state.path(), &out, false) == 0);
     json shown = json::parse(out);
     std::string answer = shown["answer"];
     if (want) {
