@@ -44,7 +44,11 @@ bool flag(const json& caps, const char* a, const char* b = nullptr) {
 }  // namespace
 
 Relay::Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession& adapter, Hooks hooks)
-    : rt_(rt), session_id_(std::move(session_id)), adapter_(adapter), hooks_(std::move(hooks)) {}
+    : rt_(rt),
+      session_id_(std::move(session_id)),
+      quoted_id_(json(session_id_).dump()),
+      adapter_(adapter),
+      hooks_(std::move(hooks)) {}
 
 void Relay::record_transcript(std::string line) {
   if (hooks_.keep_transcript && !hooks_.keep_transcript()) return;
@@ -176,7 +180,7 @@ std::string Relay::relayed_line(const json& params) {
   if (!raw.empty() && theirs != params.end() && theirs->is_string()) {
     auto span = schema::session_id_span(raw);
     if (span && raw.substr(span->first + 1, span->second - span->first - 2) == theirs->get_ref<const std::string&>()) {
-      std::string id = json(session_id_).dump();
+      const std::string& id = quoted_id_;
       std::string line;
       line.reserve(raw.size() - (span->second - span->first) + id.size() + 1);
       line.append(raw.substr(0, span->first));

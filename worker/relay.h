@@ -66,6 +66,7 @@ class Relay {
 
   Runtime& rt_;
   std::string session_id_;
+  std::string quoted_id_;  // session_id_ as a JSON string
   std::string_view inbound_line_;  // the adapter's line being dispatched
   const adapters::AdapterSession& adapter_;
   Hooks hooks_;

@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <map>
+#include <string_view>
 #include <vector>
 
 #include "acp/files.h"
@@ -147,31 +149,34 @@ std::size_t StoreWriter::run_jobs(std::deque<Job>& batch, std::size_t i, WriteCo
   constexpr std::size_t kMaxCoalesced = 1u << 20;
   std::size_t end = i;
   while (end < batch.size() && !batch[end].append_to.empty()) ++end;
-  std::vector<Expected<void>> results(end - i);
-  std::vector<bool> written(end - i, false);
-  std::string data;
+  // The jobs of each file, in order; files in the order they first appear.
+  std::vector<std::vector<std::size_t>> by_file;
+  std::map<std::string_view, std::size_t> file_at;
   for (std::size_t k = i; k < end; ++k) {
-    if (written[k - i]) continue;
-    const std::string& file = batch[k].append_to;
-    std::vector<std::size_t> group;  // jobs of this piece, k first
-    std::size_t size = 0;
-    for (std::size_t m = k; m < end; ++m) {
-      if (written[m - i] || batch[m].append_to != file) continue;
-      if (!group.empty() && size + batch[m].data.size() > kMaxCoalesced) break;
-      size += batch[m].data.size();
-      group.push_back(m);
-      written[m - i] = true;
+    auto [it, added] = file_at.try_emplace(batch[k].append_to, by_file.size());
+    if (added) by_file.emplace_back();
+    by_file[it->second].push_back(k);
+  }
+  std::vector<Expected<void>> results(end - i);
+  std::string data;
+  for (const auto& jobs : by_file) {
+    const std::string& file = batch[jobs.front()].append_to;
+    for (std::size_t from = 0; from < jobs.size();) {
+      std::size_t to = from + 1;
+      std::size_t size = batch[jobs[from]].data.size();
+      while (to < jobs.size() && size + batch[jobs[to]].data.size() <= kMaxCoalesced) size += batch[jobs[to++]].data.size();
+      Expected<void> result;
+      if (to == from + 1) {
+        result = append(file, batch[jobs[from]].data);
+      } else {
+        data.clear();
+        data.reserve(size);
+        for (std::size_t m = from; m < to; ++m) data += batch[jobs[m]].data;
+        result = append(file, data);
+      }
+      for (std::size_t m = from; m < to; ++m) results[jobs[m] - i] = result;
+      from = to;
     }
-    Expected<void> result;
-    if (group.size() == 1) {
-      result = append(file, batch[k].data);
-    } else {
-      data.clear();
-      data.reserve(size);
-      for (std::size_t m : group) data += batch[m].data;
-      result = append(file, data);
-    }
-    for (std::size_t m : group) results[m - i] = result;
   }
   for (std::size_t k = i; k < end; ++k) finish_job(batch[k], results[k - i], finished);
   return end;
