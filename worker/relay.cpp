@@ -43,11 +43,13 @@ bool flag(const json& caps, const char* a, const char* b = nullptr) {
 
 }  // namespace
 
-Relay::Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession& adapter, Hooks hooks)
+Relay::Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession& adapter, HostOrder& order,
+             Hooks hooks)
     : rt_(rt),
       session_id_(std::move(session_id)),
       quoted_id_(json(session_id_).dump()),
       adapter_(adapter),
+      order_(order),
       hooks_(std::move(hooks)) {}
 
 void Relay::record_transcript(std::string line) {
@@ -104,7 +106,8 @@ void Relay::bind(adapters::AdapterLink& link) {
                    [this, m](const json& params, acp::Reply reply) { forward_to_host(m, params, std::move(reply)); });
   }
   rpc.on_notification("elicitation/complete", [this](const json& params) {
-    if (flag(rt_.client_capabilities, "elicitation")) rt_.host.notify("elicitation/complete", params);
+    if (!flag(rt_.client_capabilities, "elicitation")) return;
+    order_.then([&host = rt_.host, params]() { host.notify("elicitation/complete", params); });
   });
 }
 
@@ -221,6 +224,11 @@ void Relay::send_line(std::string line, bool record_in_run) {
     r->event("harnessd>host", std::string_view(line).substr(0, line.size() - 1), true);
   }
   record_transcript(line);
+  if (order_.waiting()) {
+    // The previous turn's answer is not out yet: the host hears it first.
+    order_.then([&host = rt_.host, line = std::move(line)]() mutable { host.send_line(std::move(line)); });
+    return;
+  }
   rt_.host.send_line(std::move(line));
 }
 
@@ -259,15 +267,17 @@ void Relay::forward_to_host(const std::string& method, const json& params, acp::
   }
   json out = params;
   if (out.is_object() && out.contains("sessionId")) out["sessionId"] = session_id_;
-  rt_.host.call(method, std::move(out), [method, reply = std::move(reply)](acp::Connection::CallResult r) mutable {
-    if (r) {
-      reply.result(std::move(*r));
-    } else if (method == "session/request_permission" && r.error().code == rpc_code::kPeerGone) {
-      // Nobody can approve: treat it as a cancelled permission request.
-      reply.result({{"outcome", {{"outcome", "cancelled"}}}});
-    } else {
-      reply.error(r.error());
-    }
+  order_.then([&host = rt_.host, method, out = std::move(out), reply = std::move(reply)]() mutable {
+    host.call(method, std::move(out), [method, reply = std::move(reply)](acp::Connection::CallResult r) mutable {
+      if (r) {
+        reply.result(std::move(*r));
+      } else if (method == "session/request_permission" && r.error().code == rpc_code::kPeerGone) {
+        // Nobody can approve: treat it as a cancelled permission request.
+        reply.result({{"outcome", {{"outcome", "cancelled"}}}});
+      } else {
+        reply.error(r.error());
+      }
+    });
   });
 }
 

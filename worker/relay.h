@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/adapter_session.h"
+#include "worker/host_order.h"
 #include "worker/run_recorder.h"
 #include "worker/runtime.h"
 
@@ -33,8 +34,9 @@ class Relay {
   };
 
   /// `adapter` tells whether a prompt is in flight and whether the adapter
-  /// replays its own history; it must outlive the relay's bindings.
-  Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession& adapter, Hooks hooks);
+  /// replays its own history; it must outlive the relay's bindings. What
+  /// goes to the host waits in `order` behind answers of ended turns.
+  Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession& adapter, HostOrder& order, Hooks hooks);
 
   /// Installs the relay's handlers on a new adapter link.
   void bind(adapters::AdapterLink& link);
@@ -69,6 +71,7 @@ class Relay {
   std::string quoted_id_;  // session_id_ as a JSON string
   std::string_view inbound_line_;  // the adapter's line being dispatched
   const adapters::AdapterSession& adapter_;
+  HostOrder& order_;
   Hooks hooks_;
 };
 

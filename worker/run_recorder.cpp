@@ -46,28 +46,20 @@ Store::Done RunRecorder::track() {
 
 void RunRecorder::on_failure(acp::UniqueFunction<void(const std::string&)> fn) { shared_->on_failure = std::move(fn); }
 
-Store::Done RunRecorder::counted() {
-  // Counted, so that open() knows whether it must wait for the disk.
-  ++shared_->preparing;
-  return [shared = shared_, inner = track()](Expected<void> r) mutable {
-    --shared->preparing;
-    inner(std::move(r));
-  };
-}
-
 void RunRecorder::add_file(const std::string& rel, std::string bytes) {
   if (policy_.metadata_only) return;
+  harness_reads_ = true;
   // Folders of the run folder are made in the same writer lane, in order.
   for (std::size_t slash = rel.find('/'); slash != std::string::npos; slash = rel.find('/', slash + 1)) {
-    store_.make_dir(dir_ + "/" + rel.substr(0, slash), counted());
+    store_.make_dir(dir_ + "/" + rel.substr(0, slash), track());
   }
-  store_.create_file(dir_ + "/" + rel, std::move(bytes), counted());
+  store_.create_file(dir_ + "/" + rel, std::move(bytes), track());
 }
 
 void RunRecorder::prepare(const json& request, std::string prompt_md) {
   if (prepared_) return;
   prepared_ = true;
-  store_.make_dir(dir_, counted());
+  store_.make_dir(dir_, track());
   if (policy_.metadata_only) {
     // What was asked, not what it said.
     const json* params = request.is_object() && request.contains("params") ? &request["params"] : nullptr;
@@ -79,18 +71,18 @@ void RunRecorder::prepare(const json& request, std::string prompt_md) {
                   {"promptBlocks", blocks && blocks->is_array() ? blocks->size() : 0},
                   {"promptBytes", prompt_md.size()}};
     store_.create_file(dir_ + "/request.json", shown.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
-                       counted());
-    store_.create_file(dir_ + "/prompt.md", "(not recorded: this harness records metadata only)\n", counted());
-    store_.create_file(dir_ + "/stderr.log", "", counted());
+                       track());
+    store_.create_file(dir_ + "/prompt.md", "(not recorded: this harness records metadata only)\n", track());
+    store_.create_file(dir_ + "/stderr.log", "", track());
     return;
   }
   // Files of a fresh folder, written once: no temporary file and rename
   // needed (each costs a journal commit on some filesystems).
   store_.create_file(dir_ + "/request.json", request.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
-                     counted());
-  store_.create_file(dir_ + "/prompt.md", std::move(prompt_md), counted());
+                     track());
+  store_.create_file(dir_ + "/prompt.md", std::move(prompt_md), track());
   // There even when the harness says nothing on stderr.
-  store_.create_file(dir_ + "/stderr.log", "", counted());
+  store_.create_file(dir_ + "/stderr.log", "", track());
 }
 
 void RunRecorder::open(Done ready) {
@@ -98,11 +90,13 @@ void RunRecorder::open(Done ready) {
   started.event = run_event::kStarted;
   started.time.clear();
   store_.record(std::move(started), track());
-  // Prepared while the previous turn ran and already on disk: go on at
-  // once (a failure of the "started" line is reported like any later one).
-  if (shared_->preparing == 0 && !shared_->error) {
-    ready({});
-    return;
+  // The turn does not wait for its folder, so a hand-off creates no file on
+  // its path: what is still being written fails the run like any later
+  // write would (on_failure). Only files the harness is given to read must
+  // be there before it starts.
+  if (!harness_reads_ || shared_->error) {
+    if (shared_->error) return ready(Error{*shared_->error});
+    return ready({});
   }
   // The writer runs in order: once this barrier is through, so is all of
   // the above, and the first error (if any) is known.
@@ -181,7 +175,9 @@ void RunRecorder::finish(const std::string& event, const json& outcome, const js
                  true, track());
   store_.close_file(dir_ + "/events.jsonl");
   store_.close_file(dir_ + "/stderr.log");
-  store_.barrier(base_.runId, [shared = shared_, done = std::move(done)](Expected<void>) mutable {
+  // Answered once the run's files and the session's transcript hold every
+  // frame of the turn (they are written by different lanes).
+  store_.barrier(base_.runId, base_.sessionId, [shared = shared_, done = std::move(done)](Expected<void>) mutable {
     if (shared->error) {
       done(Error{*shared->error});
     } else {

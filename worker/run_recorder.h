@@ -1,5 +1,5 @@
 // RunRecorder: the recording of one run in runs/<runId>/ and its ledger
-// lines. The folder and request exist before the turn starts; result.json
+// lines. The folder and request are written while the turn starts; result.json
 // and the terminal ledger line are written before the host is answered.
 #pragma once
 
@@ -35,16 +35,19 @@ class RunRecorder {
   /// requestId) for the ledger lines this recorder writes.
   RunRecorder(Store& store, LedgerEntry base, Policy policy);
 
-  /// Creates runs/<runId>/ with request.json and prompt.md. Called when the
-  /// prompt is queued, so the folder is usually there before the turn
-  /// starts and the hand-off does not wait for it.
+  /// Creates runs/<runId>/ with request.json and prompt.md, through the
+  /// run's writer lane (the turn does not wait for it). Called while the
+  /// previous turn of the session runs.
   void prepare(const nlohmann::json& request, std::string prompt_md);
   bool prepared() const { return prepared_; }
   /// Adds a file of the prompt to the run folder (after prepare()), e.g.
-  /// references/1-notes.md; its folder is created first. open() waits for it.
+  /// references/1-notes.md; its folder is created first.
   void add_file(const std::string& rel, std::string bytes);
-  /// The turn starts: appends "started"; `ready` runs once everything
-  /// prepared is on disk, with the first error, if any.
+  /// The turn starts: appends "started". `ready` runs at once, with an
+  /// error already known if any: the folder prepare() asked for is still
+  /// being written, and its errors go to on_failure like any later one.
+  /// Files made by add_file() (which the harness is told to read) are
+  /// waited for.
   void open(Done ready);
 
   /// Appends one frame to events.jsonl. `direction` is "host>harnessd",
@@ -77,10 +80,8 @@ class RunRecorder {
   struct Shared {
     std::optional<std::string> error;
     acp::UniqueFunction<void(const std::string&)> on_failure;
-    int preparing = 0;  // prepare() writes not yet confirmed
   };
   Store::Done track();
-  Store::Done counted();
   /// True when `bytes` more fit the run's bound; the first time they do
   /// not, events.jsonl is told.
   bool keep(std::size_t bytes);
@@ -93,6 +94,7 @@ class RunRecorder {
   std::string dir_;
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
   bool prepared_ = false;
+  bool harness_reads_ = false;  // add_file() was used
   Policy policy_;
   std::size_t kept_ = 0;
   std::size_t stderr_bytes_ = 0;  // metadata only: what stderr said, counted

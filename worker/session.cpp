@@ -25,7 +25,7 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
       options_(rt.config.harnesses, rt.harness_options),
       on_idle_(std::move(on_idle)),
       updated_at_(std::chrono::system_clock::now()),
-      relay_(rt, init_.id, adapter_,
+      relay_(rt, init_.id, adapter_, *host_order_,
              {[this] { return turn_ ? turn_->recorder.get() : nullptr; },
               [this](const std::string& kind, const json& update) { turn_output(kind, update); },
               [this](const json& options) {
@@ -240,8 +240,9 @@ void Session::start_turn(QueuedPrompt prompt) {
   } else {
     turn_->blocks = prepare_run(turn_->prompt);
   }
-  // A plain prompt's run folder was usually prepared while the previous
-  // turn ran; the turn waits until it is on disk before it does anything else.
+  // A plain prompt's run folder was prepared while the previous turn ran,
+  // and the turn does not wait for it; a packaged one waits for the files
+  // its harness is told to read.
   turn_->recorder = std::move(turn_->prompt.recorder);
   std::string request_line = acp::to_line(turn_->prompt.request);
   request_line.pop_back();
@@ -344,8 +345,10 @@ void Session::send_prompt() {
 }
 
 void Session::cancel() {
-  // A cancel while idle is a no-op; it must never reach the next turn.
-  if (turn_) stop_turn(queue::StopReason::kCancelled);
+  // A cancel while idle is a no-op; it must never reach the next turn. Nor
+  // does one that arrives while the host still waits for an ended turn's
+  // answer: for the host, that turn is the one running.
+  if (turn_ && !host_order_->waiting()) stop_turn(queue::StopReason::kCancelled);
 }
 
 bool Session::cancel_request(const json& request_id) {
@@ -442,44 +445,57 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   }
 
   // result.json and the terminal ledger line are on disk before the host is
-  // answered; if they cannot be written, the run failed.
-  std::weak_ptr<bool> alive = alive_;
-  Store::Done deliver =
-      [this, alive, generation, run_id, reply = std::move(turn.prompt.reply), answer = std::move(answer),
-       failure = std::move(failure)](Expected<void> written) mutable {
-        if (!written) {
-          acp::log::error("run " + run_id + ": " + written.error().message);
-          reply.error(RpcError{rpc_code::kStoreFailed,
-                               "run " + run_id + " failed: it could not be recorded (" + written.error().message + ")",
-                               {{"runId", run_id}, {"reason", "store"}}});
-        } else if (answer) {
-          reply.result(std::move(*answer));
-        } else {
-          reply.error(*failure);
-        }
-        if (alive.expired() || closed_) return;
-        if (turn_ && turn_->control.generation() == generation) {
-          turn_->control.done();
-          turn_.reset();
-        }
-        // A oneshot adapter serves one prompt.
-        if (oneshot()) adapter_.retire();
-        save_record();
-        if (on_idle_) on_idle_(*this);
-      };
+  // answered; if they cannot be written, the run failed. The answer waits
+  // for that, and for the answers of earlier turns; the session does not.
+  const std::uint64_t ticket = host_order_->reserve();
+  Store::Done deliver = [order = host_order_, ticket, run_id, reply = std::move(turn.prompt.reply),
+                         answer = std::move(answer), failure = std::move(failure)](Expected<void> written) mutable {
+    order->ready(ticket, [run_id, written = std::move(written), reply = std::move(reply), answer = std::move(answer),
+                            failure = std::move(failure)]() mutable {
+      if (!written) {
+        acp::log::error("run " + run_id + ": " + written.error().message);
+        reply.error(RpcError{rpc_code::kStoreFailed,
+                             "run " + run_id + " failed: it could not be recorded (" + written.error().message + ")",
+                             {{"runId", run_id}, {"reason", "store"}}});
+      } else if (answer) {
+        reply.result(std::move(*answer));
+      } else {
+        reply.error(*failure);
+      }
+    });
+  };
   if (!oneshot()) {
     turn.recorder->finish(event, o.fields, o.result_file, std::move(deliver));
-    return;
+  } else {
+    // A oneshot session's memory is in its record before the host hears of
+    // the turn, so a crash right after the answer loses nothing.
+    remember(turn, event);
+    save_record();
+    turn.recorder->finish(
+        event, o.fields, o.result_file,
+        [&store = rt_.store, id = init_.id, deliver = std::move(deliver)](Expected<void> written) mutable {
+          store.barrier(id, [written = std::move(written), deliver = std::move(deliver)](Expected<void>) mutable {
+            deliver(std::move(written));
+          });
+        });
   }
-  // A oneshot session's memory is in its record before the host hears of
-  // the turn, so a crash right after the answer loses nothing.
-  remember(turn, event);
-  save_record();
-  turn.recorder->finish(event, o.fields, o.result_file,
-                        [&store = rt_.store, id = init_.id, deliver = std::move(deliver)](Expected<void> written) mutable {
-                          store.barrier(id, [written = std::move(written), deliver = std::move(deliver)](
-                                                Expected<void>) mutable { deliver(std::move(written)); });
-                        });
+  // The turn is over: its end is on its way to disk, and the next prompt
+  // need not wait for it (the writer keeps each run's writes in order, and
+  // the answers above keep theirs).
+  turn_->control.done();
+  turn_.reset();
+  // A oneshot adapter serves one prompt.
+  if (oneshot()) {
+    adapter_.retire();
+  } else {
+    save_record();
+  }
+  // From a fresh stack: this may run inside the adapter's answer.
+  std::weak_ptr<bool> alive = alive_;
+  rt_.loop.post([this, alive] {
+    if (alive.expired() || closed_) return;
+    if (on_idle_) on_idle_(*this);
+  });
 }
 
 void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
@@ -489,8 +505,7 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
   }
   closed_ = true;
   if (auto turn = std::move(turn_)) {
-    // A turn already finishing answers from its own callback; any other is
-    // ended now, as cancelled, recorded first.
+    // A running turn is ended now, as cancelled, recorded first.
     if (turn->control.finish()) {
       acp::UniqueFunction<void()> after = std::move(answered);
       answered = nullptr;
@@ -501,13 +516,17 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
       facts.ended_at = acp::iso_time();
       facts.partial_output = turn->partial_output;
       TurnOutcome o = cancelled_outcome("session closed", facts);
+      const std::uint64_t ticket = host_order_->reserve();
       turn->recorder->finish(
           o.event, o.fields, o.result_file,
-          [reply = std::move(turn->prompt.reply), run_id = turn->prompt.run_id, answer = std::move(*o.answer),
-           after = std::move(after)](Expected<void> written) mutable {
+          [order = host_order_, ticket, reply = std::move(turn->prompt.reply), run_id = turn->prompt.run_id,
+           answer = std::move(*o.answer), after = std::move(after)](Expected<void> written) mutable {
             if (!written) acp::log::error("run " + run_id + ": " + written.error().message);
-            reply.result(std::move(answer));
-            if (after) after();
+            order->ready(ticket, [reply = std::move(reply), answer = std::move(answer),
+                                    after = std::move(after)]() mutable {
+              reply.result(std::move(answer));
+              if (after) after();
+            });
           },
           /*failure_fails=*/false);
     }
@@ -532,9 +551,9 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
     adapter_.retire();
   }
   if (forget) save_record();
-  // No turn of ours to answer (a finishing one answers itself). Last, so
-  // that whatever waits on it comes after the record's write.
-  if (answered) answered();
+  // No turn of ours to answer. Last, so that whatever waits on it comes
+  // after the record's write, and after the answers of ended turns.
+  if (answered) host_order_->then(std::move(answered));
 }
 
 void Session::restore(bool replay, acp::UniqueFunction<void(Expected<json, RpcError>)> done) {

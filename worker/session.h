@@ -22,6 +22,7 @@
 #include "harnesses/template.h"
 #include "queue/lane.h"
 #include "queue/turn.h"
+#include "worker/host_order.h"
 #include "worker/ledger.h"
 #include "worker/queued_prompt.h"
 #include "worker/relay.h"
@@ -71,8 +72,9 @@ inline constexpr std::size_t kHistoryTurns = 50;
 /// thread. Every prompt given to start_turn() is answered exactly once.
 class Session {
  public:
-  /// `on_idle` runs after each turn has been answered (never from close()),
-  /// so the Agent can start the next prompt at once.
+  /// `on_idle` runs after each turn has ended (never from close()), so the
+  /// Agent can start the next prompt at once: it does not wait for the
+  /// turn's end to be on disk, only the turn's answer does.
   Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on_idle);
   ~Session();
   Session(const Session&) = delete;
@@ -118,7 +120,9 @@ class Session {
   /// Runs `prompt` now. The Agent calls this only when no turn is running.
   void start_turn(QueuedPrompt prompt);
   /// session/cancel: stops the running turn only. While the adapter starts
-  /// the cancel is latched; with no turn running it does nothing.
+  /// the cancel is latched; with no turn running, or while the host still
+  /// waits for the answer of the turn before (the running one is not yet
+  /// the host's), it does nothing.
   void cancel();
   /// `$/cancel_request` for the running turn: true if `request_id` is its.
   bool cancel_request(const nlohmann::json& request_id);
@@ -159,6 +163,7 @@ class Session {
   };
   using Ready = acp::UniqueFunction<void(Expected<void, RpcError>)>;
 
+
   /// A host request answered later, when an adapter call returns: the
   /// returned callback answers it, and closing the session first answers it
   /// with an error, so no request outlives the session unanswered.
@@ -195,6 +200,8 @@ class Session {
   std::function<void(Session&)> on_idle_;
   std::chrono::system_clock::time_point updated_at_;
   std::unique_ptr<Turn> turn_;
+  // Answers of ended turns, and what follows them, in order.
+  std::shared_ptr<HostOrder> host_order_ = std::make_shared<HostOrder>();
   std::uint64_t next_generation_ = 1;
   std::map<std::uint64_t, acp::UniqueFunction<void(const RpcError&)>> held_;  // by held()'s order
   std::uint64_t next_held_ = 0;

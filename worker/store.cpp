@@ -558,6 +558,20 @@ void Store::barrier(const std::string& key, Done done) {
   lane_for(key).push(StoreWriter::Job{[]() -> Expected<void> { return {}; }, std::move(done), {}});
 }
 
+void Store::barrier(const std::string& key, const std::string& other, Done done) {
+  if (other.empty() || lanes_.empty() || unusable_ || &lane_for(key) == &lane_for(other)) {
+    return barrier(key, std::move(done));
+  }
+  // Both lanes at once; done when the second reports.
+  auto left = std::make_shared<int>(2);
+  auto shared = std::make_shared<Done>(std::move(done));
+  for (const std::string* k : {&key, &other}) {
+    barrier(*k, [left, shared](Expected<void>) {
+      if (--*left == 0) (*shared)({});
+    });
+  }
+}
+
 void Store::barrier_all(Done done) {
   if (lanes_.empty() || unusable_) {
     loop_.post([done = std::move(done)]() mutable { done({}); });

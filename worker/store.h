@@ -158,6 +158,8 @@ class Store {
   /// `done` runs once every write of `key` (a run or session id) asked for
   /// before has finished.
   void barrier(const std::string& key, Done done);
+  /// The same for the writes of both keys (a run and its session).
+  void barrier(const std::string& key, const std::string& other, Done done);
   /// `done` runs once every write asked for before has finished.
   void barrier_all(Done done);
 

@@ -19,6 +19,7 @@
 
 #include "daemon_process.h"
 #include "stored_session.h"
+#include "worker/database.h"
 
 using namespace harnessd::test;
 using nlohmann::json;
@@ -583,4 +584,70 @@ TEST_CASE("a relayed update is stored once in the run and once in the transcript
       CHECK(answer == expected);
     }
   }
+}
+
+TEST_CASE("the next prompt does not wait for the previous run's end to be committed, and the host hears that answer first") {
+  TempDir dir;
+  const std::string timing = dir.path() + "/timing.log";
+  Daemon d(fake_config({"--timing-file", timing}));
+  d.initialize();
+  const std::string sid = d.new_session();
+  REQUIRE(d.prompt(sid, "echo warm")["result"]["stopReason"] == "end_turn");
+  auto prompts_seen = [&] {
+    std::string log = read_file(timing);
+    std::size_t n = 0;
+    for (std::size_t at = log.find(" prompt\n"); at != std::string::npos; at = log.find(" prompt\n", at + 1)) ++n;
+    return n;
+  };
+  REQUIRE(prompts_seen() == 1);
+
+  // Another process holds the database's write lock, so the first run's
+  // end cannot be committed until it lets go.
+  auto db = harnessd::worker::Database::open(d.state_dir() + "/state.db", {});
+  REQUIRE(db);
+  REQUIRE((*db)->exec("BEGIN IMMEDIATE"));
+  const int first = d.send_prompt(sid, "echo one");
+  const bool cancel = GENERATE(false, true);
+  const int second = d.send_prompt(sid, cancel ? "slow 600" : "echo two");
+  std::vector<json> seen;
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (prompts_seen() < 3 && std::chrono::steady_clock::now() < deadline) {
+    if (auto m = d.recv(20ms)) seen.push_back(*m);
+  }
+  // The adapter has the second prompt; the host has no answer yet.
+  CHECK(prompts_seen() == 3);
+  auto no_answer_yet = [&] {
+    for (const auto& m : seen) CHECK_FALSE((m.contains("id") && !m.contains("method")));
+  };
+  no_answer_yet();
+  // For the host the first turn still runs: a cancel now is for it, and
+  // it has ended, so the second turn goes on.
+  if (cancel) {
+    d.send({{"jsonrpc", "2.0"}, {"method", "session/cancel"}, {"params", {{"sessionId", sid}}}});
+    // Handled in order: once this is answered, so is the cancel.
+    d.send(request(77, "session/list", json::object()));
+    d.recv_reply(77, &seen);
+    no_answer_yet();
+  }
+  REQUIRE((*db)->exec("ROLLBACK"));
+
+  json last = d.recv_reply(second, &seen);
+  CHECK(last["result"]["stopReason"] == "end_turn");
+  auto index_of = [&](auto pred) {
+    for (std::size_t i = 0; i < seen.size(); ++i)
+      if (pred(seen[i])) return static_cast<long>(i);
+    return -1L;
+  };
+  const long answer_one = index_of([&](const json& m) { return m.value("id", json()) == first && !m.contains("method"); });
+  const long update_two = index_of([&](const json& m) {
+    if (m.value("method", "") != "session/update") return false;
+    std::string text = m["params"]["update"].value("content", json::object()).value("text", "");
+    return text != "one";
+  });
+  INFO(json(seen).dump());
+  REQUIRE(answer_one >= 0);
+  REQUIRE(update_two >= 0);
+  CHECK(seen[static_cast<std::size_t>(answer_one)]["result"]["stopReason"] == "end_turn");
+  // Every update of the second turn comes after the first turn's answer.
+  CHECK(answer_one < update_two);
 }
