@@ -5,7 +5,9 @@
 // update, updates/s the host got while the adapter was still writing, and
 // the slowest second of the flood. (3) Each of 100,000 updates: harnessd's
 // CPU (all its threads) and the bytes it writes to the state directory.
-// Usage: bench_relay [--quick] [--cost] [--harnessd PATH] (--cost: (3) only;
+// (4) Adapter-to-host latency with 1 and 10 sessions streaming at once.
+// Usage: bench_relay [--quick] [--cost | --latency] [--harnessd PATH] (--cost: (3)
+// only; --latency: (4) only;
 // PATH: another build to compare, its harnessd-guard next to it)
 #include <algorithm>
 #include <chrono>
@@ -164,24 +166,70 @@ void relay_cost(long n) {
               static_cast<double>(disk) / static_cast<double>(n), static_cast<double>(disk) / n / per_frame);
 }
 
+// (4) How long an update takes from the adapter's write to the host's read,
+// with `sessions` sessions streaming at once, each adapter writing an
+// update every `interval_us` (paced, not a flood: this is latency, not a
+// queue draining). The host thread reads and parses every line itself.
+void latency(int sessions, long per_session, long interval_us) {
+  Daemon d(fake_config({}, "", "max_concurrent_runs = " + std::to_string(sessions)), {"--log-level", "warn"});
+  d.initialize();
+  std::vector<std::string> sids;
+  for (int i = 0; i < sessions; ++i) {
+    sids.push_back(d.new_session());
+    d.prompt(sids.back(), "echo warm");  // its adapter is up
+  }
+  int id = 100;
+  for (const auto& sid : sids) {
+    d.send(request(id++, "session/prompt",
+                   {{"sessionId", sid},
+                    {"prompt", json::array({{{"type", "text"},
+                                             {"text", "paced " + std::to_string(per_session) + " " +
+                                                          std::to_string(interval_us)}}})}}));
+  }
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(sessions * per_session));
+  for (int answered = 0; answered < sessions;) {
+    auto m = d.recv(120s);
+    const long long now = monotonic_ns();
+    if (!m) throw std::runtime_error("harnessd stopped answering");
+    if (m->contains("id") && !m->contains("method")) {
+      ++answered;
+      continue;
+    }
+    if (m->value("method", "") != "session/update") continue;
+    const std::string text = (*m)["params"]["update"]["content"].value("text", "");
+    if (text.rfind("at ", 0) == 0) us.push_back(static_cast<double>(now - std::stoll(text.substr(3))) / 1000.0);
+  }
+  if (us.size() != static_cast<std::size_t>(sessions * per_session)) throw std::runtime_error("updates went missing");
+  std::printf("  %2d session(s), an update every %ld us each: %zu updates: p50 %.0f us, p99 %.0f us, max %.0f us\n",
+              sessions, interval_us, us.size(), percentile(us, 0.5), percentile(us, 0.99), percentile(us, 1.0));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   bool quick = false;
   bool cost_only = false;
+  bool latency_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
     } else if (std::strcmp(argv[i], "--cost") == 0) {
       cost_only = true;
+    } else if (std::strcmp(argv[i], "--latency") == 0) {
+      latency_only = true;
     } else if (std::strcmp(argv[i], "--harnessd") == 0 && i + 1 < argc) {
       set_harnessd_exe(argv[++i]);
     }
   }
   try {
     std::printf("harnessd: %s\n", harnessd_exe().c_str());
-    relay_cost(100000);
+    if (!latency_only) relay_cost(100000);
     if (cost_only) return 0;
+    std::printf("latency from the adapter's write to the host's read\n");
+    latency(1, quick ? 2000 : 10000, 1000);
+    latency(10, quick ? 2000 : 10000, 1000);
+    if (latency_only) return 0;
     paused_host(quick ? 200000 : 1000000, quick ? 5 : 20);
     live_stream(quick ? 200000 : 1000000);
   } catch (const std::exception& e) {

@@ -31,12 +31,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
-}
-
 /// N ended runs (queued, started, completed) in N / 10 sessions, written
 /// through the store's own database code, 20,000 runs per transaction.
 void generate(const std::string& dir, long runs) {

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <exception>
 #include <filesystem>
@@ -518,6 +519,23 @@ class FakeAgent {
     finish("end_turn");
   }
 
+  // "paced N US": N chunks, one every US microseconds, each saying when it
+  // was written ("at <CLOCK_MONOTONIC ns>"), for latency benchmarks.
+  void cmd_paced(const std::string& args) {
+    auto [count, rest] = split_word(args);
+    long long n = int_arg(count, 1);
+    long long us = std::max(0LL, int_arg(trim(rest), 1000));
+    auto next = Clock::now();
+    for (long long i = 1; i <= n; ++i) {
+      timespec ts{};
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      send_chunk("at " + std::to_string(static_cast<long long>(ts.tv_sec) * 1000000000LL + ts.tv_nsec));
+      next += std::chrono::microseconds(us);
+      if (!sleep_until(next)) break;
+    }
+    finish("end_turn");
+  }
+
   // ---- turn helpers -----------------------------------------------------
 
   void send_session_update(const std::string& session_id, json update) {
@@ -661,6 +679,8 @@ class FakeAgent {
       finish("end_turn");
     } else if (command == "flood") {
       cmd_flood(args);
+    } else if (command == "paced") {
+      cmd_paced(args);
     } else if (command == "permission") {
       cmd_permission();
     } else if (command == "slow") {

@@ -132,6 +132,12 @@ long status_kib(pid_t pid, const std::string& field);
 /// Milliseconds since the epoch (comparable across processes).
 long long wall_ms();
 
+/// CLOCK_MONOTONIC in nanoseconds (comparable across processes).
+long long monotonic_ns();
+
+/// The value at fraction `p` (0..1) of `v` once sorted; 0 when empty.
+double percentile(std::vector<double> v, double p);
+
 /// A JSON-RPC request.
 json request(const json& id, const std::string& method, const json& params);
 
