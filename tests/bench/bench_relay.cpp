@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
     if (cost_only) return 0;
     std::printf("latency from the adapter's write to the host's read\n");
     latency(1, quick ? 2000 : 10000, 1000);
-    latency(10, quick ? 2000 : 10000, 1000);
+    latency(10, quick ? 500 : 2000, 5000);
     if (latency_only) return 0;
     paused_host(quick ? 200000 : 1000000, quick ? 5 : 20);
     live_stream(quick ? 200000 : 1000000);
