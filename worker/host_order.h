@@ -3,9 +3,12 @@
 // on disk while the next turn already runs and streams.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 
+#include "acp/flow_gate.h"
 #include "acp/unique_function.h"
 
 namespace harnessd::worker {
@@ -33,18 +36,53 @@ class HostOrder {
   /// True while an answer waits: what is sent now must go behind it.
   bool waiting() const { return next_send_ != next_ticket_; }
   /// Runs `fn` after everything reserved so far (at once when nothing waits).
-  void then(acp::UniqueFunction<void()> fn) {
+  /// `bytes`: what `fn` sends, held here meanwhile (see limit()).
+  void then(acp::UniqueFunction<void()> fn, std::size_t bytes = 0) {
     if (!waiting()) {
       fn();
       return;
     }
-    ready(reserve(), std::move(fn));
+    if (bytes == 0) {
+      ready(reserve(), std::move(fn));
+      return;
+    }
+    held_ += bytes;
+    check();
+    ready(reserve(), [this, bytes, fn = std::move(fn)]() mutable {
+      held_ -= bytes;
+      check();
+      fn();
+    });
   }
+  /// Bytes held behind a pending answer count like the host writer's queue:
+  /// over `high`, `gate` is held closed (the adapters' output is not read)
+  /// until they are down to `low`.
+  void limit(acp::FlowGate& gate, std::size_t high, std::size_t low) {
+    hold_ = std::make_unique<acp::FlowGate::Hold>(gate);
+    high_ = high;
+    low_ = low;
+  }
+  std::size_t held_bytes() const { return held_; }
 
  private:
+  void check() {
+    if (!hold_) return;
+    if (!over_ && held_ > high_) {
+      over_ = true;
+      hold_->set(true);
+    } else if (over_ && held_ <= low_) {
+      over_ = false;
+      hold_->set(false);
+    }
+  }
+
   std::map<std::uint64_t, acp::UniqueFunction<void()>> waiting_;
   std::uint64_t next_ticket_ = 0;
   std::uint64_t next_send_ = 0;
+  std::size_t held_ = 0;
+  std::size_t high_ = 0, low_ = 0;
+  bool over_ = false;
+  std::unique_ptr<acp::FlowGate::Hold> hold_;
 };
 
 }  // namespace harnessd::worker

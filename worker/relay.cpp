@@ -226,7 +226,8 @@ void Relay::send_line(std::string line, bool record_in_run) {
   record_transcript(line);
   if (order_.waiting()) {
     // The previous turn's answer is not out yet: the host hears it first.
-    order_.then([&host = rt_.host, line = std::move(line)]() mutable { host.send_line(std::move(line)); });
+    const std::size_t bytes = line.size();
+    order_.then([&host = rt_.host, line = std::move(line)]() mutable { host.send_line(std::move(line)); }, bytes);
     return;
   }
   rt_.host.send_line(std::move(line));

@@ -94,10 +94,8 @@ void RunRecorder::open(Done ready) {
   // its path: what is still being written fails the run like any later
   // write would (on_failure). Only files the harness is given to read must
   // be there before it starts.
-  if (!harness_reads_ || shared_->error) {
-    if (shared_->error) return ready(Error{*shared_->error});
-    return ready({});
-  }
+  if (shared_->error) return ready(Error{*shared_->error});
+  if (!harness_reads_) return ready({});
   // The writer runs in order: once this barrier is through, so is all of
   // the above, and the first error (if any) is known.
   store_.barrier(base_.runId, [shared = shared_, ready = std::move(ready)](Expected<void>) mutable {

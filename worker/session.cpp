@@ -44,6 +44,10 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                 // A oneshot session starts every adapter afresh.
                 [this] { return !closed_ && !oneshot(); }}) {
   adapter_.set_resume_id(init_.restore_adapter_session);
+  // What waits behind an answer is host output like any other.
+  if (rt.adapter_output_gate) {
+    host_order_->limit(*rt.adapter_output_gate, rt.config.daemon.queue_high_water, rt.config.daemon.queue_low_water);
+  }
   if (init_.created_at.empty()) init_.created_at = acp::iso_time();
   adapter_defaults_ = init_.adapter_defaults;
   // Until the adapter runs, what the harness's adapter offered last time.
@@ -464,21 +468,14 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
       }
     });
   };
-  if (!oneshot()) {
-    turn.recorder->finish(event, o.fields, o.result_file, std::move(deliver));
-  } else {
+  if (oneshot()) {
     // A oneshot session's memory is in its record before the host hears of
-    // the turn, so a crash right after the answer loses nothing.
+    // the turn, so a crash right after the answer loses nothing: the record
+    // is queued to the database ahead of the run's terminal transition.
     remember(turn, event);
     save_record();
-    turn.recorder->finish(
-        event, o.fields, o.result_file,
-        [&store = rt_.store, id = init_.id, deliver = std::move(deliver)](Expected<void> written) mutable {
-          store.barrier(id, [written = std::move(written), deliver = std::move(deliver)](Expected<void>) mutable {
-            deliver(std::move(written));
-          });
-        });
   }
+  turn.recorder->finish(event, o.fields, o.result_file, std::move(deliver));
   // The turn is over: its end is on its way to disk, and the next prompt
   // need not wait for it (the writer keeps each run's writes in order, and
   // the answers above keep theirs).
