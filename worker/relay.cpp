@@ -10,6 +10,7 @@
 #include "schema/frame_edit.h"
 #include "schema/json_parse.h"
 #include "schema/session_update.h"
+#include "worker/transcript.h"
 
 namespace harnessd::worker {
 
@@ -52,32 +53,51 @@ Relay::Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession
       order_(order),
       hooks_(std::move(hooks)) {}
 
+bool Relay::keeps_transcript() const { return !hooks_.keep_transcript || hooks_.keep_transcript(); }
+
 void Relay::record_transcript(std::string line) {
-  if (hooks_.keep_transcript && !hooks_.keep_transcript()) return;
+  if (!keeps_transcript()) return;
+  close_range(std::nullopt);
   rt_.store.append(Store::transcript_file(session_id_), std::move(line));
 }
 
-std::size_t Relay::replay(const std::string& transcript) {
-  // Every stored line is a frame as the host saw it; a line cut by a crash
-  // is skipped.
-  std::size_t replayed = 0, skipped = 0, start = 0;
-  while (start < transcript.size()) {
-    std::size_t end = transcript.find('\n', start);
-    if (end == std::string::npos) end = transcript.size();
-    std::string_view line(transcript.data() + start, end - start);
-    if (!line.empty()) {
-      if (schema::accept_json(line)) {
-        rt_.host.send_line(std::string(line) + "\n");
-        ++replayed;
-      } else {
-        ++skipped;
-      }
+void Relay::close_range(std::optional<std::uint64_t> at) {
+  if (range_run_.empty()) return;
+  // Once its run has ended, the range ends with the run's events.
+  RunRecorder* r = hooks_.recorder();
+  if (r && r->run_id() == range_run_) {
+    rt_.store.append(Store::transcript_file(session_id_), transcript::to_line(range_run_, at.value_or(r->events_bytes())));
+  }
+  range_run_.clear();
+}
+
+std::optional<std::uint64_t> Relay::frame_start() const {
+  // The adapter's frame being handled, as the tap recorded it just now.
+  RunRecorder* r = hooks_.recorder();
+  if (!r) return std::nullopt;
+  return r->last_frame_at() ? r->last_frame_at() : std::optional<std::uint64_t>(r->events_bytes());
+}
+
+std::size_t Relay::replay(const transcript::Expanded& transcript) {
+  // Every line is a frame as the host saw it.
+  std::size_t replayed = 0, start = 0;
+  const std::string& lines = transcript.lines;
+  while (start < lines.size()) {
+    std::size_t end = lines.find('\n', start);
+    if (end == std::string::npos) end = lines.size();
+    if (end > start) {
+      rt_.host.send_line(lines.substr(start, end + 1 - start));
+      ++replayed;
     }
     start = end + 1;
   }
-  if (skipped) {
-    acp::log::warn("session " + session_id_ + ": " + std::to_string(skipped) +
+  if (transcript.cut) {
+    acp::log::warn("session " + session_id_ + ": " + std::to_string(transcript.cut) +
                    " transcript line(s) cut by a crash were skipped");
+  }
+  if (transcript.missing) {
+    acp::log::warn("session " + session_id_ + ": " + std::to_string(transcript.missing) +
+                   " part(s) of the transcript pointed at runs no longer kept (retention, gc); skipped");
   }
   return replayed;
 }
@@ -112,34 +132,37 @@ void Relay::bind(adapters::AdapterLink& link) {
 }
 
 void Relay::relay_update(const json& params) {
+  // Unless this update reaches the host as the adapter sent it, a range of
+  // the transcript that points at the run's events ends before its frame.
+  const std::optional<std::uint64_t> frame_at = frame_start();
+  auto dropped = [&](const std::string& why) {
+    close_range(frame_at);
+    acp::log::warn("session " + session_id_ + ": " + why);
+  };
   const json* update = nullptr;
   if (params.is_object()) {
     auto it = params.find("update");
     if (it != params.end() && it->is_object()) update = &*it;
   }
-  if (!update) {
-    acp::log::warn("session " + session_id_ + ": adapter sent session/update without an update object; dropped");
-    return;
-  }
+  if (!update) return dropped("adapter sent session/update without an update object; dropped");
   std::string kind = update->value("sessionUpdate", "");
   // The host must never receive an update its own schema rejects: an
   // update of a known kind is relayed only in its ACP shape; a kind
   // harnessd does not know only when the host opted into it.
   if (!schema::is_known_update_kind(kind)) {
     if (!host_accepts_unstable(kind)) {
-      acp::log::warn("session " + session_id_ + ": adapter sent session/update of unknown kind '" + kind +
-                     "'; dropped");
-      return;
+      return dropped("adapter sent session/update of unknown kind '" + kind + "'; dropped");
     }
   } else if (auto problem = schema::check_session_update(*update)) {
-    acp::log::warn("session " + session_id_ + ": adapter sent a malformed " + kind + " (" + *problem + "); dropped");
-    return;
+    return dropped("adapter sent a malformed " + kind + " (" + *problem + "); dropped");
   }
   if (kTurnUpdates.count(kind) && !adapter_.prompting()) {
-    acp::log::warn("session " + session_id_ + ": adapter sent " + kind + " outside a turn; dropped");
+    return dropped("adapter sent " + kind + " outside a turn; dropped");
+  }
+  if (adapter_.replaying()) {
+    close_range(frame_at);  // the adapter replaying its own history
     return;
   }
-  if (adapter_.replaying()) return;  // the adapter replaying its own history
   if (kTurnUpdates.count(kind)) hooks_.turn_output(kind, *update);
   const json* content = update->contains("content") ? &(*update)["content"] : nullptr;
   const bool too_long = kChunkUpdates.count(kind) && content && content->is_object() &&
@@ -148,11 +171,23 @@ void Relay::relay_update(const json& params) {
   if (kind != "config_option_update" && !too_long && params.contains("sessionId")) {
     // The usual update: serialised straight from what the adapter sent,
     // with harnessd's session id in place of the adapter's (no copy). The
-    // run's recording already holds the adapter's frame, which differs
-    // only by that id; the host's copy goes to the transcript alone.
-    send_line(relayed_line(params), false);
+    // run's recording holds the adapter's frame, which differs only by
+    // that id, so the transcript points at it instead of keeping a copy.
+    RunRecorder* r = hooks_.recorder();
+    const bool in_events = r && r->last_frame_at() && keeps_transcript();
+    if (!in_events) {
+      send_line(relayed_line(params), false);
+      return;
+    }
+    if (range_run_ != r->run_id()) {
+      close_range(std::nullopt);
+      range_run_ = r->run_id();
+      rt_.store.append(Store::transcript_file(session_id_), transcript::from_line(range_run_, *r->last_frame_at()));
+    }
+    deliver(relayed_line(params));
     return;
   }
+  close_range(frame_at);  // what the host gets differs from the adapter's frame
   json out = params;
   out["sessionId"] = session_id_;
   if (kind == "config_option_update" && update->contains("configOptions") && (*update)["configOptions"].is_array()) {
@@ -224,6 +259,10 @@ void Relay::send_line(std::string line, bool record_in_run) {
     r->event("harnessd>host", std::string_view(line).substr(0, line.size() - 1), true);
   }
   record_transcript(line);
+  deliver(std::move(line));
+}
+
+void Relay::deliver(std::string line) {
   if (order_.waiting()) {
     // The previous turn's answer is not out yet: the host hears it first.
     const std::size_t bytes = line.size();

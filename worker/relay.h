@@ -5,7 +5,9 @@
 // written to the session's transcript and the running turn's recording.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,6 +17,7 @@
 #include "worker/host_order.h"
 #include "worker/run_recorder.h"
 #include "worker/runtime.h"
+#include "worker/transcript.h"
 
 namespace harnessd::worker {
 
@@ -50,9 +53,9 @@ class Relay {
   void send_line(std::string line, bool record_in_run = true);
   /// Appends one frame (a line with its newline) to the transcript.
   void record_transcript(std::string line);
-  /// session/load: sends the host every frame of `transcript` (the
-  /// transcript file's content) again; returns how many.
-  std::size_t replay(const std::string& transcript);
+  /// session/load: sends the host every frame of `transcript` (as
+  /// Store::read_transcript reads it) again; returns how many.
+  std::size_t replay(const transcript::Expanded& transcript);
   /// What the adapter is offered in initialize: the host's own
   /// capabilities, less those harnessd does not relay.
   nlohmann::json adapter_client_capabilities() const;
@@ -65,11 +68,20 @@ class Relay {
   void forward_to_host(const std::string& method, const nlohmann::json& params, acp::Reply reply);
   bool host_can_serve(const std::string& method) const;
   bool host_accepts_unstable(const std::string& kind) const;
+  bool keeps_transcript() const;
+  /// Sends a line to the host, after any answer still on its way.
+  void deliver(std::string line);
+  /// Ends the transcript's open range of the running turn's events at byte
+  /// `at` (default: all the run has recorded).
+  void close_range(std::optional<std::uint64_t> at);
+  /// Where the running turn's events hold the adapter frame being handled.
+  std::optional<std::uint64_t> frame_start() const;
 
   Runtime& rt_;
   std::string session_id_;
   std::string quoted_id_;  // session_id_ as a JSON string
   std::string_view inbound_line_;  // the adapter's line being dispatched
+  std::string range_run_;  // the run whose events the transcript points at now
   const adapters::AdapterSession& adapter_;
   HostOrder& order_;
   Hooks hooks_;

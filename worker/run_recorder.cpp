@@ -23,12 +23,10 @@ bool RunRecorder::keep(std::size_t bytes) {
     return true;
   }
   cut_ = true;
-  store_.append(dir_ + "/events.jsonl",
-                "{\"t\":" + std::to_string(now_ms()) + ",\"cut\":\"the recording reached its bound of " +
-                    std::to_string(policy_.max_bytes) +
-                    " bytes ([daemon] max_recording_bytes); later frames and stderr are counted in result.json, "
-                    "not kept\"}\n",
-                track());
+  append_event("{\"t\":" + std::to_string(now_ms()) + ",\"cut\":\"the recording reached its bound of " +
+               std::to_string(policy_.max_bytes) +
+               " bytes ([daemon] max_recording_bytes); later frames and stderr are counted in result.json, "
+               "not kept\"}\n");
   return false;
 }
 
@@ -107,7 +105,13 @@ void RunRecorder::open(Done ready) {
   });
 }
 
+void RunRecorder::append_event(std::string line) {
+  events_bytes_ += line.size();
+  store_.append(dir_ + "/events.jsonl", std::move(line), track());
+}
+
 void RunRecorder::event(const char* direction, std::string_view line, bool is_json) {
+  last_frame_at_.reset();
   if (policy_.metadata_only) {
     std::string out = frame_metadata(now_ms(), direction, line);
     if (!keep(out.size())) {
@@ -115,7 +119,7 @@ void RunRecorder::event(const char* direction, std::string_view line, bool is_js
       frame_bytes_dropped_ += line.size();
       return;
     }
-    store_.append(dir_ + "/events.jsonl", std::move(out), track());
+    append_event(std::move(out));
     return;
   }
   // The frame plus its wrapping, near enough to decide without building it.
@@ -133,7 +137,8 @@ void RunRecorder::event(const char* direction, std::string_view line, bool is_js
     out += "\"raw\":" + json(std::string(line)).dump(-1, ' ', false, json::error_handler_t::replace);
   }
   out += "}\n";
-  store_.append(dir_ + "/events.jsonl", std::move(out), track());
+  last_frame_at_ = events_bytes_;
+  append_event(std::move(out));
 }
 
 void RunRecorder::stderr_data(std::string_view data) {

@@ -56,6 +56,11 @@ class RunRecorder {
   /// line saying so). `is_json`: the caller knows the line is JSON (it
   /// parsed or made it); otherwise it is checked, and kept as text if not.
   void event(const char* direction, std::string_view line, bool is_json = false);
+  /// Where in events.jsonl the line of the last event() starts, when it
+  /// holds that frame whole (not past the bound, not metadata only).
+  std::optional<std::uint64_t> last_frame_at() const { return last_frame_at_; }
+  /// The size of events.jsonl so far (what this recorder appended).
+  std::uint64_t events_bytes() const { return events_bytes_; }
   /// Appends to stderr.log; past the bound, counted instead.
   void stderr_data(std::string_view data);
 
@@ -82,6 +87,7 @@ class RunRecorder {
     acp::UniqueFunction<void(const std::string&)> on_failure;
   };
   Store::Done track();
+  void append_event(std::string line);
   /// True when `bytes` more fit the run's bound; the first time they do
   /// not, events.jsonl is told.
   bool keep(std::size_t bytes);
@@ -97,6 +103,8 @@ class RunRecorder {
   bool harness_reads_ = false;  // add_file() was used
   Policy policy_;
   std::size_t kept_ = 0;
+  std::uint64_t events_bytes_ = 0;
+  std::optional<std::uint64_t> last_frame_at_;
   std::size_t stderr_bytes_ = 0;  // metadata only: what stderr said, counted
   bool cut_ = false;
   std::size_t frames_dropped_ = 0;

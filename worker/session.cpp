@@ -581,16 +581,16 @@ void Session::restore(bool replay, acp::UniqueFunction<void(Expected<json, RpcEr
     return;
   }
   std::weak_ptr<bool> alive = alive_;
-  rt_.store.read_file(Store::transcript_file(init_.id),
-                      [this, alive, finish, done = std::move(done)](Expected<std::string> content) mutable {
-                        if (alive.expired()) return;
-                        if (!content) {
-                          done(RpcError::internal("cannot read the transcript: " + content.error().message));
-                          return;
-                        }
-                        std::size_t replayed = relay_.replay(*content);
-                        finish(std::move(done), replayed);
-                      });
+  rt_.store.read_transcript(
+      init_.id, [this, alive, finish, done = std::move(done)](Expected<transcript::Expanded> content) mutable {
+        if (alive.expired()) return;
+        if (!content) {
+          done(RpcError::internal("cannot read the transcript: " + content.error().message));
+          return;
+        }
+        std::size_t replayed = relay_.replay(*content);
+        finish(std::move(done), replayed);
+      });
 }
 
 }  // namespace harnessd::worker

@@ -520,34 +520,63 @@ void Store::close_file(std::string rel) {
                            nullptr, {}});
 }
 
-void Store::read_file(std::string rel, ReadDone done) {
-  auto content = std::make_shared<std::string>();
-  std::string key = key_of(rel);
-  int root = root_;
-  acp::UniqueFunction<Expected<void>()> work = [root, rel, content]() -> Expected<void> {
-    if (root < 0) return Error{"cannot read " + rel + ": the state directory could not be opened"};
-    auto read = read_beneath(root, rel);
-    if (!read) {
-      if (read.error().err == ENOENT) return {};  // nothing recorded yet
-      return path_error("read", rel, read.error());
-    }
-    *content = std::move(*read);
+template <typename T>
+void Store::read_in_lane(const std::string& key, std::function<Expected<T>()> read,
+                         acp::UniqueFunction<void(Expected<T>)> done) {
+  auto result = std::make_shared<std::optional<Expected<T>>>();
+  acp::UniqueFunction<Expected<void>()> work = [read = std::move(read), result]() -> Expected<void> {
+    result->emplace(read());
     return {};
   };
-  Done finish = [content, done = std::move(done)](Expected<void> r) mutable {
-    if (r) {
-      done(std::move(*content));
-    } else {
-      done(r.error());
-    }
+  Done finish = [result, done = std::move(done)](Expected<void> r) mutable {
+    if (*result) return done(std::move(**result));
+    done(r ? Error{"the read did not run"} : r.error());  // the writer gave up before it
   };
   if (unusable_) {
     // Reading may still work in a read-only directory.
-    Expected<void> r = work();
-    loop_.post([finish = std::move(finish), r]() mutable { finish(r); });
+    work();
+    loop_.post([finish = std::move(finish)]() mutable { finish({}); });
     return;
   }
   lane_for(key).push(StoreWriter::Job{std::move(work), std::move(finish), {}});
+}
+
+void Store::read_file(std::string rel, ReadDone done) {
+  std::string key = key_of(rel);
+  int root = root_;
+  read_in_lane<std::string>(
+      key,
+      [root, rel]() -> Expected<std::string> {
+        if (root < 0) return Error{"cannot read " + rel + ": the state directory could not be opened"};
+        auto read = read_beneath(root, rel);
+        if (!read) {
+          if (read.error().err == ENOENT) return std::string();  // nothing recorded yet
+          return path_error("read", rel, read.error());
+        }
+        return std::move(*read);
+      },
+      std::move(done));
+}
+
+void Store::read_transcript(const std::string& session_id, TranscriptDone done) {
+  const std::string rel = transcript_file(session_id);
+  int root = root_;
+  read_in_lane<transcript::Expanded>(
+      key_of(rel),
+      [root, rel, session_id]() -> Expected<transcript::Expanded> {
+        if (root < 0) return Error{"cannot read " + rel + ": the state directory could not be opened"};
+        auto read = read_beneath(root, rel);
+        if (!read) {
+          if (read.error().err == ENOENT) return transcript::Expanded{};  // nothing recorded yet
+          return path_error("read", rel, read.error());
+        }
+        return transcript::expand(*read, session_id, [root](const std::string& run_id) -> std::optional<std::string> {
+          auto events = read_beneath(root, run_dir(run_id) + "/events.jsonl");
+          if (!events) return std::nullopt;
+          return std::move(*events);
+        });
+      },
+      std::move(done));
 }
 
 void Store::barrier(const std::string& key, Done done) {

@@ -27,6 +27,7 @@
 #include "worker/db_writer.h"
 #include "worker/ledger.h"
 #include "worker/state_db.h"
+#include "worker/transcript.h"
 
 namespace harnessd::worker {
 
@@ -155,6 +156,10 @@ class Store {
   void create_file(std::string rel, std::string content, Done done, bool sync = false);
   void close_file(std::string rel);
   void read_file(std::string rel, ReadDone done);
+  /// A session's transcript as its host got it (transcript::expand: the
+  /// runs' events it points at are read too), read in the session's lane.
+  using TranscriptDone = acp::UniqueFunction<void(Expected<transcript::Expanded>)>;
+  void read_transcript(const std::string& session_id, TranscriptDone done);
   /// `done` runs once every write of `key` (a run or session id) asked for
   /// before has finished.
   void barrier(const std::string& key, Done done);
@@ -192,6 +197,11 @@ class Store {
   /// `run`: the run whose recording fails with this job (see end_run).
   /// `bytes`: what the job writes, counted against the high-water mark.
   /// write_file (`fresh` false) and create_file (`fresh` true).
+  /// Runs `read` in `key`'s lane (at once when the directory is not
+  /// writable: reading may still work) and hands its result to `done`.
+  template <typename T>
+  void read_in_lane(const std::string& key, std::function<Expected<T>()> read,
+                    acp::UniqueFunction<void(Expected<T>)> done);
   void put_file(std::string rel, std::string content, Done done, bool sync, bool fresh);
   void submit(const std::string& key, acp::UniqueFunction<Expected<void>()> work, Done done, std::string run = "",
               std::size_t bytes = 0);

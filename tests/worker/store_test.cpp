@@ -336,11 +336,14 @@ TEST_CASE("kill -9 mid-turn: the next start reports the run interrupted and load
     d.send(request(9, "_harnessd/sessions/list", json::object()));
     run = d.recv_reply(9, &seen_before_kill)["result"]["sessions"][0]["activeRunId"];
     (void)id;
-    // The transcript is written off the loop, so a kill can beat the last
-    // frames to the disk. Kill once what the host saw has been written.
+    // The run's events (which the transcript points at) are written off
+    // the loop, so a kill can beat the last frames to the disk. Kill once
+    // what the host saw has been written.
     std::string last = update_params(seen_before_kill, sid).back()["update"]["content"]["text"];
+    std::string events = state.path() + "/runs/" + run + "/events.jsonl";
     std::string transcript = state.path() + "/sessions/" + sid + ".jsonl";
-    REQUIRE(eventually([&] { return read_file(transcript).find(last) != std::string::npos; }, 5s));
+    REQUIRE(eventually([&] { return read_file(events).find(last) != std::string::npos; }, 5s));
+    REQUIRE(eventually([&] { return read_file(transcript).find(run) != std::string::npos; }, 5s));
     kill(d.pid(), SIGKILL);
     CHECK(d.wait_exit(2s) == 128 + SIGKILL);
   }
@@ -526,7 +529,7 @@ TEST_CASE("harnessd runs and harnessd sessions read the store, also while a daem
   CHECK(followed("started"));
 }
 
-TEST_CASE("a relayed update is stored once in the run and once in the transcript, and show reads it as the host did") {
+TEST_CASE("a relayed update is stored once, in the run, the transcript points at it, and show reads it as the host did") {
   TempDir state;
   Daemon d(fake_config(), {}, state.path());
   d.initialize();
@@ -561,7 +564,22 @@ TEST_CASE("a relayed update is stored once in the run and once in the transcript
     auto in_run = chunks(state.path() + "/runs/" + run + "/events.jsonl", text);
     CHECK(in_run.size() == 1);
     CHECK(in_run["adapter>harnessd"].first == 1);
-    CHECK(chunks(transcript, text)["transcript"].first == 1);
+  }
+  // The transcript holds the user's prompt and one pointer at the run's
+  // events, not the chunks.
+  CHECK(chunks(transcript, "").empty());
+  {
+    std::istringstream in(read_file(transcript));
+    std::string line;
+    int pointers = 0;
+    while (std::getline(in, line)) {
+      json e = json::parse(line);
+      if (e.contains("events")) {
+        CHECK(e["events"] == run);
+        ++pointers;
+      }
+    }
+    CHECK(pointers == 1);
   }
 
   // A chunk over 1 MiB reaches the host split; the run holds the adapter's
@@ -584,6 +602,109 @@ TEST_CASE("a relayed update is stored once in the run and once in the transcript
       CHECK(answer == expected);
     }
   }
+}
+
+TEST_CASE("session/load replays what the host got, around updates harnessd refused, split or could not record") {
+  // One daemon streams; a second one, on the same state directory, loads.
+  // The transcript points at the runs' events for the updates relayed as
+  // the adapter sent them, and keeps the others itself.
+  for (const std::string bound : {"", "max_recording_bytes = 3000"}) {
+    INFO("daemon settings: " << bound);
+    TempDir state, scripts;
+    const std::string config = fake_config({}, "", bound);
+    auto chunk = [](const std::string& text) {
+      return R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":$SESSION,"update":)"
+             R"({"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":")" +
+             text + R"("}}}})" + "\n";
+    };
+    // Members spaced and out of order: relayed byte for byte but for the id.
+    const std::string spaced =
+        R"({ "params" : { "update" : { "content" : { "text" : "spaced", "type" : "text" }, )"
+        R"("sessionUpdate" : "agent_message_chunk" }, "sessionId" : $SESSION }, "method" : "session/update", )"
+        R"("jsonrpc" : "2.0" })"
+        "\n";
+    const std::string malformed =
+        R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":$SESSION,"update":)"
+        R"({"sessionUpdate":"agent_message_chunk","content":{"type":"text"}}}})"
+        "\n";
+    std::string body = chunk("one") + spaced + malformed + chunk("two") + malformed + malformed + chunk("three");
+    for (int i = 0; i < 20; ++i) body += chunk("more " + std::to_string(i));
+    const std::string path =
+        scripts.write("script", body + R"({"jsonrpc":"2.0","id":$ID,"result":{"stopReason":"end_turn"}})" "\n");
+
+    std::string sid;
+    std::vector<json> live;
+    std::vector<std::string> live_lines;
+    {
+      Daemon d(config, {}, state.path());
+      d.initialize();
+      sid = d.new_session();
+      for (const std::string prompt : {"script " + path, std::string("big 2500000"), std::string("echo last")}) {
+        REQUIRE(d.prompt(sid, prompt, &live)["result"]["stopReason"] == "end_turn");
+      }
+      for (const auto& line : d.raw_lines()) {
+        if (line.find("session/update") != std::string::npos) live_lines.push_back(line);
+      }
+    }
+    const std::vector<json> live_updates = update_params(live, sid);
+    REQUIRE(live_updates.size() == 1 + 1 + 1 + 1 + 20 + 3 + 1);  // one, spaced, two, three, more, big in 3, last
+
+    Daemon d(config, {}, state.path());
+    d.initialize();
+    std::vector<json> replay;
+    d.send(request(1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+    json answer = d.recv_reply(1, &replay);
+    REQUIRE(answer.contains("result"));
+    std::vector<json> agent_updates;
+    std::vector<std::string> prompts;
+    for (const auto& u : update_params(replay, sid)) {
+      if (u["update"]["sessionUpdate"] == "user_message_chunk") {
+        prompts.push_back(u["update"]["content"]["text"]);
+      } else {
+        agent_updates.push_back(u);
+      }
+    }
+    CHECK(prompts == std::vector<std::string>{"script " + path, "big 2500000", "echo last"});
+    CHECK(agent_updates == live_updates);
+    CHECK(answer["result"]["_meta"]["harnessd"]["replayed"] == prompts.size() + agent_updates.size());
+    // The adapter's own bytes, as the first daemon's host got them.
+    std::string spaced_live;
+    for (const auto& line : live_lines) {
+      if (line.find("\"spaced\"") != std::string::npos) spaced_live = line;
+    }
+    REQUIRE_FALSE(spaced_live.empty());
+    int spaced_replayed = 0;
+    for (const auto& line : d.raw_lines()) spaced_replayed += line == spaced_live;
+    CHECK(spaced_replayed == 1);
+  }
+}
+
+TEST_CASE("a session whose oldest runs retention removed loads what is kept and says what it skipped") {
+  TempDir state, config_dir;
+  std::string sid;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    sid = d.new_session();
+    for (const char* text : {"echo a", "echo b", "echo c"}) REQUIRE(d.prompt(sid, text)["result"]["stopReason"] == "end_turn");
+  }
+  const std::string config = config_dir.write("gc.toml", fake_config({}, "", "retention = { keep_runs = 1 }"));
+  Output gc = run_harnessd({"gc", "--config", config, "--state-dir", state.path()});
+  REQUIRE(gc.code == 0);
+  CHECK(gc.out.find("removed 2 ended run(s)") != std::string::npos);
+
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  std::vector<json> replay;
+  d.send(request(1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  REQUIRE(d.recv_reply(1, &replay).contains("result"));
+  std::vector<std::string> agent, user;
+  for (const auto& u : update_params(replay, sid)) {
+    (u["update"]["sessionUpdate"] == "user_message_chunk" ? user : agent).push_back(u["update"]["content"]["text"]);
+  }
+  CHECK(user == std::vector<std::string>{"echo a", "echo b", "echo c"});  // kept by the transcript itself
+  CHECK(agent == std::vector<std::string>{"c"});
+  CHECK(d.stderr_text().find("2 part(s) of the transcript pointed at runs no longer kept") != std::string::npos);
 }
 
 TEST_CASE("the next prompt does not wait for the previous run's end to be committed, and the host hears that answer first") {
