@@ -534,7 +534,7 @@ void Store::read_in_lane(const std::string& key, std::function<Expected<T>()> re
   };
   if (unusable_) {
     // Reading may still work in a read-only directory.
-    work();
+    (void)work();  // what it read is in *result
     loop_.post([finish = std::move(finish)]() mutable { finish({}); });
     return;
   }

@@ -117,22 +117,6 @@ void live_stream(long n) {
   std::printf("\n  the rest (%ld) arrived within %lld ms after the adapter finished\n", n - during, finished - done_ms);
 }
 
-/// User plus system CPU of `pid` (all its threads), in microseconds.
-long long cpu_us(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  std::getline(f, stat);
-  // Fields after the command (which may hold spaces) start after the last ')'.
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoll(field);
-    if (i == 15) stime = std::stoll(field);
-  }
-  return (utime + stime) * 1000000LL / sysconf(_SC_CLK_TCK);
-}
-
 /// Bytes of the regular files beneath `dir`.
 long long bytes_beneath(const std::string& dir) {
   long long total = 0;

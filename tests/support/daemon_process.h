@@ -138,6 +138,13 @@ long long monotonic_ns();
 /// The value at fraction `p` (0..1) of `v` once sorted; 0 when empty.
 double percentile(std::vector<double> v, double p);
 
+/// User plus system CPU of `pid` (all its threads), in microseconds.
+long long cpu_us(pid_t pid);
+
+/// Copies the state directory `from` (a fixture of the repository) to `to`
+/// as private as harnessd makes its own (a checkout does not keep modes).
+void copy_state_dir(const std::string& from, const std::string& to);
+
 /// A JSON-RPC request.
 json request(const json& id, const std::string& method, const json& params);
 

@@ -470,12 +470,7 @@ TEST_CASE("a state directory written before the database is imported once, and i
           "[state_db]") {
   TempDir dir;
   const std::string state = dir.path() + "/state";
-  fs::copy(std::string(TESTS_DIR) + "/worker/fixtures/state-before-sqlite", state, fs::copy_options::recursive);
-  // A checkout does not keep modes: make it as private as harnessd made it.
-  for (const auto& e : fs::recursive_directory_iterator(state)) {
-    fs::permissions(e.path(), e.is_directory() ? fs::perms::owner_all : fs::perms::owner_read | fs::perms::owner_write);
-  }
-  fs::permissions(state, fs::perms::owner_all);
+  harnessd::test::copy_state_dir(std::string(TESTS_DIR) + "/worker/fixtures/state-before-sqlite", state);
   const std::string ledger_text = read_file(state + "/ledger.jsonl");
 
   // What the files said, through the index the daemon builds from them.

@@ -707,6 +707,25 @@ TEST_CASE("a session whose oldest runs retention removed loads what is kept and 
   CHECK(d.stderr_text().find("2 part(s) of the transcript pointed at runs no longer kept") != std::string::npos);
 }
 
+TEST_CASE("a transcript written before the transcript pointed at runs' events still loads") {
+  // The fixture's transcripts hold every frame themselves.
+  TempDir dir;
+  const std::string state = dir.path() + "/state";
+  copy_state_dir(std::string(TESTS_DIR) + "/worker/fixtures/state-before-sqlite", state);
+  const std::string sid = "sess_06h33v2eyk7wpq04fm9e3gj558";
+  Daemon d(fake_config(), {}, state);
+  d.initialize();
+  std::vector<json> replay;
+  d.send(request(1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+  json answer = d.recv_reply(1, &replay);
+  REQUIRE(answer.contains("result"));
+  auto updates = update_params(replay, sid);
+  REQUIRE(updates.size() == 2);
+  CHECK(updates[0]["update"]["content"]["text"] == "echo hello");
+  CHECK(updates[1]["update"]["content"]["text"] == "hello");
+  CHECK(answer["result"]["_meta"]["harnessd"]["replayed"] == 2);
+}
+
 TEST_CASE("the next prompt does not wait for the previous run's end to be committed, and the host hears that answer first") {
   TempDir dir;
   const std::string timing = dir.path() + "/timing.log";
