@@ -144,6 +144,16 @@ class Connection {
   void set_inbound_tap(std::function<void(std::string_view line, bool is_json)> tap) {
     inbound_tap_ = std::move(tap);
   }
+  /// A handler that may take a line whole before it is parsed (the relay's
+  /// commonest updates): `fast(line)` returns false to let the line be
+  /// parsed and dispatched as usual. A line it takes must be a notification
+  /// it recognised exactly, and it shows the line to the inbound tap itself
+  /// (tap_inbound) before acting on it.
+  void set_fast_path(std::function<bool(std::string_view line)> fast) { fast_path_ = std::move(fast); }
+  /// Shows a line taken by the fast path to the inbound tap, as parsed JSON.
+  void tap_inbound(std::string_view line) {
+    if (inbound_tap_) inbound_tap_(line, true);
+  }
   /// Handles a line that exceeded the size limit: a request is answered
   /// -32600 (with its id when it can be read from the line's first bytes),
   /// a notification is only logged, an answer to one of our calls fails
@@ -198,6 +208,7 @@ class Connection {
 
   ConnectionOptions options_;
   std::function<void(std::string_view, bool)> inbound_tap_;
+  std::function<bool(std::string_view)> fast_path_;
   std::shared_ptr<detail::ConnectionShared> shared_;
   std::unordered_map<std::string, RequestHandler> requests_;
   std::unordered_map<std::string, NotificationHandler> notifications_;

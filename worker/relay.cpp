@@ -10,6 +10,7 @@
 #include "schema/frame_edit.h"
 #include "schema/json_parse.h"
 #include "schema/session_update.h"
+#include "schema/text_chunk.h"
 #include "worker/transcript.h"
 
 namespace harnessd::worker {
@@ -116,6 +117,7 @@ void Relay::bind(adapters::AdapterLink& link) {
         if (RunRecorder* r = hooks_.recorder()) r->stderr_data(data);
       });
   acp::Connection& rpc = link.rpc();
+  rpc.set_fast_path([this, &rpc](std::string_view line) { return fast_update(rpc, line); });
   rpc.on_notification("session/update", [this](const json& params) {
     relay_update(params);
     inbound_line_ = {};  // its line is gone once the dispatch returns
@@ -129,6 +131,43 @@ void Relay::bind(adapters::AdapterLink& link) {
     if (!flag(rt_.client_capabilities, "elicitation")) return;
     order_.then([&host = rt_.host, params]() { host.notify("elicitation/complete", params); });
   });
+}
+
+bool Relay::fast_update(acp::Connection& rpc, std::string_view line) {
+  // A chunk of text, recognised without a parse. Whatever the parse path
+  // would refuse, split or warn about is left to it.
+  auto chunk = schema::scan_text_chunk(line);
+  if (!chunk || chunk->text.size() > kMaxChunkText || !adapter_.prompting() || adapter_.replaying()) return false;
+  rpc.tap_inbound(line);
+  inbound_line_ = {};
+  hooks_.turn_output(chunk->kind, chunk->text);
+  const auto [first, last] = chunk->session_id;
+  std::string host;
+  host.reserve(line.size() - (last - first) + quoted_id_.size() + 1);
+  host.append(line.substr(0, first));
+  host += quoted_id_;
+  host.append(line.substr(last));
+  host += '\n';
+  relay_as_is(std::move(host));
+  return true;
+}
+
+void Relay::relay_as_is(std::string line) {
+  // The run's recording holds the adapter's frame, which differs only by
+  // the session id, so the transcript points at it instead of keeping a
+  // copy.
+  RunRecorder* r = hooks_.recorder();
+  const bool in_events = r && r->last_frame_at() && keeps_transcript();
+  if (!in_events) {
+    send_line(std::move(line), false);
+    return;
+  }
+  if (range_run_ != r->run_id()) {
+    close_range(std::nullopt);
+    range_run_ = r->run_id();
+    rt_.store.append(Store::transcript_file(session_id_), transcript::from_line(range_run_, *r->last_frame_at()));
+  }
+  deliver(std::move(line));
 }
 
 void Relay::relay_update(const json& params) {
@@ -163,28 +202,17 @@ void Relay::relay_update(const json& params) {
     close_range(frame_at);  // the adapter replaying its own history
     return;
   }
-  if (kTurnUpdates.count(kind)) hooks_.turn_output(kind, *update);
   const json* content = update->contains("content") ? &(*update)["content"] : nullptr;
-  const bool too_long = kChunkUpdates.count(kind) && content && content->is_object() &&
-                        content->value("type", "") == "text" && (*content)["text"].is_string() &&
-                        (*content)["text"].get_ref<const std::string&>().size() > kMaxChunkText;
+  const std::string* text = content && content->is_object() && content->value("type", "") == "text" &&
+                                    content->contains("text") && (*content)["text"].is_string()
+                                ? &(*content)["text"].get_ref<const std::string&>()
+                                : nullptr;
+  if (kTurnUpdates.count(kind)) hooks_.turn_output(kind, text ? std::string_view(*text) : std::string_view());
+  const bool too_long = kChunkUpdates.count(kind) && text && text->size() > kMaxChunkText;
   if (kind != "config_option_update" && !too_long && params.contains("sessionId")) {
     // The usual update: serialised straight from what the adapter sent,
-    // with harnessd's session id in place of the adapter's (no copy). The
-    // run's recording holds the adapter's frame, which differs only by
-    // that id, so the transcript points at it instead of keeping a copy.
-    RunRecorder* r = hooks_.recorder();
-    const bool in_events = r && r->last_frame_at() && keeps_transcript();
-    if (!in_events) {
-      send_line(relayed_line(params), false);
-      return;
-    }
-    if (range_run_ != r->run_id()) {
-      close_range(std::nullopt);
-      range_run_ = r->run_id();
-      rt_.store.append(Store::transcript_file(session_id_), transcript::from_line(range_run_, *r->last_frame_at()));
-    }
-    deliver(relayed_line(params));
+    // with harnessd's session id in place of the adapter's (no copy).
+    relay_as_is(relayed_line(params));
     return;
   }
   close_range(frame_at);  // what the host gets differs from the adapter's frame
@@ -196,8 +224,7 @@ void Relay::relay_update(const json& params) {
   }
 
   if (too_long) {
-    std::string text = (*content)["text"].get<std::string>();
-    std::string_view rest = text;
+    std::string_view rest = *text;
     while (!rest.empty()) {
       std::size_t n = acp::utf8::safe_cut(rest, kMaxChunkText);
       out["update"]["content"]["text"] = std::string(rest.substr(0, n));

@@ -27,7 +27,8 @@ class Relay {
     /// The running turn's recording, or null between turns.
     std::function<RunRecorder*()> recorder;
     /// An update that belongs to the running turn is on its way to the host.
-    std::function<void(const std::string& kind, const nlohmann::json& update)> turn_output;
+    /// `text`: the chunk's text when it carries text content.
+    std::function<void(std::string_view kind, std::string_view text)> turn_output;
     /// The adapter sent a new list of its configOptions; returns the
     /// session's complete list, which is what the host is told.
     std::function<nlohmann::json(const nlohmann::json& adapter_options)> options_changed;
@@ -62,6 +63,12 @@ class Relay {
 
  private:
   void relay_update(const nlohmann::json& params);
+  /// The connection's fast path: a text chunk relayed from its bytes alone
+  /// (schema::scan_text_chunk); false leaves the line to relay_update.
+  bool fast_update(acp::Connection& rpc, std::string_view line);
+  /// Sends the host an update it gets as the adapter sent it but for the
+  /// session id (`line`), pointing the transcript at the run's events.
+  void relay_as_is(std::string line);
   /// The host's line for the update being relayed: the adapter's line with
   /// the session id replaced, else update_line().
   std::string relayed_line(const nlohmann::json& params);

@@ -27,7 +27,7 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
       updated_at_(std::chrono::system_clock::now()),
       relay_(rt, init_.id, adapter_, *host_order_,
              {[this] { return turn_ ? turn_->recorder.get() : nullptr; },
-              [this](const std::string& kind, const json& update) { turn_output(kind, update); },
+              [this](std::string_view kind, std::string_view text) { turn_output(kind, text); },
               [this](const json& options) {
                 options_.replace(options);
                 return config_options();
@@ -393,17 +393,10 @@ void Session::forward_stop() {
   });
 }
 
-void Session::turn_output(const std::string& kind, const json& update) {
+void Session::turn_output(std::string_view kind, std::string_view text) {
   if (!turn_) return;
   turn_->partial_output = true;
-  if (kind != "agent_message_chunk") return;
-  auto content = update.find("content");
-  if (content == update.end() || !content->is_object()) return;
-  auto text = content->find("text");
-  if (content->value("type", "") == "text" && text != content->end() && text->is_string() &&
-      turn_->answer.size() < kMaxAnswerBytes) {
-    turn_->answer += text->get_ref<const std::string&>();
-  }
+  if (kind == "agent_message_chunk" && turn_->answer.size() < kMaxAnswerBytes) turn_->answer += text;
 }
 
 void Session::remember(const Turn& turn, const std::string& event) {

@@ -182,7 +182,7 @@ class Session {
   void finish_turn(std::uint64_t generation, acp::Connection::CallResult result);
   /// An update of the running turn reaches the host: it has output, and
   /// the agent's text is kept for a oneshot session's history.
-  void turn_output(const std::string& kind, const nlohmann::json& update);
+  void turn_output(std::string_view kind, std::string_view text);
   /// Adds an ended turn to a oneshot session's history.
   void remember(const Turn& turn, const std::string& event);
 

@@ -7,6 +7,9 @@
 // bounded parser and have the shape of an ACP session/update notification,
 // and where the relay would re-address the adapter's bytes instead
 // (schema::session_id_span), they must say exactly what the parse says.
+// A line the relay's no-parse path takes (schema::scan_text_chunk) must be
+// one the parse path would have relayed, with the same values, and is
+// relayed from its bytes as the relay does.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -21,6 +24,7 @@
 #include "schema/frame_edit.h"
 #include "schema/json_parse.h"
 #include "schema/session_update.h"
+#include "schema/text_chunk.h"
 
 namespace {
 
@@ -39,6 +43,31 @@ bool relayable(const json& params) {
   return schema::is_known_update_kind(kind->get_ref<const std::string&>()) && !schema::check_session_update(*it);
 }
 
+// What scan_text_chunk accepts, the parser accepts with the same values.
+void check_scan(std::string_view line) {
+  auto chunk = schema::scan_text_chunk(line);
+  if (!chunk) return;
+  auto parsed = schema::parse_json(line);
+  if (!parsed) fuzz::fail("scan_text_chunk took a line the parser refuses: " + parsed.error().message);
+  const json& msg = *parsed;
+  if (!msg.is_object() || msg.size() != 3 || msg.value("jsonrpc", json()) != "2.0" ||
+      msg.value("method", json()) != "session/update" || !msg.contains("params") || !relayable(msg["params"])) {
+    fuzz::fail("scan_text_chunk took a line that is not a relayable session/update");
+  }
+  const json& params = msg["params"];
+  const json& update = params["update"];
+  const auto [first, last] = chunk->session_id;
+  if (!params["sessionId"].is_string() || line.substr(first + 1, last - first - 2) != params["sessionId"].get<std::string>()) {
+    fuzz::fail("scan_text_chunk's session id span holds another id than the parse");
+  }
+  if (schema::session_id_span(line) != chunk->session_id) fuzz::fail("scan_text_chunk and session_id_span disagree");
+  if (update["sessionUpdate"] != chunk->kind || update["content"]["type"] != "text" ||
+      update["content"]["text"] != chunk->text || update.size() != 2 || update["content"].size() != 2 ||
+      params.size() != 2) {
+    fuzz::fail("scan_text_chunk read other values than the parse");
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t size) {
@@ -55,6 +84,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   std::size_t relayed = 0;
   std::string_view inbound;  // the line being dispatched, as the relay's tap keeps it
   adapter.set_inbound_tap([&](std::string_view line, bool is_json) { inbound = is_json ? line : std::string_view(); });
+  adapter.set_fast_path([&](std::string_view line) {
+    // The relay's fast path: a text chunk relayed from its bytes.
+    auto chunk = schema::scan_text_chunk(line);
+    if (!chunk) return false;
+    adapter.tap_inbound(line);
+    const auto [first, last] = chunk->session_id;
+    to_host.push_back(std::string(line.substr(0, first)) + "\"sess_host-1\"" + std::string(line.substr(last)) + "\n");
+    ++relayed;
+    return true;
+  });
   adapter.on_notification("session/update", [&](const json& params) {
     if (!relayable(params)) return;
     json out = params;
@@ -73,7 +112,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
     ++relayed;
   });
 
-  for (std::string_view line : fuzz::split_lines(input)) adapter.receive_line(line);
+  for (std::string_view line : fuzz::split_lines(input)) {
+    check_scan(acp::utf8::valid(line) ? std::string(line) : acp::utf8::repair(line));
+    adapter.receive_line(line);
+  }
 
   if (to_host.size() != relayed) fuzz::fail("the host got another number of lines than were relayed");
   for (const std::string& line : to_host) {

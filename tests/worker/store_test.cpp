@@ -608,7 +608,7 @@ TEST_CASE("session/load replays what the host got, around updates harnessd refus
   // One daemon streams; a second one, on the same state directory, loads.
   // The transcript points at the runs' events for the updates relayed as
   // the adapter sent them, and keeps the others itself.
-  for (const std::string bound : {"", "max_recording_bytes = 3000"}) {
+  for (const char* bound : {"", "max_recording_bytes = 3000"}) {
     INFO("daemon settings: " << bound);
     TempDir state, scripts;
     const std::string config = fake_config({}, "", bound);
@@ -639,7 +639,7 @@ TEST_CASE("session/load replays what the host got, around updates harnessd refus
       Daemon d(config, {}, state.path());
       d.initialize();
       sid = d.new_session();
-      for (const std::string prompt : {"script " + path, std::string("big 2500000"), std::string("echo last")}) {
+      for (const std::string& prompt : {"script " + path, std::string("big 2500000"), std::string("echo last")}) {
         REQUIRE(d.prompt(sid, prompt, &live)["result"]["stopReason"] == "end_turn");
       }
       for (const auto& line : d.raw_lines()) {
