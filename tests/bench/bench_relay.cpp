@@ -4,7 +4,8 @@
 // fast as it can while the adapter floods 1M updates: time to the first
 // update, updates/s the host got while the adapter was still writing, and
 // the slowest second of the flood. (3) Each of 100,000 updates: harnessd's
-// CPU (all its threads) and the bytes it writes to the state directory.
+// CPU (all its threads) and the bytes it writes to the state directory,
+// and the wall time beside the same flood straight to this program.
 // (4) Adapter-to-host latency with 1 and 10 sessions streaming at once.
 // Usage: bench_relay [--quick] [--cost | --latency] [--harnessd PATH] (--cost: (3)
 // only; --latency: (4) only;
@@ -20,6 +21,8 @@
 #include <string>
 #include <thread>
 
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon_process.h"
@@ -126,9 +129,79 @@ long long bytes_beneath(const std::string& dir) {
   return total;
 }
 
+// The same flood written by the fake agent straight to this program, which
+// reads and parses each line as it does harnessd's (Daemon::recv): the
+// floor the relay's wall time is compared with. Returns the milliseconds
+// from the prompt to its answer.
+long long direct_flood_ms(long n) {
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("cannot create pipes");
+  const std::string exe = fake_agent_exe();
+  pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("cannot fork");
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    int quiet = ::open("/dev/null", O_WRONLY);
+    dup2(quiet, 2);
+    execl(exe.c_str(), exe.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ::close(in[0]);
+  ::close(out[1]);
+  auto say = [&](const json& m) {
+    std::string line = m.dump() + "\n";
+    for (std::size_t at = 0; at < line.size();) {
+      ssize_t w = ::write(in[1], line.data() + at, line.size() - at);
+      if (w <= 0) throw std::runtime_error("the fake agent stopped reading");
+      at += static_cast<std::size_t>(w);
+    }
+  };
+  std::string buffer;
+  std::size_t at = 0;
+  auto next = [&]() -> json {
+    for (;;) {
+      if (auto nl = buffer.find('\n', at); nl != std::string::npos) {
+        json parsed = json::parse(buffer.substr(at, nl - at), nullptr, false);
+        at = nl + 1;
+        return parsed;
+      }
+      buffer.erase(0, at);
+      at = 0;
+      char chunk[65536];
+      ssize_t r = ::read(out[0], chunk, sizeof chunk);
+      if (r <= 0) throw std::runtime_error("the fake agent closed its output");
+      buffer.append(chunk, static_cast<std::size_t>(r));
+    }
+  };
+  auto answer = [&](int id) {
+    for (;;) {
+      json m = next();
+      if (m.value("id", -1) == id && !m.contains("method")) return m;
+    }
+  };
+  say({{"jsonrpc", "2.0"}, {"id", 1}, {"method", "initialize"}, {"params", {{"protocolVersion", 1}}}});
+  answer(1);
+  say({{"jsonrpc", "2.0"}, {"id", 2}, {"method", "session/new"}, {"params", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}}});
+  std::string sid = answer(2)["result"]["sessionId"];
+  long long sent = wall_ms();
+  say({{"jsonrpc", "2.0"},
+       {"id", 7},
+       {"method", "session/prompt"},
+       {"params", {{"sessionId", sid}, {"prompt", {{{"type", "text"}, {"text", "flood " + std::to_string(n)}}}}}}});
+  answer(7);
+  long long took = wall_ms() - sent;
+  ::close(in[1]);
+  ::close(out[0]);
+  waitpid(pid, nullptr, 0);
+  return took;
+}
+
 // (3) What one relayed update costs harnessd: its CPU (all threads) and the
-// bytes it writes to the state directory, per update.
+// bytes it writes to the state directory, per update; and the wall time
+// beside the same flood straight from the adapter.
 void relay_cost(long n) {
+  const long long direct = direct_flood_ms(n);
   Daemon d(fake_config(), {"--log-level", "warn"});
   d.initialize();
   std::string sid = d.new_session();
@@ -148,6 +221,8 @@ void relay_cost(long n) {
               static_cast<double>(cpu) / static_cast<double>(n), cpu / 1000, wall, n * 1000.0 / std::max(1LL, wall));
   std::printf("  written to the state directory: %.0f bytes per update (%.2fx the frame)\n",
               static_cast<double>(disk) / static_cast<double>(n), static_cast<double>(disk) / n / per_frame);
+  std::printf("  straight from the adapter to the same host: wall %lld ms; through harnessd %.1fx that\n", direct,
+              static_cast<double>(wall) / static_cast<double>(std::max(1LL, direct)));
 }
 
 // (4) How long an update takes from the adapter's write to the host's read,

@@ -183,10 +183,10 @@ void Daemon::send(const json& message) { send_raw(message.dump() + "\n"); }
 std::optional<json> Daemon::recv(std::chrono::milliseconds timeout) {
   auto end = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    auto nl = buffer_.find('\n');
+    auto nl = buffer_.find('\n', buffer_at_);
     if (nl != std::string::npos) {
-      std::string line = buffer_.substr(0, nl);
-      buffer_.erase(0, nl + 1);
+      std::string line = buffer_.substr(buffer_at_, nl - buffer_at_);
+      buffer_at_ = nl + 1;
       raw_lines_.push_back(line);
       json parsed = json::parse(line, nullptr, false);
       must(!parsed.is_discarded(), "harnessd wrote a line that is not JSON: " + line);
@@ -201,6 +201,8 @@ std::optional<json> Daemon::recv(std::chrono::milliseconds timeout) {
     char buf[65536];
     ssize_t n = ::read(out_, buf, sizeof buf);
     if (n <= 0) return std::nullopt;
+    buffer_.erase(0, buffer_at_);  // what is left is the start of a line
+    buffer_at_ = 0;
     buffer_.append(buf, static_cast<std::size_t>(n));
   }
 }

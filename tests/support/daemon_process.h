@@ -99,6 +99,7 @@ class Daemon {
   int exit_code_ = -1;
   bool exited_ = false;
   std::string buffer_;
+  std::size_t buffer_at_ = 0;  // where the next line starts in buffer_
   std::vector<std::string> raw_lines_;
   std::string stderr_path_;
   std::string state_dir_;
