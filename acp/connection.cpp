@@ -194,6 +194,7 @@ void Connection::on_notification(std::string method, NotificationHandler handler
 void Connection::clear_handlers() {
   requests_.clear();
   notifications_.clear();
+  fast_path_ = nullptr;
 }
 
 void Connection::send_error(const json& id, const RpcError& error) {

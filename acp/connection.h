@@ -100,8 +100,9 @@ class Connection {
 
   void on_request(std::string method, RequestHandler handler);
   void on_notification(std::string method, NotificationHandler handler);
-  /// Forgets every handler (requests then get -32601, notifications are
-  /// dropped), e.g. before the object the handlers point to goes away.
+  /// Forgets every handler, the fast path included (requests then get
+  /// -32601, notifications are dropped), e.g. before the object the
+  /// handlers point to goes away.
   void clear_handlers();
   /// Binds a request whose params are decoded by `decode`, any callable
   /// taking the params and returning Expected<P, RpcError> (a decoder, or a

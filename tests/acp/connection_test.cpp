@@ -336,3 +336,29 @@ TEST_CASE("when_all_answered waits for every request read, however it is answere
   held[2].result({});
   CHECK(waited == 2);
 }
+
+TEST_CASE("a fast path sees lines before the parse, declines to the parser, and goes with the handlers") {
+  Wire w;
+  acp::ConnectionOptions o;
+  o.peer = "adapter";
+  acp::Connection c(o, w.sender());
+  std::vector<std::string> taken, parsed, tapped;
+  c.set_inbound_tap([&](std::string_view line, bool) { tapped.emplace_back(line); });
+  c.set_fast_path([&](std::string_view line) {
+    if (line.find("fast") == std::string_view::npos) return false;
+    c.tap_inbound(line);
+    taken.emplace_back(line);
+    return true;
+  });
+  c.on_notification("note", [&](const json& params) { parsed.push_back(params.value("v", "")); });
+  c.receive_line(R"({"jsonrpc":"2.0","method":"note","params":{"v":"fast"}})");
+  c.receive_line(R"({"jsonrpc":"2.0","method":"note","params":{"v":"slow"}})");
+  CHECK(taken.size() == 1);
+  CHECK(parsed == std::vector<std::string>{"slow"});
+  CHECK(tapped.size() == 2);  // each line shown once, whichever path took it
+
+  c.clear_handlers();
+  c.receive_line(R"({"jsonrpc":"2.0","method":"note","params":{"v":"fast again"}})");
+  CHECK(taken.size() == 1);
+  CHECK(parsed.size() == 1);
+}
