@@ -223,7 +223,11 @@ void Connection::handle_line(std::string_view line) {
     repaired = utf8::repair(line);
     line = repaired;
   }
-  if (fast_path_ && !(options_.require_initialize && !initialized_) && fast_path_(line)) return;
+  // Only a repairing connection knows the line is valid UTF-8 by now,
+  // which a fast path may take for granted.
+  if (fast_path_ && options_.repair_utf8 && !(options_.require_initialize && !initialized_) && fast_path_(line)) {
+    return;
+  }
   auto parsed = schema::parse_json(line);
   if (inbound_tap_) inbound_tap_(line, parsed.has_value());
   if (!parsed) {

@@ -149,7 +149,9 @@ class Connection {
   /// commonest updates): `fast(line)` returns false to let the line be
   /// parsed and dispatched as usual. A line it takes must be a notification
   /// it recognised exactly, and it shows the line to the inbound tap itself
-  /// (tap_inbound) before acting on it.
+  /// (tap_inbound) before acting on it. Only a connection that repairs
+  /// UTF-8 (ConnectionOptions::repair_utf8) offers lines to it, so a line
+  /// it sees is always valid UTF-8.
   void set_fast_path(std::function<bool(std::string_view line)> fast) { fast_path_ = std::move(fast); }
   /// Shows a line taken by the fast path to the inbound tap, as parsed JSON.
   void tap_inbound(std::string_view line) {

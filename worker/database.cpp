@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -158,13 +159,29 @@ Expected<std::unique_ptr<Database>> Database::open(const std::string& path, Opti
   sqlite3_extended_result_codes(d->db_, 1);
   sqlite3_busy_handler(d->db_, &Database::on_busy, d.get());
   if (!options.read_only) {
-    auto mode = d->prepare("PRAGMA journal_mode = WAL");
-    if (!mode) return std::move(mode).error();
-    auto row = mode->step();
-    if (!row) return Error{"cannot switch " + path + " to WAL: " + row.error().message};
-    std::string got = *row ? mode->text(0) : "";
-    mode->reset();
-    if (got != "wal") return Error{"cannot switch " + path + " to WAL (the journal mode stays " + got + ")"};
+    // Switching a new database to WAL needs its exclusive lock, and SQLite
+    // answers "database is locked" at once instead of calling the busy
+    // handler: several processes opening a new state directory together
+    // wait here, within the same bound.
+    const auto since = std::chrono::steady_clock::now();
+    for (int attempt = 0;; ++attempt) {
+      auto mode = d->prepare("PRAGMA journal_mode = WAL");
+      if (!mode) return std::move(mode).error();
+      auto row = mode->step();
+      if (!row) {
+        const int code = mode->last_code() & 0xff;
+        if ((code == SQLITE_BUSY || code == SQLITE_LOCKED) &&
+            std::chrono::steady_clock::now() - since < options.busy_limit) {
+          std::this_thread::sleep_for(std::chrono::microseconds(50 << std::min(attempt, 8)));
+          continue;
+        }
+        return Error{"cannot switch " + path + " to WAL: " + row.error().message};
+      }
+      std::string got = *row ? mode->text(0) : "";
+      mode->reset();
+      if (got != "wal") return Error{"cannot switch " + path + " to WAL (the journal mode stays " + got + ")"};
+      break;
+    }
   }
   if (auto r = d->exec(options.full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL"); !r) {
     return std::move(r).error();

@@ -341,6 +341,7 @@ TEST_CASE("a fast path sees lines before the parse, declines to the parser, and 
   Wire w;
   acp::ConnectionOptions o;
   o.peer = "adapter";
+  o.repair_utf8 = true;
   acp::Connection c(o, w.sender());
   std::vector<std::string> taken, parsed, tapped;
   c.set_inbound_tap([&](std::string_view line, bool) { tapped.emplace_back(line); });
@@ -361,4 +362,18 @@ TEST_CASE("a fast path sees lines before the parse, declines to the parser, and 
   c.receive_line(R"({"jsonrpc":"2.0","method":"note","params":{"v":"fast again"}})");
   CHECK(taken.size() == 1);
   CHECK(parsed.size() == 1);
+}
+
+TEST_CASE("a connection that does not repair UTF-8 offers no line to a fast path") {
+  Wire w;
+  acp::ConnectionOptions o;
+  o.peer = "host";
+  acp::Connection c(o, w.sender());
+  int taken = 0;
+  std::vector<std::string> parsed;
+  c.set_fast_path([&](std::string_view) { return ++taken > 0; });
+  c.on_notification("note", [&](const json& params) { parsed.push_back(params.value("v", "")); });
+  c.receive_line(R"({"jsonrpc":"2.0","method":"note","params":{"v":"fast"}})");
+  CHECK(taken == 0);
+  CHECK(parsed == std::vector<std::string>{"fast"});
 }
