@@ -148,4 +148,14 @@ std::optional<std::pair<std::size_t, std::size_t>> session_id_span(std::string_v
   return std::make_pair(first, last);
 }
 
+std::string readdress(std::string_view line, std::pair<std::size_t, std::size_t> span, std::string_view quoted_id) {
+  std::string out;
+  out.reserve(line.size() - (span.second - span.first) + quoted_id.size() + 1);
+  out.append(line.substr(0, span.first));
+  out += quoted_id;
+  out.append(line.substr(span.second));
+  out += '\n';
+  return out;
+}
+
 }  // namespace harnessd::schema

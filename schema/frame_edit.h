@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -18,5 +19,9 @@ namespace harnessd::schema {
 /// written with an escape; and the line holds no raw control character.
 /// Otherwise nothing, and the caller serialises the parse instead.
 std::optional<std::pair<std::size_t, std::size_t>> session_id_span(std::string_view line);
+
+/// `line` with the bytes [span.first, span.second) replaced by `quoted_id`
+/// (a JSON string, quotes included), then a newline.
+std::string readdress(std::string_view line, std::pair<std::size_t, std::size_t> span, std::string_view quoted_id);
 
 }  // namespace harnessd::schema

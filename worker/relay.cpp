@@ -141,14 +141,7 @@ bool Relay::fast_update(acp::Connection& rpc, std::string_view line) {
   rpc.tap_inbound(line);
   inbound_line_ = {};
   hooks_.turn_output(chunk->kind, chunk->text);
-  const auto [first, last] = chunk->session_id;
-  std::string host;
-  host.reserve(line.size() - (last - first) + quoted_id_.size() + 1);
-  host.append(line.substr(0, first));
-  host += quoted_id_;
-  host.append(line.substr(last));
-  host += '\n';
-  relay_as_is(std::move(host));
+  relay_as_is(schema::readdress(line, chunk->session_id, quoted_id_));
   return true;
 }
 
@@ -245,14 +238,7 @@ std::string Relay::relayed_line(const json& params) {
   if (!raw.empty() && theirs != params.end() && theirs->is_string()) {
     auto span = schema::session_id_span(raw);
     if (span && raw.substr(span->first + 1, span->second - span->first - 2) == theirs->get_ref<const std::string&>()) {
-      const std::string& id = quoted_id_;
-      std::string line;
-      line.reserve(raw.size() - (span->second - span->first) + id.size() + 1);
-      line.append(raw.substr(0, span->first));
-      line += id;
-      line.append(raw.substr(span->second));
-      line += '\n';
-      return line;
+      return schema::readdress(raw, *span, quoted_id_);
     }
   }
   return update_line(params);

@@ -59,8 +59,8 @@ std::vector<Item> read_items(std::string_view transcript, std::size_t& cut) {
   return items;
 }
 
-// The host's line for one events.jsonl line of the range, if it is an
-// update the adapter sent.
+// The host's line (newline included) for one events.jsonl line of the
+// range, if it is an update the adapter sent.
 std::optional<std::string> host_line(std::string_view event, const std::string& quoted_id, bool& cut) {
   auto parsed = schema::parse_json(event);
   if (!parsed || !parsed->is_object()) {
@@ -71,7 +71,9 @@ std::optional<std::string> host_line(std::string_view event, const std::string& 
   auto dir = e.find("dir");
   auto msg = e.find("msg");
   if (dir == e.end() || *dir != "adapter>harnessd" || msg == e.end() || !msg->is_object()) return std::nullopt;
-  if (msg->value("method", "") != "session/update" || msg->contains("id")) return std::nullopt;
+  // value(key, json()) never throws on a member of another type; the
+  // events file is read back from disk and may hold anything.
+  if (msg->value("method", json()) != "session/update" || msg->contains("id")) return std::nullopt;
   auto params = msg->find("params");
   if (params == msg->end() || !params->is_object() || !params->contains("sessionId")) return std::nullopt;
   // The frame's own bytes, as the recorder wrote them after "msg":, with
@@ -80,18 +82,11 @@ std::optional<std::string> host_line(std::string_view event, const std::string& 
   std::size_t at = event.find(kMsg);
   if (at != std::string_view::npos && event.size() >= at + kMsg.size() + 1 && event.back() == '}') {
     std::string_view frame = event.substr(at + kMsg.size(), event.size() - at - kMsg.size() - 1);
-    if (auto span = schema::session_id_span(frame)) {
-      std::string line;
-      line.reserve(frame.size() + quoted_id.size() + 1);
-      line.append(frame.substr(0, span->first));
-      line += quoted_id;
-      line.append(frame.substr(span->second));
-      return line;
-    }
+    if (auto span = schema::session_id_span(frame)) return schema::readdress(frame, *span, quoted_id);
   }
   json out = *msg;
   out["params"]["sessionId"] = json::parse(quoted_id);
-  return out.dump(-1, ' ', false, json::error_handler_t::replace);
+  return out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace
@@ -145,7 +140,6 @@ Expanded expand(std::string_view transcript, const std::string& session_id,
       bool bad = false;
       if (auto line = host_line(std::string_view(*events).substr(start, nl - start), quoted_id, bad)) {
         out.lines += *line;
-        out.lines += '\n';
       }
       out.cut += bad;
       start = nl + 1;
