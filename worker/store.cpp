@@ -6,12 +6,15 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <future>
 #include <set>
+#include <string_view>
 
 #include "acp/log.h"
 #include "queue/ids.h"
@@ -29,6 +32,8 @@ namespace {
 // True when the daemon instance that owns daemons/<file> is gone: its lock
 // file is missing, not a file of ours, or nobody holds the lock (flock
 // dies with its process, kill -9 included).
+constexpr std::string_view kLockingSuffix = ".locking";
+
 bool instance_dead(int root, const std::string& file) {
   auto fd = open_beneath(root, "daemons/" + file, O_RDONLY, 0, StateAccess::kReadOnly);
   if (!fd) return true;
@@ -91,16 +96,25 @@ std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOption
       (void)open_beneath(s.root_, sub, O_RDONLY | O_DIRECTORY);
     }
     if (!s.unusable_) {
+      // The lock file appears under its name already locked: created and
+      // locked under another name first, then renamed. A process starting
+      // beside this one that found it unlocked would take this instance
+      // for dead, remove its lock file, and take over its sessions.
       std::string lock = "daemons/" + s.instance_ + ".lock";
-      auto fd = open_beneath(s.root_, lock, O_RDWR | O_CREAT | O_EXCL, 0600);
+      std::string locking = "daemons/" + s.instance_ + std::string(kLockingSuffix);
+      auto fd = open_beneath(s.root_, locking, O_RDWR | O_CREAT | O_EXCL, 0600);
       if (!fd) {
         s.unusable_ = "cannot write in the state directory " + s.dir_ + ": " + fd.error().message;
       } else if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
-        s.unusable_ = "cannot lock " + lock + " in the state directory " + s.dir_ + ": " + std::strerror(errno);
+        s.unusable_ = "cannot lock " + locking + " in the state directory " + s.dir_ + ": " + std::strerror(errno);
       } else {
-        s.lock_fd_ = fd->release();
-        std::string pid = std::to_string(::getpid()) + "\n";
-        (void)acp::write_all(s.lock_fd_, pid);
+        (void)acp::write_all(fd->get(), std::to_string(::getpid()) + "\n");
+        if (::renameat(s.root_, locking.c_str(), s.root_, lock.c_str()) != 0) {
+          s.unusable_ = "cannot create " + lock + " in the state directory " + s.dir_ + ": " + std::strerror(errno);
+          ::unlinkat(s.root_, locking.c_str(), 0);
+        } else {
+          s.lock_fd_ = fd->release();
+        }
       }
     }
   }
@@ -224,6 +238,21 @@ void Store::recover() {
         if (file.size() < 6 || file.compare(file.size() - 5, 5, ".lock") != 0) continue;
         if (file == instance_ + ".lock") continue;
         if (instance_dead(root_, file)) ::unlinkat(dfd, file.c_str(), 0);  // a link is removed, not followed
+      }
+      ::rewinddir(d);
+      // A lock file a process was killed before naming, once it is old
+      // enough that no process can still be between creating and naming it.
+      const std::time_t stale_before = std::time(nullptr) - 60;
+      while (dirent* e = ::readdir(d)) {
+        std::string file = e->d_name;
+        if (file.size() <= kLockingSuffix.size() ||
+            file.compare(file.size() - kLockingSuffix.size(), kLockingSuffix.size(), kLockingSuffix) != 0) {
+          continue;
+        }
+        struct stat st {};
+        if (::fstatat(dfd, file.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mtime < stale_before) {
+          ::unlinkat(dfd, file.c_str(), 0);
+        }
       }
       ::closedir(d);
     }

@@ -6,6 +6,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -144,6 +146,41 @@ TEST_CASE("a state directory that cannot be created makes writes fail, not the s
     run_until(loop, done);
   }
   CHECK(loop.close());
+}
+
+TEST_CASE("a daemon's lock file is created locked under another name, and one left unnamed by a killed process goes when old") {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir.path() + "/daemons");
+  // Left by processes killed between creating their lock file and naming
+  // it: an old one is removed at start, a fresh one may still be named.
+  const std::string old_file = dir.path() + "/daemons/d_old.locking";
+  const std::string fresh_file = dir.path() + "/daemons/d_fresh.locking";
+  std::ofstream(old_file) << "1\n";
+  std::ofstream(fresh_file) << "1\n";
+  std::filesystem::last_write_time(old_file, std::filesystem::file_time_type::clock::now() - std::chrono::minutes(5));
+  acp::Loop loop;
+  {
+    auto store = Store::open(loop, dir.path());
+    REQUIRE_FALSE(store->unusable());
+    std::vector<std::string> files, locks;
+    for (const auto& e : std::filesystem::directory_iterator(dir.path() + "/daemons")) {
+      files.push_back(e.path().filename().string());
+      if (e.path().extension() == ".lock") locks.push_back(files.back());
+    }
+    std::sort(files.begin(), files.end());
+    REQUIRE(locks.size() == 1);
+    const std::string mine = locks[0];
+    CHECK(files == std::vector<std::string>{std::min(mine, std::string("d_fresh.locking")),
+                                            std::max(mine, std::string("d_fresh.locking"))});
+    // Held from the moment it has its name: another open file of it cannot
+    // take the lock, so no process starting beside this one takes it for dead.
+    int other = ::open((dir.path() + "/daemons/" + mine).c_str(), O_RDONLY);
+    REQUIRE(other >= 0);
+    CHECK(::flock(other, LOCK_EX | LOCK_NB) != 0);
+    ::close(other);
+  }
+  CHECK(loop.close());
+  CHECK_FALSE(std::filesystem::exists(dir.path() + "/daemons/d_old.locking"));
 }
 
 TEST_CASE("recovery ends the runs of dead daemons, never those of a live one") {
