@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -81,6 +82,10 @@ async function finish(env) {
     try { process.kill(Number(line.split(':')[0]), 'SIGKILL'); } catch { /* gone */ }
   }
   fs.rmSync(env.root, { recursive: true, force: true });
+  // acpx keeps its queue sockets in /tmp/acpx-<hash of HOME>, whatever
+  // TMPDIR says, and leaves the folder behind.
+  const sockets = `/tmp/acpx-${createHash('sha256').update(env.home).digest('hex').slice(0, 10)}`;
+  fs.rmSync(sockets, { recursive: true, force: true });
   assert.deepEqual(left, [], 'processes left behind');
 }
 
