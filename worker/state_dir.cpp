@@ -142,33 +142,40 @@ Expected<UniqueFd, PathError> open_state_dir(const std::string& dir, StateAccess
   return root;
 }
 
+Expected<UniqueFd, PathError> open_in(int dir, const std::string& leaf, const std::string& rel, int flags, mode_t mode,
+                                      StateAccess access) {
+  const bool want_dir = (flags & O_DIRECTORY) != 0;
+  // O_NONBLOCK: a planted FIFO must not block the open; it is refused below.
+  int fd = ::openat(dir, leaf.c_str(), flags | O_NOFOLLOW | O_CLOEXEC | (want_dir ? 0 : O_NONBLOCK), mode);
+  if (fd < 0) return describe_failure(dir, leaf.c_str(), rel, errno);
+  UniqueFd out(fd);
+  if (auto ok = check_opened(out.get(), rel, want_dir, access); !ok) return ok.error();
+  if (!want_dir) {
+    int fl = ::fcntl(out.get(), F_GETFL);
+    if (fl >= 0) (void)::fcntl(out.get(), F_SETFL, fl & ~O_NONBLOCK);
+  }
+  return out;
+}
+
 Expected<UniqueFd, PathError> open_beneath(int root, const std::string& rel, int flags, mode_t mode,
                                            StateAccess access) {
   std::string leaf;
   auto parent = open_parent(root, rel, &leaf);
   if (!parent) return parent.error();
-  // O_NONBLOCK: a planted FIFO must not block the open; it is refused below.
-  int fd = ::openat(parent->get(), leaf.c_str(), flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, mode);
-  if (fd < 0) return describe_failure(parent->get(), leaf.c_str(), rel, errno);
-  UniqueFd out(fd);
-  if (auto ok = check_opened(out.get(), rel, (flags & O_DIRECTORY) != 0, access); !ok) return ok.error();
-  int fl = ::fcntl(out.get(), F_GETFL);
-  if (fl >= 0) (void)::fcntl(out.get(), F_SETFL, fl & ~O_NONBLOCK);
-  return out;
+  return open_in(parent->get(), leaf, rel, flags, mode, access);
+}
+
+Expected<UniqueFd, PathError> make_dir_in(int dir, const std::string& leaf, const std::string& rel) {
+  if (::mkdirat(dir, leaf.c_str(), 0700) != 0 && errno != EEXIST) return sys_error(rel, errno);
+  // Whatever is there now must be our folder, not a link to another.
+  return open_in(dir, leaf, rel, O_RDONLY | O_DIRECTORY, 0, StateAccess::kOwn);
 }
 
 Expected<void, PathError> make_dir_beneath(int root, const std::string& rel) {
   std::string leaf;
   auto parent = open_parent(root, rel, &leaf);
   if (!parent) return parent.error();
-  if (::mkdirat(parent->get(), leaf.c_str(), 0700) != 0 && errno != EEXIST) return sys_error(rel, errno);
-  // Whatever is there now must be our folder, not a link to another.
-  auto dir = open_beneath(parent->get(), leaf, O_RDONLY | O_DIRECTORY);
-  if (!dir) {
-    PathError e = dir.error();
-    e.message.replace(0, leaf.size(), rel);  // name the whole path
-    return e;
-  }
+  if (auto made = make_dir_in(parent->get(), leaf, rel); !made) return made.error();
   return {};
 }
 
@@ -191,6 +198,11 @@ Expected<void, PathError> write_new(int dir, const std::string& name, const std:
 
 }  // namespace
 
+Expected<void, PathError> create_file_in(int dir, const std::string& leaf, const std::string& rel,
+                                         std::string_view content, bool sync) {
+  return write_new(dir, leaf, rel, content, sync);
+}
+
 Expected<void, PathError> create_file_beneath(int root, const std::string& rel, std::string_view content, bool sync) {
   std::string leaf;
   auto parent = open_parent(root, rel, &leaf);
@@ -198,21 +210,26 @@ Expected<void, PathError> create_file_beneath(int root, const std::string& rel, 
   return write_new(parent->get(), leaf, rel, content, sync);
 }
 
+Expected<void, PathError> replace_file_in(int dir, const std::string& leaf, const std::string& rel,
+                                          std::string_view content, bool sync) {
+  std::string tmp = leaf + ".tmp";
+  // A temporary file left by a crash (or anything planted under its name)
+  // goes first; unlinkat removes a link itself, never its target.
+  ::unlinkat(dir, tmp.c_str(), 0);
+  if (auto w = write_new(dir, tmp, rel + ".tmp", content, sync); !w) return w;
+  if (::renameat(dir, tmp.c_str(), dir, leaf.c_str()) != 0) {
+    int err = errno;
+    ::unlinkat(dir, tmp.c_str(), 0);
+    return describe_failure(dir, leaf.c_str(), rel, err);
+  }
+  return {};
+}
+
 Expected<void, PathError> replace_file_beneath(int root, const std::string& rel, std::string_view content, bool sync) {
   std::string leaf;
   auto parent = open_parent(root, rel, &leaf);
   if (!parent) return parent.error();
-  std::string tmp = leaf + ".tmp";
-  // A temporary file left by a crash (or anything planted under its name)
-  // goes first; unlinkat removes a link itself, never its target.
-  ::unlinkat(parent->get(), tmp.c_str(), 0);
-  if (auto w = write_new(parent->get(), tmp, rel + ".tmp", content, sync); !w) return w;
-  if (::renameat(parent->get(), tmp.c_str(), parent->get(), leaf.c_str()) != 0) {
-    int err = errno;
-    ::unlinkat(parent->get(), tmp.c_str(), 0);
-    return describe_failure(parent->get(), leaf.c_str(), rel, err);
-  }
-  return {};
+  return replace_file_in(parent->get(), leaf, rel, content, sync);
 }
 
 Expected<std::string, PathError> read_beneath(int root, const std::string& rel, StateAccess access) {

@@ -84,6 +84,17 @@ Expected<void, PathError> create_file_beneath(int root, const std::string& rel, 
 /// rename over the old name (which replaces a link, never writes through it).
 Expected<void, PathError> replace_file_beneath(int root, const std::string& rel, std::string_view content, bool sync);
 
+/// The same four, in an open folder `dir` (a name `leaf` in it, no '/'),
+/// for a caller that keeps its folders open; `rel` names the file in
+/// errors. make_dir_in hands back the folder, opened.
+Expected<UniqueFd, PathError> open_in(int dir, const std::string& leaf, const std::string& rel, int flags,
+                                      mode_t mode = 0600, StateAccess access = StateAccess::kOwn);
+Expected<UniqueFd, PathError> make_dir_in(int dir, const std::string& leaf, const std::string& rel);
+Expected<void, PathError> create_file_in(int dir, const std::string& leaf, const std::string& rel,
+                                         std::string_view content, bool sync);
+Expected<void, PathError> replace_file_in(int dir, const std::string& leaf, const std::string& rel,
+                                          std::string_view content, bool sync);
+
 /// Reads all of `rel` beneath `root` (err ENOENT when it is missing).
 Expected<std::string, PathError> read_beneath(int root, const std::string& rel,
                                               StateAccess access = StateAccess::kOwn);

@@ -416,25 +416,18 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
   bool do_sync = options_.sync;
   StoreWriter* w = &lane_for(run_id);
   DbWriter* db = db_writer_.get();
-  int root = root_;
   // In the run's lane, after its frames: result.json, then the terminal
   // entry, committed before the lane goes on (so a barrier on the run, and
   // the host's answer after it, come after the commit).
   submit(
       run_id,
-      [w, db, root, written, result_json = std::move(result_json), failure_fails, do_sync]() -> Expected<void> {
+      [w, db, written, result_json = std::move(result_json), failure_fails, do_sync]() -> Expected<void> {
         const LedgerEntry asked = *written;
         Expected<void> first;
         if (result_json && acp::is_safe_id(asked.runId)) {
-          std::string rel = run_dir(asked.runId) + "/result.json";
-          if (auto b = w->check_budget(result_json->size(), rel); !b) {
-            first = b;
-          } else {
-            // A run that never started has no folder yet.
-            Expected<void, PathError> made = make_dir_beneath(root, run_dir(asked.runId));
-            if (made) made = create_file_beneath(root, rel, *result_json, do_sync);
-            if (!made) first = path_error("create", rel, made.error());
-          }
+          // A run that never started has no folder yet.
+          first = w->make_dir(run_dir(asked.runId));
+          if (first) first = w->put_file(run_dir(asked.runId) + "/result.json", *result_json, do_sync, true);
         }
         std::optional<std::string> why = w->take_run_failure(asked.runId);
         if (!why && !first) why = first.error().message;
@@ -481,15 +474,10 @@ void Store::save_session(const json& record, Done done) {
 
 void Store::make_dir(std::string rel, Done done) {
   std::string key = key_of(rel);
-  int root = root_;
+  StoreWriter* w = &lane_for(key);
   std::string run = done && in_run_folder(rel) ? key : "";
   submit(
-      key,
-      [root, rel]() -> Expected<void> {
-        if (auto r = make_dir_beneath(root, rel); !r) return path_error("create", rel, r.error());
-        return {};
-      },
-      std::move(done), std::move(run));
+      key, [w, rel]() { return w->make_dir(rel); }, std::move(done), std::move(run));
 }
 
 void Store::write_file(std::string rel, std::string content, Done done, bool sync) {
@@ -504,18 +492,11 @@ void Store::put_file(std::string rel, std::string content, Done done, bool sync,
   std::string key = key_of(rel);
   StoreWriter* w = &lane_for(key);
   bool do_sync = sync && options_.sync;
-  int root = root_;
   std::string run = done && in_run_folder(rel) ? key : "";
   std::size_t bytes = content.size();
   submit(
       key,
-      [w, root, rel, content = std::move(content), do_sync, fresh]() -> Expected<void> {
-        if (auto b = w->check_budget(content.size(), rel); !b) return b;
-        // A fresh file: anything already there (a planted link) is refused.
-        auto r = fresh ? create_file_beneath(root, rel, content, do_sync) : replace_file_beneath(root, rel, content, do_sync);
-        if (!r) return path_error(fresh ? "create" : "write", rel, r.error());
-        return {};
-      },
+      [w, rel, content = std::move(content), do_sync, fresh]() { return w->put_file(rel, content, do_sync, fresh); },
       std::move(done), std::move(run), bytes);
 }
 

@@ -13,6 +13,7 @@
 #include <exception>
 #include <map>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "acp/files.h"
@@ -23,6 +24,13 @@ namespace harnessd::worker {
 namespace {
 
 std::string errno_text(int err) { return std::strerror(err); }
+
+// "a/b/c" as {"a/b", "c"}; "c" as {"", "c"}.
+std::pair<std::string, std::string> split_leaf(const std::string& rel) {
+  std::size_t slash = rel.rfind('/');
+  if (slash == std::string::npos) return {std::string(), rel};
+  return {rel.substr(0, slash), rel.substr(slash + 1)};
+}
 
 }  // namespace
 
@@ -55,10 +63,9 @@ Expected<void> append_whole(int fd, std::string_view data, const std::string& re
   return {};
 }
 
-Expected<int> open_append(int root, const std::string& rel) {
-  auto opened = open_beneath(root, rel, O_RDWR | O_CREAT | O_APPEND, 0600);
-  if (!opened) return path_error("open", rel, opened.error());
-  int fd = opened->get();
+// A file opened for appends, its last line completed if a crash cut it.
+Expected<int> ready_to_append(UniqueFd opened, const std::string& rel) {
+  int fd = opened.get();
   struct stat st {};
   if (::fstat(fd, &st) == 0 && st.st_size > 0) {
     char last = '\n';
@@ -68,7 +75,7 @@ Expected<int> open_append(int root, const std::string& rel) {
       if (auto w = append_whole(fd, "\n", rel); !w) return w.error();
     }
   }
-  return opened->release();
+  return opened.release();
 }
 
 // ---------------------------------------------------------------- budget
@@ -116,6 +123,7 @@ StoreWriter::~StoreWriter() {
   queue_.stop();
   thread_.join();
   for (auto& [rel, fd] : fds_) ::close(fd);
+  for (auto& [rel, fd] : dirs_) ::close(fd);
 }
 
 void StoreWriter::run() {
@@ -204,10 +212,79 @@ Expected<int> StoreWriter::fd_for(const std::string& rel) {
     for (auto& [r, fd] : fds_) ::close(fd);
     fds_.clear();
   }
-  auto fd = open_append(root_, rel);
+  auto [dir, leaf] = split_leaf(rel);
+  auto opened =
+      in_folder(dir, [&](int parent) { return open_in(parent, leaf, rel, O_RDWR | O_CREAT | O_APPEND, 0600); });
+  if (!opened) return path_error("open", rel, opened.error());
+  auto fd = ready_to_append(std::move(*opened), rel);
   if (!fd) return fd.error();
   fds_.emplace(rel, *fd);
   return *fd;
+}
+
+template <class Fn>
+auto StoreWriter::in_folder(const std::string& rel_dir, Fn&& fn) -> decltype(fn(0)) {
+  for (int attempt = 0;; ++attempt) {
+    auto parent = dir_for(rel_dir);
+    if (!parent) return parent.error();
+    auto r = fn(*parent);
+    // Creating in a folder that was removed answers ENOENT. Walked again
+    // from the root, the folder is found if it is back, or what is there
+    // now is named (a link planted in its place is refused as such).
+    if (r || attempt == 1 || rel_dir.empty() || r.error().err != ENOENT) return r;
+    for (auto& [d, fd] : dirs_) ::close(fd);
+    dirs_.clear();
+  }
+}
+
+Expected<int, PathError> StoreWriter::dir_for(const std::string& rel_dir) {
+  if (rel_dir.empty()) return root_;
+  if (auto it = dirs_.find(rel_dir); it != dirs_.end()) return it->second;
+  auto [up, leaf] = split_leaf(rel_dir);
+  if (leaf.empty() || leaf == "." || leaf == "..") return PathError{EINVAL, rel_dir + " is not a plain relative path"};
+  auto parent = dir_for(up);
+  if (!parent) return parent.error();
+  // Folders on the way are checked, never changed.
+  auto opened = open_in(*parent, leaf, rel_dir, O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
+  if (!opened) return opened.error();
+  return keep_dir(rel_dir, std::move(*opened));
+}
+
+int StoreWriter::keep_dir(const std::string& rel_dir, UniqueFd fd) {
+  constexpr std::size_t kMaxDirs = 32;  // a few live runs' folders per lane
+  if (auto it = dirs_.find(rel_dir); it != dirs_.end()) {
+    ::close(it->second);
+    dirs_.erase(it);
+  }
+  if (dirs_.size() >= kMaxDirs) {
+    for (auto& [r, open] : dirs_) ::close(open);
+    dirs_.clear();
+  }
+  int kept = fd.release();
+  dirs_.emplace(rel_dir, kept);
+  return kept;
+}
+
+Expected<void> StoreWriter::make_dir(const std::string& rel) {
+  auto [up, leaf] = split_leaf(rel);
+  if (leaf.empty() || leaf == "." || leaf == "..") return Error{"cannot create " + rel + ": not a plain relative path"};
+  auto made = in_folder(up, [&](int parent) { return make_dir_in(parent, leaf, rel); });
+  if (!made) return path_error("create", rel, made.error());
+  keep_dir(rel, std::move(*made));
+  return {};
+}
+
+Expected<void> StoreWriter::put_file(const std::string& rel, std::string_view content, bool sync, bool fresh) {
+  if (auto b = check_budget(content.size(), rel); !b) return b;
+  const char* what = fresh ? "create" : "write";
+  auto [up, leaf] = split_leaf(rel);
+  if (leaf.empty() || leaf == "." || leaf == "..") return Error{std::string("cannot ") + what + " " + rel + ": not a plain relative path"};
+  // A fresh file: anything already there (a planted link) is refused.
+  auto r = in_folder(up, [&](int parent) {
+    return fresh ? create_file_in(parent, leaf, rel, content, sync) : replace_file_in(parent, leaf, rel, content, sync);
+  });
+  if (!r) return path_error(what, rel, r.error());
+  return {};
 }
 
 Expected<void> StoreWriter::append(const std::string& rel, const std::string& data) {

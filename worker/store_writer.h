@@ -130,6 +130,11 @@ class StoreWriter {
   Expected<void> check_budget(std::size_t bytes, const std::string& rel) { return budget_.take(bytes, rel); }
   /// Appends to `rel`, kept open until close().
   Expected<void> append(const std::string& rel, const std::string& data);
+  /// Creates the folder `rel` if it is missing, and checks what is there.
+  Expected<void> make_dir(const std::string& rel);
+  /// Writes the file `rel` whole: a new file (`fresh`: anything already
+  /// there is refused) or a replacement through a temporary file.
+  Expected<void> put_file(const std::string& rel, std::string_view content, bool sync, bool fresh);
   void close(const std::string& rel);
   /// The first write error of `run` on this lane, forgotten once asked.
   std::optional<std::string> take_run_failure(const std::string& run);
@@ -141,12 +146,22 @@ class StoreWriter {
   std::size_t run_jobs(std::deque<Job>& batch, std::size_t i, WriteCompletions::Finished& finished);
   void finish_job(Job& job, const Expected<void>& result, WriteCompletions::Finished& finished);
   Expected<int> fd_for(const std::string& rel);
+  /// The folder `rel_dir` ("" for the state directory) opened on this lane
+  /// and kept (bounded), so that the files of a run cost one openat each
+  /// instead of a walk from the root and a check of every folder on it.
+  Expected<int, PathError> dir_for(const std::string& rel_dir);
+  int keep_dir(const std::string& rel_dir, UniqueFd fd);
+  /// fn(the folder's descriptor); once more from the root when a kept
+  /// folder turns out to be gone (removed or replaced since it was opened).
+  template <class Fn>
+  auto in_folder(const std::string& rel_dir, Fn&& fn) -> decltype(fn(0));
 
   WriteCompletions& completions_;
   int root_;
   WriteBudget& budget_;
   std::function<void(std::size_t)> written_;
   std::map<std::string, int> fds_;
+  std::map<std::string, int> dirs_;
   std::map<std::string, std::string> failed_runs_;
   std::string last_unheard_;  // the last error of a write nobody waited for
 
