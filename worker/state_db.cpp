@@ -159,23 +159,45 @@ Expected<std::unique_ptr<StateDb>> StateDb::open(const std::string& dir, int dir
 
 Expected<bool> StateDb::apply_one(const LedgerEntry& e) {
   const bool terminal = is_terminal_event(e.event);
+  // The run's row and its state in one statement. A second end of a run
+  // changes nothing and returns no row; the transition below is refused
+  // then, and the unique index on terminal transitions refuses it anyway.
   auto upsert = db_->cached(R"sql(
-INSERT INTO runs(run_id, session_id, name, host_session, harness, request_id, daemon, state)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+INSERT INTO runs(run_id, session_id, name, host_session, harness, request_id, daemon, state,
+                 queued_at, started_at, ended_at, outcome)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+        CASE WHEN ?8 = 'queued' THEN ?9 END, CASE WHEN ?8 = 'started' THEN ?9 END,
+        CASE WHEN ?10 THEN ?9 END, CASE WHEN ?10 THEN ?11 END)
 ON CONFLICT(run_id) DO UPDATE SET
   session_id = CASE WHEN excluded.session_id <> '' THEN excluded.session_id ELSE session_id END,
   name = coalesce(excluded.name, name),
   host_session = coalesce(excluded.host_session, host_session),
   harness = CASE WHEN excluded.harness <> '' THEN excluded.harness ELSE harness END,
   request_id = coalesce(excluded.request_id, request_id),
-  daemon = CASE WHEN excluded.daemon <> '' THEN excluded.daemon ELSE daemon END
+  daemon = CASE WHEN excluded.daemon <> '' THEN excluded.daemon ELSE daemon END,
+  state = excluded.state,
+  queued_at = coalesce(excluded.queued_at, queued_at),
+  started_at = coalesce(excluded.started_at, started_at),
+  ended_at = coalesce(excluded.ended_at, ended_at),
+  outcome = coalesce(excluded.outcome, outcome)
+WHERE NOT (?10 AND runs.ended_at IS NOT NULL)
 RETURNING seq)sql");
   if (!upsert) return std::move(upsert).error();
   Statement& up = **upsert;
   up.bind(1, e.runId).bind(2, e.sessionId).bind(3, e.name).bind(4, e.hostSession).bind(5, e.harness);
-  up.bind(6, json_text(e.requestId)).bind(7, e.daemon).bind(8, e.event);
+  up.bind(6, json_text(e.requestId)).bind(7, e.daemon).bind(8, e.event).bind(9, e.time);
+  up.bind(10, std::int64_t{terminal});
+  if (terminal) {
+    up.bind(11, e.extra.is_object() ? e.extra.dump() : std::string("{}"));
+  } else {
+    up.bind_null(11);
+  }
   auto row = up.step();
   if (!row) return Error{"cannot record run " + e.runId + ": " + row.error().message};
+  if (!*row) {
+    acp::log::error("run " + e.runId + " already ended; its second end (" + e.event + ") is refused");
+    return false;
+  }
   std::int64_t seq = up.int64(0);
   up.reset();
 
@@ -184,25 +206,14 @@ RETURNING seq)sql");
   Statement& in = **insert;
   in.bind(1, seq).bind(2, e.event).bind(3, e.time).bind(4, e.to_json().dump()).bind(5, std::int64_t{terminal});
   if (auto r = in.run(); !r) {
+    // A terminal transition of a run whose row did not show it ended (a
+    // database edited by hand): refused as a second end.
     if (in.last_code() == SQLITE_CONSTRAINT_UNIQUE) {
       acp::log::error("run " + e.runId + " already ended; its second end (" + e.event + ") is refused");
       return false;
     }
     return Error{"cannot record run " + e.runId + ": " + r.error().message};
   }
-
-  auto update = db_->cached(R"sql(
-UPDATE runs SET state = ?2,
-  queued_at = CASE WHEN ?2 = 'queued' THEN ?3 ELSE queued_at END,
-  started_at = CASE WHEN ?2 = 'started' THEN ?3 ELSE started_at END,
-  ended_at = CASE WHEN ?4 THEN ?3 ELSE ended_at END,
-  outcome = CASE WHEN ?4 THEN ?5 ELSE outcome END
-WHERE seq = ?1)sql");
-  if (!update) return std::move(update).error();
-  Statement& set = **update;
-  set.bind(1, seq).bind(2, e.event).bind(3, e.time).bind(4, std::int64_t{terminal});
-  set.bind(5, e.extra.is_object() ? e.extra.dump() : std::string("{}"));
-  if (auto r = set.run(); !r) return Error{"cannot record run " + e.runId + ": " + r.error().message};
   return true;
 }
 
