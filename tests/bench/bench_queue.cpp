@@ -2,7 +2,7 @@
 // between two prompts of one session (adapter time excluded), prompts per
 // second on one session and across 100 sessions, harnessd's memory with
 // 1,000 sessions of 10 queued prompts, and the initialize round trip.
-// Usage: bench_queue [--quick]
+// Usage: bench_queue [--quick] [--harnessd PATH] [--only handoff|throughput|memory]
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -215,24 +215,43 @@ void initialize_round_trip() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  bool quick = false;
+  std::string only;  // one part: handoff, throughput or memory
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--harnessd" && i + 1 < argc) {
+      set_harnessd_exe(argv[++i]);  // another build (its guard beside it), for a before/after
+    } else if (arg == "--only" && i + 1 < argc) {
+      only = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: bench_queue [--quick] [--harnessd PATH] [--only handoff|throughput|memory]\n");
+      return 2;
+    }
+  }
+  auto part = [&](const char* name) { return only.empty() || only == name; };
   try {
-    initialize_round_trip();
+    if (only.empty()) initialize_round_trip();
     // Every run writes its recording (folder, request, events, result) and
     // its ledger lines; the answer waits for result.json and the terminal
     // line. On memory that costs little; on a slow disk it dominates.
-    std::printf("hand-off between two prompts of one session (adapter answer -> next prompt at the adapter)\n");
-    for (const char* where : {"memory", "disk"}) handoff(quick, where);
+    if (part("handoff")) {
+      std::printf("hand-off between two prompts of one session (adapter answer -> next prompt at the adapter)\n");
+      for (const char* where : {"memory", "disk"}) handoff(quick, where);
+    }
     // The host is this program, which reads and writes whole batches: a
     // prompt costs it far less than it costs harnessd and the fake agent.
-    std::printf("throughput with the instant fake agent (three runs)\n");
-    for (const char* where : {"memory", "disk"}) {
-      print_throughput("one session", 1, quick ? 300 : 2000, 16, where);
-      print_throughput("10 sessions", 10, quick ? 60 : 300, 16, where);
-      print_throughput("10 sessions", 10, quick ? 100 : 500, quick ? 100 : 500, where);
-      print_throughput("100 sessions", 100, quick ? 10 : 30, 16, where);
+    if (part("throughput")) {
+      std::printf("throughput with the instant fake agent (three runs)\n");
+      for (const char* where : {"memory", "disk"}) {
+        print_throughput("one session", 1, quick ? 300 : 2000, 16, where);
+        print_throughput("10 sessions", 10, quick ? 60 : 300, 16, where);
+        print_throughput("10 sessions", 10, quick ? 100 : 500, quick ? 100 : 500, where);
+        print_throughput("100 sessions", 100, quick ? 10 : 30, 16, where);
+      }
     }
-    memory(quick);
+    if (part("memory")) memory(quick);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_queue: %s\n", e.what());
     return 1;
