@@ -25,8 +25,16 @@ namespace {
 
 std::string errno_text(int err) { return std::strerror(err); }
 
-// "a/b/c" as {"a/b", "c"}; "c" as {"", "c"}.
-std::pair<std::string, std::string> split_leaf(const std::string& rel) {
+// A relative path cut before its last name: "a/b/c" is {"a/b", "c"}, "c"
+// is {"", "c"}. Named members, not a pair: lambdas below capture them.
+struct Split {
+  std::string dir;
+  std::string leaf;
+  // The last name is one that can be created: not empty, "." or "..".
+  bool plain() const { return !leaf.empty() && leaf != "." && leaf != ".."; }
+};
+
+Split split_leaf(const std::string& rel) {
   std::size_t slash = rel.rfind('/');
   if (slash == std::string::npos) return {std::string(), rel};
   return {rel.substr(0, slash), rel.substr(slash + 1)};
@@ -212,9 +220,9 @@ Expected<int> StoreWriter::fd_for(const std::string& rel) {
     for (auto& [r, fd] : fds_) ::close(fd);
     fds_.clear();
   }
-  auto [dir, leaf] = split_leaf(rel);
+  const Split at = split_leaf(rel);
   auto opened =
-      in_folder(dir, [&](int parent) { return open_in(parent, leaf, rel, O_RDWR | O_CREAT | O_APPEND, 0600); });
+      in_folder(at.dir, [&](int parent) { return open_in(parent, at.leaf, rel, O_RDWR | O_CREAT | O_APPEND, 0600); });
   if (!opened) return path_error("open", rel, opened.error());
   auto fd = ready_to_append(std::move(*opened), rel);
   if (!fd) return fd.error();
@@ -240,12 +248,12 @@ auto StoreWriter::in_folder(const std::string& rel_dir, Fn&& fn) -> decltype(fn(
 Expected<int, PathError> StoreWriter::dir_for(const std::string& rel_dir) {
   if (rel_dir.empty()) return root_;
   if (auto it = dirs_.find(rel_dir); it != dirs_.end()) return it->second;
-  auto [up, leaf] = split_leaf(rel_dir);
-  if (leaf.empty() || leaf == "." || leaf == "..") return PathError{EINVAL, rel_dir + " is not a plain relative path"};
-  auto parent = dir_for(up);
+  const Split at = split_leaf(rel_dir);
+  if (!at.plain()) return PathError{EINVAL, rel_dir + " is not a plain relative path"};
+  auto parent = dir_for(at.dir);
   if (!parent) return parent.error();
   // Folders on the way are checked, never changed.
-  auto opened = open_in(*parent, leaf, rel_dir, O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
+  auto opened = open_in(*parent, at.leaf, rel_dir, O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
   if (!opened) return opened.error();
   return keep_dir(rel_dir, std::move(*opened));
 }
@@ -266,9 +274,9 @@ int StoreWriter::keep_dir(const std::string& rel_dir, UniqueFd fd) {
 }
 
 Expected<void> StoreWriter::make_dir(const std::string& rel) {
-  auto [up, leaf] = split_leaf(rel);
-  if (leaf.empty() || leaf == "." || leaf == "..") return Error{"cannot create " + rel + ": not a plain relative path"};
-  auto made = in_folder(up, [&](int parent) { return make_dir_in(parent, leaf, rel); });
+  const Split at = split_leaf(rel);
+  if (!at.plain()) return Error{"cannot create " + rel + ": not a plain relative path"};
+  auto made = in_folder(at.dir, [&](int parent) { return make_dir_in(parent, at.leaf, rel); });
   if (!made) return path_error("create", rel, made.error());
   keep_dir(rel, std::move(*made));
   return {};
@@ -277,11 +285,12 @@ Expected<void> StoreWriter::make_dir(const std::string& rel) {
 Expected<void> StoreWriter::put_file(const std::string& rel, std::string_view content, bool sync, bool fresh) {
   if (auto b = check_budget(content.size(), rel); !b) return b;
   const char* what = fresh ? "create" : "write";
-  auto [up, leaf] = split_leaf(rel);
-  if (leaf.empty() || leaf == "." || leaf == "..") return Error{std::string("cannot ") + what + " " + rel + ": not a plain relative path"};
+  const Split at = split_leaf(rel);
+  if (!at.plain()) return Error{std::string("cannot ") + what + " " + rel + ": not a plain relative path"};
   // A fresh file: anything already there (a planted link) is refused.
-  auto r = in_folder(up, [&](int parent) {
-    return fresh ? create_file_in(parent, leaf, rel, content, sync) : replace_file_in(parent, leaf, rel, content, sync);
+  auto r = in_folder(at.dir, [&](int parent) {
+    return fresh ? create_file_in(parent, at.leaf, rel, content, sync)
+                 : replace_file_in(parent, at.leaf, rel, content, sync);
   });
   if (!r) return path_error(what, rel, r.error());
   return {};
