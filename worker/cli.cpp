@@ -103,11 +103,15 @@ int main(int argc, char** argv) {
   sessions_cmd->add_flag("--all", sessions_all, "Include closed sessions");
   bool harnesses_check = false;
   std::string harnesses_format = "text";
-  std::string show_run, show_format = "text";
+  std::string show_run, show_format = "text", show_file, show_export;
   auto* show_cmd = app.add_subcommand("show", "Print one run from its recording");
   show_cmd->fallthrough();
   show_cmd->add_option("run", show_run, "The run id (run_...)")->required();
   show_cmd->add_option("--format", show_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  auto* file_opt = show_cmd->add_option(
+      "--file", show_file, "Print one file of the run: request.json, prompt.md, events.jsonl, stderr.log, result.json");
+  show_cmd->add_option("--export", show_export, "Write the run's files into this new or empty folder")
+      ->excludes(file_opt);
   std::string close_target;
   auto* close_cmd = app.add_subcommand("close", "Close a session that no running daemon serves, by id or name");
   close_cmd->fallthrough();
@@ -222,7 +226,7 @@ int main(int argc, char** argv) {
   }
   if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
   if (close_cmd->parsed()) return close_command(chosen_state_dir, close_target);
-  if (show_cmd->parsed()) return show_command(chosen_state_dir, show_run, show_format);
+  if (show_cmd->parsed()) return show_command(chosen_state_dir, show_run, show_format, show_file, show_export);
   if (prune_cmd->parsed()) return prune_command(chosen_state_dir, prune_older_than, prune_dry_run);
   if (forget_cmd->parsed()) return forget_command(chosen_state_dir, forget_target, forget_dry_run);
   if (gc_cmd->parsed()) return gc_command(chosen_state_dir, config->daemon.retention, gc_dry_run);

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,6 +24,7 @@
 #include "worker/ledger.h"
 #include "worker/session_record.h"
 #include "worker/state_dir.h"
+#include "worker/segment.h"
 #include "worker/store.h"
 
 namespace harnessd::worker {
@@ -265,10 +267,16 @@ int forget_command(const std::string& state_dir, const std::string& target, bool
     doomed.push_back(Store::run_dir(run_id));
   }
   const std::size_t runs = doomed.size();
+  doomed.push_back(segment::file_of(id));
   doomed.push_back(Store::transcript_file(id));
   for (auto& rel : bridge_files(root.get(), record.adapter_session_id.value_or(""))) doomed.push_back(std::move(rel));
   if (dry_run) {
-    for (const auto& rel : doomed) print_line("would remove " + state_dir + "/" + rel);
+    for (const auto& rel : doomed) {
+      struct stat st {};
+      if (::fstatat(root.get(), rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        print_line("would remove " + state_dir + "/" + rel);
+      }
+    }
     print_line("would clear the summary, oneshot history and MCP servers of " + id + "'s record and close it");
     return 0;
   }
@@ -358,6 +366,7 @@ Expected<Collected> collect_garbage(StateDb& db, int root, const Retention& rete
         if (auto record = SessionRecord::from_json(**stored)) adapter_session = record->adapter_session_id;
       }
       remove(Store::transcript_file(id));
+      remove(segment::file_of(id));
       for (const auto& rel : bridge_files(root, adapter_session.value_or(""))) remove(rel);
       if (dry_run) said("would drop the record of session " + id);
       ids.push_back(id);

@@ -10,6 +10,8 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -170,7 +172,7 @@ int runs_command(const RunsQuery& q) {
       if (q.format == "json") {
         json j = r.to_json();
         j["version"] = 1;
-        if (!r.startedAt.empty()) j["recording"] = q.state_dir + "/" + Store::run_dir(r.runId);
+        if (!r.startedAt.empty()) j["recording"] = q.state_dir + "/" + recording_of(root.get(), r.runId, r.sessionId);
         print_line(j.dump());
         continue;
       }
@@ -350,7 +352,44 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
   return 0;
 }
 
-int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format) {
+namespace {
+
+// `harnessd show RUN --export DIR`: the run's files as a folder.
+int export_run(const segment::Run& run, const std::string& run_id, const std::string& to) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(to, ec) && !fs::is_empty(to, ec)) {
+    std::fprintf(stderr, "harnessd: %s is not empty; give a new or empty folder\n", to.c_str());
+    return 1;
+  }
+  fs::create_directories(to, ec);
+  if (ec) {
+    std::fprintf(stderr, "harnessd: cannot create %s: %s\n", to.c_str(), ec.message().c_str());
+    return 1;
+  }
+  for (const auto& [name, bytes] : run.files) {
+    // Names come from the recording: only plain relative paths are written.
+    const fs::path rel(name);
+    bool plain = !rel.empty() && rel.is_relative();
+    for (const auto& part : rel) plain = plain && part != ".." && part != ".";
+    if (!plain) continue;
+    const fs::path file = fs::path(to) / rel;
+    fs::create_directories(file.parent_path(), ec);
+    std::ofstream out(file, std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out) {
+      std::fprintf(stderr, "harnessd: cannot write %s\n", file.c_str());
+      return 1;
+    }
+  }
+  print_line("wrote " + std::to_string(run.files.size()) + " file(s) of " + run_id + " to " + to);
+  return 0;
+}
+
+}  // namespace
+
+int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format,
+                 const std::string& file, const std::string& export_to) {
   UniqueFd root;
   std::unique_ptr<StateDb> db;
   if (!open_for_query(state_dir, root, db)) return 1;
@@ -369,8 +408,18 @@ int show_command(const std::string& state_dir, const std::string& run_id, const 
     std::fprintf(stderr, "harnessd: no run %s is recorded in %s\n", run_id.c_str(), state_dir.c_str());
     return 1;
   }
-  const std::string dir = Store::run_dir(run_id);
-  const RunRecording rec = read_run_recording(root.get(), run_id);
+  if (!file.empty() || !export_to.empty()) {
+    const segment::Run files = read_run_files(root.get(), run_id, run->sessionId);
+    if (!export_to.empty()) return export_run(files, run_id, export_to);
+    auto it = files.files.find(file);
+    if (it == files.files.end()) {
+      std::fprintf(stderr, "harnessd: run %s has no %s\n", run_id.c_str(), file.c_str());
+      return 1;
+    }
+    return acp::write_all(1, it->second) == 0 ? 0 : 1;
+  }
+  const std::string dir = recording_of(root.get(), run_id, run->sessionId);
+  const RunRecording rec = read_run_recording(root.get(), run_id, run->sessionId);
   long long start = iso_ms(run->startedAt), end = iso_ms(run->endedAt);
   json took = start >= 0 && end >= start ? json(end - start) : json();
 

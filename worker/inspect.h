@@ -48,7 +48,10 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
 /// Prints one run from the ledger and its recording: who ran it and when,
 /// how it ended, the prompt, each tool call with its outcome and time, the
 /// answer, the usage and the files of its folder. Returns the exit code.
-int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format);
+/// `file`: print only that file of the run (events.jsonl, stderr.log, ...);
+/// `export_to`: write every file of the run into that folder.
+int show_command(const std::string& state_dir, const std::string& run_id, const std::string& format,
+                 const std::string& file = "", const std::string& export_to = "");
 
 /// The state database of `state_dir` (open at `root`) for the command
 /// line, or nullptr when nothing was recorded there yet. The ledger and

@@ -105,7 +105,7 @@ void Queries::list_runs(schema::ListRunsRequest req, acp::Reply reply) const {
 json Queries::run_json(const RunRecord& run) const {
   json j = run.to_json();
   // The recording exists from the moment the run started.
-  if (!run.startedAt.empty()) j["recording"] = rt_.store.path(Store::run_dir(run.runId));
+  if (!run.startedAt.empty()) j["recording"] = rt_.store.recording_path(run.runId, run.sessionId);
   return j;
 }
 

@@ -1,6 +1,7 @@
 // Run recordings: ordered writes through the store, first error kept.
 #include "worker/run_recorder.h"
 #include "schema/json_parse.h"
+#include "worker/segment.h"
 
 #include <chrono>
 
@@ -46,6 +47,8 @@ void RunRecorder::on_failure(acp::UniqueFunction<void(const std::string&)> fn) {
 
 void RunRecorder::add_file(const std::string& rel, std::string bytes) {
   if (policy_.metadata_only) return;
+  // Files the harness reads are real files, in the run's own folder.
+  if (!harness_reads_) store_.make_dir(dir_, track());
   harness_reads_ = true;
   // Folders of the run folder are made in the same writer lane, in order.
   for (std::size_t slash = rel.find('/'); slash != std::string::npos; slash = rel.find('/', slash + 1)) {
@@ -54,10 +57,15 @@ void RunRecorder::add_file(const std::string& rel, std::string bytes) {
   store_.create_file(dir_ + "/" + rel, std::move(bytes), track());
 }
 
+void RunRecorder::record(std::string lines) {
+  store_.record_lines(base_.sessionId, base_.runId, std::move(lines), track());
+}
+
 void RunRecorder::prepare(const json& request, std::string prompt_md) {
   if (prepared_) return;
   prepared_ = true;
-  store_.make_dir(dir_, track());
+  // One append to the session's segment: no file or folder is created.
+  const std::string& run = base_.runId;
   if (policy_.metadata_only) {
     // What was asked, not what it said.
     const json* params = request.is_object() && request.contains("params") ? &request["params"] : nullptr;
@@ -68,19 +76,14 @@ void RunRecorder::prepare(const json& request, std::string prompt_md) {
                   {"recording", "metadata"},
                   {"promptBlocks", blocks && blocks->is_array() ? blocks->size() : 0},
                   {"promptBytes", prompt_md.size()}};
-    store_.create_file(dir_ + "/request.json", shown.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
-                       track());
-    store_.create_file(dir_ + "/prompt.md", "(not recorded: this harness records metadata only)\n", track());
-    store_.create_file(dir_ + "/stderr.log", "", track());
+    record(segment::file_line(run, "request.json",
+                              shown.dump(2, ' ', false, json::error_handler_t::replace) + "\n", true) +
+           segment::file_line(run, "prompt.md", "(not recorded: this harness records metadata only)\n", true));
     return;
   }
-  // Files of a fresh folder, written once: no temporary file and rename
-  // needed (each costs a journal commit on some filesystems).
-  store_.create_file(dir_ + "/request.json", request.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
-                     track());
-  store_.create_file(dir_ + "/prompt.md", std::move(prompt_md), track());
-  // There even when the harness says nothing on stderr.
-  store_.create_file(dir_ + "/stderr.log", "", track());
+  record(segment::file_line(run, "request.json", request.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
+                            true) +
+         segment::file_line(run, "prompt.md", prompt_md, true));
 }
 
 void RunRecorder::open(Done ready) {
@@ -96,7 +99,7 @@ void RunRecorder::open(Done ready) {
   if (!harness_reads_) return ready({});
   // The writer runs in order: once this barrier is through, so is all of
   // the above, and the first error (if any) is known.
-  store_.barrier(base_.runId, [shared = shared_, ready = std::move(ready)](Expected<void>) mutable {
+  store_.barrier(base_.runId, base_.sessionId, [shared = shared_, ready = std::move(ready)](Expected<void>) mutable {
     if (shared->error) {
       ready(Error{*shared->error});
     } else {
@@ -106,8 +109,9 @@ void RunRecorder::open(Done ready) {
 }
 
 void RunRecorder::append_event(std::string line) {
+  // Offsets count bytes of the run's events.jsonl as it reads back.
   events_bytes_ += line.size();
-  store_.append(dir_ + "/events.jsonl", std::move(line), track());
+  record(segment::event_line(base_.runId, line));
 }
 
 void RunRecorder::event(const char* direction, std::string_view line, bool is_json) {
@@ -150,14 +154,14 @@ void RunRecorder::stderr_data(std::string_view data) {
     stderr_bytes_dropped_ += data.size();
     return;
   }
-  store_.append(dir_ + "/stderr.log", std::string(data), track());
+  record(segment::file_line(base_.runId, "stderr.log", data, false));
 }
 
 void RunRecorder::finish(const std::string& event, const json& outcome, const json& result, Done done,
                          bool failure_fails) {
-  // result.json, then the terminal line, in the run's writer lane. A run
-  // that never started gets its folder now, so every ended run has a
-  // result.json. A result.json cut by a crash is rewritten by the next
+  // result.json, then the terminal line, in the lane of the session's
+  // segment, so every ended run has a result.json, also one that never
+  // started. A result.json cut by a crash is written again by the next
   // start's recovery.
   LedgerEntry end = base_;
   end.event = event;
@@ -176,8 +180,6 @@ void RunRecorder::finish(const std::string& event, const json& outcome, const js
   }
   store_.end_run(recorded.dump(2, ' ', false, json::error_handler_t::replace) + "\n", std::move(end), failure_fails,
                  true, track());
-  store_.close_file(dir_ + "/events.jsonl");
-  store_.close_file(dir_ + "/stderr.log");
   // Answered once the run's files and the session's transcript hold every
   // frame of the turn (they are written by different lanes).
   store_.barrier(base_.runId, base_.sessionId, [shared = shared_, done = std::move(done)](Expected<void>) mutable {

@@ -1,5 +1,6 @@
-// RunRecorder: the recording of one run in runs/<runId>/ and its ledger
-// lines. The folder and request are written while the turn starts; result.json
+// RunRecorder: the recording of one run, as lines of its session's segment
+// (segments/<sessionId>.jsonl, see segment.h), and its ledger lines. The
+// request and prompt are written while the previous turn runs; result.json
 // and the terminal ledger line are written before the host is answered.
 #pragma once
 
@@ -35,22 +36,23 @@ class RunRecorder {
   /// requestId) for the ledger lines this recorder writes.
   RunRecorder(Store& store, LedgerEntry base, Policy policy);
 
-  /// Creates runs/<runId>/ with request.json and prompt.md, through the
-  /// run's writer lane (the turn does not wait for it). Called while the
-  /// previous turn of the session runs.
+  /// Records request.json and prompt.md in the session's segment (the turn
+  /// does not wait for it). Called while the previous turn of the session
+  /// runs.
   void prepare(const nlohmann::json& request, std::string prompt_md);
   bool prepared() const { return prepared_; }
-  /// Adds a file of the prompt to the run folder (after prepare()), e.g.
-  /// references/1-notes.md; its folder is created first.
+  /// Adds a file the prompt gives the harness to read, in the run's own
+  /// folder runs/<runId>/ (after prepare()), e.g. references/1-notes.md;
+  /// its folders are created first.
   void add_file(const std::string& rel, std::string bytes);
   /// The turn starts: appends "started". `ready` runs at once, with an
-  /// error already known if any: the folder prepare() asked for is still
-  /// being written, and its errors go to on_failure like any later one.
+  /// error already known if any: what prepare() asked for is still being
+  /// written, and its errors go to on_failure like any later one.
   /// Files made by add_file() (which the harness is told to read) are
   /// waited for.
   void open(Done ready);
 
-  /// Appends one frame to events.jsonl. `direction` is "host>harnessd",
+  /// Appends one frame to the run's events.jsonl. `direction` is "host>harnessd",
   /// "harnessd>adapter", "adapter>harnessd" or "harnessd>host". Past the
   /// run's bound, the frame is counted instead (once, events.jsonl gets a
   /// line saying so). `is_json`: the caller knows the line is JSON (it
@@ -61,15 +63,13 @@ class RunRecorder {
   std::optional<std::uint64_t> last_frame_at() const { return last_frame_at_; }
   /// The size of events.jsonl so far (what this recorder appended).
   std::uint64_t events_bytes() const { return events_bytes_; }
-  /// Appends to stderr.log; past the bound, counted instead.
+  /// Appends to the run's stderr.log; past the bound, counted instead.
   void stderr_data(std::string_view data);
 
   /// Called once with the first write error during the turn (after open).
   void on_failure(acp::UniqueFunction<void(const std::string&)> fn);
 
-  /// Writes result.json (making the run folder if the run never started),
-  /// appends the terminal `event` with `outcome` fields, closes the run's
-  /// files; `done` gets the first error of the whole run. With
+  /// Records result.json, then the terminal `event` with `outcome` fields; `done` gets the first error of the whole run. With
   /// `failure_fails` (the host is then answered -32016 on an error), a
   /// write error turns the terminal line into `failed` with that error, so
   /// the ledger says what the host heard; without it (the host hears
@@ -87,6 +87,8 @@ class RunRecorder {
     acp::UniqueFunction<void(const std::string&)> on_failure;
   };
   Store::Done track();
+  /// Appends segment lines of this run.
+  void record(std::string lines);
   void append_event(std::string line);
   /// True when `bytes` more fit the run's bound; the first time they do
   /// not, events.jsonl is told.

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "acp/files.h"
 #include "schema/json_parse.h"
 #include "schema/session_update.h"
 #include "worker/state_dir.h"
@@ -21,12 +22,67 @@ namespace harnessd::worker {
 
 using nlohmann::json;
 
-RunRecording read_run_recording(int root, const std::string& run_id) {
+namespace {
+
+// The regular files of `rel` and its folders, by path below it.
+void read_folder(int root, const std::string& rel, const std::string& below, std::map<std::string, std::string>& out,
+                 int depth) {
+  auto folder = open_beneath(root, rel, O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
+  if (!folder || depth > 4) return;
+  std::vector<std::pair<std::string, bool>> found;
+  int fd = folder->get();
+  if (DIR* d = ::fdopendir(folder->release())) {
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      struct stat st {};
+      if (::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) found.emplace_back(name, S_ISDIR(st.st_mode));
+    }
+    ::closedir(d);
+  } else {
+    ::close(fd);
+  }
+  for (const auto& [name, is_dir] : found) {
+    if (is_dir) {
+      read_folder(root, rel + "/" + name, below + name + "/", out, depth + 1);
+    } else if (auto text = read_beneath(root, rel + "/" + name, StateAccess::kReadOnly)) {
+      out[below + name] = std::move(*text);
+    }
+  }
+}
+
+}  // namespace
+
+segment::Run read_run_files(int root, const std::string& run_id, const std::string& session_id) {
+  segment::Run run;
+  if (!acp::is_safe_id(run_id)) return run;
+  read_folder(root, Store::run_dir(run_id), "", run.files, 0);
+  if (!acp::is_safe_id(session_id)) return run;
+  auto text = read_beneath(root, segment::file_of(session_id), StateAccess::kReadOnly);
+  if (!text) return run;
+  segment::Run recorded = segment::read(*text, run_id);
+  for (auto& [name, bytes] : recorded.files) run.files[name] = std::move(bytes);
+  run.cut = recorded.cut;
+  return run;
+}
+
+std::string recording_of(int root, const std::string& run_id, const std::string& session_id) {
+  struct stat st {};
+  const std::string old_events = Store::run_dir(run_id) + "/events.jsonl";
+  if (!acp::is_safe_id(session_id) ||
+      (acp::is_safe_id(run_id) && ::fstatat(root, old_events.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)) {
+    return Store::run_dir(run_id);
+  }
+  return segment::file_of(session_id);
+}
+
+RunRecording read_run_recording(int root, const std::string& run_id, const std::string& session_id) {
   RunRecording rec;
-  const std::string dir = Store::run_dir(run_id);
+  const segment::Run run = read_run_files(root, run_id, session_id);
   auto read = [&](const std::string& name) -> std::string {
-    auto text = read_beneath(root, dir + "/" + name, StateAccess::kReadOnly);
-    return text ? *text : std::string();
+    auto it = run.files.find(name);
+    return it == run.files.end() ? std::string() : it->second;
   };
   rec.result = schema::parse_or_discard(read("result.json"));
   if (!rec.result.is_object()) rec.result = json::object();
@@ -80,8 +136,18 @@ RunRecording read_run_recording(int root, const std::string& run_id) {
   // it, or harnessd dropped it as malformed.
   const json* held = nullptr;
   long long held_t = 0;
-  JsonlRead events = read_jsonl_beneath(root, dir + "/events.jsonl", StateAccess::kReadOnly);
-  for (const auto& e : events.lines) {
+  std::vector<json> events;
+  {
+    const std::string text = read("events.jsonl");
+    std::size_t start = 0;
+    while (start < text.size()) {
+      std::size_t end = text.find('\n', start);
+      if (end == std::string::npos) break;  // cut by a crash
+      if (auto e = schema::parse_json(std::string_view(text).substr(start, end - start))) events.push_back(std::move(*e));
+      start = end + 1;
+    }
+  }
+  for (const auto& e : events) {
     if (!e.is_object()) continue;
     const json dir_of = e.value("dir", json());
     const long long t = e.value("t", json(0)).is_number_integer() ? e["t"].get<long long>() : 0;
@@ -104,24 +170,8 @@ RunRecording read_run_recording(int root, const std::string& run_id) {
     }
   }
   if (held) take(*held, held_t);
-  // The files of the run folder and their sizes.
-  if (auto folder = open_beneath(root, dir, O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly)) {
-    int fd = folder->get();
-    std::vector<std::pair<std::string, long long>> found;
-    if (DIR* d = ::fdopendir(folder->release())) {
-      while (dirent* e = ::readdir(d)) {
-        std::string name = e->d_name;
-        if (name == "." || name == "..") continue;
-        struct stat st {};
-        long long bytes = ::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_size : -1;
-        found.emplace_back(name, bytes);
-      }
-      ::closedir(d);
-    } else {
-      ::close(fd);
-    }
-    std::sort(found.begin(), found.end());
-    for (const auto& [name, bytes] : found) rec.files.push_back({{"name", name}, {"bytes", bytes}});
+  for (const auto& [name, bytes] : run.files) {
+    rec.files.push_back({{"name", name}, {"bytes", static_cast<long long>(bytes.size())}});
   }
   rec.prompt = read("prompt.md");
   return rec;

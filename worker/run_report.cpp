@@ -10,6 +10,8 @@
 
 #include "acp/files.h"
 #include "schema/json_parse.h"
+#include "worker/run_recording.h"
+#include "worker/state_dir.h"
 #include "worker/store.h"
 
 namespace harnessd::worker {
@@ -91,7 +93,7 @@ std::string end_summary(const RunOutcome& run, const json& result, const std::st
       line += "; OpenSpace recording " + (*os)["recordingDir"].get<std::string>();
     }
   }
-  if (!recording.empty()) line += "; recording " + recording;
+  if (!recording.empty()) line += "; recording " + recording + " (harnessd show " + run.run_id + ")";
   return out + line + "\n";
 }
 
@@ -102,12 +104,14 @@ void report_run(const RunOutcome& run, const std::string& format, const std::str
   json result;
   std::string recording;
   if (!run.run_id.empty()) {
-    recording = state_dir + "/" + Store::run_dir(run.run_id);
-    std::ifstream in(recording + "/result.json");
-    if (in) {
-      std::stringstream text;
-      text << in.rdbuf();
-      result = schema::parse_or_discard(text.str());
+    auto root = open_state_dir(state_dir, StateAccess::kReadOnly);
+    const int fd = root ? root->get() : -1;
+    recording = state_dir + "/" + recording_of(fd, run.run_id, run.session_id);
+    if (root) {
+      const segment::Run files = read_run_files(fd, run.run_id, run.session_id);
+      if (auto it = files.files.find("result.json"); it != files.files.end()) {
+        result = schema::parse_or_discard(it->second);
+      }
     }
     if (result.is_discarded()) result = json();
   }

@@ -21,6 +21,8 @@
 #include "schema/rpc_error.h"
 #include "worker/housekeeping.h"
 #include "worker/state_dir.h"
+#include "worker/run_recording.h"
+#include "worker/segment.h"
 #include "worker/store_writer.h"
 
 namespace harnessd::worker {
@@ -87,7 +89,7 @@ std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOption
     s.unusable_ = root.error().message;
   } else {
     s.root_ = root->release();
-    for (const char* sub : {"runs", "sessions", "daemons"}) {
+    for (const char* sub : {"runs", "segments", "sessions", "daemons"}) {
       if (auto made = make_dir_beneath(s.root_, sub); !made) {
         s.unusable_ = "cannot use the state directory " + s.dir_ + ": " + made.error().message;
         break;
@@ -213,18 +215,29 @@ void Store::recover() {
   }
   for (const LedgerEntry& e : ended ? *ended : std::vector<LedgerEntry>{}) {
     const std::string reason = e.extra.value("reason", "");
-    // Every ended run has its result.json: the recording is closed if it
-    // was never finished, and made for a run that was still queued. A link
-    // planted where the folder or file should be is refused, not followed.
-    if (acp::is_safe_id(e.runId)) {
-      std::string result_rel = run_dir(e.runId) + "/result.json";
-      JsonlRead existing = read_jsonl_beneath(root_, result_rel);
-      if (existing.lines.empty()) {
+    // Every ended run has its result.json, also one that was still queued;
+    // one already there (the run ended, the daemon died before the commit)
+    // stands. A run of an earlier harnessd gets it in its own folder.
+    if (acp::is_safe_id(e.runId) && acp::is_safe_id(e.sessionId)) {
+      const segment::Run files = read_run_files(root_, e.runId, e.sessionId);
+      if (!files.files.count("result.json")) {
         json result = {{"runId", e.runId}, {"sessionId", e.sessionId}, {"state", run_event::kInterrupted},
                        {"reason", reason}, {"endedAt", e.time}};
-        Expected<void, PathError> w = make_dir_beneath(root_, run_dir(e.runId));
-        if (w) w = replace_file_beneath(root_, result_rel, result.dump() + "\n", false);
-        if (!w) acp::log::error("cannot write " + result_rel + ": " + w.error().message);
+        std::string rel = recording_of(root_, e.runId, e.sessionId);
+        Expected<void, PathError> w;
+        if (rel == run_dir(e.runId)) {
+          rel += "/result.json";
+          w = replace_file_beneath(root_, rel, result.dump() + "\n", false);
+        } else {
+          auto fd = open_append(root_, rel);
+          Expected<void> appended = fd ? Expected<void>() : Expected<void>(fd.error());
+          if (fd) {
+            appended = append_whole(*fd, segment::file_line(e.runId, "result.json", result.dump() + "\n", true), rel);
+            ::close(*fd);
+          }
+          if (!appended) w = PathError{EIO, appended.error().message};
+        }
+        if (!w) acp::log::error("cannot write " + rel + ": " + w.error().message);
       }
     }
     acp::log::warn("run " + e.runId + " of session " + e.sessionId + " was interrupted: " + reason);
@@ -412,22 +425,24 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
     }
     if (done) done(std::move(r));
   };
-  if (unusable_ || !db_writer_) return submit(run_id, nullptr, std::move(apply));
+  // The run's recording is written in its session's lane.
+  const std::string key = acp::is_safe_id(end.sessionId) ? end.sessionId : run_id;
+  if (unusable_ || !db_writer_) return submit(key, nullptr, std::move(apply));
   bool do_sync = options_.sync;
-  StoreWriter* w = &lane_for(run_id);
+  StoreWriter* w = &lane_for(key);
   DbWriter* db = db_writer_.get();
-  // In the run's lane, after its frames: result.json, then the terminal
-  // entry, committed before the lane goes on (so a barrier on the run, and
-  // the host's answer after it, come after the commit).
+  // In the lane of the run's segment, after its frames: the result, then
+  // the terminal entry, committed before the lane goes on (so a barrier on
+  // the session, and the host's answer after it, come after the commit).
   submit(
-      run_id,
+      key,
       [w, db, written, result_json = std::move(result_json), failure_fails, do_sync]() -> Expected<void> {
         const LedgerEntry asked = *written;
         Expected<void> first;
-        if (result_json && acp::is_safe_id(asked.runId)) {
-          // A run that never started has no folder yet.
-          first = w->make_dir(run_dir(asked.runId));
-          if (first) first = w->put_file(run_dir(asked.runId) + "/result.json", *result_json, do_sync, true);
+        if (result_json && acp::is_safe_id(asked.runId) && acp::is_safe_id(asked.sessionId)) {
+          const std::string seg = segment::file_of(asked.sessionId);
+          first = w->append(seg, segment::file_line(asked.runId, "result.json", *result_json, true));
+          if (first && do_sync) first = w->sync_file(seg);
         }
         std::optional<std::string> why = w->take_run_failure(asked.runId);
         if (!why && !first) why = first.error().message;
@@ -498,6 +513,33 @@ void Store::put_file(std::string rel, std::string content, Done done, bool sync,
       key,
       [w, rel, content = std::move(content), do_sync, fresh]() { return w->put_file(rel, content, do_sync, fresh); },
       std::move(done), std::move(run), bytes);
+}
+
+std::string Store::recording_path(const std::string& run_id, const std::string& session_id) const {
+  return path(recording_of(root_, run_id, session_id));
+}
+
+void Store::record_lines(const std::string& session_id, const std::string& run_id, std::string lines, Done done) {
+  const std::string rel = segment::file_of(session_id);
+  StoreWriter* w = &lane_for(session_id);
+  std::size_t bytes = lines.size();
+  if (unusable_ || !acp::is_safe_id(session_id)) {
+    if (!unusable_) {
+      loop_.post([done = std::move(done), session_id]() mutable {
+        if (done) done(Error{"unsafe session id " + session_id});
+      });
+      return;
+    }
+    submit(session_id, nullptr, std::move(done));
+    return;
+  }
+  queued_ += bytes;
+  if (w->push_deferred(
+          StoreWriter::Job::appending(rel, std::move(lines), std::move(done), done ? run_id : std::string()))) {
+    to_wake_.push_back(w);
+    wake_writers();
+  }
+  check_pressure();
 }
 
 void Store::append(std::string rel, std::string data, Done done) {
@@ -580,7 +622,12 @@ void Store::read_transcript(const std::string& session_id, TranscriptDone done) 
           if (read.error().err == ENOENT) return transcript::Expanded{};  // nothing recorded yet
           return path_error("read", rel, read.error());
         }
-        return transcript::expand(*read, session_id, [root](const std::string& run_id) -> std::optional<std::string> {
+        // The session's runs are in its segment, read once; a run of an
+        // earlier harnessd has its own folder.
+        std::map<std::string, segment::Run> runs;
+        if (auto seg = read_beneath(root, segment::file_of(session_id))) runs = segment::read_all(*seg);
+        return transcript::expand(*read, session_id, [root, &runs](const std::string& run_id) -> std::optional<std::string> {
+          if (auto it = runs.find(run_id); it != runs.end()) return it->second.files["events.jsonl"];
           auto events = read_beneath(root, run_dir(run_id) + "/events.jsonl");
           if (!events) return std::nullopt;
           return std::move(*events);

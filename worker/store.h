@@ -90,9 +90,9 @@ class Store {
   /// retry every second once space returns. A failure reported to `done`
   /// also marks the run as not recorded (see end_run).
   void record(LedgerEntry entry, Done done = nullptr);
-  /// Ends a run: creates runs/<runId>/result.json (when `result_json` is
-  /// set; the folder is made if the run never had one), then commits the
-  /// terminal entry; `done` runs after that commit. With `failure_fails`,
+  /// Ends a run: appends its result.json to its session's segment (when
+  /// `result_json` is set), then commits the terminal entry; `done` runs
+  /// after that commit. With `failure_fails`,
   /// a write error of this run (this one, or an earlier write of the run
   /// that reported to a caller) turns the terminal entry into `failed` with
   /// the store error (-32016, reason "store"), which is what the host is
@@ -144,6 +144,12 @@ class Store {
   /// Every lease held by a live process, by session id.
   std::map<std::string, StateDb::Lease> leases();
 
+  // ---- recordings (segments/<sessionId>.jsonl, see segment.h)
+  /// Appends segment lines of run `run_id` to its session's segment, in the
+  /// session's lane (after everything asked for before in that lane). A
+  /// failure reported to `done` fails the run (see end_run).
+  void record_lines(const std::string& session_id, const std::string& run_id, std::string lines, Done done);
+
   // ---- files, relative to the directory
   void make_dir(std::string rel, Done done);
   /// Writes a whole file atomically (temporary file, then rename), 0600.
@@ -176,6 +182,10 @@ class Store {
   std::size_t queued_bytes() const { return queued_.load(); }
 
   std::string path(const std::string& rel) const { return dir_ + "/" + rel; }
+  /// Where a person finds the run's recording (see recording_of).
+  std::string recording_path(const std::string& run_id, const std::string& session_id) const;
+  /// A run's own folder: the files its prompt gives the harness to read, and
+  /// the whole recording of a run of an earlier harnessd.
   static std::string run_dir(const std::string& run_id) { return "runs/" + run_id; }
   static std::string transcript_file(const std::string& id) { return "sessions/" + id + ".jsonl"; }
 

@@ -86,6 +86,12 @@ Expected<int> ready_to_append(UniqueFd opened, const std::string& rel) {
   return opened.release();
 }
 
+Expected<int> open_append(int root, const std::string& rel) {
+  auto opened = open_beneath(root, rel, O_RDWR | O_CREAT | O_APPEND, 0600);
+  if (!opened) return path_error("open", rel, opened.error());
+  return ready_to_append(std::move(*opened), rel);
+}
+
 // ---------------------------------------------------------------- budget
 
 Expected<void> WriteBudget::take(std::size_t bytes, const std::string& rel) {
@@ -301,6 +307,13 @@ Expected<void> StoreWriter::append(const std::string& rel, const std::string& da
   auto fd = fd_for(rel);
   if (!fd) return fd.error();
   return append_whole(*fd, data, rel);
+}
+
+Expected<void> StoreWriter::sync_file(const std::string& rel) {
+  auto fd = fd_for(rel);
+  if (!fd) return fd.error();
+  if (::fdatasync(*fd) != 0) return io_error("sync", rel, errno);
+  return {};
 }
 
 void StoreWriter::close(const std::string& rel) {

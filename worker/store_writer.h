@@ -129,6 +129,8 @@ class StoreWriter {
   // ---- run on the writer thread only (from inside a job)
   Expected<void> check_budget(std::size_t bytes, const std::string& rel) { return budget_.take(bytes, rel); }
   /// Appends to `rel`, kept open until close().
+  /// fdatasync of a file appended to (opened if it is not).
+  Expected<void> sync_file(const std::string& rel);
   Expected<void> append(const std::string& rel, const std::string& data);
   /// Creates the folder `rel` if it is missing, and checks what is there.
   Expected<void> make_dir(const std::string& rel);

@@ -377,6 +377,12 @@ Ledger read_ledger(const std::string& state_dir) {
   return l;
 }
 
+std::optional<std::string> run_file(const std::string& state_dir, const std::string& run_id, const std::string& name) {
+  Output shown = run_harnessd({"--state-dir", state_dir, "show", run_id, "--file", name});
+  if (shown.code != 0) return std::nullopt;
+  return shown.out;
+}
+
 Output run_harnessd(const std::vector<std::string>& args) {
   TempDir tmp;
   std::string out_path = tmp.path() + "/out", err_path = tmp.path() + "/err";

@@ -179,6 +179,11 @@ struct Output {
 /// Runs the harnessd under test with `args`, stdin from /dev/null.
 Output run_harnessd(const std::vector<std::string>& args);
 
+/// One file of a run's recording (request.json, prompt.md, events.jsonl,
+/// stderr.log, result.json), as `harnessd show RUN --file NAME` prints it;
+/// nullopt when the run has no such file.
+std::optional<std::string> run_file(const std::string& state_dir, const std::string& run_id, const std::string& name);
+
 /// The run id harnessd put on a prompt's answer (result or error).
 std::string run_id_of(const json& answer);
 
