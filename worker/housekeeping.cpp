@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,7 +13,9 @@
 #include <chrono>
 
 #include <cstdio>
+#include <cstring>
 #include <map>
+#include <set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -302,6 +305,57 @@ int forget_command(const std::string& state_dir, const std::string& target, bool
   return code;
 }
 
+Expected<std::uint64_t> compact_segment(int root, const std::string& session_id, const std::set<std::string>& gone) {
+  const std::string rel = segment::file_of(session_id);
+  const std::string leaf = session_id + ".jsonl", tmp_leaf = session_id + ".jsonl.compact";
+  auto folder = open_beneath(root, "segments", O_RDONLY | O_DIRECTORY);
+  if (!folder) return folder.error().err == ENOENT ? Expected<std::uint64_t>(0) : Expected<std::uint64_t>(Error{folder.error().message});
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto opened = open_beneath(root, rel, O_RDWR);
+    if (!opened) {
+      if (opened.error().err == ENOENT) return 0;
+      return Error{"cannot compact " + opened.error().message};
+    }
+    const int fd = opened->get();
+    // Appends hold this lock too; one that waited for it finds the file
+    // unlinked and writes to the new one.
+    while (::flock(fd, LOCK_EX) != 0) {
+      if (errno != EINTR) return Error{"cannot lock " + rel + ": " + std::strerror(errno)};
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return Error{"cannot compact " + rel + ": " + std::strerror(errno)};
+    if (st.st_nlink == 0) continue;  // compacted by another process meanwhile
+    std::string text(static_cast<std::size_t>(st.st_size), '\0');
+    std::size_t got = 0;
+    while (got < text.size()) {
+      ssize_t n = ::pread(fd, text.data() + got, text.size() - got, static_cast<off_t>(got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Error{"cannot read " + rel + ": " + std::strerror(n < 0 ? errno : EIO)};
+      got += static_cast<std::size_t>(n);
+    }
+    std::string kept;
+    kept.reserve(text.size());
+    for (std::size_t start = 0; start < text.size();) {
+      std::size_t end = text.find('\n', start);
+      end = end == std::string::npos ? text.size() : end + 1;
+      std::string_view line = std::string_view(text).substr(start, end - start);
+      start = end;
+      if (!gone.count(std::string(segment::run_of(line)))) kept.append(line);
+    }
+    if (kept.size() == text.size()) return 0;
+    ::unlinkat(folder->get(), tmp_leaf.c_str(), 0);  // one left by a crash
+    auto written = create_file_in(folder->get(), tmp_leaf, "segments/" + tmp_leaf, kept, true);
+    if (!written) return Error{"cannot compact " + rel + ": " + written.error().message};
+    if (::renameat(folder->get(), tmp_leaf.c_str(), folder->get(), leaf.c_str()) != 0) {
+      int err = errno;
+      ::unlinkat(folder->get(), tmp_leaf.c_str(), 0);
+      return Error{"cannot compact " + rel + ": " + std::strerror(err)};
+    }
+    return text.size() - kept.size();
+  }
+  return Error{"cannot compact " + rel + ": it kept being replaced"};
+}
+
 Expected<Collected> collect_garbage(StateDb& db, int root, const Retention& retention, bool dry_run,
                                     const std::function<void(const std::string&)>& said,
                                     const std::atomic<bool>* stop) {
@@ -334,11 +388,25 @@ Expected<Collected> collect_garbage(StateDb& db, int root, const Retention& rete
     if (!chunk) return std::move(chunk).error();
     if (chunk->empty()) break;
     std::vector<std::string> ids;
+    std::map<std::string, std::set<std::string>> by_session;  // the runs' lines to drop from each segment
     for (const auto& [seq, id] : *chunk) {
       after = seq;
       if (!acp::is_safe_id(id)) continue;
       remove(Store::run_dir(id));
+      if (auto found = db.find_run(id); found && *found && acp::is_safe_id((*found)->sessionId)) {
+        by_session[(*found)->sessionId].insert(id);
+      }
       ids.push_back(id);
+    }
+    for (const auto& [session_id, gone] : by_session) {
+      if (dry_run) continue;
+      auto compacted = compact_segment(root, session_id, gone);
+      if (!compacted) {
+        ++done.problems;
+        said(compacted.error().message);
+      } else {
+        done.bytes += *compacted;
+      }
     }
     if (dry_run) {
       done.runs += ids.size();

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,11 @@ struct Collected {
   std::uint64_t bytes = 0;
   std::size_t problems = 0;  // files that could not be removed (said through `said`)
 };
+
+/// Rewrites session `session_id`'s segment without the lines of the runs
+/// `gone` (renamed over it; appends waiting meanwhile go to the new file).
+/// Returns the bytes dropped.
+Expected<std::uint64_t> compact_segment(int root, const std::string& session_id, const std::set<std::string>& gone);
 
 /// Removes what `retention` lets go, in chunks, each in a short
 /// transaction: runs that ended and are past it (their folder first, then

@@ -362,7 +362,9 @@ int export_run(const segment::Run& run, const std::string& run_id, const std::st
     std::fprintf(stderr, "harnessd: %s is not empty; give a new or empty folder\n", to.c_str());
     return 1;
   }
+  // Recordings hold whatever the host sent: the folder is the user's alone.
   fs::create_directories(to, ec);
+  if (!ec) fs::permissions(to, fs::perms::owner_all, ec);
   if (ec) {
     std::fprintf(stderr, "harnessd: cannot create %s: %s\n", to.c_str(), ec.message().c_str());
     return 1;
@@ -375,9 +377,12 @@ int export_run(const segment::Run& run, const std::string& run_id, const std::st
     if (!plain) continue;
     const fs::path file = fs::path(to) / rel;
     fs::create_directories(file.parent_path(), ec);
+    if (!ec) fs::permissions(file.parent_path(), fs::perms::owner_all, ec);
     std::ofstream out(file, std::ios::binary);
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out) {
+    out.close();
+    if (out) fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write, ec);
+    if (!out || ec) {
       std::fprintf(stderr, "harnessd: cannot write %s\n", file.c_str());
       return 1;
     }

@@ -54,12 +54,18 @@ Error path_error(const std::string& what, const std::string& rel, const PathErro
 // No half line stays for the next line to be glued onto. flock keeps other
 // daemons sharing the file out of the window between the size and the
 // truncate.
-Expected<void> append_whole(int fd, std::string_view data, const std::string& rel) {
+Expected<void> append_whole(int fd, std::string_view data, const std::string& rel, bool* replaced) {
   while (::flock(fd, LOCK_EX) != 0) {
     if (errno != EINTR) return io_error("lock", rel, errno);
   }
   struct stat st {};
   int err = ::fstat(fd, &st) != 0 ? errno : 0;
+  if (!err && st.st_nlink == 0 && replaced) {
+    // Compacted meanwhile (see segment.h): the path names a new file now.
+    ::flock(fd, LOCK_UN);
+    *replaced = true;
+    return {};
+  }
   if (!err) {
     err = acp::write_all(fd, data);
     if (err && ::ftruncate(fd, st.st_size) != 0) {
@@ -306,7 +312,15 @@ Expected<void> StoreWriter::append(const std::string& rel, const std::string& da
   if (auto b = check_budget(data.size(), rel); !b) return b;
   auto fd = fd_for(rel);
   if (!fd) return fd.error();
-  return append_whole(*fd, data, rel);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    bool replaced = false;
+    auto w = append_whole(*fd, data, rel, &replaced);
+    if (!replaced) return w;
+    close(rel);
+    fd = fd_for(rel);
+    if (!fd) return fd.error();
+  }
+  return Error{"cannot write " + rel + ": it was replaced three times while being written"};
 }
 
 Expected<void> StoreWriter::sync_file(const std::string& rel) {

@@ -36,7 +36,10 @@ Error path_error(const std::string& what, const std::string& rel, const PathErro
 
 /// Appends `data` to `fd` whole or not at all: a write that fails part-way
 /// (disk full) is cut back to the size before it.
-Expected<void> append_whole(int fd, std::string_view data, const std::string& rel);
+/// Appends `data` whole under an flock of the file. With `replaced`: a
+/// file no longer linked (a segment compacted and renamed over) is not
+/// written, and *replaced says so.
+Expected<void> append_whole(int fd, std::string_view data, const std::string& rel, bool* replaced = nullptr);
 
 /// Opens `rel` beneath `root` for appending and returns the descriptor the
 /// caller now owns; a last line cut by a crash gets its newline first.

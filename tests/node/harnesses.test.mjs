@@ -6,7 +6,7 @@
 // Run: HARNESSD_EXE=... FAKE_AGENT_EXE=... node --test tests/node/harnesses.test.mjs
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -693,7 +693,8 @@ test('harnessd run: --session resumes claude across invocations; a oneshot sessi
       assert.equal(code, 0, `harnessd run ${args.join(' ')} exited ${code}: ${stderr}`);
       const out = JSON.parse(stdout);
       assert.equal(out.exitCode, 0);
-      assert.equal(JSON.parse(fs.readFileSync(path.join(out.recording, 'result.json'), 'utf8')).state, 'completed');
+      const result = execFileSync(HARNESSD, ['--state-dir', path.join(root, 'state'), 'show', out.runId, '--file', 'result.json'], { encoding: 'utf8' });
+      assert.equal(JSON.parse(result).state, 'completed');
       return out;
     };
     const history = (out) => out.text.slice(out.text.lastIndexOf('| HISTORY: ') + 11);

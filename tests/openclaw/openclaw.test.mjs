@@ -238,14 +238,23 @@ function ledger(world) {
   return out.split('\n').filter(Boolean).map((line) => JSON.parse(line));
 }
 
+/// One file of a run's recording (`harnessd show RUN --file NAME`), or null.
+function runFile(world, runId, name) {
+  try {
+    return execFileSync(HARNESSD, ['--state-dir', world.dirs.state, 'show', runId, '--file', name],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return null;
+  }
+}
+
 /// The run whose prompt.md contains `text`, once the ledger shows `event` for it.
 async function waitForRun(world, text, event, timeoutMs = 60000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     for (const entry of ledger(world)) {
       if (entry.event !== event) continue;
-      const prompt = path.join(world.dirs.state, 'runs', entry.runId, 'prompt.md');
-      if (fs.existsSync(prompt) && fs.readFileSync(prompt, 'utf8').includes(text)) return entry;
+      if (runFile(world, entry.runId, 'prompt.md')?.includes(text)) return entry;
     }
     await sleep(100);
   }
@@ -274,8 +283,7 @@ function processesOf(world) {
 function describeRuns(world) {
   const runs = new Map();
   for (const entry of ledger(world)) {
-    const prompt = path.join(world.dirs.state, 'runs', entry.runId, 'prompt.md');
-    const text = fs.existsSync(prompt) ? fs.readFileSync(prompt, 'utf8').slice(-40).trim() : '?';
+    const text = runFile(world, entry.runId, 'prompt.md')?.slice(-40).trim() ?? '?';
     const line = runs.get(entry.runId) ?? `${entry.runId} ${entry.daemon} ${JSON.stringify(text)}:`;
     runs.set(entry.runId, `${line} ${entry.time.slice(11)} ${entry.event}`);
   }
@@ -436,9 +444,8 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
     const deadline = Date.now() + 240000;
     let history = null;
     while (Date.now() < deadline) {
-      oneShot = ledger(world).find((e) => e.event === 'completed' && fs.existsSync(
-        path.join(world.dirs.state, 'runs', e.runId, 'prompt.md')) && fs.readFileSync(
-        path.join(world.dirs.state, 'runs', e.runId, 'prompt.md'), 'utf8').includes('echo one-shot reached the harness'));
+      oneShot = ledger(world).find((e) => e.event === 'completed' &&
+        runFile(world, e.runId, 'prompt.md')?.includes('echo one-shot reached the harness'));
       if (oneShot) break;
       history = await gatewayCall(world, 'chat.history', { sessionKey: oneShotKey }).catch((e) => String(e));
       if (/ACP metadata is missing/.test(JSON.stringify(history)) && !ledger(world).length) break;

@@ -56,12 +56,17 @@ env = {{ PYTHONPATH = {json.dumps(fake_openspace)} }}
         return subprocess.run(self.argv(*args), **kw)
 
     def result(self, run_id):
-        with open(os.path.join(self.state, "runs", run_id, "result.json")) as f:
-            return json.load(f)
+        return json.loads(self.recording(run_id, "result.json"))
 
     def recording(self, run_id, name):
-        with open(os.path.join(self.state, "runs", run_id, name)) as f:
-            return f.read()
+        """One file of a run's recording, as `harnessd show RUN --file NAME` prints it."""
+        p = self.run("show", run_id, "--file", name)
+        if p.returncode != 0:
+            raise AssertionError(f"harnessd show {run_id} --file {name} exited {p.returncode}: {p.stderr}")
+        return p.stdout
+
+    def segment(self, session_id):
+        return os.path.join(self.state, "segments", session_id + ".jsonl")
 
     def ledger(self):
         """Every recorded transition, as `harnessd runs --transitions` prints it."""
@@ -133,9 +138,10 @@ class RunTest(unittest.TestCase):
                 self.assertEqual(out["stopReason"], stop)
                 result = self.env.result(out["runId"])
                 self.assertEqual(result["state"], state)
-                self.assertEqual(out["recording"], os.path.join(self.env.state, "runs", out["runId"]))
+                self.assertEqual(out["recording"], self.env.segment(out["sessionId"]))
+                self.assertFalse(os.path.exists(os.path.join(self.env.state, "runs", out["runId"])))
                 for name in ("request.json", "prompt.md", "events.jsonl", "stderr.log"):
-                    self.assertTrue(os.path.exists(os.path.join(out["recording"], name)), name)
+                    self.env.recording(out["runId"], name)  # there, or this raises
                 # The ledger's last word on the run is the same.
                 events = [e["event"] for e in self.env.ledger() if e["runId"] == out["runId"]]
                 self.assertEqual(events[-1], state)
@@ -151,9 +157,7 @@ class RunTest(unittest.TestCase):
         p, out = self.run_json("stream 300")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("chunk 300", out["text"])
-        events_path = os.path.join(out["recording"], "events.jsonl")
-        with open(events_path) as f:
-            lines = [json.loads(line) for line in f]
+        lines = [json.loads(line) for line in self.env.recording(out["runId"], "events.jsonl").splitlines()]
         cut = [line for line in lines if "cut" in line]
         self.assertEqual(len(cut), 1, lines[-3:])
         self.assertIn("max_recording_bytes", cut[0]["cut"])
@@ -167,8 +171,7 @@ class RunTest(unittest.TestCase):
         # stderr counts against the same bound.
         p, out = self.run_json("stderr 1000")
         self.assertEqual(p.returncode, 0, p.stderr)
-        with open(os.path.join(out["recording"], "stderr.log")) as f:
-            self.assertLessEqual(len(f.read()), 4096)
+        self.assertLessEqual(len(self.env.recording(out["runId"], "stderr.log")), 4096)
         self.assertGreater(self.env.result(out["runId"])["recording"]["stderrBytesDropped"], 10000)
         # A run within the bound says nothing of one.
         p, out = self.run_json("echo small")
@@ -191,13 +194,10 @@ recording = "metadata"
                     self.assertNotIn(b"hunter2", f.read(), os.path.join(folder, name))
                     f.seek(0)
                     self.assertNotIn(b"stderr line", f.read(), os.path.join(folder, name))
-        run = out["recording"]
-        with open(os.path.join(run, "request.json")) as f:
-            request = json.load(f)
+        request = json.loads(self.env.recording(out["runId"], "request.json"))
         self.assertEqual(request["recording"], "metadata")
         self.assertEqual(request["promptBlocks"], 1)
-        with open(os.path.join(run, "events.jsonl")) as f:
-            events = [json.loads(line) for line in f]
+        events = [json.loads(line) for line in self.env.recording(out["runId"], "events.jsonl").splitlines()]
         kinds = [e.get("kind") for e in events]
         self.assertIn("agent_message_chunk", kinds)
         self.assertTrue(all("bytes" in e and "msg" not in e for e in events), events)
@@ -207,12 +207,10 @@ recording = "metadata"
         self.assertEqual(first["mode"], "metadata")
         # Counted, not kept (lines that come after the answer are not the run's).
         self.assertGreater(self.env.result(out2["runId"])["recording"]["stderrBytes"], 0)
-        with open(os.path.join(out2["recording"], "stderr.log")) as f:
-            self.assertEqual(f.read(), "")
+        self.assertEqual(self.env.recording(out2["runId"], "stderr.log"), "")
         # Another harness records as before.
         p, out = self.run_json("echo plain hunter2")
-        with open(os.path.join(out["recording"], "prompt.md")) as f:
-            self.assertIn("hunter2", f.read())
+        self.assertIn("hunter2", self.env.recording(out["runId"], "prompt.md"))
 
     def test_forget_removes_what_a_session_recorded_and_keeps_its_ledger(self):
         for text in ("echo the password is hunter2", "stderr 2"):
@@ -222,7 +220,8 @@ recording = "metadata"
         self.assertEqual(p.returncode, 0, p.stderr)
         vault_runs = [r for r in self.runs() if r.get("name") == "vault"]
         self.assertEqual(len(vault_runs), 2)
-        folders = [os.path.join(self.env.state, "runs", r["runId"]) for r in vault_runs]
+        segments = {self.env.segment(r["sessionId"]) for r in vault_runs}
+        self.assertEqual(len(segments), 1)
 
         def holding(secret):
             found = []
@@ -236,16 +235,16 @@ recording = "metadata"
         self.assertTrue(holding(b"hunter2"))
         p = self.env.run("forget", "vault", "--dry-run")
         self.assertEqual(p.returncode, 0, p.stderr)
-        for folder in folders:
-            self.assertIn(folder, p.stdout)
-            self.assertTrue(os.path.isdir(folder))  # nothing changed
+        for segment in segments:
+            self.assertIn(segment, p.stdout)
+            self.assertTrue(os.path.isfile(segment))  # nothing changed
         p = self.env.run("forget", "vault")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertRegex(p.stdout, r"^forgot sess_\S+: 2 run recording\(s\) and the transcript, [1-9][0-9]* bytes")
         self.assertEqual(holding(b"hunter2"), [])
-        for folder in folders:
-            self.assertFalse(os.path.exists(folder))
-        self.assertTrue(os.path.isdir(kept["recording"]))  # another session keeps everything
+        for segment in segments:
+            self.assertFalse(os.path.exists(segment))
+        self.assertTrue(os.path.isfile(kept["recording"]))  # another session keeps everything
         self.assertTrue(holding(b"keep me"))
         # The ledger still says what ran and how it ended; the record stays, closed.
         self.assertEqual([r["state"] for r in self.runs() if r.get("name") == "vault"], ["completed", "completed"])
@@ -482,7 +481,7 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         p = self.env.run("run", "echo fine")
         self.assertEqual(p.returncode, 0)
         last = p.stderr.splitlines()[-1]
-        self.assertRegex(last, r"^harnessd run: completed \(end_turn\) after \d+\.\d s; recording .*/runs/run_")
+        self.assertRegex(last, r"^harnessd run: completed \(end_turn\) after \d+\.\d s; recording .*/segments/sess_\w+\.jsonl \(harnessd show run_\w+\)$")
 
         p = self.env.run("run", "crash")
         self.assertEqual(p.returncode, 1)
@@ -969,10 +968,10 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
             left = {r["runId"]: r for r in self.runs()}
             self.assertEqual(sorted(left), sorted([going, ended[2]["runId"]]))
             for out in ended[:2]:
-                self.assertFalse(os.path.exists(os.path.join(self.env.state, "runs", out["runId"])))
+                self.assertFalse(os.path.exists(self.env.segment(out["sessionId"])))
                 self.assertFalse(os.path.exists(os.path.join(self.env.state, "sessions", out["sessionId"] + ".jsonl")))
-            self.assertTrue(os.path.exists(os.path.join(self.env.state, "runs", going, "events.jsonl")))
-            self.assertTrue(os.path.exists(os.path.join(self.env.state, "runs", ended[2]["runId"], "result.json")))
+            self.env.recording(going, "events.jsonl")  # there, or this raises
+            self.env.recording(ended[2]["runId"], "result.json")
         finally:
             holder.send_signal(signal.SIGINT)
             out, err = holder.communicate(timeout=30)

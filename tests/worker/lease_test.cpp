@@ -46,7 +46,7 @@ void check_busy(const json& answer, const std::string& sid, pid_t owner) {
 
 // True when the run's events.jsonl holds the adapter's chunk `text`.
 bool recorded_chunk(const std::string& state_dir, const std::string& run, const std::string& text) {
-  const std::string events = read_file(state_dir + "/runs/" + run + "/events.jsonl");
+  const std::string events = run_file(state_dir, run, "events.jsonl").value_or("");
   std::size_t at = 0;
   while (at < events.size()) {
     std::size_t end = events.find('\n', at);

@@ -186,7 +186,9 @@ TEST_CASE("a daemon's lock file is created locked under another name, and one le
 TEST_CASE("recovery ends the runs of dead daemons, never those of a live one") {
   test::TempDir dir;
   std::filesystem::create_directories(dir.path() + "/daemons");
+  // run_dead was recorded by an earlier harnessd, in a folder of its own.
   std::filesystem::create_directories(dir.path() + "/runs/run_dead");
+  std::ofstream(dir.path() + "/runs/run_dead/events.jsonl") << "";
   // A live daemon: its lock is held (here, by this process).
   int live = ::open((dir.path() + "/daemons/d_live.lock").c_str(), O_RDWR | O_CREAT, 0600);
   REQUIRE(::flock(live, LOCK_EX) == 0);

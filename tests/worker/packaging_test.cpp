@@ -71,7 +71,7 @@ TEST_CASE("a oneshot session: a fresh adapter per prompt, and the memory in the 
     CHECK(alpha != std::string::npos);
     CHECK(pid < alpha);
     // What the harness was given is the recording's prompt.md.
-    CHECK(trimmed(read_file(run_dir(d, third) + "/prompt.md")) == packaged);
+    CHECK(trimmed(run_file(d.state_dir(), run_id_of(third), "prompt.md").value_or("")) == packaged);
     // No adapter stays behind between the prompts of a oneshot session.
     CHECK(eventually([&] {
       d.send(request(8, "_harnessd/sessions/list", json::object()));
@@ -139,7 +139,13 @@ TEST_CASE("a prompt's context and references: packaged, with large resources and
   CHECK(found_big);
   CHECK(found_image);
   CHECK(mode_of(dir + "/references") == 0700);
-  CHECK(trimmed(read_file(dir + "/prompt.md")) == packaged);
+  CHECK(trimmed(run_file(d.state_dir(), run_id_of(r), "prompt.md").value_or("")) == packaged);
+  // show gives them as files of the run too.
+  for (const auto& e : fs::directory_iterator(dir + "/references")) {
+    const std::string name = "references/" + e.path().filename().string();
+    INFO(name);
+    CHECK(run_file(d.state_dir(), run_id_of(r), name) == read_file(e.path()));
+  }
 
   // Without a context or template the prompt goes as sent.
   seen.clear();

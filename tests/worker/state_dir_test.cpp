@@ -48,8 +48,9 @@ std::vector<std::string> queued_runs(Daemon& d, const std::string& sid, int id) 
 
 }  // namespace
 
-TEST_CASE("a link planted where a queued run's folder was is refused, nothing is written through it") {
+TEST_CASE("a link planted where a session's segment was is refused, nothing is written through it") {
   TempDir outside;
+  const std::string target = outside.write("elsewhere.jsonl", "");
   Daemon d;
   d.initialize();
   std::string sid = d.new_session();
@@ -57,23 +58,27 @@ TEST_CASE("a link planted where a queued run's folder was is refused, nothing is
   int second = d.send_prompt(sid, "echo planted");
   auto queued = queued_runs(d, sid, 1);
   REQUIRE(queued.size() == 1);
-  std::string folder = d.state_dir() + "/runs/" + queued[0];
-  // The next run's folder is prepared while the first runs; swap it for a
-  // link to a folder elsewhere.
-  REQUIRE(eventually([&] { return fs::exists(folder + "/stderr.log"); }, 5s));
-  fs::remove_all(folder);
-  fs::create_directory_symlink(outside.path(), folder);
-  CHECK(d.recv_reply(first).contains("result"));
-  json answer = d.recv_reply(second);
-  REQUIRE(answer.contains("error"));
-  CHECK(answer["error"]["code"] == -32016);
-  CHECK(answer["error"]["message"].get<std::string>().find("runs/" + queued[0] + " is a symbolic link") !=
-        std::string::npos);
-  CHECK(contents_of(outside.path()).empty());  // no events.jsonl, no result.json there
+  std::string segment = d.state_dir() + "/segments/" + sid + ".jsonl";
+  // The next run's request is recorded while the first runs; swap the
+  // segment for a link to a file elsewhere.
+  REQUIRE(eventually([&] { return read_file(segment).find(queued[0]) != std::string::npos; }, 5s));
+  fs::remove(segment);
+  fs::create_symlink(target, segment);
+  // Both runs had lines to write after the swap: both fail, saying why.
+  for (int id : {first, second}) {
+    json answer = d.recv_reply(id);
+    INFO(answer.dump());
+    REQUIRE(answer.contains("error"));
+    CHECK(answer["error"]["code"] == -32016);
+    CHECK(answer["error"]["message"].get<std::string>().find("segments/" + sid + ".jsonl is a symbolic link") !=
+          std::string::npos);
+  }
+  CHECK(read_file(target).empty());  // nothing written through the link
   Ledger l = read_ledger(d.state_dir());
   REQUIRE(l.terminal[queued[0]].size() == 1);
   CHECK(l.terminal[queued[0]][0]["event"] == "failed");
   CHECK(l.terminal[queued[0]][0]["error"]["data"]["reason"] == "store");
+  fs::remove(segment);
   // The daemon goes on.
   CHECK(d.prompt(sid, "echo after")["result"]["stopReason"] == "end_turn");
 }
@@ -141,7 +146,7 @@ TEST_CASE("links planted for the state database, an old ledger, a transcript or 
   CHECK((listing == "target " || listing == "target link " || listing == "link target "));
 }
 
-TEST_CASE("recovery after kill -9 does not follow a link planted at the run folder") {
+TEST_CASE("recovery after kill -9 does not follow a link planted at the session's segment") {
   TempDir state, outside;
   std::string sid, run;
   {
@@ -155,15 +160,16 @@ TEST_CASE("recovery after kill -9 does not follow a link planted at the run fold
     kill(d.pid(), SIGKILL);
     CHECK(d.wait_exit(5s) == 128 + SIGKILL);
   }
-  std::string folder = state.path() + "/runs/" + run;
-  fs::remove_all(folder);
-  fs::create_directory_symlink(outside.path(), folder);
+  std::string segment = state.path() + "/segments/" + sid + ".jsonl";
+  const std::string target = outside.write("elsewhere.jsonl", "");
+  fs::remove(segment);
+  fs::create_symlink(target, segment);
   Daemon d(fake_config(), {}, state.path());
   d.initialize();
   d.send(request(1, "_harnessd/runs/get", {{"runId", run}}));
   CHECK(d.recv_reply(1)["result"]["run"]["state"] == "interrupted");
-  CHECK(contents_of(outside.path()).empty());
-  CHECK(d.stderr_text().find("runs/" + run + " is a symbolic link") != std::string::npos);
+  CHECK(read_file(target).empty());
+  CHECK(d.stderr_text().find("segments/" + sid + ".jsonl is a symbolic link") != std::string::npos);
 }
 
 TEST_CASE("loose modes are tightened at start, and harnessd runs refuses them before") {
@@ -322,7 +328,7 @@ TEST_CASE("runs that never started have a result.json: removed from the queue, i
     CHECK(r["result"]["stopReason"] == "cancelled");
     std::string run = run_id_of(r);
     CHECK(run == queued[1]);
-    json result = json::parse(read_file(d.state_dir() + "/runs/" + run + "/result.json"), nullptr, false);
+    json result = json::parse(run_file(d.state_dir(), run, "result.json").value_or(""), nullptr, false);
     REQUIRE(result.is_object());
     CHECK(result.value("state", "") == "cancelled");
     CHECK(result.value("reason", "") == "removed before it started");
@@ -340,7 +346,8 @@ TEST_CASE("runs that never started have a result.json: removed from the queue, i
       d.send_prompt(sid, "echo third");
       queued = queued_runs(d, sid, 1);
       REQUIRE(queued.size() == 2);
-      REQUIRE(eventually([&] { return fs::exists(state.path() + "/runs/" + queued[0] + "/stderr.log"); }, 5s));
+      const std::string segment = state.path() + "/segments/" + sid + ".jsonl";
+      REQUIRE(eventually([&] { return read_file(segment).find(queued[0]) != std::string::npos; }, 5s));
       // Their "queued" lines are written off the loop: kill once they are.
       REQUIRE(eventually(
           [&] {
@@ -355,7 +362,7 @@ TEST_CASE("runs that never started have a result.json: removed from the queue, i
     d.initialize();
     for (const auto& run : queued) {
       INFO(run);
-      json result = json::parse(read_file(state.path() + "/runs/" + run + "/result.json"), nullptr, false);
+      json result = json::parse(run_file(state.path(), run, "result.json").value_or(""), nullptr, false);
       CHECK((result.is_object() && result.value("state", "") == "interrupted"));
     }
   }

@@ -50,8 +50,8 @@ TEST_CASE("a run leaves a complete recording and three ledger lines") {
   json answer = d.prompt(sid, "stderr 2", &seen);
   // When the host has the answer, result.json and the terminal line exist.
   std::string run = run_id_of(answer);
-  std::string dir = d.state_dir() + "/runs/" + run;
-  REQUIRE(fs::exists(dir + "/result.json"));
+  auto file = [&](const char* name) { return run_file(d.state_dir(), run, name).value_or(""); };
+  REQUIRE(run_file(d.state_dir(), run, "result.json"));
   auto ledger = read_ledger(d.state_dir()).entries;
   CHECK(events_of(ledger, run) == std::vector<std::string>{"queued", "started", "completed"});
   for (const auto& e : ledger) {
@@ -63,17 +63,17 @@ TEST_CASE("a run leaves a complete recording and three ledger lines") {
     CHECK(e["time"].get<std::string>().size() == 24);
     if (e["event"] == "completed") CHECK(e["stopReason"] == "end_turn");
   }
-  json result = json::parse(read_file(dir + "/result.json"));
+  json result = json::parse(file("result.json"));
   CHECK(result["state"] == "completed");
   CHECK(result["stopReason"] == "end_turn");
-  json req = json::parse(read_file(dir + "/request.json"));
+  json req = json::parse(file("request.json"));
   CHECK(req["params"]["prompt"][0]["text"] == "stderr 2");
-  CHECK(read_file(dir + "/prompt.md") == "stderr 2\n");
-  CHECK(read_file(dir + "/stderr.log").find("stderr line 2") != std::string::npos);
+  CHECK(file("prompt.md") == "stderr 2\n");
+  CHECK(file("stderr.log").find("stderr line 2") != std::string::npos);
   // events.jsonl: every frame of the turn, both directions.
   std::set<std::string> directions;
   bool prompt_to_adapter = false, answer_from_adapter = false;
-  std::istringstream events(read_file(dir + "/events.jsonl"));
+  std::istringstream events(file("events.jsonl"));
   std::string line;
   while (std::getline(events, line)) {
     json e = json::parse(line);
@@ -84,13 +84,12 @@ TEST_CASE("a run leaves a complete recording and three ledger lines") {
   CHECK(directions == std::set<std::string>{"host>harnessd", "harnessd>adapter", "adapter>harnessd", "harnessd>host"});
   CHECK(prompt_to_adapter);
   CHECK(answer_from_adapter);
-  // Files 0600, folders 0700.
+  // The run is lines of its session's segment: no file or folder of its
+  // own. Files 0600, folders 0700.
+  CHECK(!fs::exists(d.state_dir() + "/runs/" + run));
   CHECK(mode_of(d.state_dir()) == 0700);
-  CHECK(mode_of(dir) == 0700);
-  for (const char* f : {"request.json", "prompt.md", "events.jsonl", "stderr.log", "result.json"}) {
-    INFO(f);
-    CHECK(mode_of(dir + "/" + f) == 0600);
-  }
+  CHECK(mode_of(d.state_dir() + "/segments") == 0700);
+  CHECK(mode_of(d.state_dir() + "/segments/" + sid + ".jsonl") == 0600);
   // The ledger and the session records are in the state database.
   CHECK(mode_of(d.state_dir() + "/state.db") == 0600);
 }
@@ -113,7 +112,7 @@ TEST_CASE("every way a run ends is one terminal ledger entry") {
   for (const auto& [run, state] : expected) {
     INFO(run);
     CHECK(events_of(ledger, run).back() == state);
-    CHECK(json::parse(read_file(d.state_dir() + "/runs/" + run + "/result.json"))["state"] == state);
+    CHECK(json::parse(run_file(d.state_dir(), run, "result.json").value_or("null"))["state"] == state);
   }
   // A failed run keeps the error it was answered with.
   for (const auto& e : ledger) {
@@ -140,7 +139,8 @@ TEST_CASE("runs/get and runs/list answer from the ledger, across restarts") {
   CHECK(run["stopReason"] == "end_turn");
   CHECK(run["sessionId"] == sid);
   CHECK(run["name"] == "agent:x");
-  CHECK(fs::exists(run["recording"].get<std::string>() + "/result.json"));
+  CHECK(run["recording"] == state.path() + "/segments/" + sid + ".jsonl");
+  CHECK(read_file(run["recording"].get<std::string>()).find(first_run) != std::string::npos);
   d.send(request(2, "_harnessd/runs/list", {{"name", "agent:x"}}));
   json list = d.recv_reply(2)["result"];
   CHECK(list["total"] == 2);
@@ -340,9 +340,9 @@ TEST_CASE("kill -9 mid-turn: the next start reports the run interrupted and load
     // the loop, so a kill can beat the last frames to the disk. Kill once
     // what the host saw has been written.
     std::string last = update_params(seen_before_kill, sid).back()["update"]["content"]["text"];
-    std::string events = state.path() + "/runs/" + run + "/events.jsonl";
+    std::string segment = state.path() + "/segments/" + sid + ".jsonl";
     std::string transcript = state.path() + "/sessions/" + sid + ".jsonl";
-    REQUIRE(eventually([&] { return read_file(events).find(last) != std::string::npos; }, 5s));
+    REQUIRE(eventually([&] { return read_file(segment).find(last) != std::string::npos; }, 5s));
     REQUIRE(eventually([&] { return read_file(transcript).find(run) != std::string::npos; }, 5s));
     kill(d.pid(), SIGKILL);
     CHECK(d.wait_exit(2s) == 128 + SIGKILL);
@@ -357,7 +357,7 @@ TEST_CASE("kill -9 mid-turn: the next start reports the run interrupted and load
   json r = d.recv_reply(1)["result"]["run"];
   CHECK(r["state"] == "interrupted");
   CHECK(r["reason"].get<std::string>().find("harnessd stopped") != std::string::npos);
-  CHECK(json::parse(read_file(state.path() + "/runs/" + run + "/result.json"))["state"] == "interrupted");
+  CHECK(json::parse(run_file(state.path(), run, "result.json").value_or("null"))["state"] == "interrupted");
   CHECK(d.stderr_text().find("was interrupted") != std::string::npos);
 
   std::vector<json> replay;
@@ -534,11 +534,11 @@ TEST_CASE("a relayed update is stored once, in the run, the transcript points at
   Daemon d(fake_config(), {}, state.path());
   d.initialize();
   std::string sid = d.new_session();
-  // Counts, per direction, the agent_message_chunk frames of `file` whose
+  // Counts, per direction, the agent_message_chunk frames of `lines` whose
   // text is `text` (or of any text when empty), and their text's bytes.
-  auto chunks = [](const std::string& file, const std::string& text) {
+  auto chunks = [](const std::string& lines, const std::string& text) {
     std::map<std::string, std::pair<int, std::size_t>> found;
-    std::istringstream in(read_file(file));
+    std::istringstream in(lines);
     std::string line;
     while (std::getline(in, line)) {
       json e = json::parse(line);
@@ -558,16 +558,17 @@ TEST_CASE("a relayed update is stored once, in the run, the transcript points at
 
   json r = d.prompt(sid, "stream 20");
   std::string run = r["result"]["_meta"]["harnessd"]["runId"];
+  const std::string events = run_file(state.path(), run, "events.jsonl").value_or("");
   for (int i = 1; i <= 20; ++i) {
     const std::string text = "chunk " + std::to_string(i);
     INFO(text);
-    auto in_run = chunks(state.path() + "/runs/" + run + "/events.jsonl", text);
+    auto in_run = chunks(events, text);
     CHECK(in_run.size() == 1);
     CHECK(in_run["adapter>harnessd"].first == 1);
   }
   // The transcript holds the user's prompt and one pointer at the run's
   // events, not the chunks.
-  CHECK(chunks(transcript, "").empty());
+  CHECK(chunks(read_file(transcript), "").empty());
   {
     std::istringstream in(read_file(transcript));
     std::string line;
@@ -586,7 +587,7 @@ TEST_CASE("a relayed update is stored once, in the run, the transcript points at
   // frame and the pieces the host got, and show counts the text once.
   json big = d.prompt(sid, "big 2500000");
   std::string big_run = big["result"]["_meta"]["harnessd"]["runId"];
-  auto in_run = chunks(state.path() + "/runs/" + big_run + "/events.jsonl", "");
+  auto in_run = chunks(run_file(state.path(), big_run, "events.jsonl").value_or(""), "");
   CHECK(in_run["adapter>harnessd"] == std::make_pair(1, std::size_t{2500000}));
   CHECK(in_run["harnessd>host"] == std::make_pair(3, std::size_t{2500000}));
   for (const auto& [id, want] : {std::pair{run, std::size_t{0}}, std::pair{big_run, std::size_t{2500000}}}) {
