@@ -12,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build="$root/build-fuzz"
 targets=(fuzz_framer fuzz_dispatch fuzz_decoders fuzz_relay fuzz_config fuzz_context fuzz_template fuzz_state
-  fuzz_transcript)
+  fuzz_transcript fuzz_segment)
 
 if [ $# -lt 1 ]; then
   echo "usage: scripts/fuzz.sh TARGET|all [SECONDS]; targets: ${targets[*]}" >&2

@@ -395,6 +395,7 @@ Expected<Collected> collect_garbage(StateDb& db, int root, const Retention& rete
       remove(Store::run_dir(id));
       if (auto found = db.find_run(id); found && *found && acp::is_safe_id((*found)->sessionId)) {
         by_session[(*found)->sessionId].insert(id);
+        if (dry_run) said("would remove run " + id + " from " + segment::file_of((*found)->sessionId));
       }
       ids.push_back(id);
     }

@@ -956,7 +956,7 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
             p = self.env.run("gc", "--dry-run")
             self.assertEqual(p.returncode, 0, p.stderr)
             for out in ended[:2]:
-                self.assertIn(f"would remove runs/{out['runId']}", p.stdout)
+                self.assertIn(f"would remove run {out['runId']} from segments/{out['sessionId']}.jsonl", p.stdout)
                 self.assertIn(f"would drop the record of session {out['sessionId']}", p.stdout)
             self.assertNotIn(going, p.stdout)
             self.assertNotIn(ended[2]["runId"], p.stdout)
