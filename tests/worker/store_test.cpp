@@ -708,6 +708,45 @@ TEST_CASE("a session whose oldest runs retention removed loads what is kept and 
   CHECK(d.stderr_text().find("2 part(s) of the transcript pointed at runs no longer kept") != std::string::npos);
 }
 
+TEST_CASE("gc compacts a segment while its session appends to it, and loses none of the kept runs' lines") {
+  TempDir state, config_dir;
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  const std::string sid = d.new_session();
+  for (int i = 0; i < 3; ++i) REQUIRE(d.prompt(sid, "echo early")["result"]["stopReason"] == "end_turn");
+  const std::string config = config_dir.write("gc.toml", fake_config({}, "", "retention = { keep_runs = 2 }"));
+  // Turns stream while gc rewrites the segment under them.
+  std::vector<int> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(d.send_prompt(sid, "stream 200"));
+  int compactions = 0;
+  for (int i = 0; i < 6; ++i) {
+    Output gc = run_harnessd({"gc", "--config", config, "--state-dir", state.path()});
+    REQUIRE(gc.code == 0);
+    if (gc.out.find("removed 0 ended") == std::string::npos) ++compactions;
+  }
+  CHECK(compactions > 0);
+  std::vector<std::string> answered;
+  for (int id : ids) {
+    json r = d.recv_reply(id);
+    REQUIRE(r["result"]["stopReason"] == "end_turn");
+    answered.push_back(run_id_of(r));
+  }
+  Output gc = run_harnessd({"gc", "--config", config, "--state-dir", state.path()});
+  REQUIRE(gc.code == 0);
+  // The two runs kept are whole: every chunk, the answer, the result.
+  const std::string segment = read_file(state.path() + "/segments/" + sid + ".jsonl");
+  for (std::size_t k = answered.size() - 2; k < answered.size(); ++k) {
+    INFO(answered[k]);
+    const std::string events = run_file(state.path(), answered[k], "events.jsonl").value_or("");
+    for (int c = 1; c <= 200; ++c) CHECK(events.find("\"chunk " + std::to_string(c) + "\"") != std::string::npos);
+    CHECK(events.find("\"stopReason\":\"end_turn\"") != std::string::npos);
+    CHECK(json::parse(run_file(state.path(), answered[k], "result.json").value_or("null"))["state"] == "completed");
+  }
+  // The others are gone from the segment, line and all.
+  for (std::size_t k = 0; k + 2 < answered.size(); ++k) CHECK(segment.find(answered[k]) == std::string::npos);
+  CHECK(!fs::exists(state.path() + "/segments/" + sid + ".jsonl.compact"));
+}
+
 TEST_CASE("a transcript written before the transcript pointed at runs' events still loads") {
   // The fixture's transcripts hold every frame themselves.
   TempDir dir;
