@@ -213,14 +213,23 @@ void Store::recover() {
       !dropped) {
     acp::log::warn("cannot drop the session leases of daemons that are gone: " + dropped.error().message);
   }
+  std::map<std::string, std::map<std::string, segment::Run>> segments;  // by session
   for (const LedgerEntry& e : ended ? *ended : std::vector<LedgerEntry>{}) {
     const std::string reason = e.extra.value("reason", "");
     // Every ended run has its result.json, also one that was still queued;
     // one already there (the run ended, the daemon died before the commit)
     // stands. A run of an earlier harnessd gets it in its own folder.
     if (acp::is_safe_id(e.runId) && acp::is_safe_id(e.sessionId)) {
-      const segment::Run files = read_run_files(root_, e.runId, e.sessionId);
-      if (!files.files.count("result.json")) {
+      // Each session's segment is read once, however many of its runs end.
+      auto [seg, fresh] = segments.try_emplace(e.sessionId);
+      if (fresh) {
+        if (auto text = read_beneath(root_, segment::file_of(e.sessionId))) seg->second = segment::read_all(*text);
+      }
+      const auto run = seg->second.find(e.runId);
+      const bool has_result = run != seg->second.end()
+                                  ? run->second.files.count("result.json") > 0
+                                  : read_run_files(root_, e.runId, "").files.count("result.json") > 0;
+      if (!has_result) {
         json result = {{"runId", e.runId}, {"sessionId", e.sessionId}, {"state", run_event::kInterrupted},
                        {"reason", reason}, {"endedAt", e.time}};
         std::string rel = recording_of(root_, e.runId, e.sessionId);
