@@ -570,17 +570,6 @@ void Store::append(std::string rel, std::string data, Done done) {
   check_pressure();
 }
 
-void Store::close_file(std::string rel) {
-  if (unusable_) return;
-  std::string key = key_of(rel);
-  StoreWriter* w = &lane_for(key);
-  w->push(StoreWriter::Job{[w, rel = std::move(rel)]() -> Expected<void> {
-                             w->close(rel);
-                             return {};
-                           },
-                           nullptr, {}});
-}
-
 template <typename T>
 void Store::read_in_lane(const std::string& key, std::function<Expected<T>()> read,
                          acp::UniqueFunction<void(Expected<T>)> done) {

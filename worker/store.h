@@ -154,13 +154,12 @@ class Store {
   void make_dir(std::string rel, Done done);
   /// Writes a whole file atomically (temporary file, then rename), 0600.
   void write_file(std::string rel, std::string content, Done done, bool sync = false);
-  /// Appends to a file kept open until close_file(). A file whose last line
+  /// Appends to a file the lane keeps open (a bounded set). A file whose last line
   /// was cut by a crash gets a newline first, so the cut line stays alone.
   void append(std::string rel, std::string data, Done done = nullptr);
   /// Writes a whole file in place (no rename): for files written once into
   /// a fresh run folder. A crash may leave it cut short.
   void create_file(std::string rel, std::string content, Done done, bool sync = false);
-  void close_file(std::string rel);
   void read_file(std::string rel, ReadDone done);
   /// A session's transcript as its host got it (transcript::expand: the
   /// runs' events it points at are read too), read in the session's lane.
