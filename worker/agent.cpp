@@ -243,7 +243,8 @@ void Agent::on_prompt(PromptParams params, acp::Reply reply) {
   rt_.store.record(std::move(queued));
   prompt.recorder = std::make_unique<RunRecorder>(
       rt_.store, prompt.ledger,
-      RunRecorder::Policy{rt_.config.daemon.max_recording_bytes, session->profile().record_metadata_only});
+      RunRecorder::Policy{rt_.config.daemon.max_recording_bytes, session->profile().record_metadata_only},
+      session->take_run_tag());
   const auto& meta = req.harnessd;
   prompt.packaging = std::move(*packaging);
   prompt.context = meta.context;

@@ -335,13 +335,11 @@ Expected<std::uint64_t> compact_segment(int root, const std::string& session_id,
     }
     std::string kept;
     kept.reserve(text.size());
-    for (std::size_t start = 0; start < text.size();) {
-      std::size_t end = text.find('\n', start);
-      end = end == std::string::npos ? text.size() : end + 1;
-      std::string_view line = std::string_view(text).substr(start, end - start);
-      start = end;
-      if (!gone.count(std::string(segment::run_of(line)))) kept.append(line);
-    }
+    // A tag stands for its run up to where it is declared again, so the
+    // lines keep their order.
+    segment::each_line(text, [&](std::string_view line, std::string_view run) {
+      if (run.empty() || !gone.count(std::string(run))) kept.append(line);
+    });
     if (kept.size() == text.size()) return 0;
     ::unlinkat(folder->get(), tmp_leaf.c_str(), 0);  // one left by a crash
     auto written = create_file_in(folder->get(), tmp_leaf, "segments/" + tmp_leaf, kept, true);

@@ -9,8 +9,8 @@ namespace harnessd::worker {
 
 using nlohmann::json;
 
-RunRecorder::RunRecorder(Store& store, LedgerEntry base, Policy policy)
-    : store_(store), base_(std::move(base)), dir_(Store::run_dir(base_.runId)), policy_(policy) {}
+RunRecorder::RunRecorder(Store& store, LedgerEntry base, Policy policy, std::uint64_t tag)
+    : store_(store), base_(std::move(base)), dir_(Store::run_dir(base_.runId)), policy_(policy), tag_(tag) {}
 
 std::int64_t RunRecorder::now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -108,10 +108,16 @@ void RunRecorder::open(Done ready) {
   });
 }
 
+std::string RunRecorder::tag_once() {
+  if (tagged_) return {};
+  tagged_ = true;
+  return segment::tag_line(base_.runId, tag_);
+}
+
 void RunRecorder::append_event(std::string line) {
   // Offsets count bytes of the run's events.jsonl as it reads back.
   events_bytes_ += line.size();
-  record(segment::event_line(base_.runId, line));
+  record(tag_once() + segment::event_line(tag_, line));
 }
 
 void RunRecorder::event(const char* direction, std::string_view line, bool is_json) {
@@ -132,15 +138,18 @@ void RunRecorder::event(const char* direction, std::string_view line, bool is_js
     frame_bytes_dropped_ += line.size();
     return;
   }
-  std::string out = "{\"t\":" + std::to_string(now_ms()) + ",\"dir\":\"" + direction + "\",";
   if (is_json || schema::accept_json(line)) {
-    out += "\"msg\":";
-    out.append(line);
-  } else {
-    // Not JSON (a banner, a cut line): kept as text.
-    out += "\"raw\":" + json(std::string(line)).dump(-1, ' ', false, json::error_handler_t::replace);
+    // Written as a short tagged line (segment.h); events.jsonl reads back
+    // the classic line.
+    std::string out = tag_once();
+    last_frame_at_ = events_bytes_;
+    events_bytes_ += segment::append_frame(out, tag_, now_ms(), direction, line);
+    record(std::move(out));
+    return;
   }
-  out += "}\n";
+  // Not JSON (a banner, a cut line): kept as text.
+  std::string out = "{\"t\":" + std::to_string(now_ms()) + ",\"dir\":\"" + direction + "\",\"raw\":" +
+                    json(std::string(line)).dump(-1, ' ', false, json::error_handler_t::replace) + "}\n";
   last_frame_at_ = events_bytes_;
   append_event(std::move(out));
 }

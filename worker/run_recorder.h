@@ -33,8 +33,9 @@ class RunRecorder {
   };
 
   /// `base` carries the run's identity (runId, sessionId, name, harness,
-  /// requestId) for the ledger lines this recorder writes.
-  RunRecorder(Store& store, LedgerEntry base, Policy policy);
+  /// requestId) for the ledger lines this recorder writes; `tag` stands for
+  /// the run in its session's segment (segment.h), new in this process.
+  RunRecorder(Store& store, LedgerEntry base, Policy policy, std::uint64_t tag);
 
   /// Records request.json and prompt.md in the session's segment (the turn
   /// does not wait for it). Called while the previous turn of the session
@@ -90,6 +91,8 @@ class RunRecorder {
   /// Appends segment lines of this run.
   void record(std::string lines);
   void append_event(std::string line);
+  /// The line that declares this run's tag, the first time; else nothing.
+  std::string tag_once();
   /// True when `bytes` more fit the run's bound; the first time they do
   /// not, events.jsonl is told.
   bool keep(std::size_t bytes);
@@ -104,6 +107,8 @@ class RunRecorder {
   bool prepared_ = false;
   bool harness_reads_ = false;  // add_file() was used
   Policy policy_;
+  std::uint64_t tag_;
+  bool tagged_ = false;  // the segment knows tag_ stands for this run
   std::size_t kept_ = 0;
   std::uint64_t events_bytes_ = 0;
   std::optional<std::uint64_t> last_frame_at_;

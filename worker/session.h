@@ -111,6 +111,9 @@ class Session {
   std::chrono::system_clock::time_point updated_at() const { return updated_at_; }
   /// The adapter's pid, or 0 when no adapter runs.
   int adapter_pid() const;
+  /// A tag for the next run's frames in the session's segment, new in this
+  /// process (see segment.h).
+  std::uint64_t take_run_tag() { return next_run_tag_++; }
   /// "idle" or the state of the running turn.
   const char* state() const;
   /// The request id and run id of the running turn, if any.
@@ -203,6 +206,7 @@ class Session {
   // Answers of ended turns, and what follows them, in order.
   std::shared_ptr<HostOrder> host_order_ = std::make_shared<HostOrder>();
   std::uint64_t next_generation_ = 1;
+  std::uint64_t next_run_tag_ = 1;
   std::map<std::uint64_t, acp::UniqueFunction<void(const RpcError&)>> held_;  // by held()'s order
   std::uint64_t next_held_ = 0;
 

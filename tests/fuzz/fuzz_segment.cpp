@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz_support.h"
+#include "schema/json_parse.h"
 #include "worker/segment.h"
 
 namespace {
@@ -41,17 +42,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
       fuzz::fail("a rebuilt events.jsonl is not whole lines of objects");
     }
   }
-  // Written, then read back among the input's own lines.
+  // Written, then read back among the input's own lines. The tag is one
+  // the input may use as well: the declaration makes it this run's.
   std::string segment(input);
   if (!segment.empty() && segment.back() != '\n') segment += '\n';
   segment += worker::segment::file_line("run_written", "stderr.log", input, false);
-  segment += worker::segment::event_line("run_written", "{\"t\":1,\"dir\":\"adapter>harnessd\"}\n");
+  segment += worker::segment::tag_line("run_written", 1);
+  std::string expected = "{\"t\":1,\"dir\":\"adapter>harnessd\"}\n";
+  segment += worker::segment::event_line(1, expected);
+  std::string frame = "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\"}";
+  if (!input.empty() && input.find('\n') == std::string_view::npos && is_utf8(input) &&
+      schema::accept_json(input)) {
+    frame = std::string(input);
+  }
+  const std::size_t said = worker::segment::append_frame(segment, 1, -7, "harnessd>host", frame);
+  std::string framed = "{\"t\":-7,\"dir\":\"harnessd>host\",\"msg\":" + frame + "}\n";
+  if (said != framed.size()) fuzz::fail("append_frame miscounted the events line it reads back as");
+  expected += framed;
   segment += worker::segment::file_line("run_written", "result.json", input, true);
   if (input.find("run_written") != std::string_view::npos) return 0;  // the input wrote some of it
   auto back = worker::segment::read(segment, "run_written");
-  if (back.files["events.jsonl"] != "{\"t\":1,\"dir\":\"adapter>harnessd\"}\n") {
-    fuzz::fail("an events line did not read back as written");
-  }
+  if (back.files["events.jsonl"] != expected) fuzz::fail("events lines did not read back as written");
+  std::string kept;
+  worker::segment::each_line(segment, [&](std::string_view line, std::string_view) { kept.append(line); });
+  if (kept != segment) fuzz::fail("each_line lost bytes");
   if (is_utf8(input)) {
     if (back.files["stderr.log"] != input) fuzz::fail("a stderr piece did not read back as written");
     if (back.files["result.json"] != input) fuzz::fail("a whole file did not read back as written");

@@ -20,6 +20,7 @@
 #include "daemon_process.h"
 #include "stored_session.h"
 #include "worker/database.h"
+#include "worker/segment.h"
 
 using namespace harnessd::test;
 using nlohmann::json;
@@ -742,9 +743,73 @@ TEST_CASE("gc compacts a segment while its session appends to it, and loses none
     CHECK(events.find("\"stopReason\":\"end_turn\"") != std::string::npos);
     CHECK(json::parse(run_file(state.path(), answered[k], "result.json").value_or("null"))["state"] == "completed");
   }
-  // The others are gone from the segment, line and all.
+  // The others are gone from the segment, line and all: no line of theirs
+  // (a frame line names its run by tag only) and no line left without a run.
   for (std::size_t k = 0; k + 2 < answered.size(); ++k) CHECK(segment.find(answered[k]) == std::string::npos);
+  std::size_t cut = 0;
+  std::set<std::string> left;
+  for (const auto& [run, files] : harnessd::worker::segment::read_all(segment, &cut)) left.insert(run);
+  CHECK(left == std::set<std::string>{answered[answered.size() - 2], answered.back()});
+  CHECK(cut == 0);
   CHECK(!fs::exists(state.path() + "/segments/" + sid + ".jsonl.compact"));
+}
+
+TEST_CASE("a second daemon serving a session gives its runs tags the first one used, and every run reads back its own frames") {
+  TempDir state, config_dir;
+  std::string sid;
+  std::vector<std::string> first, second;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    sid = d.new_session();
+    first.push_back(run_id_of(d.prompt(sid, "echo one")));
+    first.push_back(run_id_of(d.prompt(sid, "echo two")));
+    d.close_stdin();
+    REQUIRE(d.wait_exit(10s) == 0);
+  }
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    d.send(request(1, "session/load", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}));
+    REQUIRE(d.recv_reply(1).contains("result"));
+    second.push_back(run_id_of(d.prompt(sid, "echo three")));
+    second.push_back(run_id_of(d.prompt(sid, "echo four")));
+    d.close_stdin();
+    REQUIRE(d.wait_exit(10s) == 0);
+  }
+  // Both daemons tagged their runs 1 and 2 in the one segment.
+  const std::string segment = read_file(state.path() + "/segments/" + sid + ".jsonl");
+  CHECK(segment.find("{\"run\":\"" + first[0] + "\",\"tag\":1}") != std::string::npos);
+  CHECK(segment.find("{\"run\":\"" + second[0] + "\",\"tag\":1}") != std::string::npos);
+  const std::map<std::string, std::string> said = {
+      {first[0], "one"}, {first[1], "two"}, {second[0], "three"}, {second[1], "four"}};
+  auto check_runs = [&](const std::vector<std::string>& runs) {
+    for (const auto& run : runs) {
+      INFO(run);
+      const std::string events = run_file(state.path(), run, "events.jsonl").value_or("");
+      for (const auto& [other, text] : said) {
+        const bool own = other == run;
+        CHECK((events.find("\"echo " + text + "\"") != std::string::npos) == own);
+      }
+      // Each line is the classic events line: time, direction, message.
+      std::istringstream lines(events);
+      int n = 0;
+      for (std::string line; std::getline(lines, line); ++n) {
+        json e = json::parse(line);
+        CHECK(e["t"].is_number());
+        CHECK(e["dir"].is_string());
+        CHECK(e.contains("msg"));
+      }
+      CHECK(n >= 4);  // the prompt in and out, the answer in and out
+    }
+  };
+  check_runs(first);
+  check_runs(second);
+  // gc removing the first daemon's runs keeps the second's whole.
+  const std::string config = config_dir.write("gc.toml", fake_config({}, "", "retention = { keep_runs = 2 }"));
+  REQUIRE(run_harnessd({"gc", "--config", config, "--state-dir", state.path()}).code == 0);
+  CHECK(read_file(state.path() + "/segments/" + sid + ".jsonl").find(first[0]) == std::string::npos);
+  check_runs(second);
 }
 
 TEST_CASE("a transcript written before the transcript pointed at runs' events still loads") {
