@@ -1,6 +1,9 @@
 // A small UTF-8 decoder following the Unicode "maximal subpart" rule.
 #include "acp/utf8.h"
 
+#include <cstdint>
+#include <cstring>
+
 namespace harnessd::acp::utf8 {
 namespace {
 
@@ -32,10 +35,23 @@ std::size_t sequence_length(std::string_view s, std::size_t i) {
   return n;
 }
 
+// The first byte from `i` on that is not ASCII (or the end). Frames are
+// nearly all ASCII, so eight bytes are looked at a time.
+std::size_t skip_ascii(std::string_view s, std::size_t i) {
+  constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, s.data() + i, sizeof word);
+    if (word & kHigh) break;
+  }
+  while (i < s.size() && static_cast<unsigned char>(s[i]) < 0x80) ++i;
+  return i;
+}
+
 }  // namespace
 
 bool valid(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
+  for (std::size_t i = skip_ascii(s, 0); i < s.size(); i = skip_ascii(s, i)) {
     std::size_t n = sequence_length(s, i);
     if (n == 0) return false;
     i += n;
@@ -47,6 +63,11 @@ std::string repair(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size();) {
+    if (std::size_t ascii = skip_ascii(s, i); ascii > i) {
+      out.append(s.substr(i, ascii - i));
+      i = ascii;
+      continue;
+    }
     std::size_t n = sequence_length(s, i);
     if (n == 0) {
       out += "\xef\xbf\xbd";

@@ -21,6 +21,22 @@ TEST_CASE("repair replaces each broken sequence with U+FFFD") {
   CHECK(acp::utf8::valid(acp::utf8::repair("\xe2\x82 x \xf0\x9f")));
 }
 
+TEST_CASE("a broken or multi-byte sequence is found wherever it sits in a run of ASCII") {
+  // ASCII is skipped eight bytes at a time: put the sequence at every
+  // offset around those words, and end the text at every length after it.
+  for (std::size_t at = 0; at < 20; ++at) {
+    for (std::size_t after = 0; after < 10; ++after) {
+      INFO("at " << at << ", then " << after << " bytes");
+      const std::string before(at, 'a'), tail(after, 'z');
+      CHECK_FALSE(acp::utf8::valid(before + "\xff" + tail));
+      CHECK_FALSE(acp::utf8::valid(before + "\xe2\x82" + tail));
+      CHECK(acp::utf8::valid(before + "\xe2\x82\xac" + tail));
+      CHECK(acp::utf8::repair(before + "\xff" + tail) == before + "\xef\xbf\xbd" + tail);
+      CHECK(acp::utf8::repair(before + "\xe2\x82\xac" + tail) == before + "\xe2\x82\xac" + tail);
+    }
+  }
+}
+
 TEST_CASE("safe_cut never splits a character") {
   std::string s = "a\xe2\x82\xac";  // "a€"
   CHECK(acp::utf8::safe_cut(s, 1) == 1);
