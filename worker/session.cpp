@@ -89,11 +89,33 @@ json Session::record() const {
   return r.to_json();
 }
 
-void Session::save_record() {
+void Session::save_record() { save(record()); }
+
+void Session::save(json r) {
+  auto time = r.find("updatedAt");
+  json updated_at = time != r.end() ? std::move(*time) : json();
+  if (time != r.end()) r.erase(time);
+  saved_record_ = r;
+  saved_at_ = std::chrono::steady_clock::now();
+  unsaved_time_ = false;
+  if (!updated_at.is_null()) r["updatedAt"] = std::move(updated_at);
   std::string id = init_.id;
-  rt_.store.save_session(record(), [id](Expected<void> r) {
-    if (!r) acp::log::warn("session " + id + ": its record could not be saved: " + r.error().message);
+  rt_.store.save_session(std::move(r), [id](Expected<void> result) {
+    if (!result) acp::log::warn("session " + id + ": its record could not be saved: " + result.error().message);
   });
+}
+
+void Session::save_record_after_turn() {
+  json r = record();
+  auto time = r.find("updatedAt");
+  json updated_at = time != r.end() ? std::move(*time) : json();
+  if (time != r.end()) r.erase(time);
+  if (r == saved_record_ && std::chrono::steady_clock::now() - saved_at_ < std::chrono::seconds(1)) {
+    unsaved_time_ = true;
+    return;
+  }
+  if (!updated_at.is_null()) r["updatedAt"] = std::move(updated_at);
+  save(std::move(r));
 }
 
 void Session::set_summary(std::string summary) {
@@ -478,7 +500,7 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   if (oneshot()) {
     adapter_.retire();
   } else {
-    save_record();
+    save_record_after_turn();
   }
   // From a fresh stack: this may run inside the adapter's answer.
   std::weak_ptr<bool> alive = alive_;
@@ -493,6 +515,9 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
     if (answered) answered();
     return;
   }
+  // A shutdown keeps the record open; its updatedAt is brought up to date
+  // if a turn's write was spared.
+  if (!forget && unsaved_time_) save_record();
   closed_ = true;
   if (auto turn = std::move(turn_)) {
     // A running turn is ended now, as cancelled, recorded first.

@@ -150,6 +150,13 @@ class Session {
   void save_record();
 
  private:
+  /// After a turn of a session that stays: the record is written unless
+  /// only its updatedAt changed and the stored one is under a second old,
+  /// so that a busy session does not rewrite its record for every prompt
+  /// (other processes see its updatedAt at most that late; close() writes
+  /// what is left).
+  void save_record_after_turn();
+  void save(nlohmann::json record);
   struct Turn {
     explicit Turn(std::uint64_t generation) : control(generation) {}
     queue::TurnControl control;
@@ -207,6 +214,9 @@ class Session {
   std::shared_ptr<HostOrder> host_order_ = std::make_shared<HostOrder>();
   std::uint64_t next_generation_ = 1;
   std::uint64_t next_run_tag_ = 1;
+  nlohmann::json saved_record_;  // the record last written, without its updatedAt
+  std::chrono::steady_clock::time_point saved_at_{};
+  bool unsaved_time_ = false;  // a turn ended after the record was last written
   std::map<std::uint64_t, acp::UniqueFunction<void(const RpcError&)>> held_;  // by held()'s order
   std::uint64_t next_held_ = 0;
 

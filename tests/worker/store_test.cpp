@@ -754,6 +754,32 @@ TEST_CASE("gc compacts a segment while its session appends to it, and loses none
   CHECK(!fs::exists(state.path() + "/segments/" + sid + ".jsonl.compact"));
 }
 
+TEST_CASE("a busy session's record is not written again for every prompt, and a shutdown brings its updatedAt up to date") {
+  TempDir state;
+  Daemon d(fake_config({"--config-options"}), {}, state.path());
+  d.initialize();
+  const std::string sid = d.new_session();
+  for (int i = 0; i < 2; ++i) REQUIRE(d.prompt(sid, "echo first")["result"]["stopReason"] == "end_turn");
+  const json before = stored_session(state.path(), sid);
+  // Quick turns in a row: only the record's time would change, so it stays.
+  for (int i = 0; i < 5; ++i) REQUIRE(d.prompt(sid, "echo again")["result"]["stopReason"] == "end_turn");
+  CHECK(stored_session(state.path(), sid) == before);
+  // A change other than the time is written at once.
+  d.send(request(50, "session/set_config_option", {{"sessionId", sid}, {"configId", "model"}, {"value", "fake-large"}}));
+  REQUIRE(d.recv_reply(50).contains("result"));
+  REQUIRE(eventually([&] { return stored_session(state.path(), sid).dump().find("fake-large") != std::string::npos; }, 5s));
+  const std::string changed = stored_session(state.path(), sid)["updatedAt"];
+  REQUIRE(d.prompt(sid, "echo last")["result"]["stopReason"] == "end_turn");
+  CHECK(stored_session(state.path(), sid)["updatedAt"] == changed);
+  // The shutdown writes the time of that last turn, and the record stays open.
+  std::this_thread::sleep_for(5ms);  // the stored times count milliseconds
+  d.close_stdin();
+  REQUIRE(d.wait_exit(10s) == 0);
+  const json stored = stored_session(state.path(), sid);
+  CHECK(stored["closed"] == false);
+  CHECK(stored["updatedAt"].get<std::string>() > changed);
+}
+
 TEST_CASE("a second daemon serving a session gives its runs tags the first one used, and every run reads back its own frames") {
   TempDir state, config_dir;
   std::string sid;
