@@ -48,9 +48,14 @@ function acpx(env, args, { input } = {}) {
     child.stderr.on('data', (b) => { stderr += b; });
     const timer = setTimeout(() => child.kill('SIGKILL'), 60000);
     child.on('error', reject);
+    // 'exit' can come before the last of stdout has been read; 'close'
+    // comes after it, unless a process the child left behind holds the
+    // pipes, so it is awaited for a bounded time only.
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
+      const done = () => resolve({ code, signal, stdout, stderr });
+      const grace = setTimeout(done, 2000);
+      child.on('close', () => { clearTimeout(grace); done(); });
     });
     child.stdin.end(input ?? '');
   });

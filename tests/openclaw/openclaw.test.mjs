@@ -164,9 +164,14 @@ function run(world, command, args, { timeoutMs = 120000 } = {}) {
     child.stderr.on('data', (b) => { stderr += b; });
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('error', reject);
+    // 'exit' can come before the last of stdout has been read; 'close'
+    // comes after it, unless a process the child left behind holds the
+    // pipes, so it is awaited for a bounded time only.
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
+      const done = () => resolve({ code, signal, stdout, stderr });
+      const grace = setTimeout(done, 2000);
+      child.on('close', () => { clearTimeout(grace); done(); });
     });
   });
 }
@@ -284,7 +289,7 @@ function describeRuns(world) {
   const runs = new Map();
   for (const entry of ledger(world)) {
     const text = runFile(world, entry.runId, 'prompt.md')?.slice(-40).trim() ?? '?';
-    const line = runs.get(entry.runId) ?? `${entry.runId} ${entry.daemon} ${JSON.stringify(text)}:`;
+    const line = runs.get(entry.runId) ?? `${entry.runId} ${entry.daemon} ${entry.hostSession ?? "-"} ${JSON.stringify(text)}:`;
     runs.set(entry.runId, `${line} ${entry.time.slice(11)} ${entry.event}`);
   }
   const children = [];
@@ -542,7 +547,9 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   assert.ok(persistentRuns.length >= 5, `runs of ${key}: ${JSON.stringify(persistentRuns)}`);
   assert.ok(persistentRuns.every((r) => r.hostSession === key));
   const oneShotRuns = await runsOf(oneShotKey);
-  assert.deepEqual(oneShotRuns.map((r) => r.runId), [oneShot.runId]);
+  assert.deepEqual(oneShotRuns.map((r) => r.runId), [oneShot.runId],
+    `runs of the one-shot key ${oneShotKey}; the one-shot run's transitions: ${
+      JSON.stringify(ledger(world).filter((e) => e.runId === oneShot.runId))}\n${describeRuns(world)}`);
 
   // Every run ended exactly once.
   const terminal = new Map();
