@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -217,6 +218,15 @@ int main(int argc, char** argv) {
   }
   // Without a configured default, the first installed harness is it.
   const bool harness_installed = choose_default_harness(*config);
+  // A relative --state-dir is taken from the current directory, here, once:
+  // the daemon, its adapters and the store all see the same absolute path.
+  if (state_dir && !state_dir->empty() && state_dir->front() != '/') {
+    std::error_code ec;
+    auto absolute = std::filesystem::absolute(*state_dir, ec);
+    if (ec) return refuse("--state-dir " + *state_dir + ": " + ec.message());
+    state_dir = absolute.lexically_normal().string();
+    if (state_dir->size() > 1 && state_dir->back() == '/') state_dir->pop_back();
+  }
   const std::string chosen_state_dir = state_dir                           ? *state_dir
                                        : !config->daemon.state_dir.empty() ? config->daemon.state_dir
                                                                            : acp::default_state_home();

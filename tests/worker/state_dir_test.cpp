@@ -25,16 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Everything below `dir`, as "name=content" lines (empty: nothing there).
-std::string contents_of(const std::string& dir) {
-  std::string out;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    out += e.path().string() + "=" + (e.is_regular_file() ? read_file(e.path().string()) : "") + "\n";
-  }
-  return out;
-}
-
-
 // The queued run ids of a session, oldest first.
 std::vector<std::string> queued_runs(Daemon& d, const std::string& sid, int id) {
   d.send(request(id, "_harnessd/runs/list", {{"sessionId", sid}, {"state", "queued"}}));
@@ -366,4 +356,24 @@ TEST_CASE("runs that never started have a result.json: removed from the queue, i
       CHECK((result.is_object() && result.value("state", "") == "interrupted"));
     }
   }
+}
+
+TEST_CASE("a relative --state-dir is taken from the current directory, by run and by runs alike") {
+  TempDir dir;
+  dir.write("config.toml", fake_config());
+  const fs::path before = fs::current_path();
+  fs::current_path(dir.path());
+  std::string out;
+  int ran = run_cli("--config config.toml --state-dir ./rel/../state run 'echo relative'", &out);
+  int listed_code = run_cli("--state-dir state runs --format json", &out, false);
+  std::string listed = out;
+  fs::current_path(before);
+  REQUIRE(ran == 0);
+  CHECK(fs::exists(dir.path() + "/state/state.db"));
+  CHECK_FALSE(fs::exists(dir.path() + "/rel"));
+  REQUIRE(listed_code == 0);
+  json run = json::parse(listed.substr(0, listed.find('\n')));
+  CHECK(run["state"] == "completed");
+  // The recording's path it prints is absolute.
+  CHECK(run["recording"].get<std::string>().rfind(dir.path() + "/state/segments/", 0) == 0);
 }
