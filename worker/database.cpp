@@ -253,6 +253,13 @@ Expected<Statement*> Database::cached(const char* sql) {
   return &cache_->statements.emplace(sql, std::move(*made)).first->second;
 }
 
+Expected<void> Database::exec_cached(const char* sql) {
+  auto st = cached(sql);
+  if (!st) return std::move(st).error();
+  if (auto r = (*st)->run(); !r) return Error{path_ + ": " + r.error().message};
+  return {};
+}
+
 std::int64_t Database::changes() const { return sqlite3_changes64(db_); }
 
 std::int64_t Database::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
@@ -300,18 +307,18 @@ ReadSnapshot::~ReadSnapshot() {
 // ---- Transaction
 
 Expected<Transaction> Transaction::begin(Database& db) {
-  if (auto r = db.exec("BEGIN IMMEDIATE"); !r) return std::move(r).error();
+  if (auto r = db.exec_cached("BEGIN IMMEDIATE"); !r) return std::move(r).error();
   return Transaction(&db);
 }
 
 Transaction::~Transaction() {
-  if (db_) (void)db_->exec("ROLLBACK");
+  if (db_) (void)db_->exec_cached("ROLLBACK");
 }
 
 Expected<void> Transaction::commit() {
   Database* db = db_;
   db_ = nullptr;
-  if (auto r = db->exec("COMMIT"); !r) {
+  if (auto r = db->exec_cached("COMMIT"); !r) {
     // A failed COMMIT (SQLITE_BUSY excepted) leaves the transaction open.
     if (!sqlite3_get_autocommit(db->handle())) (void)db->exec("ROLLBACK");
     return r;

@@ -93,6 +93,9 @@ class Database {
   /// A statement prepared once and kept for this connection's life: `sql`
   /// must be a string literal (it is the cache key, by address).
   Expected<Statement*> cached(const char* sql);
+  /// Runs a cached statement that returns no rows (BEGIN, COMMIT...), with
+  /// no parse after the first time.
+  Expected<void> exec_cached(const char* sql);
   Expected<Statement> prepare(std::string_view sql);
 
   std::int64_t changes() const;

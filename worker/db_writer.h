@@ -45,7 +45,15 @@ class DbWriter {
     /// On the writer thread, once written (or kept to wait): the result and
     /// the entry that was written or kept.
     std::function<void(const Expected<void>&, const LedgerEntry&)> on_writer;
+    /// Nobody waits for this write (a run's queued or started entry; reads
+    /// of this process see it before it is committed): a batch of only such
+    /// jobs waits up to kLazyHold for the next batch, so that both share one
+    /// commit. Anything else queued meanwhile ends the wait at once.
+    bool lazy = false;
   };
+
+  /// How long a batch of lazy jobs waits for company.
+  static constexpr std::chrono::microseconds kLazyHold{2000};
 
   /// At most this many entries wait for the database to take writes again
   /// (a full disk); past it the oldest is dropped, logged.
@@ -73,6 +81,7 @@ class DbWriter {
   void write(std::deque<Job>& batch, WriteCompletions::Finished& finished);
   Expected<void> write_one(Job& job);
   void finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished);
+  static bool all_lazy(const std::deque<Job>& batch);
   void keep_pending(LedgerEntry entry);
   Expected<void> write_pending();
 
@@ -82,6 +91,10 @@ class DbWriter {
   /// Runs with an entry that could not be written and somebody heard of
   /// it: their terminal entry becomes the store failure.
   std::map<std::string, std::string> failed_runs_;
+
+  // Writer thread only; logged when the writer stops.
+  std::size_t commits_ = 0;
+  std::size_t jobs_written_ = 0;
 
   JobQueue<Job> queue_;
   std::thread thread_;

@@ -60,6 +60,21 @@ class JobQueue {
     return true;
   }
 
+  /// Writer thread: waits up to `wait` for more jobs (a push wakes it) and
+  /// appends what is queued to `batch`. False when nothing came.
+  bool take_more(std::deque<Job>& batch, std::chrono::microseconds wait) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (jobs_.empty() && !stopping_) {
+      idle_ = true;
+      cv_.wait_for(lock, wait, [&] { return stopping_ || !jobs_.empty(); });
+    }
+    idle_ = false;
+    if (jobs_.empty()) return false;
+    for (Job& job : jobs_) batch.push_back(std::move(job));
+    jobs_.clear();
+    return true;
+  }
+
  private:
   std::mutex mu_;
   std::condition_variable cv_;

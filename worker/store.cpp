@@ -397,6 +397,7 @@ void Store::record(LedgerEntry entry, Done done) {
   if (unsaved.empty() && entry.event == run_event::kQueued) unsaved_order_.push_back(run_id);
   unsaved.push_back(entry);
   DbWriter::Job job;
+  job.lazy = !is_terminal_event(entry.event);
   job.entry = std::move(entry);
   job.done = [this, run_id, done = std::move(done)](Expected<void> r) mutable {
     // Committed: the database has it now. One that waits for space stays

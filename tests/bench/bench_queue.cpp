@@ -105,14 +105,23 @@ void handoff(bool quick, const std::string& where) {
 struct Throughput {
   double per_second = 0;
   double cpu_us_per_prompt = 0;  // harnessd's own CPU, all threads
+  double commits_per_prompt = 0;  // state database transactions, as harnessd logs them when it stops
 };
+
+// "state database: W writes in C commits", which harnessd logs (info) when it stops.
+long commits_logged(const std::string& log) {
+  auto at = log.rfind(" commits");
+  if (at == std::string::npos) return -1;
+  auto start = log.rfind(' ', at - 1);
+  return std::stol(log.substr(start + 1, at - start - 1));
+}
 
 // Keeps up to `window` prompts in flight per session until `per_session`
 // have been answered on each.
 Throughput throughput(int sessions, int per_session, int window, const std::string& where) {
   TempDir dir;
   std::string state = state_dir_in(where, dir);
-  Daemon d(fake_config({}, "", "max_concurrent_runs = 128\nmax_queue_depth = 1024\n"), {"--log-level", "warn"}, state);
+  Daemon d(fake_config({}, "", "max_concurrent_runs = 128\nmax_queue_depth = 1024\n"), {"--log-level", "info"}, state);
   d.initialize();
   std::vector<std::string> sids;
   for (int s = 0; s < sessions; ++s) sids.push_back(d.new_session());
@@ -147,7 +156,10 @@ Throughput throughput(int sessions, int per_session, int window, const std::stri
   d.close_stdin();
   d.wait_exit(60s);
   remove_dir(state);
-  return {static_cast<double>(total) / secs, static_cast<double>(cpu) / static_cast<double>(total)};
+  // The warm-up prompts are counted too: a little over the steady state.
+  const long commits = commits_logged(d.stderr_text());
+  return {static_cast<double>(total) / secs, static_cast<double>(cpu) / static_cast<double>(total),
+          static_cast<double>(commits) / static_cast<double>(total)};
 }
 
 // Three runs: on a shared machine the spread says as much as the figure.
@@ -163,7 +175,15 @@ void print_throughput(const char* what, int sessions, int per_session, int windo
   for (const auto& r : runs) std::printf(" %.0f", r.per_second);
   std::printf(" prompts/s; harnessd CPU per prompt");
   for (const auto& r : runs) std::printf(" %.0f", r.cpu_us_per_prompt);
-  std::printf(" us\n");
+  std::printf(" us; database commits per prompt");
+  for (const auto& r : runs) {
+    if (r.commits_per_prompt < 0) {
+      std::printf(" ?");  // a build that does not log its commits
+    } else {
+      std::printf(" %.2f", r.commits_per_prompt);
+    }
+  }
+  std::printf("\n");
 }
 
 void memory(bool quick) {

@@ -941,3 +941,38 @@ TEST_CASE("the next prompt does not wait for the previous run's end to be commit
   // Every update of the second turn comes after the first turn's answer.
   CHECK(answer_one < update_two);
 }
+
+TEST_CASE("a busy session's prompts cost one database commit each: a run's end and the next one's start share it") {
+  Daemon d(fake_config({}, "", "max_queue_depth = 256\n"));
+  d.initialize();
+  const std::string sid = d.new_session();
+  REQUIRE(d.prompt(sid, "echo warm")["result"]["stopReason"] == "end_turn");
+  constexpr int kPrompts = 100;
+  for (int i = 0; i < kPrompts; ++i) d.send_prompt(sid, "echo x");
+  for (int answered = 0; answered < kPrompts;) {
+    auto m = d.recv(10s);
+    REQUIRE(m);
+    if (!m->contains("id") || m->contains("method")) continue;
+    CHECK((*m)["result"]["stopReason"] == "end_turn");
+    ++answered;
+  }
+  d.close_stdin();
+  REQUIRE(d.wait_exit() == 0);
+  // "state database: W writes in C commits", logged when harnessd stops.
+  const std::string log = d.stderr_text();
+  const auto at = log.rfind(" commits");
+  REQUIRE(at != std::string::npos);
+  const auto from = log.rfind(" in ", at);
+  const auto writes_at = log.rfind("state database: ", from);
+  REQUIRE(from != std::string::npos);
+  REQUIRE(writes_at != std::string::npos);
+  INFO(log.substr(writes_at, at - writes_at + 8));
+  const long commits = std::stol(log.substr(from + 4, at - from - 4));
+  const long writes = std::stol(log.substr(writes_at + 16, from - writes_at - 16));
+  // 101 runs of three transitions each, and the session's records.
+  CHECK(writes >= 3 * (kPrompts + 1));
+  // A commit per transition would be over 300, and one for the end of a
+  // run and another for the start of the next, 200; one per prompt, plus a
+  // few for the session, the warm-up and the prompts' arrival, is the budget.
+  CHECK(commits <= kPrompts * 5 / 4);
+}
