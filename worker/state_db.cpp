@@ -157,8 +157,49 @@ Expected<std::unique_ptr<StateDb>> StateDb::open(const std::string& dir, int dir
   return std::unique_ptr<StateDb>(new StateDb(std::move(*db)));
 }
 
+Expected<std::optional<std::int64_t>> StateDb::update_known_run(const LedgerEntry& e, bool terminal) {
+  // Only the state, its time and the outcome change, so neither the row's
+  // other indexes nor its other columns are rewritten: a full upsert sets
+  // every column, and SQLite then rewrites every index on them.
+  static constexpr const char* kStarted = R"sql(
+UPDATE runs SET state = 'started', started_at = ?8
+WHERE run_id = ?1 AND session_id = ?2 AND name IS ?3 AND host_session IS ?4 AND harness = ?5
+  AND request_id IS ?6 AND daemon = ?7
+RETURNING seq)sql";
+  static constexpr const char* kEnded = R"sql(
+UPDATE runs SET state = ?8, ended_at = ?9, outcome = ?10
+WHERE run_id = ?1 AND session_id = ?2 AND name IS ?3 AND host_session IS ?4 AND harness = ?5
+  AND request_id IS ?6 AND daemon = ?7 AND ended_at IS NULL
+RETURNING seq)sql";
+  auto st = db_->cached(terminal ? kEnded : kStarted);
+  if (!st) return std::move(st).error();
+  Statement& up = **st;
+  up.bind(1, e.runId).bind(2, e.sessionId).bind(3, e.name).bind(4, e.hostSession).bind(5, e.harness);
+  up.bind(6, json_text(e.requestId)).bind(7, e.daemon);
+  if (terminal) {
+    up.bind(8, e.event).bind(9, e.time).bind(10, e.extra.is_object() ? e.extra.dump() : std::string("{}"));
+  } else {
+    up.bind(8, e.time);
+  }
+  auto row = up.step();
+  if (!row) return Error{"cannot record run " + e.runId + ": " + row.error().message};
+  if (!*row) return std::optional<std::int64_t>();
+  std::int64_t seq = up.int64(0);
+  up.reset();
+  return std::optional<std::int64_t>(seq);
+}
+
 Expected<bool> StateDb::apply_one(const LedgerEntry& e) {
   const bool terminal = is_terminal_event(e.event);
+  // The usual case first: a later transition of a run whose row already
+  // says the same of it (session, names, harness, request, daemon).
+  std::optional<std::int64_t> known;
+  if (terminal || e.event == run_event::kStarted) {
+    auto updated = update_known_run(e, terminal);
+    if (!updated) return std::move(updated).error();
+    known = *updated;
+  }
+  if (known) return insert_transition(*known, e, terminal);
   // The run's row and its state in one statement. A second end of a run
   // changes nothing and returns no row; the transition below is refused
   // then, and the unique index on terminal transitions refuses it anyway.
@@ -200,7 +241,10 @@ RETURNING seq)sql");
   }
   std::int64_t seq = up.int64(0);
   up.reset();
+  return insert_transition(seq, e, terminal);
+}
 
+Expected<bool> StateDb::insert_transition(std::int64_t seq, const LedgerEntry& e, bool terminal) {
   auto insert = db_->cached("INSERT INTO transitions(run_seq, event, time, entry, terminal) VALUES (?1, ?2, ?3, ?4, ?5)");
   if (!insert) return std::move(insert).error();
   Statement& in = **insert;

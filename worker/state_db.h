@@ -168,6 +168,11 @@ class StateDb {
  private:
   explicit StateDb(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   Expected<std::vector<RunRecord>> read_runs(Statement& st);
+  /// A started or terminal entry of a run whose row matches it in all but
+  /// its state: the row's seq, or none (no such row, it differs, or it
+  /// has ended) for the full upsert to decide.
+  Expected<std::optional<std::int64_t>> update_known_run(const LedgerEntry& e, bool terminal);
+  Expected<bool> insert_transition(std::int64_t seq, const LedgerEntry& e, bool terminal);
 
   std::unique_ptr<Database> db_;
 };

@@ -225,6 +225,39 @@ TEST_CASE("a second end of a run is refused by the database, not only by our cod
   CHECK_THAT(raw.error().message, Catch::Contains("UNIQUE"));
 }
 
+TEST_CASE("a later transition that says more of its run than the row does updates the row, as one that says the same does", "[state_db]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  // run_1: every entry says the same of the run. run_2: its queued entry
+  // had no name nor host session, its start came from another daemon, and
+  // its end names the host's session.
+  LedgerEntry named_start = entry("run_2", "started", "d_two");
+  named_start.name = "build";
+  LedgerEntry host_end = entry("run_2", "completed", "d_two");
+  host_end.hostSession = "agent:main:1";
+  REQUIRE(db->apply(std::vector{entry("run_1", "queued"), entry("run_2", "queued"), entry("run_1", "started"),
+                                named_start, entry("run_1", "completed"), host_end}));
+  auto one = *db->find_run("run_1");
+  REQUIRE(one);
+  CHECK(one->state == "completed");
+  CHECK(!one->startedAt.empty());
+  CHECK(one->outcome == json{{"stopReason", "end_turn"}});
+  CHECK(one->daemon == "d_one");
+  auto two = *db->find_run("run_2");
+  REQUIRE(two);
+  CHECK(two->state == "completed");
+  CHECK(!two->startedAt.empty());
+  CHECK(two->name == std::optional<std::string>("build"));
+  CHECK(two->hostSession == std::optional<std::string>("agent:main:1"));
+  CHECK(two->daemon == "d_two");
+  CHECK(db->transitions("run_2")->size() == 3);
+  // A second end is refused on either way in.
+  auto refused = db->apply(std::vector{entry("run_1", "failed"), entry("run_2", "failed", "d_two")});
+  REQUIRE(refused);
+  CHECK(*refused == std::vector<std::string>{"run_1", "run_2"});
+  CHECK((*db->find_run("run_2"))->state == "completed");
+}
+
 TEST_CASE("runs of dead daemons are interrupted once, even by two processes at once", "[state_db]") {
   TempDir dir;
   {
