@@ -50,12 +50,25 @@ std::string default_state_home() {
 std::string iso_time(std::chrono::system_clock::time_point t) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
   std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[40];
-  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms % 1000));
+  int milli = static_cast<int>(ms % 1000);
+  if (milli < 0) {  // before 1970
+    --secs;
+    milli += 1000;
+  }
+  // A run's transitions, records and lines ask for the time many times a
+  // second: the seconds are formatted once per second and thread.
+  thread_local std::time_t cached_secs = -1;
+  thread_local char cached[32] = {};
+  if (secs != cached_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_secs = secs;
+  }
+  std::string out(cached);
+  const char tail[] = {'.', static_cast<char>('0' + milli / 100), static_cast<char>('0' + milli / 10 % 10),
+                       static_cast<char>('0' + milli % 10), 'Z'};
+  out.append(tail, sizeof tail);
   return out;
 }
 
