@@ -186,8 +186,8 @@ Expected<std::unique_ptr<Database>> Database::open(const std::string& path, Opti
   if (auto r = d->exec(options.full_sync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL"); !r) {
     return std::move(r).error();
   }
-  // SQLite's own checkpoints stay on (every 1,000 pages): nothing else
-  // runs them yet, and a WAL left alone grows without bound.
+  // SQLite's own checkpoints (every 1,000 pages) stay on unless on_commit()
+  // takes them over: a WAL left alone grows without bound.
   if (auto r = d->exec("PRAGMA foreign_keys = ON"); !r) return std::move(r).error();
   return d;
 }
@@ -219,6 +219,25 @@ int Database::on_busy(void* self, int attempts) noexcept {
   int shift = attempts < 8 ? attempts : 8;
   std::this_thread::sleep_for(std::chrono::microseconds(50 << shift));
   return 1;
+}
+
+int Database::on_wal(void* self, sqlite3* /*db*/, const char* /*name*/, int frames) noexcept {
+  auto* d = static_cast<Database*>(self);
+  if (d->on_commit_) d->on_commit_(frames);
+  return SQLITE_OK;
+}
+
+void Database::on_commit(std::function<void(int frames)> fn) {
+  on_commit_ = std::move(fn);
+  sqlite3_wal_hook(db_, on_commit_ ? &Database::on_wal : nullptr, this);
+}
+
+Expected<void> Database::checkpoint() {
+  int wal_frames = 0, copied = 0;
+  int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal_frames, &copied);
+  // Busy: another connection checkpoints right now; the next try does it.
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) return error("checkpoint");
+  return {};
 }
 
 Error Database::error(std::string_view what) const {

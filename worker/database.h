@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -114,9 +115,20 @@ class Database {
   const std::string& path() const { return path_; }
   sqlite3* handle() const { return db_; }
 
+  /// Calls `fn` on the committing thread after each commit of this
+  /// connection, with the number of frames the WAL holds. SQLite's own
+  /// checkpoint after a commit is off from then on: whoever set `fn`
+  /// checkpoints.
+  void on_commit(std::function<void(int frames)> fn);
+  /// A PASSIVE checkpoint: copies into the database what no reader still
+  /// needs, without waiting for any lock. The WAL starts over at the next
+  /// write once everything was copied.
+  Expected<void> checkpoint();
+
  private:
   Database() = default;
   static int on_busy(void* self, int attempts) noexcept;
+  static int on_wal(void* self, sqlite3* db, const char* name, int frames) noexcept;
   Error error(std::string_view what) const;
 
   sqlite3* db_ = nullptr;
@@ -127,6 +139,7 @@ class Database {
   std::uint64_t busy_failures_ = 0;
   struct Cache;
   std::unique_ptr<Cache> cache_;
+  std::function<void(int)> on_commit_;
 };
 
 /// A read transaction (BEGIN, deferred): every read until its end sees the

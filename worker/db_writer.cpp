@@ -9,14 +9,55 @@ namespace harnessd::worker {
 
 DbWriter::DbWriter(WriteCompletions& completions, std::unique_ptr<StateDb> db)
     : completions_(completions), db_(std::move(db)) {
+  // Without a connection of its own, SQLite's checkpoints stay where they
+  // are (on the writer): slower answers now and then, nothing lost.
+  if (auto opened = Database::open(db_->db().path(), {})) {
+    checkpoint_db_ = std::move(*opened);
+    db_->db().on_commit([this](int frames) {
+      // Asked once per kCheckpointFrames: a checkpoint that could not let
+      // the WAL start over (commits kept coming) is not asked again at
+      // every commit after it.
+      if (frames < asked_at_) asked_at_ = 0;  // the WAL started over
+      if (frames < asked_at_ + kCheckpointFrames) return;
+      asked_at_ = frames;
+      if (frames >= kInlineCheckpointFrames) {
+        // Commits follow each other too closely for the WAL ever to start
+        // over behind the thread's checkpoints: the writer copies it now,
+        // between two commits, so that the next write starts it over.
+        if (auto r = db_->db().checkpoint(); !r) acp::log::warn("state database: " + r.error().message);
+        ++inline_checkpoints_;
+        return;
+      }
+      {
+        std::lock_guard<std::mutex> lock(checkpoint_mu_);
+        if (checkpoint_wanted_) return;
+        checkpoint_wanted_ = true;
+      }
+      checkpoint_cv_.notify_one();
+    });
+    checkpoint_thread_ = std::thread([this] { checkpoints(); });
+  } else {
+    acp::log::warn("state database: checkpoints stay on the writer thread: " + opened.error().message);
+  }
   thread_ = std::thread([this] { run(); });
 }
 
 DbWriter::~DbWriter() {
   queue_.stop();
   thread_.join();
+  if (checkpoint_thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(checkpoint_mu_);
+      checkpoint_stop_ = true;
+    }
+    checkpoint_cv_.notify_one();
+    checkpoint_thread_.join();
+    db_->db().on_commit(nullptr);
+  }
+  checkpoint_db_.reset();
   acp::log::info("state database: " + std::to_string(jobs_written_) + " writes in " + std::to_string(commits_) +
-                 " commits");
+                 " commits; " + std::to_string(checkpoints_done_) + " checkpoints on their own thread, " +
+                 std::to_string(inline_checkpoints_) + " on the writer's");
   if (!pending_.empty()) {
     acp::log::error(std::to_string(pending_.size()) +
                     " ledger entries could not be written to the state database before harnessd stopped");
@@ -43,6 +84,25 @@ void DbWriter::run() {
     if (!finished.empty()) completions_.push(std::move(finished));
   }
   (void)write_pending();  // a last try
+}
+
+void DbWriter::checkpoints() {
+  std::unique_lock<std::mutex> lock(checkpoint_mu_);
+  for (;;) {
+    checkpoint_cv_.wait(lock, [this] { return checkpoint_wanted_ || checkpoint_stop_; });
+    if (checkpoint_stop_) return;
+    lock.unlock();
+    if (auto r = checkpoint_db_->checkpoint(); !r) {
+      acp::log::warn("state database: " + r.error().message);
+    } else {
+      ++checkpoints_done_;
+    }
+    lock.lock();
+    // Commits made meanwhile asked again only if the WAL grew past the mark
+    // once more; asking is cleared after the checkpoint, not before, so a
+    // long checkpoint is not followed by another at once.
+    checkpoint_wanted_ = false;
+  }
 }
 
 bool DbWriter::all_lazy(const std::deque<Job>& batch) {

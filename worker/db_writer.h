@@ -6,11 +6,13 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -54,12 +56,20 @@ class DbWriter {
 
   /// How long a batch of lazy jobs waits for company.
   static constexpr std::chrono::microseconds kLazyHold{2000};
+  /// WAL frames past which the checkpoint thread copies them into the
+  /// database (SQLite's own default, which would run on the writer).
+  static constexpr int kCheckpointFrames = 1000;
+  /// WAL frames past which the writer checkpoints itself: in a stream of
+  /// commits the thread's checkpoints never catch up with the end of the
+  /// WAL, and only a checkpoint between two commits lets it start over.
+  static constexpr int kInlineCheckpointFrames = 2 * kCheckpointFrames;
 
   /// At most this many entries wait for the database to take writes again
   /// (a full disk); past it the oldest is dropped, logged.
   static constexpr std::size_t kMaxPending = 100000;
 
-  /// Starts the thread, which owns `db` from now on.
+  /// Starts the thread, which owns `db` from now on, and the checkpoint
+  /// thread, on a connection of its own.
   DbWriter(WriteCompletions& completions, std::unique_ptr<StateDb> db);
   /// Writes what is queued (callbacks are not run), tries the waiting
   /// entries once more, stops the thread and closes the database.
@@ -82,6 +92,11 @@ class DbWriter {
   Expected<void> write_one(Job& job);
   void finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished);
   static bool all_lazy(const std::deque<Job>& batch);
+  /// The checkpoint thread: a PASSIVE checkpoint each time the writer's
+  /// commits have grown the WAL past kCheckpointFrames, so that neither a
+  /// commit nor the host's answer after it waits for one (a checkpoint
+  /// syncs the WAL and the database file).
+  void checkpoints();
   void keep_pending(LedgerEntry entry);
   Expected<void> write_pending();
 
@@ -98,6 +113,16 @@ class DbWriter {
 
   JobQueue<Job> queue_;
   std::thread thread_;
+
+  std::unique_ptr<Database> checkpoint_db_;
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_wanted_ = false;  // guarded by checkpoint_mu_
+  bool checkpoint_stop_ = false;    // guarded by checkpoint_mu_
+  std::size_t checkpoints_done_ = 0;  // checkpoint thread only, read once it stopped
+  std::size_t inline_checkpoints_ = 0;  // writer thread only
+  int asked_at_ = 0;  // writer thread only: WAL frames when a checkpoint was last asked for
+  std::thread checkpoint_thread_;
 };
 
 }  // namespace harnessd::worker
