@@ -69,13 +69,15 @@ void DbWriter::run() {
   // Entries that wait for space are tried again every second.
   while (queue_.take(batch, pending_.empty() ? std::nullopt
                                              : std::optional<std::chrono::milliseconds>(std::chrono::seconds(1)))) {
-    // A prompt's queued entry, and the started entry of the one after it,
-    // usually precede the end of a run by well under a millisecond: one
-    // commit instead of two (each costs a lock round and the pages it
-    // touches in the WAL).
-    const auto until = std::chrono::steady_clock::now() + kLazyHold;
-    while (pending_.empty() && all_lazy(batch)) {
-      auto left = std::chrono::duration_cast<std::chrono::microseconds>(until - std::chrono::steady_clock::now());
+    // Each commit costs a lock round and every page it touches in the WAL,
+    // however few rows changed: a batch waits a little for company when
+    // more is sure to follow (see kLazyHold, kGroupHold).
+    const auto took = std::chrono::steady_clock::now();
+    for (std::size_t noted = 0;; noted = batch.size()) {
+      note_runs(batch, noted);
+      auto hold = hold_for(batch);
+      if (hold.count() == 0) break;
+      auto left = std::chrono::duration_cast<std::chrono::microseconds>(took + hold - std::chrono::steady_clock::now());
       if (left.count() <= 0 || !queue_.take_more(batch, left)) break;
     }
     WriteCompletions::Finished finished;
@@ -105,11 +107,34 @@ void DbWriter::checkpoints() {
   }
 }
 
-bool DbWriter::all_lazy(const std::deque<Job>& batch) {
+std::chrono::microseconds DbWriter::hold_for(const std::deque<Job>& batch) const {
+  // Entries that wait for space go first, and are not held back further.
+  if (!pending_.empty() || batch.empty() || batch.size() >= kGroupMax) return {};
+  bool lazy = true;
   for (const Job& job : batch) {
-    if (!job.lazy) return false;
+    // A barrier or statements of a caller's: somebody waits for them alone.
+    if (!job.entry && !job.record) return {};
+    lazy = lazy && job.lazy;
   }
-  return !batch.empty();
+  // A prompt's queued entry, and the started entry of the one after it,
+  // usually precede the end of a run by well under a millisecond.
+  if (lazy) return kLazyHold;
+  return open_runs_.empty() ? std::chrono::microseconds{} : kGroupHold;
+}
+
+void DbWriter::note_runs(const std::deque<Job>& batch, std::size_t from) {
+  for (std::size_t i = from; i < batch.size(); ++i) {
+    const auto& entry = batch[i].entry;
+    if (!entry) continue;
+    if (is_terminal_event(entry->event)) {
+      open_runs_.erase(entry->runId);
+    } else {
+      // Bounded: runs whose end this process never writes (it may be
+      // stopped first) only cost a hold now and then.
+      if (open_runs_.size() >= 100000) open_runs_.clear();
+      open_runs_.insert(entry->runId);
+    }
+  }
 }
 
 void DbWriter::keep_pending(LedgerEntry entry) {

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -50,12 +51,20 @@ class DbWriter {
     /// Nobody waits for this write (a run's queued or started entry; reads
     /// of this process see it before it is committed): a batch of only such
     /// jobs waits up to kLazyHold for the next batch, so that both share one
-    /// commit. Anything else queued meanwhile ends the wait at once.
+    /// commit. Anything else queued meanwhile ends that wait (it may still
+    /// wait for company itself: kGroupHold).
     bool lazy = false;
   };
 
   /// How long a batch of lazy jobs waits for company.
   static constexpr std::chrono::microseconds kLazyHold{2000};
+  /// How long a batch that somebody waits for (a run's end, a session
+  /// record) waits for company while other runs of this process are open:
+  /// their ends are likely to come soon, and one commit for several ends
+  /// costs about what one costs. A run that ends alone is not held.
+  static constexpr std::chrono::microseconds kGroupHold{1000};
+  /// A batch this large is written without waiting for more.
+  static constexpr std::size_t kGroupMax = 256;
   /// WAL frames past which the checkpoint thread copies them into the
   /// database (SQLite's own default, which would run on the writer).
   static constexpr int kCheckpointFrames = 1000;
@@ -91,7 +100,10 @@ class DbWriter {
   void write(std::deque<Job>& batch, WriteCompletions::Finished& finished);
   Expected<void> write_one(Job& job);
   void finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished);
-  static bool all_lazy(const std::deque<Job>& batch);
+  /// How long `batch` may wait for more jobs since it was taken.
+  std::chrono::microseconds hold_for(const std::deque<Job>& batch) const;
+  /// Keeps open_runs_ up to date with the entries of batch[from...].
+  void note_runs(const std::deque<Job>& batch, std::size_t from);
   /// The checkpoint thread: a PASSIVE checkpoint each time the writer's
   /// commits have grown the WAL past kCheckpointFrames, so that neither a
   /// commit nor the host's answer after it waits for one (a checkpoint
@@ -106,6 +118,9 @@ class DbWriter {
   /// Runs with an entry that could not be written and somebody heard of
   /// it: their terminal entry becomes the store failure.
   std::map<std::string, std::string> failed_runs_;
+
+  /// Runs with an entry written here and no end yet (writer thread only).
+  std::unordered_set<std::string> open_runs_;
 
   // Writer thread only; logged when the writer stops.
   std::size_t commits_ = 0;

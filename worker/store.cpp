@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <future>
 #include <set>
 #include <string_view>
 
@@ -442,8 +441,10 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
   StoreWriter* w = &lane_for(key);
   DbWriter* db = db_writer_.get();
   // In the lane of the run's segment, after its frames: the result, then
-  // the terminal entry, committed before the lane goes on (so a barrier on
-  // the session, and the host's answer after it, come after the commit).
+  // the terminal entry. The lane does not wait for its commit, but this
+  // job's result is the commit's, and the results of the lane's later jobs
+  // reach the loop after it: a barrier on the session, and the host's
+  // answer after it, still come after the commit.
   submit(
       key,
       [w, db, written, result_json = std::move(result_json), failure_fails, do_sync]() -> Expected<void> {
@@ -464,16 +465,15 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
             return store_failure(asked, first_why.value_or(db_why));
           };
         }
-        // Kept alive by the job too: the writer may still be inside
-        // set_value when this thread has its answer and moves on.
-        auto committed = std::make_shared<std::promise<std::pair<Expected<void>, LedgerEntry>>>();
-        auto result = committed->get_future();
-        job.on_writer = [committed](const Expected<void>& r, const LedgerEntry& e) { committed->set_value({r, e}); };
+        // On the writer thread, once committed (or kept to wait): read on
+        // the loop only after the answer given here.
+        job.on_writer = [written, first, answer = w->answer_later()](const Expected<void>& stored,
+                                                                     const LedgerEntry& entry) {
+          *written = entry;
+          answer(first ? stored : first);
+        };
         db->push(std::move(job));
-        auto [stored, entry] = result.get();
-        *written = std::move(entry);
-        if (!first) return first;
-        return stored;
+        return {};  // the run's failures were taken above; the answer is given later
       },
       std::move(apply), run_id);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -133,10 +134,70 @@ void WriteCompletions::push(WriteDone done, Expected<void> result) {
 
 // ---------------------------------------------------------------- one lane
 
+// Results wait here only behind one that a job gives later; otherwise
+// they go straight to the loop. Any thread: the lane adds, whoever holds a
+// Later gives.
+class StoreWriter::InOrder {
+ public:
+  explicit InOrder(WriteCompletions& completions) : completions_(completions) {}
+
+  void add(WriteCompletions::Finished finished) {
+    if (finished.empty()) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (waiting_.empty()) {
+      completions_.push(std::move(finished));
+      return;
+    }
+    for (auto& [done, result] : finished) waiting_.push_back({std::move(done), std::move(result)});
+  }
+
+  std::uint64_t later(WriteDone done) {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting_.push_back({std::move(done), std::nullopt});
+    return first_ + waiting_.size() - 1;
+  }
+
+  void give(std::uint64_t ticket, Expected<void> result) {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting_[ticket - first_].result = std::move(result);
+    WriteCompletions::Finished ready;
+    while (!waiting_.empty() && waiting_.front().result) {
+      ready.emplace_back(std::move(waiting_.front().done), std::move(*waiting_.front().result));
+      waiting_.pop_front();
+      ++first_;
+    }
+    // Under the lock: results of this lane reach the loop's queue in order.
+    if (!ready.empty()) completions_.push(std::move(ready));
+  }
+
+ private:
+  struct Slot {
+    WriteDone done;
+    std::optional<Expected<void>> result;  // none yet: given later
+  };
+  WriteCompletions& completions_;
+  std::mutex mu_;
+  std::deque<Slot> waiting_;
+  std::uint64_t first_ = 0;  // the ticket of waiting_.front()
+};
+
 StoreWriter::StoreWriter(WriteCompletions& completions, int root, WriteBudget& budget,
                          std::function<void(std::size_t bytes)> written)
-    : completions_(completions), root_(root), budget_(budget), written_(std::move(written)) {
+    : in_order_(std::make_shared<InOrder>(completions)),
+      root_(root),
+      budget_(budget),
+      written_(std::move(written)) {
   thread_ = std::thread([this] { run(); });
+}
+
+StoreWriter::Later StoreWriter::answer_later() {
+  if (!current_ || !current_->done) return [](Expected<void>) {};
+  // What finished before this job reaches the loop before it.
+  in_order_->add(std::move(*finished_));
+  finished_->clear();
+  std::uint64_t ticket = in_order_->later(std::move(current_->done));
+  current_->done = nullptr;
+  return [in_order = in_order_, ticket](Expected<void> result) { in_order->give(ticket, std::move(result)); };
 }
 
 StoreWriter::~StoreWriter() {
@@ -150,9 +211,11 @@ void StoreWriter::run() {
   std::deque<Job> batch;
   while (queue_.take(batch)) {
     WriteCompletions::Finished finished;
+    finished_ = &finished;
     for (std::size_t i = 0; i < batch.size();) i = run_jobs(batch, i, finished);
+    finished_ = nullptr;
     batch.clear();
-    if (!finished.empty()) completions_.push(std::move(finished));
+    in_order_->add(std::move(finished));
   }
 }
 
@@ -160,11 +223,13 @@ std::size_t StoreWriter::run_jobs(std::deque<Job>& batch, std::size_t i, WriteCo
   Job& first = batch[i];
   if (first.append_to.empty()) {
     Expected<void> result;
+    current_ = &first;
     try {
       result = first.work();
     } catch (const std::exception& e) {
       result = Error{e.what()};
     }
+    current_ = nullptr;
     finish_job(first, result, finished);
     return i + 1;
   }

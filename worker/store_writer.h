@@ -130,6 +130,14 @@ class StoreWriter {
   void wake() { queue_.wake(); }
 
   // ---- run on the writer thread only (from inside a job)
+
+  /// What gives the running job's result once it is known (call it once,
+  /// from any thread). The job's own return value then only marks its run.
+  /// The lane goes on with the next jobs meanwhile; their results reach the
+  /// loop after this one all the same, so whoever waits for a job of this
+  /// lane (a barrier) still hears of everything queued before it first.
+  using Later = std::function<void(Expected<void>)>;
+  Later answer_later();
   Expected<void> check_budget(std::size_t bytes, const std::string& rel) { return budget_.take(bytes, rel); }
   /// Appends to `rel`, kept open until close().
   /// fdatasync of a file appended to (opened if it is not).
@@ -161,7 +169,12 @@ class StoreWriter {
   template <class Fn>
   auto in_folder(const std::string& rel_dir, Fn&& fn) -> decltype(fn(0));
 
-  WriteCompletions& completions_;
+  /// The results of this lane's jobs, handed to the loop in job order.
+  class InOrder;
+
+  std::shared_ptr<InOrder> in_order_;  // shared with what answer_later() returned
+  Job* current_ = nullptr;                          // the job running, if any
+  WriteCompletions::Finished* finished_ = nullptr;  // results of the batch running
   int root_;
   WriteBudget& budget_;
   std::function<void(std::size_t)> written_;

@@ -7,14 +7,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <thread>
+#include <vector>
 
 #include "acp/loop.h"
 #include "daemon_process.h"
 #include "worker/ledger.h"
 #include "worker/store.h"
+#include "worker/store_writer.h"
 
 using namespace harnessd;
 using namespace harnessd::worker;
@@ -108,6 +113,60 @@ TEST_CASE("the store writes in order per file and reports on the loop") {
     CHECK(test::read_file(dir.path() + "/sessions/s1.jsonl") == expected);
     CHECK(store->find_run("run_a")->state == "queued");
     CHECK(store->list_runs({}).runs.size() == 1);
+  }
+  CHECK(loop.close());
+}
+
+TEST_CASE("a lane goes on past a job whose result comes later, and reports the jobs after it only after that result") {
+  test::TempDir dir;
+  acp::Loop loop;
+  {
+    WriteCompletions completions(loop);
+    WriteBudget budget(0);
+    UniqueFd root(::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    REQUIRE(root.get() >= 0);
+    std::vector<std::string> heard;
+    bool all_heard = false;
+    std::promise<StoreWriter::Later> handed;
+    std::atomic<int> ran{0};
+    {
+      StoreWriter lane(completions, root.get(), budget, [](std::size_t) {});
+      lane.push(StoreWriter::Job{[&]() -> Expected<void> {
+                                   ran = 1;
+                                   handed.set_value(lane.answer_later());
+                                   return {};
+                                 },
+                                 [&](Expected<void> r) { heard.push_back(r ? "first" : r.error().message); }});
+      // Queued behind it: an append, and a barrier like the one before a
+      // host's answer.
+      lane.push(StoreWriter::Job::appending("after.txt", "written\n",
+                                            [&](Expected<void> r) { heard.push_back(r ? "append" : "append failed"); },
+                                            {}));
+      lane.push(StoreWriter::Job{[&]() -> Expected<void> {
+                                   ran = 3;
+                                   return {};
+                                 },
+                                 [&](Expected<void>) {
+                                   heard.push_back("barrier");
+                                   all_heard = true;
+                                 }});
+      StoreWriter::Later later = handed.get_future().get();
+      // The lane does not wait for the first job's result.
+      for (int i = 0; i < 1000 && ran != 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      REQUIRE(ran == 3);
+      CHECK(test::read_file(dir.path() + "/after.txt") == "written\n");
+      // Nothing is reported ahead of the first job.
+      acp::Timer tick(loop);
+      bool ticked = false;
+      tick.start(std::chrono::milliseconds(100), [&] { ticked = true; });
+      run_until(loop, ticked);
+      CHECK(heard.empty());
+      // From another thread, as the database writer gives it.
+      std::thread giver([&] { later(Error{"the database is full"}); });
+      giver.join();
+      run_until(loop, all_heard);
+    }
+    CHECK(heard == std::vector<std::string>{"the database is full", "append", "barrier"});
   }
   CHECK(loop.close());
 }
