@@ -2,6 +2,8 @@
 // in order while the database cannot take them (a full disk).
 #include "worker/db_writer.h"
 
+#include <algorithm>
+
 #include "acp/log.h"
 #include "worker/database.h"
 
@@ -56,7 +58,8 @@ DbWriter::~DbWriter() {
   }
   checkpoint_db_.reset();
   acp::log::info("state database: " + std::to_string(jobs_written_) + " writes in " + std::to_string(commits_) +
-                 " commits; " + std::to_string(checkpoints_done_) + " checkpoints on their own thread, " +
+                 " commits, " + std::to_string(group_waits_) + " of them after a wait for company; " +
+                 std::to_string(checkpoints_done_) + " checkpoints on their own thread, " +
                  std::to_string(inline_checkpoints_) + " on the writer's");
   if (!pending_.empty()) {
     acp::log::error(std::to_string(pending_.size()) +
@@ -73,12 +76,34 @@ void DbWriter::run() {
     // however few rows changed: a batch waits a little for company when
     // more is sure to follow (see kLazyHold, kGroupHold).
     const auto took = std::chrono::steady_clock::now();
-    for (std::size_t noted = 0;; noted = batch.size()) {
-      note_runs(batch, noted);
+    std::size_t ends = 0;
+    std::optional<std::size_t> ends_before_wait;  // set once the batch waits for ends
+    for (std::size_t noted = 0;;) {
+      ends += note_runs(batch, noted);
+      noted = batch.size();
       auto hold = hold_for(batch);
+      if (hold == kGroupHold && !ends_before_wait) {
+        // Waits that brought no other end are tried less and less often
+        // (the other runs are slow ones): a host that waits for each
+        // answer in turn beside a long run is not made to wait each time.
+        if (group_skips_ > 0) {
+          --group_skips_;
+          break;
+        }
+        ends_before_wait = ends;
+      }
       if (hold.count() == 0) break;
       auto left = std::chrono::duration_cast<std::chrono::microseconds>(took + hold - std::chrono::steady_clock::now());
       if (left.count() <= 0 || !queue_.take_more(batch, left)) break;
+    }
+    if (ends_before_wait) {
+      ++group_waits_;
+      if (ends > *ends_before_wait) {
+        group_backoff_ = 1;
+      } else {
+        group_skips_ = group_backoff_;
+        group_backoff_ = std::min(2 * group_backoff_, kMaxGroupSkips);
+      }
     }
     WriteCompletions::Finished finished;
     write(batch, finished);
@@ -111,23 +136,28 @@ std::chrono::microseconds DbWriter::hold_for(const std::deque<Job>& batch) const
   // Entries that wait for space go first, and are not held back further.
   if (!pending_.empty() || batch.empty() || batch.size() >= kGroupMax) return {};
   bool lazy = true;
+  bool ends = false;
   for (const Job& job : batch) {
     // A barrier or statements of a caller's: somebody waits for them alone.
     if (!job.entry && !job.record) return {};
     lazy = lazy && job.lazy;
+    ends = ends || (job.entry && is_terminal_event(job.entry->event));
   }
   // A prompt's queued entry, and the started entry of the one after it,
   // usually precede the end of a run by well under a millisecond.
   if (lazy) return kLazyHold;
-  return open_runs_.empty() ? std::chrono::microseconds{} : kGroupHold;
+  // The end of a run waits for the ends of the others.
+  return ends && !open_runs_.empty() ? kGroupHold : std::chrono::microseconds{};
 }
 
-void DbWriter::note_runs(const std::deque<Job>& batch, std::size_t from) {
+std::size_t DbWriter::note_runs(const std::deque<Job>& batch, std::size_t from) {
+  std::size_t ends = 0;
   for (std::size_t i = from; i < batch.size(); ++i) {
     const auto& entry = batch[i].entry;
     if (!entry) continue;
     if (is_terminal_event(entry->event)) {
       open_runs_.erase(entry->runId);
+      ++ends;
     } else {
       // Bounded: runs whose end this process never writes (it may be
       // stopped first) only cost a hold now and then.
@@ -135,6 +165,7 @@ void DbWriter::note_runs(const std::deque<Job>& batch, std::size_t from) {
       open_runs_.insert(entry->runId);
     }
   }
+  return ends;
 }
 
 void DbWriter::keep_pending(LedgerEntry entry) {

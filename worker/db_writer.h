@@ -58,13 +58,16 @@ class DbWriter {
 
   /// How long a batch of lazy jobs waits for company.
   static constexpr std::chrono::microseconds kLazyHold{2000};
-  /// How long a batch that somebody waits for (a run's end, a session
-  /// record) waits for company while other runs of this process are open:
+  /// How long a batch with the end of a run (its host waits for the
+  /// commit) waits for company while other runs of this process are open:
   /// their ends are likely to come soon, and one commit for several ends
   /// costs about what one costs. A run that ends alone is not held.
   static constexpr std::chrono::microseconds kGroupHold{1000};
   /// A batch this large is written without waiting for more.
   static constexpr std::size_t kGroupMax = 256;
+  /// After a wait that brought no other end, that many ends are not held
+  /// (1, then twice as many after each such wait, up to this).
+  static constexpr int kMaxGroupSkips = 64;
   /// WAL frames past which the checkpoint thread copies them into the
   /// database (SQLite's own default, which would run on the writer).
   static constexpr int kCheckpointFrames = 1000;
@@ -102,8 +105,9 @@ class DbWriter {
   void finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished);
   /// How long `batch` may wait for more jobs since it was taken.
   std::chrono::microseconds hold_for(const std::deque<Job>& batch) const;
-  /// Keeps open_runs_ up to date with the entries of batch[from...].
-  void note_runs(const std::deque<Job>& batch, std::size_t from);
+  /// Keeps open_runs_ up to date with the entries of batch[from...];
+  /// returns how many of them end a run.
+  std::size_t note_runs(const std::deque<Job>& batch, std::size_t from);
   /// The checkpoint thread: a PASSIVE checkpoint each time the writer's
   /// commits have grown the WAL past kCheckpointFrames, so that neither a
   /// commit nor the host's answer after it waits for one (a checkpoint
@@ -125,6 +129,9 @@ class DbWriter {
   // Writer thread only; logged when the writer stops.
   std::size_t commits_ = 0;
   std::size_t jobs_written_ = 0;
+  std::size_t group_waits_ = 0;  // batches with an end held for company (kGroupHold)
+  int group_skips_ = 0;          // ends still to commit without a wait
+  int group_backoff_ = 1;        // skips after the next fruitless wait
 
   JobQueue<Job> queue_;
   std::thread thread_;

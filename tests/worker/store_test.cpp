@@ -943,6 +943,65 @@ TEST_CASE("the next prompt does not wait for the previous run's end to be commit
   CHECK(answer_one < update_two);
 }
 
+namespace {
+// What the database writer logs when harnessd stops: "state database: W
+// writes in C commits, H of them after a wait for company; K checkpoints on
+// their own thread, N on the writer's".
+struct WriterLog {
+  std::string line;
+  long writes = -1, commits = -1, waits = -1, checkpoints = -1, inline_checkpoints = -1;
+};
+WriterLog writer_log(const std::string& log) {
+  WriterLog w;
+  const auto head = log.rfind("state database: ");
+  REQUIRE(head != std::string::npos);
+  w.line = log.substr(head, log.find('\n', head) - head);
+  INFO(w.line);
+  REQUIRE(std::sscanf(w.line.c_str(),
+                      "state database: %ld writes in %ld commits, %ld of them after a wait for company; %ld checkpoints "
+                      "on their own thread, %ld",
+                      &w.writes, &w.commits, &w.waits, &w.checkpoints, &w.inline_checkpoints) == 5);
+  return w;
+}
+}  // namespace
+
+TEST_CASE("a run that ends while no other run of this process is open is committed without waiting for company") {
+  Daemon d(fake_config({}));
+  d.initialize();
+  const std::string one = d.new_session();
+  const std::string two = d.new_session();
+  // One prompt at a time: when a run ends, nothing else is open.
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(d.prompt(i % 2 ? one : two, "echo x")["result"]["stopReason"] == "end_turn");
+  }
+  d.close_stdin();
+  REQUIRE(d.wait_exit() == 0);
+  const WriterLog logged = writer_log(d.stderr_text());
+  INFO(logged.line);
+  CHECK(logged.writes >= 30);
+  CHECK(logged.waits == 0);
+}
+
+TEST_CASE("beside a long run, a host that waits for each answer in turn is seldom held for company") {
+  Daemon d(fake_config({}));
+  d.initialize();
+  const std::string quick = d.new_session();
+  const std::string slow = d.new_session();
+  REQUIRE(d.prompt(quick, "echo warm")["result"]["stopReason"] == "end_turn");
+  // Open until harnessd stops and cancels it.
+  d.send_prompt(slow, "slow 60000");
+  for (int i = 0; i < 30; ++i) REQUIRE(d.prompt(quick, "echo x")["result"]["stopReason"] == "end_turn");
+  d.close_stdin();
+  REQUIRE(d.wait_exit() == 0);
+  const WriterLog logged = writer_log(d.stderr_text());
+  INFO(logged.line);
+  // Each of the 30 ends found another run open; no other end came while
+  // one waited, so waits are tried after 1, 2, 4, 8 and 16 ends that were
+  // not held: the 1st, 3rd, 6th, 11th and 20th.
+  CHECK(logged.waits >= 1);
+  CHECK(logged.waits <= 5);
+}
+
 TEST_CASE("a busy session's prompts cost at most one database commit each, and checkpoints keep the WAL bounded off the writer") {
   Daemon d(fake_config({}, "", "max_queue_depth = 4096\n"));
   d.initialize();
@@ -966,17 +1025,13 @@ TEST_CASE("a busy session's prompts cost at most one database commit each, and c
   CHECK(fs::file_size(d.state_dir() + "/state.db-wal") < 12u * 1024 * 1024);
   d.close_stdin();
   REQUIRE(d.wait_exit() == 0);
-  // "state database: W writes in C commits; K checkpoints on their own
-  // thread", logged when harnessd stops.
-  const std::string log = d.stderr_text();
-  const auto head = log.rfind("state database: ");
-  REQUIRE(head != std::string::npos);
-  const std::string line = log.substr(head, log.find('\n', head) - head);
-  INFO(line);
-  long writes = -1, commits = -1, checkpoints = -1;
-  long inline_checkpoints = -1;
-  REQUIRE(std::sscanf(line.c_str(), "state database: %ld writes in %ld commits; %ld checkpoints on their own thread, %ld",
-                      &writes, &commits, &checkpoints, &inline_checkpoints) == 4);
+  const WriterLog logged = writer_log(d.stderr_text());
+  INFO(logged.line);
+  const long writes = logged.writes, commits = logged.commits, checkpoints = logged.checkpoints;
+  const long inline_checkpoints = logged.inline_checkpoints;
+  // The prompts were queued at once: the first end already had company
+  // on the way.
+  CHECK(logged.waits > 0);
   // 2,401 runs of three transitions each, and the session's records.
   CHECK(writes >= 3 * (kPrompts + 1));
   // A commit per transition would be over 7,200, and one for the end of a
