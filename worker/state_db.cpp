@@ -161,26 +161,43 @@ Expected<std::optional<std::int64_t>> StateDb::update_known_run(const LedgerEntr
   // Only the state, its time and the outcome change, so neither the row's
   // other indexes nor its other columns are rewritten: a full upsert sets
   // every column, and SQLite then rewrites every index on them.
-  static constexpr const char* kStarted = R"sql(
-UPDATE runs SET state = 'started', started_at = ?8
-WHERE run_id = ?1 AND session_id = ?2 AND name IS ?3 AND host_session IS ?4 AND harness = ?5
-  AND request_id IS ?6 AND daemon = ?7
-RETURNING seq)sql";
-  static constexpr const char* kEnded = R"sql(
-UPDATE runs SET state = ?8, ended_at = ?9, outcome = ?10
-WHERE run_id = ?1 AND session_id = ?2 AND name IS ?3 AND host_session IS ?4 AND harness = ?5
-  AND request_id IS ?6 AND daemon = ?7 AND ended_at IS NULL
-RETURNING seq)sql";
-  auto st = db_->cached(terminal ? kEnded : kStarted);
+  static const std::string kSame =
+      "run_id = ?1 AND session_id = ?2 AND name IS ?3 AND host_session IS ?4 AND harness = ?5 "
+      "AND request_id IS ?6 AND daemon = ?7";
+  static const std::string kStarted = "UPDATE runs SET state = 'started', started_at = ?8 WHERE " + kSame;
+  static const std::string kEnded =
+      "UPDATE runs SET state = ?8, ended_at = ?9, outcome = ?10 WHERE " + kSame + " AND ended_at IS NULL";
+  // A run this connection wrote is found by its seq, and nothing is read
+  // back: RETURNING makes SQLite keep the rows it returns, which costs
+  // about as much as the update.
+  static const std::string kStartedAt = kStarted + " AND seq = ?11";
+  static const std::string kEndedAt = kEnded + " AND seq = ?11";
+  static const std::string kStartedReturning = kStarted + " RETURNING seq";
+  static const std::string kEndedReturning = kEnded + " RETURNING seq";
+  auto bind = [&](Statement& up) {
+    up.bind(1, e.runId).bind(2, e.sessionId).bind(3, e.name).bind(4, e.hostSession).bind(5, e.harness);
+    up.bind(6, json_text(e.requestId)).bind(7, e.daemon);
+    if (terminal) {
+      up.bind(8, e.event).bind(9, e.time).bind(10, e.extra.is_object() ? e.extra.dump() : std::string("{}"));
+    } else {
+      up.bind(8, e.time);
+    }
+  };
+  if (auto known = open_seqs_.find(e.runId); known != open_seqs_.end()) {
+    const std::int64_t seq = known->second;
+    if (terminal) open_seqs_.erase(known);
+    auto st = db_->cached((terminal ? kEndedAt : kStartedAt).c_str());
+    if (!st) return std::move(st).error();
+    bind(**st);
+    (*st)->bind(11, seq);
+    if (auto r = (*st)->run(); !r) return Error{"cannot record run " + e.runId + ": " + r.error().message};
+    if (db_->changes() == 1) return std::optional<std::int64_t>(seq);
+    // Changed meanwhile (by another process): found again below.
+  }
+  auto st = db_->cached((terminal ? kEndedReturning : kStartedReturning).c_str());
   if (!st) return std::move(st).error();
   Statement& up = **st;
-  up.bind(1, e.runId).bind(2, e.sessionId).bind(3, e.name).bind(4, e.hostSession).bind(5, e.harness);
-  up.bind(6, json_text(e.requestId)).bind(7, e.daemon);
-  if (terminal) {
-    up.bind(8, e.event).bind(9, e.time).bind(10, e.extra.is_object() ? e.extra.dump() : std::string("{}"));
-  } else {
-    up.bind(8, e.time);
-  }
+  bind(up);
   auto row = up.step();
   if (!row) return Error{"cannot record run " + e.runId + ": " + row.error().message};
   if (!*row) return std::optional<std::int64_t>();
@@ -241,6 +258,11 @@ RETURNING seq)sql");
   }
   std::int64_t seq = up.int64(0);
   up.reset();
+  if (!terminal) {
+    // Bounded: runs this process never ends (it may be stopped first).
+    if (open_seqs_.size() >= 100000) open_seqs_.clear();
+    open_seqs_[e.runId] = seq;
+  }
   return insert_transition(seq, e, terminal);
 }
 

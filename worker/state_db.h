@@ -16,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -175,6 +176,8 @@ class StateDb {
   Expected<bool> insert_transition(std::int64_t seq, const LedgerEntry& e, bool terminal);
 
   std::unique_ptr<Database> db_;
+  /// The seq of each run this connection wrote and has not seen end.
+  std::unordered_map<std::string, std::int64_t> open_seqs_;
 };
 
 }  // namespace harnessd::worker

@@ -258,6 +258,31 @@ TEST_CASE("a later transition that says more of its run than the row does update
   CHECK((*db->find_run("run_2"))->state == "completed");
 }
 
+TEST_CASE("a run's row written again by another process meanwhile is found by its id, not by the seq remembered",
+          "[state_db]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  auto other = open_db(dir.path());
+  REQUIRE(db->apply(std::vector{entry("run_1", "queued"), entry("run_2", "queued")}));
+  // Another process removes run_1 and records it anew, under a new seq;
+  // the old one now holds another run.
+  REQUIRE(other->db().exec("DELETE FROM runs WHERE run_id = 'run_1'"));
+  REQUIRE(other->db().exec("INSERT INTO runs(seq, run_id, state) VALUES (1, 'run_3', 'queued')"));
+  REQUIRE(other->apply(std::vector{entry("run_1", "queued")}));
+  REQUIRE(db->apply(std::vector{entry("run_1", "started"), entry("run_2", "started"), entry("run_1", "completed")}));
+  auto one = *db->find_run("run_1");
+  REQUIRE(one);
+  CHECK(one->state == "completed");
+  CHECK(!one->startedAt.empty());
+  CHECK((*db->find_run("run_2"))->state == "started");
+  CHECK((*db->find_run("run_3"))->state == "queued");
+  CHECK(db->transitions("run_1")->size() == 3);
+  // A second end is still refused.
+  auto refused = db->apply(std::vector{entry("run_1", "failed")});
+  REQUIRE(refused);
+  CHECK(*refused == std::vector<std::string>{"run_1"});
+}
+
 TEST_CASE("runs of dead daemons are interrupted once, even by two processes at once", "[state_db]") {
   TempDir dir;
   {
