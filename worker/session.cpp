@@ -59,7 +59,7 @@ Session::~Session() {
   *alive_ = false;
 }
 
-json Session::record() const {
+SessionRecord Session::fields() const {
   SessionRecord r;
   r.session_id = init_.id;
   r.name = init_.name;
@@ -86,35 +86,34 @@ json Session::record() const {
   r.daemon = rt_.store.instance();
   r.created_at = init_.created_at;
   r.updated_at = acp::iso_time();
-  return r.to_json();
+  return r;
 }
 
-void Session::save_record() { save(record()); }
+void Session::save_record() { save(fields()); }
 
-void Session::save(json r) {
-  auto time = r.find("updatedAt");
-  json updated_at = time != r.end() ? std::move(*time) : json();
-  if (time != r.end()) r.erase(time);
+void Session::save(SessionRecord r) {
+  std::string updated_at = std::move(r.updated_at);
+  r.updated_at.clear();
   saved_record_ = r;
   saved_at_ = std::chrono::steady_clock::now();
   unsaved_time_ = false;
-  if (!updated_at.is_null()) r["updatedAt"] = std::move(updated_at);
+  r.updated_at = std::move(updated_at);
   std::string id = init_.id;
-  rt_.store.save_session(std::move(r), [id](Expected<void> result) {
+  rt_.store.save_session(r.to_json(), [id](Expected<void> result) {
     if (!result) acp::log::warn("session " + id + ": its record could not be saved: " + result.error().message);
   });
 }
 
 void Session::save_record_after_turn() {
-  json r = record();
-  auto time = r.find("updatedAt");
-  json updated_at = time != r.end() ? std::move(*time) : json();
-  if (time != r.end()) r.erase(time);
+  // Compared as fields: the record is turned into JSON only when written.
+  SessionRecord r = fields();
+  std::string updated_at = std::move(r.updated_at);
+  r.updated_at.clear();
   if (r == saved_record_ && std::chrono::steady_clock::now() - saved_at_ < std::chrono::seconds(1)) {
     unsaved_time_ = true;
     return;
   }
-  if (!updated_at.is_null()) r["updatedAt"] = std::move(updated_at);
+  r.updated_at = std::move(updated_at);
   save(std::move(r));
 }
 

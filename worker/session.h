@@ -29,6 +29,7 @@
 #include "worker/run_recorder.h"
 #include "worker/runtime.h"
 #include "worker/session_options.h"
+#include "worker/session_record.h"
 
 namespace harnessd::worker {
 
@@ -145,7 +146,7 @@ class Session {
   bool busy() const { return turn_ != nullptr; }
 
   /// The session record (sessions/<id>.json) as it stands.
-  nlohmann::json record() const;
+  nlohmann::json record() const { return fields().to_json(); }
   /// Writes the record.
   void save_record();
 
@@ -214,7 +215,11 @@ class Session {
   std::shared_ptr<HostOrder> host_order_ = std::make_shared<HostOrder>();
   std::uint64_t next_generation_ = 1;
   std::uint64_t next_run_tag_ = 1;
-  nlohmann::json saved_record_;  // the record last written, without its updatedAt
+  /// The record as it stands, its updatedAt now.
+  SessionRecord fields() const;
+  void save(SessionRecord r);
+
+  SessionRecord saved_record_;  // the record last written, without its updatedAt
   std::chrono::steady_clock::time_point saved_at_{};
   bool unsaved_time_ = false;  // a turn ended after the record was last written
   std::map<std::uint64_t, acp::UniqueFunction<void(const RpcError&)>> held_;  // by held()'s order

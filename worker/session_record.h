@@ -41,6 +41,7 @@ struct SessionRecord {
   std::string updated_at;
 
   nlohmann::json to_json() const;
+  bool operator==(const SessionRecord&) const = default;
   /// The record, or what is wrong with it (a field of the wrong type, an
   /// id that is no session id). Fields it does not know are dropped.
   static Expected<SessionRecord, std::string> from_json(const nlohmann::json& j);
