@@ -2,6 +2,8 @@
 // ("prompt-turn", "cancellation") and to DESIGN.md "Semantics that must hold".
 #include "worker/session.h"
 
+#include <utility>
+
 #include "acp/files.h"
 #include "acp/log.h"
 #include "acp/utf8.h"
@@ -91,13 +93,11 @@ SessionRecord Session::fields() const {
 
 void Session::save_record() { save(fields()); }
 
-void Session::save(SessionRecord r) {
-  std::string updated_at = std::move(r.updated_at);
-  r.updated_at.clear();
+void Session::save(const SessionRecord& r) {
   saved_record_ = r;
+  saved_record_.updated_at.clear();
   saved_at_ = std::chrono::steady_clock::now();
   unsaved_time_ = false;
-  r.updated_at = std::move(updated_at);
   std::string id = init_.id;
   rt_.store.save_session(r.to_json(), [id](Expected<void> result) {
     if (!result) acp::log::warn("session " + id + ": its record could not be saved: " + result.error().message);
@@ -107,14 +107,13 @@ void Session::save(SessionRecord r) {
 void Session::save_record_after_turn() {
   // Compared as fields: the record is turned into JSON only when written.
   SessionRecord r = fields();
-  std::string updated_at = std::move(r.updated_at);
-  r.updated_at.clear();
+  std::string updated_at = std::exchange(r.updated_at, {});
   if (r == saved_record_ && std::chrono::steady_clock::now() - saved_at_ < std::chrono::seconds(1)) {
     unsaved_time_ = true;
     return;
   }
   r.updated_at = std::move(updated_at);
-  save(std::move(r));
+  save(r);
 }
 
 void Session::set_summary(std::string summary) {

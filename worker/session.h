@@ -217,7 +217,7 @@ class Session {
   std::uint64_t next_run_tag_ = 1;
   /// The record as it stands, its updatedAt now.
   SessionRecord fields() const;
-  void save(SessionRecord r);
+  void save(const SessionRecord& r);
 
   SessionRecord saved_record_;  // the record last written, without its updatedAt
   std::chrono::steady_clock::time_point saved_at_{};
