@@ -11,6 +11,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string_view>
+#include <type_traits>
 
 
 namespace harnessd::worker {
@@ -28,6 +30,82 @@ json LedgerEntry::to_json() const {
   if (hostSession) j["hostSession"] = *hostSession;
   for (auto& [k, v] : extra.items()) j[k] = v;
   return j;
+}
+
+namespace {
+
+// A JSON string. Ids, times and event names are plain ASCII and are
+// copied as they are; anything else goes through nlohmann, which escapes
+// and replaces broken UTF-8.
+void append_string(std::string& out, std::string_view s) {
+  bool plain = true;
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) {
+    out += '"';
+    out.append(s);
+    out += '"';
+    return;
+  }
+  out += json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+void append_value(std::string& out, const json& v) {
+  if (v.is_string()) {
+    append_string(out, v.get_ref<const std::string&>());
+  } else if (v.is_number_integer()) {
+    out += v.is_number_unsigned() ? std::to_string(v.get<std::uint64_t>()) : std::to_string(v.get<std::int64_t>());
+  } else {
+    out += v.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+}
+
+}  // namespace
+
+std::string LedgerEntry::to_line() const {
+  const bool has_extra = extra.is_object() && !extra.empty();
+  std::string out;
+  out.reserve(224);
+  out += '{';
+  auto key = [&](std::string_view k) {
+    if (out.size() > 1) out += ',';
+    append_string(out, k);
+    out += ':';
+  };
+  auto field = [&](std::string_view k, const auto& v) {
+    if (has_extra && extra.contains(k)) return;
+    key(k);
+    if constexpr (std::is_same_v<std::decay_t<decltype(v)>, json>) {
+      append_value(out, v);
+    } else {
+      append_string(out, v);
+    }
+  };
+  field("time", time);
+  field("event", event);
+  field("runId", runId);
+  field("sessionId", sessionId);
+  if (name) {
+    field("name", *name);
+  } else {
+    field("name", json());
+  }
+  field("harness", harness);
+  field("requestId", requestId);
+  field("daemon", daemon);
+  if (hostSession) field("hostSession", *hostSession);
+  if (has_extra) {
+    for (const auto& [k, v] : extra.items()) {
+      key(k);
+      append_value(out, v);
+    }
+  }
+  out += '}';
+  return out;
 }
 
 std::optional<LedgerEntry> LedgerEntry::from_json(const json& j) {

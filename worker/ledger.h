@@ -43,6 +43,10 @@ struct LedgerEntry {
   nlohmann::json extra = nlohmann::json::object();
 
   nlohmann::json to_json() const;
+  /// The same object as to_json(), written as text without building it
+  /// (the database writer stores one per transition); an `extra` field
+  /// takes the place of a common one of the same name, as in to_json().
+  std::string to_line() const;
   static std::optional<LedgerEntry> from_json(const nlohmann::json& j);
 };
 

@@ -189,9 +189,11 @@ void RunRecorder::finish(const std::string& event, const json& outcome, const js
   }
   store_.end_run(recorded.dump(2, ' ', false, json::error_handler_t::replace) + "\n", std::move(end), failure_fails,
                  true, track());
-  // Answered once the run's files and the session's transcript hold every
-  // frame of the turn (they are written by different lanes).
-  store_.barrier(base_.runId, base_.sessionId, [shared = shared_, done = std::move(done)](Expected<void>) mutable {
+  // Answered once the session's segment and transcript hold every frame of
+  // the turn, and the files given to the harness are written (those are in
+  // the run's own lane).
+  const std::string other = harness_reads_ ? base_.runId : std::string();
+  store_.barrier(base_.sessionId, other, [shared = shared_, done = std::move(done)](Expected<void>) mutable {
     if (shared->error) {
       done(Error{*shared->error});
     } else {

@@ -270,7 +270,7 @@ Expected<bool> StateDb::insert_transition(std::int64_t seq, const LedgerEntry& e
   auto insert = db_->cached("INSERT INTO transitions(run_seq, event, time, entry, terminal) VALUES (?1, ?2, ?3, ?4, ?5)");
   if (!insert) return std::move(insert).error();
   Statement& in = **insert;
-  in.bind(1, seq).bind(2, e.event).bind(3, e.time).bind(4, e.to_json().dump()).bind(5, std::int64_t{terminal});
+  in.bind(1, seq).bind(2, e.event).bind(3, e.time).bind(4, e.to_line()).bind(5, std::int64_t{terminal});
   if (auto r = in.run(); !r) {
     // A terminal transition of a run whose row did not show it ended (a
     // database edited by hand): refused as a second end.

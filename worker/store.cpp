@@ -301,8 +301,18 @@ void Store::submit(const std::string& key, acp::UniqueFunction<Expected<void>()>
     if (done) loop_.post([done = std::move(done), why]() mutable { done(Error{why}); });
     return;
   }
+  to_lane(lane_for(key), StoreWriter::Job{std::move(work), std::move(done), std::move(run), bytes});
+}
+
+void Store::to_lane(StoreWriter& lane, StoreWriter::Job job) {
+  const std::size_t bytes = job.bytes;
   queued_ += bytes;
-  lane_for(key).push(StoreWriter::Job{std::move(work), std::move(done), std::move(run), bytes});
+  if (lane.push_deferred(std::move(job))) {
+    // Woken once the loop has run every callback of this iteration: a
+    // burst of frames read at once becomes one batch for the writer.
+    to_wake_.push_back(&lane);
+    wake_writers();
+  }
   if (bytes) check_pressure();
 }
 
@@ -445,37 +455,43 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
   // job's result is the commit's, and the results of the lane's later jobs
   // reach the loop after it: a barrier on the session, and the host's
   // answer after it, still come after the commit.
-  submit(
-      key,
-      [w, db, written, result_json = std::move(result_json), failure_fails, do_sync]() -> Expected<void> {
-        const LedgerEntry asked = *written;
-        Expected<void> first;
-        if (result_json && acp::is_safe_id(asked.runId) && acp::is_safe_id(asked.sessionId)) {
-          const std::string seg = segment::file_of(asked.sessionId);
-          first = w->append(seg, segment::file_line(asked.runId, "result.json", *result_json, true));
-          if (first && do_sync) first = w->sync_file(seg);
-        }
-        std::optional<std::string> why = w->take_run_failure(asked.runId);
-        if (!why && !first) why = first.error().message;
-        DbWriter::Job job;
-        job.entry = failure_fails && why ? store_failure(asked, *why) : asked;
-        if (failure_fails) {
-          // The first reason stands: it is the one the host is told.
-          job.fallback = [asked, first_why = why](const std::string& db_why) {
-            return store_failure(asked, first_why.value_or(db_why));
-          };
-        }
-        // On the writer thread, once committed (or kept to wait): read on
-        // the loop only after the answer given here.
-        job.on_writer = [written, first, answer = w->answer_later()](const Expected<void>& stored,
-                                                                     const LedgerEntry& entry) {
-          *written = entry;
-          answer(first ? stored : first);
-        };
-        db->push(std::move(job));
-        return {};  // the run's failures were taken above; the answer is given later
-      },
-      std::move(apply), run_id);
+  auto hand_over = [w, db, written, failure_fails](Expected<void> first) -> Expected<void> {
+    const LedgerEntry& asked = *written;
+    std::optional<std::string> why = w->take_run_failure(asked.runId);
+    if (!why && !first) why = first.error().message;
+    DbWriter::Job job;
+    job.entry = failure_fails && why ? store_failure(asked, *why) : asked;
+    if (failure_fails) {
+      // The first reason stands: it is the one the host is told.
+      job.fallback = [asked, first_why = why](const std::string& db_why) {
+        return store_failure(asked, first_why.value_or(db_why));
+      };
+    }
+    // On the writer thread, once committed (or kept to wait): read on the
+    // loop only after the answer given here.
+    job.on_writer = [written, first, answer = w->answer_later()](const Expected<void>& stored,
+                                                                 const LedgerEntry& entry) {
+      *written = entry;
+      answer(first ? stored : first);
+    };
+    db->push(std::move(job));
+    return {};  // the run's failures were taken above; the answer is given later
+  };
+  if (!result_json || !acp::is_safe_id(end.runId) || !acp::is_safe_id(end.sessionId)) {
+    StoreWriter::Job job([hand_over]() mutable { return hand_over({}); }, std::move(apply), run_id);
+    job.pure = true;
+    return to_lane(*w, std::move(job));
+  }
+  // The result's line joins the appends around it (one write), and the
+  // hand-over runs once it is written.
+  std::string seg = segment::file_of(end.sessionId);
+  std::string line = segment::file_line(run_id, "result.json", *result_json, true);
+  StoreWriter::Job job = StoreWriter::Job::appending(seg, std::move(line), std::move(apply), run_id);
+  job.then = [w, seg, do_sync, hand_over](Expected<void> first) mutable {
+    if (first && do_sync) first = w->sync_file(seg);
+    return hand_over(std::move(first));
+  };
+  to_lane(*w, std::move(job));
 }
 
 void Store::save_session(const json& record, Done done) {
@@ -532,7 +548,6 @@ std::string Store::recording_path(const std::string& run_id, const std::string& 
 void Store::record_lines(const std::string& session_id, const std::string& run_id, std::string lines, Done done) {
   const std::string rel = segment::file_of(session_id);
   StoreWriter* w = &lane_for(session_id);
-  std::size_t bytes = lines.size();
   if (unusable_ || !acp::is_safe_id(session_id)) {
     if (!unusable_) {
       loop_.post([done = std::move(done), session_id]() mutable {
@@ -543,32 +558,19 @@ void Store::record_lines(const std::string& session_id, const std::string& run_i
     submit(session_id, nullptr, std::move(done));
     return;
   }
-  queued_ += bytes;
-  if (w->push_deferred(
-          StoreWriter::Job::appending(rel, std::move(lines), std::move(done), done ? run_id : std::string()))) {
-    to_wake_.push_back(w);
-    wake_writers();
-  }
-  check_pressure();
+  std::string run = done ? run_id : std::string();
+  to_lane(*w, StoreWriter::Job::appending(rel, std::move(lines), std::move(done), std::move(run)));
 }
 
 void Store::append(std::string rel, std::string data, Done done) {
   std::string key = key_of(rel);
   StoreWriter* w = &lane_for(key);
   std::string run = done && in_run_folder(rel) ? key : "";
-  std::size_t bytes = data.size();
   if (unusable_) {
     submit(key, nullptr, std::move(done));
     return;
   }
-  queued_ += bytes;
-  if (w->push_deferred(StoreWriter::Job::appending(std::move(rel), std::move(data), std::move(done), std::move(run)))) {
-    // Woken once the loop has run every callback of this iteration: a
-    // burst of frames read at once becomes one batch for the writer.
-    to_wake_.push_back(w);
-    wake_writers();
-  }
-  check_pressure();
+  to_lane(*w, StoreWriter::Job::appending(std::move(rel), std::move(data), std::move(done), std::move(run)));
 }
 
 template <typename T>
@@ -640,7 +642,9 @@ void Store::barrier(const std::string& key, Done done) {
     loop_.post([done = std::move(done)]() mutable { done({}); });
     return;
   }
-  lane_for(key).push(StoreWriter::Job{[]() -> Expected<void> { return {}; }, std::move(done), {}});
+  StoreWriter::Job job{[]() -> Expected<void> { return {}; }, std::move(done), {}};
+  job.pure = true;
+  to_lane(lane_for(key), std::move(job));
 }
 
 void Store::barrier(const std::string& key, const std::string& other, Done done) {

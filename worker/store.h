@@ -214,6 +214,9 @@ class Store {
   void put_file(std::string rel, std::string content, Done done, bool sync, bool fresh);
   void submit(const std::string& key, acp::UniqueFunction<Expected<void>()> work, Done done, std::string run = "",
               std::size_t bytes = 0);
+  /// Queues `job` (its bytes counted) in `lane`, which is woken once this
+  /// loop iteration is done.
+  void to_lane(StoreWriter& lane, StoreWriter::Job job);
   /// Queues a database job; the writer is woken once this loop iteration
   /// is done.
   void to_database(DbWriter::Job job);

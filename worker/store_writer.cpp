@@ -219,33 +219,41 @@ void StoreWriter::run() {
   }
 }
 
+template <class Fn>
+Expected<void> StoreWriter::as_current(Job& job, Fn&& fn) {
+  Expected<void> result;
+  current_ = &job;
+  try {
+    result = fn();
+  } catch (const std::exception& e) {
+    result = Error{e.what()};
+  }
+  current_ = nullptr;
+  return result;
+}
+
 std::size_t StoreWriter::run_jobs(std::deque<Job>& batch, std::size_t i, WriteCompletions::Finished& finished) {
+  const auto joins = [](const Job& job) { return !job.append_to.empty() || job.pure; };
   Job& first = batch[i];
-  if (first.append_to.empty()) {
-    Expected<void> result;
-    current_ = &first;
-    try {
-      result = first.work();
-    } catch (const std::exception& e) {
-      result = Error{e.what()};
-    }
-    current_ = nullptr;
-    finish_job(first, result, finished);
+  if (!joins(first)) {
+    finish_job(first, as_current(first, [&] { return first.work(); }), finished);
     return i + 1;
   }
-  // The appends up to the next other job, file by file: the lines of one
-  // file keep their order, and each file takes one write (bounded, so a
-  // flood is still written in pieces that the disk takes at once). A run's
-  // events and its session's transcript interleave line by line in a
-  // stream of updates; grouping them makes two writes of what would be
-  // thousands.
+  // The appends up to the next job that writes on its own, file by file:
+  // the lines of one file keep their order, and each file takes one write
+  // (bounded, so a flood is still written in pieces that the disk takes at
+  // once). A run's events and its session's transcript interleave line by
+  // line in a stream of updates, and every turn adds a barrier and a
+  // run's end between them; grouping them makes two writes of what would
+  // be thousands.
   constexpr std::size_t kMaxCoalesced = 1u << 20;
   std::size_t end = i;
-  while (end < batch.size() && !batch[end].append_to.empty()) ++end;
-  // The jobs of each file, in order; files in the order they first appear.
+  while (end < batch.size() && joins(batch[end])) ++end;
+  // The appends of each file, in order; files in the order they first appear.
   std::vector<std::vector<std::size_t>> by_file;
   std::map<std::string_view, std::size_t> file_at;
   for (std::size_t k = i; k < end; ++k) {
+    if (batch[k].append_to.empty()) continue;
     auto [it, added] = file_at.try_emplace(batch[k].append_to, by_file.size());
     if (added) by_file.emplace_back();
     by_file[it->second].push_back(k);
@@ -271,7 +279,16 @@ std::size_t StoreWriter::run_jobs(std::deque<Job>& batch, std::size_t i, WriteCo
       from = to;
     }
   }
-  for (std::size_t k = i; k < end; ++k) finish_job(batch[k], results[k - i], finished);
+  for (std::size_t k = i; k < end; ++k) {
+    Job& job = batch[k];
+    Expected<void> result = std::move(results[k - i]);
+    if (job.pure) {
+      result = as_current(job, [&] { return job.work(); });
+    } else if (job.then) {
+      result = as_current(job, [&] { return job.then(std::move(result)); });
+    }
+    finish_job(job, result, finished);
+  }
   return end;
 }
 

@@ -109,6 +109,14 @@ class StoreWriter {
     /// whole or not at all, with one lock and one write.
     std::string append_to;
     std::string data;
+    /// Of an append: run once `data` is written, given how that went; what
+    /// it returns is the job's result.
+    acp::UniqueFunction<Expected<void>(Expected<void> written)> then;
+    /// `work` writes nothing that later appends must follow (a barrier, a
+    /// hand-over to the database writer): it does not cut the appends
+    /// around it in two, and may run after those queued behind it are
+    /// written. Results still reach the loop in job order.
+    bool pure = false;
   };
 
   /// Starts the thread. `written(bytes)` is called on this lane's thread
@@ -154,9 +162,13 @@ class StoreWriter {
 
  private:
   void run();
-  /// Runs batch[i] (with the appends to the same file right after it);
+  /// Runs batch[i] (with the appends and pure jobs right after it);
   /// returns the index of the next job to run.
   std::size_t run_jobs(std::deque<Job>& batch, std::size_t i, WriteCompletions::Finished& finished);
+  /// fn() as the job running (answer_later() refers to it), an exception
+  /// taken as its error.
+  template <class Fn>
+  Expected<void> as_current(Job& job, Fn&& fn);
   void finish_job(Job& job, const Expected<void>& result, WriteCompletions::Finished& finished);
   Expected<int> fd_for(const std::string& rel);
   /// The folder `rel_dir` ("" for the state directory) opened on this lane

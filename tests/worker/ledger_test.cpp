@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -38,6 +39,17 @@ LedgerEntry entry(const std::string& run, const std::string& event, const std::s
   return e;
 }
 
+// What a lane is made with: completions on `loop`, no budget, `dir` open.
+struct LaneParts {
+  LaneParts(acp::Loop& loop, const std::string& dir)
+      : completions(loop), root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+    REQUIRE(root.get() >= 0);
+  }
+  WriteCompletions completions;
+  WriteBudget budget{0};
+  UniqueFd root;
+};
+
 // Runs the loop until `done` is set. The store's completion handle does not
 // keep a loop alive by itself (the daemon waits for it explicitly), so a
 // timer does, while we wait.
@@ -62,6 +74,31 @@ TEST_CASE("ledger lines round-trip and keep their own fields") {
   CHECK(back->extra == json{{"stopReason", "end_turn"}});
   CHECK(back->name == "n");
   CHECK_FALSE(LedgerEntry::from_json(json{{"event", "queued"}}));  // no runId
+}
+
+TEST_CASE("a ledger entry written as text is the object to_json builds") {
+  LedgerEntry e = entry("run_1", run_event::kFailed);
+  SECTION("plain") {}
+  SECTION("a name and host session that need escapes, and broken UTF-8") {
+    e.name = "quote \" back\\slash \n tab\t \x01 caf\xc3\xa9 \xff";
+    e.hostSession = "h\u2028";
+  }
+  SECTION("a string request id and fields of the event's own") {
+    e.requestId = "req \"7\"";
+    e.extra = {{"error", {{"code", -32603}, {"message", "bo\"om"}}}, {"partialOutput", "x\ny"}, {"n", 18446744073709551615u}};
+  }
+  SECTION("an event's field named like a common one takes its place") {
+    e.requestId = nullptr;
+    e.extra = {{"time", 5}, {"name", "from extra"}};
+  }
+  const std::string line = e.to_line();
+  auto parsed = json::parse(line);  // strict: the text is valid JSON and UTF-8
+  CHECK(parsed == json::parse(e.to_json().dump(-1, ' ', false, json::error_handler_t::replace)));
+  CHECK(line.find('\n') == std::string::npos);
+  for (const auto& [k, v] : parsed.items()) {  // each member once
+    const std::string member = json(k).dump() + ":";
+    CHECK(line.find(member) == line.rfind(member));
+  }
 }
 
 TEST_CASE("the run index follows a run to its end and counts extra ends") {
@@ -121,16 +158,13 @@ TEST_CASE("a lane goes on past a job whose result comes later, and reports the j
   test::TempDir dir;
   acp::Loop loop;
   {
-    WriteCompletions completions(loop);
-    WriteBudget budget(0);
-    UniqueFd root(::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    REQUIRE(root.get() >= 0);
+    LaneParts parts(loop, dir.path());
     std::vector<std::string> heard;
     bool all_heard = false;
     std::promise<StoreWriter::Later> handed;
     std::atomic<int> ran{0};
     {
-      StoreWriter lane(completions, root.get(), budget, [](std::size_t) {});
+      StoreWriter lane(parts.completions, parts.root.get(), parts.budget, [](std::size_t) {});
       lane.push(StoreWriter::Job{[&]() -> Expected<void> {
                                    ran = 1;
                                    handed.set_value(lane.answer_later());
@@ -167,6 +201,64 @@ TEST_CASE("a lane goes on past a job whose result comes later, and reports the j
       run_until(loop, all_heard);
     }
     CHECK(heard == std::vector<std::string>{"the database is full", "append", "barrier"});
+  }
+  CHECK(loop.close());
+}
+
+TEST_CASE("appends around a pure job or an append's follow-up are written at once, and heard in job order") {
+  test::TempDir dir;
+  acp::Loop loop;
+  {
+    LaneParts parts(loop, dir.path());
+    const std::string file = dir.path() + "/f.txt";
+    std::vector<std::string> heard;
+    std::map<std::string, std::string> seen;  // what each job found in the file
+    bool all_heard = false;
+    std::promise<void> release;
+    {
+      StoreWriter lane(parts.completions, parts.root.get(), parts.budget, [](std::size_t) {});
+      // Holds the lane, so that the jobs below are taken as one batch.
+      lane.push(StoreWriter::Job{[&]() -> Expected<void> {
+                                   release.get_future().wait();
+                                   return {};
+                                 },
+                                 [&](Expected<void>) { heard.push_back("hold"); }});
+      auto append = [&](const std::string& name) {
+        return StoreWriter::Job::appending("f.txt", name + "\n", [&heard, name](Expected<void> r) {
+          heard.push_back(r ? name : name + " failed");
+        }, {});
+      };
+      auto work = [&](const std::string& name, bool pure) {
+        StoreWriter::Job job{[&seen, &file, name]() -> Expected<void> {
+                               seen[name] = test::read_file(file);
+                               return {};
+                             },
+                             [&heard, name](Expected<void>) { heard.push_back(name); }};
+        job.pure = pure;
+        return job;
+      };
+      lane.push(append("a"));
+      lane.push(work("barrier", true));
+      StoreWriter::Job b = append("b");
+      b.then = [&](Expected<void> written) -> Expected<void> {
+        seen["b"] = test::read_file(file);
+        if (!written) return written;
+        return Error{"b's follow-up failed"};
+      };
+      lane.push(std::move(b));
+      lane.push(append("c"));
+      lane.push(work("own", false));  // writes on its own: the appends before it are done, none after
+      lane.push(append("d"));
+      lane.push(StoreWriter::Job{[]() -> Expected<void> { return {}; }, [&](Expected<void>) { all_heard = true; }});
+      release.set_value();
+      run_until(loop, all_heard);
+    }
+    CHECK(seen["barrier"] == "a\nb\nc\n");
+    CHECK(seen["b"] == "a\nb\nc\n");
+    CHECK(seen["own"] == "a\nb\nc\n");
+    CHECK(test::read_file(file) == "a\nb\nc\nd\n");
+    // The follow-up's result is the job's.
+    CHECK(heard == std::vector<std::string>{"hold", "a", "barrier", "b failed", "c", "own", "d"});
   }
   CHECK(loop.close());
 }

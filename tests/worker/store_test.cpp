@@ -1003,14 +1003,15 @@ TEST_CASE("beside a long run, a host that waits for each answer in turn is seldo
 }
 
 TEST_CASE("a busy session's prompts cost at most one database commit each, and checkpoints keep the WAL bounded off the writer") {
-  Daemon d(fake_config({}, "", "max_queue_depth = 4096\n"));
+  Daemon d(fake_config({}, "", "max_queue_depth = 8192\n"));
   d.initialize();
   const std::string sid = d.new_session();
   REQUIRE(d.prompt(sid, "echo warm")["result"]["stopReason"] == "end_turn");
   // A commit adds the pages it touched to the WAL, eight 4 KiB frames for
-  // one prompt, fewer per prompt when the ends of several share a commit:
-  // 2,400 prompts would leave it well past 20 MB without a checkpoint.
-  constexpr int kPrompts = 2400;
+  // one prompt, fewer per prompt when the ends of several share a commit
+  // (alone on a quick machine, about twenty of them do): 6,000 prompts
+  // would leave it past 20 MB without a checkpoint.
+  constexpr int kPrompts = 6000;
   for (int i = 0; i < kPrompts; ++i) d.send_prompt(sid, "echo x");
   for (int answered = 0; answered < kPrompts;) {
     auto m = d.recv(10s);
@@ -1032,7 +1033,7 @@ TEST_CASE("a busy session's prompts cost at most one database commit each, and c
   // The prompts were queued at once: the first end already had company
   // on the way.
   CHECK(logged.waits > 0);
-  // 2,401 runs of three transitions each, and the session's records.
+  // 6,001 runs of three transitions each, and the session's records.
   CHECK(writes >= 3 * (kPrompts + 1));
   // A commit per transition would be over 7,200, and one for the end of a
   // run and another for the start of the next, 4,800; one per prompt, plus
