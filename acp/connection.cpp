@@ -84,9 +84,17 @@ void Reply::send(json message) {
     log::error("second answer to " + method_ + " dropped");
     return;
   }
+  send(to_line(message));
+}
+
+void Reply::send(std::string line) {
+  if (!shared_ || done_) {
+    log::error("second answer to " + method_ + " dropped");
+    return;
+  }
   done_ = true;
   auto shared = shared_;  // the send may end what holds this Reply
-  if (shared->open && shared->send) shared->send(to_line(message));
+  if (shared->open && shared->send) shared->send(std::move(line));
   if (shared->unanswered > 0 && --shared->unanswered == 0 && shared->when_answered) {
     auto fn = std::move(shared->when_answered);
     shared->when_answered = nullptr;
@@ -98,6 +106,18 @@ void Reply::result(json value) {
   if (value.is_null()) value = json::object();
   send({{"jsonrpc", "2.0"}, {"id", id_}, {"result", std::move(value)}});
 }
+
+std::string Reply::result_line(const json& value) const {
+  // The members in the order to_line() writes them.
+  std::string line = "{\"id\":";
+  line += id_.dump(-1, ' ', false, json::error_handler_t::replace);
+  line += ",\"jsonrpc\":\"2.0\",\"result\":";
+  line += value.is_null() ? std::string("{}") : value.dump(-1, ' ', false, json::error_handler_t::replace);
+  line += "}\n";
+  return line;
+}
+
+void Reply::send_result_line(std::string line) { send(std::move(line)); }
 
 void Reply::error(const RpcError& e) { send({{"jsonrpc", "2.0"}, {"id", id_}, {"error", e}}); }
 

@@ -49,6 +49,11 @@ class Reply {
 
   void result(nlohmann::json value);
   void error(const RpcError& error);
+  /// The line result(value) sends, LF included, made without building the
+  /// message: for an answer that is also recorded, serialised once.
+  std::string result_line(const nlohmann::json& value) const;
+  /// Sends a line result_line() made, as result() would.
+  void send_result_line(std::string line);
   /// True until result() or error() is called.
   bool pending() const { return shared_ != nullptr && !done_; }
   const nlohmann::json& id() const { return id_; }
@@ -58,6 +63,7 @@ class Reply {
   friend class Connection;
   Reply(std::shared_ptr<detail::ConnectionShared> shared, nlohmann::json id, std::string method);
   void send(nlohmann::json message);
+  void send(std::string line);
 
   std::shared_ptr<detail::ConnectionShared> shared_;
   nlohmann::json id_;

@@ -82,6 +82,51 @@ std::string repair(std::string_view s) {
   return out;
 }
 
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.reserve(out.size() + s.size() + 2);
+  out += '"';
+  std::size_t plain = 0;  // s[plain, i) is copied as it is
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
+    out.append(s.data() + plain, i - plain);
+    if (c >= 0x80) {
+      if (std::size_t n = sequence_length(s, i); n != 0) {
+        out.append(s.data() + i, n);
+        i += n;
+      } else {  // as repair() does
+        out += "\xef\xbf\xbd";
+        ++i;
+        while (i < s.size() && (static_cast<unsigned char>(s[i]) & 0xc0) == 0x80) ++i;
+      }
+    } else {
+      out += '\\';
+      switch (c) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '\b': out += 'b'; break;
+        case '\f': out += 'f'; break;
+        case '\n': out += 'n'; break;
+        case '\r': out += 'r'; break;
+        case '\t': out += 't'; break;
+        default:
+          out += "u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xf];
+      }
+      ++i;
+    }
+    plain = i;
+  }
+  out.append(s.data() + plain, i - plain);
+  out += '"';
+}
+
 }  // namespace harnessd::acp::utf8
 
 namespace harnessd::acp::utf8 {

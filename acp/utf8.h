@@ -13,6 +13,12 @@ bool valid(std::string_view s);
 /// Returns `s` with every ill-formed sequence replaced by U+FFFD.
 std::string repair(std::string_view s);
 
+/// Appends the JSON string literal of repair(s) to `out`: quotes, with `"`,
+/// `\` and control characters escaped and everything else as it is. The
+/// text of a recording passes through here; nearly all of it is copied in
+/// stretches.
+void append_json_string(std::string& out, std::string_view s);
+
 }  // namespace harnessd::acp::utf8
 
 namespace harnessd::acp::utf8 {

@@ -1,6 +1,7 @@
 // Ledger lines, the run index, and tolerant JSONL reading.
 #include "worker/ledger.h"
 #include "schema/json_parse.h"
+#include "acp/utf8.h"
 
 #include <chrono>
 #include <cstdio>
@@ -34,29 +35,9 @@ json LedgerEntry::to_json() const {
 
 namespace {
 
-// A JSON string. Ids, times and event names are plain ASCII and are
-// copied as they are; anything else goes through nlohmann, which escapes
-// and replaces broken UTF-8.
-void append_string(std::string& out, std::string_view s) {
-  bool plain = true;
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) {
-      plain = false;
-      break;
-    }
-  }
-  if (plain) {
-    out += '"';
-    out.append(s);
-    out += '"';
-    return;
-  }
-  out += json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 void append_value(std::string& out, const json& v) {
   if (v.is_string()) {
-    append_string(out, v.get_ref<const std::string&>());
+    acp::utf8::append_json_string(out, v.get_ref<const std::string&>());
   } else if (v.is_number_integer()) {
     out += v.is_number_unsigned() ? std::to_string(v.get<std::uint64_t>()) : std::to_string(v.get<std::int64_t>());
   } else {
@@ -73,7 +54,7 @@ std::string LedgerEntry::to_line() const {
   out += '{';
   auto key = [&](std::string_view k) {
     if (out.size() > 1) out += ',';
-    append_string(out, k);
+    acp::utf8::append_json_string(out, k);
     out += ':';
   };
   auto field = [&](std::string_view k, const auto& v) {
@@ -82,7 +63,7 @@ std::string LedgerEntry::to_line() const {
     if constexpr (std::is_same_v<std::decay_t<decltype(v)>, json>) {
       append_value(out, v);
     } else {
-      append_string(out, v);
+      acp::utf8::append_json_string(out, v);
     }
   };
   field("time", time);

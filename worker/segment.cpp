@@ -2,6 +2,8 @@
 // again), read back with a parse only for the file pieces.
 #include "worker/segment.h"
 
+#include "acp/utf8.h"
+
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
@@ -24,7 +26,9 @@ constexpr Direction kDirections[] = {
     {"h>", "host>harnessd"}, {">a", "harnessd>adapter"}, {"a>", "adapter>harnessd"}, {">h", "harnessd>host"}};
 
 std::string quoted(std::string_view text) {
-  return json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string out;
+  acp::utf8::append_json_string(out, text);
+  return out;
 }
 
 // Takes the decimal number at the front of `text` (a minus first when
@@ -237,9 +241,9 @@ std::string file_line(std::string_view run_id, std::string_view name, std::strin
   out += kRunPrefix;
   out += run_id;
   out += replace ? "\",\"put\":" : "\",\"add\":";
-  out += quoted(name);
+  acp::utf8::append_json_string(out, name);
   out += ",\"text\":";
-  out += quoted(text);
+  acp::utf8::append_json_string(out, text);
   out += "}\n";
   return out;
 }

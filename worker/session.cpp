@@ -239,12 +239,15 @@ void Session::start_turn(QueuedPrompt prompt) {
   }
   // The user's prompt goes into the transcript as the updates a replay
   // shows (ACP session/load replays the user's messages this way).
+  // Written as to_line() would write them, without building each message.
   for (const auto& block : turn_->prompt.blocks) {
-    relay_.record_transcript(acp::to_line(
-        {{"jsonrpc", "2.0"},
-         {"method", "session/update"},
-         {"params",
-          {{"sessionId", init_.id}, {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", block}}}}}}));
+    std::string line = R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":)";
+    acp::utf8::append_json_string(line, init_.id);
+    line += R"(,"update":{"content":)";
+    line += block.dump(-1, ' ', false, json::error_handler_t::replace);
+    line += R"(,"sessionUpdate":"user_message_chunk"}}})";
+    line += '\n';
+    relay_.record_transcript(std::move(line));
   }
   turn_->task = harnesses::prompt_task(turn_->prompt.blocks);
   if (turn_->prompt.packaging) {
@@ -453,12 +456,12 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   TurnOutcome o = turn_outcome(turn.control.stop_reason(), result, facts,
                                [this](const std::string& what) { return adapter_.failure(what); });
   const std::string event = o.event;
-  std::optional<json> answer = std::move(o.answer);
   std::optional<RpcError> failure = std::move(o.failure);
-  if (answer) {
-    std::string line = acp::to_line({{"jsonrpc", "2.0"}, {"id", turn.prompt.ledger.requestId}, {"result", *answer}});
-    line.pop_back();
-    turn.recorder->event("harnessd>host", line, true);
+  // Serialised once: recorded now, sent when its turn comes.
+  std::optional<std::string> answer;
+  if (o.answer) {
+    answer = turn.prompt.reply.result_line(*o.answer);
+    turn.recorder->event("harnessd>host", std::string_view(*answer).substr(0, answer->size() - 1), true);
   }
 
   // result.json and the terminal ledger line are on disk before the host is
@@ -475,7 +478,7 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
                              "run " + run_id + " failed: it could not be recorded (" + written.error().message + ")",
                              {{"runId", run_id}, {"reason", "store"}}});
       } else if (answer) {
-        reply.result(std::move(*answer));
+        reply.send_result_line(std::move(*answer));
       } else {
         reply.error(*failure);
       }

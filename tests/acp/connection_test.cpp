@@ -191,6 +191,33 @@ TEST_CASE("a Reply answers exactly once, and a forgotten one answers -32603") {
   CHECK_FALSE(kept->pending());
 }
 
+TEST_CASE("a result line made ahead is the line result() sends, and answers once") {
+  Wire made, sent;
+  acp::Connection by_line({}, made.sender());
+  acp::Connection by_result({}, sent.sender());
+  const std::vector<json> values = {json{{"stopReason", "end_turn"}, {"_meta", {{"x", "caf\xc3\xa9 \xff"}}}}, nullptr,
+                                    json::array({1, "two"})};
+  std::vector<std::string> lines;
+  for (auto* c : {&by_line, &by_result}) {
+    c->on_request("ask", [&, c, n = std::size_t{0}](const json&, acp::Reply r) mutable {
+      const json& value = values[n++ % values.size()];
+      if (c == &by_result) return r.result(value);
+      lines.push_back(r.result_line(value));
+      r.send_result_line(lines.back());
+      r.send_result_line(lines.back());  // dropped and logged
+      CHECK_FALSE(r.pending());
+    });
+  }
+  for (const char* id : {"7", "\"r-1\"", "null"}) {
+    const std::string line = std::string(R"({"jsonrpc":"2.0","id":)") + id + R"(,"method":"ask"})";
+    by_line.receive_line(line);
+    by_result.receive_line(line);
+  }
+  CHECK(made.raw == sent.raw);
+  CHECK(made.raw.size() == 3);
+  CHECK(made.raw == lines);
+}
+
 TEST_CASE("a reply dropped by an exception that the handler catches itself is still answered once") {
   Wire w;
   acp::Connection c({}, w.sender());

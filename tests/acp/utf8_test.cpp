@@ -1,6 +1,12 @@
 // UTF-8 validation, repair and safe cutting.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
 #include "acp/utf8.h"
 
 using namespace harnessd;
@@ -44,4 +50,34 @@ TEST_CASE("safe_cut never splits a character") {
   CHECK(acp::utf8::safe_cut(s, 3) == 1);
   CHECK(acp::utf8::safe_cut(s, 4) == 4);
   CHECK(acp::utf8::safe_cut(s, 10) == 4);
+}
+
+TEST_CASE("a JSON string literal reads back as the repaired text") {
+  std::vector<std::string> texts = {"", "plain text", "quote \" back\\slash", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                                    "ok \xff\xfe end", "\xe2\x82", "cut \xf0\x9f", "\x7f del stays"};
+  for (int c = 0; c < 256; ++c) texts.push_back("a" + std::string(1, static_cast<char>(c)) + "z");
+  // Random bytes, mostly ASCII, from a fixed seed.
+  std::uint64_t seed = 88172645463325252ULL;
+  for (int n = 0; n < 500; ++n) {
+    std::string s;
+    for (int k = 0; k < n % 40; ++k) {
+      seed ^= seed << 13;
+      seed ^= seed >> 7;
+      seed ^= seed << 17;
+      s += static_cast<char>(seed % 4 == 0 ? (seed >> 8) & 0xff : 0x20 + (seed >> 8) % 0x60);
+    }
+    texts.push_back(s);
+  }
+  for (const std::string& s : texts) {
+    INFO(nlohmann::json(s).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
+    std::string out = "x";
+    acp::utf8::append_json_string(out, s);
+    REQUIRE(out.front() == 'x');
+    const auto parsed = nlohmann::json::parse(out.substr(1));  // strict: throws on a bad escape or byte
+    CHECK(parsed.get<std::string>() == acp::utf8::repair(s));
+    for (char c : out) CHECK(static_cast<unsigned char>(c) >= 0x20);  // nothing raw below a space
+  }
+  std::string simple;
+  acp::utf8::append_json_string(simple, "caf\xc3\xa9 ok");
+  CHECK(simple == "\"caf\xc3\xa9 ok\"");  // copied as it is
 }
