@@ -27,7 +27,7 @@ as_root() {
   fi
 }
 
-packages=(g++ make cmake pkg-config nlohmann-json3-dev libuv1-dev libtomlplusplus-dev catch2 libcli11-dev libsqlite3-dev libmimalloc-dev bsdutils procps)
+packages=(g++ make cmake pkg-config nlohmann-json3-dev libuv1-dev libtomlplusplus-dev catch2 libcli11-dev libsqlite3-dev bsdutils procps)
 # The fuzz targets (run by the test suite too) need clang and libFuzzer.
 if [ $want_tests -eq 1 ] || [ $fuzz -eq 1 ]; then packages+=(clang libclang-rt-14-dev); fi
 missing=()
