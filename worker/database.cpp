@@ -158,6 +158,9 @@ Expected<std::unique_ptr<Database>> Database::open(const std::string& path, Opti
   }
   sqlite3_extended_result_codes(d->db_, 1);
   sqlite3_busy_handler(d->db_, &Database::on_busy, d.get());
+  // Closing the last connection does not copy the WAL back: the database
+  // writer decides that when it stops (DbWriter::kCloseCheckpointFrames).
+  sqlite3_db_config(d->db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   if (!options.read_only) {
     // Switching a new database to WAL needs its exclusive lock, and SQLite
     // answers "database is locked" at once instead of calling the busy
@@ -238,6 +241,15 @@ Expected<void> Database::checkpoint() {
   // Busy: another connection checkpoints right now; the next try does it.
   if (rc != SQLITE_OK && rc != SQLITE_BUSY) return error("checkpoint");
   return {};
+}
+
+Expected<bool> Database::checkpoint_and_truncate_now() {
+  sqlite3_busy_handler(db_, nullptr, nullptr);
+  int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  sqlite3_busy_handler(db_, &Database::on_busy, this);
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) return false;
+  if (rc != SQLITE_OK) return error("checkpoint");
+  return true;
 }
 
 Error Database::error(std::string_view what) const {

@@ -124,6 +124,9 @@ class Database {
   /// needs, without waiting for any lock. The WAL starts over at the next
   /// write once everything was copied.
   Expected<void> checkpoint();
+  /// Copies the whole WAL into the database and empties the WAL file, if
+  /// no other connection is in the way right now (no wait: false then).
+  Expected<bool> checkpoint_and_truncate_now();
 
  private:
   Database() = default;

@@ -965,6 +965,25 @@ WriterLog writer_log(const std::string& log) {
 }
 }  // namespace
 
+TEST_CASE("a daemon that wrote little leaves the WAL to the next one, which reads it back") {
+  TempDir state;
+  std::string run;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    run = run_id_of(d.prompt(d.new_session(), "echo one"));
+    d.close_stdin();
+    REQUIRE(d.wait_exit() == 0);
+  }
+  // Not copied back when the daemon stopped: the run is only in the WAL.
+  REQUIRE(fs::exists(state.path() + "/state.db-wal"));
+  CHECK(fs::file_size(state.path() + "/state.db-wal") > 0);
+  Daemon d(fake_config(), {}, state.path());
+  d.initialize();
+  d.send(request(1, "_harnessd/runs/get", {{"runId", run}}));
+  CHECK(d.recv_reply(1)["result"]["run"]["state"] == "completed");
+}
+
 TEST_CASE("a run that ends while no other run of this process is open is committed without waiting for company") {
   Daemon d(fake_config({}));
   d.initialize();
@@ -1026,6 +1045,9 @@ TEST_CASE("a busy session's prompts cost at most one database commit each, and c
   CHECK(fs::file_size(d.state_dir() + "/state.db-wal") < 12u * 1024 * 1024);
   d.close_stdin();
   REQUIRE(d.wait_exit() == 0);
+  // A long WAL is copied back and emptied when the daemon stops.
+  const std::string wal = d.state_dir() + "/state.db-wal";
+  CHECK((!fs::exists(wal) || fs::file_size(wal) == 0));
   const WriterLog logged = writer_log(d.stderr_text());
   INFO(logged.line);
   const long writes = logged.writes, commits = logged.commits, checkpoints = logged.checkpoints;
