@@ -158,9 +158,11 @@ Expected<std::unique_ptr<Database>> Database::open(const std::string& path, Opti
   }
   sqlite3_extended_result_codes(d->db_, 1);
   sqlite3_busy_handler(d->db_, &Database::on_busy, d.get());
-  // Closing the last connection does not copy the WAL back: the database
-  // writer decides that when it stops (DbWriter::kCloseCheckpointFrames).
+  // Closing the last connection does not copy the WAL back: ~Database
+  // decides (kCloseCheckpointFrames), which needs the WAL's length from
+  // the hook, which takes SQLite's own checkpoints over (on_wal).
   sqlite3_db_config(d->db_, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  if (!options.read_only) sqlite3_wal_hook(d->db_, &Database::on_wal, d.get());
   if (!options.read_only) {
     // Switching a new database to WAL needs its exclusive lock, and SQLite
     // answers "database is locked" at once instead of calling the busy
@@ -196,6 +198,9 @@ Expected<std::unique_ptr<Database>> Database::open(const std::string& path, Opti
 }
 
 Database::~Database() {
+  if (db_ && !options_.read_only && wal_frames_ >= kCloseCheckpointFrames) {
+    if (auto r = checkpoint_and_truncate_now(); !r) acp::log::warn(r.error().message);
+  }
   cache_.reset();  // statements first: sqlite3_close refuses while any is open
   if (db_) sqlite3_close(db_);
 }
@@ -224,16 +229,18 @@ int Database::on_busy(void* self, int attempts) noexcept {
   return 1;
 }
 
-int Database::on_wal(void* self, sqlite3* /*db*/, const char* /*name*/, int frames) noexcept {
+int Database::on_wal(void* self, sqlite3* db, const char* name, int frames) noexcept {
   auto* d = static_cast<Database*>(self);
-  if (d->on_commit_) d->on_commit_(frames);
+  d->wal_frames_ = frames;
+  if (d->on_commit_) {
+    d->on_commit_(frames);
+  } else if (frames >= kAutoCheckpointFrames) {
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
   return SQLITE_OK;
 }
 
-void Database::on_commit(std::function<void(int frames)> fn) {
-  on_commit_ = std::move(fn);
-  sqlite3_wal_hook(db_, on_commit_ ? &Database::on_wal : nullptr, this);
-}
+void Database::on_commit(std::function<void(int frames)> fn) { on_commit_ = std::move(fn); }
 
 Expected<void> Database::checkpoint() {
   int wal_frames = 0, copied = 0;

@@ -16,7 +16,6 @@ DbWriter::DbWriter(WriteCompletions& completions, std::unique_ptr<StateDb> db)
   if (auto opened = Database::open(db_->db().path(), {})) {
     checkpoint_db_ = std::move(*opened);
     db_->db().on_commit([this](int frames) {
-      wal_frames_ = frames;
       // Asked once per kCheckpointFrames: a checkpoint that could not let
       // the WAL start over (commits kept coming) is not asked again at
       // every commit after it.
@@ -58,10 +57,6 @@ DbWriter::~DbWriter() {
     db_->db().on_commit(nullptr);
   }
   checkpoint_db_.reset();
-  // Without the commit hook the WAL's length is not known: emptied.
-  if (wal_frames_ < 0 ? jobs_written_ > 0 : wal_frames_ >= kCloseCheckpointFrames) {
-    if (auto r = db_->db().checkpoint_and_truncate_now(); !r) acp::log::warn("state database: " + r.error().message);
-  }
   acp::log::info("state database: " + std::to_string(jobs_written_) + " writes in " + std::to_string(commits_) +
                  " commits, " + std::to_string(group_waits_) + " of them after a wait for company; " +
                  std::to_string(checkpoints_done_) + " checkpoints on their own thread, " +

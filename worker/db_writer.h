@@ -75,11 +75,6 @@ class DbWriter {
   /// commits the thread's checkpoints never catch up with the end of the
   /// WAL, and only a checkpoint between two commits lets it start over.
   static constexpr int kInlineCheckpointFrames = 2 * kCheckpointFrames;
-  /// WAL frames from which the writer empties the WAL when it stops. A
-  /// shorter WAL stays for the next process, which reads it back when it
-  /// opens the database (about 5 us a frame) instead of this one syncing
-  /// both files now (1-2 ms on a disk). A `harnessd run` adds about 20.
-  static constexpr int kCloseCheckpointFrames = 64;
 
   /// At most this many entries wait for the database to take writes again
   /// (a full disk); past it the oldest is dropped, logged.
@@ -149,7 +144,6 @@ class DbWriter {
   std::size_t checkpoints_done_ = 0;  // checkpoint thread only, read once it stopped
   std::size_t inline_checkpoints_ = 0;  // writer thread only
   int asked_at_ = 0;  // writer thread only: WAL frames when a checkpoint was last asked for
-  int wal_frames_ = -1;  // writer thread only: WAL frames after the last commit (-1: not known)
   std::thread checkpoint_thread_;
 };
 

@@ -118,6 +118,33 @@ TEST_CASE("a transaction that is not committed leaves nothing behind", "[state_d
   st->reset();
 }
 
+TEST_CASE("a connection that wrote a long WAL empties it when it closes, and a short one stays for the next", "[state_db]") {
+  TempDir dir;
+  const std::string path = dir.path() + "/t.db", wal = path + "-wal";
+  auto count = [&] {
+    auto db = Database::open(path, {.read_only = true});
+    REQUIRE(db);
+    auto st = (*db)->prepare("SELECT count(*) FROM a");
+    REQUIRE(st);
+    REQUIRE(*st->step());
+    return st->int64(0);
+  };
+  auto write = [&](int commits) {
+    auto db = Database::open(path, {});
+    REQUIRE(db);
+    REQUIRE((*db)->exec("CREATE TABLE IF NOT EXISTS a(x)"));
+    for (int i = 0; i < commits; ++i) REQUIRE((*db)->exec("INSERT INTO a VALUES (randomblob(3000))"));
+  };
+  write(3);  // a few frames
+  REQUIRE(fs::exists(wal));
+  CHECK(fs::file_size(wal) > 0);
+  CHECK(count() == 3);  // read back from the WAL; a reader leaves it as it is
+  CHECK(fs::file_size(wal) > 0);
+  write(Database::kCloseCheckpointFrames);  // a frame or more each
+  CHECK((!fs::exists(wal) || fs::file_size(wal) == 0));
+  CHECK(count() == 3 + Database::kCloseCheckpointFrames);
+}
+
 TEST_CASE("a writer waits for another connection's lock, within its bound", "[state_db]") {
   TempDir dir;
   const std::string path = dir.path() + "/l.db";
