@@ -79,13 +79,7 @@ Reply::~Reply() {
   }
 }
 
-void Reply::send(json message) {
-  if (!shared_ || done_) {
-    log::error("second answer to " + method_ + " dropped");
-    return;
-  }
-  send(to_line(message));
-}
+void Reply::send(json message) { send(to_line(message)); }
 
 void Reply::send(std::string line) {
   if (!shared_ || done_) {
