@@ -1,13 +1,28 @@
 // Spawning adapter trees through the guard, draining their output before
 // reporting the exit (neovim's rule: read everything, then close), and the
 // SIGTERM-then-SIGKILL ladder on the whole process group.
+//
+// The guard is started with posix_spawn, not uv_spawn: glibc's posix_spawn
+// shares the parent's memory until the exec (clone with CLONE_VM and
+// CLONE_VFORK), where libuv forks. A fork copies the page tables of a
+// daemon with a dozen threads and a grown heap, and leaves every page of it
+// copy-on-write: each first write afterwards, on any thread, faults and
+// flushes the TLB of every CPU the process runs on. The exit is watched on
+// a pidfd, so no SIGCHLD handler is needed.
 #include "adapters/process.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "acp/log.h"
 #include "adapters/guard.h"
@@ -20,10 +35,6 @@ namespace {
 // (a descendant outside the group might hold the pipe open).
 constexpr std::chrono::milliseconds kDrainLimit{500};
 
-// The data of a process handle whose owner is gone: a null pointer, or the
-// address of this tag when the exit must also sweep the tree's orphans.
-const char kOwnerlessSweepOrphans = 0;
-
 bool is_executable_file(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
@@ -33,7 +44,104 @@ std::string current_dir() {
   char buf[4096];
   return ::getcwd(buf, sizeof buf) ? std::string(buf) : std::string("/");
 }
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+// Through syscall(2): glibc 2.36's <sys/pidfd.h> declares pidfd_open
+// without C linkage.
+int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+// A connected pair for one of the child's standard streams, as libuv makes
+// them (a socket pair), both ends close-on-exec. The child's end is kept
+// above 2, so that no dup2 onto 0, 1 or 2 overwrites another stream's end
+// (the parent may have been started with those closed).
+struct StdioPair {
+  int ours = -1;
+  int theirs = -1;
+  ~StdioPair() {
+    if (ours >= 0) ::close(ours);
+    if (theirs >= 0) ::close(theirs);
+  }
+  int open() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return errno;
+    ours = sv[0];
+    theirs = sv[1];
+    for (int* fd : {&ours, &theirs}) {
+      if (*fd > 2) continue;
+      int high = ::fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+      if (high < 0) return errno;
+      ::close(*fd);
+      *fd = high;
+    }
+    return 0;
+  }
+  int release_ours() { return std::exchange(ours, -1); }
+};
+
+ExitStatus exit_status_of(const siginfo_t& info) {
+  ExitStatus status;
+  if (info.si_code == CLD_EXITED) {
+    status.code = info.si_status;
+  } else {
+    status.signal = info.si_status;
+  }
+  return status;
+}
 }  // namespace
+
+/// The child of a Process until it is reaped: a pidfd watched on the loop.
+/// Deleted when the child is reaped; a Process destroyed before that leaves
+/// it behind with no owner.
+struct Process::Child {
+  uv_poll_t poll{};
+  int pidfd = -1;
+  pid_t pid = 0;
+  Process* owner = nullptr;
+  bool sweep_orphans = false;  // for an ownerless child: sweep on its exit
+
+  static void on_readable(uv_poll_t* handle, int, int) noexcept {
+    auto* self = static_cast<Child*>(handle->data);
+    siginfo_t info{};
+    if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(self->pidfd), &info, WEXITED | WNOHANG) != 0) {
+      if (errno == EINTR) return;
+      // ECHILD: reaped elsewhere (nothing of ours waits for any child);
+      // its status is lost. Reported as a kill, which it most likely was.
+      acp::log::warn("adapter " + std::to_string(self->pid) + ": cannot read its exit: " + errno_text(errno));
+      info.si_code = CLD_KILLED;
+      info.si_status = SIGKILL;
+    } else if (info.si_pid == 0) {
+      return;  // not yet exited
+    }
+    self->reaped(exit_status_of(info));
+  }
+
+  static void on_closed(uv_handle_t* handle) noexcept {
+    auto* self = static_cast<Child*>(handle->data);
+    ::close(self->pidfd);
+    delete self;
+  }
+
+  void reaped(const ExitStatus& status) {
+    disown_child(pid);
+    uv_poll_stop(&poll);
+    Process* was_owner = owner;
+    const pid_t leader = pid;
+    const bool sweep = sweep_orphans;
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll), &Child::on_closed);
+    if (was_owner) {
+      was_owner->child_ = nullptr;
+      on_child_exit(was_owner, status);
+      return;
+    }
+    // The owner is gone and killed the group with SIGKILL, guard included;
+    // sweep what the guard could not.
+    if (int n = sweep_tree(leader, sweep); n > 0) {
+      acp::log::info("adapter group " + std::to_string(leader) + ": killed " + std::to_string(n) +
+                     " processes its guard left");
+    }
+  }
+};
 
 std::vector<std::string> current_environment() {
   std::vector<std::string> out;
@@ -88,14 +196,14 @@ Process::Process(acp::Loop& loop, Callbacks callbacks)
     : loop_(loop), callbacks_(std::move(callbacks)), kill_timer_(loop), drain_timer_(loop), eof_timer_(loop) {}
 
 Process::~Process() {
-  if (handle_ && !exited_ && pid_ > 0) {
-    // Still running: kill the tree, and let the exit callback close the
-    // handle later so the child is reaped instead of left a zombie. The
-    // SIGKILL reaches the guard before it can clean up, so that callback
-    // sweeps what is left (data == nullptr says so).
+  if (child_ && pid_ > 0) {
+    // Still running: kill the tree, and let the watch reap the child later
+    // instead of leaving a zombie. The SIGKILL reaches the guard before it
+    // can clean up, so the watch sweeps what is left.
     ::kill(-pid_, SIGKILL);
-    uv_process_t* h = handle_.release();
-    h->data = sweep_orphans_ ? const_cast<char*>(&kOwnerlessSweepOrphans) : nullptr;
+    child_->owner = nullptr;
+    child_->sweep_orphans = sweep_orphans_;
+    child_ = nullptr;
   }
 }
 
@@ -114,14 +222,9 @@ Expected<std::unique_ptr<Process>> Process::spawn(acp::Loop& loop, const Process
 
   std::unique_ptr<Process> self(new Process(loop, std::move(callbacks)));
 
-  acp::UvHandle<uv_pipe_t> pipes[3];
-  for (auto& p : pipes) {
-    auto* raw = new uv_pipe_t;
-    if (int rc = uv_pipe_init(loop.get(), raw, 0); rc != 0) {
-      delete raw;
-      return Error{"cannot create a pipe: " + acp::uv_error_text(rc)};
-    }
-    p.reset(raw);
+  StdioPair stdio[3];
+  for (auto& pair : stdio) {
+    if (int err = pair.open(); err != 0) return Error{"cannot create a pipe: " + errno_text(err)};
   }
 
   std::vector<std::string> args;
@@ -137,37 +240,76 @@ Expected<std::unique_ptr<Process>> Process::spawn(acp::Loop& loop, const Process
   for (auto& e : env_copy) envp.push_back(e.data());
   envp.push_back(nullptr);
 
-  uv_stdio_container_t stdio[3];
-  stdio[0].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_READABLE_PIPE);
-  stdio[0].data.stream = reinterpret_cast<uv_stream_t*>(pipes[0].get());
-  for (int i = 1; i < 3; ++i) {
-    stdio[i].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
-    stdio[i].data.stream = reinterpret_cast<uv_stream_t*>(pipes[i].get());
+  // The child gets its ends as 0, 1 and 2 (dup2 clears close-on-exec) and
+  // no other descriptor,
+  // starts in cwd, leads a new session and process group (setsid), so that
+  // the group can be signalled as a whole, and starts with no signal
+  // blocked and every signal at its default: harnessd ignores SIGPIPE.
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  for (int i = 0; i < 3; ++i) posix_spawn_file_actions_adddup2(&actions, stdio[i].theirs, i);
+  // Nothing else: a descriptor a host left open across exec (a pipe it
+  // waits to see closed) must not live on in the adapter tree.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  posix_spawn_file_actions_addchdir_np(&actions, spec.cwd.c_str());
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = 0;
+  int err = ::posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (err != 0) return Error{"cannot start '" + spec.argv[0] + "': " + errno_text(err)};
+  for (auto& pair : stdio) {
+    ::close(pair.theirs);
+    pair.theirs = -1;
   }
 
-  uv_process_options_t options{};
-  options.exit_cb = &Process::on_process_exit;
-  options.file = argv[0];
-  options.args = argv.data();
-  options.env = envp.data();
-  options.cwd = spec.cwd.c_str();
-  // DETACHED: the child calls setsid(), so the guard leads a new process
-  // group that can be signalled as a whole.
-  options.flags = UV_PROCESS_DETACHED;
-  options.stdio_count = 3;
-  options.stdio = stdio;
-
-  auto* handle = new uv_process_t;
-  handle->data = self.get();
-  int rc = uv_spawn(loop.get(), handle, &options);
-  self->handle_.reset(handle);  // closed through the deleter even when spawn failed
+  // A pidfd can be opened while the child is a zombie: only we reap it.
+  auto* child = new Child;
+  child->pid = pid;
+  child->owner = self.get();
+  child->pidfd = open_pidfd(pid);
+  int rc = child->pidfd < 0 ? -errno : uv_poll_init(loop.get(), &child->poll, child->pidfd);
   if (rc != 0) {
-    self->exited_ = true;
-    return Error{"cannot start '" + spec.argv[0] + "': " + acp::uv_error_text(rc)};
+    // Without a watch there would be no exit to report: stop it now.
+    ::kill(-pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    if (child->pidfd >= 0) ::close(child->pidfd);
+    delete child;
+    return Error{"cannot watch '" + spec.argv[0] + "': " + acp::uv_error_text(rc)};
   }
-  self->pid_ = handle->pid;
+  child->poll.data = child;
+  if (rc = uv_poll_start(&child->poll, UV_READABLE, &Child::on_readable); rc != 0) {
+    ::kill(-pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    uv_close(reinterpret_cast<uv_handle_t*>(&child->poll), &Child::on_closed);
+    return Error{"cannot watch '" + spec.argv[0] + "': " + acp::uv_error_text(rc)};
+  }
+  own_child(pid);
+  self->child_ = child;
+  self->pid_ = pid;
   self->guarded_ = !spec.guard_exe.empty();
   self->sweep_orphans_ = spec.sweep_orphans;
+
+  acp::UvHandle<uv_pipe_t> pipes[3];
+  for (int i = 0; i < 3; ++i) {
+    auto* raw = new uv_pipe_t;
+    if (int prc = uv_pipe_init(loop.get(), raw, 0); prc != 0) {
+      delete raw;
+      return Error{"cannot create a pipe: " + acp::uv_error_text(prc)};
+    }
+    pipes[i].reset(raw);
+    if (int prc = uv_pipe_open(raw, stdio[i].ours); prc != 0) {
+      return Error{"cannot open a pipe: " + acp::uv_error_text(prc)};
+    }
+    stdio[i].release_ours();
+  }
 
   Process* raw = self.get();
   self->stdin_ = acp::make_pipe_writer(std::move(pipes[0]));
@@ -204,24 +346,12 @@ Expected<std::unique_ptr<Process>> Process::spawn(acp::Loop& loop, const Process
   return self;
 }
 
-void Process::on_process_exit(uv_process_t* handle, int64_t exit_status, int term_signal) noexcept {
-  if (!handle->data || handle->data == &kOwnerlessSweepOrphans) {
-    // The owner is gone and killed the group with SIGKILL, guard included;
-    // sweep what the guard could not. The child is reaped, so the handle can go.
-    if (int n = sweep_tree(handle->loop, handle->pid, handle->data != nullptr); n > 0) {
-      acp::log::info("adapter group " + std::to_string(handle->pid) + ": killed " + std::to_string(n) +
-                     " processes its guard left");
-    }
-    uv_close(reinterpret_cast<uv_handle_t*>(handle),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
-    return;
-  }
-  auto* self = static_cast<Process*>(handle->data);
+void Process::on_child_exit(Process* self, const ExitStatus& status) {
   self->exited_ = true;
-  self->status_.code = exit_status;
-  self->status_.signal = term_signal;
+  self->status_ = status;
   self->kill_timer_.stop();
   self->eof_timer_.stop();
+  const int term_signal = status.signal;
   const bool guard_cleaned_up = (term_signal == SIGTERM && self->sent_term_) ||
                                 (term_signal == SIGKILL && self->sent_kill_tree_);
   if (term_signal != 0 && !guard_cleaned_up) {
@@ -229,7 +359,7 @@ void Process::on_process_exit(uv_process_t* handle, int64_t exit_status, int ter
     // the guard re-raised the adapter's own signal after cleaning up: in
     // the first case only harnessd can still stop the tree's escapees; in
     // the second the sweep finds nothing and costs one /proc scan.
-    if (int n = sweep_tree(handle->loop, self->pid_, self->sweep_orphans_); n > 0) {
+    if (int n = sweep_tree(self->pid_, self->sweep_orphans_); n > 0) {
       acp::log::warn("adapter group " + std::to_string(self->pid_) + " ended by " + self->status_.describe() +
                      "; killed " + std::to_string(n) + " processes left of its tree");
     }

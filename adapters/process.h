@@ -113,13 +113,17 @@ class Process {
   void terminate(std::chrono::milliseconds kill_grace);
 
  private:
+  struct Child;
+
   Process(acp::Loop& loop, Callbacks callbacks);
-  static void on_process_exit(uv_process_t* handle, int64_t exit_status, int term_signal) noexcept;
+  static void on_child_exit(Process* self, const ExitStatus& status);
   void maybe_finish();
 
   acp::Loop& loop_;
   Callbacks callbacks_;
-  acp::UvHandle<uv_process_t> handle_;
+  // Watches the child until it is reaped, and outlives a Process destroyed
+  // before that; null once the child is reaped.
+  Child* child_ = nullptr;
   std::unique_ptr<acp::Writer> stdin_;
   std::unique_ptr<acp::Reader> stdout_;
   std::unique_ptr<acp::Reader> stderr_;

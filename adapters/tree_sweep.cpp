@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -62,19 +63,16 @@ bool read_stat(pid_t pid, ProcStat& out) {
   return true;
 }
 
-// The pids of the children this loop spawned and still owns: they are not
-// orphans, even if they are our children.
-std::vector<pid_t> owned_children(uv_loop_t* loop) {
-  std::vector<pid_t> pids;
-  uv_walk(
-      loop,
-      [](uv_handle_t* h, void* arg) {
-        if (h->type == UV_PROCESS) {
-          static_cast<std::vector<pid_t>*>(arg)->push_back(reinterpret_cast<uv_process_t*>(h)->pid);
-        }
-      },
-      &pids);
+// The children spawned by a Process and not yet reaped, of every loop.
+std::mutex owned_mutex;
+std::vector<pid_t>& owned_pids() {
+  static std::vector<pid_t> pids;
   return pids;
+}
+
+std::vector<pid_t> owned_children() {
+  std::lock_guard lock(owned_mutex);
+  return owned_pids();
 }
 
 void sleep_ms(long ms) {
@@ -87,7 +85,18 @@ void sleep_ms(long ms) {
 
 bool become_child_subreaper() { return prctl(PR_SET_CHILD_SUBREAPER, 1) == 0; }
 
-int sweep_tree(uv_loop_t* loop, pid_t leader, bool orphans) {
+void own_child(pid_t pid) {
+  std::lock_guard lock(owned_mutex);
+  owned_pids().push_back(pid);
+}
+
+void disown_child(pid_t pid) {
+  std::lock_guard lock(owned_mutex);
+  auto& pids = owned_pids();
+  pids.erase(std::remove(pids.begin(), pids.end(), pid), pids.end());
+}
+
+int sweep_tree(pid_t leader, bool orphans) {
   if (leader <= 0) return 0;
   const pid_t self = getpid();
   std::vector<pid_t> killed;
@@ -98,7 +107,7 @@ int sweep_tree(uv_loop_t* loop, pid_t leader, bool orphans) {
   // nothing, alive or dead, ends it: every remaining process of the tree
   // would have a parent that is one of ours or in the group or session.
   for (;;) {
-    const std::vector<pid_t> owned = orphans ? owned_children(loop) : std::vector<pid_t>();
+    const std::vector<pid_t> owned = orphans ? owned_children() : std::vector<pid_t>();
     bool found = false;
     DIR* dir = opendir("/proc");
     if (!dir) break;

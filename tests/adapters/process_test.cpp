@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -223,6 +224,100 @@ TEST_CASE("the kill ladder's last step leaves nothing: the guard kills the tree 
   CHECK_FALSE(test::process_alive(grandchild));
   if (test::process_alive(grandchild)) ::kill(-grandchild, SIGKILL);  // its session leads its group
   CHECK(loop.close());
+}
+
+TEST_CASE("an adapter gets no descriptor but its streams\, every signal at its default and none blocked") {
+  // harnessd ignores SIGPIPE, a thread of a host may block signals, and a
+  // host may leave descriptors open across exec (a pipe of its own that it
+  // waits to see closed): none of it reaches the adapter, which also leads
+  // a session of its own.
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  struct sigaction before {};
+  ::sigaction(SIGPIPE, &ignore, &before);
+  sigset_t block, old_mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR1);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+  const int leaked = ::open("/dev/null", O_RDONLY);  // not close-on-exec
+  REQUIRE(leaked > 2);
+  const std::string fd = std::to_string(leaked);
+  for (const std::string& guarded : {std::string(), test::guard_exe()}) {
+    acp::Loop loop;
+    Run r;
+    run(loop, r,
+        shell("[ -e /proc/$$/fd/" + fd + " ] && echo inherited " + fd +
+                  "; echo sid $(cut -d' ' -f6 /proc/$$/stat) pid $$ group $(cut -d' ' -f5 /proc/$$/stat); "
+                  // The shell's own mask, read once it is no shell: one that
+                  // waits for a child blocks signals meanwhile.
+                  "exec grep -E '^(SigBlk|SigIgn)' /proc/self/status",
+              guarded));
+    INFO(r.out);
+    REQUIRE(r.status);
+    CHECK(r.status->code == 0);
+    CHECK(r.out.find("SigBlk:\t0000000000000000\n") != std::string::npos);
+    // The standard signals (1-31) at their default; glibc's posix_spawn
+    // leaves its two internal ones (32, 33) ignored, as for every program
+    // it starts.
+    const auto ign = r.out.find("SigIgn:\t");
+    REQUIRE(ign != std::string::npos);
+    CHECK((std::stoull(r.out.substr(ign + 8, 16), nullptr, 16) & 0x7fffffffULL) == 0);
+    CHECK(r.out.find("inherited") == std::string::npos);
+    std::istringstream in(r.out.substr(r.out.find("sid ")));
+    std::string w1, sid, w2, self, w3, group;
+    in >> w1 >> sid >> w2 >> self >> w3 >> group;
+    // The leader of the adapter's session and group: the guard, or the
+    // adapter itself without one.
+    CHECK(sid == group);
+    if (guarded.empty()) CHECK(sid == self);
+    CHECK(loop.close());
+  }
+  ::close(leaked);
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::sigaction(SIGPIPE, &before, nullptr);
+}
+
+TEST_CASE("a parent whose standard streams are closed still gives the adapter working ones") {
+  // The pairs harnessd makes for the adapter's streams then get fds 0-2;
+  // each must still end up as the stream it is meant for.
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int code = 1;
+    {
+      // The loop's own descriptors first (libuv refuses to close one below
+      // 3), the one it keeps in reserve for its streams included.
+      acp::Loop loop;
+      uv_pipe_t first_stream;
+      uv_pipe_init(loop.get(), &first_stream, 0);
+      uv_close(reinterpret_cast<uv_handle_t*>(&first_stream), nullptr);
+      ::close(0);
+      ::close(1);
+      ::close(2);
+      std::string out, err;
+      std::optional<ExitStatus> status;
+      std::unique_ptr<Process> process;
+      Process::Callbacks cb;
+      cb.on_stdout = [&](std::string_view d) { out.append(d); };
+      cb.on_stderr = [&](std::string_view d) { err.append(d); };
+      cb.on_exit = [&](const ExitStatus& s) {
+        status = s;
+        loop.post([&] { process.reset(); });
+      };
+      auto p = Process::spawn(loop, shell("read line; echo \"out:$line\"; echo err >&2"), std::move(cb));
+      if (p) {
+        process = std::move(*p);
+        process->write("hello\n");
+        loop.run();
+        if (status && status->code == 0 && out == "out:hello\n" && err == "err\n") code = 0;
+      }
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("destroying a running Process kills its tree and reaps it") {
