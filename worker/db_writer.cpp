@@ -11,36 +11,33 @@ namespace harnessd::worker {
 
 DbWriter::DbWriter(WriteCompletions& completions, std::unique_ptr<StateDb> db)
     : completions_(completions), db_(std::move(db)) {
-  // Without a connection of its own, SQLite's checkpoints stay where they
-  // are (on the writer): slower answers now and then, nothing lost.
-  if (auto opened = Database::open(db_->db().path(), {})) {
-    checkpoint_db_ = std::move(*opened);
-    db_->db().on_commit([this](int frames) {
-      // Asked once per kCheckpointFrames: a checkpoint that could not let
-      // the WAL start over (commits kept coming) is not asked again at
-      // every commit after it.
-      if (frames < asked_at_) asked_at_ = 0;  // the WAL started over
-      if (frames < asked_at_ + kCheckpointFrames) return;
-      asked_at_ = frames;
-      if (frames >= kInlineCheckpointFrames) {
-        // Commits follow each other too closely for the WAL ever to start
-        // over behind the thread's checkpoints: the writer copies it now,
-        // between two commits, so that the next write starts it over.
-        if (auto r = db_->db().checkpoint(); !r) acp::log::warn("state database: " + r.error().message);
-        ++inline_checkpoints_;
-        return;
-      }
-      {
-        std::lock_guard<std::mutex> lock(checkpoint_mu_);
-        if (checkpoint_wanted_) return;
-        checkpoint_wanted_ = true;
-      }
-      checkpoint_cv_.notify_one();
-    });
-    checkpoint_thread_ = std::thread([this] { checkpoints(); });
-  } else {
-    acp::log::warn("state database: checkpoints stay on the writer thread: " + opened.error().message);
-  }
+  // Checkpoints run on a thread with a connection of its own, both made
+  // when the first one is due: a one-shot `harnessd run` never needs them.
+  // Without that connection they run on the writer, between two commits:
+  // slower answers now and then, nothing lost.
+  db_->db().on_commit([this](int frames) {
+    // Asked once per kCheckpointFrames: a checkpoint that could not let
+    // the WAL start over (commits kept coming) is not asked again at
+    // every commit after it.
+    if (frames < asked_at_) asked_at_ = 0;  // the WAL started over
+    if (frames < asked_at_ + kCheckpointFrames) return;
+    asked_at_ = frames;
+    if (frames >= kInlineCheckpointFrames || checkpoint_unavailable_.load(std::memory_order_acquire)) {
+      // Commits follow each other too closely for the WAL ever to start
+      // over behind the thread's checkpoints: the writer copies it now,
+      // between two commits, so that the next write starts it over.
+      if (auto r = db_->db().checkpoint(); !r) acp::log::warn("state database: " + r.error().message);
+      ++inline_checkpoints_;
+      return;
+    }
+    if (!checkpoint_thread_.joinable()) checkpoint_thread_ = std::thread([this] { checkpoints(); });
+    {
+      std::lock_guard<std::mutex> lock(checkpoint_mu_);
+      if (checkpoint_wanted_) return;
+      checkpoint_wanted_ = true;
+    }
+    checkpoint_cv_.notify_one();
+  });
   thread_ = std::thread([this] { run(); });
 }
 
@@ -54,8 +51,8 @@ DbWriter::~DbWriter() {
     }
     checkpoint_cv_.notify_one();
     checkpoint_thread_.join();
-    db_->db().on_commit(nullptr);
   }
+  db_->db().on_commit(nullptr);
   checkpoint_db_.reset();
   acp::log::info("state database: " + std::to_string(jobs_written_) + " writes in " + std::to_string(commits_) +
                  " commits, " + std::to_string(group_waits_) + " of them after a wait for company; " +
@@ -114,6 +111,13 @@ void DbWriter::run() {
 }
 
 void DbWriter::checkpoints() {
+  if (auto opened = Database::open(db_->db().path(), {})) {
+    checkpoint_db_ = std::move(*opened);
+  } else {
+    acp::log::warn("state database: checkpoints stay on the writer thread: " + opened.error().message);
+    checkpoint_unavailable_.store(true, std::memory_order_release);
+    return;
+  }
   std::unique_lock<std::mutex> lock(checkpoint_mu_);
   for (;;) {
     checkpoint_cv_.wait(lock, [this] { return checkpoint_wanted_ || checkpoint_stop_; });

@@ -5,6 +5,7 @@
 // the database's lock (another process writing), so the loop never does.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -80,8 +81,8 @@ class DbWriter {
   /// (a full disk); past it the oldest is dropped, logged.
   static constexpr std::size_t kMaxPending = 100000;
 
-  /// Starts the thread, which owns `db` from now on, and the checkpoint
-  /// thread, on a connection of its own.
+  /// Starts the thread, which owns `db` from now on. The checkpoint thread
+  /// and its connection start when the first checkpoint is due.
   DbWriter(WriteCompletions& completions, std::unique_ptr<StateDb> db);
   /// Writes what is queued (callbacks are not run), tries the waiting
   /// entries once more, stops the thread and closes the database.
@@ -111,7 +112,8 @@ class DbWriter {
   /// The checkpoint thread: a PASSIVE checkpoint each time the writer's
   /// commits have grown the WAL past kCheckpointFrames, so that neither a
   /// commit nor the host's answer after it waits for one (a checkpoint
-  /// syncs the WAL and the database file).
+  /// syncs the WAL and the database file). It opens its connection first;
+  /// without one, checkpoints stay on the writer.
   void checkpoints();
   void keep_pending(LedgerEntry entry);
   Expected<void> write_pending();
@@ -144,7 +146,8 @@ class DbWriter {
   std::size_t checkpoints_done_ = 0;  // checkpoint thread only, read once it stopped
   std::size_t inline_checkpoints_ = 0;  // writer thread only
   int asked_at_ = 0;  // writer thread only: WAL frames when a checkpoint was last asked for
-  std::thread checkpoint_thread_;
+  std::thread checkpoint_thread_;  // started on the writer thread, joined after it
+  std::atomic<bool> checkpoint_unavailable_{false};  // its connection could not be opened
 };
 
 }  // namespace harnessd::worker

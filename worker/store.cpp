@@ -161,9 +161,28 @@ void Store::open_database() {
   writer_db_ = std::move(*opened);
 }
 
+namespace {
+constexpr const char* kRetentionLastRun = "retention last applied";
+
+// Whether retention was applied within the hour under the same policy, by
+// this process or another: then there is nothing to do (a host that starts
+// a harnessd per call pays one indexed read).
+bool retention_applied_lately(StateDb& db, const std::string& policy) {
+  auto last = db.meta(kRetentionLastRun);
+  if (!last || !*last) return false;
+  const std::string hour_ago = acp::iso_time(std::chrono::system_clock::now() - std::chrono::hours(1));
+  const auto space = (*last)->find(' ');
+  return space != std::string::npos && (*last)->substr(space) == policy && (*last)->substr(0, space) > hour_ago;
+}
+}  // namespace
+
 void Store::start_retention() {
-  retention_thread_ = std::thread([this] {
-    static constexpr const char* kLastRun = "retention last applied";
+  const std::string policy = " keep_days=" + std::to_string(options_.retention.keep_days) +
+                             " keep_runs=" + std::to_string(options_.retention.keep_runs);
+  // Asked on the loop first, so that a start with nothing to do costs
+  // neither a thread nor a connection.
+  if (reader_ && retention_applied_lately(*reader_, policy)) return;
+  retention_thread_ = std::thread([this, policy] {
     Database::Options db_options;
     db_options.full_sync = options_.sync;
     auto db = StateDb::open(dir_, root_, db_options);
@@ -171,17 +190,8 @@ void Store::start_retention() {
       acp::log::warn("retention: cannot open the state database: " + db.error().message);
       return;
     }
-    // Once an hour is enough, whoever did it, unless the retention
-    // changed: a host that starts a harnessd per call pays one indexed read.
-    const std::string policy = " keep_days=" + std::to_string(options_.retention.keep_days) +
-                               " keep_runs=" + std::to_string(options_.retention.keep_runs);
-    auto last = (*db)->meta(kLastRun);
-    const std::string hour_ago = acp::iso_time(std::chrono::system_clock::now() - std::chrono::hours(1));
-    if (last && *last) {
-      const auto space = (*last)->find(' ');
-      if (space != std::string::npos && (*last)->substr(space) == policy && (*last)->substr(0, space) > hour_ago) return;
-    }
-    if (auto r = (*db)->set_meta(kLastRun, acp::iso_time() + policy); !r) {
+    if (retention_applied_lately(**db, policy)) return;  // by another process, just now
+    if (auto r = (*db)->set_meta(kRetentionLastRun, acp::iso_time() + policy); !r) {
       acp::log::warn("retention: " + r.error().message);
       return;
     }
@@ -667,16 +677,24 @@ void Store::barrier_all(Done done) {
     return;
   }
   // Done when the last lane reports (completions arrive on the loop thread)
-  // and then the database writer has committed everything asked before.
-  auto left = std::make_shared<std::size_t>(lanes_.size());
-  auto shared = std::make_shared<Done>(std::move(done));
+  // and then the database writer has committed everything asked before. A
+  // lane that was never given a job has nothing to report.
+  std::vector<StoreWriter*> started;
   for (auto& lane : lanes_) {
+    if (lane->started()) started.push_back(lane.get());
+  }
+  auto shared = std::make_shared<Done>(std::move(done));
+  auto through = [this, shared] {
+    DbWriter::Job job;
+    job.done = [shared](Expected<void>) { (*shared)({}); };
+    to_database(std::move(job));
+  };
+  if (started.empty()) return through();
+  auto left = std::make_shared<std::size_t>(started.size());
+  for (StoreWriter* lane : started) {
     lane->push(StoreWriter::Job{[]() -> Expected<void> { return {}; },
-                                [this, left, shared](Expected<void>) {
-                                  if (--*left != 0) return;
-                                  DbWriter::Job through;
-                                  through.done = [shared](Expected<void>) { (*shared)({}); };
-                                  to_database(std::move(through));
+                                [left, through](Expected<void>) {
+                                  if (--*left == 0) through();
                                 },
                                 {}});
   }

@@ -186,9 +186,7 @@ StoreWriter::StoreWriter(WriteCompletions& completions, int root, WriteBudget& b
     : in_order_(std::make_shared<InOrder>(completions)),
       root_(root),
       budget_(budget),
-      written_(std::move(written)) {
-  thread_ = std::thread([this] { run(); });
-}
+      written_(std::move(written)) {}
 
 StoreWriter::Later StoreWriter::answer_later() {
   if (!current_ || !current_->done) return [](Expected<void>) {};
@@ -202,7 +200,7 @@ StoreWriter::Later StoreWriter::answer_later() {
 
 StoreWriter::~StoreWriter() {
   queue_.stop();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
   for (auto& [rel, fd] : fds_) ::close(fd);
   for (auto& [rel, fd] : dirs_) ::close(fd);
 }

@@ -3,6 +3,7 @@
 // to the loop thread; with them, the file primitives every lane writes with.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <deque>
 #include <functional>
@@ -119,8 +120,9 @@ class StoreWriter {
     bool pure = false;
   };
 
-  /// Starts the thread. `written(bytes)` is called on this lane's thread
-  /// after each job that counted `bytes`.
+  /// The thread starts with the first job: most lanes of a one-shot
+  /// `harnessd run` get none. `written(bytes)` is called on this lane's
+  /// thread after each job that counted `bytes`.
   StoreWriter(WriteCompletions& completions, int root, WriteBudget& budget,
               std::function<void(std::size_t bytes)> written);
   /// Runs the jobs still queued, stops the thread and closes the files it
@@ -130,12 +132,21 @@ class StoreWriter {
   StoreWriter& operator=(const StoreWriter&) = delete;
 
   /// Queues `job` (any thread).
-  void push(Job job) { queue_.push(std::move(job)); }
+  void push(Job job) {
+    queue_.push(std::move(job));
+    start();
+  }
   /// Queues `job` without waking the thread: returns true when the caller
   /// must call wake() later (the thread was idle), so that all the jobs of
   /// one loop iteration cost the thread one wake-up.
-  bool push_deferred(Job job) { return queue_.push_deferred(std::move(job)); }
+  bool push_deferred(Job job) {
+    bool wake_later = queue_.push_deferred(std::move(job));
+    start();
+    return wake_later;
+  }
   void wake() { queue_.wake(); }
+  /// Whether a job was ever queued here (and the thread started).
+  bool started() const { return started_.load(std::memory_order_acquire); }
 
   // ---- run on the writer thread only (from inside a job)
 
@@ -161,6 +172,13 @@ class StoreWriter {
   std::optional<std::string> take_run_failure(const std::string& run);
 
  private:
+  void start() {
+    if (started()) return;
+    std::call_once(start_once_, [this] {
+      thread_ = std::thread([this] { run(); });
+      started_.store(true, std::memory_order_release);
+    });
+  }
   void run();
   /// Runs batch[i] (with the appends and pure jobs right after it);
   /// returns the index of the next job to run.
@@ -196,6 +214,8 @@ class StoreWriter {
   std::string last_unheard_;  // the last error of a write nobody waited for
 
   JobQueue<Job> queue_;
+  std::once_flag start_once_;
+  std::atomic<bool> started_{false};
   std::thread thread_;
 };
 
