@@ -226,7 +226,7 @@ TEST_CASE("the kill ladder's last step leaves nothing: the guard kills the tree 
   CHECK(loop.close());
 }
 
-TEST_CASE("an adapter gets no descriptor but its streams\, every signal at its default and none blocked") {
+TEST_CASE("an adapter gets no descriptor but its streams, every signal at its default and none blocked") {
   // harnessd ignores SIGPIPE, a thread of a host may block signals, and a
   // host may leave descriptors open across exec (a pipe of its own that it
   // waits to see closed): none of it reaches the adapter, which also leads
