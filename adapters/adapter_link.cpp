@@ -92,17 +92,26 @@ void AdapterLink::on_stderr(std::string_view data) {
   if (stderr_tail_.size() > options_.stderr_tail_bytes) {
     stderr_tail_.erase(0, stderr_tail_.size() - options_.stderr_tail_bytes);
   }
-  // Log whole lines; a partial line waits for its end (bounded).
+  // Log whole lines; a partial line waits for its end (bounded). Nothing
+  // is built when info lines are not logged.
+  const bool logged = acp::log::level() <= acp::log::Level::kInfo;
+  const auto log_line = [&](std::string_view line, bool cut) {
+    if (!logged || line.empty()) return;
+    std::string text = options_.label;
+    text += ": adapter stderr: ";
+    text += line.substr(0, kMaxLoggedLine);
+    if (cut || line.size() > kMaxLoggedLine) text += "...";
+    acp::log::info(text);
+  };
   stderr_line_.append(data);
-  std::size_t pos;
-  while ((pos = stderr_line_.find('\n')) != std::string::npos) {
-    std::string line = stderr_line_.substr(0, pos);
-    stderr_line_.erase(0, pos + 1);
-    if (line.size() > kMaxLoggedLine) line = line.substr(0, kMaxLoggedLine) + "...";
-    if (!line.empty()) acp::log::info(options_.label + ": adapter stderr: " + line);
+  std::size_t start = 0, pos;
+  while ((pos = stderr_line_.find('\n', start)) != std::string::npos) {
+    log_line(std::string_view(stderr_line_).substr(start, pos - start), false);
+    start = pos + 1;
   }
+  stderr_line_.erase(0, start);
   if (stderr_line_.size() > kMaxLoggedLine) {
-    acp::log::info(options_.label + ": adapter stderr: " + stderr_line_.substr(0, kMaxLoggedLine) + "...");
+    log_line(stderr_line_, true);
     stderr_line_.clear();
   }
 }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "acp/log.h"
@@ -133,7 +134,18 @@ struct Database::Cache {
   std::map<const char*, Statement> statements;
 };
 
+namespace {
+// Set once, before SQLite initialises itself at the first open. SQLite
+// keeps memory statistics by default, taking a process-wide mutex around
+// every allocation it makes; nothing of ours reads them.
+void configure_sqlite() {
+  static std::once_flag once;
+  std::call_once(once, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+}  // namespace
+
 Expected<std::unique_ptr<Database>> Database::open(const std::string& path, Options options) {
+  configure_sqlite();
   std::unique_ptr<Database> d(new Database());
   d->path_ = path;
   d->options_ = options;

@@ -182,7 +182,15 @@ void settle(Run& run) {
 
 }  // namespace
 
-std::string file_of(const std::string& session_id) { return "segments/" + session_id + ".jsonl"; }
+std::string file_of(const std::string& session_id) {
+  constexpr std::string_view kDir = "segments/", kExt = ".jsonl";
+  std::string out;
+  out.reserve(kDir.size() + session_id.size() + kExt.size());
+  out += kDir;
+  out += session_id;
+  out += kExt;
+  return out;
+}
 
 std::string tag_line(std::string_view run_id, std::uint64_t tag) {
   std::string out;

@@ -556,7 +556,7 @@ std::string Store::recording_path(const std::string& run_id, const std::string& 
 }
 
 void Store::record_lines(const std::string& session_id, const std::string& run_id, std::string lines, Done done) {
-  const std::string rel = segment::file_of(session_id);
+  std::string rel = segment::file_of(session_id);
   StoreWriter* w = &lane_for(session_id);
   if (unusable_ || !acp::is_safe_id(session_id)) {
     if (!unusable_) {
@@ -569,7 +569,7 @@ void Store::record_lines(const std::string& session_id, const std::string& run_i
     return;
   }
   std::string run = done ? run_id : std::string();
-  to_lane(*w, StoreWriter::Job::appending(rel, std::move(lines), std::move(done), std::move(run)));
+  to_lane(*w, StoreWriter::Job::appending(std::move(rel), std::move(lines), std::move(done), std::move(run)));
 }
 
 void Store::append(std::string rel, std::string data, Done done) {

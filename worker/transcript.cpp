@@ -1,11 +1,13 @@
 // Transcript pointers into a run's events, and their expansion for a replay.
 #include "worker/transcript.h"
 
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "acp/files.h"
+#include "acp/utf8.h"
 #include "schema/frame_edit.h"
 #include "schema/json_parse.h"
 
@@ -91,13 +93,25 @@ std::optional<std::string> host_line(std::string_view event, const std::string& 
 
 }  // namespace
 
-std::string from_line(const std::string& run_id, std::uint64_t from) {
-  return json({{"events", run_id}, {"from", from}}).dump() + "\n";
+namespace {
+// {"events":RUN,"KEY":N}: written once per relayed update, so as text.
+std::string pointer_line(const std::string& run_id, std::string_view key, std::uint64_t n) {
+  std::string out;
+  out.reserve(run_id.size() + 48);
+  out += "{\"events\":";
+  acp::utf8::append_json_string(out, run_id);
+  out += ",\"";
+  out += key;
+  out += "\":";
+  out += std::to_string(n);
+  out += "}\n";
+  return out;
 }
+}  // namespace
 
-std::string to_line(const std::string& run_id, std::uint64_t to) {
-  return json({{"events", run_id}, {"to", to}}).dump() + "\n";
-}
+std::string from_line(const std::string& run_id, std::uint64_t from) { return pointer_line(run_id, "from", from); }
+
+std::string to_line(const std::string& run_id, std::uint64_t to) { return pointer_line(run_id, "to", to); }
 
 Expanded expand(std::string_view transcript, const std::string& session_id,
                 const std::function<std::optional<std::string>(const std::string& run_id)>& events_of) {
