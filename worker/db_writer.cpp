@@ -91,7 +91,7 @@ void DbWriter::run() {
       }
       if (hold.count() == 0) break;
       auto left = std::chrono::duration_cast<std::chrono::microseconds>(took + hold - std::chrono::steady_clock::now());
-      if (left.count() <= 0 || !queue_.take_more(batch, left)) break;
+      if (left.count() <= 0 || !wait_for_company(batch, hold, left)) break;
     }
     if (ends_before_wait) {
       ++group_waits_;
@@ -152,6 +152,32 @@ std::chrono::microseconds DbWriter::hold_for(const std::deque<Job>& batch) const
   if (lazy) return kLazyHold;
   // The end of a run waits for the ends of the others.
   return ends && !open_runs_.empty() ? kGroupHold : std::chrono::microseconds{};
+}
+
+bool DbWriter::wait_for_company(std::deque<Job>& batch, std::chrono::microseconds hold, std::chrono::microseconds left) {
+  const std::size_t room = kGroupMax > batch.size() ? kGroupMax - batch.size() : 1;
+  if (hold == kLazyHold) {
+    // Only what nobody waits for: anything else ends the wait.
+    return queue_.hold(batch, left, [](const Job& job) { return !job.lazy; }, room);
+  }
+  // The ends of the runs still open: the wait is over once none is left
+  // open, or somebody waits for a job alone. Runs that start meanwhile
+  // are waited for too, as they would be after a wake-up.
+  waited_runs_ = open_runs_;
+  bool more = queue_.hold(
+      batch, left,
+      [this](const Job& job) {
+        if (!job.entry) return !job.record;
+        if (!is_terminal_event(job.entry->event)) {
+          waited_runs_.insert(job.entry->runId);
+          return false;
+        }
+        waited_runs_.erase(job.entry->runId);
+        return waited_runs_.empty();
+      },
+      room);
+  waited_runs_.clear();
+  return more;
 }
 
 std::size_t DbWriter::note_runs(const std::deque<Job>& batch, std::size_t from) {

@@ -106,6 +106,10 @@ class DbWriter {
   void finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished);
   /// How long `batch` may wait for more jobs since it was taken.
   std::chrono::microseconds hold_for(const std::deque<Job>& batch) const;
+  /// Waits `left` (of a hold of `hold`) for more jobs and adds them to
+  /// `batch`; only a job that would end the hold early wakes the thread
+  /// (see JobQueue::hold). False when nothing came.
+  bool wait_for_company(std::deque<Job>& batch, std::chrono::microseconds hold, std::chrono::microseconds left);
   /// Keeps open_runs_ up to date with the entries of batch[from...];
   /// returns how many of them end a run.
   std::size_t note_runs(const std::deque<Job>& batch, std::size_t from);
@@ -127,6 +131,9 @@ class DbWriter {
 
   /// Runs with an entry written here and no end yet (writer thread only).
   std::unordered_set<std::string> open_runs_;
+  /// During a hold for the ends of other runs: those still open, kept by
+  /// the pushing threads under the queue's lock (see wait_for_company).
+  std::unordered_set<std::string> waited_runs_;
 
   // Writer thread only; logged when the writer stops.
   std::size_t commits_ = 0;

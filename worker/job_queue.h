@@ -6,7 +6,9 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <utility>
@@ -26,6 +28,9 @@ class JobQueue {
   bool push_deferred(Job job) {
     std::lock_guard<std::mutex> lock(mu_);
     jobs_.push_back(std::move(job));
+    // A writer holding its batch for company takes this job at the end of
+    // its wait, unless the job cannot wait.
+    if (idle_ && wakes_ && jobs_.size() < wake_at_ && !wakes_(jobs_.back())) return false;
     bool claimed = idle_;
     idle_ = false;
     return claimed;
@@ -68,6 +73,34 @@ class JobQueue {
       idle_ = true;
       cv_.wait_for(lock, wait, [&] { return stopping_ || !jobs_.empty(); });
     }
+    return take_queued(batch);
+  }
+
+  /// Writer thread: waits the whole of `wait` unless stopped, or woken by
+  /// a push of a job for which `wakes(job)` is true (called on the pushing
+  /// thread under the queue's lock, so it may read what the writer set up
+  /// before the wait) or that makes `wake_at` jobs queued; then appends
+  /// what is queued to `batch`. A writer that holds a batch for company
+  /// takes everything that came at the end of the hold: pushes that cannot
+  /// change when it ends do not wake it one by one. False when nothing came.
+  template <class Wakes>
+  bool hold(std::deque<Job>& batch, std::chrono::microseconds wait, Wakes&& wakes, std::size_t wake_at) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!stopping_) {
+      idle_ = true;
+      wakes_ = std::forward<Wakes>(wakes);
+      wake_at_ = wake_at;
+      for (const Job& job : jobs_) {
+        if (jobs_.size() >= wake_at_ || wakes_(job)) idle_ = false;
+      }
+      cv_.wait_for(lock, wait, [&] { return stopping_ || !idle_; });
+      wakes_ = nullptr;
+    }
+    return take_queued(batch);
+  }
+
+ private:
+  bool take_queued(std::deque<Job>& batch) {
     idle_ = false;
     if (jobs_.empty()) return false;
     for (Job& job : jobs_) batch.push_back(std::move(job));
@@ -75,12 +108,14 @@ class JobQueue {
     return true;
   }
 
- private:
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> jobs_;
   bool stopping_ = false;
   bool idle_ = false;  // the writer waits: the next push wakes it
+  /// Set during hold(): which pushes wake the writer.
+  std::function<bool(const Job&)> wakes_;
+  std::size_t wake_at_ = 0;
 };
 
 }  // namespace harnessd::worker

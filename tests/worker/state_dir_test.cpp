@@ -52,8 +52,10 @@ TEST_CASE("a link planted where a session's segment was is refused, nothing is w
   // The next run's request is recorded while the first runs; swap the
   // segment for a link to a file elsewhere.
   REQUIRE(eventually([&] { return read_file(segment).find(queued[0]) != std::string::npos; }, 5s));
-  fs::remove(segment);
-  fs::create_symlink(target, segment);
+  // In one step (a link renamed over it): between a remove and a symlink
+  // the daemon could append, and create the file again.
+  fs::create_symlink(target, segment + ".planted");
+  fs::rename(segment + ".planted", segment);
   // Both runs had lines to write after the swap: both fail, saying why.
   for (int id : {first, second}) {
     json answer = d.recv_reply(id);
