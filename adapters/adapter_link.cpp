@@ -1,6 +1,8 @@
 // The link to one adapter: process, NDJSON framing, JSON-RPC, stderr.
 #include "adapters/adapter_link.h"
 
+#include <utility>
+
 #include "acp/log.h"
 
 namespace harnessd::adapters {
@@ -62,9 +64,17 @@ Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(acp::Loop& loop, Adapt
     auto handler = raw->on_output_closed_;  // a copy: the callback may replace it
     if (handler) handler();
   };
-  auto process = Process::spawn(loop, raw->options_.process, std::move(callbacks));
-  if (!process) return process.error();
-  raw->process_ = std::move(*process);
+  std::unique_ptr<Process> taken;
+  if (Prestart* prestart = std::exchange(raw->options_.prestart, nullptr)) {
+    taken = prestart->take(raw->options_.process, callbacks);
+  }
+  if (taken) {
+    raw->process_ = std::move(taken);
+  } else {
+    auto process = Process::spawn(loop, raw->options_.process, std::move(callbacks));
+    if (!process) return process.error();
+    raw->process_ = std::move(*process);
+  }
   if (raw->options_.output_gate) {
     raw->output_flow_ = raw->options_.output_gate->subscribe([raw](bool closed) { raw->process_->hold_stdout(closed); });
   }

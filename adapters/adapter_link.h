@@ -14,6 +14,7 @@
 #include "acp/flow_gate.h"
 #include "acp/line_splitter.h"
 #include "acp/loop.h"
+#include "adapters/prestart.h"
 #include "adapters/process.h"
 
 namespace harnessd::adapters {
@@ -34,6 +35,9 @@ struct AdapterOptions {
   acp::FlowGate* input_gate = nullptr;
   std::size_t input_high_water = 8u << 20;
   std::size_t input_low_water = 2u << 20;
+  /// An adapter started ahead of need: taken instead of starting one when
+  /// it was started from the same spec (see Prestart::take).
+  Prestart* prestart = nullptr;
 };
 
 /// Lifetime: owned by a session. `on_exit` fires once when the process tree

@@ -36,6 +36,8 @@ struct ProcessSpec {
   /// tree's orphans, handed to us because harnessd is a child subreaper.
   /// Only for a process whose children all come from its loop.
   bool sweep_orphans = false;
+
+  bool operator==(const ProcessSpec&) const = default;
 };
 
 struct ExitStatus {

@@ -15,6 +15,7 @@ Engine::Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options)
       loop, options_.config, host, reaper_, *store_, options_.guard_exe,
       options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, adapters::current_environment()});
   rt_->sweep_orphans = options_.sweep_orphans;
+  rt_->prestart = options_.prestart;
   rt_->adapter_output_gate = &adapter_output_gate_;
   rt_->host_input_gate = &host_input_gate_;
   store_hold_ = std::make_unique<acp::FlowGate::Hold>(adapter_output_gate_);

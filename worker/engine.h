@@ -31,6 +31,8 @@ struct EngineOptions {
   /// This process is a child subreaper (become_child_subreaper) and starts
   /// children only through the engine's loop; see Runtime::sweep_orphans.
   bool sweep_orphans = false;
+  /// See Runtime::prestart; it must outlive the Engine.
+  adapters::Prestart* prestart = nullptr;
 };
 
 class Engine {

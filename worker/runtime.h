@@ -11,6 +11,7 @@
 #include "acp/connection.h"
 #include "acp/flow_gate.h"
 #include "acp/loop.h"
+#include "adapters/prestart.h"
 #include "adapters/reaper.h"
 #include "worker/config.h"
 #include "worker/store.h"
@@ -48,6 +49,9 @@ struct Runtime {
   /// closes the second while it is over the high-water mark.
   acp::FlowGate* adapter_output_gate = nullptr;
   acp::FlowGate* host_input_gate = nullptr;
+  /// An adapter started ahead of need, which the first adapter start takes
+  /// over when it is the same process (see adapters::Prestart); or null.
+  adapters::Prestart* prestart = nullptr;
 };
 
 }  // namespace harnessd::worker

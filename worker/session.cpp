@@ -331,17 +331,26 @@ void Session::ensure_adapter(Ready ready) {
   adapter_.ensure(std::move(ready));
 }
 
+adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, const std::string& cwd,
+                                     const std::string& self_exe, const std::vector<std::string>& parent_env,
+                                     const std::string& state_dir, const std::string& guard_exe, bool sweep_orphans) {
+  adapters::ProcessSpec process;
+  process.argv = harnesses::adapter_argv(profile, self_exe);
+  process.cwd = cwd;
+  process.env = harnesses::adapter_environment(profile, parent_env);
+  // Bridges keep their own small state (e.g. OpenCode's session ids) here.
+  process.env.push_back("HARNESSD_STATE_DIR=" + state_dir);
+  process.guard_exe = guard_exe;
+  process.sweep_orphans = sweep_orphans;
+  return process;
+}
+
 adapters::AdapterSessionSpec Session::adapter_spec() const {
   const auto& d = rt_.config.daemon;
   adapters::AdapterSessionSpec spec;
-  adapters::ProcessSpec& process = spec.link.process;
-  process.argv = harnesses::adapter_argv(init_.profile, rt_.self_exe);
-  process.cwd = init_.cwd;
-  process.env = harnesses::adapter_environment(init_.profile, rt_.parent_env);
-  // Bridges keep their own small state (e.g. OpenCode's session ids) here.
-  process.env.push_back("HARNESSD_STATE_DIR=" + rt_.store.dir());
-  process.guard_exe = rt_.guard_exe;
-  process.sweep_orphans = rt_.sweep_orphans;
+  spec.link.process = adapter_process(init_.profile, init_.cwd, rt_.self_exe, rt_.parent_env, rt_.store.dir(),
+                                      rt_.guard_exe, rt_.sweep_orphans);
+  spec.link.prestart = rt_.prestart;
   spec.link.label = "session " + init_.id;
   spec.link.max_line_bytes = d.max_line_bytes;
   spec.link.stderr_tail_bytes = d.stderr_tail_bytes;

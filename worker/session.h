@@ -69,6 +69,12 @@ struct SessionInit {
 /// Turns a oneshot session remembers; older ones are forgotten.
 inline constexpr std::size_t kHistoryTurns = 50;
 
+/// The adapter process a session of `profile` in `cwd` starts (its
+/// command, environment and guard).
+adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, const std::string& cwd,
+                                     const std::string& self_exe, const std::vector<std::string>& parent_env,
+                                     const std::string& state_dir, const std::string& guard_exe, bool sweep_orphans);
+
 /// Lives in the Agent's registry while open. All methods run on the loop
 /// thread. Every prompt given to start_turn() is answered exactly once.
 class Session {

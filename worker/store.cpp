@@ -75,10 +75,14 @@ Store::~Store() {
   if (root_ >= 0) ::close(root_);
 }
 
-std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOptions options) {
+std::string Store::directory(std::string dir) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   if (dir.empty() || dir.front() != '/') dir = acp::default_state_home();  // never relative to the cwd
-  std::unique_ptr<Store> store(new Store(loop, std::move(dir), options));
+  return dir;
+}
+
+std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOptions options) {
+  std::unique_ptr<Store> store(new Store(loop, directory(std::move(dir)), options));
   Store& s = *store;
   s.budget_ = std::make_unique<WriteBudget>(options.fail_after_bytes);
   // The directory is opened once; everything after is relative to it and

@@ -78,6 +78,9 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   const std::string& dir() const { return dir_; }
+  /// The directory open() uses for `dir`: without trailing slashes, and
+  /// the default one for an empty or relative path.
+  static std::string directory(std::string dir);
   /// This daemon's instance id (written on every ledger line).
   const std::string& instance() const { return instance_; }
   /// Why the directory cannot be written, if it cannot.

@@ -24,6 +24,7 @@
 #include "acp/files.h"
 #include "acp/log.h"
 #include "acp/loop.h"
+#include "adapters/prestart.h"
 #include "adapters/process.h"
 #include "adapters/tree_sweep.h"
 #include "harnesses/packaging.h"
@@ -35,6 +36,8 @@
 #include "worker/ledger.h"
 #include "worker/progress_line.h"
 #include "worker/run_report.h"
+#include "worker/session.h"
+#include "worker/store.h"
 #include "schema/json_parse.h"
 
 namespace harnessd::worker {
@@ -141,6 +144,23 @@ class RunClient {
   int exit_code() const { return outcome_.exit_code; }
 
   void start() {
+    // A run in a new session: its adapter starts now, while the engine
+    // opens the state directory, and the session's start takes it over
+    // (a named session may exist already, with another directory or
+    // harness: its adapter starts when the session asks for it).
+    if (!options_.session) {
+      const Config& config = engine_options_.config;
+      auto profile = config.harnesses.find(options_.harness.value_or(config.daemon.default_harness));
+      if (profile != config.harnesses.end()) {
+        const std::string self =
+            engine_options_.self_exe.empty() ? adapters::self_executable() : engine_options_.self_exe;
+        prestart_ = std::make_unique<adapters::Prestart>(
+            loop_, adapter_process(profile->second, cwd_, self, adapters::current_environment(),
+                                   Store::directory(engine_options_.state_dir), engine_options_.guard_exe,
+                                   engine_options_.sweep_orphans));
+        engine_options_.prestart = prestart_.get();
+      }
+    }
     engine_ = std::make_unique<Engine>(loop_, host_, std::move(engine_options_));
     client_.on_notification("session/update", [this](const json& p) { on_update(p); });
     client_.on_request("session/request_permission", [this](const json& p, acp::Reply r) {
@@ -355,6 +375,7 @@ class RunClient {
     if (ending_) return;
     ending_ = true;
     outcome_.exit_code = code;
+    if (prestart_) prestart_->discard();  // not taken: the run ended before its adapter started
     // A session without a name exists for this run alone: it ends closed
     // however the run ends (a second signal comes here mid-turn).
     // Reported on the next turn of the loop, after the answers the engine
@@ -395,6 +416,7 @@ class RunClient {
   std::string cwd_;
   acp::Connection host_;    // the engine's side
   acp::Connection client_;  // ours
+  std::unique_ptr<adapters::Prestart> prestart_;  // declared before engine_: it outlives the engine
   std::unique_ptr<Engine> engine_;
   std::vector<std::unique_ptr<acp::SignalWatch>> signals_;
   RunOutcome outcome_;  // what the run came to, filled in as it goes

@@ -828,6 +828,29 @@ command = ["./bin/agent", "--state-dir", {json.dumps(os.path.join(self.env.root,
         self.assertFalse(os.path.exists(os.path.join(self.env.state, "runs")) and
                          os.listdir(os.path.join(self.env.state, "runs")))
 
+    def test_the_harness_starts_while_harnessd_opens_its_state(self):
+        p = self.env.run("--log-level", "debug", "run", "echo hi")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, "hi\n")
+        started = [l for l in p.stderr.splitlines() if ": started adapter " in l]
+        taken = [l for l in p.stderr.splitlines() if "started ahead of need" in l]
+        # One adapter, started before the session asked for it, then taken.
+        self.assertEqual(len(started), 1, p.stderr)
+        self.assertEqual(len(taken), 1, p.stderr)
+        pid = started[0].rsplit("(pid ", 1)[1].rstrip(")")
+        self.assertIn(f"(pid {pid}) is taken over", taken[0])
+        # A named session may exist already, with another harness or
+        # directory: its adapter starts when the session asks for it.
+        p = self.env.run("--log-level", "debug", "run", "--session", "named", "echo again")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("ahead of need", p.stderr)
+        self.assertEqual(len([l for l in p.stderr.splitlines() if ": started adapter " in l]), 1, p.stderr)
+        # Refused at session/new: the adapter started for it is stopped
+        # (tearDown finds no process left).
+        p = self.env.run("--log-level", "debug", "run", "--template", "no-such", "echo x")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertNotIn("taken over", p.stderr)
+
     def test_a_oneshot_session_across_three_invocations(self):
         context = os.path.join(self.env.root, "context.json")
         with open(context, "w") as f:
