@@ -65,17 +65,6 @@ class JobQueue {
     return true;
   }
 
-  /// Writer thread: waits up to `wait` for more jobs (a push wakes it) and
-  /// appends what is queued to `batch`. False when nothing came.
-  bool take_more(std::deque<Job>& batch, std::chrono::microseconds wait) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (jobs_.empty() && !stopping_) {
-      idle_ = true;
-      cv_.wait_for(lock, wait, [&] { return stopping_ || !jobs_.empty(); });
-    }
-    return take_queued(batch);
-  }
-
   /// Writer thread: waits the whole of `wait` unless stopped, or woken by
   /// a push of a job for which `wakes(job)` is true (called on the pushing
   /// thread under the queue's lock, so it may read what the writer set up
