@@ -21,6 +21,8 @@ struct Prestart::Events {
   Process::Callbacks target;
   bool replayed = false;
   std::vector<Event> seen;
+  std::size_t bytes = 0;  // of output kept in `seen`
+  bool overflowed = false;  // more than kMaxKept came: not to be taken
 
   void deliver(const Event& e) {
     switch (e.kind) {
@@ -40,6 +42,13 @@ struct Prestart::Events {
   }
   void add(Event e) {
     if (replayed) return deliver(e);
+    if (overflowed) return;
+    bytes += e.data.size();
+    if (bytes > kMaxKept) {
+      overflowed = true;
+      seen.clear();
+      return;
+    }
     seen.push_back(std::move(e));
   }
   void replay() {
@@ -80,6 +89,12 @@ std::unique_ptr<Process> Prestart::take(const ProcessSpec& spec, Process::Callba
   if (!process_) return nullptr;
   if (!(spec == spec_)) {
     acp::log::info("the adapter started ahead of need is not the one asked for; it is stopped");
+    discard();
+    return nullptr;
+  }
+  if (events_->overflowed) {
+    acp::log::info("the adapter started ahead of need wrote over " + std::to_string(kMaxKept) +
+                   " bytes before it was asked for anything; it is stopped");
     discard();
     return nullptr;
   }

@@ -5,6 +5,7 @@
 // it otherwise.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +17,11 @@ namespace harnessd::adapters {
 
 class Prestart {
  public:
+  /// Output kept for the session that takes the adapter over. An adapter
+  /// that writes more before anything was asked of it is stopped when a
+  /// session comes, which then starts its own.
+  static constexpr std::size_t kMaxKept = 1u << 20;
+
   /// Starts `spec` now. A start that fails is only logged: the start that
   /// needs the adapter tries again and reports why it cannot.
   Prestart(acp::Loop& loop, ProcessSpec spec);

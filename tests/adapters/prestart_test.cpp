@@ -109,6 +109,26 @@ TEST_CASE("an adapter that ended before it was taken reports its output, then it
   CHECK(seen.order.find('x') == seen.order.size() - 1);
 }
 
+TEST_CASE("an adapter that writes more than is kept before it is asked for anything is not taken over") {
+  acp::Loop loop;
+  // 2 MiB on stdout, then it waits.
+  const ProcessSpec spec = shell("head -c 2097152 /dev/zero; exec sleep 60");
+  Prestart prestart(loop, spec);
+  int pid = 0;
+  bool taken = true;
+  std::unique_ptr<acp::Timer> timer;
+  after(loop, timer, 1000ms, [&] {
+    pid = prestart.pid();
+    Process::Callbacks cb;
+    taken = static_cast<bool>(prestart.take(spec, cb));
+  });
+  loop.run();  // runs dry once the stopped group is reaped
+  CHECK(pid > 0);
+  CHECK_FALSE(taken);
+  CHECK_FALSE(alive(pid));
+  CHECK(loop.close());
+}
+
 TEST_CASE("an adapter started ahead of need is stopped when the start asks for another, or when nobody takes it") {
   for (bool asked_for_another : {true, false}) {
     acp::Loop loop;
