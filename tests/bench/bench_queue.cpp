@@ -1,8 +1,9 @@
 // Queue benchmarks: prints figures, asserts nothing. Measures the hand-off
 // between two prompts of one session (adapter time excluded), prompts per
-// second on one session and across 100 sessions, harnessd's memory with
-// 1,000 sessions of 10 queued prompts, and the initialize round trip.
-// Usage: bench_queue [--quick] [--harnessd PATH] [--only handoff|throughput|memory]
+// second on one session and across 100 sessions, harnessd's CPU per prompt
+// beside a bare relay's (the floor), harnessd's memory with 1,000 sessions
+// of 10 queued prompts, and the initialize round trip.
+// Usage: bench_queue [--quick] [--harnessd PATH] [--only handoff|throughput|floor|memory]
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -105,6 +106,7 @@ void handoff(bool quick, const std::string& where) {
 struct Throughput {
   double per_second = 0;
   double cpu_us_per_prompt = 0;  // harnessd's own CPU, all threads
+  double adapter_us_per_prompt = 0;  // the fake agents' CPU
   double commits_per_prompt = 0;  // state database transactions, as harnessd logs them when it stops
 };
 
@@ -116,12 +118,50 @@ long commits_logged(const std::string& log) {
   return std::stol(log.substr(start + 1, at - start - 1));
 }
 
+// The CPU of the fake agents below `root` (the guard between them and
+// harnessd included in the walk, not in the sum).
+long long adapters_cpu_us(pid_t root) {
+  std::map<pid_t, pid_t> parent;
+  std::map<pid_t, std::string> name;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f("/proc/" + pid + "/stat");
+    std::string stat;
+    if (!std::getline(f, stat) || stat.rfind(')') == std::string::npos) continue;
+    const auto open = stat.find('(');
+    const auto close = stat.rfind(')');
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    parent[std::stoi(pid)] = ppid;
+    name[std::stoi(pid)] = stat.substr(open + 1, close - open - 1);
+  }
+  long long sum = 0;
+  for (const auto& [pid, comm] : name) {
+    if (comm != "fake_agent") continue;
+    for (pid_t up = parent[pid]; up > 1; up = parent.count(up) ? parent[up] : 0) {
+      if (up == root) {
+        sum += cpu_us(pid);
+        break;
+      }
+    }
+  }
+  return sum;
+}
+
 // Keeps up to `window` prompts in flight per session until `per_session`
-// have been answered on each.
-Throughput throughput(int sessions, int per_session, int window, const std::string& where) {
+// have been answered on each. `bare`: through the bare relay instead of
+// harnessd, the floor a relay with nothing of harnessd's costs here.
+Throughput throughput(int sessions, int per_session, int window, const std::string& where, bool bare = false) {
   TempDir dir;
   std::string state = state_dir_in(where, dir);
+  const std::string harnessd = harnessd_exe();
+  if (bare) set_harnessd_exe(BARE_RELAY_EXE);
   Daemon d(fake_config({}, "", "max_concurrent_runs = 128\nmax_queue_depth = 1024\n"), {"--log-level", "info"}, state);
+  set_harnessd_exe(harnessd);
+  if (bare) d.skip_ledger_check();
   d.initialize();
   std::vector<std::string> sids;
   for (int s = 0; s < sessions; ++s) sids.push_back(d.new_session());
@@ -140,6 +180,7 @@ Throughput throughput(int sessions, int per_session, int window, const std::stri
   };
   auto start = Clock::now();
   const long long cpu_before = cpu_us(d.pid());
+  const long long adapters_before = adapters_cpu_us(d.pid());
   for (int s = 0; s < sessions; ++s) top_up(s);
   long total = 0;
   while (total < static_cast<long>(sessions) * per_session) {
@@ -153,13 +194,41 @@ Throughput throughput(int sessions, int per_session, int window, const std::stri
   }
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
   const long long cpu = cpu_us(d.pid()) - cpu_before;
+  const long long adapters = adapters_cpu_us(d.pid()) - adapters_before;
   d.close_stdin();
   d.wait_exit(60s);
   remove_dir(state);
   // The warm-up prompts are counted too: a little over the steady state.
   const long commits = commits_logged(d.stderr_text());
   return {static_cast<double>(total) / secs, static_cast<double>(cpu) / static_cast<double>(total),
+          static_cast<double>(adapters) / static_cast<double>(total),
           static_cast<double>(commits) / static_cast<double>(total)};
+}
+
+// harnessd beside its floor, interleaved: one session, 16 prompts in
+// flight, through harnessd and through the bare relay, with what the
+// adapter itself costs per prompt in each. The adapter does a little of
+// what a relay does (a line read and parsed, two written), so its figure
+// says what a read, a parse and a write cost on this machine.
+void print_floor(int prompts, const std::string& where) {
+  std::vector<Throughput> own, bare;
+  for (int i = 0; i < 3; ++i) {
+    own.push_back(throughput(1, prompts, 16, where));
+    bare.push_back(throughput(1, prompts, 16, where, true));
+  }
+  auto row = [](const char* what, const std::vector<Throughput>& runs) {
+    std::printf("  %s: CPU per prompt", what);
+    for (const auto& r : runs) std::printf(" %.0f", r.cpu_us_per_prompt);
+    std::printf(" us; the adapter's");
+    for (const auto& r : runs) std::printf(" %.0f", r.adapter_us_per_prompt);
+    std::printf(" us; prompts/s");
+    for (const auto& r : runs) std::printf(" %.0f", r.per_second);
+    std::printf("\n");
+  };
+  std::printf("harnessd beside a bare relay (no store, no queue: the floor), state on %s, one session, 16 in flight\n",
+              where.c_str());
+  row("harnessd", own);
+  row("bare relay", bare);
 }
 
 // Three runs: on a shared machine the spread says as much as the figure.
@@ -246,7 +315,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--only" && i + 1 < argc) {
       only = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: bench_queue [--quick] [--harnessd PATH] [--only handoff|throughput|memory]\n");
+      std::fprintf(stderr, "usage: bench_queue [--quick] [--harnessd PATH] [--only handoff|throughput|floor|memory]\n");
       return 2;
     }
   }
@@ -271,6 +340,7 @@ int main(int argc, char** argv) {
         print_throughput("100 sessions", 100, quick ? 10 : 30, 16, where);
       }
     }
+    if (part("floor")) print_floor(quick ? 1000 : 5000, "memory");
     if (part("memory")) memory(quick);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_queue: %s\n", e.what());
