@@ -3,6 +3,8 @@
 #include "worker/db_writer.h"
 
 #include <algorithm>
+#include <iterator>
+#include <utility>
 
 #include "acp/log.h"
 #include "worker/database.h"
@@ -102,12 +104,37 @@ void DbWriter::run() {
         group_backoff_ = std::min(2 * group_backoff_, kMaxGroupSkips);
       }
     }
+    run_files(batch);
     WriteCompletions::Finished finished;
-    write(batch, finished);
+    // A batch of file jobs alone commits nothing.
+    if (!batch.empty() || !pending_.empty()) write(batch, finished);
     batch.clear();
     if (!finished.empty()) completions_.push(std::move(finished));
   }
   (void)write_pending();  // a last try
+}
+
+void DbWriter::run_files(std::deque<Job>& batch) {
+  if (std::none_of(batch.begin(), batch.end(), [](const Job& job) { return job.lane; })) return;
+  // Lanes in the order they first appear; each lane's jobs in order.
+  std::deque<std::pair<StoreWriter*, std::deque<StoreWriter::Job>>> lanes;  // a deque: never copied
+  std::deque<Job> entries;
+  for (Job& job : batch) {
+    if (!job.lane) {
+      entries.push_back(std::move(job));
+      continue;
+    }
+    auto it = std::find_if(lanes.begin(), lanes.end(), [&](const auto& lane) { return lane.first == job.lane; });
+    if (it == lanes.end()) {
+      lanes.emplace_back(job.lane, std::deque<StoreWriter::Job>());
+      it = std::prev(lanes.end());
+    }
+    it->second.push_back(std::move(*job.file));
+  }
+  for (auto& [lane, jobs] : lanes) lane->run_batch(jobs);
+  for (Job& job : handed_) entries.push_back(std::move(job));
+  handed_.clear();
+  batch.swap(entries);
 }
 
 void DbWriter::checkpoints() {
@@ -142,6 +169,13 @@ std::chrono::microseconds DbWriter::hold_for(const std::deque<Job>& batch) const
   bool lazy = true;
   bool ends = false;
   for (const Job& job : batch) {
+    if (job.lane) {
+      // A read, a barrier, a file to write: somebody waits for it alone.
+      if (!job.file->can_wait) return {};
+      lazy = lazy && job.lazy;
+      ends = ends || job.file->ends_run;
+      continue;
+    }
     // A barrier or statements of a caller's: somebody waits for them alone.
     if (!job.entry && !job.record) return {};
     lazy = lazy && job.lazy;
@@ -167,6 +201,17 @@ bool DbWriter::wait_for_company(std::deque<Job>& batch, std::chrono::microsecond
   bool more = queue_.hold(
       batch, left,
       [this](const Job& job) {
+        if (job.lane) {
+          const StoreWriter::Job& file = *job.file;
+          if (!file.can_wait) return true;
+          if (file.run.empty()) return false;
+          if (!file.ends_run) {
+            waited_runs_.insert(file.run);
+            return false;
+          }
+          waited_runs_.erase(file.run);
+          return waited_runs_.empty();
+        }
         if (!job.entry) return !job.record;
         if (!is_terminal_event(job.entry->event)) {
           waited_runs_.insert(job.entry->runId);
@@ -183,16 +228,20 @@ bool DbWriter::wait_for_company(std::deque<Job>& batch, std::chrono::microsecond
 std::size_t DbWriter::note_runs(const std::deque<Job>& batch, std::size_t from) {
   std::size_t ends = 0;
   for (std::size_t i = from; i < batch.size(); ++i) {
-    const auto& entry = batch[i].entry;
-    if (!entry) continue;
-    if (is_terminal_event(entry->event)) {
-      open_runs_.erase(entry->runId);
+    const Job& job = batch[i];
+    // A run's end comes as its file lane's job (its result); the entry
+    // follows once that is written.
+    const bool end = job.lane ? job.file->ends_run : job.entry && is_terminal_event(job.entry->event);
+    const std::string* run = job.lane ? &job.file->run : job.entry ? &job.entry->runId : nullptr;
+    if (!run || run->empty()) continue;
+    if (end) {
+      open_runs_.erase(*run);
       ++ends;
     } else {
       // Bounded: runs whose end this process never writes (it may be
       // stopped first) only cost a hold now and then.
       if (open_runs_.size() >= 100000) open_runs_.clear();
-      open_runs_.insert(entry->runId);
+      open_runs_.insert(*run);
     }
   }
   return ends;

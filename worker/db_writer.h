@@ -1,8 +1,11 @@
-// DbWriter: the one thread that writes the state database. Ledger entries
-// and session records queued while the loop runs one iteration reach it
-// with one wake-up and are written in one transaction (group commit); their
-// results go back to the loop in one batch. Only this thread ever waits for
-// the database's lock (another process writing), so the loop never does.
+// DbWriter: the one thread that writes the state: the database, and the
+// files of the Store's lanes (StoreWriter). Ledger entries, session records
+// and file jobs queued while the loop runs one iteration reach it with one
+// wake-up; the batch's file jobs are run first, lane by lane in order, then
+// its entries (with the ends of runs those file jobs handed over) are
+// written in one transaction (group commit); results go back to the loop
+// in one batch. Only this thread ever waits for the database's lock
+// (another process writing), so the loop never does.
 #pragma once
 
 #include <atomic>
@@ -55,6 +58,10 @@ class DbWriter {
     /// commit. Anything else queued meanwhile ends that wait (it may still
     /// wait for company itself: kGroupHold).
     bool lazy = false;
+    /// Or a job of the file lane `lane`, run on this thread before the
+    /// batch's transaction (its `lazy` is set when it can wait).
+    StoreWriter* lane = nullptr;
+    std::optional<StoreWriter::Job> file;
   };
 
   /// How long a batch of lazy jobs waits for company.
@@ -97,8 +104,15 @@ class DbWriter {
   bool push_deferred(Job job) { return queue_.push_deferred(std::move(job)); }
   void wake() { queue_.wake(); }
 
+  /// This thread only (from a file job): `job` joins the batch being
+  /// written, in its transaction.
+  void hand_over(Job job) { handed_.push_back(std::move(job)); }
+
  private:
   void run();
+  /// Runs the file jobs of `batch`, each lane's in order, and leaves the
+  /// database jobs in it, followed by those the file jobs handed over.
+  void run_files(std::deque<Job>& batch);
   /// Writes `batch` (after the entries still waiting) in one transaction;
   /// if that fails, each on its own, so one bad entry fails alone.
   void write(std::deque<Job>& batch, WriteCompletions::Finished& finished);
@@ -125,6 +139,7 @@ class DbWriter {
   WriteCompletions& completions_;
   std::unique_ptr<StateDb> db_;
   std::deque<LedgerEntry> pending_;  // writer thread only
+  std::deque<Job> handed_;           // writer thread only: see hand_over()
   /// Runs with an entry that could not be written and somebody heard of
   /// it: their terminal entry becomes the store failure.
   std::map<std::string, std::string> failed_runs_;

@@ -193,13 +193,16 @@ void RunRecorder::finish(const std::string& event, const json& outcome, const js
   // the turn, and the files given to the harness are written (those are in
   // the run's own lane).
   const std::string other = harness_reads_ ? base_.runId : std::string();
-  store_.barrier(base_.sessionId, other, [shared = shared_, done = std::move(done)](Expected<void>) mutable {
-    if (shared->error) {
-      done(Error{*shared->error});
-    } else {
-      done({});
-    }
-  });
+  store_.barrier(
+      base_.sessionId, other,
+      [shared = shared_, done = std::move(done)](Expected<void>) mutable {
+        if (shared->error) {
+          done(Error{*shared->error});
+        } else {
+          done({});
+        }
+      },
+      /*after_end=*/true);
 }
 
 std::string RunRecorder::frame_metadata(std::int64_t t, const char* direction, std::string_view line) {

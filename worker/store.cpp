@@ -54,10 +54,10 @@ Store::~Store() {
   // A collection under way stops after its chunk.
   retention_stop_ = true;
   if (retention_thread_.joinable()) retention_thread_.join();
-  // Lanes first: a run's end still in a lane hands its entry to the
-  // database writer, which then writes everything queued (callbacks are
-  // not run) and tries what waited for space once more.
-  lanes_.clear();
+  // The writer runs the file jobs still queued (a run's end among them
+  // hands its entry over), writes everything queued (callbacks are not
+  // run) and tries what waited for space once more; the lanes' files are
+  // closed after it stopped.
   if (db_writer_) {
     // The sessions this process served can be taken at once, without
     // waiting for its lock file to go.
@@ -66,6 +66,7 @@ Store::~Store() {
     db_writer_->push(std::move(job));
   }
   db_writer_.reset();
+  lanes_.clear();
   reader_.reset();
   completions_.reset();
   if (lock_fd_ >= 0) {
@@ -321,12 +322,12 @@ void Store::submit(const std::string& key, acp::UniqueFunction<Expected<void>()>
 void Store::to_lane(StoreWriter& lane, StoreWriter::Job job) {
   const std::size_t bytes = job.bytes;
   queued_ += bytes;
-  if (lane.push_deferred(std::move(job))) {
-    // Woken once the loop has run every callback of this iteration: a
-    // burst of frames read at once becomes one batch for the writer.
-    to_wake_.push_back(&lane);
-    wake_writers();
-  }
+  lane.mark_used();
+  DbWriter::Job writing;
+  writing.lazy = job.can_wait && !job.ends_run;
+  writing.lane = &lane;
+  writing.file = std::move(job);
+  to_database(std::move(writing));
   if (bytes) check_pressure();
 }
 
@@ -388,27 +389,22 @@ void Store::to_database(DbWriter::Job job) {
   if (!db_writer_) {
     // Fail on the loop, never inside the caller's stack.
     std::string why = unusable_.value_or("the state database is not open");
-    if (job.done) loop_.post([done = std::move(job.done), why]() mutable { done(Error{why}); });
+    WriteDone done = job.lane ? std::move(job.file->done) : std::move(job.done);
+    if (done) loop_.post([done = std::move(done), why]() mutable { done(Error{why}); });
     return;
   }
-  if (db_writer_->push_deferred(std::move(job))) {
-    wake_db_ = true;
-    wake_writers();
-  }
+  if (db_writer_->push_deferred(std::move(job))) wake_writer();
 }
 
-void Store::wake_writers() {
+void Store::wake_writer() {
   // Once the loop has run every callback of this iteration: what it asked
-  // for becomes one batch for each writer.
+  // for becomes one batch for the writer.
   if (wake_posted_) return;
   wake_posted_ = true;
   loop_.post([this, alive = std::weak_ptr<bool>(alive_)] {
     if (alive.expired()) return;
     wake_posted_ = false;
-    for (StoreWriter* lane : to_wake_) lane->wake();
-    to_wake_.clear();
-    if (wake_db_ && db_writer_) db_writer_->wake();
-    wake_db_ = false;
+    if (db_writer_) db_writer_->wake();
   });
 }
 
@@ -488,12 +484,15 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
       *written = entry;
       answer(first ? stored : first);
     };
-    db->push(std::move(job));
+    // Committed with the batch whose file jobs this one is.
+    db->hand_over(std::move(job));
     return {};  // the run's failures were taken above; the answer is given later
   };
   if (!result_json || !acp::is_safe_id(end.runId) || !acp::is_safe_id(end.sessionId)) {
     StoreWriter::Job job([hand_over]() mutable { return hand_over({}); }, std::move(apply), run_id);
     job.pure = true;
+    job.can_wait = true;
+    job.ends_run = true;
     return to_lane(*w, std::move(job));
   }
   // The result's line joins the appends around it (one write), and the
@@ -501,6 +500,7 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
   std::string seg = segment::file_of(end.sessionId);
   std::string line = segment::file_line(run_id, "result.json", *result_json, true);
   StoreWriter::Job job = StoreWriter::Job::appending(seg, std::move(line), std::move(apply), run_id);
+  job.ends_run = true;
   job.then = [w, seg, do_sync, hand_over](Expected<void> first) mutable {
     if (first && do_sync) first = w->sync_file(seg);
     return hand_over(std::move(first));
@@ -605,7 +605,7 @@ void Store::read_in_lane(const std::string& key, std::function<Expected<T>()> re
     loop_.post([finish = std::move(finish)]() mutable { finish({}); });
     return;
   }
-  lane_for(key).push(StoreWriter::Job{std::move(work), std::move(finish), {}});
+  to_lane(lane_for(key), StoreWriter::Job{std::move(work), std::move(finish), {}});
 }
 
 void Store::read_file(std::string rel, ReadDone done) {
@@ -651,27 +651,31 @@ void Store::read_transcript(const std::string& session_id, TranscriptDone done) 
       std::move(done));
 }
 
-void Store::barrier(const std::string& key, Done done) {
+void Store::barrier(const std::string& key, Done done, bool after_end) {
   if (lanes_.empty() || unusable_) {
     loop_.post([done = std::move(done)]() mutable { done({}); });
     return;
   }
   StoreWriter::Job job{[]() -> Expected<void> { return {}; }, std::move(done), {}};
   job.pure = true;
+  job.can_wait = after_end;
   to_lane(lane_for(key), std::move(job));
 }
 
-void Store::barrier(const std::string& key, const std::string& other, Done done) {
+void Store::barrier(const std::string& key, const std::string& other, Done done, bool after_end) {
   if (other.empty() || lanes_.empty() || unusable_ || &lane_for(key) == &lane_for(other)) {
-    return barrier(key, std::move(done));
+    return barrier(key, std::move(done), after_end);
   }
   // Both lanes at once; done when the second reports.
   auto left = std::make_shared<int>(2);
   auto shared = std::make_shared<Done>(std::move(done));
   for (const std::string* k : {&key, &other}) {
-    barrier(*k, [left, shared](Expected<void>) {
-      if (--*left == 0) (*shared)({});
-    });
+    barrier(
+        *k,
+        [left, shared](Expected<void>) {
+          if (--*left == 0) (*shared)({});
+        },
+        after_end);
   }
 }
 
@@ -685,7 +689,7 @@ void Store::barrier_all(Done done) {
   // lane that was never given a job has nothing to report.
   std::vector<StoreWriter*> started;
   for (auto& lane : lanes_) {
-    if (lane->started()) started.push_back(lane.get());
+    if (lane->used()) started.push_back(lane.get());
   }
   auto shared = std::make_shared<Done>(std::move(done));
   auto through = [this, shared] {
@@ -696,11 +700,11 @@ void Store::barrier_all(Done done) {
   if (started.empty()) return through();
   auto left = std::make_shared<std::size_t>(started.size());
   for (StoreWriter* lane : started) {
-    lane->push(StoreWriter::Job{[]() -> Expected<void> { return {}; },
-                                [left, through](Expected<void>) {
-                                  if (--*left == 0) through();
-                                },
-                                {}});
+    to_lane(*lane, StoreWriter::Job{[]() -> Expected<void> { return {}; },
+                                    [left, through](Expected<void>) {
+                                      if (--*left == 0) through();
+                                    },
+                                    {}});
   }
 }
 

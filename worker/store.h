@@ -169,10 +169,12 @@ class Store {
   using TranscriptDone = acp::UniqueFunction<void(Expected<transcript::Expanded>)>;
   void read_transcript(const std::string& session_id, TranscriptDone done);
   /// `done` runs once every write of `key` (a run or session id) asked for
-  /// before has finished.
-  void barrier(const std::string& key, Done done);
+  /// before has finished. `after_end`: the barrier follows the end of a run
+  /// (end_run) whose commit its caller waits for anyway, so it may wait
+  /// with that end for company (DbWriter::kGroupHold).
+  void barrier(const std::string& key, Done done, bool after_end = false);
   /// The same for the writes of both keys (a run and its session).
-  void barrier(const std::string& key, const std::string& other, Done done);
+  void barrier(const std::string& key, const std::string& other, Done done, bool after_end = false);
   /// `done` runs once every write asked for before has finished.
   void barrier_all(Done done);
 
@@ -217,13 +219,13 @@ class Store {
   void put_file(std::string rel, std::string content, Done done, bool sync, bool fresh);
   void submit(const std::string& key, acp::UniqueFunction<Expected<void>()> work, Done done, std::string run = "",
               std::size_t bytes = 0);
-  /// Queues `job` (its bytes counted) in `lane`, which is woken once this
-  /// loop iteration is done.
+  /// Queues `job` (its bytes counted) for `lane`: the writer runs it, in
+  /// the lane's order, and is woken once this loop iteration is done.
   void to_lane(StoreWriter& lane, StoreWriter::Job job);
   /// Queues a database job; the writer is woken once this loop iteration
   /// is done.
   void to_database(DbWriter::Job job);
-  void wake_writers();
+  void wake_writer();
   /// The oldest unsaved entry of `run_id` was committed.
   void forget_unsaved(const std::string& run_id);
   void check_pressure();
@@ -260,10 +262,7 @@ class Store {
   std::function<void(bool)> on_pressure_;
   std::unique_ptr<WriteCompletions> completions_;
   std::vector<std::unique_ptr<StoreWriter>> lanes_;
-  /// Lanes given appends this loop iteration while idle, woken together,
-  /// and the database writer likewise.
-  std::vector<StoreWriter*> to_wake_;
-  bool wake_db_ = false;
+  /// The writer is to be woken once this loop iteration is done.
   bool wake_posted_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::thread retention_thread_;

@@ -199,22 +199,17 @@ StoreWriter::Later StoreWriter::answer_later() {
 }
 
 StoreWriter::~StoreWriter() {
-  queue_.stop();
-  if (thread_.joinable()) thread_.join();
   for (auto& [rel, fd] : fds_) ::close(fd);
   for (auto& [rel, fd] : dirs_) ::close(fd);
 }
 
-void StoreWriter::run() {
-  std::deque<Job> batch;
-  while (queue_.take(batch)) {
-    WriteCompletions::Finished finished;
-    finished_ = &finished;
-    for (std::size_t i = 0; i < batch.size();) i = run_jobs(batch, i, finished);
-    finished_ = nullptr;
-    batch.clear();
-    in_order_->add(std::move(finished));
-  }
+void StoreWriter::run_batch(std::deque<Job>& batch) {
+  WriteCompletions::Finished finished;
+  finished_ = &finished;
+  for (std::size_t i = 0; i < batch.size();) i = run_jobs(batch, i, finished);
+  finished_ = nullptr;
+  batch.clear();
+  in_order_->add(std::move(finished));
 }
 
 template <class Fn>

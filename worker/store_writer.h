@@ -1,9 +1,9 @@
-// The Store's writer lanes: each StoreWriter is one thread that runs its
-// file jobs in the order they were asked for and hands their results back
-// to the loop thread; with them, the file primitives every lane writes with.
+// The Store's file lanes: each StoreWriter runs its file jobs in the order
+// they were asked for, on the thread that writes the state, and hands
+// their results back to the loop thread; with them, the file primitives
+// every lane writes with.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <deque>
 #include <functional>
@@ -13,14 +13,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "acp/loop.h"
 #include "acp/unique_function.h"
 #include "schema/expected.h"
-#include "worker/job_queue.h"
 #include "worker/state_dir.h"
 
 namespace harnessd::worker {
@@ -82,12 +80,12 @@ class WriteCompletions {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
-/// One writer thread: runs its jobs in order, taking every job queued at
-/// once and handing their results back in one batch, so a burst of frames
-/// costs one wake-up each way, not one per frame. Each file belongs to one lane
-/// (a run's files and ledger lines to its run's lane, a session's files to
-/// its session's lane), so per-file order holds while a slow filesystem's
-/// latency overlaps across lanes.
+/// One lane of files: runs its jobs in order, a batch at a time, on the
+/// thread that writes the state (the database writer, see DbWriter), and
+/// hands their results back to the loop in job order. Each file belongs to
+/// one lane (a run's files to its run's lane, a session's files to its
+/// session's lane), so that lines reach every file in the order asked for,
+/// and the lane keeps the files and folders it writes open.
 class StoreWriter {
  public:
   struct Job {
@@ -98,6 +96,7 @@ class StoreWriter {
       Job job(nullptr, std::move(done), std::move(run), data.size());
       job.append_to = std::move(rel);
       job.data = std::move(data);
+      job.can_wait = true;
       return job;
     }
 
@@ -118,37 +117,36 @@ class StoreWriter {
     /// around it in two, and may run after those queued behind it are
     /// written. Results still reach the loop in job order.
     bool pure = false;
+    /// Nobody waits for this job alone (appends, the end of a run, the
+    /// barrier before a run's answer, which waits for that end's commit
+    /// anyway): it may wait for company with the database writer's batch
+    /// (DbWriter::kLazyHold, kGroupHold).
+    bool can_wait = false;
+    /// The end of run `run`: its result, then its terminal entry handed to
+    /// the database writer.
+    bool ends_run = false;
   };
 
-  /// The thread starts with the first job: most lanes of a one-shot
-  /// `harnessd run` get none. `written(bytes)` is called on this lane's
-  /// thread after each job that counted `bytes`.
+  /// `written(bytes)` is called on the writing thread after each job that
+  /// counted `bytes`.
   StoreWriter(WriteCompletions& completions, int root, WriteBudget& budget,
               std::function<void(std::size_t bytes)> written);
-  /// Runs the jobs still queued, stops the thread and closes the files it
-  /// kept open.
+  /// Closes the files it kept open; no batch may be running.
   ~StoreWriter();
   StoreWriter(const StoreWriter&) = delete;
   StoreWriter& operator=(const StoreWriter&) = delete;
 
-  /// Queues `job` (any thread).
-  void push(Job job) {
-    queue_.push(std::move(job));
-    start();
-  }
-  /// Queues `job` without waking the thread: returns true when the caller
-  /// must call wake() later (the thread was idle), so that all the jobs of
-  /// one loop iteration cost the thread one wake-up.
-  bool push_deferred(Job job) {
-    bool wake_later = queue_.push_deferred(std::move(job));
-    start();
-    return wake_later;
-  }
-  void wake() { queue_.wake(); }
-  /// Whether a job was ever queued here (and the thread started).
-  bool started() const { return started_.load(std::memory_order_acquire); }
+  /// Loop thread: notes that a job was queued for this lane.
+  void mark_used() { used_ = true; }
+  /// Loop thread: whether a job was ever queued for this lane.
+  bool used() const { return used_; }
 
-  // ---- run on the writer thread only (from inside a job)
+  /// The writing thread: runs `batch` (this lane's jobs, in order) and
+  /// hands their results to the loop; results a job gives later
+  /// (answer_later) hold back those of the jobs after it.
+  void run_batch(std::deque<Job>& batch);
+
+  // ---- run on the writing thread only (from inside a job)
 
   /// What gives the running job's result once it is known (call it once,
   /// from any thread). The job's own return value then only marks its run.
@@ -172,14 +170,6 @@ class StoreWriter {
   std::optional<std::string> take_run_failure(const std::string& run);
 
  private:
-  void start() {
-    if (started()) return;
-    std::call_once(start_once_, [this] {
-      thread_ = std::thread([this] { run(); });
-      started_.store(true, std::memory_order_release);
-    });
-  }
-  void run();
   /// Runs batch[i] (with the appends and pure jobs right after it);
   /// returns the index of the next job to run.
   std::size_t run_jobs(std::deque<Job>& batch, std::size_t i, WriteCompletions::Finished& finished);
@@ -212,11 +202,7 @@ class StoreWriter {
   std::map<std::string, int> dirs_;
   std::map<std::string, std::string> failed_runs_;
   std::string last_unheard_;  // the last error of a write nobody waited for
-
-  JobQueue<Job> queue_;
-  std::once_flag start_once_;
-  std::atomic<bool> started_{false};
-  std::thread thread_;
+  bool used_ = false;  // loop thread
 };
 
 }  // namespace harnessd::worker
