@@ -984,6 +984,45 @@ TEST_CASE("a daemon that wrote little leaves the WAL to the next one, which read
   CHECK(d.recv_reply(1)["result"]["run"]["state"] == "completed");
 }
 
+TEST_CASE("a busy session's turns are written by one thread beside the loop, their lines and ends sharing commits") {
+  Daemon d(fake_config({}, "", "max_queue_depth = 1024\n"));
+  d.initialize();
+  const std::string sid = d.new_session();
+  constexpr int kPrompts = 400;
+  for (int i = 0; i < kPrompts; ++i) d.send_prompt(sid, "echo x");
+  std::size_t threads = 0;
+  for (int answered = 0; answered < kPrompts;) {
+    auto m = d.recv(10s);
+    REQUIRE(m);
+    if (!m->contains("id") || m->contains("method")) continue;
+    CHECK((*m)["result"]["stopReason"] == "end_turn");
+    // Counted while turns are still queued and being written.
+    if (++answered == kPrompts / 2) {
+      for ([[maybe_unused]] const auto& task : fs::directory_iterator("/proc/" + std::to_string(d.pid()) + "/task")) {
+        ++threads;
+      }
+    }
+  }
+  // The loop and the writer: no file lane has a thread of its own, and
+  // 200 turns are far from the WAL's first checkpoint.
+  CHECK(threads == 2);
+  d.close_stdin();
+  REQUIRE(d.wait_exit() == 0);
+  const WriterLog logged = writer_log(d.stderr_text());
+  INFO(logged.line);
+  // Three transitions per prompt; the ends of several runs, with the
+  // next prompts' transitions, share a commit.
+  CHECK(logged.writes >= 3 * kPrompts);
+  CHECK(logged.commits < kPrompts);
+  // Every run is recorded as completed (one JSON line each).
+  std::string runs;
+  REQUIRE(run_cli("--state-dir " + d.state_dir() + " runs --session " + sid + " --format json", &runs, false) == 0);
+  std::istringstream lines(runs);
+  int completed = 0;
+  for (std::string line; std::getline(lines, line);) completed += json::parse(line)["state"] == "completed";
+  CHECK(completed == kPrompts);
+}
+
 TEST_CASE("a run that ends while no other run of this process is open is committed without waiting for company") {
   Daemon d(fake_config({}));
   d.initialize();
