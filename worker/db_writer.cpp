@@ -67,6 +67,7 @@ DbWriter::~DbWriter() {
 }
 
 void DbWriter::run() {
+  name_this_thread("hd-writer");
   std::deque<Job> batch;
   // Entries that wait for space are tried again every second.
   while (queue_.take(batch, pending_.empty() ? std::nullopt
@@ -138,6 +139,7 @@ void DbWriter::run_files(std::deque<Job>& batch) {
 }
 
 void DbWriter::checkpoints() {
+  name_this_thread("hd-checkpoint");
   if (auto opened = Database::open(db_->db().path(), {})) {
     checkpoint_db_ = std::move(*opened);
   } else {

@@ -13,7 +13,13 @@
 #include <optional>
 #include <utility>
 
+#include <pthread.h>
+
 namespace harnessd::worker {
+
+/// Names the calling thread as `ps -L`, `top -H` and /proc show it (at
+/// most 15 characters); the loop keeps the process's name.
+inline void name_this_thread(const char* name) { pthread_setname_np(pthread_self(), name); }
 
 template <class Job>
 class JobQueue {

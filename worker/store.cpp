@@ -19,6 +19,7 @@
 #include "queue/ids.h"
 #include "schema/rpc_error.h"
 #include "worker/housekeeping.h"
+#include "worker/job_queue.h"
 #include "worker/state_dir.h"
 #include "worker/run_recording.h"
 #include "worker/segment.h"
@@ -188,6 +189,7 @@ void Store::start_retention() {
   // neither a thread nor a connection.
   if (reader_ && retention_applied_lately(*reader_, policy)) return;
   retention_thread_ = std::thread([this, policy] {
+    name_this_thread("hd-retention");
     Database::Options db_options;
     db_options.full_sync = options_.sync;
     auto db = StateDb::open(dir_, root_, db_options);

@@ -990,30 +990,40 @@ TEST_CASE("a busy session's turns are written by one thread beside the loop, the
   const std::string sid = d.new_session();
   constexpr int kPrompts = 400;
   for (int i = 0; i < kPrompts; ++i) d.send_prompt(sid, "echo x");
-  std::size_t threads = 0;
+  std::multiset<std::string> threads;
   for (int answered = 0; answered < kPrompts;) {
     auto m = d.recv(10s);
     REQUIRE(m);
     if (!m->contains("id") || m->contains("method")) continue;
     CHECK((*m)["result"]["stopReason"] == "end_turn");
-    // Counted while turns are still queued and being written.
+    // Looked at while turns are still queued and being written.
     if (++answered == kPrompts / 2) {
-      for ([[maybe_unused]] const auto& task : fs::directory_iterator("/proc/" + std::to_string(d.pid()) + "/task")) {
-        ++threads;
+      const std::string tasks = "/proc/" + std::to_string(d.pid()) + "/task";
+      for (const auto& task : fs::directory_iterator(tasks)) {
+        std::ifstream comm(task.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        threads.insert(name);
       }
     }
   }
-  // The loop and the writer: no file lane has a thread of its own, and
-  // 200 turns are far from the WAL's first checkpoint.
-  CHECK(threads == 2);
+  // The loop and one writer. The WAL's checkpoints have a thread of their
+  // own once the WAL grows (sooner on a slow machine, where fewer turns
+  // share a commit), and the retention pass may still be running; no
+  // file lane has a thread.
+  INFO(Catch::Detail::stringify(threads));
+  CHECK(threads.count("harnessd") == 1);
+  CHECK(threads.count("hd-writer") == 1);
+  CHECK(threads.size() - threads.count("hd-checkpoint") - threads.count("hd-retention") == 2);
   d.close_stdin();
   REQUIRE(d.wait_exit() == 0);
   const WriterLog logged = writer_log(d.stderr_text());
   INFO(logged.line);
-  // Three transitions per prompt; the ends of several runs, with the
-  // next prompts' transitions, share a commit.
+  // Three transitions per prompt; the ones before a run's end wait for
+  // company, so a turn costs well under two commits however the turns
+  // fall in time (one each if every transition committed alone).
   CHECK(logged.writes >= 3 * kPrompts);
-  CHECK(logged.commits < kPrompts);
+  CHECK(logged.commits * 3 < logged.writes * 2);
   // Every run is recorded as completed (one JSON line each).
   std::string runs;
   REQUIRE(run_cli("--state-dir " + d.state_dir() + " runs --session " + sid + " --format json", &runs, false) == 0);
