@@ -7,6 +7,7 @@
 #include <optional>
 #include <vector>
 
+#include "acp/json_write.h"
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "schema/decoder.h"
@@ -33,7 +34,8 @@ struct ConnectionShared {
 }  // namespace detail
 
 std::string to_line(const json& message) {
-  std::string line = message.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string line;
+  append_json(line, message);
   line.push_back('\n');
   return line;
 }
@@ -104,9 +106,13 @@ void Reply::result(json value) {
 std::string Reply::result_line(const json& value) const {
   // The members in the order to_line() writes them.
   std::string line = "{\"id\":";
-  line += id_.dump(-1, ' ', false, json::error_handler_t::replace);
+  append_json(line, id_);
   line += ",\"jsonrpc\":\"2.0\",\"result\":";
-  line += value.is_null() ? std::string("{}") : value.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (value.is_null()) {
+    line += "{}";
+  } else {
+    append_json(line, value);
+  }
   line += "}\n";
   return line;
 }

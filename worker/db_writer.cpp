@@ -275,7 +275,7 @@ Expected<void> DbWriter::write_one(Job& job) {
   if (job.entry) {
     if (job.fallback) {
       if (auto failed = failed_runs_.find(job.entry->runId); failed != failed_runs_.end()) {
-        job.entry = job.fallback(failed->second);
+        job.entry = job.fallback(*job.entry, failed->second);
         failed_runs_.erase(failed);
       }
     }
@@ -289,8 +289,10 @@ Expected<void> DbWriter::write_one(Job& job) {
 }
 
 void DbWriter::finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished) {
-  static const LedgerEntry kNone;
-  if (job.on_writer) job.on_writer(result, job.entry ? *job.entry : kNone);
+  if (job.on_writer) {
+    LedgerEntry none;
+    job.on_writer(result, job.entry ? *job.entry : none);
+  }
   if (job.done) finished.emplace_back(std::move(job.done), std::move(result));
 }
 
@@ -330,7 +332,7 @@ void DbWriter::write(std::deque<Job>& batch, WriteCompletions::Finished& finishe
     if (!one && job.entry) {
       const std::string& why = one.error().message;
       if (job.fallback) {
-        job.entry = job.fallback(why);
+        job.entry = job.fallback(*job.entry, why);
         failed_runs_.erase(job.entry->runId);
       } else if ((job.done || job.on_writer) && !is_terminal_event(job.entry->event)) {
         if (failed_runs_.size() >= 4096) failed_runs_.clear();  // bounded; a run's end normally takes its mark

@@ -34,10 +34,10 @@ namespace harnessd::worker {
 
 class DbWriter {
  public:
-  /// Given why an entry could not be written, the entry to keep (and write
+  /// Given an entry and why it could not be written, the entry to keep (and write
   /// later) instead: a terminal entry becomes the store failure the host
   /// was told of.
-  using Fallback = std::function<LedgerEntry(const std::string& why)>;
+  using Fallback = std::function<LedgerEntry(const LedgerEntry& entry, const std::string& why)>;
 
   struct Job {
     std::optional<LedgerEntry> entry;      // a transition to record, or
@@ -50,8 +50,8 @@ class DbWriter {
     Fallback fallback;
     WriteDone done;  // on the loop thread, with the write's result
     /// On the writer thread, once written (or kept to wait): the result and
-    /// the entry that was written or kept.
-    std::function<void(const Expected<void>&, const LedgerEntry&)> on_writer;
+    /// the entry that was written or kept, which it may take.
+    std::function<void(const Expected<void>&, LedgerEntry&)> on_writer;
     /// Nobody waits for this write (a run's queued or started entry; reads
     /// of this process see it before it is committed): a batch of only such
     /// jobs waits up to kLazyHold for the next batch, so that both share one

@@ -1,6 +1,7 @@
 // Ledger lines, the run index, and tolerant JSONL reading.
 #include "worker/ledger.h"
 #include "schema/json_parse.h"
+#include "acp/json_write.h"
 #include "acp/utf8.h"
 
 #include <chrono>
@@ -35,15 +36,7 @@ json LedgerEntry::to_json() const {
 
 namespace {
 
-void append_value(std::string& out, const json& v) {
-  if (v.is_string()) {
-    acp::utf8::append_json_string(out, v.get_ref<const std::string&>());
-  } else if (v.is_number_integer()) {
-    out += v.is_number_unsigned() ? std::to_string(v.get<std::uint64_t>()) : std::to_string(v.get<std::int64_t>());
-  } else {
-    out += v.dump(-1, ' ', false, json::error_handler_t::replace);
-  }
-}
+void append_value(std::string& out, const json& v) { acp::append_json(out, v); }
 
 }  // namespace
 

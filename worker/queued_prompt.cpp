@@ -17,7 +17,7 @@ void answer_cancelled(QueuedPrompt prompt, acp::UniqueFunction<void()> then) {
   TurnOutcome o = cancelled_outcome("removed before it started", facts);
   // The terminal line is written before the host hears of it.
   prompt.recorder->finish(
-      o.event, o.fields, o.result_file,
+      o.event, std::move(o.fields), std::move(o.result_file),
       [reply = std::move(prompt.reply), run_id = prompt.run_id, answer = std::move(*o.answer),
        then = std::move(then)](Expected<void> r) mutable {
         if (!r) acp::log::error("run " + run_id + ": " + r.error().message);

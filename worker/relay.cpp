@@ -5,6 +5,7 @@
 #include <set>
 #include <utility>
 
+#include "acp/json_write.h"
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "schema/frame_edit.h"
@@ -252,10 +253,13 @@ std::string Relay::update_line(const json& params) const {
   for (const auto& [key, value] : params.items()) {
     if (!first) line += ',';
     first = false;
-    line += json(key).dump(-1, ' ', false, json::error_handler_t::replace);
+    acp::utf8::append_json_string(line, key);
     line += ':';
-    line += key == "sessionId" ? json(session_id_).dump()
-                               : value.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (key == "sessionId") {
+      acp::utf8::append_json_string(line, session_id_);
+    } else {
+      acp::append_json(line, value);
+    }
   }
   line += "}}\n";
   return line;

@@ -1,5 +1,6 @@
 // Run recordings: ordered writes through the store, first error kept.
 #include "worker/run_recorder.h"
+#include "acp/json_write.h"
 #include "schema/json_parse.h"
 #include "worker/segment.h"
 
@@ -77,11 +78,11 @@ void RunRecorder::prepare(const json& request, std::string prompt_md) {
                   {"promptBlocks", blocks && blocks->is_array() ? blocks->size() : 0},
                   {"promptBytes", prompt_md.size()}};
     record(segment::file_line(run, "request.json",
-                              shown.dump(2, ' ', false, json::error_handler_t::replace) + "\n", true) +
+                              acp::json_text(shown, 2) + "\n", true) +
            segment::file_line(run, "prompt.md", "(not recorded: this harness records metadata only)\n", true));
     return;
   }
-  record(segment::file_line(run, "request.json", request.dump(2, ' ', false, json::error_handler_t::replace) + "\n",
+  record(segment::file_line(run, "request.json", acp::json_text(request, 2) + "\n",
                             true) +
          segment::file_line(run, "prompt.md", prompt_md, true));
 }
@@ -149,7 +150,7 @@ void RunRecorder::event(const char* direction, std::string_view line, bool is_js
   }
   // Not JSON (a banner, a cut line): kept as text.
   std::string out = "{\"t\":" + std::to_string(now_ms()) + ",\"dir\":\"" + direction + "\",\"raw\":" +
-                    json(std::string(line)).dump(-1, ' ', false, json::error_handler_t::replace) + "}\n";
+                    acp::json_text(json(std::string(line))) + "}\n";
   last_frame_at_ = events_bytes_;
   append_event(std::move(out));
 }
@@ -166,7 +167,7 @@ void RunRecorder::stderr_data(std::string_view data) {
   record(segment::file_line(base_.runId, "stderr.log", data, false));
 }
 
-void RunRecorder::finish(const std::string& event, const json& outcome, const json& result, Done done,
+void RunRecorder::finish(const std::string& event, json outcome, json result, Done done,
                          bool failure_fails) {
   // result.json, then the terminal line, in the lane of the session's
   // segment, so every ended run has a result.json, also one that never
@@ -175,8 +176,8 @@ void RunRecorder::finish(const std::string& event, const json& outcome, const js
   LedgerEntry end = base_;
   end.event = event;
   end.time.clear();
-  end.extra = outcome;
-  json recorded = result;
+  end.extra = std::move(outcome);
+  json recorded = std::move(result);
   if (policy_.metadata_only && recorded.is_object()) {
     recorded["recording"] = {{"mode", "metadata"}, {"stderrBytes", stderr_bytes_}};
   }
@@ -187,7 +188,7 @@ void RunRecorder::finish(const std::string& event, const json& outcome, const js
                              {"frameBytesDropped", frame_bytes_dropped_},
                              {"stderrBytesDropped", stderr_bytes_dropped_}};
   }
-  store_.end_run(recorded.dump(2, ' ', false, json::error_handler_t::replace) + "\n", std::move(end), failure_fails,
+  store_.end_run(acp::json_text(recorded, 2) + "\n", std::move(end), failure_fails,
                  true, track());
   // Answered once the session's segment and transcript hold every frame of
   // the turn, and the files given to the harness are written (those are in
@@ -223,7 +224,7 @@ std::string RunRecorder::frame_metadata(std::int64_t t, const char* direction, s
       if (auto code = error->find("code"); code != error->end() && code->is_number_integer()) out["errorCode"] = *code;
     }
   }
-  return out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  return acp::json_text(out) + "\n";
 }
 
 std::string render_prompt_markdown(const json& blocks) {

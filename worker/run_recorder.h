@@ -76,7 +76,7 @@ class RunRecorder {
   /// the ledger says what the host heard; without it (the host hears
   /// "cancelled" either way), the line stays as asked. A recording that
   /// reached its bound says so in result.json's "recording".
-  void finish(const std::string& event, const nlohmann::json& outcome, const nlohmann::json& result, Done done,
+  void finish(const std::string& event, nlohmann::json outcome, nlohmann::json result, Done done,
               bool failure_fails = true);
 
   const std::string& run_id() const { return base_.runId; }

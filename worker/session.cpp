@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "acp/files.h"
+#include "acp/json_write.h"
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "harnesses/packaging.h"
@@ -244,7 +245,7 @@ void Session::start_turn(QueuedPrompt prompt) {
     std::string line = R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":)";
     acp::utf8::append_json_string(line, init_.id);
     line += R"(,"update":{"content":)";
-    line += block.dump(-1, ' ', false, json::error_handler_t::replace);
+    acp::append_json(line, block);
     line += R"(,"sessionUpdate":"user_message_chunk"}}})";
     line += '\n';
     relay_.record_transcript(std::move(line));
@@ -462,7 +463,7 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   facts.timeout = turn.prompt.timeout;
   facts.store_error = turn.error;
   facts.state_dir = rt_.store.dir();
-  TurnOutcome o = turn_outcome(turn.control.stop_reason(), result, facts,
+  TurnOutcome o = turn_outcome(turn.control.stop_reason(), std::move(result), facts,
                                [this](const std::string& what) { return adapter_.failure(what); });
   const std::string event = o.event;
   std::optional<RpcError> failure = std::move(o.failure);
@@ -500,7 +501,7 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
     remember(turn, event);
     save_record();
   }
-  turn.recorder->finish(event, o.fields, o.result_file, std::move(deliver));
+  turn.recorder->finish(event, std::move(o.fields), std::move(o.result_file), std::move(deliver));
   // The turn is over: its end is on its way to disk, and the next prompt
   // need not wait for it (the writer keeps each run's writes in order, and
   // the answers above keep theirs).
@@ -543,7 +544,7 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
       TurnOutcome o = cancelled_outcome("session closed", facts);
       const std::uint64_t ticket = host_order_->reserve();
       turn->recorder->finish(
-          o.event, o.fields, o.result_file,
+          o.event, std::move(o.fields), std::move(o.result_file),
           [order = host_order_, ticket, reply = std::move(turn->prompt.reply), run_id = turn->prompt.run_id,
            answer = std::move(*o.answer), after = std::move(after)](Expected<void> written) mutable {
             if (!written) acp::log::error("run " + run_id + ": " + written.error().message);

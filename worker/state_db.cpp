@@ -14,6 +14,7 @@
 #include <set>
 
 #include "acp/files.h"
+#include "acp/json_write.h"
 #include "acp/log.h"
 #include "schema/json_parse.h"
 #include "worker/session_record.h"
@@ -97,7 +98,7 @@ constexpr const char* kImportedKey = "imported pre-sqlite files";
 
 std::optional<std::string> json_text(const json& j) {
   if (j.is_null()) return std::nullopt;
-  return j.dump();
+  return acp::json_text(j);
 }
 
 json parse_or(const std::optional<std::string>& text, json fallback) {
@@ -178,7 +179,7 @@ Expected<std::optional<std::int64_t>> StateDb::update_known_run(const LedgerEntr
     up.bind(1, e.runId).bind(2, e.sessionId).bind(3, e.name).bind(4, e.hostSession).bind(5, e.harness);
     up.bind(6, json_text(e.requestId)).bind(7, e.daemon);
     if (terminal) {
-      up.bind(8, e.event).bind(9, e.time).bind(10, e.extra.is_object() ? e.extra.dump() : std::string("{}"));
+      up.bind(8, e.event).bind(9, e.time).bind(10, e.extra.is_object() ? acp::json_text(e.extra) : std::string("{}"));
     } else {
       up.bind(8, e.time);
     }
@@ -246,7 +247,7 @@ RETURNING seq)sql");
   up.bind(6, json_text(e.requestId)).bind(7, e.daemon).bind(8, e.event).bind(9, e.time);
   up.bind(10, std::int64_t{terminal});
   if (terminal) {
-    up.bind(11, e.extra.is_object() ? e.extra.dump() : std::string("{}"));
+    up.bind(11, e.extra.is_object() ? acp::json_text(e.extra) : std::string("{}"));
   } else {
     up.bind_null(11);
   }

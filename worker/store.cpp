@@ -444,20 +444,24 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
   if (end.time.empty()) end.time = acp::iso_time();
   if (end.daemon.empty()) end.daemon = instance_;
   const std::string run_id = end.runId;
-  // The entry that ends up in the database.
-  auto written = std::make_shared<LedgerEntry>(unusable_ && failure_fails ? store_failure(end, *unusable_) : end);
+  // The run's recording is written in its session's lane.
+  const std::string key = acp::is_safe_id(end.sessionId) ? end.sessionId : run_id;
+  const bool safe_ids = acp::is_safe_id(end.runId) && acp::is_safe_id(end.sessionId);
+  std::string seg = safe_ids ? segment::file_of(end.sessionId) : std::string();
+  // The entry that ends up in the database. It travels to the writer in
+  // its job and comes back here once written, so that it is never copied.
+  auto written = std::make_shared<LedgerEntry>(unusable_ && failure_fails ? store_failure(end, *unusable_)
+                                                                         : std::move(end));
   Done apply = [this, written, done = std::move(done)](Expected<void> r) mutable {
     // Not committed (it waits for space, or there is no database): reads
     // see it here.
-    if (!r) {
+    if (!r && !written->runId.empty()) {
       auto& unsaved = unsaved_entries_[written->runId];
       if (unsaved.empty()) unsaved_order_.push_back(written->runId);
       unsaved.push_back(*written);
     }
     if (done) done(std::move(r));
   };
-  // The run's recording is written in its session's lane.
-  const std::string key = acp::is_safe_id(end.sessionId) ? end.sessionId : run_id;
   if (unusable_ || !db_writer_) return submit(key, nullptr, std::move(apply));
   bool do_sync = options_.sync;
   StoreWriter* w = &lane_for(key);
@@ -468,29 +472,30 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
   // reach the loop after it: a barrier on the session, and the host's
   // answer after it, still come after the commit.
   auto hand_over = [w, db, written, failure_fails](Expected<void> first) -> Expected<void> {
-    const LedgerEntry& asked = *written;
-    std::optional<std::string> why = w->take_run_failure(asked.runId);
+    std::optional<std::string> why = w->take_run_failure(written->runId);
     if (!why && !first) why = first.error().message;
     DbWriter::Job job;
-    job.entry = failure_fails && why ? store_failure(asked, *why) : asked;
+    job.entry = std::move(*written);
+    if (failure_fails && why) job.entry = store_failure(*job.entry, *why);
     if (failure_fails) {
-      // The first reason stands: it is the one the host is told.
-      job.fallback = [asked, first_why = why](const std::string& db_why) {
-        return store_failure(asked, first_why.value_or(db_why));
+      // The first reason stands: it is the one the host is told. Only the
+      // outcome changes, so the entry at hand serves as well as the one
+      // asked for.
+      job.fallback = [first_why = why](const LedgerEntry& current, const std::string& db_why) {
+        return store_failure(current, first_why.value_or(db_why));
       };
     }
     // On the writer thread, once committed (or kept to wait): read on the
     // loop only after the answer given here.
-    job.on_writer = [written, first, answer = w->answer_later()](const Expected<void>& stored,
-                                                                 const LedgerEntry& entry) {
-      *written = entry;
+    job.on_writer = [written, first, answer = w->answer_later()](const Expected<void>& stored, LedgerEntry& entry) {
+      *written = std::move(entry);
       answer(first ? stored : first);
     };
     // Committed with the batch whose file jobs this one is.
     db->hand_over(std::move(job));
     return {};  // the run's failures were taken above; the answer is given later
   };
-  if (!result_json || !acp::is_safe_id(end.runId) || !acp::is_safe_id(end.sessionId)) {
+  if (!result_json || !safe_ids) {
     StoreWriter::Job job([hand_over]() mutable { return hand_over({}); }, std::move(apply), run_id);
     job.pure = true;
     job.can_wait = true;
@@ -499,7 +504,6 @@ void Store::end_run(std::optional<std::string> result_json, LedgerEntry end, boo
   }
   // The result's line joins the appends around it (one write), and the
   // hand-over runs once it is written.
-  std::string seg = segment::file_of(end.sessionId);
   std::string line = segment::file_line(run_id, "result.json", *result_json, true);
   StoreWriter::Job job = StoreWriter::Job::appending(seg, std::move(line), std::move(apply), run_id);
   job.ends_run = true;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "acp/files.h"
+#include "acp/json_write.h"
 #include "acp/utf8.h"
 #include "schema/frame_edit.h"
 #include "schema/json_parse.h"
@@ -88,7 +89,7 @@ std::optional<std::string> host_line(std::string_view event, const std::string& 
   }
   json out = *msg;
   out["params"]["sessionId"] = json::parse(quoted_id);
-  return out.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  return acp::json_text(out) + "\n";
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ RpcError with_run_id(RpcError error, const std::string& run_id) {
   return error;
 }
 
-TurnOutcome turn_outcome(queue::StopReason stop, const Expected<json, RpcError>& adapter_answer, const TurnFacts& facts,
+TurnOutcome turn_outcome(queue::StopReason stop, Expected<json, RpcError> adapter_answer, const TurnFacts& facts,
                          const std::function<RpcError(const std::string&)>& adapter_failure) {
   TurnOutcome o;
   const std::string& run_id = facts.run_id;
@@ -85,7 +85,7 @@ TurnOutcome turn_outcome(queue::StopReason stop, const Expected<json, RpcError>&
         o.fields = {{"error", *o.failure}};
         break;
       }
-      const json& result = *adapter_answer;
+      json& result = *adapter_answer;
       json reason = result.is_object() ? result.value("stopReason", json()) : json();
       if (!reason.is_string() || !kStopReasons.count(reason.get<std::string>())) {
         o.event = run_event::kFailed;
@@ -95,7 +95,7 @@ TurnOutcome turn_outcome(queue::StopReason stop, const Expected<json, RpcError>&
       } else {
         o.event = run_event::kCompleted;
         o.fields = {{"stopReason", reason}};
-        o.answer = with_run_id(result, run_id);
+        o.answer = with_run_id(std::move(result), run_id);
       }
       break;
     }

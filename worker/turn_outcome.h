@@ -40,7 +40,7 @@ struct TurnOutcome {
 /// A turn that ran: `stop` is how it was stopped (kNone: the adapter
 /// answered `adapter_answer`). `adapter_failure` makes the error of an
 /// adapter that broke the protocol, with what harnessd knows of it.
-TurnOutcome turn_outcome(queue::StopReason stop, const Expected<nlohmann::json, RpcError>& adapter_answer,
+TurnOutcome turn_outcome(queue::StopReason stop, Expected<nlohmann::json, RpcError> adapter_answer,
                          const TurnFacts& facts,
                          const std::function<RpcError(const std::string&)>& adapter_failure);
 
