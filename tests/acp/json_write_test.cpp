@@ -25,7 +25,10 @@ json random_value(std::mt19937& rng, int depth) {
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
   auto text = [&] {
     std::string s;
-    for (int i = pick(6); i > 0; --i) s += kPieces[pick(std::size(kPieces))];
+    // Long runs of plain text too, with the odd character to escape in them.
+    for (int i = pick(3) == 0 ? pick(60) : pick(6); i > 0; --i) {
+      s += pick(4) == 0 ? kPieces[pick(std::size(kPieces))] : std::string(static_cast<std::size_t>(pick(20)), 'p');
+    }
     return s;
   };
   switch (depth > 3 ? pick(7) : pick(9)) {
@@ -73,4 +76,13 @@ TEST_CASE("append_json repairs ill-formed UTF-8 in keys and strings") {
   const std::string fixed = acp::utf8::repair(bad);
   CHECK(text == json{{fixed, fixed}}.dump());
   CHECK(json::parse(text) == json{{fixed, fixed}});
+  // Wherever a bad or cut sequence falls against the 16-byte blocks.
+  for (const std::string odd : {"\xff", "\xe2\x82", "\xc3\xa9", "\"", "\x01", "\xf0\x9f\x98\x80"}) {
+    for (std::size_t at = 0; at <= 40; ++at) {
+      std::string long_text(48, 'a');
+      long_text.insert(at, odd);
+      INFO(at);
+      CHECK(acp::json_text(json(long_text)) == json(acp::utf8::repair(long_text)).dump());
+    }
+  }
 }

@@ -1,6 +1,7 @@
 // What bounding the JSON parse costs per line, side by side with nlohmann's
 // plain parse, on the lines harnessd relays most (message chunks and tool
-// calls from an adapter). Prints ns per line and the ratios.
+// calls from an adapter), and what writing them costs with harnessd's
+// writer beside nlohmann's dump(). Prints ns per line and the ratios.
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -8,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "acp/json_write.h"
+#include "acp/utf8.h"
 #include "schema/json_parse.h"
 
 namespace {
@@ -51,5 +54,43 @@ int main() {
               bounded / plain);
   std::printf("validate a line:       nlohmann %.0f ns, bounded %.0f ns (x%.2f)\n", accept / 2, accept_bounded / 2,
               accept_bounded / accept);
+
+  // Writing: a parsed line back to text, and a line's text as a JSON string
+  // (how a file's content is stored in a segment line).
+  std::vector<nlohmann::json> parsed;
+  for (const auto& l : lines) parsed.push_back(nlohmann::json::parse(l));
+  auto dump_ns = [&](auto&& f) {
+    std::size_t sink = 0;
+    auto start = Clock::now();
+    for (int r = 0; r < rounds; ++r) {
+      for (const auto& j : parsed) sink += f(j);
+    }
+    auto ns = std::chrono::duration<double, std::nano>(Clock::now() - start).count();
+    if (sink == 42) std::puts("");
+    return ns / (static_cast<double>(rounds) * static_cast<double>(parsed.size()));
+  };
+  double dumped = 0, written = 0, quoted = 0, escaped = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    dumped += dump_ns([](const nlohmann::json& j) {
+      return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size();
+    });
+    written += dump_ns([](const nlohmann::json& j) {
+      std::string out;
+      harnessd::acp::append_json(out, j);
+      return out.size();
+    });
+    quoted += ns_per_line(lines, rounds, [](const std::string& l) {
+      return nlohmann::json(l).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).size();
+    });
+    escaped += ns_per_line(lines, rounds, [](const std::string& l) {
+      std::string out;
+      harnessd::acp::utf8::append_json_string(out, l);
+      return out.size();
+    });
+  }
+  std::printf("write a line:          nlohmann %.0f ns, append_json %.0f ns (x%.2f)\n", dumped / 2, written / 2,
+              written / dumped);
+  std::printf("quote a line's text:   nlohmann %.0f ns, append_json_string %.0f ns (x%.2f)\n", quoted / 2,
+              escaped / 2, escaped / quoted);
   return 0;
 }
