@@ -3,7 +3,6 @@
 #include "worker/db_writer.h"
 
 #include <algorithm>
-#include <iterator>
 #include <utility>
 
 #include "acp/log.h"
@@ -68,7 +67,9 @@ DbWriter::~DbWriter() {
 
 void DbWriter::run() {
   name_this_thread("hd-writer");
-  std::deque<Job> batch;
+  // Vectors, not deques: a job is larger than a deque's block, so a deque
+  // would allocate for each one; these keep their room from batch to batch.
+  std::vector<Job> batch;
   // Entries that wait for space are tried again every second.
   while (queue_.take(batch, pending_.empty() ? std::nullopt
                                              : std::optional<std::chrono::milliseconds>(std::chrono::seconds(1)))) {
@@ -115,27 +116,31 @@ void DbWriter::run() {
   (void)write_pending();  // a last try
 }
 
-void DbWriter::run_files(std::deque<Job>& batch) {
+void DbWriter::run_files(std::vector<Job>& batch) {
   if (std::none_of(batch.begin(), batch.end(), [](const Job& job) { return job.lane; })) return;
-  // Lanes in the order they first appear; each lane's jobs in order.
-  std::deque<std::pair<StoreWriter*, std::deque<StoreWriter::Job>>> lanes;  // a deque: never copied
-  std::deque<Job> entries;
+  // Lanes in the order they first appear; each lane's jobs in order. The
+  // database jobs stay in the batch, in order.
+  std::size_t lanes = 0;
+  std::size_t kept = 0;
   for (Job& job : batch) {
     if (!job.lane) {
-      entries.push_back(std::move(job));
+      if (&batch[kept] != &job) batch[kept] = std::move(job);
+      ++kept;
       continue;
     }
-    auto it = std::find_if(lanes.begin(), lanes.end(), [&](const auto& lane) { return lane.first == job.lane; });
-    if (it == lanes.end()) {
-      lanes.emplace_back(job.lane, std::deque<StoreWriter::Job>());
-      it = std::prev(lanes.end());
+    auto end = lanes_.begin() + static_cast<std::ptrdiff_t>(lanes);
+    auto it = std::find_if(lanes_.begin(), end, [&](const auto& lane) { return lane.first == job.lane; });
+    if (it == end) {
+      if (lanes == lanes_.size()) lanes_.emplace_back();
+      it = lanes_.begin() + static_cast<std::ptrdiff_t>(lanes++);
+      it->first = job.lane;
     }
     it->second.push_back(std::move(*job.file));
   }
-  for (auto& [lane, jobs] : lanes) lane->run_batch(jobs);
-  for (Job& job : handed_) entries.push_back(std::move(job));
+  batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
+  for (std::size_t i = 0; i < lanes; ++i) lanes_[i].first->run_batch(lanes_[i].second);  // leaves it empty
+  for (Job& job : handed_) batch.push_back(std::move(job));
   handed_.clear();
-  batch.swap(entries);
 }
 
 void DbWriter::checkpoints() {
@@ -165,7 +170,7 @@ void DbWriter::checkpoints() {
   }
 }
 
-std::chrono::microseconds DbWriter::hold_for(const std::deque<Job>& batch) const {
+std::chrono::microseconds DbWriter::hold_for(const std::vector<Job>& batch) const {
   // Entries that wait for space go first, and are not held back further.
   if (!pending_.empty() || batch.empty() || batch.size() >= kGroupMax) return {};
   bool lazy = true;
@@ -190,7 +195,7 @@ std::chrono::microseconds DbWriter::hold_for(const std::deque<Job>& batch) const
   return ends && !open_runs_.empty() ? kGroupHold : std::chrono::microseconds{};
 }
 
-bool DbWriter::wait_for_company(std::deque<Job>& batch, std::chrono::microseconds hold, std::chrono::microseconds left) {
+bool DbWriter::wait_for_company(std::vector<Job>& batch, std::chrono::microseconds hold, std::chrono::microseconds left) {
   const std::size_t room = kGroupMax > batch.size() ? kGroupMax - batch.size() : 1;
   if (hold == kLazyHold) {
     // Only what nobody waits for: anything else ends the wait.
@@ -227,7 +232,7 @@ bool DbWriter::wait_for_company(std::deque<Job>& batch, std::chrono::microsecond
   return more;
 }
 
-std::size_t DbWriter::note_runs(const std::deque<Job>& batch, std::size_t from) {
+std::size_t DbWriter::note_runs(const std::vector<Job>& batch, std::size_t from) {
   std::size_t ends = 0;
   for (std::size_t i = from; i < batch.size(); ++i) {
     const Job& job = batch[i];
@@ -296,7 +301,7 @@ void DbWriter::finish(Job& job, Expected<void> result, WriteCompletions::Finishe
   if (job.done) finished.emplace_back(std::move(job.done), std::move(result));
 }
 
-void DbWriter::write(std::deque<Job>& batch, WriteCompletions::Finished& finished) {
+void DbWriter::write(std::vector<Job>& batch, WriteCompletions::Finished& finished) {
   // Entries that waited go first: a run's transitions stay in order.
   Expected<void> result = write_pending();
   if (result) {

@@ -112,21 +112,21 @@ class DbWriter {
   void run();
   /// Runs the file jobs of `batch`, each lane's in order, and leaves the
   /// database jobs in it, followed by those the file jobs handed over.
-  void run_files(std::deque<Job>& batch);
+  void run_files(std::vector<Job>& batch);
   /// Writes `batch` (after the entries still waiting) in one transaction;
   /// if that fails, each on its own, so one bad entry fails alone.
-  void write(std::deque<Job>& batch, WriteCompletions::Finished& finished);
+  void write(std::vector<Job>& batch, WriteCompletions::Finished& finished);
   Expected<void> write_one(Job& job);
   void finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished);
   /// How long `batch` may wait for more jobs since it was taken.
-  std::chrono::microseconds hold_for(const std::deque<Job>& batch) const;
+  std::chrono::microseconds hold_for(const std::vector<Job>& batch) const;
   /// Waits `left` (of a hold of `hold`) for more jobs and adds them to
   /// `batch`; only a job that would end the hold early wakes the thread
   /// (see JobQueue::hold). False when nothing came.
-  bool wait_for_company(std::deque<Job>& batch, std::chrono::microseconds hold, std::chrono::microseconds left);
+  bool wait_for_company(std::vector<Job>& batch, std::chrono::microseconds hold, std::chrono::microseconds left);
   /// Keeps open_runs_ up to date with the entries of batch[from...];
   /// returns how many of them end a run.
-  std::size_t note_runs(const std::deque<Job>& batch, std::size_t from);
+  std::size_t note_runs(const std::vector<Job>& batch, std::size_t from);
   /// The checkpoint thread: a PASSIVE checkpoint each time the writer's
   /// commits have grown the WAL past kCheckpointFrames, so that neither a
   /// commit nor the host's answer after it waits for one (a checkpoint
@@ -139,7 +139,11 @@ class DbWriter {
   WriteCompletions& completions_;
   std::unique_ptr<StateDb> db_;
   std::deque<LedgerEntry> pending_;  // writer thread only
-  std::deque<Job> handed_;           // writer thread only: see hand_over()
+  std::vector<Job> handed_;          // writer thread only: see hand_over()
+  /// Writer thread only: each lane's file jobs of the batch being written,
+  /// lanes in the order they first appear (kept, so that batches reuse
+  /// their room).
+  std::vector<std::pair<StoreWriter*, std::vector<StoreWriter::Job>>> lanes_;
   /// Runs with an entry that could not be written and somebody heard of
   /// it: their terminal entry becomes the store failure.
   std::map<std::string, std::string> failed_runs_;

@@ -7,11 +7,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include <pthread.h>
 
@@ -54,7 +54,7 @@ class JobQueue {
   /// Writer thread: waits until jobs are queued (or `retry` has passed:
   /// then `batch` may be empty) and moves them all into `batch`. False
   /// once stop() was called and nothing is queued.
-  bool take(std::deque<Job>& batch, std::optional<std::chrono::milliseconds> retry = std::nullopt) {
+  bool take(std::vector<Job>& batch, std::optional<std::chrono::milliseconds> retry = std::nullopt) {
     std::unique_lock<std::mutex> lock(mu_);
     if (jobs_.empty() && !stopping_) {
       idle_ = true;
@@ -79,7 +79,7 @@ class JobQueue {
   /// takes everything that came at the end of the hold: pushes that cannot
   /// change when it ends do not wake it one by one. False when nothing came.
   template <class Wakes>
-  bool hold(std::deque<Job>& batch, std::chrono::microseconds wait, Wakes&& wakes, std::size_t wake_at) {
+  bool hold(std::vector<Job>& batch, std::chrono::microseconds wait, Wakes&& wakes, std::size_t wake_at) {
     std::unique_lock<std::mutex> lock(mu_);
     if (!stopping_) {
       idle_ = true;
@@ -95,7 +95,7 @@ class JobQueue {
   }
 
  private:
-  bool take_queued(std::deque<Job>& batch) {
+  bool take_queued(std::vector<Job>& batch) {
     idle_ = false;
     if (jobs_.empty()) return false;
     for (Job& job : jobs_) batch.push_back(std::move(job));
@@ -105,7 +105,7 @@ class JobQueue {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> jobs_;
+  std::vector<Job> jobs_;
   bool stopping_ = false;
   bool idle_ = false;  // the writer waits: the next push wakes it
   /// Set during hold(): which pushes wake the writer.

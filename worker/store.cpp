@@ -413,14 +413,15 @@ void Store::wake_writer() {
 void Store::record(LedgerEntry entry, Done done) {
   if (entry.time.empty()) entry.time = acp::iso_time();
   if (entry.daemon.empty()) entry.daemon = instance_;
-  const std::string run_id = entry.runId;
+  std::string run_id = entry.runId;
   auto& unsaved = unsaved_entries_[run_id];
   if (unsaved.empty() && entry.event == run_event::kQueued) unsaved_order_.push_back(run_id);
+  if (unsaved.empty()) unsaved.reserve(2);  // queued and started
   unsaved.push_back(entry);
   DbWriter::Job job;
   job.lazy = !is_terminal_event(entry.event);
   job.entry = std::move(entry);
-  job.done = [this, run_id, done = std::move(done)](Expected<void> r) mutable {
+  job.done = [this, run_id = std::move(run_id), done = std::move(done)](Expected<void> r) mutable {
     // Committed: the database has it now. One that waits for space stays
     // here, so reads still see it.
     if (r) forget_unsaved(run_id);
@@ -432,7 +433,7 @@ void Store::record(LedgerEntry entry, Done done) {
 void Store::forget_unsaved(const std::string& run_id) {
   auto it = unsaved_entries_.find(run_id);
   if (it == unsaved_entries_.end()) return;
-  it->second.pop_front();
+  it->second.erase(it->second.begin());
   if (!it->second.empty()) return;
   unsaved_entries_.erase(it);
   // Runs first seen here leave the list once nothing of theirs is unsaved.

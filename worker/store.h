@@ -7,7 +7,6 @@
 #pragma once
 
 #include <atomic>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -245,8 +244,10 @@ class Store {
   std::unique_ptr<StateDb> writer_db_;
   std::unique_ptr<DbWriter> db_writer_;
   /// What this process recorded and the database has not committed yet,
-  /// oldest first per run; reads apply it over the database's rows.
-  std::map<std::string, std::deque<LedgerEntry>> unsaved_entries_;
+  /// oldest first per run; reads apply it over the database's rows. A run
+  /// has a few at most: a vector, which allocates once for them, where a
+  /// deque would allocate a block for each.
+  std::map<std::string, std::vector<LedgerEntry>> unsaved_entries_;
   std::vector<std::string> unsaved_order_;  // runs first seen here, in order
   struct UnsavedRecord {
     nlohmann::json record;

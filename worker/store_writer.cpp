@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <map>
 #include <string_view>
@@ -203,7 +204,7 @@ StoreWriter::~StoreWriter() {
   for (auto& [rel, fd] : dirs_) ::close(fd);
 }
 
-void StoreWriter::run_batch(std::deque<Job>& batch) {
+void StoreWriter::run_batch(std::vector<Job>& batch) {
   WriteCompletions::Finished finished;
   finished_ = &finished;
   for (std::size_t i = 0; i < batch.size();) i = run_jobs(batch, i, finished);
@@ -225,7 +226,7 @@ Expected<void> StoreWriter::as_current(Job& job, Fn&& fn) {
   return result;
 }
 
-std::size_t StoreWriter::run_jobs(std::deque<Job>& batch, std::size_t i, WriteCompletions::Finished& finished) {
+std::size_t StoreWriter::run_jobs(std::vector<Job>& batch, std::size_t i, WriteCompletions::Finished& finished) {
   const auto joins = [](const Job& job) { return !job.append_to.empty() || job.pure; };
   Job& first = batch[i];
   if (!joins(first)) {

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cstddef>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -144,7 +143,7 @@ class StoreWriter {
   /// The writing thread: runs `batch` (this lane's jobs, in order) and
   /// hands their results to the loop; results a job gives later
   /// (answer_later) hold back those of the jobs after it.
-  void run_batch(std::deque<Job>& batch);
+  void run_batch(std::vector<Job>& batch);
 
   // ---- run on the writing thread only (from inside a job)
 
@@ -172,7 +171,7 @@ class StoreWriter {
  private:
   /// Runs batch[i] (with the appends and pure jobs right after it);
   /// returns the index of the next job to run.
-  std::size_t run_jobs(std::deque<Job>& batch, std::size_t i, WriteCompletions::Finished& finished);
+  std::size_t run_jobs(std::vector<Job>& batch, std::size_t i, WriteCompletions::Finished& finished);
   /// fn() as the job running (answer_later() refers to it), an exception
   /// taken as its error.
   template <class Fn>

@@ -4,7 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
-#include <deque>
+#include <vector>
 #include <future>
 #include <thread>
 
@@ -15,7 +15,7 @@ using namespace std::chrono_literals;
 
 TEST_CASE("a writer holding its batch is woken by the job that ends the hold, not by each job before it") {
   JobQueue<int> queue;
-  std::deque<int> batch{0};
+  std::vector<int> batch{0};
   std::promise<void> waiting;
   // Negative jobs end the hold. A wait of a minute that is not cut short
   // shows as a test that takes a minute, and fails below.
@@ -36,19 +36,19 @@ TEST_CASE("a writer holding its batch is woken by the job that ends the hold, no
   auto [more, took] = writer.get();
   CHECK(more);
   CHECK(took < 30s);
-  CHECK(batch == std::deque<int>{0, 1, 2, -1});
+  CHECK(batch == std::vector<int>{0, 1, 2, -1});
 }
 
 TEST_CASE("a held writer is woken once the jobs queued reach the batch's room, and by stop") {
   JobQueue<int> queue;
-  std::deque<int> batch;
+  std::vector<int> batch;
   auto writer = std::async(std::launch::async, [&] { return queue.hold(batch, 60s, [](int) { return false; }, 3); });
   std::this_thread::sleep_for(50ms);
   CHECK_FALSE(queue.push_deferred(1));
   CHECK_FALSE(queue.push_deferred(2));
   queue.push(3);  // the third fills the room
   CHECK(writer.get());
-  CHECK(batch == std::deque<int>{1, 2, 3});
+  CHECK(batch == std::vector<int>{1, 2, 3});
 
   batch.clear();
   auto stopped = std::async(std::launch::async, [&] { return queue.hold(batch, 60s, [](int) { return false; }, 3); });
@@ -62,9 +62,9 @@ TEST_CASE("jobs already queued when a hold starts are weighed like pushed ones")
   JobQueue<int> queue;
   queue.push(5);
   queue.push(-5);
-  std::deque<int> batch;
+  std::vector<int> batch;
   const auto start = std::chrono::steady_clock::now();
   CHECK(queue.hold(batch, 60s, [](int job) { return job < 0; }, 100));
   CHECK(std::chrono::steady_clock::now() - start < 30s);
-  CHECK(batch == std::deque<int>{5, -5});
+  CHECK(batch == std::vector<int>{5, -5});
 }

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -165,7 +164,7 @@ TEST_CASE("a lane goes on past a job whose result comes later, and reports the j
     int ran = 0;
     {
       StoreWriter lane(parts.completions, parts.root.get(), parts.budget, [](std::size_t) {});
-      std::deque<StoreWriter::Job> batch;
+      std::vector<StoreWriter::Job> batch;
       batch.push_back(StoreWriter::Job{[&]() -> Expected<void> {
                                          ran = 1;
                                          later = lane.answer_later();
@@ -232,7 +231,7 @@ TEST_CASE("appends around a pure job or an append's follow-up are written at onc
         job.pure = pure;
         return job;
       };
-      std::deque<StoreWriter::Job> batch;
+      std::vector<StoreWriter::Job> batch;
       batch.push_back(append("a"));
       batch.push_back(work("barrier", true));
       StoreWriter::Job b = append("b");
