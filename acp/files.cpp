@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 
 namespace harnessd::acp {
@@ -65,11 +66,14 @@ std::string iso_time(std::chrono::system_clock::time_point t) {
     std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
     cached_secs = secs;
   }
-  std::string out(cached);
+  // Built whole before the string, which then allocates once.
+  char text[sizeof cached + 5];
+  const std::size_t n = std::strlen(cached);
+  std::memcpy(text, cached, n);
   const char tail[] = {'.', static_cast<char>('0' + milli / 100), static_cast<char>('0' + milli / 10 % 10),
                        static_cast<char>('0' + milli % 10), 'Z'};
-  out.append(tail, sizeof tail);
-  return out;
+  std::memcpy(text + n, tail, sizeof tail);
+  return std::string(text, n + sizeof tail);
 }
 
 }  // namespace harnessd::acp
