@@ -69,7 +69,9 @@ void append_value(std::string& out, const json& v, int indent, int depth) {
 
 }  // namespace
 
-void append_json(std::string& out, const json& value, int indent) { append_value(out, value, indent, 0); }
+void append_json(std::string& out, const json& value, int indent, int depth) {
+  append_value(out, value, indent, depth);
+}
 
 std::string json_text(const json& value, int indent) {
   std::string out;

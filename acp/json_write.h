@@ -14,7 +14,9 @@ namespace harnessd::acp {
 
 /// Appends `value` to `out`: compact with `indent` < 0, else one member or
 /// element per line, `indent` spaces per level (dump(indent)'s layout).
-void append_json(std::string& out, const nlohmann::json& value, int indent = -1);
+/// A value that starts `depth` levels deep (a member written by hand) is
+/// laid out as it would be there.
+void append_json(std::string& out, const nlohmann::json& value, int indent = -1, int depth = 0);
 
 /// The text of `value` as append_json writes it.
 std::string json_text(const nlohmann::json& value, int indent = -1);

@@ -167,7 +167,7 @@ void RunRecorder::stderr_data(std::string_view data) {
   record(segment::file_line(base_.runId, "stderr.log", data, false));
 }
 
-void RunRecorder::finish(const std::string& event, json outcome, json result, Done done,
+void RunRecorder::finish(const std::string& event, json outcome, std::string result, Done done,
                          bool failure_fails) {
   // result.json, then the terminal line, in the lane of the session's
   // segment, so every ended run has a result.json, also one that never
@@ -177,19 +177,22 @@ void RunRecorder::finish(const std::string& event, json outcome, json result, Do
   end.event = event;
   end.time.clear();
   end.extra = std::move(outcome);
-  json recorded = std::move(result);
-  if (policy_.metadata_only && recorded.is_object()) {
-    recorded["recording"] = {{"mode", "metadata"}, {"stderrBytes", stderr_bytes_}};
+  if (policy_.metadata_only || cut_) {
+    // Rare: the recording's own facts join what the turn wrote.
+    json recorded = json::parse(result, nullptr, false);
+    if (recorded.is_object()) {
+      if (policy_.metadata_only) recorded["recording"] = {{"mode", "metadata"}, {"stderrBytes", stderr_bytes_}};
+      if (cut_) {
+        recorded["recording"] = {{"cut", true},
+                                 {"maxBytes", policy_.max_bytes},
+                                 {"framesDropped", frames_dropped_},
+                                 {"frameBytesDropped", frame_bytes_dropped_},
+                                 {"stderrBytesDropped", stderr_bytes_dropped_}};
+      }
+      result = acp::json_text(recorded, 2) + "\n";
+    }
   }
-  if (cut_ && recorded.is_object()) {
-    recorded["recording"] = {{"cut", true},
-                             {"maxBytes", policy_.max_bytes},
-                             {"framesDropped", frames_dropped_},
-                             {"frameBytesDropped", frame_bytes_dropped_},
-                             {"stderrBytesDropped", stderr_bytes_dropped_}};
-  }
-  store_.end_run(acp::json_text(recorded, 2) + "\n", std::move(end), failure_fails,
-                 true, track());
+  store_.end_run(std::move(result), std::move(end), failure_fails, true, track());
   // Answered once the session's segment and transcript hold every frame of
   // the turn, and the files given to the harness are written (those are in
   // the run's own lane).

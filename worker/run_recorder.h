@@ -70,13 +70,15 @@ class RunRecorder {
   /// Called once with the first write error during the turn (after open).
   void on_failure(acp::UniqueFunction<void(const std::string&)> fn);
 
-  /// Records result.json, then the terminal `event` with `outcome` fields; `done` gets the first error of the whole run. With
+  /// Records result.json (`result`, its whole text), then the terminal
+  /// `event` with `outcome` fields; `done` gets the first error of the
+  /// whole run. With
   /// `failure_fails` (the host is then answered -32016 on an error), a
   /// write error turns the terminal line into `failed` with that error, so
   /// the ledger says what the host heard; without it (the host hears
   /// "cancelled" either way), the line stays as asked. A recording that
   /// reached its bound says so in result.json's "recording".
-  void finish(const std::string& event, nlohmann::json outcome, nlohmann::json result, Done done,
+  void finish(const std::string& event, nlohmann::json outcome, std::string result, Done done,
               bool failure_fails = true);
 
   const std::string& run_id() const { return base_.runId; }

@@ -1,7 +1,12 @@
 #include "worker/turn_outcome.h"
 
+#include <algorithm>
+#include <array>
 #include <set>
+#include <string_view>
 
+#include "acp/json_write.h"
+#include "acp/utf8.h"
 #include "worker/ledger.h"
 
 namespace harnessd::worker {
@@ -16,13 +21,59 @@ const std::set<std::string, std::less<>> kStopReasons = {"end_turn", "max_tokens
 
 json cancelled_result() { return {{"stopReason", "cancelled"}}; }
 
-json result_file(const std::string& event, const TurnFacts& facts, const json& fields) {
-  json out = {{"runId", facts.run_id}, {"sessionId", facts.session_id}, {"state", event}, {"endedAt", facts.ended_at}};
-  if (facts.started_at) {
-    out["startedAt"] = *facts.started_at;
-    out["partialOutput"] = facts.partial_output;
+// result.json as json_text(object, 2) writes it, with a newline, built
+// without the object: a few members, sorted by name as nlohmann's objects
+// are, the outcome's own fields over the facts.
+std::string result_file(const std::string& event, const TurnFacts& facts, const json& fields) {
+  struct Member {
+    std::string_view key;
+    const std::string* text = nullptr;  // a string, or
+    std::optional<bool> flag;           // a boolean, or
+    const json* value = nullptr;        // one of the fields
+  };
+  std::array<Member, 12> members;
+  std::size_t n = 0;
+  auto add = [&](std::string_view key) -> Member* {
+    if (fields.is_object() && fields.contains(key)) return nullptr;  // the outcome's own
+    members[n].key = key;
+    return &members[n++];
+  };
+  for (auto [key, text] : {std::pair{"runId", &facts.run_id}, std::pair{"sessionId", &facts.session_id},
+                           std::pair{"state", &event}, std::pair{"endedAt", &facts.ended_at}}) {
+    if (Member* m = add(key)) m->text = text;
   }
-  for (auto& [k, v] : fields.items()) out[k] = v;
+  if (facts.started_at) {
+    if (Member* m = add("startedAt")) m->text = &*facts.started_at;
+    if (Member* m = add("partialOutput")) m->flag = facts.partial_output;
+  }
+  if (fields.is_object()) {
+    for (const auto& [k, v] : fields.items()) {
+      if (n == members.size()) break;  // not reached: outcomes have a few fields
+      members[n].key = k;
+      members[n++].value = &v;
+    }
+  }
+  std::sort(members.begin(), members.begin() + static_cast<std::ptrdiff_t>(n),
+            [](const Member& a, const Member& b) { return a.key < b.key; });
+  std::size_t size = 0;
+  for (std::size_t i = 0; i < n; ++i) size += members[i].key.size() + (members[i].text ? members[i].text->size() : 16);
+  std::string out;
+  out.reserve(size + 8 * n + 8);
+  out += '{';
+  for (std::size_t i = 0; i < n; ++i) {
+    const Member& m = members[i];
+    out += i == 0 ? "\n  " : ",\n  ";
+    acp::utf8::append_json_string(out, m.key);
+    out += ": ";
+    if (m.text) {
+      acp::utf8::append_json_string(out, *m.text);
+    } else if (m.flag) {
+      out += *m.flag ? "true" : "false";
+    } else {
+      acp::append_json(out, *m.value, 2, 1);
+    }
+  }
+  out += "\n}\n";
   return out;
 }
 

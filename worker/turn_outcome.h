@@ -32,7 +32,7 @@ struct TurnFacts {
 struct TurnOutcome {
   std::string event;                             // the terminal ledger event
   nlohmann::json fields = nlohmann::json::object();  // its own fields on the ledger line
-  nlohmann::json result_file;                    // the run's result.json
+  std::string result_file;                       // the run's result.json, whole
   std::optional<nlohmann::json> answer;          // the host's result, or
   std::optional<RpcError> failure;               // the host's error
 };

@@ -2,6 +2,7 @@
 // event, result.json and the host's answer, without a loop or a process.
 #include <catch2/catch.hpp>
 
+#include "acp/json_write.h"
 #include "worker/turn_outcome.h"
 
 using namespace harnessd;
@@ -65,14 +66,17 @@ TEST_CASE("turn outcome: each way a turn ends, as the ledger, result.json and th
     INFO(row.name);
     TurnOutcome o = from_adapter(row.stop, row.adapter);
     CHECK(o.event == row.event);
-    CHECK(o.result_file["state"] == row.event);
-    CHECK(o.result_file["runId"] == "run_1");
-    CHECK(o.result_file["sessionId"] == "sess_1");
-    CHECK(o.result_file["startedAt"] == "2026-12-01T00:00:00.000Z");
-    CHECK(o.result_file["endedAt"] == "2026-12-01T00:00:01.000Z");
-    CHECK(o.result_file["partialOutput"] == true);
+    // result.json is written as the object's indented text would be.
+    const json result = json::parse(o.result_file);
+    CHECK(o.result_file == harnessd::acp::json_text(result, 2) + "\n");
+    CHECK(result["state"] == row.event);
+    CHECK(result["runId"] == "run_1");
+    CHECK(result["sessionId"] == "sess_1");
+    CHECK(result["startedAt"] == "2026-12-01T00:00:00.000Z");
+    CHECK(result["endedAt"] == "2026-12-01T00:00:01.000Z");
+    CHECK(result["partialOutput"] == true);
     // The ledger line's own fields are in result.json too.
-    for (auto& [k, v] : o.fields.items()) CHECK(o.result_file[k] == v);
+    for (auto& [k, v] : o.fields.items()) CHECK(result[k] == v);
     if (row.answer) {
       REQUIRE(o.answer);
       CHECK_FALSE(o.failure);
@@ -110,12 +114,14 @@ TEST_CASE("turn outcome: runs harnessd cancels itself") {
   TurnOutcome removed = cancelled_outcome("removed before it started", never);
   CHECK(removed.event == "cancelled");
   CHECK(removed.fields == json{{"reason", "removed before it started"}});
-  CHECK(removed.result_file == json{{"runId", "run_1"}, {"sessionId", "sess_1"}, {"state", "cancelled"},
+  CHECK(json::parse(removed.result_file) == json{{"runId", "run_1"}, {"sessionId", "sess_1"}, {"state", "cancelled"},
                                     {"endedAt", "2026-12-01T00:00:01.000Z"}, {"reason", "removed before it started"}});
   CHECK(*removed.answer == json{{"stopReason", "cancelled"}, {"_meta", {{"harnessd", {{"runId", "run_1"}}}}}});
   TurnOutcome closed = cancelled_outcome("session closed", facts());
-  CHECK(closed.result_file["startedAt"] == "2026-12-01T00:00:00.000Z");
-  CHECK(closed.result_file["partialOutput"] == true);
-  CHECK(closed.result_file["reason"] == "session closed");
+  const json closed_result = json::parse(closed.result_file);
+  CHECK(closed.result_file == harnessd::acp::json_text(closed_result, 2) + "\n");
+  CHECK(closed_result["startedAt"] == "2026-12-01T00:00:00.000Z");
+  CHECK(closed_result["partialOutput"] == true);
+  CHECK(closed_result["reason"] == "session closed");
   CHECK_FALSE(closed.failure);
 }
