@@ -3,6 +3,7 @@
 // notification, and echoes request ids with their JSON type.
 #include "acp/connection.h"
 
+#include <charconv>
 #include <exception>
 #include <optional>
 #include <vector>
@@ -443,6 +444,15 @@ void Connection::dispatch_response(const json& msg) {
 }
 
 std::int64_t Connection::call(const std::string& method, json params, CallHandler on_done) {
+  return send_call(method, params.is_null() ? nullptr : &params, {}, std::move(on_done));
+}
+
+std::int64_t Connection::call_text(const std::string& method, std::string_view params, CallHandler on_done) {
+  return send_call(method, nullptr, params, std::move(on_done));
+}
+
+std::int64_t Connection::send_call(const std::string& method, const json* params, std::string_view params_text,
+                                   CallHandler on_done) {
   std::int64_t id = next_id_++;
   if (!shared_->open) {
     on_done(RpcError{rpc_code::kPeerGone, options_.peer + " is gone", {}});
@@ -454,9 +464,25 @@ std::int64_t Connection::call(const std::string& method, json params, CallHandle
     return id;
   }
   pending_.emplace(id, Pending{method, std::move(on_done)});
-  json msg = {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}};
-  if (!params.is_null()) msg["params"] = std::move(params);
-  shared_->send(to_line(msg));
+  // The members in the order a json object keeps them (sorted), as
+  // to_line() would write the message.
+  std::string line;
+  line.reserve(params_text.size() + method.size() + 64);
+  line += "{\"id\":";
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, id);
+  line.append(digits, end);
+  line += ",\"jsonrpc\":\"2.0\",\"method\":";
+  utf8::append_json_string(line, method);
+  if (params) {
+    line += ",\"params\":";
+    append_json(line, *params);
+  } else if (!params_text.empty()) {
+    line += ",\"params\":";
+    line += params_text;
+  }
+  line += "}\n";
+  shared_->send(std::move(line));
   return id;
 }
 

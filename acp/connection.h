@@ -173,6 +173,9 @@ class Connection {
   /// when the peer goes away (kPeerGone) or the pending table is full
   /// (kTooManyPending, called before call() returns). Returns the id used.
   std::int64_t call(const std::string& method, nlohmann::json params, CallHandler on_done);
+  /// The same with params already written as compact JSON text (as
+  /// append_json writes it): a hot caller need not build them as a value.
+  std::int64_t call_text(const std::string& method, std::string_view params, CallHandler on_done);
   void notify(const std::string& method, nlohmann::json params);
   /// Sends a message that is already serialised (one line, ending in LF,
   /// as to_line() makes it), e.g. a frame also written to a transcript.
@@ -214,6 +217,9 @@ class Connection {
     std::string method;
     CallHandler on_done;
   };
+  /// call() with `params` (a value, or else text; neither: none).
+  std::int64_t send_call(const std::string& method, const nlohmann::json* params, std::string_view params_text,
+                         CallHandler on_done);
 
   ConnectionOptions options_;
   std::function<void(std::string_view, bool)> inbound_tap_;

@@ -2,7 +2,9 @@
 // ("initialization", "session setup").
 #include "adapters/adapter_session.h"
 
+#include "acp/json_write.h"
 #include "acp/log.h"
+#include "acp/utf8.h"
 #include "harnessd_version.h"
 #include "schema/acp.h"
 
@@ -197,8 +199,13 @@ void AdapterSession::retire(std::chrono::milliseconds eof_grace) {
 void AdapterSession::prompt(const json& blocks, acp::Connection::CallHandler done) {
   prompting_ = true;
   AdapterLink* raw = link_.get();
-  json params = {{"sessionId", id_}, {"prompt", blocks}};
-  raw->rpc().call("session/prompt", std::move(params),
+  // Written straight from the blocks: a params value would copy them.
+  std::string params = "{\"prompt\":";
+  acp::append_json(params, blocks);
+  params += ",\"sessionId\":";
+  acp::utf8::append_json_string(params, id_);
+  params += '}';
+  raw->rpc().call_text("session/prompt", params,
                   [this, raw, done = std::move(done)](acp::Connection::CallResult r) mutable {
                     if (link_.get() == raw) {
                       prompting_ = false;

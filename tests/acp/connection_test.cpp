@@ -261,6 +261,17 @@ TEST_CASE("outgoing calls get their answers, errors, and fail when the peer goes
   CHECK(w.out[0]["method"] == "a");
   CHECK(w.out[0]["id"] == id0);
   CHECK_FALSE(w.out[1].contains("params"));
+  // A call's line is written as its message's value would be.
+  CHECK(w.raw[0] == R"({"id":)" + std::to_string(id0) + R"(,"jsonrpc":"2.0","method":"a","params":{"x":1}})" "\n");
+  CHECK(w.raw[0] == w.out[0].dump() + "\n");
+  // Params given as text go out as they are, in the same place.
+  auto id3 = c.call_text("d\"q", R"({"prompt":[{"text":"é","type":"text"}],"sessionId":"s"})", collect);
+  CHECK(w.raw[3] == R"({"id":)" + std::to_string(id3) +
+                        R"(,"jsonrpc":"2.0","method":"d\"q","params":{"prompt":[{"text":"é","type":"text"}],"sessionId":"s"}})"
+                        "\n");
+  CHECK(w.raw[3] == w.out[3].dump() + "\n");
+  c.receive_line(json({{"jsonrpc", "2.0"}, {"id", id3}, {"result", {}}}).dump());
+  got.clear();
   c.receive_line(json({{"jsonrpc", "2.0"}, {"id", id1}, {"result", {{"ok", 1}}}}).dump());
   c.receive_line(json({{"jsonrpc", "2.0"}, {"id", id0}, {"error", {{"code", -5}, {"message", "no"}}}}).dump());
   c.receive_line(json({{"jsonrpc", "2.0"}, {"id", 999}, {"result", {}}}).dump());  // unknown: ignored
