@@ -27,17 +27,18 @@ void answer_cancelled(QueuedPrompt prompt, acp::UniqueFunction<void()> then) {
       /*failure_fails=*/false);
 }
 
-json prepare_run(QueuedPrompt& prompt, harnesses::Packaged* packaged) {
+void prepare_run(QueuedPrompt& prompt) {
   RunRecorder& recorder = *prompt.recorder;
-  if (!packaged) {
-    if (!recorder.prepared()) recorder.prepare(prompt.request, render_prompt_markdown(prompt.blocks));
-    return prompt.blocks;
-  }
+  if (!recorder.prepared()) recorder.prepare(prompt.request, render_prompt_markdown(prompt.blocks));
+}
+
+json prepare_packaged_run(QueuedPrompt& prompt, harnesses::Packaged& packaged) {
+  RunRecorder& recorder = *prompt.recorder;
   // The adapter gets one text block; the files it lists (large resources,
   // images) are in the run folder before it starts.
-  recorder.prepare(prompt.request, packaged->text);
-  for (auto& file : packaged->files) recorder.add_file(file.rel, std::move(file.bytes));
-  return json::array({{{"type", "text"}, {"text", std::move(packaged->text)}}});
+  recorder.prepare(prompt.request, packaged.text);
+  for (auto& file : packaged.files) recorder.add_file(file.rel, std::move(file.bytes));
+  return json::array({{{"type", "text"}, {"text", std::move(packaged.text)}}});
 }
 
 }  // namespace harnessd::worker

@@ -33,12 +33,14 @@ struct QueuedPrompt {
   nlohmann::json context;  // _meta.harnessd.context, or null
 };
 
-/// The one place a run folder is prepared: writes request.json, prompt.md
-/// and the files a packaged prompt lists, unless already written, and
-/// returns the blocks the adapter is given (the prompt as sent, or the
-/// packaged text). A plain prompt is prepared while the turn before it
-/// runs; a packaged one when its own turn starts, once its history is known.
-nlohmann::json prepare_run(QueuedPrompt& prompt, harnesses::Packaged* packaged = nullptr);
+/// The one place a run folder is prepared: writes request.json and
+/// prompt.md, unless already written. A plain prompt is prepared while the
+/// turn before it runs, and its adapter is given prompt.blocks as sent.
+void prepare_run(QueuedPrompt& prompt);
+/// A packaged prompt is prepared when its own turn starts, once its history
+/// is known: request.json, prompt.md and the files `packaged` lists; returns
+/// the blocks its adapter is given (one text block).
+nlohmann::json prepare_packaged_run(QueuedPrompt& prompt, harnesses::Packaged& packaged);
 
 /// Ends a prompt that never ran (removed from the queue, session closed):
 /// records "cancelled", then answers stopReason "cancelled".

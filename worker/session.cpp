@@ -264,9 +264,9 @@ void Session::start_turn(QueuedPrompt prompt) {
     in.session = init_.name.value_or(init_.id);
     in.run_dir = rt_.store.path(Store::run_dir(turn_->prompt.run_id));
     harnesses::Packaged packaged = harnesses::package_prompt(*turn_->prompt.packaging, in);
-    turn_->blocks = prepare_run(turn_->prompt, &packaged);
+    turn_->packaged_blocks = prepare_packaged_run(turn_->prompt, packaged);
   } else {
-    turn_->blocks = prepare_run(turn_->prompt);
+    prepare_run(turn_->prompt);
   }
   // A plain prompt's run folder was prepared while the previous turn ran,
   // and the turn does not wait for it; a packaged one waits for the files
@@ -374,7 +374,7 @@ adapters::AdapterSessionSpec Session::adapter_spec() const {
 void Session::send_prompt() {
   const std::uint64_t generation = turn_->control.generation();
   const bool latched = turn_->control.activate();
-  adapter_.prompt(turn_->blocks,
+  adapter_.prompt(turn_->prompt.packaging ? turn_->packaged_blocks : turn_->prompt.blocks,
                   [this, generation](acp::Connection::CallResult r) { finish_turn(generation, std::move(r)); });
   // A stop that arrived during start-up was latched; apply it now that the
   // prompt has reached the adapter.

@@ -174,7 +174,7 @@ class Session {
     std::unique_ptr<RunRecorder> recorder;
     std::string error;  // why harnessd stopped the run itself (kError)
     std::string started_at;
-    nlohmann::json blocks;  // what the adapter is given: the prompt, or its packaged text
+    nlohmann::json packaged_blocks;  // a packaged prompt's text, which its adapter is given
     std::string task;       // the prompt's text, for the session's history
     std::string answer;     // the agent's message text, for the session's history
   };
