@@ -83,6 +83,17 @@ Statement& Statement::bind(int i, std::string_view v) {
 
 Statement& Statement::bind(int i, const std::optional<std::string>& v) { return v ? bind(i, *v) : bind_null(i); }
 
+Statement& Statement::bind_kept(int i, std::string_view v) {
+  // step() and reset() clear the bindings, so nothing points at the text
+  // once the caller's step is over.
+  sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  return *this;
+}
+
+Statement& Statement::bind_kept(int i, const std::optional<std::string>& v) {
+  return v ? bind_kept(i, std::string_view(*v)) : bind_null(i);
+}
+
 Statement& Statement::bind_null(int i) {
   sqlite3_bind_null(stmt_, i);
   return *this;

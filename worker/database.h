@@ -42,6 +42,14 @@ class Statement {
   Statement& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
   Statement& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
   Statement& bind(int i, const std::optional<std::string>& v);
+  /// Text that stays alive and unchanged until this statement's step is
+  /// done (a field of the value being written): SQLite reads it in place
+  /// instead of copying it. Never a temporary.
+  Statement& bind_kept(int i, std::string_view v);
+  Statement& bind_kept(int i, const std::string& v) { return bind_kept(i, std::string_view(v)); }
+  Statement& bind_kept(int i, const std::optional<std::string>& v);
+  Statement& bind_kept(int i, std::string&& v) = delete;
+  Statement& bind_kept(int i, std::optional<std::string>&& v) = delete;
   Statement& bind_null(int i);
 
   /// One step: true while a row is there to read, false when done. After

@@ -176,12 +176,13 @@ Expected<std::optional<std::int64_t>> StateDb::update_known_run(const LedgerEntr
   static const std::string kStartedReturning = kStarted + " RETURNING seq";
   static const std::string kEndedReturning = kEnded + " RETURNING seq";
   auto bind = [&](Statement& up) {
-    up.bind(1, e.runId).bind(2, e.sessionId).bind(3, e.name).bind(4, e.hostSession).bind(5, e.harness);
-    up.bind(6, json_text(e.requestId)).bind(7, e.daemon);
+    up.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
+    up.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon);
     if (terminal) {
-      up.bind(8, e.event).bind(9, e.time).bind(10, e.extra.is_object() ? acp::json_text(e.extra) : std::string("{}"));
+      up.bind_kept(8, e.event).bind_kept(9, e.time);
+      up.bind(10, e.extra.is_object() ? acp::json_text(e.extra) : std::string("{}"));
     } else {
-      up.bind(8, e.time);
+      up.bind_kept(8, e.time);
     }
   };
   if (auto known = open_seqs_.find(e.runId); known != open_seqs_.end()) {
@@ -243,8 +244,9 @@ WHERE NOT (?10 AND runs.ended_at IS NOT NULL)
 RETURNING seq)sql");
   if (!upsert) return std::move(upsert).error();
   Statement& up = **upsert;
-  up.bind(1, e.runId).bind(2, e.sessionId).bind(3, e.name).bind(4, e.hostSession).bind(5, e.harness);
-  up.bind(6, json_text(e.requestId)).bind(7, e.daemon).bind(8, e.event).bind(9, e.time);
+  up.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
+  up.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon).bind_kept(8, e.event);
+  up.bind_kept(9, e.time);
   up.bind(10, std::int64_t{terminal});
   if (terminal) {
     up.bind(11, e.extra.is_object() ? acp::json_text(e.extra) : std::string("{}"));
@@ -271,7 +273,8 @@ Expected<bool> StateDb::insert_transition(std::int64_t seq, const LedgerEntry& e
   auto insert = db_->cached("INSERT INTO transitions(run_seq, event, time, entry, terminal) VALUES (?1, ?2, ?3, ?4, ?5)");
   if (!insert) return std::move(insert).error();
   Statement& in = **insert;
-  in.bind(1, seq).bind(2, e.event).bind(3, e.time).bind(4, e.to_line()).bind(5, std::int64_t{terminal});
+  const std::string line = e.to_line();
+  in.bind(1, seq).bind_kept(2, e.event).bind_kept(3, e.time).bind_kept(4, line).bind(5, std::int64_t{terminal});
   if (auto r = in.run(); !r) {
     // A terminal transition of a run whose row did not show it ended (a
     // database edited by hand): refused as a second end.
