@@ -219,6 +219,26 @@ Expected<bool> StateDb::apply_one(const LedgerEntry& e) {
     known = *updated;
   }
   if (known) return insert_transition(*known, e, terminal);
+  if (e.event == run_event::kQueued) {
+    // The usual first entry of a run: a new row, whose seq SQLite gives
+    // back without RETURNING (which costs about as much as the insert). A
+    // row already there (recovery, another process) takes the upsert below.
+    auto insert = db_->cached(R"sql(
+INSERT INTO runs(run_id, session_id, name, host_session, harness, request_id, daemon, state, queued_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8)
+ON CONFLICT(run_id) DO NOTHING)sql");
+    if (!insert) return std::move(insert).error();
+    Statement& in = **insert;
+    in.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
+    in.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon).bind_kept(8, e.time);
+    if (auto r = in.run(); !r) return Error{"cannot record run " + e.runId + ": " + r.error().message};
+    if (db_->changes() == 1) {
+      const std::int64_t seq = db_->last_insert_rowid();
+      if (open_seqs_.size() >= 100000) open_seqs_.clear();
+      open_seqs_[e.runId] = seq;
+      return insert_transition(seq, e, terminal);
+    }
+  }
   // The run's row and its state in one statement. A second end of a run
   // changes nothing and returns no row; the transition below is refused
   // then, and the unique index on terminal transitions refuses it anyway.

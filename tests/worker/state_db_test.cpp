@@ -231,6 +231,34 @@ TEST_CASE("runs: transitions, summary rows and queries", "[state_db]") {
   CHECK((*steps)[2].extra == json{{"stopReason", "end_turn"}});
 }
 
+TEST_CASE("a run's queued entry makes its row, and one for a row already there goes through the upsert", "[state_db]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  auto other = open_db(dir.path());
+  REQUIRE(db->apply(std::vector{entry("run_1", "queued")}));
+  auto first = *db->find_run("run_1");
+  REQUIRE(first);
+  CHECK(first->state == "queued");
+  CHECK(!first->queuedAt.empty());
+  CHECK(first->startedAt.empty());
+  CHECK(first->requestId == 7);
+  // Queued again by another process, which knows more of it: still one
+  // row, brought up to date, and two transitions.
+  LedgerEntry again = entry("run_1", "queued", "d_two");
+  again.name = "build";
+  REQUIRE(other->apply(std::vector{again}));
+  auto row = *db->find_run("run_1");
+  REQUIRE(row);
+  CHECK(row->name == std::optional<std::string>("build"));
+  CHECK(row->daemon == "d_two");
+  CHECK(db->transitions("run_1")->size() == 2);
+  // The first process still ends it on that row.
+  REQUIRE(db->apply(std::vector{entry("run_1", "started", "d_two"), entry("run_1", "completed", "d_two")}));
+  CHECK((*db->find_run("run_1"))->state == "completed");
+  CHECK(db->runs()->size() == 1);
+  CHECK(db->transitions("run_1")->size() == 4);
+}
+
 TEST_CASE("a second end of a run is refused by the database, not only by our code", "[state_db]") {
   TempDir dir;
   auto db = open_db(dir.path());
