@@ -205,7 +205,7 @@ void Connection::when_all_answered(UniqueFunction<void()> fn) {
 }
 
 void Connection::on_request(std::string method, RequestHandler handler) {
-  requests_[std::move(method)] = std::move(handler);
+  requests_[std::move(method)] = std::make_shared<const RequestHandler>(std::move(handler));
 }
 
 void Connection::on_notification(std::string method, NotificationHandler handler) {
@@ -357,7 +357,7 @@ void Connection::refuse(std::string_view head, const std::string& what, json dat
   send_error(scan.id.value_or(json()), e);
 }
 
-void Connection::dispatch_request(const std::string& method, json id, const json& params) {
+void Connection::dispatch_request(const std::string& method, json id, json& params) {
   Reply reply(shared_, std::move(id), method);
   ++shared_->unanswered;
   if (options_.require_initialize && !initialized_ && method != "initialize") {
@@ -369,8 +369,8 @@ void Connection::dispatch_request(const std::string& method, json id, const json
     reply.error(RpcError::method_not_found(method));
     return;
   }
-  // A copy: the handler may replace or clear the handler table.
-  RequestHandler handler = it->second;
+  // Kept here: the handler may replace or clear the handler table.
+  std::shared_ptr<const RequestHandler> handler = it->second;
   // The reply moves into the handler; if an exception goes through it, the
   // reply is dropped in the unwinding and kept in `unwound` to be answered
   // here with what went wrong.
@@ -378,7 +378,7 @@ void Connection::dispatch_request(const std::string& method, json id, const json
   ++shared->dispatching;
   std::string failure;
   try {
-    handler(params, std::move(reply));
+    (*handler)(params, std::move(reply));
   } catch (const std::exception& e) {
     failure = e.what();
   } catch (...) {

@@ -31,7 +31,7 @@ namespace detail {
 struct ConnectionShared;
 /// What a decoder given to Connection::bind returns for the params.
 template <class Decode>
-using Decoded = std::invoke_result_t<const Decode&, const nlohmann::json&>;
+using Decoded = std::invoke_result_t<const Decode&, nlohmann::json&>;
 }  // namespace detail
 
 /// The one answer to one request. Move-only; answering twice is a bug that
@@ -92,7 +92,8 @@ struct ConnectionOptions {
 class Connection {
  public:
   using Send = std::function<void(std::string line)>;
-  using RequestHandler = std::function<void(const nlohmann::json& params, Reply reply)>;
+  /// The params are the handler's: it may take them (move from them).
+  using RequestHandler = std::function<void(nlohmann::json& params, Reply reply)>;
   using NotificationHandler = std::function<void(const nlohmann::json& params)>;
   /// Receives the peer's answer to an outgoing call: the result or the error.
   using CallResult = Expected<nlohmann::json, RpcError>;
@@ -111,15 +112,15 @@ class Connection {
   /// handlers point to goes away.
   void clear_handlers();
   /// Binds a request whose params are decoded by `decode`, any callable
-  /// taking the params and returning Expected<P, RpcError> (a decoder, or a
-  /// lambda that passes it context). A decoding error is answered as-is
+  /// taking the params (which it may take) and returning
+  /// Expected<P, RpcError> (a decoder, or a lambda that passes it context). A decoding error is answered as-is
   /// (-32602 naming the field) and the handler not called.
   template <class P, class Decode>
   void bind(std::string method, Decode decode, std::function<void(P, Reply)> handler) {
     static_assert(std::is_same_v<detail::Decoded<Decode>, Expected<P, RpcError>>,
                   "decode(params) must return Expected<P, RpcError>");
     on_request(std::move(method), [decode = std::move(decode), handler = std::move(handler)](
-                                      const nlohmann::json& params, Reply reply) {
+                                      nlohmann::json& params, Reply reply) {
       auto decoded = decode(params);
       if (!decoded) return reply.error(decoded.error());
       handler(std::move(*decoded), std::move(reply));
@@ -206,7 +207,7 @@ class Connection {
   /// Discards a message harnessd will not handle, answering as
   /// receive_overlong() describes; `head` is the message or its first bytes.
   void refuse(std::string_view head, const std::string& what, nlohmann::json data);
-  void dispatch_request(const std::string& method, nlohmann::json id, const nlohmann::json& params);
+  void dispatch_request(const std::string& method, nlohmann::json id, nlohmann::json& params);
   void dispatch_notification(const std::string& method, const nlohmann::json& params);
   void dispatch_response(const nlohmann::json& message);
   void send_error(const nlohmann::json& id, const RpcError& error);
@@ -225,7 +226,9 @@ class Connection {
   std::function<void(std::string_view, bool)> inbound_tap_;
   std::function<bool(std::string_view)> fast_path_;
   std::shared_ptr<detail::ConnectionShared> shared_;
-  std::unordered_map<std::string, RequestHandler> requests_;
+  /// Shared, so that a dispatch keeps the handler it runs (which may
+  /// replace the table) without copying it.
+  std::unordered_map<std::string, std::shared_ptr<const RequestHandler>> requests_;
   std::unordered_map<std::string, NotificationHandler> notifications_;
   std::map<std::int64_t, Pending> pending_;
   std::int64_t next_id_ = 0;

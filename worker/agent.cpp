@@ -79,10 +79,10 @@ Agent::Agent(Runtime& rt)
   // advertise; the run's record keeps the params as received.
   c.bind<PromptParams>(
       "session/prompt",
-      [](const json& p) -> Expected<PromptParams, RpcError> {
+      [](json& p) -> Expected<PromptParams, RpcError> {
         auto req = schema::decode_prompt(p, kPromptCapabilities);
         if (!req) return req.error();
-        return PromptParams{std::move(*req), p};
+        return PromptParams{std::move(*req), std::move(p)};
       },
       std::bind_front(&Agent::on_prompt, this));
   c.bind<schema::SessionRef>("session/close", session_ref("session/close"), std::bind_front(&Agent::on_close, this));
