@@ -36,6 +36,7 @@ struct ConnectionShared {
 
 std::string to_line(const json& message) {
   std::string line;
+  line.reserve(256);  // most lines fit: one allocation, not one per doubling
   append_json(line, message);
   line.push_back('\n');
   return line;

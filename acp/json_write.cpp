@@ -75,6 +75,7 @@ void append_json(std::string& out, const json& value, int indent, int depth) {
 
 std::string json_text(const json& value, int indent) {
   std::string out;
+  if (value.is_structured()) out.reserve(256);  // one allocation for most, not one per doubling
   append_json(out, value, indent);
   return out;
 }

@@ -209,6 +209,7 @@ std::size_t append_frame(std::string& out, std::uint64_t tag, std::int64_t t, st
   const std::string time = std::to_string(t);
   for (const auto& d : kDirections) {
     if (d.name != direction) continue;
+    out.reserve(out.size() + msg.size() + time.size() + 32);  // one allocation, not one per doubling
     out += '[';
     out += std::to_string(tag);
     out += ',';

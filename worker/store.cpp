@@ -301,9 +301,8 @@ std::string Store::key_of(const std::string& rel) {
   // runs/<id>/... and sessions/<id>.json(l) belong to <id>'s lane.
   auto slash = rel.find('/');
   if (slash == std::string::npos) return rel;
-  std::string rest = rel.substr(slash + 1);
-  auto end = rest.find_first_of("/.");
-  return rest.substr(0, end);
+  std::string_view rest = std::string_view(rel).substr(slash + 1);
+  return std::string(rest.substr(0, rest.find_first_of("/.")));
 }
 
 StoreWriter& Store::lane_for(const std::string& key) {
