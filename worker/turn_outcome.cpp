@@ -1,9 +1,9 @@
 #include "worker/turn_outcome.h"
 
 #include <algorithm>
-#include <array>
 #include <set>
 #include <string_view>
+#include <vector>
 
 #include "acp/json_write.h"
 #include "acp/utf8.h"
@@ -26,17 +26,17 @@ json cancelled_result() { return {{"stopReason", "cancelled"}}; }
 // are, the outcome's own fields over the facts.
 std::string result_file(const std::string& event, const TurnFacts& facts, const json& fields) {
   struct Member {
+    explicit Member(std::string_view k) : key(k) {}
     std::string_view key;
     const std::string* text = nullptr;  // a string, or
     std::optional<bool> flag;           // a boolean, or
     const json* value = nullptr;        // one of the fields
   };
-  std::array<Member, 12> members;
-  std::size_t n = 0;
+  std::vector<Member> members;
+  members.reserve(6 + (fields.is_object() ? fields.size() : 0));
   auto add = [&](std::string_view key) -> Member* {
     if (fields.is_object() && fields.contains(key)) return nullptr;  // the outcome's own
-    members[n].key = key;
-    return &members[n++];
+    return &members.emplace_back(key);
   };
   for (auto [key, text] : {std::pair{"runId", &facts.run_id}, std::pair{"sessionId", &facts.session_id},
                            std::pair{"state", &event}, std::pair{"endedAt", &facts.ended_at}}) {
@@ -47,22 +47,16 @@ std::string result_file(const std::string& event, const TurnFacts& facts, const 
     if (Member* m = add("partialOutput")) m->flag = facts.partial_output;
   }
   if (fields.is_object()) {
-    for (const auto& [k, v] : fields.items()) {
-      if (n == members.size()) break;  // not reached: outcomes have a few fields
-      members[n].key = k;
-      members[n++].value = &v;
-    }
+    for (const auto& [k, v] : fields.items()) members.emplace_back(k).value = &v;
   }
-  std::sort(members.begin(), members.begin() + static_cast<std::ptrdiff_t>(n),
-            [](const Member& a, const Member& b) { return a.key < b.key; });
+  std::sort(members.begin(), members.end(), [](const Member& a, const Member& b) { return a.key < b.key; });
   std::size_t size = 0;
-  for (std::size_t i = 0; i < n; ++i) size += members[i].key.size() + (members[i].text ? members[i].text->size() : 16);
+  for (const Member& m : members) size += m.key.size() + (m.text ? m.text->size() : 16) + 8;
   std::string out;
-  out.reserve(size + 8 * n + 8);
+  out.reserve(size + 8);
   out += '{';
-  for (std::size_t i = 0; i < n; ++i) {
-    const Member& m = members[i];
-    out += i == 0 ? "\n  " : ",\n  ";
+  for (const Member& m : members) {
+    out += &m == &members.front() ? "\n  " : ",\n  ";
     acp::utf8::append_json_string(out, m.key);
     out += ": ";
     if (m.text) {
