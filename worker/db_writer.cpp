@@ -58,7 +58,8 @@ DbWriter::~DbWriter() {
   acp::log::info("state database: " + std::to_string(jobs_written_) + " writes in " + std::to_string(commits_) +
                  " commits, " + std::to_string(group_waits_) + " of them after a wait for company; " +
                  std::to_string(checkpoints_done_) + " checkpoints on their own thread, " +
-                 std::to_string(inline_checkpoints_) + " on the writer's");
+                 std::to_string(inline_checkpoints_) + " on the writer's; " + std::to_string(file_jobs_) +
+                 " file jobs");
   if (!pending_.empty()) {
     acp::log::error(std::to_string(pending_.size()) +
                     " ledger entries could not be written to the state database before harnessd stopped");
@@ -136,6 +137,7 @@ void DbWriter::run_files(std::vector<Job>& batch) {
       it->first = job.lane;
     }
     it->second.push_back(std::move(*job.file));
+    ++file_jobs_;
   }
   batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(kept), batch.end());
   for (std::size_t i = 0; i < lanes; ++i) lanes_[i].first->run_batch(lanes_[i].second);  // leaves it empty

@@ -99,9 +99,9 @@ class DbWriter {
 
   /// Queues `job` (any thread) and wakes the thread.
   void push(Job job) { queue_.push(std::move(job)); }
-  /// Queues `job` without waking the thread: true when the caller must
-  /// call wake() later (once per loop iteration).
-  bool push_deferred(Job job) { return queue_.push_deferred(std::move(job)); }
+  /// Queues every job of `jobs` at once (see JobQueue::push_all); true
+  /// when the caller must call wake().
+  bool push_all(std::vector<Job>& jobs) { return queue_.push_all(jobs); }
   void wake() { queue_.wake(); }
 
   /// This thread only (from a file job): `job` joins the batch being
@@ -160,6 +160,7 @@ class DbWriter {
   std::size_t group_waits_ = 0;  // batches with an end held for company (kGroupHold)
   int group_skips_ = 0;          // ends still to commit without a wait
   int group_backoff_ = 1;        // skips after the next fruitless wait
+  std::size_t file_jobs_ = 0;    // jobs run for the file lanes
 
   JobQueue<Job> queue_;
   std::thread thread_;

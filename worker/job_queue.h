@@ -1,7 +1,7 @@
 // The hand-over between the loop and one writer thread. Jobs are queued
 // from any thread; the writer takes everything queued as one batch. A push
-// wakes the writer only when it waits, and push_deferred() lets the loop
-// wake it once for all the jobs of one iteration.
+// wakes the writer only when it waits, and push_all() lets the loop hand
+// over all the jobs of one iteration with one lock and one wake-up.
 #pragma once
 
 #include <chrono>
@@ -39,6 +39,25 @@ class JobQueue {
     if (idle_ && wakes_ && jobs_.size() < wake_at_ && !wakes_(jobs_.back())) return false;
     bool claimed = idle_;
     idle_ = false;
+    return claimed;
+  }
+  /// Queues every job of `jobs` (left empty, its room kept for reuse) under
+  /// one lock; returns what push_deferred() would for the last of them.
+  bool push_all(std::vector<Job>& jobs) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::size_t from = jobs_.size();
+    if (jobs_.empty()) {
+      jobs_.swap(jobs);
+    } else {
+      for (Job& job : jobs) jobs_.push_back(std::move(job));
+    }
+    jobs.clear();
+    bool claimed = false;
+    for (std::size_t i = from; i < jobs_.size() && idle_; ++i) {
+      if (wakes_ && i + 1 < wake_at_ && !wakes_(jobs_[i])) continue;
+      claimed = true;
+      idle_ = false;
+    }
     return claimed;
   }
   void wake() { cv_.notify_one(); }

@@ -59,7 +59,7 @@ void RunRecorder::add_file(const std::string& rel, std::string bytes) {
 }
 
 void RunRecorder::record(std::string lines) {
-  store_.record_lines(base_.sessionId, base_.runId, std::move(lines), track());
+  store_.record_lines(base_.sessionId, base_.runId, std::move(lines), track(), shared_.get());
 }
 
 void RunRecorder::prepare(const json& request, std::string prompt_md) {
@@ -142,10 +142,21 @@ void RunRecorder::event(const char* direction, std::string_view line, bool is_js
   if (is_json || schema::accept_json(line)) {
     // Written as a short tagged line (segment.h); events.jsonl reads back
     // the classic line.
-    std::string out = tag_once();
+    // Straight into the lines this recording already asked for in this
+    // loop iteration, when it asked last: a flood of frames costs one
+    // store job per read, not one per frame.
+    std::size_t added = 0;
+    auto write = [&](std::string& out) {
+      out += tag_once();
+      added = segment::append_frame(out, tag_, now_ms(), direction, line);
+    };
     last_frame_at_ = events_bytes_;
-    events_bytes_ += segment::append_frame(out, tag_, now_ms(), direction, line);
-    record(std::move(out));
+    if (!store_.extend_lines(shared_.get(), write)) {
+      std::string out;
+      write(out);
+      record(std::move(out));
+    }
+    events_bytes_ += added;
     return;
   }
   // Not JSON (a banner, a cut line): kept as text.

@@ -60,6 +60,7 @@ Store::~Store() {
   // run) and tries what waited for space once more; the lanes' files are
   // closed after it stopped.
   if (db_writer_) {
+    flush_staged();
     // The sessions this process served can be taken at once, without
     // waiting for its lock file to go.
     DbWriter::Job job;
@@ -394,7 +395,13 @@ void Store::to_database(DbWriter::Job job) {
     if (done) loop_.post([done = std::move(done), why]() mutable { done(Error{why}); });
     return;
   }
-  if (db_writer_->push_deferred(std::move(job))) wake_writer();
+  staged_.push_back(std::move(job));
+  wake_writer();
+}
+
+void Store::flush_staged() {
+  if (staged_.empty() || !db_writer_) return;
+  if (db_writer_->push_all(staged_)) db_writer_->wake();
 }
 
 void Store::wake_writer() {
@@ -405,7 +412,7 @@ void Store::wake_writer() {
   loop_.post([this, alive = std::weak_ptr<bool>(alive_)] {
     if (alive.expired()) return;
     wake_posted_ = false;
-    if (db_writer_) db_writer_->wake();
+    flush_staged();
   });
 }
 
@@ -565,7 +572,8 @@ std::string Store::recording_path(const std::string& run_id, const std::string& 
   return path(recording_of(root_, run_id, session_id));
 }
 
-void Store::record_lines(const std::string& session_id, const std::string& run_id, std::string lines, Done done) {
+void Store::record_lines(const std::string& session_id, const std::string& run_id, std::string lines, Done done,
+                         const void* same) {
   std::string rel = segment::file_of(session_id);
   StoreWriter* w = &lane_for(session_id);
   if (unusable_ || !acp::is_safe_id(session_id)) {
@@ -579,7 +587,9 @@ void Store::record_lines(const std::string& session_id, const std::string& run_i
     return;
   }
   std::string run = done ? run_id : std::string();
-  to_lane(*w, StoreWriter::Job::appending(std::move(rel), std::move(lines), std::move(done), std::move(run)));
+  StoreWriter::Job job = StoreWriter::Job::appending(std::move(rel), std::move(lines), std::move(done), std::move(run));
+  job.same = same;
+  to_lane(*w, std::move(job));
 }
 
 void Store::append(std::string rel, std::string data, Done done) {

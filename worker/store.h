@@ -150,7 +150,29 @@ class Store {
   /// Appends segment lines of run `run_id` to its session's segment, in the
   /// session's lane (after everything asked for before in that lane). A
   /// failure reported to `done` fails the run (see end_run).
-  void record_lines(const std::string& session_id, const std::string& run_id, std::string lines, Done done);
+  /// `same`: appends that share it (a recording's) go to the same segment
+  /// with dones that do the same; see extend_lines().
+  void record_lines(const std::string& session_id, const std::string& run_id, std::string lines, Done done,
+                    const void* same = nullptr);
+  /// When the last job asked for in this loop iteration is an append of
+  /// record_lines() with `same` (not null), `write(data)` appends more lines
+  /// to its data and returns true: a stream of frames becomes one job per
+  /// iteration, with no job, copy or done of its own. False otherwise: the
+  /// caller records its lines as usual.
+  template <class Write>
+  bool extend_lines(const void* same, Write&& write) {
+    if (!same || staged_.empty()) return false;
+    DbWriter::Job& last = staged_.back();
+    if (!last.file || last.file->same != same) return false;
+    std::string& data = last.file->data;
+    const std::size_t before = data.size();
+    write(data);
+    const std::size_t added = data.size() - before;
+    last.file->bytes += added;
+    queued_ += added;
+    if (added) check_pressure();
+    return true;
+  }
 
   // ---- files, relative to the directory
   void make_dir(std::string rel, Done done);
@@ -225,6 +247,8 @@ class Store {
   /// is done.
   void to_database(DbWriter::Job job);
   void wake_writer();
+  /// Hands the staged jobs to the writer, waking it if it waits.
+  void flush_staged();
   /// The oldest unsaved entry of `run_id` was committed.
   void forget_unsaved(const std::string& run_id);
   void check_pressure();
@@ -265,6 +289,9 @@ class Store {
   std::vector<std::unique_ptr<StoreWriter>> lanes_;
   /// The writer is to be woken once this loop iteration is done.
   bool wake_posted_ = false;
+  /// Jobs asked for in this loop iteration: they reach the writer's queue
+  /// together, under one lock, when the iteration is done (flush_staged).
+  std::vector<DbWriter::Job> staged_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::thread retention_thread_;
   std::atomic<bool> retention_stop_{false};

@@ -108,6 +108,9 @@ class StoreWriter {
     /// whole or not at all, with one lock and one write.
     std::string append_to;
     std::string data;
+    /// Of an append: appends asked for with the same (not null) value go to
+    /// the same file, and their dones do the same (Store::extend_lines).
+    const void* same = nullptr;
     /// Of an append: run once `data` is written, given how that went; what
     /// it returns is the job's result.
     acp::UniqueFunction<Expected<void>(Expected<void> written)> then;

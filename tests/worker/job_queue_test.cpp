@@ -68,3 +68,43 @@ TEST_CASE("jobs already queued when a hold starts are weighed like pushed ones")
   CHECK(std::chrono::steady_clock::now() - start < 30s);
   CHECK(batch == std::vector<int>{5, -5});
 }
+
+TEST_CASE("jobs handed over together keep their order, claim one wake-up, and wake a held writer only for a job that ends the hold") {
+  JobQueue<int> queue;
+  std::vector<int> batch;
+  auto taker = std::async(std::launch::async, [&] { return queue.take(batch); });
+  std::this_thread::sleep_for(50ms);
+  std::vector<int> jobs{1, 2, 3};
+  // The writer waits (unless it is late: then it finds the jobs queued),
+  // and this claims its wake-up; the next hand-over cannot claim another.
+  const bool claimed = queue.push_all(jobs);
+  CHECK(jobs.empty());
+  jobs = {4};
+  CHECK_FALSE(queue.push_all(jobs));
+  if (claimed) queue.wake();
+  CHECK(taker.get());
+  // Taken in one go or two, in order.
+  if (batch.size() < 4) {
+    std::vector<int> rest;
+    CHECK(queue.take(rest));
+    batch.insert(batch.end(), rest.begin(), rest.end());
+  }
+  CHECK(batch == std::vector<int>{1, 2, 3, 4});
+
+  batch.clear();
+  auto holder = std::async(std::launch::async, [&] {
+    const auto start = std::chrono::steady_clock::now();
+    bool more = queue.hold(batch, 60s, [](int job) { return job < 0; }, 100);
+    return std::make_pair(more, std::chrono::steady_clock::now() - start);
+  });
+  std::this_thread::sleep_for(50ms);
+  jobs = {5, 6};
+  CHECK_FALSE(queue.push_all(jobs));
+  jobs = {7, -1, 8};
+  (void)queue.push_all(jobs);  // -1 ends the hold (or keeps a late writer from holding)
+  queue.wake();
+  auto [more, took] = holder.get();
+  CHECK(more);
+  CHECK(took < 30s);
+  CHECK(batch == std::vector<int>{5, 6, 7, -1, 8});
+}

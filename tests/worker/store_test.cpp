@@ -946,10 +946,10 @@ TEST_CASE("the next prompt does not wait for the previous run's end to be commit
 namespace {
 // What the database writer logs when harnessd stops: "state database: W
 // writes in C commits, H of them after a wait for company; K checkpoints on
-// their own thread, N on the writer's".
+// their own thread, N on the writer's; F file jobs".
 struct WriterLog {
   std::string line;
-  long writes = -1, commits = -1, waits = -1, checkpoints = -1, inline_checkpoints = -1;
+  long writes = -1, commits = -1, waits = -1, checkpoints = -1, inline_checkpoints = -1, file_jobs = -1;
 };
 WriterLog writer_log(const std::string& log) {
   WriterLog w;
@@ -959,8 +959,8 @@ WriterLog writer_log(const std::string& log) {
   INFO(w.line);
   REQUIRE(std::sscanf(w.line.c_str(),
                       "state database: %ld writes in %ld commits, %ld of them after a wait for company; %ld checkpoints "
-                      "on their own thread, %ld",
-                      &w.writes, &w.commits, &w.waits, &w.checkpoints, &w.inline_checkpoints) == 5);
+                      "on their own thread, %ld on the writer's; %ld file jobs",
+                      &w.writes, &w.commits, &w.waits, &w.checkpoints, &w.inline_checkpoints, &w.file_jobs) == 6);
   return w;
 }
 }  // namespace
@@ -1048,6 +1048,38 @@ TEST_CASE("a run that ends while no other run of this process is open is committ
   INFO(logged.line);
   CHECK(logged.writes >= 30);
   CHECK(logged.waits == 0);
+}
+
+TEST_CASE("a flood of updates is recorded a read at a time (not a frame at a time) and every frame is kept in order") {
+  Daemon d(fake_config({}));
+  d.initialize();
+  const std::string sid = d.new_session();
+  constexpr int kUpdates = 20000;
+  // The fake agent writes its flood 16 KiB at a time: each read of
+  // harnessd's holds dozens of frames.
+  std::vector<json> seen;
+  json answer = d.prompt(sid, "flood " + std::to_string(kUpdates), &seen);
+  REQUIRE(answer["result"]["stopReason"] == "end_turn");
+  const std::string run = run_id_of(answer);
+  d.close_stdin();
+  REQUIRE(d.wait_exit() == 0);
+  const WriterLog logged = writer_log(d.stderr_text());
+  INFO(logged.line);
+  // One store job per frame before frames of one read were joined.
+  CHECK(logged.file_jobs > 0);
+  CHECK(logged.file_jobs * 10 < kUpdates);
+  // events.jsonl holds each chunk once, in the order the adapter sent them.
+  std::istringstream events(run_file(d.state_dir(), run, "events.jsonl").value_or(""));
+  int next = 1;
+  for (std::string line; std::getline(events, line);) {
+    json e = json::parse(line);
+    if (e["dir"] != "adapter>harnessd" || e["msg"].value("method", "") != "session/update") continue;
+    const std::string text = e["msg"]["params"]["update"]["content"].value("text", "");
+    if (text.rfind("chunk ", 0) != 0) continue;
+    REQUIRE(text == "chunk " + std::to_string(next));
+    ++next;
+  }
+  CHECK(next == kUpdates + 1);
 }
 
 TEST_CASE("beside a long run, a host that waits for each answer in turn is seldom held for company") {
