@@ -59,6 +59,7 @@ void RunRecorder::add_file(const std::string& rel, std::string bytes) {
 }
 
 void RunRecorder::record(std::string lines) {
+  if (store_.extend_lines(shared_.get(), [&](std::string& data) { data += lines; })) return;
   store_.record_lines(base_.sessionId, base_.runId, std::move(lines), track(), shared_.get());
 }
 

@@ -6,6 +6,7 @@
 // the event loop never waits on the disk.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <map>
@@ -154,25 +155,34 @@ class Store {
   /// with dones that do the same; see extend_lines().
   void record_lines(const std::string& session_id, const std::string& run_id, std::string lines, Done done,
                     const void* same = nullptr);
-  /// When the last job asked for in this loop iteration is an append of
-  /// record_lines() with `same` (not null), `write(data)` appends more lines
-  /// to its data and returns true: a stream of frames becomes one job per
-  /// iteration, with no job, copy or done of its own. False otherwise: the
-  /// caller records its lines as usual.
+  /// When one of the last kMergeReach jobs asked for in this loop
+  /// iteration is an append of record_lines() with `same` (not null),
+  /// `write(data)` appends more lines to its data and returns true: a
+  /// run's frames become one job per iteration, with no job, copy or done
+  /// of their own. False otherwise: the caller records its lines as usual.
+  /// The lines may so be written before jobs asked for after that append:
+  /// lines of other runs (a run's lines are read back by its tag, in their
+  /// own order), another file, a barrier (which then waits for more than it
+  /// must), never after anything.
   template <class Write>
   bool extend_lines(const void* same, Write&& write) {
-    if (!same || staged_.empty()) return false;
-    DbWriter::Job& last = staged_.back();
-    if (!last.file || last.file->same != same) return false;
-    std::string& data = last.file->data;
-    const std::size_t before = data.size();
-    write(data);
-    const std::size_t added = data.size() - before;
-    last.file->bytes += added;
-    queued_ += added;
-    if (added) check_pressure();
-    return true;
+    if (!same) return false;
+    const std::size_t reach = std::min(staged_.size(), kMergeReach);
+    for (std::size_t back = 1; back <= reach; ++back) {
+      DbWriter::Job& job = staged_[staged_.size() - back];
+      if (!job.file || job.file->same != same) continue;
+      std::string& data = job.file->data;
+      const std::size_t before = data.size();
+      write(data);
+      const std::size_t added = data.size() - before;
+      job.file->bytes += added;
+      queued_ += added;
+      if (added) check_pressure();
+      return true;
+    }
+    return false;
   }
+  static constexpr std::size_t kMergeReach = 8;
 
   // ---- files, relative to the directory
   void make_dir(std::string rel, Done done);
