@@ -42,7 +42,8 @@ class JobQueue {
     return claimed;
   }
   /// Queues every job of `jobs` (left empty, its room kept for reuse) under
-  /// one lock; returns what push_deferred() would for the last of them.
+  /// one lock; true when one of them claimed the wake-up (as push_deferred()
+  /// says for one job).
   bool push_all(std::vector<Job>& jobs) {
     std::lock_guard<std::mutex> lock(mu_);
     const std::size_t from = jobs_.size();

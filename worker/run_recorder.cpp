@@ -144,7 +144,7 @@ void RunRecorder::event(const char* direction, std::string_view line, bool is_js
     // Written as a short tagged line (segment.h); events.jsonl reads back
     // the classic line.
     // Straight into the lines this recording already asked for in this
-    // loop iteration, when it asked last: a flood of frames costs one
+    // loop iteration (Store::extend_lines): a flood of frames costs one
     // store job per read, not one per frame.
     std::size_t added = 0;
     auto write = [&](std::string& out) {
@@ -155,7 +155,7 @@ void RunRecorder::event(const char* direction, std::string_view line, bool is_js
     if (!store_.extend_lines(shared_.get(), write)) {
       std::string out;
       write(out);
-      record(std::move(out));
+      store_.record_lines(base_.sessionId, base_.runId, std::move(out), track(), shared_.get());
     }
     events_bytes_ += added;
     return;
