@@ -33,6 +33,12 @@ Loop::Loop() {
   uv_idle_init(&loop_, idle);
   idle->data = this;
   idle_.reset(idle);
+  auto* check = new uv_check_t;
+  uv_check_init(&loop_, check);
+  check->data = this;
+  check_.reset(check);
+  uv_check_start(check, &Loop::on_check);
+  uv_unref(reinterpret_cast<uv_handle_t*>(check));  // only idle_ says work waits
   auto* wake = new uv_async_t;
   uv_async_init(&loop_, wake, &Loop::on_wake);
   wake->data = this;
@@ -45,6 +51,7 @@ Loop::~Loop() { close(); }
 bool Loop::close() {
   if (closed_) return true;
   idle_.reset();
+  check_.reset();
   posted_.clear();
   {
     std::lock_guard<std::mutex> lock(remote_mu_);
@@ -99,17 +106,28 @@ void Loop::on_wake(uv_async_t* wake) noexcept {
 }
 
 void Loop::on_idle(uv_idle_t* idle) noexcept {
-  auto* self = static_cast<Loop*>(idle->data);
+  if (auto* self = static_cast<Loop*>(idle->data)) self->run_posted_batch();
+}
+
+void Loop::on_check(uv_check_t* check) noexcept {
+  auto* self = static_cast<Loop*>(check->data);
   if (!self) return;
-  // Run only what was posted before this callback; work posted by these
+  // A few rounds: work that posts the next step of a hand-off (an answer,
+  // then the next prompt, then its store jobs) is done before the next
+  // poll, which can then wait; a chain that goes on waits for that poll.
+  for (int round = 0; round < kCheckRounds && !self->posted_.empty(); ++round) self->run_posted_batch();
+}
+
+void Loop::run_posted_batch() {
+  // Run only what was posted before this call; work posted by these
   // functions runs in the next iteration, so a loop of posts cannot starve I/O.
-  std::size_t n = self->posted_.size();
-  for (std::size_t i = 0; i < n && !self->posted_.empty(); ++i) {
-    auto fn = std::move(self->posted_.front());
-    self->posted_.pop_front();
+  std::size_t n = posted_.size();
+  for (std::size_t i = 0; i < n && !posted_.empty(); ++i) {
+    auto fn = std::move(posted_.front());
+    posted_.pop_front();
     run_posted(fn);
   }
-  if (self->posted_.empty() && self->idle_) uv_idle_stop(self->idle_.get());
+  if (posted_.empty() && idle_) uv_idle_stop(idle_.get());
 }
 
 Timer::Timer(Loop& loop) {

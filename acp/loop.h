@@ -34,10 +34,12 @@ class Loop {
   void run_once_nowait();
   void stop();
 
-  /// Runs `fn` on the loop thread at the start of the next iteration, after
-  /// the current callback has returned. Used to defer work (destroying the
-  /// object whose callback is running, handing off the next turn) out of
-  /// libuv callbacks. Posted functions run in order.
+  /// Runs `fn` on the loop thread once the current callback has returned:
+  /// after this iteration's I/O callbacks (libuv's check phase), or at the
+  /// start of the next iteration for work posted outside them. Used to
+  /// defer work (destroying the object whose callback is running, handing
+  /// off the next turn) out of libuv callbacks. Posted functions run in
+  /// order; what they post in turn waits for the next iteration.
   void post(UniqueFunction<void()> fn);
   /// Like post(), but may be called from any thread (e.g. a writer
   /// thread handing back a result); `fn` runs on the loop thread soon
@@ -51,11 +53,20 @@ class Loop {
 
  private:
   static void on_idle(uv_idle_t* idle) noexcept;
+  static void on_check(uv_check_t* check) noexcept;
+  /// Runs what was posted before this call (not what it posts), and stops
+  /// the idle handle once nothing is left.
+  void run_posted_batch();
+  static constexpr int kCheckRounds = 4;
   static void on_wake(uv_async_t* wake) noexcept;
 
   uv_loop_t loop_{};
   bool closed_ = false;
+  // Work waiting keeps idle_ active, which makes the poll return at once;
+  // check_ runs it right after the poll, so work posted by I/O callbacks
+  // costs no extra poll.
   UvHandle<uv_idle_t> idle_;
+  UvHandle<uv_check_t> check_;
   std::deque<UniqueFunction<void()>> posted_;
   std::mutex remote_mu_;  // guards remote_ and wake_ against other threads
   std::vector<UniqueFunction<void()>> remote_;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <deque>
 #include <vector>
@@ -306,27 +307,58 @@ class StreamWriter final : public Writer {
   static void on_prepare(uv_prepare_t* p) noexcept {
     auto* self = static_cast<StreamWriter*>(p->data);
     uv_prepare_stop(p);
-    if (!self->batch_ && !self->pending_.empty()) self->issue();
+    if (self->batch_ || self->pending_.empty()) return;
+    self->issue();
+    self->settle();
   }
 
+  // Writes what waits at once if the peer takes it (one writev, no
+  // callback), else hands the rest to libuv. A write that uv_write finished
+  // at once would still call back from the next iteration, whose poll then
+  // could not wait: one wasted poll per line sent between two reads.
   void issue() {
-    auto* batch = new Batch;
-    std::vector<uv_buf_t> bufs;
-    while (!pending_.empty() && batch->lines.size() < kMaxBatchLines) {
-      batch->bytes += pending_.front().size();
-      batch->lines.push_back(std::move(pending_.front()));
-      pending_.pop_front();
-    }
-    bufs.reserve(batch->lines.size());
-    for (auto& line : batch->lines) bufs.push_back(uv_buf_init(line.data(), static_cast<unsigned>(line.size())));
-    int rc = uv_write(&batch->req, stream(), bufs.data(), static_cast<unsigned>(bufs.size()), &StreamWriter::on_write);
-    if (rc != 0) {
-      queued_ -= batch->bytes;
-      delete batch;
-      fail(rc);
+    while (!pending_.empty()) {
+      std::size_t n = std::min(pending_.size(), kMaxBatchLines);
+      bufs_.clear();
+      for (std::size_t i = 0; i < n; ++i) {
+        bufs_.push_back(uv_buf_init(pending_[i].data(), static_cast<unsigned>(pending_[i].size())));
+      }
+      int wrote = uv_try_write(stream(), bufs_.data(), static_cast<unsigned>(n));
+      if (wrote < 0 && wrote != UV_EAGAIN) {
+        fail(wrote);
+        return;
+      }
+      std::size_t done = wrote > 0 ? static_cast<std::size_t>(wrote) : 0;
+      while (n > 0 && done >= pending_.front().size()) {
+        done -= pending_.front().size();
+        queued_ -= pending_.front().size();
+        pending_.pop_front();
+        --n;
+      }
+      if (n == 0) continue;
+      if (done > 0) {
+        queued_ -= done;
+        pending_.front().erase(0, done);
+      }
+      auto* batch = new Batch;
+      for (std::size_t i = 0; i < n; ++i) {
+        batch->bytes += pending_.front().size();
+        batch->lines.push_back(std::move(pending_.front()));
+        pending_.pop_front();
+      }
+      bufs_.clear();
+      for (auto& line : batch->lines) bufs_.push_back(uv_buf_init(line.data(), static_cast<unsigned>(line.size())));
+      int rc =
+          uv_write(&batch->req, stream(), bufs_.data(), static_cast<unsigned>(bufs_.size()), &StreamWriter::on_write);
+      if (rc != 0) {
+        queued_ -= batch->bytes;
+        delete batch;
+        fail(rc);
+        return;
+      }
+      batch_ = batch;
       return;
     }
-    batch_ = batch;
   }
 
   static void on_write(uv_write_t* r, int status) noexcept {
@@ -342,10 +374,15 @@ class StreamWriter final : public Writer {
     } else if (!self->pending_.empty()) {
       self->issue();
     }
-    self->check_watermarks();
-    if (!self->batch_ && self->pending_.empty() && !self->flush_waiters_.empty()) {
-      auto waiters = std::move(self->flush_waiters_);
-      self->flush_waiters_.clear();
+    self->settle();
+  }
+
+  // Last: whoever waited for the queue to drain may destroy the writer.
+  void settle() {
+    check_watermarks();
+    if (!batch_ && pending_.empty() && !flush_waiters_.empty()) {
+      auto waiters = std::move(flush_waiters_);
+      flush_waiters_.clear();
       for (auto& w : waiters) w();
     }
   }
@@ -376,6 +413,7 @@ class StreamWriter final : public Writer {
   UvHandle<uv_prepare_t> prepare_;   // hands pending_ to libuv before the loop polls
   std::deque<std::string> pending_;  // not yet handed to libuv
   Batch* batch_ = nullptr;           // handed to libuv, awaiting its callback
+  std::vector<uv_buf_t> bufs_;       // issue()'s buffers, kept from call to call
   std::size_t queued_ = 0;           // bytes in pending_ and batch_
   std::size_t high_ = 0;
   std::size_t low_ = 0;

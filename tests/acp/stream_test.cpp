@@ -171,3 +171,57 @@ TEST_CASE("a pipe writer reports its high-water mark, then its low one, and keep
   CHECK(queued_at_high > 256 * 1024);
   CHECK(loop.close());
 }
+
+TEST_CASE("work posted from a read callback runs in the same iteration, before the loop polls again") {
+  acp::Loop loop;
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  REQUIRE(::write(fds[1], "x\n", 2) == 2);
+  int posted_ran = 0;
+  std::string got;
+  {
+    auto reader = acp::open_fd_reader(loop, fds[0]);
+    REQUIRE(reader);
+    std::unique_ptr<acp::Reader> r = std::move(*reader);
+    r->start(
+        [&](std::string_view d) {
+          got.append(d);
+          loop.post([&] {
+            ++posted_ran;
+            // Work it posts in turn still runs in this iteration (a few
+            // rounds are allowed before the next poll).
+            loop.post([&] { ++posted_ran; });
+          });
+        },
+        [](int) {});
+    loop.run_once_nowait();
+    CHECK(got == "x\n");
+    CHECK(posted_ran == 2);
+  }
+  ::close(fds[1]);
+  loop.run();
+  CHECK(loop.close());
+}
+
+TEST_CASE("lines the pipe takes at once are out, and a flush answered, within one iteration of the loop") {
+  acp::Loop loop;
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  bool flushed = false;
+  {
+    auto writer = acp::open_fd_writer(loop, fds[1]);
+    REQUIRE(writer);
+    (*writer)->write("one\n");
+    (*writer)->write("two\n");
+    (*writer)->flush([&] { flushed = true; });
+    CHECK_FALSE(flushed);
+    loop.run_once_nowait();
+    CHECK(flushed);
+    CHECK((*writer)->queued_bytes() == 0);
+  }
+  char buf[16] = {};
+  CHECK(::read(fds[0], buf, sizeof buf) == 8);
+  CHECK(std::string(buf, 8) == "one\ntwo\n");
+  ::close(fds[0]);
+  CHECK(loop.close());
+}
