@@ -102,16 +102,19 @@ void AdapterLink::on_stderr(std::string_view data) {
   if (stderr_tail_.size() > options_.stderr_tail_bytes) {
     stderr_tail_.erase(0, stderr_tail_.size() - options_.stderr_tail_bytes);
   }
-  // Log whole lines; a partial line waits for its end (bounded). Nothing
-  // is built when info lines are not logged.
-  const bool logged = acp::log::level() <= acp::log::Level::kInfo;
+  // Each run's stderr.log keeps what the adapter said; harnessd's own log
+  // repeats it only at debug level: a chatty adapter would drown the log,
+  // and what a harness recording metadata only says stays out of it unless
+  // asked for. Whole lines; a partial line waits for its end (bounded).
+  // Nothing is built when debug lines are not logged.
+  const bool logged = acp::log::level() <= acp::log::Level::kDebug;
   const auto log_line = [&](std::string_view line, bool cut) {
     if (!logged || line.empty()) return;
     std::string text = options_.label;
     text += ": adapter stderr: ";
     text += line.substr(0, kMaxLoggedLine);
     if (cut || line.size() > kMaxLoggedLine) text += "...";
-    acp::log::info(text);
+    acp::log::debug(text);
   };
   stderr_line_.append(data);
   std::size_t start = 0, pos;
