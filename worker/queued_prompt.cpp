@@ -15,6 +15,7 @@ void answer_cancelled(QueuedPrompt prompt, acp::UniqueFunction<void()> then) {
   facts.session_id = prompt.ledger.sessionId;
   facts.ended_at = acp::iso_time();
   TurnOutcome o = cancelled_outcome("removed before it started", facts);
+  prompt.recorder->write_request(prompt.request);
   // The terminal line is written before the host hears of it.
   prompt.recorder->finish(
       o.event, std::move(o.fields), std::move(o.result_file),

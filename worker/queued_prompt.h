@@ -33,12 +33,13 @@ struct QueuedPrompt {
   nlohmann::json context;  // _meta.harnessd.context, or null
 };
 
-/// The one place a run folder is prepared: writes request.json and
-/// prompt.md, unless already written. A plain prompt is prepared while the
-/// turn before it runs, and its adapter is given prompt.blocks as sent.
+/// The one place a run folder is prepared: writes prompt.md, unless
+/// already written (request.json is the host's frame, recorded when the
+/// turn starts). A plain prompt is prepared while the turn before it runs,
+/// and its adapter is given prompt.blocks as sent.
 void prepare_run(QueuedPrompt& prompt);
 /// A packaged prompt is prepared when its own turn starts, once its history
-/// is known: request.json, prompt.md and the files `packaged` lists; returns
+/// is known: prompt.md and the files `packaged` lists; returns
 /// the blocks its adapter is given (one text block).
 nlohmann::json prepare_packaged_run(QueuedPrompt& prompt, harnesses::Packaged& packaged);
 

@@ -78,14 +78,22 @@ void RunRecorder::prepare(const json& request, std::string prompt_md) {
                   {"recording", "metadata"},
                   {"promptBlocks", blocks && blocks->is_array() ? blocks->size() : 0},
                   {"promptBytes", prompt_md.size()}};
+    request_written_ = true;
     record(segment::file_line(run, "request.json",
                               acp::json_text(shown, 2) + "\n", true) +
            segment::file_line(run, "prompt.md", "(not recorded: this harness records metadata only)\n", true));
     return;
   }
-  record(segment::file_line(run, "request.json", acp::json_text(request, 2) + "\n",
-                            true) +
-         segment::file_line(run, "prompt.md", prompt_md, true));
+  // request.json is the run's first host>harnessd frame (segment.h), which
+  // start_turn records; only a run that never gets that far writes it
+  // (write_request()).
+  record(segment::file_line(run, "prompt.md", prompt_md, true));
+}
+
+void RunRecorder::write_request(const json& request) {
+  if (!prepared_ || request_written_) return;
+  request_written_ = true;
+  record(segment::file_line(base_.runId, "request.json", acp::json_text(request, 2) + "\n", true));
 }
 
 void RunRecorder::open(Done ready) {
@@ -134,13 +142,18 @@ void RunRecorder::event(const char* direction, std::string_view line, bool is_js
     append_event(std::move(out));
     return;
   }
+  // The first host>harnessd frame of a run is its request: kept whole, it
+  // is what request.json reads back as; otherwise request.json is written.
+  const bool request = prepared_ && !request_written_ && std::string_view(direction) == "host>harnessd";
   // The frame plus its wrapping, near enough to decide without building it.
   if (!keep(line.size() + 48)) {
     ++frames_dropped_;
     frame_bytes_dropped_ += line.size();
+    if (request) write_request(parsed_or_text(line));
     return;
   }
   if (is_json || schema::accept_json(line)) {
+    if (request) request_written_ = true;
     // Written as a short tagged line (segment.h); events.jsonl reads back
     // the classic line.
     // Straight into the lines this recording already asked for in this
@@ -161,6 +174,7 @@ void RunRecorder::event(const char* direction, std::string_view line, bool is_js
     return;
   }
   // Not JSON (a banner, a cut line): kept as text.
+  if (request) write_request(json(std::string(line)));
   std::string out = "{\"t\":" + std::to_string(now_ms()) + ",\"dir\":\"" + direction + "\",\"raw\":" +
                     acp::json_text(json(std::string(line))) + "}\n";
   last_frame_at_ = events_bytes_;
@@ -240,6 +254,11 @@ std::string RunRecorder::frame_metadata(std::int64_t t, const char* direction, s
     }
   }
   return acp::json_text(out) + "\n";
+}
+
+json RunRecorder::parsed_or_text(std::string_view line) {
+  if (auto parsed = schema::parse_json(line)) return std::move(*parsed);
+  return json(std::string(line));
 }
 
 std::string render_prompt_markdown(const json& blocks) {

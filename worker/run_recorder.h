@@ -1,7 +1,8 @@
 // RunRecorder: the recording of one run, as lines of its session's segment
 // (segments/<sessionId>.jsonl, see segment.h), and its ledger lines. The
-// request and prompt are written while the previous turn runs; result.json
-// and the terminal ledger line are written before the host is answered.
+// prompt is written while the previous turn runs, the request is the run's
+// first frame; result.json and the terminal ledger line are written before
+// the host is answered.
 #pragma once
 
 #include <cstddef>
@@ -37,11 +38,15 @@ class RunRecorder {
   /// the run in its session's segment (segment.h), new in this process.
   RunRecorder(Store& store, LedgerEntry base, Policy policy, std::uint64_t tag);
 
-  /// Records request.json and prompt.md in the session's segment (the turn
-  /// does not wait for it). Called while the previous turn of the session
-  /// runs.
+  /// Records prompt.md in the session's segment (the turn does not wait for
+  /// it). Called while the previous turn of the session runs. request.json
+  /// is the run's first host>harnessd frame (event()), written once; a
+  /// metadata-only run writes its own now.
   void prepare(const nlohmann::json& request, std::string prompt_md);
   bool prepared() const { return prepared_; }
+  /// Writes request.json of a prepared run whose request never became a
+  /// frame (it ends before it starts); nothing if it did.
+  void write_request(const nlohmann::json& request);
   /// Adds a file the prompt gives the harness to read, in the run's own
   /// folder runs/<runId>/ (after prepare()), e.g. references/1-notes.md;
   /// its folders are created first.
@@ -100,6 +105,7 @@ class RunRecorder {
   bool keep(std::size_t bytes);
   /// The events.jsonl line of a frame in metadata-only mode.
   static std::string frame_metadata(std::int64_t t, const char* direction, std::string_view line);
+  static nlohmann::json parsed_or_text(std::string_view line);
   static std::int64_t now_ms();
 
   Store& store_;
@@ -107,6 +113,7 @@ class RunRecorder {
   std::string dir_;
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
   bool prepared_ = false;
+  bool request_written_ = false;  // request.json written, or the request kept as a frame
   bool harness_reads_ = false;  // add_file() was used
   Policy policy_;
   std::uint64_t tag_;

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "acp/json_write.h"
 #include "schema/json_parse.h"
 
 namespace harnessd::worker::segment {
@@ -111,7 +112,8 @@ void walk(std::string_view segment, Fn&& fn) {
 }
 
 // Rebuilds the events.jsonl line of a tagged line; false when garbled.
-bool expand(std::string_view rest, std::string& events) {
+// `code` and `msg` are set for a frame.
+bool expand(std::string_view rest, std::string& events, std::string_view& code, std::string_view& msg) {
   if (!rest.empty() && rest.front() == '{') {
     if (rest.back() != '}') return false;
     events.append(rest);
@@ -122,7 +124,8 @@ bool expand(std::string_view rest, std::string& events) {
   std::int64_t t = 0;
   if (!take_number(at, t, true) || at.size() < 7 || at.substr(0, 2) != ",\"" || at.substr(4, 2) != "\",") return false;
   std::string_view time = rest.substr(0, rest.size() - at.size());
-  std::string_view code = at.substr(2, 2), msg = at.substr(6);
+  code = at.substr(2, 2);
+  msg = at.substr(6);
   if (msg.empty()) return false;
   for (const auto& d : kDirections) {
     if (d.code != code) continue;
@@ -142,7 +145,16 @@ bool expand(std::string_view rest, std::string& events) {
 void take(Run& run, Kind kind, std::string_view line, std::string_view rest) {
   if (kind == Kind::kTag) return;
   if (kind == Kind::kTagged) {
-    if (!expand(rest, run.files["events.jsonl"])) ++run.cut;
+    std::string_view code, msg;
+    if (!expand(rest, run.files["events.jsonl"], code, msg)) {
+      ++run.cut;
+      return;
+    }
+    // The run's first request from the host is its request.json, unless
+    // the run wrote one of its own (before it, as earlier harnessd did).
+    if (code == "h>" && !run.files.contains("request.json")) {
+      if (auto request = schema::parse_json(msg)) run.files["request.json"] = acp::json_text(*request, 2) + "\n";
+    }
     return;
   }
   if (rest.size() < 2 || rest[0] != ',') {

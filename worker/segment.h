@@ -14,7 +14,9 @@
 // host>harnessd, ">a" harnessd>adapter, "a>" adapter>harnessd, ">h"
 // harnessd>host). Reading a run rebuilds its events.jsonl byte for byte as
 // {"t":…,"dir":"…","msg":…} lines (transcript pointers count bytes of it),
-// and gives its files as a run folder held them; `harnessd show RUN
+// and gives its files as a run folder held them, request.json being the
+// run's first host>harnessd message (unless a line put one before it),
+// indented as the file always was; `harnessd show RUN
 // --export DIR` writes that folder. Lines {"run":"run_…","t":…,…} (an
 // events line with the run in front, as an earlier harnessd wrote them)
 // are read too.

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 
 #include <thread>
+#include <tuple>
 
 #include "daemon_process.h"
 #include "stored_session.h"
@@ -95,6 +96,41 @@ TEST_CASE("a run leaves a complete recording and three ledger lines") {
   CHECK(mode_of(d.state_dir() + "/segments/" + sid + ".jsonl") == 0600);
   // The ledger and the session records are in the state database.
   CHECK(mode_of(d.state_dir() + "/state.db") == 0600);
+}
+
+TEST_CASE("a run's request is stored once, as its first frame, and a prompt that never ran still has its request.json") {
+  Daemon d;
+  d.initialize();
+  std::string sid = d.new_session();
+  int running = d.send_prompt(sid, "slow 3000");
+  int removed = d.send_prompt(sid, "echo never");
+  REQUIRE(d.recv());  // the slow one is under way
+  d.send({{"jsonrpc", "2.0"}, {"method", "$/cancel_request"}, {"params", {{"requestId", removed}}}});
+  std::string removed_run = run_id_of(d.recv_reply(removed));
+  d.send({{"jsonrpc", "2.0"}, {"method", "$/cancel_request"}, {"params", {{"requestId", running}}}});
+  std::string running_run = run_id_of(d.recv_reply(running));
+  std::string done_run = run_id_of(d.prompt(sid, "echo once"));
+  // Only the run that never started has a request.json line of its own.
+  const std::string segment = read_file(d.state_dir() + "/segments/" + sid + ".jsonl");
+  std::size_t puts = 0;
+  for (std::size_t at = 0; (at = segment.find("\"put\":\"request.json\"", at)) != std::string::npos; ++at) ++puts;
+  CHECK(puts == 1);
+  CHECK(segment.find("{\"run\":\"" + removed_run + "\",\"put\":\"request.json\"") != std::string::npos);
+  // Each reads back as the indented request the host sent.
+  const std::vector<std::tuple<std::string, int, std::string>> runs = {
+      {running_run, running, "slow 3000"}, {removed_run, removed, "echo never"}};
+  for (const auto& [run, id, text] : runs) {
+    auto file = run_file(d.state_dir(), run, "request.json");
+    REQUIRE(file);
+    CHECK(file->find("\n  \"method\": \"session/prompt\",\n") != std::string::npos);
+    CHECK(file->back() == '\n');
+    json req = json::parse(*file);
+    CHECK(req["id"] == id);
+    CHECK(req["params"]["prompt"][0]["text"] == text);
+    CHECK(req["receivedAt"].is_string());
+  }
+  json req = json::parse(run_file(d.state_dir(), done_run, "request.json").value_or("null"));
+  CHECK(req["params"]["prompt"][0]["text"] == "echo once");
 }
 
 TEST_CASE("every way a run ends is one terminal ledger entry") {
