@@ -278,7 +278,7 @@ Expected<void> DbWriter::write_pending() {
   return {};
 }
 
-Expected<void> DbWriter::write_one(Job& job) {
+Expected<void> DbWriter::write_one(Job& job, Pairing pairing, const LedgerEntry* started) {
   if (job.entry) {
     if (job.fallback) {
       if (auto failed = failed_runs_.find(job.entry->runId); failed != failed_runs_.end()) {
@@ -286,7 +286,9 @@ Expected<void> DbWriter::write_one(Job& job) {
         failed_runs_.erase(failed);
       }
     }
-    auto r = db_->apply_one(*job.entry);
+    auto r = pairing == Pairing::kStartBeforeEnd ? db_->apply_start_before_end(*job.entry)
+             : pairing == Pairing::kEndAfterStart && started ? db_->apply_end_after_start(*job.entry, *started)
+                 : db_->apply_one(*job.entry);
     if (!r) return std::move(r).error();
     return {};  // a second end is refused by the database, logged, not an error of this write
   }
@@ -303,6 +305,27 @@ void DbWriter::finish(Job& job, Expected<void> result, WriteCompletions::Finishe
   if (job.done) finished.emplace_back(std::move(job.done), std::move(result));
 }
 
+void DbWriter::pair_starts_with_ends(const std::vector<Job>& batch) {
+  partner_.assign(batch.size(), kNoPartner);
+  if (!pending_.empty()) return;  // entries that waited go first, one by one
+  for (std::size_t end = 0; end < batch.size(); ++end) {
+    const LedgerEntry* e = batch[end].entry ? &*batch[end].entry : nullptr;
+    if (!e || !is_terminal_event(e->event)) continue;
+    for (std::size_t start = end; start-- > 0;) {
+      const LedgerEntry* s = batch[start].entry ? &*batch[start].entry : nullptr;
+      if (!s || s->runId != e->runId) continue;
+      // The same run as the end says it, started in this batch.
+      if (s->event == run_event::kStarted && partner_[start] == kNoPartner && s->sessionId == e->sessionId &&
+          s->name == e->name && s->hostSession == e->hostSession && s->harness == e->harness &&
+          s->requestId == e->requestId && s->daemon == e->daemon) {
+        partner_[start] = end;
+        partner_[end] = start;
+      }
+      break;
+    }
+  }
+}
+
 void DbWriter::write(std::vector<Job>& batch, WriteCompletions::Finished& finished) {
   // Entries that waited go first: a run's transitions stay in order.
   Expected<void> result = write_pending();
@@ -311,8 +334,16 @@ void DbWriter::write(std::vector<Job>& batch, WriteCompletions::Finished& finish
     if (!tx) {
       result = std::move(tx).error();
     } else {
-      for (auto& job : batch) {
-        if (result = write_one(job); !result) break;
+      // A run that starts and ends within the batch has its row changed
+      // once, by its end: one update fewer per prompt.
+      pair_starts_with_ends(batch);
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        const std::size_t other = partner_[i];
+        Pairing pairing = other == kNoPartner ? Pairing::kNone
+                          : other > i         ? Pairing::kStartBeforeEnd
+                                              : Pairing::kEndAfterStart;
+        const LedgerEntry* started = pairing == Pairing::kEndAfterStart ? &*batch[other].entry : nullptr;
+        if (result = write_one(batch[i], pairing, started); !result) break;
       }
       if (result) result = tx->commit();
     }

@@ -116,7 +116,15 @@ class DbWriter {
   /// Writes `batch` (after the entries still waiting) in one transaction;
   /// if that fails, each on its own, so one bad entry fails alone.
   void write(std::vector<Job>& batch, WriteCompletions::Finished& finished);
-  Expected<void> write_one(Job& job);
+  /// How a ledger entry of the batch is written: alone, or as the start
+  /// or end of a run that starts and ends in the batch.
+  enum class Pairing { kNone, kStartBeforeEnd, kEndAfterStart };
+  Expected<void> write_one(Job& job, Pairing pairing = Pairing::kNone, const LedgerEntry* started = nullptr);
+  /// Fills partner_: for each started entry of `batch` whose run's end
+  /// follows in it, the index of that end, and the other way round.
+  void pair_starts_with_ends(const std::vector<Job>& batch);
+  static constexpr std::size_t kNoPartner = static_cast<std::size_t>(-1);
+  std::vector<std::size_t> partner_;  // pair_starts_with_ends(), kept from batch to batch
   void finish(Job& job, Expected<void> result, WriteCompletions::Finished& finished);
   /// How long `batch` may wait for more jobs since it was taken.
   std::chrono::microseconds hold_for(const std::vector<Job>& batch) const;

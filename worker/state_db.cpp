@@ -158,33 +158,42 @@ Expected<std::unique_ptr<StateDb>> StateDb::open(const std::string& dir, int dir
   return std::unique_ptr<StateDb>(new StateDb(std::move(*db)));
 }
 
+namespace {
+
+// Only the state, its time and the outcome change, so neither the row's
+// other indexes nor its other columns are rewritten: a full upsert sets
+// every column, and SQLite then rewrites every index on them.
+const std::string kSameRun =
+    "run_id = ?1 AND session_id = ?2 AND name IS ?3 AND host_session IS ?4 AND harness = ?5 "
+    "AND request_id IS ?6 AND daemon = ?7";
+const std::string kStartRow = "UPDATE runs SET state = 'started', started_at = ?8 WHERE " + kSameRun;
+const std::string kEndRow =
+    "UPDATE runs SET state = ?8, ended_at = ?9, outcome = ?10 WHERE " + kSameRun + " AND ended_at IS NULL";
+
+// Binds ?1..?7 to the run's identity, and ?8.. to what a started (its
+// time) or terminal entry (its event, time and outcome) changes.
+void bind_run_update(Statement& up, const LedgerEntry& e, bool terminal) {
+  up.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
+  up.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon);
+  if (terminal) {
+    up.bind_kept(8, e.event).bind_kept(9, e.time);
+    up.bind(10, e.extra.is_object() ? acp::json_text(e.extra) : std::string("{}"));
+  } else {
+    up.bind_kept(8, e.time);
+  }
+}
+
+}  // namespace
+
 Expected<std::optional<std::int64_t>> StateDb::update_known_run(const LedgerEntry& e, bool terminal) {
-  // Only the state, its time and the outcome change, so neither the row's
-  // other indexes nor its other columns are rewritten: a full upsert sets
-  // every column, and SQLite then rewrites every index on them.
-  static const std::string kSame =
-      "run_id = ?1 AND session_id = ?2 AND name IS ?3 AND host_session IS ?4 AND harness = ?5 "
-      "AND request_id IS ?6 AND daemon = ?7";
-  static const std::string kStarted = "UPDATE runs SET state = 'started', started_at = ?8 WHERE " + kSame;
-  static const std::string kEnded =
-      "UPDATE runs SET state = ?8, ended_at = ?9, outcome = ?10 WHERE " + kSame + " AND ended_at IS NULL";
   // A run this connection wrote is found by its seq, and nothing is read
   // back: RETURNING makes SQLite keep the rows it returns, which costs
   // about as much as the update.
-  static const std::string kStartedAt = kStarted + " AND seq = ?11";
-  static const std::string kEndedAt = kEnded + " AND seq = ?11";
-  static const std::string kStartedReturning = kStarted + " RETURNING seq";
-  static const std::string kEndedReturning = kEnded + " RETURNING seq";
-  auto bind = [&](Statement& up) {
-    up.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
-    up.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon);
-    if (terminal) {
-      up.bind_kept(8, e.event).bind_kept(9, e.time);
-      up.bind(10, e.extra.is_object() ? acp::json_text(e.extra) : std::string("{}"));
-    } else {
-      up.bind_kept(8, e.time);
-    }
-  };
+  static const std::string kStartedAt = kStartRow + " AND seq = ?11";
+  static const std::string kEndedAt = kEndRow + " AND seq = ?11";
+  static const std::string kStartedReturning = kStartRow + " RETURNING seq";
+  static const std::string kEndedReturning = kEndRow + " RETURNING seq";
+  auto bind = [&](Statement& up) { bind_run_update(up, e, terminal); };
   if (auto known = open_seqs_.find(e.runId); known != open_seqs_.end()) {
     const std::int64_t seq = known->second;
     if (terminal) open_seqs_.erase(known);
@@ -209,16 +218,50 @@ Expected<std::optional<std::int64_t>> StateDb::update_known_run(const LedgerEntr
 }
 
 Expected<bool> StateDb::apply_one(const LedgerEntry& e) {
+  auto seq = apply_row(e);
+  if (!seq) return std::move(seq).error();
+  if (!*seq) return false;
+  return insert_transition(**seq, e, is_terminal_event(e.event));
+}
+
+Expected<bool> StateDb::apply_start_before_end(const LedgerEntry& started) {
+  auto known = open_seqs_.find(started.runId);
+  if (known == open_seqs_.end()) return apply_one(started);
+  return insert_transition(known->second, started, false);
+}
+
+Expected<bool> StateDb::apply_end_after_start(const LedgerEntry& end, const LedgerEntry& started) {
+  static const std::string kStartAndEnd =
+      "UPDATE runs SET state = ?8, ended_at = ?9, outcome = ?10, started_at = ?12 WHERE " + kSameRun +
+      " AND ended_at IS NULL AND seq = ?11";
+  if (auto known = open_seqs_.find(end.runId); known != open_seqs_.end() && is_terminal_event(end.event)) {
+    const std::int64_t seq = known->second;
+    auto st = db_->cached(kStartAndEnd.c_str());
+    if (!st) return std::move(st).error();
+    bind_run_update(**st, end, true);
+    (*st)->bind(11, seq).bind_kept(12, started.time);
+    if (auto r = (*st)->run(); !r) return Error{"cannot record run " + end.runId + ": " + r.error().message};
+    if (db_->changes() == 1) {
+      open_seqs_.erase(known);
+      return insert_transition(seq, end, true);
+    }
+  }
+  // The row did not take both at once (another process changed it): the
+  // start's own update, then the end as any end.
+  if (auto row = apply_row(started); !row) return std::move(row).error();
+  return apply_one(end);
+}
+
+Expected<std::optional<std::int64_t>> StateDb::apply_row(const LedgerEntry& e) {
+  using Seq = std::optional<std::int64_t>;
   const bool terminal = is_terminal_event(e.event);
   // The usual case first: a later transition of a run whose row already
   // says the same of it (session, names, harness, request, daemon).
-  std::optional<std::int64_t> known;
   if (terminal || e.event == run_event::kStarted) {
     auto updated = update_known_run(e, terminal);
     if (!updated) return std::move(updated).error();
-    known = *updated;
+    if (*updated) return *updated;
   }
-  if (known) return insert_transition(*known, e, terminal);
   if (e.event == run_event::kQueued) {
     // The usual first entry of a run: a new row, whose seq SQLite gives
     // back without RETURNING (which costs about as much as the insert). A
@@ -236,7 +279,7 @@ ON CONFLICT(run_id) DO NOTHING)sql");
       const std::int64_t seq = db_->last_insert_rowid();
       if (open_seqs_.size() >= 100000) open_seqs_.clear();
       open_seqs_[e.runId] = seq;
-      return insert_transition(seq, e, terminal);
+      return Seq(seq);
     }
   }
   // The run's row and its state in one statement. A second end of a run
@@ -277,7 +320,7 @@ RETURNING seq)sql");
   if (!row) return Error{"cannot record run " + e.runId + ": " + row.error().message};
   if (!*row) {
     acp::log::error("run " + e.runId + " already ended; its second end (" + e.event + ") is refused");
-    return false;
+    return Seq();
   }
   std::int64_t seq = up.int64(0);
   up.reset();
@@ -286,7 +329,7 @@ RETURNING seq)sql");
     if (open_seqs_.size() >= 100000) open_seqs_.clear();
     open_seqs_[e.runId] = seq;
   }
-  return insert_transition(seq, e, terminal);
+  return Seq(seq);
 }
 
 Expected<bool> StateDb::insert_transition(std::int64_t seq, const LedgerEntry& e, bool terminal) {

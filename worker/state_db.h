@@ -48,6 +48,12 @@ class StateDb {
   /// One entry inside the caller's transaction: false when the database
   /// refused it as a second end.
   Expected<bool> apply_one(const LedgerEntry& entry);
+  /// A run's started entry whose end follows in the same transaction
+  /// (apply_end_after_start): its transition now, its row with the end, in
+  /// one update. As apply_one() for a run this connection does not know
+  /// (did not write, or saw end) by then.
+  Expected<bool> apply_start_before_end(const LedgerEntry& started);
+  Expected<bool> apply_end_after_start(const LedgerEntry& end, const LedgerEntry& started);
   Expected<std::optional<RunRecord>> find_run(const std::string& run_id);
 
   struct RunFilter {
@@ -174,6 +180,9 @@ class StateDb {
   /// has ended) for the full upsert to decide.
   Expected<std::optional<std::int64_t>> update_known_run(const LedgerEntry& e, bool terminal);
   Expected<bool> insert_transition(std::int64_t seq, const LedgerEntry& e, bool terminal);
+  /// The run's row as `e` leaves it: its seq, or none when the database
+  /// refused `e` as a second end (logged).
+  Expected<std::optional<std::int64_t>> apply_row(const LedgerEntry& e);
 
   std::unique_ptr<Database> db_;
   /// The seq of each run this connection wrote and has not seen end.

@@ -259,6 +259,64 @@ TEST_CASE("a run's queued entry makes its row, and one for a row already there g
   CHECK(db->transitions("run_1")->size() == 4);
 }
 
+TEST_CASE("a start and an end written together change the run's row once, and come apart when the row changed meanwhile", "[state_db]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  auto other = open_db(dir.path());
+  REQUIRE(db->apply(std::vector{entry("run_1", "queued"), entry("run_2", "queued")}));
+  auto paired = [&](const LedgerEntry& start, const LedgerEntry& end, const char* row_between) {
+    auto tx = Transaction::begin(db->db());
+    REQUIRE(tx);
+    auto s = db->apply_start_before_end(start);
+    REQUIRE(s);
+    CHECK(*s);
+    CHECK((*db->find_run(start.runId))->state == row_between);
+    auto e = db->apply_end_after_start(end, start);
+    REQUIRE(e);
+    REQUIRE(tx->commit());
+    return *e;
+  };
+  LedgerEntry start = entry("run_1", "started");
+  start.time = "2026-12-04T10:00:00.000Z";
+  // Until the end, the row still says queued: its start comes with its end.
+  CHECK(paired(start, entry("run_1", "completed"), "queued"));
+  auto one = *db->find_run("run_1");
+  REQUIRE(one);
+  CHECK(one->state == "completed");
+  CHECK(one->startedAt == "2026-12-04T10:00:00.000Z");
+  CHECK(!one->endedAt.empty());
+  CHECK(one->outcome == json{{"stopReason", "end_turn"}});
+  auto moves = db->transitions("run_1");
+  REQUIRE(moves);
+  REQUIRE(moves->size() == 3);
+  CHECK((*moves)[1].event == "started");
+  CHECK((*moves)[1].time == "2026-12-04T10:00:00.000Z");
+  CHECK((*moves)[2].event == "completed");
+  // run_2's row now says another daemon serves it: the pair falls back to
+  // a start and an end of their own, and the row still gets both.
+  REQUIRE(other->db().exec("UPDATE runs SET daemon = 'd_two' WHERE run_id = 'run_2'"));
+  LedgerEntry start2 = entry("run_2", "started");
+  start2.time = "2026-12-04T11:00:00.000Z";
+  CHECK(paired(start2, entry("run_2", "completed"), "queued"));
+  auto two = *db->find_run("run_2");
+  REQUIRE(two);
+  CHECK(two->state == "completed");
+  CHECK(two->startedAt == "2026-12-04T11:00:00.000Z");
+  CHECK(two->daemon == "d_one");
+  CHECK(db->transitions("run_2")->size() == 3);
+  // A run that ended already refuses the end of a pair, as any second end.
+  {
+    auto tx = Transaction::begin(db->db());
+    REQUIRE(tx);
+    REQUIRE(db->apply_start_before_end(entry("run_1", "started")));
+    auto again = db->apply_end_after_start(entry("run_1", "failed"), entry("run_1", "started"));
+    REQUIRE(again);
+    CHECK_FALSE(*again);
+  }  // not committed
+  CHECK((*db->find_run("run_1"))->state == "completed");
+  CHECK(db->transitions("run_1")->size() == 3);
+}
+
 TEST_CASE("a second end of a run is refused by the database, not only by our code", "[state_db]") {
   TempDir dir;
   auto db = open_db(dir.path());
