@@ -315,9 +315,7 @@ void DbWriter::pair_starts_with_ends(const std::vector<Job>& batch) {
       const LedgerEntry* s = batch[start].entry ? &*batch[start].entry : nullptr;
       if (!s || s->runId != e->runId) continue;
       // The same run as the end says it, started in this batch.
-      if (s->event == run_event::kStarted && partner_[start] == kNoPartner && s->sessionId == e->sessionId &&
-          s->name == e->name && s->hostSession == e->hostSession && s->harness == e->harness &&
-          s->requestId == e->requestId && s->daemon == e->daemon) {
+      if (s->event == run_event::kStarted && partner_[start] == kNoPartner && s->same_run(*e)) {
         partner_[start] = end;
         partner_[end] = start;
       }

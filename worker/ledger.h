@@ -48,6 +48,13 @@ struct LedgerEntry {
   /// takes the place of a common one of the same name, as in to_json().
   std::string to_line() const;
   static std::optional<LedgerEntry> from_json(const nlohmann::json& j);
+  /// Whether `other` says the same of the run: its id, session, names,
+  /// harness, request and daemon (what the database's row holds of it).
+  bool same_run(const LedgerEntry& other) const {
+    return runId == other.runId && sessionId == other.sessionId && name == other.name &&
+           hostSession == other.hostSession && harness == other.harness && requestId == other.requestId &&
+           daemon == other.daemon;
+  }
 };
 
 /// What the ledger says about one run.
