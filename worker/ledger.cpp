@@ -40,6 +40,15 @@ void append_value(std::string& out, const json& v) { acp::append_json(out, v); }
 
 }  // namespace
 
+bool is_common_field(std::string_view key) {
+  static constexpr std::string_view kCommon[] = {"time",        "event",   "runId",     "sessionId", "name",
+                                                 "hostSession", "harness", "requestId", "daemon"};
+  for (std::string_view c : kCommon) {
+    if (key == c) return true;
+  }
+  return false;
+}
+
 std::string LedgerEntry::to_line() const {
   const bool has_extra = extra.is_object() && !extra.empty();
   std::string out;
@@ -102,12 +111,8 @@ std::optional<LedgerEntry> LedgerEntry::from_json(const json& j) {
   e.harness = str("harness").value_or("");
   e.requestId = j.value("requestId", json());
   e.daemon = str("daemon").value_or("");
-  static const char* kCommon[] = {"time",    "event",   "runId",    "sessionId", "name",
-                                  "hostSession", "harness", "requestId", "daemon"};
   for (auto& [k, v] : j.items()) {
-    bool common = false;
-    for (const char* c : kCommon) common = common || k == c;
-    if (!common) e.extra[k] = v;
+    if (!is_common_field(k)) e.extra[k] = v;
   }
   return e;
 }

@@ -28,6 +28,11 @@ inline constexpr const char* kInterrupted = "interrupted";
 
 bool is_terminal_event(const std::string& event);
 
+/// Whether `key` is one of the fields every ledger line has (time, event,
+/// runId, sessionId, name, hostSession, harness, requestId, daemon), as
+/// opposed to an event's own.
+bool is_common_field(std::string_view key);
+
 /// One ledger line. `extra` carries the event's own fields (stopReason,
 /// error, reason, timeoutMs, partialOutput).
 struct LedgerEntry {

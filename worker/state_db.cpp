@@ -92,6 +92,13 @@ SELECT harness, options, max(updated) FROM (
   FROM sessions WHERE json_type(record, '$.adapterOptions') = 'array')
 WHERE harness IS NOT NULL GROUP BY harness;
 )sql",
+    // 4: a transition's entry may hold only the event's own fields when its
+    // run's row says the rest (see insert_transition); a harnessd that does
+    // not know this must not read such entries, hence a step of its own.
+    R"sql(
+INSERT INTO meta(key, value) VALUES ('transition entries', 'own fields where the run row says the rest')
+ON CONFLICT(key) DO NOTHING;
+)sql",
 };
 
 constexpr const char* kImportedKey = "imported pre-sqlite files";
@@ -282,6 +289,9 @@ ON CONFLICT(run_id) DO NOTHING)sql");
       return Seq(seq);
     }
   }
+  // The upsert below may change what the row says of the run; transitions
+  // that keep only their own fields would then read as the new row.
+  if (auto kept = keep_whole_entries(e.runId); !kept) return std::move(kept).error();
   // The run's row and its state in one statement. A second end of a run
   // changes nothing and returns no row; the transition below is refused
   // then, and the unique index on terminal transitions refuses it anyway.
@@ -332,22 +342,108 @@ RETURNING seq)sql");
   return Seq(seq);
 }
 
+namespace {
+
+// The entry a transition keeps when its run's row says everything else of
+// it: the event's own fields. None when the entry carries a common field
+// among its own (it then replaces the common one, see to_line()).
+std::optional<std::string> own_fields(const LedgerEntry& e) {
+  if (!e.extra.is_object()) return std::nullopt;
+  if (e.extra.empty()) return std::string("{}");
+  for (const auto& [k, v] : e.extra.items()) {
+    if (is_common_field(k)) return std::nullopt;
+  }
+  return acp::json_text(e.extra);
+}
+
+// What a transition stored as its own fields is read back from: its
+// event and time, and its run's row (LEFT JOINed as r).
+constexpr const char* kTransitionColumns =
+    "t.event, t.time, t.entry, r.run_id, r.session_id, r.name, r.host_session, r.harness, r.request_id, r.daemon";
+
+// A transition read with kTransitionColumns from column `at` on: a whole
+// entry (written before schema step 4, or one its row did not describe) as
+// it is, else its own fields completed from the row.
+std::optional<LedgerEntry> read_transition(const Statement& st, int at) {
+  auto stored = schema::parse_json(st.text(at + 2));
+  if (!stored || !stored->is_object()) return std::nullopt;
+  if (stored->contains("runId")) return LedgerEntry::from_json(*stored);
+  if (st.is_null(at + 3)) return std::nullopt;  // no row to complete it from
+  LedgerEntry e;
+  e.event = st.text(at);
+  e.time = st.text(at + 1);
+  e.runId = st.text(at + 3);
+  e.sessionId = st.text(at + 4);
+  e.name = st.optional_text(at + 5);
+  e.hostSession = st.optional_text(at + 6);
+  e.harness = st.text(at + 7);
+  e.requestId = parse_or(st.optional_text(at + 8), json());
+  e.daemon = st.text(at + 9);
+  e.extra = std::move(*stored);
+  return e;
+}
+
+}  // namespace
+
 Expected<bool> StateDb::insert_transition(std::int64_t seq, const LedgerEntry& e, bool terminal) {
+  // A terminal transition of a run whose row did not show it ended (a
+  // database edited by hand) is refused as a second end.
+  auto failed = [&](const Statement& in, const Error& error) -> Expected<bool> {
+    if (in.last_code() == SQLITE_CONSTRAINT_UNIQUE) {
+      acp::log::error("run " + e.runId + " already ended; its second end (" + e.event + ") is refused");
+      return false;
+    }
+    return Error{"cannot record run " + e.runId + ": " + error.message};
+  };
+  // Only the event's own fields when the run's row says the rest of the
+  // entry, which the statement checks: a third of the bytes and none of
+  // the text to build. A row that later says otherwise of the run first
+  // gives its earlier transitions their whole entries (keep_whole_entries).
+  static const std::string kOwnFields =
+      "INSERT INTO transitions(run_seq, event, time, entry, terminal) SELECT seq, ?8, ?9, ?10, ?11 FROM runs WHERE " +
+      kSameRun + " AND seq = ?12";
+  if (auto own = own_fields(e)) {
+    auto insert = db_->cached(kOwnFields.c_str());
+    if (!insert) return std::move(insert).error();
+    Statement& in = **insert;
+    in.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
+    in.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon);
+    in.bind_kept(8, e.event).bind_kept(9, e.time).bind_kept(10, *own).bind(11, std::int64_t{terminal}).bind(12, seq);
+    if (auto r = in.run(); !r) return failed(in, r.error());
+    if (db_->changes() == 1) return true;
+  }
   auto insert = db_->cached("INSERT INTO transitions(run_seq, event, time, entry, terminal) VALUES (?1, ?2, ?3, ?4, ?5)");
   if (!insert) return std::move(insert).error();
   Statement& in = **insert;
   const std::string line = e.to_line();
   in.bind(1, seq).bind_kept(2, e.event).bind_kept(3, e.time).bind_kept(4, line).bind(5, std::int64_t{terminal});
-  if (auto r = in.run(); !r) {
-    // A terminal transition of a run whose row did not show it ended (a
-    // database edited by hand): refused as a second end.
-    if (in.last_code() == SQLITE_CONSTRAINT_UNIQUE) {
-      acp::log::error("run " + e.runId + " already ended; its second end (" + e.event + ") is refused");
-      return false;
-    }
-    return Error{"cannot record run " + e.runId + ": " + r.error().message};
-  }
+  if (auto r = in.run(); !r) return failed(in, r.error());
   return true;
+}
+
+Expected<void> StateDb::keep_whole_entries(const std::string& run_id) {
+  static const std::string kOwn = std::string("SELECT t.rowid, ") + kTransitionColumns +
+                                  " FROM runs r JOIN transitions t ON t.run_seq = r.seq WHERE r.run_id = ?1"
+                                  " AND json_type(t.entry, '$.runId') IS NULL";
+  std::vector<std::pair<std::int64_t, std::string>> whole;
+  {
+    auto st = db_->cached(kOwn.c_str());
+    if (!st) return std::move(st).error();
+    (*st)->bind(1, run_id);
+    for (;;) {
+      auto row = (*st)->step();
+      if (!row) return std::move(row).error();
+      if (!*row) break;
+      if (auto e = read_transition(**st, 1)) whole.emplace_back((*st)->int64(0), e->to_line());
+    }
+  }
+  auto up = db_->cached("UPDATE transitions SET entry = ?2 WHERE rowid = ?1");
+  if (!up) return std::move(up).error();
+  for (const auto& [rowid, line] : whole) {
+    (*up)->bind(1, rowid).bind_kept(2, line);
+    if (auto r = (*up)->run(); !r) return Error{"cannot record run " + run_id + ": " + r.error().message};
+  }
+  return {};
 }
 
 Expected<std::vector<std::string>> StateDb::apply(std::span<const LedgerEntry> entries) {
@@ -471,7 +567,10 @@ Expected<std::int64_t> StateDb::last_transition() {
 
 Expected<std::vector<std::pair<std::int64_t, LedgerEntry>>> StateDb::transitions_after(std::int64_t after,
                                                                                        std::size_t limit) {
-  auto st = db_->cached("SELECT rowid, entry FROM transitions WHERE rowid > ?1 ORDER BY rowid LIMIT ?2");
+  static const std::string sql = std::string("SELECT t.rowid, ") + kTransitionColumns +
+                                 " FROM transitions t LEFT JOIN runs r ON r.seq = t.run_seq"
+                                 " WHERE t.rowid > ?1 ORDER BY t.rowid LIMIT ?2";
+  auto st = db_->cached(sql.c_str());
   if (!st) return std::move(st).error();
   (*st)->bind(1, after).bind(2, limit ? static_cast<std::int64_t>(limit) : std::int64_t{-1});
   std::vector<std::pair<std::int64_t, LedgerEntry>> out;
@@ -479,17 +578,16 @@ Expected<std::vector<std::pair<std::int64_t, LedgerEntry>>> StateDb::transitions
     auto row = (*st)->step();
     if (!row) return std::move(row).error();
     if (!*row) break;
-    std::int64_t n = (*st)->int64(0);
-    if (auto j = schema::parse_json((*st)->text(1))) {
-      if (auto e = LedgerEntry::from_json(*j)) out.emplace_back(n, std::move(*e));
-    }
+    if (auto e = read_transition(**st, 1)) out.emplace_back((*st)->int64(0), std::move(*e));
   }
   return out;
 }
 
 Expected<std::vector<LedgerEntry>> StateDb::transitions(const std::string& run_id) {
-  auto st = db_->cached(
-      "SELECT t.entry FROM transitions t JOIN runs r ON r.seq = t.run_seq WHERE r.run_id = ?1 ORDER BY t.rowid");
+  static const std::string sql = std::string("SELECT ") + kTransitionColumns +
+                                 " FROM transitions t JOIN runs r ON r.seq = t.run_seq WHERE r.run_id = ?1"
+                                 " ORDER BY t.rowid";
+  auto st = db_->cached(sql.c_str());
   if (!st) return std::move(st).error();
   (*st)->bind(1, run_id);
   std::vector<LedgerEntry> out;
@@ -497,9 +595,7 @@ Expected<std::vector<LedgerEntry>> StateDb::transitions(const std::string& run_i
     auto row = (*st)->step();
     if (!row) return std::move(row).error();
     if (!*row) break;
-    if (auto j = schema::parse_json((*st)->text(0))) {
-      if (auto e = LedgerEntry::from_json(*j)) out.push_back(std::move(*e));
-    }
+    if (auto e = read_transition(**st, 0)) out.push_back(std::move(*e));
   }
   return out;
 }

@@ -180,6 +180,9 @@ class StateDb {
   /// has ended) for the full upsert to decide.
   Expected<std::optional<std::int64_t>> update_known_run(const LedgerEntry& e, bool terminal);
   Expected<bool> insert_transition(std::int64_t seq, const LedgerEntry& e, bool terminal);
+  /// Gives the run's transitions that keep only their own fields their
+  /// whole entries, as the row says them now: before a change of the row.
+  Expected<void> keep_whole_entries(const std::string& run_id);
   /// The run's row as `e` leaves it: its seq, or none when the database
   /// refused `e` as a second end (logged).
   Expected<std::optional<std::int64_t>> apply_row(const LedgerEntry& e);

@@ -371,6 +371,58 @@ TEST_CASE("a later transition that says more of its run than the row does update
   CHECK((*db->find_run("run_2"))->state == "completed");
 }
 
+TEST_CASE("a transition stores only what its run's row does not say, and reads back whole as it was written",
+          "[state_db]") {
+  TempDir dir;
+  auto db = open_db(dir.path());
+  auto stored = [&](const std::string& run) {
+    auto st = db->db().prepare(
+        "SELECT t.entry FROM transitions t JOIN runs r ON r.seq = t.run_seq WHERE r.run_id = ?1 ORDER BY t.rowid");
+    REQUIRE(st);
+    st->bind(1, run);
+    std::vector<std::string> out;
+    while (*st->step()) out.push_back(st->text(0));
+    return out;
+  };
+  auto lines = [&](const std::string& run) {
+    std::vector<std::string> out;
+    auto read = db->transitions(run);
+    INFO((read ? "" : read.error().message));
+    REQUIRE(read);
+    for (const auto& e : *read) out.push_back(e.to_line());
+    return out;
+  };
+  // run_1 says the same of itself in every entry: each keeps its own fields.
+  std::vector<LedgerEntry> one{entry("run_1", "queued"), entry("run_1", "started"), entry("run_1", "completed")};
+  REQUIRE(db->apply(one));
+  CHECK(stored("run_1") == std::vector<std::string>{"{}", "{}", R"({"stopReason":"end_turn"})"});
+  CHECK(lines("run_1") == std::vector<std::string>{one[0].to_line(), one[1].to_line(), one[2].to_line()});
+
+  // run_2's row changes under its earlier transitions: a start from
+  // another daemon names the session, and its end names the host's. Each
+  // transition still reads as it was written, not as the row says now.
+  LedgerEntry queued = entry("run_2", "queued");
+  LedgerEntry named_start = entry("run_2", "started", "d_two");
+  named_start.name = "build";
+  LedgerEntry host_end = entry("run_2", "failed", "d_two");
+  host_end.hostSession = "agent:main:1";
+  host_end.extra = {{"error", {{"code", -32603}, {"message", "adapter exited"}}}};
+  REQUIRE(db->apply(std::vector{queued}));
+  REQUIRE(db->apply(std::vector{named_start, host_end}));
+  CHECK(lines("run_2") == std::vector<std::string>{queued.to_line(), named_start.to_line(), host_end.to_line()});
+  auto follow = db->transitions_after(0, 0);
+  REQUIRE(follow);
+  REQUIRE(follow->size() == 6);
+  CHECK(follow->at(3).second.to_line() == queued.to_line());
+  CHECK(follow->at(5).second.to_line() == host_end.to_line());
+
+  // An entry whose own fields include a common one is kept whole.
+  LedgerEntry odd = entry("run_3", "queued");
+  odd.extra = {{"harness", "other"}};
+  REQUIRE(db->apply(std::vector{odd}));
+  CHECK(stored("run_3") == std::vector<std::string>{odd.to_line()});
+}
+
 TEST_CASE("a run's row written again by another process meanwhile is found by its id, not by the seq remembered",
           "[state_db]") {
   TempDir dir;
