@@ -251,9 +251,15 @@ void guard_main(int argc, char** argv) {
       clean_up(false);
       kill(getpid(), SIGKILL);
       _exit(137);
-    } else if (info.si_pid != parent) {
-      // harnessd signals the whole group, so the adapter already has it;
-      // anyone else who signals the guard means the adapter.
+    } else if (info.si_pid == parent) {
+      // harnessd signals the guard alone and the guard passes it on to the
+      // whole group. Had harnessd signalled the group, a signal sent before
+      // the fork above would have missed the adapter; this one is taken
+      // only now, after it. The guard's own copy comes back to it from
+      // its own pid and is dropped below.
+      kill(0, sig);
+    } else if (info.si_pid != getpid()) {
+      // Anyone else who signals the guard means the adapter.
       kill(child, sig);
     }
   }

@@ -414,7 +414,9 @@ void Process::close_stdin() {
 void Process::signal_group(int signum) {
   if (pid_ <= 0 || exited_) return;
   if (signum == SIGTERM) sent_term_ = true;
-  ::kill(-pid_, signum);
+  // A guard takes the signal once its adapter exists and passes it to the
+  // group (see guard.cpp); SIGKILL cannot wait, and the guard dies of it.
+  ::kill(guarded_ && signum != SIGKILL ? pid_ : -pid_, signum);
 }
 
 void Process::terminate(std::chrono::milliseconds kill_grace) {

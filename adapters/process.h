@@ -104,7 +104,8 @@ class Process {
   void set_stdin_watermarks(std::size_t high, std::size_t low, std::function<void(bool over)> fn);
   /// Reads at once what the child has already written to stderr.
   void drain_stderr();
-  /// Sends `signum` to the whole process group.
+  /// Sends `signum` to the whole process group: through the guard when
+  /// there is one, so that an adapter it has not forked yet still gets it.
   void signal_group(int signum);
   /// The kill ladder's last steps: close stdin, SIGTERM the group, and
   /// SIGKILL it if it has not exited after `kill_grace`.

@@ -177,6 +177,27 @@ TEST_CASE("a process that honours SIGTERM ends at once") {
   CHECK(loop.close());
 }
 
+TEST_CASE("SIGTERM reaches the adapter however soon after the spawn it is sent") {
+  // The guard forks the adapter a moment after it starts; a signal sent in
+  // between must still reach the adapter, not only the guard. Each round
+  // sends it a little later, so some land in that moment.
+  for (int delay_ms = 0; delay_ms <= 12; ++delay_ms) {
+    CAPTURE(delay_ms);
+    acp::Loop loop;
+    Run r;
+    auto timer = std::make_unique<acp::Timer>(loop);
+    auto start = std::chrono::steady_clock::now();
+    run(loop, r, shell("sleep 100"), [&](Run& run) {
+      timer->start(std::chrono::milliseconds(delay_ms), [&] { run.process->terminate(5s); });
+    });
+    CHECK(std::chrono::steady_clock::now() - start < 2s);
+    REQUIRE(r.status);
+    CHECK(r.status->signal == SIGTERM);
+    timer.reset();
+    CHECK(loop.close());
+  }
+}
+
 TEST_CASE("children of the adapter die with it, even ones that left its process group") {
   acp::Loop loop;
   Run r;
