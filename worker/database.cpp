@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "acp/log.h"
+#include "worker/wal_gather.h"
 
 namespace harnessd::worker {
 
@@ -152,6 +153,7 @@ namespace {
 void configure_sqlite() {
   static std::once_flag once;
   std::call_once(once, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+  install_wal_gathering();
 }
 }  // namespace
 

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -116,6 +117,95 @@ TEST_CASE("a transaction that is not committed leaves nothing behind", "[state_d
   REQUIRE(*st->step());
   CHECK(st->text(0) == "2");
   st->reset();
+}
+
+namespace {
+
+std::string one_text(Database& db, const char* sql) {
+  auto st = db.prepare(sql);
+  REQUIRE(st);
+  auto row = st->step();
+  REQUIRE(row);
+  REQUIRE(*row);
+  std::string text = st->text(0);
+  st->reset();
+  return text;
+}
+
+}  // namespace
+
+// The WAL's frames are gathered in memory and written at the commit
+// (worker/wal_gather.cpp). A tiny page cache makes SQLite write frames
+// before the commit (a spill), and rewrite some of them in place.
+TEST_CASE("a transaction's WAL frames reach the file whole, spilled, rewritten or rolled back", "[state_db][wal]") {
+  TempDir dir;
+  const std::string path = dir.path() + "/w.db";
+
+  SECTION("spilled and rewritten frames survive the WAL's recovery by the next opener") {
+    // Written by a process that ends without closing, as a crash would: the
+    // WAL stays as the commit left it, not checkpointed.
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      auto db = Database::open(path, {});
+      bool ok = db && (*db)->exec("PRAGMA cache_size = 10") && (*db)->exec("CREATE TABLE a(x)");
+      auto tx = Transaction::begin(**db);
+      ok = ok && tx &&
+           (*db)->exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
+                       "INSERT INTO a SELECT zeroblob(2000) FROM n");
+      // Pages the spill wrote to the WAL change again: their frames are
+      // rewritten in place, and the checksums after them written again.
+      ok = ok && (*db)->exec("UPDATE a SET x = zeroblob(2100) WHERE rowid <= 40") && tx->commit();
+      ::_exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    REQUIRE(fs::file_size(path + "-wal") > 600 * 1024);
+    // The first opener rebuilds the WAL's index from the file and checks
+    // every frame's checksum: a frame still in memory at the commit, or a
+    // checksum not written again, would lose the transaction here.
+    auto db = Database::open(path, {.read_only = true});
+    REQUIRE(db);
+    CHECK(one_text(**db, "SELECT count(*) || ' ' || sum(length(x)) FROM a") ==
+          "300 " + std::to_string(260 * 2000 + 40 * 2100));
+    CHECK(one_text(**db, "PRAGMA integrity_check") == "ok");
+  }
+
+  SECTION("frames of a rolled-back transaction never land on another connection's commit") {
+    auto first = Database::open(path, {});
+    REQUIRE(first);
+    REQUIRE((*first)->exec("CREATE TABLE a(who, x)"));
+    auto second = Database::open(path, {});
+    REQUIRE(second);
+    REQUIRE((*first)->exec("PRAGMA cache_size = 10"));
+    {
+      // Spilled frames, then a rollback: they sit past the WAL's last
+      // commit, where the next writer's frames go. They must be in the file
+      // (SQLite's rollback reads the WAL, and the write lock's release
+      // writes what is gathered) before the other connection writes there.
+      auto tx = Transaction::begin(**first);
+      REQUIRE(tx);
+      REQUIRE((*first)->exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30) "
+                             "INSERT INTO a SELECT 'gone', zeroblob(2000) FROM n"));
+    }
+    REQUIRE((*second)->exec("INSERT INTO a VALUES ('second', zeroblob(2000))"));
+    REQUIRE((*second)->exec("INSERT INTO a VALUES ('second', zeroblob(2000))"));
+    REQUIRE((*first)->exec("INSERT INTO a VALUES ('first', zeroblob(2000))"));
+    for (auto* db : {&*first, &*second}) {
+      CHECK(one_text(**db, "SELECT group_concat(who, ',') FROM (SELECT who FROM a ORDER BY rowid)") ==
+            "second,second,first");
+      CHECK(one_text(**db, "PRAGMA integrity_check") == "ok");
+    }
+    first->reset();
+    second->reset();
+    auto again = Database::open(path, {.read_only = true});
+    REQUIRE(again);
+    CHECK(one_text(**again, "SELECT group_concat(who, ',') FROM (SELECT who FROM a ORDER BY rowid)") ==
+          "second,second,first");
+    CHECK(one_text(**again, "PRAGMA integrity_check") == "ok");
+  }
 }
 
 TEST_CASE("a connection that wrote a long WAL empties it when it closes, and a short one stays for the next", "[state_db]") {
