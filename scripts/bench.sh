@@ -22,25 +22,51 @@ default_harness = "fake"
 [harness.fake]
 command = ["$root/build/tests/fake_agent"]
 TOML
-python3 - "$root/build/harnessd" "$work" <<'PY'
-import subprocess, sys, time
-harnessd, work = sys.argv[1], sys.argv[2]
+python3 - "$root/build/harnessd" "$work" "$root/build/tests/fake_agent" <<'PY'
+import json, os, subprocess, sys, time
+harnessd, work, agent = sys.argv[1], sys.argv[2], sys.argv[3]
+guard = os.path.join(os.path.dirname(harnessd), "harnessd-guard")
 # Three processes start for one run (harnessd, the guard, the adapter):
 # what starting one costs on this machine is printed beside it, measured
-# in the same rounds.
+# in the same rounds, and so is the adapter's own part of a run without
+# harnessd: the same three requests sent to it straight, with and without
+# the guard in front of it.
 commands = {
     "run": [harnessd, "--config", f"{work}/config.toml", "--state-dir", f"{work}/state", "run", "echo hi"],
     "version": [harnessd, "--version"],
     "true": ["/bin/true"],
 }
-times = {name: [] for name in commands}
+
+def adapter_alone(argv):
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    def call(i, method, params):
+        p.stdin.write(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}) + "\n")
+        p.stdin.flush()
+        while True:
+            m = json.loads(p.stdout.readline())
+            if m.get("id") == i and "method" not in m:
+                return m
+    call(0, "initialize", {"protocolVersion": 1})
+    sid = call(1, "session/new", {"cwd": work, "mcpServers": []})["result"]["sessionId"]
+    call(2, "session/prompt", {"sessionId": sid, "prompt": [{"type": "text", "text": "echo hi"}]})
+    p.stdin.close()
+    p.stdout.read()
+    p.wait()
+
+times = {name: [] for name in list(commands) + ["agent", "guarded"]}
 for _ in range(50):
     for name, argv in commands.items():
         t = time.perf_counter()
         subprocess.run(argv, check=True, capture_output=True)
         times[name].append((time.perf_counter() - t) * 1000)
+    for name, argv in (("agent", [agent]), ("guarded", [guard, "__guard", str(os.getpid()), "--", agent])):
+        t = time.perf_counter()
+        adapter_alone(argv)
+        times[name].append((time.perf_counter() - t) * 1000)
 p50 = {name: sorted(t)[25] for name, t in times.items()}
 p90 = sorted(times["run"])[45]
 print(f"harnessd run, one prompt on an instant adapter: p50 {p50['run']:.1f} ms, p90 {p90:.1f} ms (50 runs); "
       f"in the same rounds /bin/true p50 {p50['true']:.1f} ms, harnessd --version p50 {p50['version']:.1f} ms")
+print(f"  the adapter alone, the same three requests sent straight to it: p50 {p50['agent']:.1f} ms; "
+      f"with the guard in front: p50 {p50['guarded']:.1f} ms")
 PY
