@@ -171,7 +171,10 @@ void take(Run& run, Kind kind, std::string_view line, std::string_view rest) {
     }
     const json& name = (*parsed)[put ? "put" : "add"];
     auto text = parsed->find("text");
-    if (!name.is_string() || text == parsed->end() || !text->is_string()) {
+    // A run's events are rebuilt from its event lines alone; harnessd never
+    // writes them as a file piece, so a line that does is garbled.
+    if (!name.is_string() || name.get_ref<const std::string&>() == "events.jsonl" || text == parsed->end() ||
+        !text->is_string()) {
       ++run.cut;
       return;
     }

@@ -792,6 +792,20 @@ TEST_CASE("gc compacts a segment while its session appends to it, and loses none
   CHECK(!fs::exists(state.path() + "/segments/" + sid + ".jsonl.compact"));
 }
 
+TEST_CASE("a segment line that gives events.jsonl as a file piece is garbled, not the run's events") {
+  namespace segment = harnessd::worker::segment;
+  const std::string event = "{\"t\":1,\"dir\":\"adapter>harnessd\"}\n";
+  std::string lines = segment::tag_line("run_a", 1);
+  lines += "{\"run\":\"run_a\",\"put\":\"events.jsonl\",\"text\":\"u}\\n\"}\n";
+  lines += segment::event_line(1, event);
+  lines += "{\"run\":\"run_a\",\"add\":\"events.jsonl\",\"text\":\"x\\n\"}\n";
+  auto runs = segment::read_all(lines);
+  REQUIRE(runs.contains("run_a"));
+  CHECK(runs["run_a"].files["events.jsonl"] == event);
+  CHECK(runs["run_a"].cut == 2);
+  CHECK(segment::read(lines, "run_a").files == runs["run_a"].files);
+}
+
 // Milliseconds since the epoch of a stored time ("2026-12-02T23:48:03.386Z").
 long long iso_ms(const std::string& t) {
   std::tm tm{};
