@@ -61,8 +61,11 @@ Store::~Store() {
   // closed after it stopped.
   if (db_writer_) {
     flush_staged();
-    // The sessions this process served can be taken at once, without
-    // waiting for its lock file to go.
+  }
+  // The sessions this process still holds can be taken at once, without
+  // waiting for its lock file to go. Nothing to release (a `harnessd run`
+  // closed its one session) costs no transaction.
+  if (db_writer_ && (!leased_.empty() || leased_by_name_)) {
     DbWriter::Job job;
     job.apply = [instance = instance_](StateDb& db) { return db.release_leases(instance); };
     db_writer_->push(std::move(job));
@@ -83,6 +86,21 @@ std::string Store::directory(std::string dir) {
   if (dir.empty() || dir.front() != '/') dir = acp::default_state_home();  // never relative to the cwd
   return dir;
 }
+
+namespace {
+constexpr const char* kRetentionLastRun = "retention last applied";
+
+// Whether retention was applied within the hour under the same policy, by
+// this process or another: then there is nothing to do (a host that starts
+// a harnessd per call pays one indexed read).
+bool retention_applied_lately(StateDb& db, const std::string& policy) {
+  auto last = db.meta(kRetentionLastRun);
+  if (!last || !*last) return false;
+  const std::string hour_ago = acp::iso_time(std::chrono::system_clock::now() - std::chrono::hours(1));
+  const auto space = (*last)->find(' ');
+  return space != std::string::npos && (*last)->substr(space) == policy && (*last)->substr(0, space) > hour_ago;
+}
+}  // namespace
 
 std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOptions options) {
   std::unique_ptr<Store> store(new Store(loop, directory(std::move(dir)), options));
@@ -135,8 +153,13 @@ std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOption
   }
   if (!s.unusable_) s.open_database();
   if (!s.unusable_) s.recover();
+  // Whether retention is due is asked before the writer thread takes the
+  // connection, so that a start with nothing to do costs neither a thread
+  // nor another connection.
+  const bool retention_due = s.writer_db_ && options.retention.bounded() &&
+                             !retention_applied_lately(*s.writer_db_, s.retention_policy());
   if (s.writer_db_) s.db_writer_ = std::make_unique<DbWriter>(*s.completions_, std::move(s.writer_db_));
-  if (s.db_writer_ && options.retention.bounded()) s.start_retention();
+  if (s.db_writer_ && retention_due) s.start_retention();
   return store;
 }
 
@@ -158,38 +181,23 @@ void Store::open_database() {
                    std::to_string((*imported)->sessions) + " session records into " + StateDb::kFile +
                    "; the files are kept in " + StateDb::kImportedDir + "/");
   }
-  auto reader = StateDb::open(dir_, root_, db_options);
-  if (!reader) {
-    unusable_ = "cannot read the state database " + dir_ + "/" + StateDb::kFile + ": " + reader.error().message;
-    acp::log::error(*unusable_);
-    return;
+  // Read now, while the connection is this thread's: the reading one
+  // opens at the first read after the start, if any comes.
+  if (auto offered = (*opened)->harness_options(); !offered) {
+    acp::log::error("cannot read what the harnesses' adapters offer: " + offered.error().message);
+  } else {
+    harness_options_at_open_ = std::move(*offered);
   }
-  reader_ = std::move(*reader);
   writer_db_ = std::move(*opened);
 }
 
-namespace {
-constexpr const char* kRetentionLastRun = "retention last applied";
-
-// Whether retention was applied within the hour under the same policy, by
-// this process or another: then there is nothing to do (a host that starts
-// a harnessd per call pays one indexed read).
-bool retention_applied_lately(StateDb& db, const std::string& policy) {
-  auto last = db.meta(kRetentionLastRun);
-  if (!last || !*last) return false;
-  const std::string hour_ago = acp::iso_time(std::chrono::system_clock::now() - std::chrono::hours(1));
-  const auto space = (*last)->find(' ');
-  return space != std::string::npos && (*last)->substr(space) == policy && (*last)->substr(0, space) > hour_ago;
+std::string Store::retention_policy() const {
+  return " keep_days=" + std::to_string(options_.retention.keep_days) +
+         " keep_runs=" + std::to_string(options_.retention.keep_runs);
 }
-}  // namespace
 
 void Store::start_retention() {
-  const std::string policy = " keep_days=" + std::to_string(options_.retention.keep_days) +
-                             " keep_runs=" + std::to_string(options_.retention.keep_runs);
-  // Asked on the loop first, so that a start with nothing to do costs
-  // neither a thread nor a connection.
-  if (reader_ && retention_applied_lately(*reader_, policy)) return;
-  retention_thread_ = std::thread([this, policy] {
+  retention_thread_ = std::thread([this, policy = retention_policy()] {
     name_this_thread("hd-retention");
     Database::Options db_options;
     db_options.full_sync = options_.sync;

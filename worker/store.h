@@ -10,6 +10,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -120,7 +121,9 @@ class Store {
   std::vector<nlohmann::json> sessions_named(const std::string& name);
   /// Records in id order after `after_id`, at most `limit`.
   std::vector<nlohmann::json> sessions_after(const std::string& after_id, std::size_t limit);
-  /// For each harness, what its adapter offered, from its newest record.
+  /// For each harness, what its adapter offered, from its newest record,
+  /// as the store read it when it opened. Handed out once (the engine
+  /// takes it at its start and keeps it up to date itself).
   std::map<std::string, nlohmann::json> harness_options();
 
   // ---- who serves a session (leases in state.db)
@@ -233,6 +236,8 @@ class Store {
   Store(acp::Loop& loop, std::string dir, StoreOptions options);
   void open_database();
   /// Starts the background collection of what retention lets go.
+  /// The retention policy as the database notes when it was last applied.
+  std::string retention_policy() const;
   void start_retention();
   StateDb::Lease lease_for(std::string id, std::optional<std::string> name) const;
   void claim(std::function<Expected<Claim>(StateDb&)> decide, ClaimDone done);
@@ -272,7 +277,15 @@ class Store {
   std::optional<std::string> unusable_;
   int root_ = -1;     // the state directory, opened once
   int lock_fd_ = -1;  // daemons/<instance>.lock, flock'ed
-  /// Reads on the loop thread (WAL: never waits for a writer).
+  /// The connection for reads on the loop thread (WAL: never waits for a
+  /// writer), opened at the first read: a `harnessd run` in a new session
+  /// reads nothing after the start, and opening one costs 0.3-0.5 ms.
+  /// Null when it cannot be opened (logged; reads then see only what this
+  /// process has not committed yet).
+  StateDb* reader();
+  /// Read at open through the writing connection, before the writer
+  /// thread takes it; handed out once by harness_options().
+  std::map<std::string, nlohmann::json> harness_options_at_open_;
   std::unique_ptr<StateDb> reader_;
   /// The writing connection, until the writer thread takes it.
   std::unique_ptr<StateDb> writer_db_;
@@ -288,6 +301,11 @@ class Store {
     int writes = 0;
   };
   std::map<std::string, UnsavedRecord> unsaved_sessions_;
+  /// Sessions whose lease this process asked for and has not released; a
+  /// claim by name may lease another session than the one asked for, so
+  /// after one the final release always runs.
+  std::set<std::string> leased_;
+  bool leased_by_name_ = false;
   std::unique_ptr<WriteBudget> budget_;
   std::atomic<std::size_t> queued_{0};
   std::atomic<bool> over_{false};

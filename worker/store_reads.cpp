@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <set>
+#include <utility>
 
 #include "acp/files.h"
 #include "acp/log.h"
@@ -36,6 +37,7 @@ void Store::claim(std::function<Expected<Claim>(StateDb&)> decide, ClaimDone don
 }
 
 void Store::claim_session(std::string id, std::optional<std::string> name, ClaimDone done) {
+  leased_.insert(id);
   int root = root_;
   claim(
       [me = lease_for(id, std::move(name)), root](StateDb& db) -> Expected<Claim> {
@@ -47,6 +49,7 @@ void Store::claim_session(std::string id, std::optional<std::string> name, Claim
 }
 
 void Store::claim_name(std::string name, std::string new_id, ClaimDone done) {
+  leased_by_name_ = true;  // the lease may end up on another session's id
   int root = root_;
   claim(
       [me = lease_for(std::move(new_id), std::move(name)), root](StateDb& db) -> Expected<Claim> {
@@ -58,6 +61,7 @@ void Store::claim_name(std::string name, std::string new_id, ClaimDone done) {
 }
 
 void Store::release_session(std::string id) {
+  leased_.erase(id);
   if (!db_writer_) return;
   DbWriter::Job job;
   job.apply = [instance = instance_, id = std::move(id)](StateDb& db) { return db.release_leases(instance, id); };
@@ -66,8 +70,9 @@ void Store::release_session(std::string id) {
 
 std::map<std::string, StateDb::Lease> Store::leases() {
   std::map<std::string, StateDb::Lease> live;
-  if (!reader_) return live;
-  auto all = reader_->leases();
+  StateDb* reader = this->reader();
+  if (!reader) return live;
+  auto all = reader->leases();
   if (!all) {
     acp::log::error("cannot read the session leases: " + all.error().message);
     return live;
@@ -82,8 +87,8 @@ std::map<std::string, StateDb::Lease> Store::leases() {
 
 std::optional<RunRecord> Store::find_run(const std::string& run_id) {
   std::optional<RunRecord> run;
-  if (reader_) {
-    auto stored = reader_->find_run(run_id);
+  if (StateDb* reader = this->reader()) {
+    auto stored = reader->find_run(run_id);
     if (!stored) acp::log::error("cannot read run " + run_id + ": " + stored.error().message);
     if (stored && *stored) run = std::move(**stored);
   }
@@ -100,10 +105,11 @@ Store::RunPage Store::list_runs(const StateDb::RunFilter& filter) {
   // they run, and a run committed between two of them would be counted as
   // in the database yet missing from its rows.
   std::optional<ReadSnapshot> snapshot;
-  if (reader_) snapshot.emplace(reader_->db());
-  if (reader_) {
-    auto rows = reader_->runs(filter);
-    auto total = reader_->count_runs(filter);
+  StateDb* reader = this->reader();
+  if (reader) snapshot.emplace(reader->db());
+  if (reader) {
+    auto rows = reader->runs(filter);
+    auto total = reader->count_runs(filter);
     if (!rows || !total) {
       acp::log::error("cannot list runs: " + (rows ? total.error().message : rows.error().message));
     } else {
@@ -144,8 +150,8 @@ Store::RunPage Store::list_runs(const StateDb::RunFilter& filter) {
     auto stored = find_run(id);
     if (!stored || !matches(*stored)) continue;
     // A row the database has but outside this page is already counted.
-    if (reader_) {
-      auto in_db = reader_->find_run(id);
+    if (reader) {
+      auto in_db = reader->find_run(id);
       if (in_db && *in_db) continue;
     }
     runs.push_back(std::move(*stored));
@@ -158,8 +164,9 @@ Store::RunPage Store::list_runs(const StateDb::RunFilter& filter) {
 
 std::optional<json> Store::session(const std::string& id) {
   if (auto it = unsaved_sessions_.find(id); it != unsaved_sessions_.end()) return it->second.record;
-  if (!reader_) return std::nullopt;
-  auto stored = reader_->session(id);
+  StateDb* reader = this->reader();
+  if (!reader) return std::nullopt;
+  auto stored = reader->session(id);
   if (!stored) {
     acp::log::error("cannot read session " + id + ": " + stored.error().message);
     return std::nullopt;
@@ -178,8 +185,8 @@ std::string record_id(const json& record) {
 
 std::vector<json> Store::sessions_named(const std::string& name) {
   std::map<std::string, json> found;
-  if (reader_) {
-    auto stored = reader_->sessions_named(name);
+  if (StateDb* reader = this->reader()) {
+    auto stored = reader->sessions_named(name);
     if (!stored) acp::log::error("cannot read sessions: " + stored.error().message);
     for (auto& r : stored ? *stored : std::vector<json>{}) {
       std::string id = record_id(r);  // before the move: the assignment takes its right side first
@@ -203,10 +210,10 @@ std::vector<json> Store::sessions_named(const std::string& name) {
 
 std::vector<json> Store::sessions_after(const std::string& after_id, std::size_t limit) {
   std::map<std::string, json> found;
-  if (reader_) {
+  if (StateDb* reader = this->reader()) {
     // Enough rows that the records only this process has cannot push the
     // page short.
-    auto stored = reader_->sessions_after(after_id, limit ? limit + unsaved_sessions_.size() : 0);
+    auto stored = reader->sessions_after(after_id, limit ? limit + unsaved_sessions_.size() : 0);
     if (!stored) acp::log::error("cannot read sessions: " + stored.error().message);
     for (auto& r : stored ? *stored : std::vector<json>{}) {
       std::string id = record_id(r);  // before the move: the assignment takes its right side first
@@ -224,14 +231,19 @@ std::vector<json> Store::sessions_after(const std::string& after_id, std::size_t
   return out;
 }
 
-std::map<std::string, json> Store::harness_options() {
-  if (!reader_) return {};
-  auto options = reader_->harness_options();
-  if (!options) {
-    acp::log::error("cannot read what the harnesses' adapters offer: " + options.error().message);
-    return {};
+std::map<std::string, json> Store::harness_options() { return std::exchange(harness_options_at_open_, {}); }
+
+StateDb* Store::reader() {
+  if (reader_ || unusable_ || !db_writer_) return reader_.get();
+  Database::Options db_options;
+  db_options.full_sync = options_.sync;
+  auto opened = StateDb::open(dir_, root_, db_options);
+  if (!opened) {
+    acp::log::error("cannot read the state database " + dir_ + "/" + StateDb::kFile + ": " + opened.error().message);
+    return nullptr;
   }
-  return std::move(*options);
+  reader_ = std::move(*opened);
+  return reader_.get();
 }
 
 
