@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <deque>
+#include <memory>
 #include <vector>
 
 #include "acp/log.h"
@@ -62,13 +63,14 @@ class StreamReader final : public Reader {
   // the bytes before returning, so streams never need their own. Per-stream
   // buffers would cost 64 KiB for each adapter pipe, and harnessd forks to
   // spawn adapters: a large address space makes every fork slower.
-  static std::vector<char>& shared_buffer() {
-    thread_local std::vector<char> shared(kReadChunk);
-    return shared;
+  // Left unwritten until a read fills it: zeroing it first would touch all
+  // 16 of its pages in every process, most of which short lines never use.
+  static char* shared_buffer() {
+    thread_local std::unique_ptr<char[]> shared = std::make_unique_for_overwrite<char[]>(kReadChunk);
+    return shared.get();
   }
   static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) noexcept {
-    std::vector<char>& shared = shared_buffer();
-    *buf = uv_buf_init(shared.data(), static_cast<unsigned>(shared.size()));
+    *buf = uv_buf_init(shared_buffer(), static_cast<unsigned>(kReadChunk));
   }
 
  public:
@@ -77,11 +79,11 @@ class StreamReader final : public Reader {
     if (ended_ || paused_ || !on_data_ || uv_fileno(reinterpret_cast<uv_handle_t*>(handle_.get()), &fd) != 0) return;
     // libuv keeps the fd non-blocking; reading it here, on the loop thread,
     // only takes bytes its next read would have taken.
-    std::vector<char>& buffer = shared_buffer();
+    char* buffer = shared_buffer();
     while (!paused_ && !ended_) {  // a handler may pause the reader (backpressure)
-      ssize_t n = ::read(fd, buffer.data(), buffer.size());
+      ssize_t n = ::read(fd, buffer, kReadChunk);
       if (n <= 0) return;  // nothing pending, the end (the loop reports it), or an error
-      deliver(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+      deliver(std::string_view(buffer, static_cast<std::size_t>(n)));
     }
   }
 
