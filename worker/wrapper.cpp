@@ -349,10 +349,10 @@ class RunClient {
       outcome_.exit_code = exit_code_for(*outcome_.error);
       if (options_.format != "text") complain("run", outcome_.error->message);  // text: in the end line
     }
-    // A session without a name has served its purpose.
-    if (options_.session || outcome_.session_id.empty() || ending_) return end(outcome_.exit_code);
-    client_.call("session/close", {{"sessionId", outcome_.session_id}},
-                 [this](acp::Connection::CallResult) { end(outcome_.exit_code); });
+    // A session without a name has served its purpose: the shutdown closes
+    // it, with the same record a session/close would leave, one round trip
+    // to the store sooner.
+    end(outcome_.exit_code);
   }
 
   static int exit_code_for(const RpcError& e) {
