@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -31,6 +32,19 @@ constexpr int kParentDeathSignal = SIGUSR2;
 void say(const std::string& message) {
   std::string line = "harnessd guard: " + message + "\n";
   ssize_t rc = ::write(2, line.data(), line.size());
+  (void)rc;
+}
+
+// For the adapter's process between vfork and exec: no allocation.
+void say_exec_failed(const char* program, int err) {
+  char line[512];
+  int n = std::snprintf(line, sizeof line, "harnessd guard: cannot run %s: %s\n", program, std::strerror(err));
+  if (n <= 0) return;
+  if (static_cast<std::size_t>(n) >= sizeof line) {
+    n = static_cast<int>(sizeof line) - 1;
+    line[n - 1] = '\n';
+  }
+  ssize_t rc = ::write(2, line, static_cast<std::size_t>(n));
   (void)rc;
 }
 
@@ -203,7 +217,11 @@ void guard_main(int argc, char** argv) {
   if (getppid() != parent) _exit(1);  // harnessd died before we were ready
   prctl(PR_SET_CHILD_SUBREAPER, 1);
 
-  pid_t child = fork();
+  // vfork: the adapter's process borrows ours until its exec instead of
+  // getting a copy of it that the exec throws away at once. Until then it
+  // only makes system calls and writes nothing of ours (the message below
+  // is built on its own stack).
+  pid_t child = vfork();
   if (child < 0) {
     say(std::string("cannot fork: ") + std::strerror(errno));
     _exit(127);
@@ -213,7 +231,7 @@ void guard_main(int argc, char** argv) {
     sigprocmask(SIG_SETMASK, &previous, nullptr);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     execv(program[0], program);
-    say(std::string("cannot run ") + program[0] + ": " + std::strerror(errno));
+    say_exec_failed(program[0], errno);
     _exit(127);
   }
 

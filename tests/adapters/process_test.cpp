@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -372,6 +373,30 @@ TEST_CASE("spawn errors name what is wrong") {
   CHECK(b.error().message == "the working directory '/no/such/dir' does not exist");
   loop.run();
   CHECK(loop.close());
+}
+
+TEST_CASE("an adapter the kernel cannot run: the guard says why and exits 127") {
+  // Executable, so the spawn's own check passes; not a program, so the
+  // guard's exec fails (ENOEXEC), in the adapter's process between vfork
+  // and exec.
+  char path[] = "/tmp/harnessd-not-a-program-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "\x7f\x01not a program\n", 16) == 16);
+  ::fchmod(fd, 0755);
+  ::close(fd);
+  for (const std::string& guarded : {test::guard_exe(), test::harnessd_exe()}) {
+    acp::Loop loop;
+    Run r;
+    ProcessSpec spec = shell("true", guarded);
+    spec.argv = {path};
+    run(loop, r, spec);
+    REQUIRE(r.status);
+    CHECK(r.status->code == 127);
+    CHECK(r.err == std::string("harnessd guard: cannot run ") + path + ": Exec format error\n");
+    CHECK(loop.close());
+  }
+  ::unlink(path);
 }
 
 TEST_CASE("stress: SIGKILL of the guard's parent leaves no setsid'd grandchild, 200 rounds") {
