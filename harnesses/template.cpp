@@ -332,6 +332,15 @@ Expected<Template> Template::parse(const std::string& text, const std::string& n
 
 std::string Template::render(const json& input) const {
   json data = input.is_object() ? input : json::object();
+  // `_trimmed` and a reference's `_cut` are the trimming's own marks: any
+  // that came with the input (a host's context may carry any key) go, so
+  // that every mark read below is one written here, of the type written.
+  data.erase("_trimmed");
+  if (auto refs = data.find("references"); refs != data.end() && refs->is_array()) {
+    for (auto& ref : *refs) {
+      if (ref.is_object()) ref.erase("_cut");
+    }
+  }
   // Trim until every budget holds: the oldest history first, then the
   // largest reference contents; each cut leaves a marker.
   for (int round = 0; round < 10000; ++round) {

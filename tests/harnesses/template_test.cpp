@@ -163,6 +163,20 @@ TEST_CASE("a budget that trimming cannot meet ends in a marked hard cut") {
   CHECK(chars <= 100);
 }
 
+TEST_CASE("the trimming's own marks in the input are dropped, whatever their type") {
+  // A host's context may carry any key; `_cut` on a reference and
+  // `_trimmed` are the trimming's, and one of another type used to throw.
+  auto t = Template::parse("{{budget 120}}{{#each references}}{{content}}\n{{/each}}", "marks");
+  REQUIRE(t);
+  json input = {{"_trimmed", "not an object"},
+                {"references", {{{"uri", "/a"}, {"_cut", "/a"}, {"content", std::string(300, 'x')}}}}};
+  std::string out;
+  REQUIRE_NOTHROW(out = t->render(input));
+  // Cut as any reference would be: the input's `_cut` did not stop it.
+  CHECK(out.find("content left out to fit the budget (300 characters); read it from /a") != std::string::npos);
+  CHECK(out.find(std::string(300, 'x')) == std::string::npos);
+}
+
 TEST_CASE("budgets count characters, not bytes, and never split one") {
   auto t = Template::parse("{{budget 60}}{{task}}", "utf8");
   REQUIRE(t);
