@@ -396,27 +396,33 @@ Expected<bool> StateDb::insert_transition(std::int64_t seq, const LedgerEntry& e
     return Error{"cannot record run " + e.runId + ": " + error.message};
   };
   // Only the event's own fields when the run's row says the rest of the
-  // entry, which the statement checks: a third of the bytes and none of
-  // the text to build. A row that later says otherwise of the run first
-  // gives its earlier transitions their whole entries (keep_whole_entries).
-  static const std::string kOwnFields =
-      "INSERT INTO transitions(run_seq, event, time, entry, terminal) SELECT seq, ?8, ?9, ?10, ?11 FROM runs WHERE " +
-      kSameRun + " AND seq = ?12";
-  if (auto own = own_fields(e)) {
-    auto insert = db_->cached(kOwnFields.c_str());
-    if (!insert) return std::move(insert).error();
-    Statement& in = **insert;
-    in.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
-    in.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon);
-    in.bind_kept(8, e.event).bind_kept(9, e.time).bind_kept(10, *own).bind(11, std::int64_t{terminal}).bind(12, seq);
-    if (auto r = in.run(); !r) return failed(in, r.error());
-    if (db_->changes() == 1) return true;
+  // entry, which a read checks first: a third of the bytes and none of the
+  // text to build. A row that later says otherwise of the run first gives
+  // its earlier transitions their whole entries (keep_whole_entries).
+  //
+  // A check and an insert of one row, not one INSERT ... SELECT: SQLite
+  // treats a statement with a SELECT as one that may write many rows, and
+  // copies every page it changes into a statement journal (a fresh 64 KiB
+  // block) so that a failure half-way could be undone.
+  static const std::string kRowSays = "SELECT 1 FROM runs WHERE " + kSameRun + " AND seq = ?8";
+  std::optional<std::string> own = own_fields(e);
+  if (own) {
+    auto says = db_->cached(kRowSays.c_str());
+    if (!says) return std::move(says).error();
+    Statement& st = **says;
+    st.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
+    st.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon).bind(8, seq);
+    auto row = st.step();
+    if (!row) return Error{"cannot record run " + e.runId + ": " + row.error().message};
+    if (!*row) own.reset();
+    st.reset();
   }
   auto insert = db_->cached("INSERT INTO transitions(run_seq, event, time, entry, terminal) VALUES (?1, ?2, ?3, ?4, ?5)");
   if (!insert) return std::move(insert).error();
   Statement& in = **insert;
-  const std::string line = e.to_line();
-  in.bind(1, seq).bind_kept(2, e.event).bind_kept(3, e.time).bind_kept(4, line).bind(5, std::int64_t{terminal});
+  const std::string line = own ? std::string() : e.to_line();
+  in.bind(1, seq).bind_kept(2, e.event).bind_kept(3, e.time).bind_kept(4, own ? *own : line);
+  in.bind(5, std::int64_t{terminal});
   if (auto r = in.run(); !r) return failed(in, r.error());
   return true;
 }

@@ -40,6 +40,10 @@ constexpr int kFrameHeaderBytes = 24;
 // writes never exceed a 64 KiB page and its header. Past this, what is
 // gathered is written before the commit (a transaction of many pages).
 constexpr std::size_t kMaxGathered = 0x1ffff;
+// Room taken at a connection's first append, enough for a commit of 15
+// pages: grown by doubling from nothing, the first commits would copy what
+// they gathered into four ever larger blocks, each fresh memory.
+constexpr std::size_t kFirstRoom = 64 * 1024;
 // The write lock's slot among the WAL's shared-memory locks (wal.c).
 constexpr int kWalWriteLock = 0;
 
@@ -114,6 +118,7 @@ int x_write(sqlite3_file* p, const void* data, int n, sqlite3_int64 offset) {
   }
   if (gathered.empty()) f->at = offset;
   try {
+    if (gathered.capacity() < kFirstRoom) gathered.reserve(kFirstRoom);
     gathered.append(static_cast<const char*>(data), static_cast<std::size_t>(n));
   } catch (const std::bad_alloc&) {
     // Nothing throws through SQLite: write what is gathered, then this.
