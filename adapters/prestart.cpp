@@ -65,6 +65,20 @@ struct Prestart::Events {
 
 Prestart::Prestart(acp::Loop& loop, ProcessSpec spec)
     : loop_(loop), spec_(std::move(spec)), events_(std::make_shared<Events>()) {
+  auto launched = Process::launch(spec_, [&loop, alive = std::weak_ptr<bool>(alive_), this] {
+    loop.post_from_any_thread([alive, this] {
+      if (alive.lock()) adopt();
+    });
+  });
+  if (!launched) {
+    acp::log::info("could not start the adapter ahead of need: " + launched.error().message);
+    return;
+  }
+  launch_ = std::move(*launched);
+}
+
+void Prestart::adopt() {
+  if (!launch_) return;
   Process::Callbacks callbacks;
   using Event = Events::Event;
   callbacks.on_stdout = [events = events_](std::string_view data) {
@@ -75,7 +89,7 @@ Prestart::Prestart(acp::Loop& loop, ProcessSpec spec)
   };
   callbacks.on_stdout_closed = [events = events_] { events->add({Event::kOutClosed, {}, {}}); };
   callbacks.on_exit = [events = events_](const ExitStatus& status) { events->add({Event::kExit, {}, status}); };
-  auto process = Process::spawn(loop_, spec_, std::move(callbacks));
+  auto process = Process::finish(loop_, std::move(launch_), std::move(callbacks));
   if (!process) {
     acp::log::info("could not start the adapter ahead of need: " + process.error().message);
     return;
@@ -86,6 +100,7 @@ Prestart::Prestart(acp::Loop& loop, ProcessSpec spec)
 Prestart::~Prestart() { discard(); }
 
 std::unique_ptr<Process> Prestart::take(const ProcessSpec& spec, Process::Callbacks& callbacks) {
+  adopt();
   if (!process_) return nullptr;
   if (!(spec == spec_)) {
     acp::log::info("the adapter started ahead of need is not the one asked for; it is stopped");
@@ -109,9 +124,13 @@ std::unique_ptr<Process> Prestart::take(const ProcessSpec& spec, Process::Callba
   return std::move(process_);
 }
 
-int Prestart::pid() const { return process_ ? process_->pid() : 0; }
+int Prestart::pid() {
+  adopt();
+  return process_ ? process_->pid() : 0;
+}
 
 void Prestart::discard() {
+  adopt();  // waits for the exec: what it started is stopped below
   // Destroying a Process whose child runs kills its group and reaps it
   // in the background.
   process_.reset();

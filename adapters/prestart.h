@@ -2,7 +2,8 @@
 // start overlaps harnessd's own (`harnessd run` starts its harness while it
 // opens the state directory). The first adapter start of the engine takes
 // it over when it would have started the very same process, and discards
-// it otherwise.
+// it otherwise. Its exec runs on a thread of its own (Process::launch): the
+// loop goes on at once.
 #pragma once
 
 #include <cstddef>
@@ -23,7 +24,8 @@ class Prestart {
   static constexpr std::size_t kMaxKept = 1u << 20;
 
   /// Starts `spec` now. A start that fails is only logged: the start that
-  /// needs the adapter tries again and reports why it cannot.
+  /// needs the adapter tries again and reports why it cannot. The process
+  /// is watched from the loop's next turn after its exec.
   Prestart(acp::Loop& loop, ProcessSpec spec);
   /// Kills an adapter nobody took.
   ~Prestart();
@@ -40,16 +42,21 @@ class Prestart {
   /// Kills the adapter if nobody took it.
   void discard();
   /// The pid of the group leader started, until it is taken or stopped (0
-  /// then, or when the start failed).
-  int pid() const;
+  /// then, or when the start failed). Waits for the exec if need be.
+  int pid();
 
  private:
   struct Events;
 
+  /// Takes the launched process, waiting for its exec if need be.
+  void adopt();
+
   acp::Loop& loop_;
   ProcessSpec spec_;
   std::shared_ptr<Events> events_;
+  Process::PendingStart launch_;
   std::unique_ptr<Process> process_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for what the exec's thread posts
 };
 
 }  // namespace harnessd::adapters

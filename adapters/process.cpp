@@ -22,6 +22,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <system_error>
+#include <thread>
 #include <utility>
 
 #include "acp/log.h"
@@ -207,7 +209,31 @@ Process::~Process() {
   }
 }
 
-Expected<std::unique_ptr<Process>> Process::spawn(acp::Loop& loop, const ProcessSpec& spec, Callbacks callbacks) {
+/// A start between its checks and its exec, and the exec's result.
+class Process::Launch {
+ public:
+  ~Launch() { wait(); }
+  /// Waits for the exec when it runs on its own thread.
+  void wait() {
+    if (thread.joinable()) thread.join();
+  }
+  void exec();
+
+  std::string name;  // as the profile gives it, for messages
+  std::vector<std::string> args;
+  std::vector<std::string> env;
+  std::string cwd;
+  StdioPair stdio[3];
+  bool guarded = false;
+  bool sweep_orphans = false;
+  pid_t pid = 0;
+  int err = 0;  // posix_spawn's
+  std::thread thread;
+};
+
+namespace {
+
+Expected<Process::PendingStart> prepare(const ProcessSpec& spec) {
   if (spec.argv.empty()) return Error{"the command is empty"};
   std::string path_var;
   for (const auto& e : spec.env) {
@@ -219,25 +245,29 @@ Expected<std::unique_ptr<Process>> Process::spawn(acp::Loop& loop, const Process
   if (::stat(spec.cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Error{"the working directory '" + spec.cwd + "' does not exist"};
   }
-
-  std::unique_ptr<Process> self(new Process(loop, std::move(callbacks)));
-
-  StdioPair stdio[3];
-  for (auto& pair : stdio) {
+  Process::PendingStart launch(new Process::Launch());
+  for (auto& pair : launch->stdio) {
     if (int err = pair.open(); err != 0) return Error{"cannot create a pipe: " + errno_text(err)};
   }
+  launch->name = spec.argv[0];
+  if (!spec.guard_exe.empty()) launch->args = {spec.guard_exe, kGuardArg, std::to_string(::getpid()), "--"};
+  launch->args.push_back(*program);
+  launch->args.insert(launch->args.end(), spec.argv.begin() + 1, spec.argv.end());
+  launch->env = spec.env;
+  launch->cwd = spec.cwd;
+  launch->guarded = !spec.guard_exe.empty();
+  launch->sweep_orphans = spec.sweep_orphans;
+  return launch;
+}
 
-  std::vector<std::string> args;
-  std::string parent_pid = std::to_string(::getpid());
-  if (!spec.guard_exe.empty()) args = {spec.guard_exe, kGuardArg, parent_pid, "--"};
-  args.push_back(*program);
-  args.insert(args.end(), spec.argv.begin() + 1, spec.argv.end());
+}  // namespace
+
+void Process::Launch::exec() {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  std::vector<std::string> env_copy = spec.env;
   std::vector<char*> envp;
-  for (auto& e : env_copy) envp.push_back(e.data());
+  for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
 
   // The child gets its ends as 0, 1 and 2 (dup2 clears close-on-exec) and
@@ -253,22 +283,58 @@ Expected<std::unique_ptr<Process>> Process::spawn(acp::Loop& loop, const Process
   // Nothing else: a descriptor a host left open across exec (a pipe it
   // waits to see closed) must not live on in the adapter tree.
   posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  posix_spawn_file_actions_addchdir_np(&actions, spec.cwd.c_str());
+  posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid = 0;
-  int err = ::posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  err = ::posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (err != 0) return Error{"cannot start '" + spec.argv[0] + "': " + errno_text(err)};
   for (auto& pair : stdio) {
     ::close(pair.theirs);
     pair.theirs = -1;
   }
+}
+
+Expected<std::unique_ptr<Process>> Process::spawn(acp::Loop& loop, const ProcessSpec& spec, Callbacks callbacks) {
+  auto launch = prepare(spec);
+  if (!launch) return std::move(launch).error();
+  (*launch)->exec();
+  return finish(loop, std::move(*launch), std::move(callbacks));
+}
+
+void Process::LaunchDeleter::operator()(Launch* launch) const { delete launch; }
+
+Expected<Process::PendingStart> Process::launch(const ProcessSpec& spec, std::function<void()> on_launched) {
+  auto launch = prepare(spec);
+  if (!launch) return launch;
+  Launch* raw = launch->get();
+  try {
+    raw->thread = std::thread([raw, on_launched = std::move(on_launched)] {
+      // Signals are the loop's to take, never this thread's.
+      sigset_t all;
+      sigfillset(&all);
+      pthread_sigmask(SIG_BLOCK, &all, nullptr);
+      raw->exec();
+      if (on_launched) on_launched();
+    });
+  } catch (const std::system_error&) {
+    raw->exec();  // no thread to be had: the exec is waited for here
+    if (on_launched) on_launched();
+  }
+  return launch;
+}
+
+Expected<std::unique_ptr<Process>> Process::finish(acp::Loop& loop, PendingStart launch, Callbacks callbacks) {
+  launch->wait();
+  if (launch->err != 0) return Error{"cannot start '" + launch->name + "': " + errno_text(launch->err)};
+  std::unique_ptr<Process> self(new Process(loop, std::move(callbacks)));
+  const pid_t pid = launch->pid;
+  auto& stdio = launch->stdio;
+  const std::string& name = launch->name;
 
   // A pidfd can be opened while the child is a zombie: only we reap it.
   auto* child = new Child;
@@ -282,20 +348,20 @@ Expected<std::unique_ptr<Process>> Process::spawn(acp::Loop& loop, const Process
     ::waitpid(pid, nullptr, 0);
     if (child->pidfd >= 0) ::close(child->pidfd);
     delete child;
-    return Error{"cannot watch '" + spec.argv[0] + "': " + acp::uv_error_text(rc)};
+    return Error{"cannot watch '" + name + "': " + acp::uv_error_text(rc)};
   }
   child->poll.data = child;
   if (rc = uv_poll_start(&child->poll, UV_READABLE, &Child::on_readable); rc != 0) {
     ::kill(-pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
     uv_close(reinterpret_cast<uv_handle_t*>(&child->poll), &Child::on_closed);
-    return Error{"cannot watch '" + spec.argv[0] + "': " + acp::uv_error_text(rc)};
+    return Error{"cannot watch '" + name + "': " + acp::uv_error_text(rc)};
   }
   own_child(pid);
   self->child_ = child;
   self->pid_ = pid;
-  self->guarded_ = !spec.guard_exe.empty();
-  self->sweep_orphans_ = spec.sweep_orphans;
+  self->guarded_ = launch->guarded;
+  self->sweep_orphans_ = launch->sweep_orphans;
 
   acp::UvHandle<uv_pipe_t> pipes[3];
   for (int i = 0; i < 3; ++i) {

@@ -83,6 +83,23 @@ class Process {
   };
 
   static Expected<std::unique_ptr<Process>> spawn(acp::Loop& loop, const ProcessSpec& spec, Callbacks callbacks);
+
+  /// A start in two halves, for a caller that must not wait for the exec.
+  /// posix_spawn returns only once the child has exec'd (the parent sleeps
+  /// meanwhile), and the scheduler then tends to leave the parent waiting
+  /// behind its new child on the same CPU: on the machines harnessd runs
+  /// on, a millisecond or more of the loop's time. launch() checks the
+  /// command and makes the pipes (errors are returned at once), then execs
+  /// on a thread of its own; `on_launched`, if given, runs on that thread
+  /// once the exec is done. finish() (loop thread) waits for the exec if it
+  /// still runs and returns the Process, or why it could not start.
+  class Launch;
+  struct LaunchDeleter {
+    void operator()(Launch* launch) const;  // waits for the exec
+  };
+  using PendingStart = std::unique_ptr<Launch, LaunchDeleter>;
+  static Expected<PendingStart> launch(const ProcessSpec& spec, std::function<void()> on_launched);
+  static Expected<std::unique_ptr<Process>> finish(acp::Loop& loop, PendingStart launch, Callbacks callbacks);
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

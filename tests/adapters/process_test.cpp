@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <sstream>
@@ -371,6 +372,44 @@ TEST_CASE("spawn errors name what is wrong") {
   auto b = Process::spawn(loop, bad_cwd, cb);
   REQUIRE_FALSE(b);
   CHECK(b.error().message == "the working directory '/no/such/dir' does not exist");
+  loop.run();
+  CHECK(loop.close());
+}
+
+TEST_CASE("a launch execs off the loop: finish hands over the process, or why its exec failed") {
+  acp::Loop loop;
+  std::atomic<int> launched{0};
+  auto started = Process::launch(shell("read line; echo \"got:$line\""), [&] { ++launched; });
+  REQUIRE(started);
+  Run r;
+  Process::Callbacks cb;
+  cb.on_stdout = [&](std::string_view d) { r.out.append(d); };
+  cb.on_exit = [&](const ExitStatus& s) {
+    r.status = s;
+    loop.post([&] { r.process.reset(); });
+  };
+  auto p = Process::finish(loop, std::move(*started), std::move(cb));
+  REQUIRE(p);
+  CHECK(launched == 1);  // finish waited for the exec's thread
+  r.process = std::move(*p);
+  CHECK(r.process->pid() > 0);
+  r.process->write("hello\n");
+  loop.run();
+  CHECK(r.out == "got:hello\n");
+  REQUIRE(r.status);
+  CHECK(r.status->code == 0);
+
+  // The command is checked at once; an exec that fails is told by finish.
+  ProcessSpec missing = shell("true");
+  missing.argv = {"no-such-adapter-xyz"};
+  auto a = Process::launch(missing, nullptr);
+  REQUIRE_FALSE(a);
+  CHECK(a.error().message == "'no-such-adapter-xyz' was not found on PATH");
+  auto b = Process::launch(shell("true", "/tmp"), nullptr);  // a directory as the guard
+  REQUIRE(b);
+  auto c = Process::finish(loop, std::move(*b), {});
+  REQUIRE_FALSE(c);
+  CHECK(c.error().message == "cannot start 'sh': Permission denied");
   loop.run();
   CHECK(loop.close());
 }
