@@ -163,10 +163,14 @@ std::unique_ptr<Store> Store::open(acp::Loop& loop, std::string dir, StoreOption
   return store;
 }
 
-void Store::open_database() {
+Expected<std::unique_ptr<StateDb>> Store::connect() const {
   Database::Options db_options;
   db_options.full_sync = options_.sync;
-  auto opened = StateDb::open(dir_, root_, db_options);
+  return StateDb::open(dir_, root_, db_options);
+}
+
+void Store::open_database() {
+  auto opened = connect();
   if (!opened) {
     unusable_ = "cannot use the state database " + dir_ + "/" + StateDb::kFile + ": " + opened.error().message;
     acp::log::error(*unusable_ + "; runs will fail until it is fixed");
@@ -199,9 +203,7 @@ std::string Store::retention_policy() const {
 void Store::start_retention() {
   retention_thread_ = std::thread([this, policy = retention_policy()] {
     name_this_thread("hd-retention");
-    Database::Options db_options;
-    db_options.full_sync = options_.sync;
-    auto db = StateDb::open(dir_, root_, db_options);
+    auto db = connect();
     if (!db) {
       acp::log::warn("retention: cannot open the state database: " + db.error().message);
       return;

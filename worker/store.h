@@ -235,6 +235,9 @@ class Store {
   static constexpr int kLanes = 4;
   Store(acp::Loop& loop, std::string dir, StoreOptions options);
   void open_database();
+  /// A connection of this store's to the state database (the writer's, the
+  /// reader's, retention's), with its options.
+  Expected<std::unique_ptr<StateDb>> connect() const;
   /// Starts the background collection of what retention lets go.
   /// The retention policy as the database notes when it was last applied.
   std::string retention_policy() const;

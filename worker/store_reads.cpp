@@ -235,9 +235,7 @@ std::map<std::string, json> Store::harness_options() { return std::exchange(harn
 
 StateDb* Store::reader() {
   if (reader_ || unusable_ || !db_writer_) return reader_.get();
-  Database::Options db_options;
-  db_options.full_sync = options_.sync;
-  auto opened = StateDb::open(dir_, root_, db_options);
+  auto opened = connect();
   if (!opened) {
     acp::log::error("cannot read the state database " + dir_ + "/" + StateDb::kFile + ": " + opened.error().message);
     return nullptr;
