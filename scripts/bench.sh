@@ -14,6 +14,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # One prompt through `harnessd run` on an instant adapter (the fake agent),
 # end to end: process start, session, prompt, recording flushed, exit.
+# HARNESSD_BENCH_REFERENCE=/path/to/another/harnessd (an older build, with
+# its harnessd-guard beside it if it has one) is then timed against this one
+# in alternating rounds, each run on a fresh copy of a state directory that
+# the same build made with three runs, and the ratio is printed: the figure
+# above moves with the machine, the ratio much less.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cat > "$work/config.toml" <<TOML
@@ -22,9 +27,9 @@ default_harness = "fake"
 [harness.fake]
 command = ["$root/build/tests/fake_agent"]
 TOML
-python3 - "$root/build/harnessd" "$work" "$root/build/tests/fake_agent" <<'PY'
+python3 - "$root/build/harnessd" "$work" "$root/build/tests/fake_agent" "${HARNESSD_BENCH_REFERENCE:-}" <<'PY'
 import json, os, subprocess, sys, time
-harnessd, work, agent = sys.argv[1], sys.argv[2], sys.argv[3]
+harnessd, work, agent, reference = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 guard = os.path.join(os.path.dirname(harnessd), "harnessd-guard")
 # Three processes start for one run (harnessd, the guard, the adapter):
 # what starting one costs on this machine is printed beside it, measured
@@ -69,4 +74,25 @@ print(f"harnessd run, one prompt on an instant adapter: p50 {p50['run']:.1f} ms,
       f"in the same rounds /bin/true p50 {p50['true']:.1f} ms, harnessd --version p50 {p50['version']:.1f} ms")
 print(f"  the adapter alone, the same three requests sent straight to it: p50 {p50['agent']:.1f} ms; "
       f"with the guard in front: p50 {p50['guarded']:.1f} ms")
+if reference:
+    import shutil
+    builds = {"this": harnessd, "reference": reference}
+    def run_in(exe, state):
+        subprocess.run([exe, "--config", f"{work}/config.toml", "--state-dir", state, "run", "echo hi"], check=True,
+                       capture_output=True)
+    for name, exe in builds.items():
+        for _ in range(3):
+            run_in(exe, f"{work}/seed-{name}")
+    pair = {name: [] for name in builds}
+    for i in range(60):
+        for name in sorted(builds, reverse=i % 2 == 1):
+            state = f"{work}/round-{name}"
+            shutil.rmtree(state, ignore_errors=True)
+            shutil.copytree(f"{work}/seed-{name}", state, symlinks=True)
+            t = time.perf_counter()
+            run_in(builds[name], state)
+            pair[name].append((time.perf_counter() - t) * 1000)
+    this, ref = sorted(pair["this"])[30], sorted(pair["reference"])[30]
+    print(f"  against {reference}, alternating, 60 runs each on a state directory three runs old: "
+          f"p50 {this:.1f} ms against {ref:.1f} ms, {this / ref:.2f}x its time")
 PY
