@@ -312,18 +312,20 @@ Expected<Process::PendingStart> Process::launch(const ProcessSpec& spec, std::fu
   auto launch = prepare(spec);
   if (!launch) return launch;
   Launch* raw = launch->get();
+  auto exec_and_tell = [raw, on_launched = std::move(on_launched)] {
+    raw->exec();
+    if (on_launched) on_launched();
+  };
   try {
-    raw->thread = std::thread([raw, on_launched = std::move(on_launched)] {
+    raw->thread = std::thread([exec_and_tell] {
       // Signals are the loop's to take, never this thread's.
       sigset_t all;
       sigfillset(&all);
       pthread_sigmask(SIG_BLOCK, &all, nullptr);
-      raw->exec();
-      if (on_launched) on_launched();
+      exec_and_tell();
     });
   } catch (const std::system_error&) {
-    raw->exec();  // no thread to be had: the exec is waited for here
-    if (on_launched) on_launched();
+    exec_and_tell();  // no thread to be had: the exec is waited for here
   }
   return launch;
 }
