@@ -177,11 +177,17 @@ const std::string kStartRow = "UPDATE runs SET state = 'started', started_at = ?
 const std::string kEndRow =
     "UPDATE runs SET state = ?8, ended_at = ?9, outcome = ?10 WHERE " + kSameRun + " AND ended_at IS NULL";
 
+// Binds ?1..?7 to the run's identity: the columns a run's row is written
+// with, in that order, as kSameRun compares them.
+void bind_run_identity(Statement& st, const LedgerEntry& e) {
+  st.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
+  st.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon);
+}
+
 // Binds ?1..?7 to the run's identity, and ?8.. to what a started (its
 // time) or terminal entry (its event, time and outcome) changes.
 void bind_run_update(Statement& up, const LedgerEntry& e, bool terminal) {
-  up.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
-  up.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon);
+  bind_run_identity(up, e);
   if (terminal) {
     up.bind_kept(8, e.event).bind_kept(9, e.time);
     up.bind(10, e.extra.is_object() ? acp::json_text(e.extra) : std::string("{}"));
@@ -279,8 +285,8 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8)
 ON CONFLICT(run_id) DO NOTHING)sql");
     if (!insert) return std::move(insert).error();
     Statement& in = **insert;
-    in.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
-    in.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon).bind_kept(8, e.time);
+    bind_run_identity(in, e);
+    in.bind_kept(8, e.time);
     if (auto r = in.run(); !r) return Error{"cannot record run " + e.runId + ": " + r.error().message};
     if (db_->changes() == 1) {
       const std::int64_t seq = db_->last_insert_rowid();
@@ -317,9 +323,8 @@ WHERE NOT (?10 AND runs.ended_at IS NOT NULL)
 RETURNING seq)sql");
   if (!upsert) return std::move(upsert).error();
   Statement& up = **upsert;
-  up.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
-  up.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon).bind_kept(8, e.event);
-  up.bind_kept(9, e.time);
+  bind_run_identity(up, e);
+  up.bind_kept(8, e.event).bind_kept(9, e.time);
   up.bind(10, std::int64_t{terminal});
   if (terminal) {
     up.bind(11, e.extra.is_object() ? acp::json_text(e.extra) : std::string("{}"));
@@ -410,8 +415,8 @@ Expected<bool> StateDb::insert_transition(std::int64_t seq, const LedgerEntry& e
     auto says = db_->cached(kRowSays.c_str());
     if (!says) return std::move(says).error();
     Statement& st = **says;
-    st.bind_kept(1, e.runId).bind_kept(2, e.sessionId).bind_kept(3, e.name).bind_kept(4, e.hostSession);
-    st.bind_kept(5, e.harness).bind(6, json_text(e.requestId)).bind_kept(7, e.daemon).bind(8, seq);
+    bind_run_identity(st, e);
+    st.bind(8, seq);
     auto row = st.step();
     if (!row) return Error{"cannot record run " + e.runId + ": " + row.error().message};
     if (!*row) own.reset();
@@ -420,9 +425,8 @@ Expected<bool> StateDb::insert_transition(std::int64_t seq, const LedgerEntry& e
   auto insert = db_->cached("INSERT INTO transitions(run_seq, event, time, entry, terminal) VALUES (?1, ?2, ?3, ?4, ?5)");
   if (!insert) return std::move(insert).error();
   Statement& in = **insert;
-  const std::string line = own ? std::string() : e.to_line();
-  in.bind(1, seq).bind_kept(2, e.event).bind_kept(3, e.time).bind_kept(4, own ? *own : line);
-  in.bind(5, std::int64_t{terminal});
+  const std::string entry = own ? std::move(*own) : e.to_line();
+  in.bind(1, seq).bind_kept(2, e.event).bind_kept(3, e.time).bind_kept(4, entry).bind(5, std::int64_t{terminal});
   if (auto r = in.run(); !r) return failed(in, r.error());
   return true;
 }
