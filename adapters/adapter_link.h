@@ -14,6 +14,7 @@
 #include "acp/flow_gate.h"
 #include "acp/line_splitter.h"
 #include "acp/loop.h"
+#include "adapters/live_adapters.h"
 #include "adapters/prestart.h"
 #include "adapters/process.h"
 
@@ -38,6 +39,9 @@ struct AdapterOptions {
   /// An adapter started ahead of need: taken instead of starting one when
   /// it was started from the same spec (see Prestart::take).
   Prestart* prestart = nullptr;
+  /// The adapter's place under [daemon] max_live_adapters, if it takes
+  /// one: given back when the link is destroyed, after the tree exited.
+  LiveAdapters::Slot slot;
 };
 
 /// Lifetime: owned by a session. `on_exit` fires once when the process tree

@@ -12,6 +12,12 @@ namespace harnessd::adapters {
 
 using nlohmann::json;
 
+json initialize_params(const json& client_capabilities) {
+  return {{"protocolVersion", schema::kProtocolVersion},
+          {"clientCapabilities", client_capabilities},
+          {"clientInfo", {{"name", "harnessd"}, {"version", HARNESSD_VERSION}}}};
+}
+
 AdapterSession::AdapterSession(acp::Loop& loop, Reaper& reaper, std::chrono::milliseconds kill_grace, std::string label,
                                std::string harness, Hooks hooks)
     : loop_(loop),
@@ -30,11 +36,39 @@ void AdapterSession::ensure(Ready ready) {
     return;
   }
   waiters_.push_back(std::move(ready));
-  if (!link_) start();  // else already starting
+  if (!link_ && !admitting_) start();  // else already starting
 }
 
 void AdapterSession::start() {
+  if (!admitted_ && !admitting_) {
+    if (StartBreaker* breaker = hooks_.breaker ? hooks_.breaker() : nullptr) {
+      if (auto refused = breaker->admit()) return started(*refused);
+      admitted_ = breaker;
+    }
+  }
+  if (live_ && !slot_) {
+    // A place under the cap first; it may mean waiting for an evicted
+    // adapter to exit.
+    admitting_ = true;
+    LiveAdapters::Wait wait = live_->acquire([this](LiveAdapters::Slot slot) {
+      admitting_ = false;
+      slot_wait_ = {};
+      slot_ = std::move(slot);
+      start();
+    });
+    if (admitting_) slot_wait_ = std::move(wait);
+    return;
+  }
   spec_ = hooks_.spec();
+  spec_.link.slot = std::move(slot_);
+  can_close_ = false;
+  // Read before the link takes the spec's environment.
+  const std::string& var = spec_.auth_env;
+  auth_env_set_ = false;
+  for (const auto& entry : spec_.link.process.env) {
+    auth_env_set_ = auth_env_set_ || (!var.empty() && entry.size() > var.size() + 1 &&
+                                      entry.compare(0, var.size(), var) == 0 && entry[var.size()] == '=');
+  }
   auto link = AdapterLink::start(loop_, std::move(spec_.link), nullptr);
   if (!link) {
     RpcError e{rpc_code::kHarnessUnavailable, "harness '" + harness_ + "' cannot start: " + link.error().message,
@@ -65,14 +99,12 @@ void AdapterSession::start() {
     auto seconds = std::to_string(spec_.start_timeout.count() / 1000.0);
     RpcError e = failure("did not finish start-up within " + seconds.substr(0, seconds.find('.') + 2) + " s");
     acp::log::warn(label_ + ": " + e.message);
+    if (auto* breaker = std::exchange(admitted_, nullptr)) breaker->failed(e);
     abort_start(e);
   });
 
   // Offer the adapter exactly what the host offered.
-  json init = {{"protocolVersion", schema::kProtocolVersion},
-               {"clientCapabilities", spec_.client_capabilities},
-               {"clientInfo", {{"name", "harnessd"}, {"version", HARNESSD_VERSION}}}};
-  raw->rpc().call("initialize", std::move(init), [this, raw](acp::Connection::CallResult r) {
+  raw->rpc().call("initialize", initialize_params(spec_.client_capabilities), [this, raw](acp::Connection::CallResult r) {
     if (link_.get() != raw) return;
     if (!r) return started(failure("failed to initialize: " + r.error().message));
     initialized(raw, *r);
@@ -84,16 +116,62 @@ void AdapterSession::initialized(AdapterLink* raw, const json& answer) {
   if (version != schema::kProtocolVersion) {
     return started(failure("speaks ACP protocol version " + version.dump() + ", not 1"));
   }
+  const json caps = answer.value("agentCapabilities", json::object());
+  const json session_caps =
+      caps.is_object() ? caps.value("sessionCapabilities", json::object()) : json::object();
+  auto offers = [&](const char* what) {
+    return session_caps.is_object() && session_caps.contains(what) && session_caps[what].is_object();
+  };
+  can_close_ = offers("close");
+  can_resume_ = offers("resume");
+  can_load_ = caps.is_object() && caps.contains("loadSession") && caps["loadSession"] == true;
+  auth_methods_ = answer.contains("authMethods") && answer["authMethods"].is_array() ? answer["authMethods"]
+                                                                                      : json::array();
+  if (spec_.auth_env.empty()) return open(raw);
+  // An API key in the environment, and a method of the adapter's that
+  // reads it: authenticate once, before any session. Nothing is guessed.
+  const std::string& var = spec_.auth_env;
+  std::string method_id;
+  for (const auto& m : auth_methods_) {
+    if (!m.is_object() || m.value("type", json()) != "env_var" || !m.contains("id") || !m["id"].is_string()) continue;
+    bool reads = m.value("varName", json()) == var;
+    if (auto vars = m.find("vars"); vars != m.end() && vars->is_array()) {
+      for (const auto& v : *vars) reads = reads || (v.is_object() && v.value("name", json()) == var);
+    }
+    if (reads) method_id = m["id"].get<std::string>();
+  }
+  if (method_id.empty() || !auth_env_set_) {
+    acp::log::info(label_ + ": not authenticating: " +
+                   (method_id.empty() ? "the adapter offers no env_var auth method that reads " + var
+                                      : var + " is not in the adapter's environment"));
+    return open(raw);
+  }
+  raw->rpc().call("authenticate", {{"methodId", method_id}}, [this, raw, method_id](acp::Connection::CallResult r) {
+    if (link_.get() != raw) return;
+    if (!r) return started(auth_required(r.error()));
+    acp::log::info(label_ + ": authenticated with " + method_id);
+    open(raw);
+  });
+}
+
+RpcError AdapterSession::auth_required(const RpcError& said) const {
+  RpcError e{rpc_code::kAuthRequired,
+             "harness '" + harness_ + "' needs authentication: " + said.message,
+             {{"harness", harness_}, {"reason", "auth_required"}, {"authMethods", auth_methods_},
+              {"adapterError", {{"code", said.code}, {"message", said.message}}}}};
+  e.data["hint"] = spec_.auth_env.empty()
+                       ? "log in to the harness, or name its API key variable in the profile's auth_env"
+                       : "set " + spec_.auth_env + " for the adapter (env or env_passthrough), or log in to the harness";
+  if (link_) e.data["stderrTail"] = link_->stderr_tail();
+  return e;
+}
+
+void AdapterSession::open(AdapterLink* raw) {
   if (resume_id_.empty()) return create(raw);
   // An adapter session of an earlier adapter: resume it when the adapter
   // can, else load it (the owner hears nothing of its replay), else say
   // that a new one starts.
-  const json caps = answer.value("agentCapabilities", json::object());
-  const bool can_resume = caps.is_object() && caps.contains("sessionCapabilities") &&
-                          caps["sessionCapabilities"].is_object() && caps["sessionCapabilities"].contains("resume") &&
-                          caps["sessionCapabilities"]["resume"].is_object();
-  const bool can_load = caps.is_object() && caps.value("loadSession", false) == true;
-  std::string method = can_resume ? "session/resume" : can_load ? "session/load" : "";
+  std::string method = can_resume_ ? "session/resume" : can_load_ ? "session/load" : "";
   std::string old_id = std::move(resume_id_);
   resume_id_.clear();
   if (method.empty()) {
@@ -107,6 +185,7 @@ void AdapterSession::initialized(AdapterLink* raw, const json& answer) {
   raw->rpc().call(method, std::move(params), [this, raw, method, old_id](acp::Connection::CallResult r) {
     if (link_.get() != raw) return;
     replaying_ = false;
+    if (!r && r.error().code == rpc_code::kAuthRequired) return started(auth_required(r.error()));
     if (!r) {
       restore_outcome_ = {{"restored", false},
                           {"method", method},
@@ -129,6 +208,7 @@ void AdapterSession::create(AdapterLink* raw) {
   json params = {{"cwd", spec_.cwd}, {"mcpServers", spec_.mcp_servers}};
   raw->rpc().call("session/new", std::move(params), [this, raw](acp::Connection::CallResult r) {
     if (link_.get() != raw) return;
+    if (!r && r.error().code == rpc_code::kAuthRequired) return started(auth_required(r.error()));
     if (!r) return started(failure("failed to create a session: " + r.error().message));
     json sid = r->is_object() ? r->value("sessionId", json()) : json();
     if (!sid.is_string() || sid.get<std::string>().empty()) {
@@ -165,6 +245,13 @@ void AdapterSession::reapply(AdapterLink* raw) {
 }
 
 void AdapterSession::started(Expected<void, RpcError> result) {
+  if (auto* breaker = std::exchange(admitted_, nullptr)) {
+    if (result) {
+      breaker->succeeded();
+    } else {
+      breaker->failed(result.error());
+    }
+  }
   if (!result) retire();
   auto waiters = std::move(waiters_);
   waiters_.clear();
@@ -193,7 +280,21 @@ void AdapterSession::retire(std::chrono::milliseconds eof_grace) {
   replaying_ = false;
   id_.clear();
   prompting_ = false;
-  if (link_) reaper_.adopt(std::move(link_), kill_grace_, eof_grace);
+  slot_wait_.reset();
+  slot_.reset();
+  admitting_ = false;
+  if (auto* breaker = std::exchange(admitted_, nullptr)) breaker->abandoned();
+  if (!link_) return;
+  reaper_.adopt(std::move(link_), kill_grace_, eof_grace);
+  if (hooks_.stopped) hooks_.stopped();
+}
+
+void AdapterSession::evict(std::chrono::milliseconds eof_grace) {
+  if (ready() && can_close_) {
+    // Written before the EOF that follows; the answer is not waited for.
+    link_->rpc().call("session/close", {{"sessionId", id_}}, [](acp::Connection::CallResult) {});
+  }
+  retire(eof_grace);
 }
 
 void AdapterSession::prompt(const json& blocks, acp::Connection::CallHandler done) {

@@ -20,6 +20,8 @@
 #include "acp/loop.h"
 #include "acp/unique_function.h"
 #include "adapters/adapter_link.h"
+#include "adapters/live_adapters.h"
+#include "adapters/start_breaker.h"
 #include "adapters/reaper.h"
 
 namespace harnessd::adapters {
@@ -38,7 +40,16 @@ struct AdapterSessionSpec {
   /// {configId: value}: set again on every new adapter session.
   nlohmann::json config_choices = nlohmann::json::object();
   std::chrono::milliseconds start_timeout{30000};
+  /// An environment variable holding an API key: when the adapter offers
+  /// an auth method of type "env_var" that reads it, and `link` passes it
+  /// on, `authenticate` is called with that method before the session
+  /// opens. Empty: harnessd never authenticates on its own.
+  std::string auth_env;
 };
+
+/// The params of the initialize harnessd sends an adapter: the host's
+/// `client_capabilities`, protocol version 1, harnessd's clientInfo.
+nlohmann::json initialize_params(const nlohmann::json& client_capabilities);
 
 class AdapterSession {
  public:
@@ -59,6 +70,11 @@ class AdapterSession {
     /// Whether a stopped adapter's session is worth resuming by the next
     /// adapter (false once the owner is closing, or starts afresh each time).
     std::function<bool()> resumable;
+    /// The adapter was handed to the Reaper (it exited, failed, was
+    /// stopped or evicted); optional.
+    std::function<void()> stopped;
+    /// The breaker that admits this harness's starts (null: none); optional.
+    std::function<StartBreaker*()> breaker;
   };
 
   /// `label` prefixes log lines ("session sess_..."); `harness` is named in errors.
@@ -79,6 +95,14 @@ class AdapterSession {
   /// Hands the adapter to the Reaper; see Reaper::adopt for `eof_grace`.
   /// Its session is kept for the next adapter to resume when resumable.
   void retire(std::chrono::milliseconds eof_grace = std::chrono::milliseconds(0));
+  /// Stops an idle adapter to free its place: its session is closed first
+  /// where the adapter supports session/close, and kept for the next
+  /// adapter to resume like retire().
+  void evict(std::chrono::milliseconds eof_grace);
+  /// Every adapter start takes a place under `live`'s cap first (null: no cap).
+  void set_live_adapters(LiveAdapters* live) { live_ = live; }
+  /// Waiting for a place under the cap.
+  bool admitting() const { return admitting_; }
 
   /// session/prompt with `blocks`. An error caused by the adapter's death
   /// or closed output is reported as failure("").
@@ -120,6 +144,10 @@ class AdapterSession {
  private:
   void start();
   void initialized(AdapterLink* raw, const nlohmann::json& answer);
+  /// Opens the adapter session: resumes, loads or creates it.
+  void open(AdapterLink* raw);
+  /// -32000 for a harness that wants a login, from what the adapter said.
+  RpcError auth_required(const RpcError& said) const;
   void create(AdapterLink* raw);
   void reapply(AdapterLink* raw);
   void started(Expected<void, RpcError> result);
@@ -141,6 +169,16 @@ class AdapterSession {
   std::unique_ptr<acp::Timer> start_timer_;
   std::string resume_id_;
   nlohmann::json restore_outcome_;
+  bool can_close_ = false;  // the running adapter advertised session/close
+  bool can_resume_ = false;
+  bool can_load_ = false;
+  nlohmann::json auth_methods_ = nlohmann::json::array();  // it offered
+  bool auth_env_set_ = false;  // spec_.auth_env has a value in the adapter's environment
+  StartBreaker* admitted_ = nullptr;  // the breaker that let the start under way go ahead
+  LiveAdapters* live_ = nullptr;
+  LiveAdapters::Wait slot_wait_;
+  LiveAdapters::Slot slot_;  // granted, for the start under way
+  bool admitting_ = false;
 };
 
 }  // namespace harnessd::adapters

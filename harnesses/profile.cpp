@@ -149,7 +149,7 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       {"openspace", {"max_iterations", "skill_dir"}},
       {"exec", {"input", "output", "field"}}};
   static const std::set<std::string> kCommon = {"kind", "command", "env", "env_passthrough", "description",
-                                                "mode", "template", "recording"};
+                                                "mode", "template", "recording", "auth_env"};
   const auto& bridge_keys = kBridgeKeys.at(p.kind);
   std::vector<std::string> options;
   for (const auto& [key, value] : table) {
@@ -214,6 +214,13 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       return Error{where + ".recording must be \"full\" or \"metadata\""};
     }
     p.record_metadata_only = s->get() == "metadata";
+  }
+  if (const toml::node* auth = table.get("auth_env")) {
+    const auto* s = auth->as_string();
+    if (!s || s->get().empty() || s->get().find_first_of("=\0") != std::string::npos) {
+      return Error{where + ".auth_env must name an environment variable"};
+    }
+    p.auth_env = s->get();
   }
   if (const toml::node* desc = table.get("description")) {
     if (const auto* s = desc->as_string()) p.description = s->get();

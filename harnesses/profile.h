@@ -41,6 +41,10 @@ struct HarnessProfile {
   /// but no content (no prompt, frames, stderr or transcript), for
   /// sensitive work. "full" (default): everything.
   bool record_metadata_only = false;
+  /// A variable holding the harness's API key: harnessd authenticates an
+  /// adapter that offers an "env_var" auth method reading it (ACP
+  /// `authenticate`). Empty: never.
+  std::string auth_env;
   /// One line for `harnessd harnesses`.
   std::string description;
   /// How to install what `command` needs, shown when it is missing.

@@ -18,6 +18,8 @@ inline constexpr int kInvalidParams = -32602;
 inline constexpr int kInternalError = -32603;
 inline constexpr int kRequestCancelled = -32800;
 inline constexpr int kResourceNotFound = -32002;
+/// ACP: the agent needs `authenticate` first (data.reason is "auth_required").
+inline constexpr int kAuthRequired = -32000;
 
 /// The harness named for a session cannot run (binary missing, bad profile).
 inline constexpr int kHarnessUnavailable = -32010;

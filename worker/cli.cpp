@@ -102,6 +102,10 @@ int main(int argc, char** argv) {
   sessions_cmd->fallthrough();
   sessions_cmd->add_option("--format", sessions_format, "text or json")->check(CLI::IsMember({"text", "json"}));
   sessions_cmd->add_flag("--all", sessions_all, "Include closed sessions");
+  std::string status_format = "text";
+  auto* status_cmd = app.add_subcommand("status", "Daemons, sessions, adapters and runs of the state directory now");
+  status_cmd->fallthrough();
+  status_cmd->add_option("--format", status_format, "text or json")->check(CLI::IsMember({"text", "json"}));
   bool harnesses_check = false;
   std::string harnesses_format = "text";
   std::string show_run, show_format = "text", show_file, show_export;
@@ -235,6 +239,7 @@ int main(int argc, char** argv) {
     return runs_command(runs_query);
   }
   if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
+  if (status_cmd->parsed()) return status_command(chosen_state_dir, status_format);
   if (close_cmd->parsed()) return close_command(chosen_state_dir, close_target);
   if (show_cmd->parsed()) return show_command(chosen_state_dir, show_run, show_format, show_file, show_export);
   if (prune_cmd->parsed()) return prune_command(chosen_state_dir, prune_older_than, prune_dry_run);

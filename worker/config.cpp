@@ -2,6 +2,7 @@
 // silently falls back to a default.
 #include "worker/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -43,7 +44,8 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       "default_harness",   "max_line_bytes",      "cancel_grace",        "kill_grace",      "start_timeout",
       "max_pending_calls", "stderr_tail_bytes",   "max_concurrent_runs", "max_queue_depth", "run_timeout",
       "state_dir",         "fsync",               "template_dir",        "queue_high_water", "queue_low_water",
-      "max_recording_bytes", "retention"};
+      "max_recording_bytes", "retention",        "adapter_idle_ttl",    "max_live_adapters",
+      "breaker_failures",  "breaker_cooldown"};
   for (const auto& [key, value] : t) {
     std::string k(key.str());
     if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
@@ -79,14 +81,21 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       const auto* b = value.as_boolean();
       if (!b) return Error{where + " must be true or false"};
       d.fsync = b->get();
-    } else if (k == "cancel_grace" || k == "kill_grace" || k == "start_timeout" || k == "run_timeout") {
+    } else if (k == "cancel_grace" || k == "kill_grace" || k == "start_timeout" || k == "run_timeout" ||
+               k == "adapter_idle_ttl" || k == "breaker_cooldown") {
       auto ms = seconds(value, where);
       if (!ms) return ms.error();
-      std::chrono::milliseconds* target = k == "cancel_grace"  ? &d.cancel_grace
-                                          : k == "kill_grace"  ? &d.kill_grace
+      std::chrono::milliseconds* target = k == "cancel_grace"    ? &d.cancel_grace
+                                          : k == "kill_grace"    ? &d.kill_grace
                                           : k == "start_timeout" ? &d.start_timeout
-                                                                 : &d.run_timeout;
+                                          : k == "run_timeout"   ? &d.run_timeout
+                                          : k == "breaker_cooldown" ? &d.breaker_cooldown
+                                                                 : &d.adapter_idle_ttl;
       *target = *ms;
+    } else if (k == "breaker_failures") {
+      const auto* i = value.as_integer();
+      if (!i || i->get() < 0) return Error{where + " must be a whole number, 0 or more (0: never)"};
+      d.breaker_failures = static_cast<std::size_t>(i->get());
     } else {
       auto n = positive(value, where);
       if (!n) return n.error();
@@ -97,6 +106,7 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
                             : k == "queue_high_water"    ? &d.queue_high_water
                             : k == "queue_low_water"     ? &d.queue_low_water
                             : k == "max_concurrent_runs" ? &d.max_concurrent_runs
+                            : k == "max_live_adapters"   ? &d.max_live_adapters
                                                          : &d.max_queue_depth;
       *target = *n;
     }
@@ -104,10 +114,28 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
   if (d.queue_low_water > d.queue_high_water) {
     return Error{"[daemon].queue_low_water must not be above queue_high_water"};
   }
+  if (d.max_live_adapters != 0 && d.max_live_adapters < d.max_concurrent_runs) {
+    // Every running turn holds a live adapter: fewer places than turns
+    // would leave turns waiting for one that no eviction can free.
+    return Error{"[daemon].max_live_adapters (" + std::to_string(d.max_live_adapters) +
+                 ") must be at least max_concurrent_runs (" + std::to_string(d.max_concurrent_runs) + ")"};
+  }
   return {};
 }
 
 }  // namespace
+
+std::size_t default_max_live_adapters(std::size_t max_concurrent_runs) {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGE_SIZE);
+  std::size_t n = 16;
+  if (pages > 0 && page > 0) n = static_cast<std::size_t>(pages) / ((256u << 20) / static_cast<std::size_t>(page));
+  return std::max(std::clamp<std::size_t>(n, 16, 1024), max_concurrent_runs);
+}
+
+std::size_t live_adapter_cap(const DaemonConfig& d) {
+  return d.max_live_adapters ? d.max_live_adapters : default_max_live_adapters(d.max_concurrent_runs);
+}
 
 std::string default_config_path() {
   if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg && *xdg == '/') {

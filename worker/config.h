@@ -49,6 +49,17 @@ struct DaemonConfig {
   std::size_t max_recording_bytes = 64u << 20;
   /// Turns that may run at once across all sessions.
   std::size_t max_concurrent_runs = 8;
+  /// An adapter idle this long is stopped; its session's next prompt
+  /// starts a new one that resumes the adapter's session. 0: never.
+  std::chrono::milliseconds adapter_idle_ttl{600000};
+  /// Adapter processes alive at once (those on their way out included);
+  /// when a start finds them all taken, the least recently used idle one
+  /// is evicted. 0: default_max_live_adapters().
+  std::size_t max_live_adapters = 0;
+  /// A harness whose adapter failed to start this many times in a row is
+  /// unavailable for `breaker_cooldown`: its prompts fail at once (0: never).
+  std::size_t breaker_failures = 3;
+  std::chrono::milliseconds breaker_cooldown{30000};
   /// Prompts that may wait per session, besides the running one.
   std::size_t max_queue_depth = 16;
   /// Deadline of a run, counted from its start; 0 means none. Sessions
@@ -66,12 +77,19 @@ struct DaemonConfig {
   std::string template_dir;
 };
 
+/// [daemon] max_live_adapters, or its default.
+std::size_t live_adapter_cap(const DaemonConfig& d);
+
 struct Config {
   DaemonConfig daemon;
   std::map<std::string, harnesses::HarnessProfile> harnesses;
   /// The file the configuration came from, empty for built-in defaults.
   std::string source;
 };
+
+/// One live adapter per 256 MiB of the machine's memory, between 16 and
+/// 1024, and never fewer than `max_concurrent_runs`.
+std::size_t default_max_live_adapters(std::size_t max_concurrent_runs);
 
 /// The order in which harnessd looks for an installed harness when the
 /// configuration names no default (docs/configuration.md).

@@ -8,7 +8,10 @@
 namespace harnessd::worker {
 
 Engine::Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options)
-    : options_(std::move(options)), reaper_(loop), deadline_(loop) {
+    : options_(std::move(options)),
+      reaper_(loop),
+      live_(loop, live_adapter_cap(options_.config.daemon), options_.config.daemon.adapter_idle_ttl),
+      deadline_(loop) {
   store_ =
       Store::open(loop, options_.state_dir.empty() ? acp::default_state_home() : options_.state_dir, options_.store);
   rt_ = std::make_unique<Runtime>(Runtime{
@@ -16,6 +19,7 @@ Engine::Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options)
       options_.self_exe.empty() ? adapters::self_executable() : options_.self_exe, adapters::current_environment()});
   rt_->sweep_orphans = options_.sweep_orphans;
   rt_->prestart = options_.prestart;
+  rt_->live = &live_;
   rt_->adapter_output_gate = &adapter_output_gate_;
   rt_->host_input_gate = &host_input_gate_;
   store_hold_ = std::make_unique<acp::FlowGate::Hold>(adapter_output_gate_);

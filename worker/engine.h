@@ -69,6 +69,7 @@ class Engine {
   acp::FlowGate host_input_gate_;
   std::unique_ptr<acp::FlowGate::Hold> store_hold_;
   adapters::Reaper reaper_;
+  adapters::LiveAdapters live_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Runtime> rt_;
   std::unique_ptr<Agent> agent_;

@@ -296,6 +296,23 @@ std::map<std::string, SessionRecord> read_session_records(const std::string& sta
   return session_records(*db);
 }
 
+json adapter_state(const SessionRecord& r, bool served, bool running) {
+  // Only a live process keeps adapters; its record says which it had last.
+  if (r.closed || !served || !r.adapter.is_object()) return {{"state", "none"}};
+  if (auto pid = r.adapter.find("pid"); pid != r.adapter.end() && pid->is_number_integer()) {
+    const long long p = pid->get<long long>();
+    const bool alive = p > 0 && (::kill(static_cast<pid_t>(p), 0) == 0 || errno == EPERM);
+    if (!alive) return {{"state", "none"}};
+    if (running) return {{"state", "live"}, {"pid", p}};
+    // Idle since its last turn ended, which is when the record was written.
+    return {{"state", "idle"}, {"pid", p}, {"since", r.updated_at}};
+  }
+  if (auto at = r.adapter.find("evictedAt"); at != r.adapter.end() && at->is_string()) {
+    return {{"state", "evicted"}, {"since", *at}};
+  }
+  return {{"state", "none"}};
+}
+
 int sessions_command(const std::string& state_dir, const std::string& format, bool all) {
   UniqueFd root;
   std::unique_ptr<StateDb> db;
@@ -315,14 +332,18 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
       served.emplace(std::move(id), std::move(lease));
     }
   }
-  std::vector<std::vector<std::string>> rows = {{"SESSION", "NAME", "HARNESS", "STATE", "UPDATED (UTC)", "RUNS", "CWD"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"SESSION", "NAME", "HARNESS", "STATE", "ADAPTER", "UPDATED (UTC)", "RUNS", "CWD"}};
   for (const auto& [id, r] : records) {
     if (r.closed && !all) continue;
     json runs = counts.count(id) ? json(counts[id]) : json::object();
+    const bool is_served = served.count(id) > 0;
+    const json adapter = adapter_state(r, is_served, runs.value(run_event::kStarted, 0) > 0);
     if (format == "json") {
       json out = r.to_json();
       out["version"] = 1;
       out["runs"] = runs;
+      out["adapterState"] = adapter;
       if (auto lease = served.find(id); lease != served.end()) {
         out["servedBy"] = {{"pid", lease->second.pid}, {"instance", lease->second.owner}, {"since", lease->second.since}};
       }
@@ -339,8 +360,11 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
     std::string state = r.closed ? "closed"
                         : lease != served.end() ? "open, served by pid " + std::to_string(lease->second.pid)
                                                 : "open";
-    rows.push_back({id, name, r.harness.empty() ? "-" : r.harness, state,
-                    short_time(r.updated_at), summary.empty() ? "none" : summary, r.cwd.empty() ? "-" : r.cwd});
+    std::string adapter_text = adapter.value("state", "none");
+    if (adapter.contains("since")) adapter_text += " since " + short_time(adapter["since"].get<std::string>());
+    if (adapter.contains("pid")) adapter_text += " (pid " + std::to_string(adapter["pid"].get<long long>()) + ")";
+    rows.push_back({id, name, r.harness.empty() ? "-" : r.harness, state, adapter_text, short_time(r.updated_at),
+                    summary.empty() ? "none" : summary, r.cwd.empty() ? "-" : r.cwd});
   }
   if (format != "json") {
     if (rows.size() > 1) {
@@ -349,6 +373,105 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
       std::fprintf(stderr, "harnessd: no %ssessions are recorded in %s\n", all ? "" : "open ", state_dir.c_str());
     }
   }
+  return 0;
+}
+
+namespace {
+
+// The daemon instances whose lock is held, with the pid each wrote there.
+std::map<std::string, long long> live_daemons(int root) {
+  std::map<std::string, long long> out;
+  auto dir = open_beneath(root, "daemons", O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
+  if (!dir) return out;
+  DIR* d = ::fdopendir(dir->release());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string file = e->d_name;
+    constexpr std::string_view kSuffix = ".lock";
+    if (file.size() <= kSuffix.size() || file.compare(file.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0) {
+      continue;
+    }
+    std::string instance = file.substr(0, file.size() - kSuffix.size());
+    if (!daemon_instance_alive(root, instance)) continue;
+    long long pid = 0;
+    if (auto fd = open_beneath(root, "daemons/" + file, O_RDONLY, 0, StateAccess::kReadOnly)) {
+      char buf[32] = {};
+      ssize_t n = ::read(fd->get(), buf, sizeof buf - 1);
+      if (n > 0) pid = std::strtoll(buf, nullptr, 10);
+    }
+    out[instance] = pid;
+  }
+  ::closedir(d);
+  return out;
+}
+
+}  // namespace
+
+int status_command(const std::string& state_dir, const std::string& format) {
+  UniqueFd root;
+  std::unique_ptr<StateDb> db;
+  if (!open_for_query(state_dir, root, db)) return 1;
+  json out = {{"version", 1}, {"stateDir", state_dir}};
+  std::map<std::string, long long> daemons = root ? live_daemons(root.get()) : std::map<std::string, long long>{};
+  std::map<std::string, std::size_t> served_by;  // instance: sessions
+  std::map<std::string, SessionRecord> records;
+  std::map<std::string, std::map<std::string, int>> counts;
+  std::map<std::string, bool> served;
+  if (db) {
+    records = session_records(*db);
+    if (auto counted = db->run_counts()) counts = std::move(*counted);
+    if (auto leases = db->leases()) {
+      for (const auto& lease : *leases) {
+        if (!daemons.count(lease.owner)) continue;
+        ++served_by[lease.owner];
+        served[lease.session_id] = true;
+      }
+    }
+  }
+  json daemon_list = json::array();
+  for (const auto& [instance, pid] : daemons) {
+    daemon_list.push_back({{"instance", instance}, {"pid", pid}, {"sessions", served_by[instance]}});
+  }
+  out["daemons"] = daemon_list;
+  std::size_t open = 0, closed = 0;
+  std::map<std::string, std::size_t> adapters = {{"live", 0}, {"idle", 0}, {"evicted", 0}, {"none", 0}};
+  for (const auto& [id, r] : records) {
+    r.closed ? ++closed : ++open;
+    if (r.closed) continue;
+    auto c = counts.find(id);
+    const bool running = c != counts.end() && c->second.count(run_event::kStarted) && c->second.at(run_event::kStarted) > 0;
+    ++adapters[adapter_state(r, served.count(id) > 0, running).value("state", "none")];
+  }
+  out["sessions"] = {{"open", open}, {"served", served.size()}, {"closed", closed}};
+  out["adapters"] = adapters;
+  std::map<std::string, long long> runs;
+  for (const auto& [id, by_state] : counts) {
+    for (const auto& [state, n] : by_state) runs[state] += n;
+  }
+  out["runs"] = runs;
+  if (format == "json") {
+    print_line(out.dump());
+    return 0;
+  }
+  std::string daemon_text = std::to_string(daemons.size()) + " running";
+  for (const auto& d : daemon_list) {
+    daemon_text += (&d == &daemon_list[0] ? ": " : ", ") + std::string("pid ") + std::to_string(d["pid"].get<long long>()) +
+                   " (" + std::to_string(d["sessions"].get<std::size_t>()) + " sessions)";
+  }
+  std::string run_text;
+  for (const char* state : {run_event::kStarted, run_event::kQueued, run_event::kCompleted, run_event::kFailed,
+                            run_event::kCancelled, run_event::kTimeout, run_event::kInterrupted}) {
+    if (!runs.count(state)) continue;
+    run_text += (run_text.empty() ? "" : ", ") + std::to_string(runs[state]) + " " +
+                (std::string(state) == run_event::kStarted ? "running" : state);
+  }
+  print_table({{"state directory", state_dir},
+               {"daemons", daemon_text},
+               {"sessions", std::to_string(open) + " open (" + std::to_string(served.size()) + " served), " +
+                                std::to_string(closed) + " closed"},
+               {"adapters", std::to_string(adapters["live"]) + " live, " + std::to_string(adapters["idle"]) +
+                                " idle, " + std::to_string(adapters["evicted"]) + " evicted"},
+               {"runs", run_text.empty() ? "none" : run_text}});
   return 0;
 }
 

@@ -42,8 +42,20 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
 /// Every session record of the state directory, by session id.
 std::map<std::string, SessionRecord> read_session_records(const std::string& state_dir);
 
-/// Prints every session record: id, name, harness, cwd, state, runs.
+/// What a session's adapter is doing, as far as its record and the
+/// processes alive tell another process: {state: "live", pid},
+/// {state: "idle", pid, since}, {state: "evicted", since} or
+/// {state: "none"}. `served`: a live process holds the session's lease;
+/// `running`: one of its runs has started and not ended.
+nlohmann::json adapter_state(const SessionRecord& r, bool served, bool running);
+
+/// Prints every session record: id, name, harness, cwd, state, adapter, runs.
 int sessions_command(const std::string& state_dir, const std::string& format, bool all);
+
+/// Prints what the state directory holds now: the daemons serving it,
+/// sessions open and served, their adapters (live, idle, evicted), runs
+/// by state. Returns the exit code.
+int status_command(const std::string& state_dir, const std::string& format);
 
 /// Prints one run from the ledger and its recording: who ran it and when,
 /// how it ended, the prompt, each tool call with its outcome and time, the

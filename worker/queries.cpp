@@ -121,11 +121,23 @@ void Queries::open_sessions(acp::Reply reply) const {
                   {"activeRequestId", s.active_request_id()},
                   {"activeRunId", s.active_run_id() ? json(*s.active_run_id()) : json()},
                   {"adapterPid", s.adapter_pid() ? json(s.adapter_pid()) : json()},
+                  {"adapter", s.adapter_status()},
                   {"updatedAt", acp::iso_time(s.updated_at())}};
     sessions.push_back(std::move(entry));
   });
-  reply.result({{"sessions", std::move(sessions)}, {"running", scheduler_.running()},
-                {"queued", scheduler_.total_queued()}});
+  json result = {{"sessions", std::move(sessions)}, {"running", scheduler_.running()},
+                 {"queued", scheduler_.total_queued()}};
+  if (rt_.live) {
+    result["adapters"] = {{"live", rt_.live->held()},
+                          {"idle", rt_.live->idle_count()},
+                          {"waiting", rt_.live->waiting()},
+                          {"max", rt_.live->cap()},
+                          {"idleTtlMs", rt_.config.daemon.adapter_idle_ttl.count()}};
+  }
+  json harnesses = json::object();
+  for (const auto& [name, breaker] : rt_.breakers) harnesses[name] = breaker.status();
+  result["harnesses"] = std::move(harnesses);
+  reply.result(std::move(result));
 }
 
 }  // namespace harnessd::worker

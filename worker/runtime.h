@@ -11,8 +11,10 @@
 #include "acp/connection.h"
 #include "acp/flow_gate.h"
 #include "acp/loop.h"
+#include "adapters/live_adapters.h"
 #include "adapters/prestart.h"
 #include "adapters/reaper.h"
+#include "adapters/start_breaker.h"
 #include "worker/config.h"
 #include "worker/store.h"
 
@@ -52,6 +54,20 @@ struct Runtime {
   /// An adapter started ahead of need, which the first adapter start takes
   /// over when it is the same process (see adapters::Prestart); or null.
   adapters::Prestart* prestart = nullptr;
+  /// The cap on live adapters and the idle ones evicted for it (see
+  /// adapters::LiveAdapters); null: no cap, nothing evicted.
+  adapters::LiveAdapters* live = nullptr;
+  /// Per harness, the breaker on its adapter starts (made when first asked for).
+  std::map<std::string, adapters::StartBreaker> breakers = {};
+
+  adapters::StartBreaker& breaker(const std::string& harness) {
+    auto it = breakers.find(harness);
+    if (it == breakers.end()) {
+      adapters::BreakerOptions options{config.daemon.breaker_failures, config.daemon.breaker_cooldown};
+      it = breakers.emplace(harness, adapters::StartBreaker(harness, options)).first;
+    }
+    return it->second;
+  }
 };
 
 }  // namespace harnessd::worker

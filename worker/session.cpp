@@ -45,8 +45,13 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                   save_record();  // the adapter's id is what a later lifetime resumes
                 },
                 // A oneshot session starts every adapter afresh.
-                [this] { return !closed_ && !oneshot(); }}) {
+                [this] { return !closed_ && !oneshot(); },
+                [this] {
+                  if (rt_.live) rt_.live->busy(*this);
+                },
+                [this] { return &rt_.breaker(init_.profile.name); }}) {
   adapter_.set_resume_id(init_.restore_adapter_session);
+  adapter_.set_live_adapters(rt.live);
   // What waits behind an answer is host output like any other.
   if (rt.adapter_output_gate) {
     host_order_->limit(*rt.adapter_output_gate, rt.config.daemon.queue_high_water, rt.config.daemon.queue_low_water);
@@ -85,6 +90,13 @@ SessionRecord Session::fields() const {
   r.lane = queue::lane_name(init_.lane);
   r.config_options = init_.config_choices;
   r.adapter_options = adapter_defaults_;
+  if (oneshot()) {
+    // Its adapters live for one prompt: nothing to say between them.
+  } else if (adapter_.alive()) {
+    r.adapter = {{"pid", adapter_.pid()}};
+  } else if (!evicted_at_.empty()) {
+    r.adapter = {{"evictedAt", evicted_at_}};
+  }
   r.closed = closed_;
   r.daemon = rt_.store.instance();
   r.created_at = init_.created_at;
@@ -158,6 +170,7 @@ acp::UniqueFunction<void(Expected<T, RpcError>)> Session::held(acp::UniqueFuncti
   return [this, alive = std::weak_ptr<bool>(alive_), slot, key](Expected<T, RpcError> r) {
     if (!alive.expired()) held_.erase(key);
     if (auto d = std::move(*slot)) d(std::move(r));
+    if (!alive.expired()) settle();
   };
 }
 
@@ -214,6 +227,37 @@ void Session::take_adapter_options(const json& answer, bool announce) {
 
 int Session::adapter_pid() const { return adapter_.pid(); }
 
+json Session::adapter_status() const {
+  if (adapter_.alive()) {
+    json status = {{"state", "live"}, {"pid", adapter_.pid()}};
+    if (auto since = rt_.live ? rt_.live->idle_since(*this) : std::nullopt) {
+      const auto ago = std::chrono::steady_clock::now() - *since;
+      status["state"] = "idle";
+      status["since"] = acp::iso_time(std::chrono::system_clock::now() -
+                                      std::chrono::duration_cast<std::chrono::system_clock::duration>(ago));
+    }
+    return status;
+  }
+  if (adapter_.admitting()) return {{"state", "waiting"}};
+  if (!evicted_at_.empty()) return {{"state", "evicted"}, {"since", evicted_at_}};
+  return {{"state", "none"}};
+}
+
+void Session::settle() {
+  if (!rt_.live || closed_ || turn_ || oneshot() || !held_.empty() || early_answer_ || !adapter_.ready()) return;
+  rt_.live->idle(*this);
+}
+
+void Session::evict(const char* why) {
+  if (closed_ || turn_ || !adapter_.started()) return;
+  acp::log::info("session " + init_.id + ": evicting its idle adapter (" + why + "); the next prompt resumes it");
+  evicted_at_ = acp::iso_time();
+  // Told to close its session, then EOF; as long as a cancelled turn has
+  // to go before the ladder goes on.
+  adapter_.evict(rt_.config.daemon.cancel_grace);
+  save_record();
+}
+
 const char* Session::state() const { return turn_ ? queue::turn_state_name(turn_->control.state()) : "idle"; }
 
 json Session::active_request_id() const { return turn_ ? turn_->prompt.ledger.requestId : json(); }
@@ -224,6 +268,7 @@ std::optional<std::string> Session::active_run_id() const {
 }
 
 void Session::start_turn(QueuedPrompt prompt) {
+  if (rt_.live) rt_.live->busy(*this);
   updated_at_ = std::chrono::system_clock::now();
   prompted_ = true;
   turn_ = std::make_unique<Turn>(next_generation_++);
@@ -317,6 +362,7 @@ void Session::start_adapter_early(acp::UniqueFunction<void(json)> done) {
     if (!ready)
       acp::log::warn("session " + init_.id + ": " + ready.error().message + "; the first prompt starts it again");
     answer_early();
+    settle();
   });
   early_unused_ = true;
 }
@@ -329,6 +375,8 @@ void Session::answer_early() {
 
 void Session::ensure_adapter(Ready ready) {
   early_unused_ = false;
+  if (rt_.live) rt_.live->busy(*this);
+  if (!adapter_.started()) evicted_at_.clear();
   adapter_.ensure(std::move(ready));
 }
 
@@ -366,6 +414,7 @@ adapters::AdapterSessionSpec Session::adapter_spec() const {
   spec.client_capabilities = relay_.adapter_client_capabilities();
   spec.config_choices = init_.config_choices;
   spec.start_timeout = d.start_timeout;
+  spec.auth_env = init_.profile.auth_env;
   return spec;
 }
 
@@ -512,6 +561,7 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
     adapter_.retire();
   } else {
     save_record_after_turn();
+    settle();
   }
   // From a fresh stack: this may run inside the adapter's answer.
   std::weak_ptr<bool> alive = alive_;
@@ -530,6 +580,7 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
   // if a turn's write was spared.
   if (!forget && unsaved_time_) save_record();
   closed_ = true;
+  if (rt_.live) rt_.live->busy(*this);
   if (auto turn = std::move(turn_)) {
     // A running turn is ended now, as cancelled, recorded first.
     if (turn->control.finish()) {

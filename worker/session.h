@@ -77,7 +77,7 @@ adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, 
 
 /// Lives in the Agent's registry while open. All methods run on the loop
 /// thread. Every prompt given to start_turn() is answered exactly once.
-class Session {
+class Session final : private adapters::LiveAdapters::Member {
  public:
   /// `on_idle` runs after each turn has ended (never from close()), so the
   /// Agent can start the next prompt at once: it does not wait for the
@@ -118,6 +118,11 @@ class Session {
   std::chrono::system_clock::time_point updated_at() const { return updated_at_; }
   /// The adapter's pid, or 0 when no adapter runs.
   int adapter_pid() const;
+  /// What the session's adapter is doing: {state: "live", pid} (starting or
+  /// in use), {state: "idle", pid, since}, {state: "evicted", since},
+  /// {state: "waiting"} (for a place under max_live_adapters) or
+  /// {state: "none"}.
+  nlohmann::json adapter_status() const;
   /// A tag for the next run's frames in the session's segment, new in this
   /// process (see segment.h).
   std::uint64_t take_run_tag() { return next_run_tag_++; }
@@ -163,6 +168,9 @@ class Session {
   /// (other processes see its updatedAt at most that late; close() writes
   /// what is left).
   void save_record_after_turn();
+  /// Puts the adapter among the idle ones when nothing uses it.
+  void settle();
+  void evict(const char* why) override;
   void save(nlohmann::json record);
   struct Turn {
     explicit Turn(std::uint64_t generation) : control(generation) {}
@@ -225,6 +233,7 @@ class Session {
   SessionRecord fields() const;
   void save(const SessionRecord& r);
 
+  std::string evicted_at_;  // when the adapter was last evicted, until a new one starts
   SessionRecord saved_record_;  // the record last written, without its updatedAt
   std::chrono::steady_clock::time_point saved_at_{};
   bool unsaved_time_ = false;  // a turn ended after the record was last written

@@ -34,6 +34,7 @@ json SessionRecord::to_json() const {
           {"lane", lane},
           {"configOptions", config_options},
           {"adapterOptions", adapter_options},
+          {"adapter", adapter},
           {"closed", closed},
           {"daemon", daemon},
           {"createdAt", created_at},
@@ -58,6 +59,7 @@ Expected<SessionRecord, std::string> SessionRecord::from_json(const json& j) {
   r.lane = j.value("lane", "interactive");
   if (auto it = j.find("configOptions"); it != j.end() && it->is_object()) r.config_options = *it;
   if (auto it = j.find("adapterOptions"); it != j.end() && it->is_array()) r.adapter_options = *it;
+  if (auto it = j.find("adapter"); it != j.end() && it->is_object()) r.adapter = *it;
   r.closed = j.value("closed", false);
   r.daemon = j.value("daemon", "");
   r.created_at = j.value("createdAt", "");
@@ -78,7 +80,8 @@ std::optional<std::string> session_record_problem(const json& record) {
       {"history", kArray},        {"mcpServers", kArray},      {"adapterSessionId", kStringOrNull},
       {"runTimeoutMs", kInteger}, {"lane", kString},           {"configOptions", kObject},
       {"adapterOptions", kArray}, {"closed", kBool},           {"createdAt", kString},
-      {"updatedAt", kString},     {"daemon", kString},         {"hostSession", kStringOrNull}};
+      {"updatedAt", kString},     {"daemon", kString},         {"hostSession", kStringOrNull},
+      {"adapter", kObject}};
   static const char* const kTypeNames[] = {"a string", "a string or null", "a boolean",
                                            "an integer", "an array or null", "an object or null"};
   for (const auto& [field, type] : kFields) {

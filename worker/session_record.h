@@ -35,6 +35,9 @@ struct SessionRecord {
   nlohmann::json config_options = nlohmann::json::object();
   /// What the adapter offered (null: not known yet).
   nlohmann::json adapter_options;
+  /// The adapter as its process last saw it: {pid} while one runs,
+  /// {evictedAt} once evicted, null otherwise.
+  nlohmann::json adapter;
   bool closed = false;
   std::string daemon;  // the instance that wrote it last
   std::string created_at;

@@ -42,6 +42,7 @@ constexpr int kMethodNotFound = -32601;
 constexpr int kInvalidParams = -32602;
 constexpr int kInternalError = -32603;
 constexpr int kResourceNotFound = -32002;
+constexpr int kAuthRequired = -32000;
 constexpr long long kTickMs = 50;
 constexpr size_t kReadChunk = 65536;
 
@@ -56,6 +57,9 @@ struct Options {
   std::string state_dir;  // empty: history is kept in memory only
   bool resume = false;    // advertise and implement session/resume
   bool load = false;      // advertise and implement session/load
+  bool close = false;     // advertise session/close (always served)
+  bool auth_required = false;  // session/new, resume and load need authenticate first
+  std::string auth_env;        // also offer an env_var auth method reading this variable
   bool config_options = false;  // offer the "model" config option
 };
 
@@ -290,11 +294,17 @@ class FakeAgent {
       client_capabilities_ = caps.is_null() ? json::object() : caps;
       json agent_caps = {{"loadSession", options_.load},
                          {"promptCapabilities", {{"image", true}, {"audio", false}, {"embeddedContext", true}}}};
-      if (options_.resume) agent_caps["sessionCapabilities"] = {{"resume", json::object()}};
+      if (options_.resume) agent_caps["sessionCapabilities"]["resume"] = json::object();
+      if (options_.close) agent_caps["sessionCapabilities"]["close"] = json::object();
       respond(id, {{"protocolVersion", 1},
                    {"agentCapabilities", std::move(agent_caps)},
-                   {"authMethods", json::array()},
+                   {"authMethods", auth_methods()},
                    {"agentInfo", {{"name", "fake-agent"}, {"version", "1.0.0"}}}});
+    } else if (method == "authenticate") {
+      authenticate(id, params);
+    } else if (options_.auth_required && !authenticated_ &&
+               (method == "session/new" || method == "session/resume" || method == "session/load")) {
+      respond_error(id, kAuthRequired, "Authentication required");
     } else if (method == "session/new") {
       if (options_.new_error) {
         respond_error(id, kInternalError, "cannot create session");
@@ -335,6 +345,33 @@ class FakeAgent {
     } else {
       respond_error(id, kMethodNotFound, "Method not found: " + method);
     }
+  }
+
+  json auth_methods() const {
+    json methods = json::array();
+    if (!options_.auth_required) return methods;
+    methods.push_back({{"id", "fake-login"}, {"name", "Log in with a browser"}});
+    if (!options_.auth_env.empty()) {
+      methods.push_back({{"id", "fake-key"}, {"name", "API key"}, {"type", "env_var"}, {"varName", options_.auth_env}});
+    }
+    return methods;
+  }
+
+  // fake-key succeeds when its variable is set and not empty; fake-login never can (no browser here).
+  void authenticate(const json& id, const json& params) {
+    std::string method_id = params.is_object() ? params.value("methodId", "") : "";
+    if (method_id == "fake-key" && !options_.auth_env.empty()) {
+      const char* value = std::getenv(options_.auth_env.c_str());
+      if (value && *value) {
+        authenticated_ = true;
+        log_err("authenticated with fake-key");
+        respond(id, json::object());
+        return;
+      }
+      respond_error(id, kAuthRequired, options_.auth_env + " is not set");
+      return;
+    }
+    respond_error(id, kAuthRequired, "cannot authenticate with '" + method_id + "' here");
   }
 
   // session/resume adopts a known session silently; session/load replays its history first.
@@ -1012,12 +1049,13 @@ class FakeAgent {
   std::map<long long, json> responses_;
   std::deque<json> pending_prompts_;
   Turn* turn_ = nullptr;
+  bool authenticated_ = false;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
   log_err(message);
   log_err(
-      "usage: fake_agent [--exit-on-start CODE] [--no-init-reply] [--new-error] [--init-delay MS] [--banner] [--log-file PATH] [--timing-file PATH] [--state-dir DIR] [--resume] [--load]");
+      "usage: fake_agent [--exit-on-start CODE] [--no-init-reply] [--new-error] [--init-delay MS] [--banner] [--log-file PATH] [--timing-file PATH] [--state-dir DIR] [--resume] [--load] [--close] [--auth-required] [--auth-env VAR]");
   std::exit(2);
 }
 
@@ -1056,6 +1094,12 @@ Options parse_options(int argc, char** argv) {
       options.resume = true;
     } else if (arg == "--load") {
       options.load = true;
+    } else if (arg == "--close") {
+      options.close = true;
+    } else if (arg == "--auth-required") {
+      options.auth_required = true;
+    } else if (arg == "--auth-env") {
+      options.auth_env = value();
     } else if (arg == "--config-options") {
       options.config_options = true;
     } else {
@@ -1071,6 +1115,13 @@ int main(int argc, char** argv) {
   Options options = parse_options(argc, argv);
   if (options.exit_on_start) {
     log_err("refusing to start");
+    if (!options.log_file.empty()) {
+      int fd = ::open(options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        write_all(fd, "refusing to start\n");
+        ::close(fd);
+      }
+    }
     return *options.exit_on_start;
   }
   // Dispositions may be inherited as ignored; the tests rely on the defaults.

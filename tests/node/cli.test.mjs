@@ -76,6 +76,13 @@ test('runs, sessions, harnesses and show', async () => {
   assert.ok(sessions.length >= 4);
   for (const s of sessions) assertValid('SessionsLine', s, `sessions line ${s.sessionId}`);
   assert.ok(sessions.some((s) => s.name === 'kept' && !s.closed));
+  // No daemon serves them now: no adapter is kept for any.
+  assert.ok(sessions.every((s) => s.adapterState.state === 'none'));
+
+  const status = JSON.parse(harnessd('status', '--format', 'json').out);
+  assertValid('StatusResult', status, 'status');
+  assert.equal(status.sessions.open + status.sessions.closed, sessions.length);
+  assert.deepEqual(status.daemons, []);
 
   const harnesses = lines(harnessd('harnesses', '--check', '--format', 'json').out);
   for (const h of harnesses) assertValid('HarnessesLine', h, `harness ${h.name}`);

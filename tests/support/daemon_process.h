@@ -124,6 +124,9 @@ std::vector<std::string> take_ledger_problems();
 /// The concatenated text of agent_message_chunk updates in `updates`.
 std::string message_text(const std::vector<json>& updates);
 
+/// The live (not zombie) children of `parent`, with their command names, from /proc.
+std::vector<std::pair<pid_t, std::string>> children_of(pid_t parent);
+
 /// True if a process with this pid exists (and is not a zombie).
 bool process_alive(pid_t pid);
 

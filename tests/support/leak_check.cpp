@@ -4,7 +4,6 @@
 // processes (adapters, their children, even after a harnessd crash) becomes
 // our child. After each test case we wait briefly for them to go; any that
 // remains is reported, killed, and fails the run.
-#include <dirent.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -12,7 +11,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -23,30 +21,6 @@
 
 namespace {
 
-std::vector<std::pair<pid_t, std::string>> children() {
-  std::vector<std::pair<pid_t, std::string>> out;
-  pid_t self = getpid();
-  DIR* dir = opendir("/proc");
-  if (!dir) return out;
-  while (dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (!end || *end || pid <= 0) continue;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    auto close_paren = line.rfind(')');
-    if (close_paren == std::string::npos) continue;
-    char state = 0;
-    int ppid = 0;
-    if (std::sscanf(line.c_str() + close_paren + 1, " %c %d", &state, &ppid) != 2) continue;
-    if (ppid != self || state == 'Z') continue;
-    auto open_paren = line.find('(');
-    out.emplace_back(static_cast<pid_t>(pid), line.substr(open_paren + 1, close_paren - open_paren - 1));
-  }
-  closedir(dir);
-  return out;
-}
 
 struct LeakCheck : Catch::TestEventListenerBase {
   using TestEventListenerBase::TestEventListenerBase;
@@ -66,7 +40,7 @@ struct LeakCheck : Catch::TestEventListenerBase {
     for (int i = 0; i < 300; ++i) {  // up to 3 s for kill ladders to finish
       while (waitpid(-1, nullptr, WNOHANG) > 0) {
       }
-      left = children();
+      left = harnessd::test::children_of(getpid());
       if (left.empty()) return;
       usleep(10000);
     }
