@@ -40,7 +40,16 @@ void AdapterSession::ensure(Ready ready) {
 }
 
 void AdapterSession::start() {
-  if (!admitted_ && !admitting_) {
+  if (!admitted_ && !admitting_ && !slot_) {
+    // A new start: its spec, then a warm adapter if one fits, else the
+    // breaker's leave and a place under the cap.
+    spec_ = hooks_.spec();
+    ++starts_;
+    start_began_ = std::chrono::steady_clock::now();
+    start_report_ = {{"warm", false}};
+    if (hooks_.warm) {
+      if (auto warm = hooks_.warm(spec_.client_capabilities)) return adopt(std::move(*warm));
+    }
     if (StartBreaker* breaker = hooks_.breaker ? hooks_.breaker() : nullptr) {
       if (auto refused = breaker->admit()) return started(*refused);
       admitted_ = breaker;
@@ -59,16 +68,9 @@ void AdapterSession::start() {
     if (admitting_) slot_wait_ = std::move(wait);
     return;
   }
-  spec_ = hooks_.spec();
+  note_auth_env();
   spec_.link.slot = std::move(slot_);
   can_close_ = false;
-  // Read before the link takes the spec's environment.
-  const std::string& var = spec_.auth_env;
-  auth_env_set_ = false;
-  for (const auto& entry : spec_.link.process.env) {
-    auth_env_set_ = auth_env_set_ || (!var.empty() && entry.size() > var.size() + 1 &&
-                                      entry.compare(0, var.size(), var) == 0 && entry[var.size()] == '=');
-  }
   auto link = AdapterLink::start(loop_, std::move(spec_.link), nullptr);
   if (!link) {
     RpcError e{rpc_code::kHarnessUnavailable, "harness '" + harness_ + "' cannot start: " + link.error().message,
@@ -79,6 +81,37 @@ void AdapterSession::start() {
   }
   link_ = std::move(*link);
   AdapterLink* raw = link_.get();
+  watch(raw);
+  // Offer the adapter exactly what the host offered.
+  raw->rpc().call("initialize", initialize_params(spec_.client_capabilities), [this, raw](acp::Connection::CallResult r) {
+    if (link_.get() != raw) return;
+    if (!r) return started(failure("failed to initialize: " + r.error().message));
+    initialized(raw, *r);
+  });
+}
+
+void AdapterSession::adopt(WarmAdapter warm) {
+  note_auth_env();
+  can_close_ = false;
+  start_report_ = {{"warm", true}, {"savedMs", warm.start_time.count()}};
+  link_ = std::move(warm.link);
+  AdapterLink* raw = link_.get();
+  acp::log::info(label_ + ": took warm adapter (pid " + std::to_string(raw->pid()) + ")");
+  watch(raw);
+  initialized(raw, warm.initialized);
+}
+
+void AdapterSession::note_auth_env() {
+  // Read before the link takes the spec's environment.
+  const std::string& var = spec_.auth_env;
+  auth_env_set_ = false;
+  for (const auto& entry : spec_.link.process.env) {
+    auth_env_set_ = auth_env_set_ || (!var.empty() && entry.size() > var.size() + 1 &&
+                                      entry.compare(0, var.size(), var) == 0 && entry[var.size()] == '=');
+  }
+}
+
+void AdapterSession::watch(AdapterLink* raw) {
   raw->set_on_exit([this, raw](const ExitStatus& status) {
     if (link_.get() != raw) return;
     acp::log::info(label_ + ": adapter gone (" + status.describe() + "); the next prompt starts a new one");
@@ -101,13 +134,6 @@ void AdapterSession::start() {
     acp::log::warn(label_ + ": " + e.message);
     if (auto* breaker = std::exchange(admitted_, nullptr)) breaker->failed(e);
     abort_start(e);
-  });
-
-  // Offer the adapter exactly what the host offered.
-  raw->rpc().call("initialize", initialize_params(spec_.client_capabilities), [this, raw](acp::Connection::CallResult r) {
-    if (link_.get() != raw) return;
-    if (!r) return started(failure("failed to initialize: " + r.error().message));
-    initialized(raw, *r);
   });
 }
 
@@ -245,6 +271,11 @@ void AdapterSession::reapply(AdapterLink* raw) {
 }
 
 void AdapterSession::started(Expected<void, RpcError> result) {
+  if (result && start_report_.is_object()) {
+    start_report_["startMs"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now() - start_began_)
+                                   .count();
+  }
   if (auto* breaker = std::exchange(admitted_, nullptr)) {
     if (result) {
       breaker->succeeded();

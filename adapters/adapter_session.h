@@ -9,6 +9,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -22,6 +23,7 @@
 #include "adapters/adapter_link.h"
 #include "adapters/live_adapters.h"
 #include "adapters/start_breaker.h"
+#include "adapters/warm_pool.h"
 #include "adapters/reaper.h"
 
 namespace harnessd::adapters {
@@ -75,6 +77,9 @@ class AdapterSession {
     std::function<void()> stopped;
     /// The breaker that admits this harness's starts (null: none); optional.
     std::function<StartBreaker*()> breaker;
+    /// A warm adapter initialized with these client capabilities, taken
+    /// instead of starting one; optional.
+    std::function<std::optional<WarmAdapter>(const nlohmann::json& client_capabilities)> warm;
   };
 
   /// `label` prefixes log lines ("session sess_..."); `harness` is named in errors.
@@ -132,6 +137,13 @@ class AdapterSession {
   /// The adapter session the next adapter will try to resume ("" if none).
   const std::string& resume_id() const { return resume_id_; }
   void set_resume_id(std::string id) { resume_id_ = std::move(id); }
+  /// How the adapter now running was started: {warm: false, startMs} (from
+  /// the start to its session being ready), or {warm: true, startMs,
+  /// savedMs} (taken warm: startMs is its session/new alone, savedMs what
+  /// its own start took ahead of need). Null before the first start.
+  const nlohmann::json& start_report() const { return start_report_; }
+  /// Adapters started (or taken warm) so far.
+  std::uint64_t starts() const { return starts_; }
   /// What became of the last attempt to resume (null: none was made):
   /// {restored, method?, reason?, adapterSessionId?}.
   const nlohmann::json& restore_outcome() const { return restore_outcome_; }
@@ -143,6 +155,13 @@ class AdapterSession {
 
  private:
   void start();
+  /// Takes over a warm adapter: it has answered initialize already.
+  void adopt(WarmAdapter warm);
+  /// Watches a new link (its exit, its closed output, the start-up deadline)
+  /// and lets the owner bind its handlers.
+  void watch(AdapterLink* raw);
+  /// Notes whether the spec's environment has spec_.auth_env.
+  void note_auth_env();
   void initialized(AdapterLink* raw, const nlohmann::json& answer);
   /// Opens the adapter session: resumes, loads or creates it.
   void open(AdapterLink* raw);
@@ -175,6 +194,9 @@ class AdapterSession {
   nlohmann::json auth_methods_ = nlohmann::json::array();  // it offered
   bool auth_env_set_ = false;  // spec_.auth_env has a value in the adapter's environment
   StartBreaker* admitted_ = nullptr;  // the breaker that let the start under way go ahead
+  std::chrono::steady_clock::time_point start_began_{};
+  nlohmann::json start_report_;
+  std::uint64_t starts_ = 0;
   LiveAdapters* live_ = nullptr;
   LiveAdapters::Wait slot_wait_;
   LiveAdapters::Slot slot_;  // granted, for the start under way

@@ -149,7 +149,7 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       {"openspace", {"max_iterations", "skill_dir"}},
       {"exec", {"input", "output", "field"}}};
   static const std::set<std::string> kCommon = {"kind", "command", "env", "env_passthrough", "description",
-                                                "mode", "template", "recording", "auth_env"};
+                                                "mode", "template", "recording", "auth_env", "warm"};
   const auto& bridge_keys = kBridgeKeys.at(p.kind);
   std::vector<std::string> options;
   for (const auto& [key, value] : table) {
@@ -214,6 +214,11 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       return Error{where + ".recording must be \"full\" or \"metadata\""};
     }
     p.record_metadata_only = s->get() == "metadata";
+  }
+  if (const toml::node* warm = table.get("warm")) {
+    const auto* n = warm->as_integer();
+    if (!n || n->get() < 0 || n->get() > 64) return Error{where + ".warm must be a whole number from 0 to 64"};
+    p.warm = static_cast<std::size_t>(n->get());
   }
   if (const toml::node* auth = table.get("auth_env")) {
     const auto* s = auth->as_string();

@@ -45,6 +45,8 @@ struct HarnessProfile {
   /// adapter that offers an "env_var" auth method reading it (ACP
   /// `authenticate`). Empty: never.
   std::string auth_env;
+  /// Adapters of this harness kept started and initialized ahead of need.
+  std::size_t warm = 0;
   /// One line for `harnessd harnesses`.
   std::string description;
   /// How to install what `command` needs, shown when it is missing.

@@ -11,6 +11,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # --generate DIR N), and hand-offs with one and four processes sharing a
 # state directory (issue 14).
 "$root/build/tests/bench_store" "$@"
+# Processes and memory after 1,000 and 10,000 sessions, and the first
+# prompt with and without warm adapters (issue 15).
+"$root/build/tests/bench_sessions" "$@"
 
 # One prompt through `harnessd run` on an instant adapter (the fake agent),
 # end to end: process start, session, prompt, recording flushed, exit.

@@ -207,6 +207,8 @@ void Agent::on_initialize(schema::InitializeRequest req, acp::Reply reply) {
                 {"authMethods", json::array()},
                 {"agentInfo", {{"name", "harnessd"}, {"title", "harnessd"}, {"version", HARNESSD_VERSION}}}});
   rt_.host.mark_initialized();
+  // Adapters warm from now on: they are offered what the host offers.
+  for (auto& [name, pool] : rt_.warm) pool->fill();
 }
 
 void Agent::on_prompt(PromptParams params, acp::Reply reply) {

@@ -1,9 +1,12 @@
 // The engine's set-up and its bounded shutdown.
 #include "worker/engine.h"
 
+#include <unistd.h>
+
 #include "acp/log.h"
 #include "adapters/process.h"
 #include "harnesses/profile.h"
+#include "worker/relay.h"
 
 namespace harnessd::worker {
 
@@ -39,7 +42,34 @@ Engine::Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options)
     nlohmann::json known = harnesses::known_config_options(profile);
     if (known.is_array() && !rt_->harness_options.count(name)) rt_->harness_options[name] = std::move(known);
   }
+  if (options_.warm) start_warm_pools();
   agent_ = std::make_unique<Agent>(*rt_);
+}
+
+void Engine::start_warm_pools() {
+  // A warm adapter runs in harnessd's own directory until a session takes
+  // it: the session's cwd goes in its session/new.
+  char buf[4096];
+  const std::string cwd = ::getcwd(buf, sizeof buf) ? buf : "/";
+  const auto& d = options_.config.daemon;
+  for (const auto& [name, profile] : options_.config.harnesses) {
+    if (profile.warm == 0) continue;
+    adapters::WarmPool::Options o;
+    o.harness = name;
+    o.size = profile.warm;
+    o.kill_grace = d.kill_grace;
+    o.start_timeout = d.start_timeout;
+    o.link = [rt = rt_.get(), profile = &profile, cwd, name = name] {
+      return adapter_link_options(*rt, *profile, cwd, "warm " + name);
+    };
+    o.client_capabilities = [rt = rt_.get()] { return adapter_client_capabilities(*rt); };
+    rt_->warm[name] = std::make_unique<adapters::WarmPool>(rt_->loop, reaper_, &live_, &rt_->breaker(name), std::move(o));
+  }
+  // Filled once the host has said what it offers (initialize), and again
+  // whenever a place under the cap comes free.
+  live_.on_room([rt = rt_.get()] {
+    for (auto& [name, pool] : rt->warm) pool->fill();
+  });
 }
 
 Engine::~Engine() {
@@ -54,6 +84,7 @@ void Engine::shutdown(const std::string& why, acp::UniqueFunction<void()> done, 
   stopping_ = true;
   done_ = std::move(done);
   acp::log::info("shutting down: " + why);
+  for (auto& [name, pool] : rt_->warm) pool->stop();
   // Two things end the closing: every prompt answered, and every adapter
   // gone. Adapters get a bounded time. Answers are not cut short by it:
   // with many prompts queued, recording each one's cancellation can take

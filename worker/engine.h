@@ -33,6 +33,9 @@ struct EngineOptions {
   bool sweep_orphans = false;
   /// See Runtime::prestart; it must outlive the Engine.
   adapters::Prestart* prestart = nullptr;
+  /// Keep the profiles' warm adapters ([harness.X] warm); a one-prompt
+  /// `harnessd run` has no use for them.
+  bool warm = true;
 };
 
 class Engine {
@@ -63,6 +66,8 @@ class Engine {
 
  private:
   void drain_store();
+  /// A WarmPool for each harness with `warm` > 0 (filled after initialize).
+  void start_warm_pools();
 
   EngineOptions options_;
   acp::FlowGate adapter_output_gate_;

@@ -136,6 +136,7 @@ void Queries::open_sessions(acp::Reply reply) const {
   }
   json harnesses = json::object();
   for (const auto& [name, breaker] : rt_.breakers) harnesses[name] = breaker.status();
+  for (const auto& [name, pool] : rt_.warm) harnesses[name]["warm"] = pool->status();
   result["harnesses"] = std::move(harnesses);
   reply.result(std::move(result));
 }

@@ -308,12 +308,14 @@ bool Relay::host_can_serve(const std::string& method) const {
   return false;
 }
 
-json Relay::adapter_client_capabilities() const {
-  json caps = rt_.client_capabilities.is_object() ? rt_.client_capabilities : json::object();
+json adapter_client_capabilities(const Runtime& rt) {
+  json caps = rt.client_capabilities.is_object() ? rt.client_capabilities : json::object();
   // harnessd does not relay authentication flows, so terminal auth is not offered.
   caps.erase("auth");
   return caps;
 }
+
+json Relay::adapter_client_capabilities() const { return worker::adapter_client_capabilities(rt_); }
 
 void Relay::forward_to_host(const std::string& method, const json& params, acp::Reply reply) {
   if (!host_can_serve(method)) {

@@ -21,6 +21,10 @@
 
 namespace harnessd::worker {
 
+/// The clientCapabilities adapters are offered: the host's, less what
+/// harnessd does not relay.
+nlohmann::json adapter_client_capabilities(const Runtime& rt);
+
 class Relay {
  public:
   struct Hooks {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "adapters/prestart.h"
 #include "adapters/reaper.h"
 #include "adapters/start_breaker.h"
+#include "adapters/warm_pool.h"
 #include "worker/config.h"
 #include "worker/store.h"
 
@@ -57,6 +59,8 @@ struct Runtime {
   /// The cap on live adapters and the idle ones evicted for it (see
   /// adapters::LiveAdapters); null: no cap, nothing evicted.
   adapters::LiveAdapters* live = nullptr;
+  /// Per harness with `warm` > 0, its warm adapters (owned by the Engine).
+  std::map<std::string, std::unique_ptr<adapters::WarmPool>> warm = {};
   /// Per harness, the breaker on its adapter starts (made when first asked for).
   std::map<std::string, adapters::StartBreaker> breakers = {};
 

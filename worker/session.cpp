@@ -49,7 +49,12 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                 [this] {
                   if (rt_.live) rt_.live->busy(*this);
                 },
-                [this] { return &rt_.breaker(init_.profile.name); }}) {
+                [this] { return &rt_.breaker(init_.profile.name); },
+                [this](const json& client_capabilities) -> std::optional<adapters::WarmAdapter> {
+                  auto pool = rt_.warm.find(init_.profile.name);
+                  if (pool == rt_.warm.end()) return std::nullopt;
+                  return pool->second->take(client_capabilities);
+                }}) {
   adapter_.set_resume_id(init_.restore_adapter_session);
   adapter_.set_live_adapters(rt.live);
   // What waits behind an answer is host output like any other.
@@ -348,6 +353,12 @@ void Session::turn_recording_ready(std::uint64_t generation, Expected<void> open
       finish_turn(generation, ready.error());
       return;
     }
+    // The first run on an adapter says how it was started (for this
+    // turn, for session/new or for a load) and how long that took.
+    if (adapter_.starts() != reported_start_) {
+      reported_start_ = adapter_.starts();
+      turn_->adapter_start = adapter_.start_report();
+    }
     send_prompt();
   });
 }
@@ -394,19 +405,27 @@ adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, 
   return process;
 }
 
+adapters::AdapterOptions adapter_link_options(const Runtime& rt, const harnesses::HarnessProfile& profile,
+                                              const std::string& cwd, std::string label) {
+  const auto& d = rt.config.daemon;
+  adapters::AdapterOptions link;
+  link.process = adapter_process(profile, cwd, rt.self_exe, rt.parent_env, rt.store.dir(), rt.guard_exe,
+                                 rt.sweep_orphans);
+  link.prestart = rt.prestart;
+  link.label = std::move(label);
+  link.max_line_bytes = d.max_line_bytes;
+  link.stderr_tail_bytes = d.stderr_tail_bytes;
+  link.output_gate = rt.adapter_output_gate;
+  link.input_gate = rt.host_input_gate;
+  link.input_high_water = d.queue_high_water;
+  link.input_low_water = d.queue_low_water;
+  return link;
+}
+
 adapters::AdapterSessionSpec Session::adapter_spec() const {
   const auto& d = rt_.config.daemon;
   adapters::AdapterSessionSpec spec;
-  spec.link.process = adapter_process(init_.profile, init_.cwd, rt_.self_exe, rt_.parent_env, rt_.store.dir(),
-                                      rt_.guard_exe, rt_.sweep_orphans);
-  spec.link.prestart = rt_.prestart;
-  spec.link.label = "session " + init_.id;
-  spec.link.max_line_bytes = d.max_line_bytes;
-  spec.link.stderr_tail_bytes = d.stderr_tail_bytes;
-  spec.link.output_gate = rt_.adapter_output_gate;
-  spec.link.input_gate = rt_.host_input_gate;
-  spec.link.input_high_water = d.queue_high_water;
-  spec.link.input_low_water = d.queue_low_water;
+  spec.link = adapter_link_options(rt_, init_.profile, init_.cwd, "session " + init_.id);
   spec.command = init_.profile.command;
   spec.install_hint = init_.profile.install_hint;
   spec.cwd = init_.cwd;
@@ -512,6 +531,7 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   facts.timeout = turn.prompt.timeout;
   facts.store_error = turn.error;
   facts.state_dir = rt_.store.dir();
+  if (!turn.adapter_start.is_null()) facts.adapter_start = turn.adapter_start;
   TurnOutcome o = turn_outcome(turn.control.stop_reason(), std::move(result), facts,
                                [this](const std::string& what) { return adapter_.failure(what); });
   const std::string event = o.event;

@@ -75,6 +75,11 @@ adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, 
                                      const std::string& self_exe, const std::vector<std::string>& parent_env,
                                      const std::string& state_dir, const std::string& guard_exe, bool sweep_orphans);
 
+/// The options of an adapter link of `profile` started in `cwd`, labelled
+/// `label`: the process, the guard, and the daemon's limits and gates.
+adapters::AdapterOptions adapter_link_options(const Runtime& rt, const harnesses::HarnessProfile& profile,
+                                              const std::string& cwd, std::string label);
+
 /// Lives in the Agent's registry while open. All methods run on the loop
 /// thread. Every prompt given to start_turn() is answered exactly once.
 class Session final : private adapters::LiveAdapters::Member {
@@ -185,6 +190,7 @@ class Session final : private adapters::LiveAdapters::Member {
     nlohmann::json packaged_blocks;  // a packaged prompt's text, which its adapter is given
     std::string task;       // the prompt's text, for the session's history
     std::string answer;     // the agent's message text, for the session's history
+    nlohmann::json adapter_start;  // how its adapter was started, if it waited for one
   };
   using Ready = acp::UniqueFunction<void(Expected<void, RpcError>)>;
 
@@ -234,6 +240,7 @@ class Session final : private adapters::LiveAdapters::Member {
   void save(const SessionRecord& r);
 
   std::string evicted_at_;  // when the adapter was last evicted, until a new one starts
+  std::uint64_t reported_start_ = 0;  // the adapter start a run's result.json told of last
   SessionRecord saved_record_;  // the record last written, without its updatedAt
   std::chrono::steady_clock::time_point saved_at_{};
   bool unsaved_time_ = false;  // a turn ended after the record was last written

@@ -33,7 +33,7 @@ std::string result_file(const std::string& event, const TurnFacts& facts, const 
     const json* value = nullptr;        // one of the fields
   };
   std::vector<Member> members;
-  members.reserve(6 + (fields.is_object() ? fields.size() : 0));
+  members.reserve(7 + (fields.is_object() ? fields.size() : 0));
   auto add = [&](std::string_view key) -> Member* {
     if (fields.is_object() && fields.contains(key)) return nullptr;  // the outcome's own
     return &members.emplace_back(key);
@@ -45,6 +45,9 @@ std::string result_file(const std::string& event, const TurnFacts& facts, const 
   if (facts.started_at) {
     if (Member* m = add("startedAt")) m->text = &*facts.started_at;
     if (Member* m = add("partialOutput")) m->flag = facts.partial_output;
+  }
+  if (facts.adapter_start) {
+    if (Member* m = add("adapterStart")) m->value = &*facts.adapter_start;
   }
   if (fields.is_object()) {
     for (const auto& [k, v] : fields.items()) members.emplace_back(k).value = &v;

@@ -27,6 +27,9 @@ struct TurnFacts {
   std::chrono::milliseconds timeout{0};
   std::string store_error;  // StopReason::kError: why the run could not be recorded
   std::string state_dir;
+  /// How the run's adapter was started, on the first run it served
+  /// ({warm, startMs, savedMs?}), for result.json.
+  std::optional<nlohmann::json> adapter_start;
 };
 
 struct TurnOutcome {

@@ -161,6 +161,7 @@ class RunClient {
         engine_options_.prestart = prestart_.get();
       }
     }
+    engine_options_.warm = false;  // one prompt: nothing to keep warm for
     engine_ = std::make_unique<Engine>(loop_, host_, std::move(engine_options_));
     client_.on_notification("session/update", [this](const json& p) { on_update(p); });
     client_.on_request("session/request_permission", [this](const json& p, acp::Reply r) {

@@ -122,7 +122,7 @@ async function startModelServer(dir) {
 // Per the recipe in tests/fakes/README.md; everything the harness needs is in the profile's env,
 // since adapters get only a small safe environment. TMPDIR keeps their temp files in our dir.
 // `extraEnv` goes to every adapter as well (e.g. sanitizer options).
-function writeConfig(root, port, defaultHarness, extraEnv = {}) {
+function writeConfig(root, port, defaultHarness, extraEnv = {}, daemonToml = '') {
   const home = path.join(root, 'home');
   const tmp = path.join(root, 'tmp');
   const claudeDir = path.join(root, 'claude');
@@ -180,7 +180,7 @@ function writeConfig(root, port, defaultHarness, extraEnv = {}) {
   };
   // JSON string escapes are valid TOML basic-string escapes.
   const q = (s) => JSON.stringify(s);
-  let toml = `[daemon]\ndefault_harness = ${q(defaultHarness)}\n`;
+  let toml = `[daemon]\ndefault_harness = ${q(defaultHarness)}\n${daemonToml}`;
   for (const [name, p] of Object.entries(profiles)) {
     toml += `\n[harness.${name}]\nkind = ${q(p.kind)}\ncommand = [${p.command.map(q).join(', ')}]\n`;
     toml += `[harness.${name}.env]\n`;
@@ -200,7 +200,7 @@ const HARNESSES = {
 // Makes a temp root (home, config dirs, workspace, state), starts the fake model server and
 // harnessd (under strace when `strace` is given), connects the SDK client and runs body(ctx, d).
 // Then: shutdown, exit code 0, no process left, every line valid, every prompt seen by the fake.
-async function withHarnessd(harness, body, { onPermission, strace = false } = {}) {
+async function withHarnessd(harness, body, { onPermission, strace = false, daemonToml = '' } = {}) {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-e2e-'));
   const workspace = path.join(root, 'work');
   fs.mkdirSync(workspace);
@@ -225,7 +225,7 @@ async function withHarnessd(harness, body, { onPermission, strace = false } = {}
     // LeakSanitizer cannot run under ptrace: a sanitized build traced by
     // strace would fail at exit for that reason alone.
     const noLeakCheck = strace ? { ASAN_OPTIONS: 'detect_leaks=0' } : {};
-    const config = writeConfig(root, server.port, HARNESSES[harness].profile, noLeakCheck);
+    const config = writeConfig(root, server.port, HARNESSES[harness].profile, noLeakCheck, daemonToml);
     const args = ['--config', config, '--state-dir', path.join(root, 'state'), '--cancel-grace', '1',
       '--kill-grace', '1', '--log-level', 'info'];
     const straceLog = path.join(root, 'strace.txt');
@@ -594,6 +594,32 @@ for (const harness of Object.keys(HARNESSES)) {
     });
   });
 }
+
+// --- Eviction ----------------------------------------------------------------------------------
+test('claude: an adapter idle for adapter_idle_ttl is evicted, and the next prompt resumes the conversation', { timeout: 240000 }, async () => {
+  await withHarnessd('claude', async (ctx, d) => {
+    const sessionId = await start(ctx, d);
+    const before = await prompt(ctx, d, sessionId, 'before the eviction');
+    assertEndTurn(d, before);
+    const pid = await adapterPid(ctx, sessionId);
+    assert.ok(Number.isInteger(pid) && pid > 1, `adapterPid ${pid}`);
+    const group = [pid, ...descendants(pid)].map(seen).filter(Boolean);
+    // Idle for 2 s: stopped, the session still open and marked evicted.
+    await waitGone(group, 15000, 'the evicted adapter group');
+    const list = await sessionsList(ctx);
+    const entry = list.sessions.find((x) => x.sessionId === sessionId);
+    assert.equal(entry?.adapter?.state, 'evicted', JSON.stringify(entry));
+    const after = await prompt(ctx, d, sessionId, 'after the eviction');
+    assertEndTurn(d, after);
+    // The model server saw the first turn in the second one's conversation.
+    assertReply(after, 'after the eviction', ['before the eviction']);
+    const key = HARNESSES.claude.metaKey;
+    assert.equal(after.raw.result._meta[key].sessionId, before.raw.result._meta[key].sessionId,
+      'the new adapter resumed the same claude session');
+    const newPid = await adapterPid(ctx, sessionId);
+    assert.ok(Number.isInteger(newPid) && newPid !== pid, `a new adapter runs the session (pid ${newPid})`);
+  }, { daemonToml: 'adapter_idle_ttl = 2\n' });
+});
 
 // --- Claude's model and permission mode as ACP config options ---------------------------------
 test('claude: model and mode are config options, set before the first turn and while claude runs', { timeout: 240000 }, async () => {

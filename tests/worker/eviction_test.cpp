@@ -209,3 +209,56 @@ TEST_CASE("max_live_adapters below max_concurrent_runs is refused with the reaso
   CHECK(out.code != 0);
   CHECK(out.err.find("max_live_adapters (4) must be at least max_concurrent_runs (8)") != std::string::npos);
 }
+
+TEST_CASE("warm = 2: adapters wait initialized, a new session takes one, the pool refills, and shutdown stops them") {
+  TempDir dir;
+  Daemon d(fake_config({"--init-delay", "300"}, "warm = 2\n"));
+  d.initialize();
+  auto warm = [&] {
+    json list = open_sessions(d);
+    return list["result"]["harnesses"]["fake"]["warm"];
+  };
+  REQUIRE(eventually([&] { return warm()["ready"] == 2; }, 5s));
+  std::vector<std::pair<pid_t, std::string>> before = children_of(d.pid());
+  CHECK(before.size() == 2);
+  CHECK(open_sessions(d)["result"]["adapters"]["live"] == 2);
+
+  std::string sid = d.new_session("/tmp");
+  json answer = d.prompt(sid, "echo warm");
+  REQUIRE(answer["result"]["stopReason"] == "end_turn");
+  // The session's adapter is one of the two that were warm.
+  const int pid = adapter_of(d, sid)["pid"];
+  CHECK(std::any_of(before.begin(), before.end(), [&](const auto& c) { return c.first == pid; }));
+  // Its first run says it was taken warm, and what that spared.
+  auto result = run_file(d.state_dir(), run_id_of(answer), "result.json");
+  REQUIRE(result);
+  json r = json::parse(*result);
+  INFO(r.dump());
+  CHECK(r["adapterStart"]["warm"] == true);
+  CHECK(r["adapterStart"]["savedMs"].get<long long>() >= 300);
+  CHECK(r["adapterStart"]["startMs"].get<long long>() < r["adapterStart"]["savedMs"].get<long long>());
+  // A replacement starts: two warm again, three adapters in all.
+  REQUIRE(eventually([&] { return warm()["ready"] == 2; }, 5s));
+  std::vector<std::pair<pid_t, std::string>> all = children_of(d.pid());
+  CHECK(all.size() == 3);
+
+  d.close_stdin();
+  CHECK(d.wait_exit(10s) == 0);
+  for (const auto& [child, name] : all) CHECK_FALSE(process_alive(child));
+}
+
+TEST_CASE("warm adapters give their places to sessions first") {
+  Daemon d(fake_config({}, "warm = 2\n", "max_live_adapters = 8\nmax_concurrent_runs = 8\n"));
+  d.initialize();
+  auto live = [&] { return open_sessions(d)["result"]["adapters"]; };
+  REQUIRE(eventually([&] { return live()["live"] == 2; }, 5s));
+  // Eight sessions with a turn each fill the cap: the warm ones go first.
+  std::vector<std::string> sids;
+  for (int i = 0; i < 8; ++i) sids.push_back(d.new_session("/tmp"));
+  for (const auto& sid : sids) CHECK(d.prompt(sid, "echo x")["result"]["stopReason"] == "end_turn");
+  json a = live();
+  CHECK(a["live"].get<int>() <= 8);
+  CHECK(children_of(d.pid()).size() <= 8);
+  json pool = open_sessions(d)["result"]["harnesses"]["fake"]["warm"];
+  CHECK(pool["ready"].get<int>() + a["idle"].get<int>() <= 8);
+}
