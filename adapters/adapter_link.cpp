@@ -25,6 +25,16 @@ AdapterLink::~AdapterLink() {
   if (rpc_) rpc_->close();
 }
 
+Expected<void> apply_limits(AdapterOptions& link, const ResourceLimits& limits, const std::string& name) {
+  if (!limits.any()) return {};
+  if (link.process.guard_exe.empty()) return Error{"limits need the guard, and harnessd runs with --no-guard"};
+  auto cgroup = CgroupSupport::here().create(limits, name);
+  if (!cgroup) return cgroup.error();
+  link.process.join_cgroups = (*cgroup)->procs_files();
+  link.cgroup = std::move(*cgroup);
+  return {};
+}
+
 Expected<std::unique_ptr<AdapterLink>> AdapterLink::start(acp::Loop& loop, AdapterOptions options,
                                                           std::function<void(const ExitStatus&)> on_exit) {
   std::unique_ptr<AdapterLink> self(new AdapterLink(std::move(options), std::move(on_exit)));

@@ -14,6 +14,7 @@
 #include "acp/flow_gate.h"
 #include "acp/line_splitter.h"
 #include "acp/loop.h"
+#include "adapters/cgroups.h"
 #include "adapters/live_adapters.h"
 #include "adapters/prestart.h"
 #include "adapters/process.h"
@@ -42,7 +43,13 @@ struct AdapterOptions {
   /// The adapter's place under [daemon] max_live_adapters, if it takes
   /// one: given back when the link is destroyed, after the tree exited.
   LiveAdapters::Slot slot;
+  /// The tree's cgroups, if it has limits; removed with the link.
+  std::shared_ptr<AdapterCgroup> cgroup;
 };
+
+/// Puts `link`'s tree under `limits` (a cgroup of its own, which the guard
+/// joins), or says why it cannot be. Nothing to do without limits.
+Expected<void> apply_limits(AdapterOptions& link, const ResourceLimits& limits, const std::string& name);
 
 /// Lifetime: owned by a session. `on_exit` fires once when the process tree
 /// has exited and its output is drained; by then the connection is closed
@@ -67,6 +74,8 @@ class AdapterLink {
   /// The last bytes the adapter wrote to stderr.
   std::string stderr_tail() const;
   const std::string& label() const { return options_.label; }
+  /// "memory limit" when a limit of the tree killed part of it, else "".
+  std::string killed_by() const { return options_.cgroup ? options_.cgroup->killed_by() : ""; }
 
   /// Sees every line exchanged with the adapter (`outbound`: written to
   /// it) and every byte of its stderr, for recordings. Pass null to stop.

@@ -71,6 +71,12 @@ void AdapterSession::start() {
   note_auth_env();
   spec_.link.slot = std::move(slot_);
   can_close_ = false;
+  if (auto limited = apply_limits(spec_.link, spec_.limits, harness_); !limited) {
+    return started(RpcError{rpc_code::kHarnessUnavailable,
+                            "harness '" + harness_ + "' cannot start within its limits (" + spec_.limits.describe() +
+                                "): " + limited.error().message,
+                            {{"harness", harness_}, {"reason", "limits"}}});
+  }
   auto link = AdapterLink::start(loop_, std::move(spec_.link), nullptr);
   if (!link) {
     RpcError e{rpc_code::kHarnessUnavailable, "harness '" + harness_ + "' cannot start: " + link.error().message,
@@ -373,6 +379,12 @@ RpcError AdapterSession::failure(const std::string& what) const {
   if (link_ && link_->exited()) {
     const auto& status = *link_->exit_status();
     e.message = "adapter of harness '" + harness_ + "' exited (" + status.describe() + ")";
+    if (std::string limit = link_->killed_by(); !limit.empty()) {
+      // The kernel enforced a limit of the profile: said as such.
+      e.message = "adapter of harness '" + harness_ + "' was killed by its " + limit + " (" + spec_.limits.describe() +
+                  ")";
+      e.data["reason"] = limit;
+    }
     if (status.signal) {
       e.data["signal"] = status.signal;
     } else {

@@ -47,6 +47,8 @@ struct AdapterSessionSpec {
   /// on, `authenticate` is called with that method before the session
   /// opens. Empty: harnessd never authenticates on its own.
   std::string auth_env;
+  /// The tree's resource limits ([harness.X] limits); none by default.
+  ResourceLimits limits;
 };
 
 /// The params of the initialize harnessd sends an adapter: the host's

@@ -198,13 +198,26 @@ void clean_up(bool gentle) {
 }  // namespace
 
 void guard_main(int argc, char** argv) {
-  // argv: <exe> __guard <parent pid> -- <program> [args...]
-  if (argc < 5 || std::strcmp(argv[3], "--") != 0) {
-    say("usage: harnessd __guard <parent-pid> -- program [args...]");
+  // argv: <exe> __guard <parent pid> [--join FILE]... -- <program> [args...]
+  int at = 3;
+  while (at + 1 < argc && std::strcmp(argv[at], "--join") == 0) at += 2;
+  if (argc < at + 2 || std::strcmp(argv[at], "--") != 0) {
+    say("usage: harnessd __guard <parent-pid> [--join CGROUP_PROCS]... -- program [args...]");
     _exit(2);
   }
   const pid_t parent = static_cast<pid_t>(std::strtol(argv[2], nullptr, 10));
-  char** program = argv + 4;
+  char** program = argv + at + 1;
+  // Into the adapter's cgroups before the adapter exists: all it starts
+  // is inside them from its first instruction.
+  for (int i = 3; i < at; i += 2) {
+    int fd = ::open(argv[i + 1], O_WRONLY | O_CLOEXEC);
+    const std::string pid = std::to_string(::getpid());
+    if (fd < 0 || ::write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
+      say(std::string("cannot join the cgroup ") + argv[i + 1] + ": " + std::strerror(errno));
+      _exit(126);
+    }
+    ::close(fd);
+  }
 
   sigset_t watched;
   sigemptyset(&watched);

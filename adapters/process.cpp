@@ -250,7 +250,14 @@ Expected<Process::PendingStart> prepare(const ProcessSpec& spec) {
     if (int err = pair.open(); err != 0) return Error{"cannot create a pipe: " + errno_text(err)};
   }
   launch->name = spec.argv[0];
-  if (!spec.guard_exe.empty()) launch->args = {spec.guard_exe, kGuardArg, std::to_string(::getpid()), "--"};
+  if (!spec.guard_exe.empty()) {
+    launch->args = {spec.guard_exe, kGuardArg, std::to_string(::getpid())};
+    for (const auto& file : spec.join_cgroups) {
+      launch->args.push_back("--join");
+      launch->args.push_back(file);
+    }
+    launch->args.push_back("--");
+  }
   launch->args.push_back(*program);
   launch->args.insert(launch->args.end(), spec.argv.begin() + 1, spec.argv.end());
   launch->env = spec.env;

@@ -36,6 +36,9 @@ struct ProcessSpec {
   /// tree's orphans, handed to us because harnessd is a child subreaper.
   /// Only for a process whose children all come from its loop.
   bool sweep_orphans = false;
+  /// cgroup.procs files the guard writes its pid to before it starts the
+  /// adapter (the tree's limits); only with a guard.
+  std::vector<std::string> join_cgroups;
 
   bool operator==(const ProcessSpec&) const = default;
 };

@@ -79,7 +79,12 @@ void WarmPool::fill() {
     }
     AdapterOptions link_options = options_.link();
     link_options.slot = std::move(slot);
-    auto link = AdapterLink::start(loop_, std::move(link_options), nullptr);
+    Expected<std::unique_ptr<AdapterLink>> link = Error{""};
+    if (auto limited = apply_limits(link_options, options_.limits, options_.harness); !limited) {
+      link = Error{"its limits (" + options_.limits.describe() + "): " + limited.error().message};
+    } else {
+      link = AdapterLink::start(loop_, std::move(link_options), nullptr);
+    }
     if (!link) {
       RpcError e{rpc_code::kHarnessUnavailable,
                  "harness '" + options_.harness + "' cannot start: " + link.error().message,

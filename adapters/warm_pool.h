@@ -45,6 +45,7 @@ class WarmPool {
     /// The link options of a new warm adapter (its process runs in the
     /// daemon's working directory: the session's cwd goes in session/new).
     std::function<AdapterOptions()> link;
+    ResourceLimits limits;
     /// What initialize offers; a warm adapter is taken only by a session
     /// whose adapter would offer the same.
     std::function<nlohmann::json()> client_capabilities;

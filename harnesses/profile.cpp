@@ -149,7 +149,7 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       {"openspace", {"max_iterations", "skill_dir"}},
       {"exec", {"input", "output", "field"}}};
   static const std::set<std::string> kCommon = {"kind", "command", "env", "env_passthrough", "description",
-                                                "mode", "template", "recording", "auth_env", "warm"};
+                                                "mode", "template", "recording", "auth_env", "warm", "limits"};
   const auto& bridge_keys = kBridgeKeys.at(p.kind);
   std::vector<std::string> options;
   for (const auto& [key, value] : table) {
@@ -214,6 +214,33 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       return Error{where + ".recording must be \"full\" or \"metadata\""};
     }
     p.record_metadata_only = s->get() == "metadata";
+  }
+  if (const toml::node* limits = table.get("limits")) {
+    const toml::table* t = limits->as_table();
+    const std::string example = " (e.g. limits = { memory = \"2G\", pids = 512, cpu = 1.5 })";
+    if (!t) return Error{where + ".limits must be a table" + example};
+    for (const auto& [key, value] : *t) {
+      const std::string k(key.str());
+      if (k == "memory") {
+        std::optional<std::uint64_t> bytes;
+        if (const auto* s = value.as_string()) bytes = adapters::parse_bytes(s->get());
+        if (const auto* i = value.as_integer(); i && i->get() > 0) bytes = static_cast<std::uint64_t>(i->get());
+        if (!bytes || *bytes < (4u << 20)) return Error{where + ".limits.memory must be a size of 4M or more" + example};
+        p.limits.memory = bytes;
+      } else if (k == "pids") {
+        const auto* i = value.as_integer();
+        if (!i || i->get() < 4) return Error{where + ".limits.pids must be a whole number, 4 or more" + example};
+        p.limits.pids = static_cast<std::uint64_t>(i->get());
+      } else if (k == "cpu") {
+        std::optional<double> cpus;
+        if (const auto* f = value.as_floating_point()) cpus = f->get();
+        if (const auto* i = value.as_integer()) cpus = static_cast<double>(i->get());
+        if (!cpus || !(*cpus >= 0.01) || *cpus > 1024) return Error{where + ".limits.cpu must be a number of CPUs, 0.01 or more" + example};
+        p.limits.cpu = cpus;
+      } else {
+        return Error{where + ".limits: unknown key '" + k + "' (memory, pids, cpu)"};
+      }
+    }
   }
   if (const toml::node* warm = table.get("warm")) {
     const auto* n = warm->as_integer();

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "adapters/cgroups.h"
 #include "schema/expected.h"
 
 namespace harnessd::harnesses {
@@ -45,6 +46,8 @@ struct HarnessProfile {
   /// adapter that offers an "env_var" auth method reading it (ACP
   /// `authenticate`). Empty: never.
   std::string auth_env;
+  /// Limits on each adapter tree (a cgroup of its own); none by default.
+  adapters::ResourceLimits limits;
   /// Adapters of this harness kept started and initialized ahead of need.
   std::size_t warm = 0;
   /// One line for `harnessd harnesses`.

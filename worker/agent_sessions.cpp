@@ -60,6 +60,15 @@ std::optional<RpcError> check_cwd(const std::string& method, const std::string& 
 
 std::optional<RpcError> check_harness(const Runtime& rt, const std::string& name,
                                       const harnesses::HarnessProfile& profile) {
+  if (profile.limits.any()) {
+    // Never a session that only looks limited.
+    if (auto why = adapters::CgroupSupport::here().refuse(profile.limits)) {
+      return RpcError{rpc_code::kHarnessUnavailable,
+                      "harness '" + name + "' has limits (" + profile.limits.describe() +
+                          ") that cannot be enforced here: " + *why,
+                      {{"harness", name}, {"reason", "limits"}, {"limits", profile.limits.describe()}}};
+    }
+  }
   auto program = adapters::find_executable(profile.command.at(0), adapter_path(rt, profile));
   if (program) return std::nullopt;
   RpcError e{rpc_code::kHarnessUnavailable, "harness '" + name + "' cannot run: " + program.error().message,

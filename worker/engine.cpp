@@ -59,6 +59,7 @@ void Engine::start_warm_pools() {
     o.size = profile.warm;
     o.kill_grace = d.kill_grace;
     o.start_timeout = d.start_timeout;
+    o.limits = profile.limits;
     o.link = [rt = rt_.get(), profile = &profile, cwd, name = name] {
       return adapter_link_options(*rt, *profile, cwd, "warm " + name);
     };

@@ -226,7 +226,12 @@ int runs_command(const RunsQuery& q) {
 int harnesses_command(const Config& config, bool check, const std::string& format) {
   std::vector<std::string> parent = adapters::current_environment();
   bool default_found = false;
+  bool limits_refused = false;
+  const adapters::CgroupSupport& cgroups = adapters::CgroupSupport::here();
+  if (check && format != "json") print_line("limits: " + cgroups.describe());
   for (const auto& [name, profile] : config.harnesses) {
+    std::optional<std::string> refused = profile.limits.any() ? cgroups.refuse(profile.limits) : std::nullopt;
+    limits_refused = limits_refused || refused;
     const HarnessProbe probe = probe_harness(profile, parent, check);
     const Expected<std::string>& found = probe.found;
     const std::string& version = probe.version;
@@ -245,6 +250,11 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
         j["install"] = profile.install_hint;
       }
       if (check) j["programVersion"] = version;  // what `<program> --version` said
+      if (profile.limits.any()) {
+        j["limits"] = {{"limits", profile.limits.describe()},
+                       {"enforced", !refused},
+                       {"mechanism", refused ? *refused : cgroups.describe()}};
+      }
       print_line(j.dump());
       continue;
     }
@@ -256,6 +266,14 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
       print_line("    missing: " + found.error().message);
       if (!profile.install_hint.empty()) print_line("    install: " + profile.install_hint);
     }
+    if (profile.limits.any()) {
+      print_line("    limits: " + profile.limits.describe() +
+                 (refused ? ": refused, " + *refused : ", enforced by " + cgroups.describe()));
+    }
+  }
+  if (check && limits_refused) {
+    std::fprintf(stderr, "harnessd: a profile has limits that cannot be enforced here; its sessions are refused\n");
+    return 1;
   }
   if (check && !default_found) {
     // Sessions that name no harness would fail: --check says so.

@@ -434,6 +434,7 @@ adapters::AdapterSessionSpec Session::adapter_spec() const {
   spec.config_choices = init_.config_choices;
   spec.start_timeout = d.start_timeout;
   spec.auth_env = init_.profile.auth_env;
+  spec.limits = init_.profile.limits;
   return spec;
 }
 

@@ -744,6 +744,19 @@ class FakeAgent {
       finish("end_turn");
     } else if (command == "ignore-sigterm") {
       cmd_ignore_sigterm();
+    } else if (command == "alloc") {
+      // Takes and touches N MiB, a page at a time (a memory-hungry tool).
+      const long long mib = int_arg(args, 64);
+      std::vector<char*> blocks;
+      for (long long i = 0; i < mib; ++i) {
+        char* block = static_cast<char*>(std::malloc(1 << 20));
+        if (!block) break;
+        for (size_t at = 0; at < (1u << 20); at += 4096) block[at] = 1;
+        blocks.push_back(block);
+      }
+      send_chunk("allocated " + std::to_string(blocks.size()) + " MiB");
+      for (char* block : blocks) std::free(block);
+      finish("end_turn");
     } else if (command == "crash") {
       send_chunk("about to crash");
       write_all(2, "crashing\n");

@@ -89,3 +89,46 @@ TEST_CASE("adapters get a safe environment plus what the profile names") {
   CHECK(has(env, "HOME=/override"));  // the profile's env wins
   CHECK_FALSE(has(env, "SECRET_TOKEN=s"));
 }
+
+TEST_CASE("limits, warm and auth_env are read and checked") {
+  auto p = profile_from_toml("a", toml::parse(R"(command = ["x"]
+limits = { memory = "2G", pids = 512, cpu = 1.5 }
+warm = 2
+auth_env = "X_API_KEY")"), nullptr);
+  REQUIRE(p);
+  CHECK(p->limits.memory == (2ull << 30));
+  CHECK(p->limits.pids == 512u);
+  CHECK(p->limits.cpu == 1.5);
+  CHECK(p->limits.describe() == "memory 2G, pids 512, cpu 1.5");
+  CHECK(p->warm == 2);
+  CHECK(p->auth_env == "X_API_KEY");
+  auto bad = [](const std::string& text) {
+    auto r = profile_from_toml("a", toml::parse("command = [\"x\"]\n" + text), nullptr);
+    return r ? std::string() : r.error().message;
+  };
+  CHECK(bad("limits = { memory = \"2X\" }").find("[harness.a].limits.memory must be a size of 4M or more") == 0);
+  CHECK(bad("limits = { memory = \"1K\" }").find("limits.memory must be a size") != std::string::npos);
+  CHECK(bad("limits = { swap = 1 }") == "[harness.a].limits: unknown key 'swap' (memory, pids, cpu)");
+  CHECK(bad("limits = { cpu = 0 }").find("limits.cpu must be a number of CPUs") != std::string::npos);
+  CHECK(bad("limits = \"2G\"").find("limits must be a table") != std::string::npos);
+  CHECK(bad("warm = 65") == "[harness.a].warm must be a whole number from 0 to 64");
+  CHECK(bad("auth_env = \"\"") == "[harness.a].auth_env must name an environment variable");
+}
+
+TEST_CASE("the cgroup v1 hierarchies harnessd may use are read from mountinfo and /proc/self/cgroup") {
+  const std::string mountinfo =
+      "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+      "31 25 0:27 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
+      "32 25 0:28 / /nonexistent/cpu rw,relatime - cgroup cgroup rw,cpu\n";
+  const std::string self = "8:pids:/\n4:memory:/\n1:cpu:/\n0::/\n";
+  auto s = harnessd::adapters::CgroupSupport::from(mountinfo, self);
+  // The cpu hierarchy cannot be written (it does not exist): cpu limits are refused.
+  auto cpu = s.refuse({std::nullopt, std::nullopt, 1.0});
+  REQUIRE(cpu);
+  CHECK(cpu->find("no cgroup controller for cpu") == 0);
+  auto none = harnessd::adapters::CgroupSupport::from("", "0::/\n");
+  CHECK(none.describe() == "none (cgroup v2 only, and harnessd creates cgroups in v1 hierarchies only); profiles with limits are refused");
+  CHECK(harnessd::adapters::parse_bytes("512M") == (512ull << 20));
+  CHECK_FALSE(harnessd::adapters::parse_bytes("-1"));
+  CHECK_FALSE(harnessd::adapters::parse_bytes("1.5G"));
+}

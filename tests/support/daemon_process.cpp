@@ -385,7 +385,9 @@ std::optional<std::string> run_file(const std::string& state_dir, const std::str
   return shown.out;
 }
 
-Output run_harnessd(const std::vector<std::string>& args) {
+Output run_harnessd(const std::vector<std::string>& args) { return run_harnessd_env({}, args); }
+
+Output run_harnessd_env(const std::vector<std::string>& extra_env, const std::vector<std::string>& args) {
   TempDir tmp;
   std::string out_path = tmp.path() + "/out", err_path = tmp.path() + "/err";
   // Everything the child needs is made before the fork: other threads may
@@ -395,6 +397,11 @@ Output run_harnessd(const std::vector<std::string>& args) {
   std::vector<char*> cargv;
   for (auto& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);
+  std::vector<std::string> env = extra_env;
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
+  std::vector<char*> cenv;
+  for (auto& e : env) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
   pid_t pid = ::fork();
   must(pid >= 0, "fork failed");
   if (pid == 0) {
@@ -405,7 +412,7 @@ Output run_harnessd(const std::vector<std::string>& args) {
     ::dup2(devnull, 0);
     ::dup2(o, 1);
     ::dup2(e, 2);
-    ::execv(cargv[0], cargv.data());
+    ::execve(cargv[0], cargv.data(), cenv.data());
     ::_exit(127);
   }
   int status = 0;

@@ -181,6 +181,8 @@ struct Output {
 };
 /// Runs the harnessd under test with `args`, stdin from /dev/null.
 Output run_harnessd(const std::vector<std::string>& args);
+/// The same with `extra_env` (NAME=value) before harnessd's own environment.
+Output run_harnessd_env(const std::vector<std::string>& extra_env, const std::vector<std::string>& args);
 
 /// One file of a run's recording (request.json, prompt.md, events.jsonl,
 /// stderr.log, result.json), as `harnessd show RUN --file NAME` prints it;
