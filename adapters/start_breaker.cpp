@@ -41,13 +41,16 @@ void StartBreaker::failed(const RpcError& why, Clock::time_point now) {
   ++consecutive_;
   last_error_ = why;
   if (options_.failures > 0 && consecutive_ >= options_.failures) open_until_ = now + options_.cooldown;
+  if (on_change_) on_change_();
 }
 
 void StartBreaker::succeeded() {
   probing_ = false;
+  const bool changed = consecutive_ > 0 || open_until_;
   consecutive_ = 0;
   open_until_.reset();
   last_error_.reset();
+  if (changed && on_change_) on_change_();
 }
 
 void StartBreaker::abandoned() { probing_ = false; }

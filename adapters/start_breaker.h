@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -46,6 +47,8 @@ class StartBreaker {
   /// {state, consecutiveFailures, retryAfterMs?, lastError?} for the status
   /// outputs.
   nlohmann::json status(Clock::time_point now = Clock::now()) const;
+  /// Runs after each change of state or of the failure count.
+  void on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
 
  private:
   std::string harness_;
@@ -54,6 +57,7 @@ class StartBreaker {
   std::optional<Clock::time_point> open_until_;  // set while the breaker is open
   bool probing_ = false;
   std::optional<RpcError> last_error_;
+  std::function<void()> on_change_;
 };
 
 }  // namespace harnessd::adapters

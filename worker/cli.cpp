@@ -245,7 +245,7 @@ int main(int argc, char** argv) {
   if (prune_cmd->parsed()) return prune_command(chosen_state_dir, prune_older_than, prune_dry_run);
   if (forget_cmd->parsed()) return forget_command(chosen_state_dir, forget_target, forget_dry_run);
   if (gc_cmd->parsed()) return gc_command(chosen_state_dir, config->daemon.retention, gc_dry_run);
-  if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format);
+  if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format, chosen_state_dir);
   if (pack_cmd->parsed()) return pack_command(wrap, *config, chosen_state_dir);
   auto& d = config->daemon;
   if (harness) {

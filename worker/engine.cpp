@@ -1,8 +1,13 @@
 // The engine's set-up and its bounded shutdown.
 #include "worker/engine.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
+#include "acp/files.h"
 #include "acp/log.h"
 #include "adapters/process.h"
 #include "harnesses/profile.h"
@@ -42,6 +47,7 @@ Engine::Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options)
     nlohmann::json known = harnesses::known_config_options(profile);
     if (known.is_array() && !rt_->harness_options.count(name)) rt_->harness_options[name] = std::move(known);
   }
+  rt_->breaker_changed = [this] { publish_harnesses(); };
   if (options_.warm) start_warm_pools();
   agent_ = std::make_unique<Agent>(*rt_);
 }
@@ -77,7 +83,37 @@ Engine::~Engine() {
   rt_->host.when_all_answered(nullptr);
   agent_.reset();
   deadline_.stop();
+  if (published_) ::unlink(harnesses_file(rt_->store.dir(), rt_->store.instance()).c_str());
   store_.reset();  // finishes queued writes
+}
+
+void Engine::publish_harnesses() {
+  // A small file beside the daemon's lock, replaced whole: `harnessd
+  // status` and `harnesses --check` read it while the lock is held. Written
+  // only when a breaker changes, which a start failure causes.
+  nlohmann::json harnesses = nlohmann::json::object();
+  const auto now = std::chrono::steady_clock::now();
+  const auto wall = std::chrono::system_clock::now();
+  for (const auto& [name, breaker] : rt_->breakers) {
+    nlohmann::json s = breaker.status(now);
+    if (auto retry = s.find("retryAfterMs"); retry != s.end()) {
+      s["until"] = acp::iso_time(wall + std::chrono::milliseconds(retry->get<long long>()));
+    }
+    harnesses[name] = std::move(s);
+  }
+  const std::string file = harnesses_file(rt_->store.dir(), rt_->store.instance());
+  const std::string tmp = file + ".tmp";
+  const std::string text = nlohmann::json{{"pid", ::getpid()}, {"harnesses", harnesses}}.dump() + "\n";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || acp::write_all(fd, text) != 0 || ::close(fd) != 0 || ::rename(tmp.c_str(), file.c_str()) != 0) {
+    acp::log::warn("cannot write " + file + ": " + std::strerror(errno));
+    return;
+  }
+  published_ = true;
+}
+
+std::string harnesses_file(const std::string& state_dir, const std::string& instance) {
+  return state_dir + "/daemons/" + instance + ".harnesses.json";
 }
 
 void Engine::shutdown(const std::string& why, acp::UniqueFunction<void()> done, bool close_sessions) {

@@ -68,6 +68,8 @@ class Engine {
   void drain_store();
   /// A WarmPool for each harness with `warm` > 0 (filled after initialize).
   void start_warm_pools();
+  /// Writes the harnesses' breakers to harnesses_file().
+  void publish_harnesses();
 
   EngineOptions options_;
   acp::FlowGate adapter_output_gate_;
@@ -84,6 +86,12 @@ class Engine {
   bool draining_ = false;
   bool answered_ = false;       // every open prompt has its answer
   bool adapters_gone_ = false;  // every adapter exited, or their time ran out
+  bool published_ = false;      // harnesses_file() was written
 };
+
+/// Where a daemon instance says how its harnesses' start breakers stand:
+/// {pid, harnesses: {name: {state, consecutiveFailures, until?, lastError?}}},
+/// beside its lock file; removed at exit.
+std::string harnesses_file(const std::string& state_dir, const std::string& instance);
 
 }  // namespace harnessd::worker

@@ -223,8 +223,78 @@ int runs_command(const RunsQuery& q) {
   return 0;
 }
 
-int harnesses_command(const Config& config, bool check, const std::string& format) {
+namespace {
+
+// The daemon instances whose lock is held, with the pid each wrote there.
+std::map<std::string, long long> live_daemons(int root) {
+  std::map<std::string, long long> out;
+  auto dir = open_beneath(root, "daemons", O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
+  if (!dir) return out;
+  DIR* d = ::fdopendir(dir->release());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string file = e->d_name;
+    constexpr std::string_view kSuffix = ".lock";
+    if (file.size() <= kSuffix.size() || file.compare(file.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0) {
+      continue;
+    }
+    std::string instance = file.substr(0, file.size() - kSuffix.size());
+    if (!daemon_instance_alive(root, instance)) continue;
+    long long pid = 0;
+    if (auto fd = open_beneath(root, "daemons/" + file, O_RDONLY, 0, StateAccess::kReadOnly)) {
+      char buf[32] = {};
+      ssize_t n = ::read(fd->get(), buf, sizeof buf - 1);
+      if (n > 0) pid = std::strtoll(buf, nullptr, 10);
+    }
+    out[instance] = pid;
+  }
+  ::closedir(d);
+  return out;
+}
+
+// What each live daemon says of its harnesses' start breakers, by pid:
+// {name: {state, consecutiveFailures, until?, lastError?}}.
+std::map<long long, json> daemon_harnesses(int root) {
+  std::map<long long, json> out;
+  for (const auto& [instance, pid] : live_daemons(root)) {
+    auto fd = open_beneath(root, "daemons/" + instance + ".harnesses.json", O_RDONLY, 0, StateAccess::kReadOnly);
+    if (!fd) continue;
+    std::string text;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd->get(), buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+    json j = json::parse(text, nullptr, false);
+    if (j.is_object() && j.contains("harnesses") && j["harnesses"].is_object()) out[pid] = j["harnesses"];
+  }
+  return out;
+}
+
+// A breaker that keeps its harness unavailable now, in words; "" when the
+// harness is available.
+std::string unavailable_text(const json& breaker) {
+  if (!breaker.is_object() || breaker.value("state", "") == "available") return "";
+  std::string until = breaker.value("until", "");
+  if (!until.empty() && until <= acp::iso_time()) return "";  // the cooldown is over: a start will be tried
+  std::string text = breaker.value("state", "") + (until.empty() ? "" : " until " + short_time(until));
+  if (breaker.contains("lastError") && breaker["lastError"].is_object()) {
+    text += ": " + breaker["lastError"].value("message", "");
+  }
+  return text;
+}
+
+}  // namespace
+
+int harnesses_command(const Config& config, bool check, const std::string& format, const std::string& state_dir) {
   std::vector<std::string> parent = adapters::current_environment();
+  // What running daemons say of each harness's start breaker.
+  std::map<long long, json> breakers;
+  if (auto root = open_for_reading(state_dir); root && *root) breakers = daemon_harnesses(root->get());
+  auto unavailable_in = [&](const std::string& name) {
+    std::vector<std::pair<long long, json>> out;
+    for (const auto& [pid, harnesses] : breakers) {
+      if (harnesses.contains(name) && !unavailable_text(harnesses[name]).empty()) out.emplace_back(pid, harnesses[name]);
+    }
+    return out;
+  };
   bool default_found = false;
   bool limits_refused = false;
   const adapters::CgroupSupport& cgroups = adapters::CgroupSupport::here();
@@ -250,6 +320,13 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
         j["install"] = profile.install_hint;
       }
       if (check) j["programVersion"] = version;  // what `<program> --version` said
+      json down = json::array();
+      for (const auto& [pid, breaker] : unavailable_in(name)) {
+        json b = breaker;
+        b["pid"] = pid;
+        down.push_back(std::move(b));
+      }
+      if (!down.empty()) j["unavailableIn"] = std::move(down);
       if (profile.limits.any()) {
         j["limits"] = {{"limits", profile.limits.describe()},
                        {"enforced", !refused},
@@ -265,6 +342,9 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
     } else {
       print_line("    missing: " + found.error().message);
       if (!profile.install_hint.empty()) print_line("    install: " + profile.install_hint);
+    }
+    for (const auto& [pid, breaker] : unavailable_in(name)) {
+      print_line("    unavailable in harnessd pid " + std::to_string(pid) + ": " + unavailable_text(breaker));
     }
     if (profile.limits.any()) {
       print_line("    limits: " + profile.limits.describe() +
@@ -394,36 +474,6 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
   return 0;
 }
 
-namespace {
-
-// The daemon instances whose lock is held, with the pid each wrote there.
-std::map<std::string, long long> live_daemons(int root) {
-  std::map<std::string, long long> out;
-  auto dir = open_beneath(root, "daemons", O_RDONLY | O_DIRECTORY, 0, StateAccess::kReadOnly);
-  if (!dir) return out;
-  DIR* d = ::fdopendir(dir->release());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    std::string file = e->d_name;
-    constexpr std::string_view kSuffix = ".lock";
-    if (file.size() <= kSuffix.size() || file.compare(file.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0) {
-      continue;
-    }
-    std::string instance = file.substr(0, file.size() - kSuffix.size());
-    if (!daemon_instance_alive(root, instance)) continue;
-    long long pid = 0;
-    if (auto fd = open_beneath(root, "daemons/" + file, O_RDONLY, 0, StateAccess::kReadOnly)) {
-      char buf[32] = {};
-      ssize_t n = ::read(fd->get(), buf, sizeof buf - 1);
-      if (n > 0) pid = std::strtoll(buf, nullptr, 10);
-    }
-    out[instance] = pid;
-  }
-  ::closedir(d);
-  return out;
-}
-
-}  // namespace
 
 int status_command(const std::string& state_dir, const std::string& format) {
   UniqueFd root;
@@ -446,9 +496,19 @@ int status_command(const std::string& state_dir, const std::string& format) {
       }
     }
   }
+  std::map<long long, json> breakers = root ? daemon_harnesses(root.get()) : std::map<long long, json>{};
   json daemon_list = json::array();
+  std::string unavailable;
   for (const auto& [instance, pid] : daemons) {
-    daemon_list.push_back({{"instance", instance}, {"pid", pid}, {"sessions", served_by[instance]}});
+    json entry = {{"instance", instance}, {"pid", pid}, {"sessions", served_by[instance]}};
+    if (auto b = breakers.find(pid); b != breakers.end()) {
+      entry["harnesses"] = b->second;
+      for (const auto& [name, breaker] : b->second.items()) {
+        std::string text = unavailable_text(breaker);
+        if (!text.empty()) unavailable += (unavailable.empty() ? "" : "; ") + name + " (pid " + std::to_string(pid) + ") " + text;
+      }
+    }
+    daemon_list.push_back(std::move(entry));
   }
   out["daemons"] = daemon_list;
   std::size_t open = 0, closed = 0;
@@ -489,7 +549,8 @@ int status_command(const std::string& state_dir, const std::string& format) {
                                 std::to_string(closed) + " closed"},
                {"adapters", std::to_string(adapters["live"]) + " live, " + std::to_string(adapters["idle"]) +
                                 " idle, " + std::to_string(adapters["evicted"]) + " evicted"},
-               {"runs", run_text.empty() ? "none" : run_text}});
+               {"runs", run_text.empty() ? "none" : run_text},
+               {"harnesses", unavailable.empty() ? "all available" : unavailable}});
   return 0;
 }
 

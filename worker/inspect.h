@@ -37,7 +37,9 @@ int runs_command(const RunsQuery& query);
 /// Prints the harness profiles: kind, the program each runs and where it
 /// resolves on PATH, or that it is missing and how to install it. With
 /// `check`, also runs `<program> --version`.
-int harnesses_command(const Config& config, bool check, const std::string& format);
+/// Running daemons of `state_dir` that hold a harness unavailable (its
+/// start breaker open) are named under it.
+int harnesses_command(const Config& config, bool check, const std::string& format, const std::string& state_dir);
 
 /// Every session record of the state directory, by session id.
 std::map<std::string, SessionRecord> read_session_records(const std::string& state_dir);

@@ -1,6 +1,7 @@
 // Runtime: what every session needs from the daemon, passed explicitly.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -69,9 +70,12 @@ struct Runtime {
     if (it == breakers.end()) {
       adapters::BreakerOptions options{config.daemon.breaker_failures, config.daemon.breaker_cooldown};
       it = breakers.emplace(harness, adapters::StartBreaker(harness, options)).first;
+      if (breaker_changed) it->second.on_change(breaker_changed);
     }
     return it->second;
   }
+  /// Set by the Engine: publishes the breakers for other processes.
+  std::function<void()> breaker_changed = {};
 };
 
 }  // namespace harnessd::worker

@@ -121,7 +121,8 @@ std::string fake_config(const std::vector<std::string>& args, const std::string&
 }
 
 Daemon::Daemon(const std::string& config, std::vector<std::string> args, std::string state_dir) {
-  std::string config_path = dir_.write("config.toml", config);
+  config_path_ = dir_.write("config.toml", config);
+  const std::string& config_path = config_path_;
   stderr_path_ = dir_.path() + "/stderr.log";
   state_dir_ = state_dir.empty() ? dir_.path() + "/state" : std::move(state_dir);
   std::vector<std::string> argv = {harnessd_exe(), "--config",     config_path, "--state-dir", state_dir_,

@@ -65,6 +65,8 @@ class Daemon {
   /// directories with millions of runs).
   void skip_ledger_check() { check_ledger_ = false; }
   const std::string& state_dir() const { return state_dir_; }
+  /// The config file it was started with.
+  const std::string& config_path() const { return config_path_; }
   void send(const json& message);
   /// Writes bytes as they are (add "\n" yourself).
   void send_raw(const std::string& bytes);
@@ -103,6 +105,7 @@ class Daemon {
   std::vector<std::string> raw_lines_;
   std::string stderr_path_;
   std::string state_dir_;
+  std::string config_path_;
   int next_id_ = 1000;
   bool check_ledger_ = true;
 };

@@ -62,6 +62,22 @@ TEST_CASE("a harness whose adapter exits at start fails at once after 3 failed s
   json status = harness_status(d, "fake");
   CHECK(status["state"] == "unavailable");
   CHECK(status["consecutiveFailures"] == 3);
+  // Other processes see it: harnessd status and harnesses name this daemon.
+  Output st = run_harnessd({"status", "--state-dir", d.state_dir(), "--format", "json"});
+  REQUIRE(st.code == 0);
+  json summary = json::parse(st.out);
+  REQUIRE(summary["daemons"].size() == 1);
+  CHECK(summary["daemons"][0]["harnesses"]["fake"]["state"] == "unavailable");
+  CHECK(summary["daemons"][0]["harnesses"]["fake"].contains("until"));
+  Output text = run_harnessd({"status", "--state-dir", d.state_dir()});
+  CHECK(text.out.find("fake (pid " + std::to_string(d.pid()) + ") unavailable until") != std::string::npos);
+  Output listed = run_harnessd({"--config", d.config_path(), "--state-dir", d.state_dir(), "harnesses", "--format", "json"});
+  bool named = false;
+  for (std::size_t at = 0, end; (end = listed.out.find('\n', at)) != std::string::npos; at = end + 1) {
+    json line = json::parse(listed.out.substr(at, end - at));
+    if (line["name"] == "fake") named = line["unavailableIn"][0]["pid"] == d.pid();
+  }
+  CHECK(named);
   // The refusal is a run that failed, with its reason, like any other.
   Output runs = run_harnessd({"runs", "--state-dir", d.state_dir(), "--format", "json"});
   CHECK(runs.out.find("\"reason\":\"unavailable\"") != std::string::npos);
