@@ -286,7 +286,12 @@ void Store::recover() {
         std::string file = e->d_name;
         if (file.size() < 6 || file.compare(file.size() - 5, 5, ".lock") != 0) continue;
         if (file == instance_ + ".lock") continue;
-        if (instance_dead(root_, file)) ::unlinkat(dfd, file.c_str(), 0);  // a link is removed, not followed
+        if (instance_dead(root_, file)) {
+          ::unlinkat(dfd, file.c_str(), 0);  // a link is removed, not followed
+          // What it said of its harnesses (see Engine::publish_harnesses).
+          const std::string instance = file.substr(0, file.size() - 5);
+          ::unlinkat(dfd, (instance + ".harnesses.json").c_str(), 0);
+        }
       }
       ::rewinddir(d);
       // A lock file a process was killed before naming, once it is old
