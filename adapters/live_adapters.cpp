@@ -110,21 +110,14 @@ void LiveAdapters::make_room() {
   arm_ttl();
 }
 
-void LiveAdapters::spare(Member& member) {
-  busy(member);
-  spares_.push_back({&member, Clock::now()});
-  where_[&member] = {&spares_, std::prev(spares_.end())};
-  if (!waits_.empty()) {
-    loop_.post([pool = std::weak_ptr<LiveAdapters*>(self_)] {
-      if (auto p = pool.lock()) (*p)->make_room();
-    });
-  }
-}
+void LiveAdapters::spare(Member& member) { enter(spares_, member); }
 
-void LiveAdapters::idle(Member& member) {
-  busy(member);
-  idle_.push_back({&member, Clock::now()});
-  where_[&member] = {&idle_, std::prev(idle_.end())};
+void LiveAdapters::idle(Member& member) { enter(idle_, member); }
+
+void LiveAdapters::enter(std::list<Idle>& list, Member& member) {
+  busy(member);  // out of whichever list it was in; arms the TTL for the rest
+  list.push_back({&member, Clock::now()});
+  where_[&member] = {&list, std::prev(list.end())};
   if (!waits_.empty()) {
     // A start waits: this adapter makes room for it, from a fresh stack
     // (the owner is in the middle of something).

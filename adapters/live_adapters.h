@@ -118,6 +118,8 @@ class LiveAdapters {
   };
   void release();
   void withdraw(std::uint64_t id);
+  /// Puts `member` at the back of `list` (idle_ or spares_).
+  void enter(std::list<Idle>& list, Member& member);
   /// Evicts idle adapters until those on their way out cover the waiting starts.
   void make_room();
   void grant();

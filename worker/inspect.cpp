@@ -259,10 +259,15 @@ std::map<long long, json> daemon_harnesses(int root) {
   for (const auto& [instance, pid] : live_daemons(root)) {
     auto fd = open_beneath(root, "daemons/" + instance + ".harnesses.json", O_RDONLY, 0, StateAccess::kReadOnly);
     if (!fd) continue;
+    // A few hundred bytes a harness: anything much larger is not ours.
+    constexpr std::size_t kMaxBytes = 1u << 20;
     std::string text;
     char buf[4096];
-    for (ssize_t n; (n = ::read(fd->get(), buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
-    json j = json::parse(text, nullptr, false);
+    for (ssize_t n; text.size() < kMaxBytes && (n = ::read(fd->get(), buf, sizeof buf)) > 0;) {
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+    if (text.size() >= kMaxBytes) continue;
+    json j = schema::parse_or_discard(text);
     if (j.is_object() && j.contains("harnesses") && j["harnesses"].is_object()) out[pid] = j["harnesses"];
   }
   return out;
