@@ -137,7 +137,7 @@ TEST_CASE("2,000 sessions under max_live_adapters = 50: never more than 50 adapt
 
 TEST_CASE("an adapter idle for adapter_idle_ttl is evicted with session/close, and the next prompt resumes it") {
   TempDir dir;
-  Daemon d(fake_dir_config(dir, "adapter_idle_ttl = 1\n"));
+  Daemon d(fake_dir_config(dir, "adapter_idle_ttl = 2\n"));
   d.initialize();
   std::string sid = d.new_session("/tmp");
   CHECK(d.prompt(sid, "echo one")["result"]["stopReason"] == "end_turn");
@@ -148,7 +148,7 @@ TEST_CASE("an adapter idle for adapter_idle_ttl is evicted with session/close, a
   CHECK(status.contains("since"));
 
   // Gone after the TTL, told to close its session first.
-  REQUIRE(eventually([&] { return !process_alive(agent) && !process_alive(guard); }, 5s));
+  REQUIRE(eventually([&] { return !process_alive(agent) && !process_alive(guard); }, 10s));
   status = adapter_of(d, sid);
   CHECK(status["state"] == "evicted");
   CHECK(status.contains("since"));
