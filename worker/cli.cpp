@@ -21,10 +21,13 @@
 #include "acp/stdio_peer.h"
 #include "harnesses/bridge_main.h"
 #include "harnessd_version.h"
+#include "acp/unix_socket.h"
 #include "worker/config.h"
+#include "worker/connect.h"
 #include "worker/daemon.h"
 #include "worker/housekeeping.h"
 #include "worker/inspect.h"
+#include "worker/state_dir.h"
 #include "acp/files.h"
 #include "worker/wrapper.h"
 
@@ -83,8 +86,18 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(static_cast<std::size_t>(1024), static_cast<std::size_t>(1) << 32));
   app.add_option("--state-dir", state_dir, "State directory (default: $XDG_STATE_HOME/harnessd)");
   app.add_flag("--no-guard", no_guard, "Spawn adapters without the process-group guard");
-  auto* serve_cmd = app.add_subcommand("serve", "Serve ACP v1 on stdio (the default)");
+  std::optional<std::string> connect_addr;
+  app.add_option("--connect", connect_addr, "Relay stdio to the harnessd server on this socket (unix:PATH)");
+  auto* serve_cmd = app.add_subcommand("serve", "Serve ACP v1 on stdio (the default), or on a socket with --listen");
   serve_cmd->fallthrough();
+  std::optional<std::string> listen_addr;
+  std::optional<double> idle_exit;
+  auto* listen_opt = serve_cmd->add_option("--listen", listen_addr,
+                                           "Serve many clients on this socket (unix:PATH; bare: [daemon] listen, else "
+                                           "harnessd.sock in the state directory)");
+  listen_opt->expected(0, 1);
+  serve_cmd->add_option("--idle-exit", idle_exit, "With --listen: exit after this many seconds with no client and no prompt")
+      ->check(CLI::Range(0.0, 30.0 * 86400));
 
   RunsQuery runs_query;
   auto* runs_cmd = app.add_subcommand("runs", "List runs from the ledger of the state directory");
@@ -260,6 +273,23 @@ int main(int argc, char** argv) {
   if (start_timeout) d.start_timeout = to_ms(*start_timeout);
   if (max_line_bytes) d.max_line_bytes = *max_line_bytes;
 
+  if (idle_exit) d.idle_exit = to_ms(*idle_exit);
+  // A relay serves a host on stdio, as `harnessd` with no command does.
+  const bool stdio_host = app.get_subcommands().empty();
+  if (!connect_addr && !d.connect.empty() && stdio_host) connect_addr = d.connect;
+  if (connect_addr) {
+    if (!stdio_host) {
+      acp::log::error("--connect relays a host's stdio to a server and takes no command");
+      return run_exit::kUsage;
+    }
+    auto path = acp::parse_unix_address(*connect_addr);
+    if (!path) {
+      acp::log::error("--connect: " + path.error().message);
+      return run_exit::kUsage;
+    }
+    return connect_relay(*path);
+  }
+
   raise_fd_limit();
   if (run_cmd->parsed()) {
     if (!harness_installed && !harness && !wrap.harness) {
@@ -278,6 +308,37 @@ int main(int argc, char** argv) {
   // with ENOSPC after this many bytes. Not a feature; see docs/testing.md.
   if (const char* fail = std::getenv("HARNESSD_TEST_STORE_FAIL_AFTER_BYTES")) {
     options.store.fail_after_bytes = std::strtoull(fail, nullptr, 10);
+  }
+  // A socket from systemd (socket activation), or --listen: many clients.
+  std::optional<Expected<int>> activated = acp::socket_from_systemd();
+  if (activated || listen_opt->count() > 0) {
+    SocketServeOptions socket;
+    if (activated) {
+      if (!*activated) {
+        acp::log::error(activated->error().message);
+        return 1;
+      }
+      socket.listen_fd = **activated;
+    } else {
+      std::string address = listen_addr && !listen_addr->empty() ? *listen_addr : options.config.daemon.listen;
+      if (address.empty()) {
+        // The state directory is made (0700) before the socket goes in it.
+        auto dir = open_state_dir(chosen_state_dir, StateAccess::kOwn);
+        if (!dir) {
+          acp::log::error(dir.error().message);
+          return 1;
+        }
+        address = server_socket_path(chosen_state_dir);
+      }
+      auto path = acp::parse_unix_address(address);
+      if (!path) {
+        acp::log::error("--listen: " + path.error().message);
+        return run_exit::kUsage;
+      }
+      socket.path = *path;
+    }
+    socket.serve = std::move(options);
+    return serve_socket(std::move(socket));
   }
   if (::isatty(0) == 1) {
     // Someone typed `harnessd` at a prompt: say what it waits for.

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "acp/unix_socket.h"
 #include "adapters/process.h"
 
 namespace harnessd::worker {
@@ -45,7 +46,8 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       "max_pending_calls", "stderr_tail_bytes",   "max_concurrent_runs", "max_queue_depth", "run_timeout",
       "state_dir",         "fsync",               "template_dir",        "queue_high_water", "queue_low_water",
       "max_recording_bytes", "retention",        "adapter_idle_ttl",    "max_live_adapters",
-      "breaker_failures",  "breaker_cooldown"};
+      "breaker_failures",  "breaker_cooldown",    "listen",              "connect",         "idle_exit",
+      "on_disconnect"};
   for (const auto& [key, value] : t) {
     std::string k(key.str());
     if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
@@ -59,6 +61,18 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       const auto* s = value.as_string();
       if (!s || s->get().empty() || s->get().front() != '/') return Error{where + " must be an absolute path"};
       (k == "state_dir" ? d.state_dir : d.template_dir) = s->get();
+    } else if (k == "listen" || k == "connect") {
+      const auto* s = value.as_string();
+      if (!s) return Error{where + " must be a socket address, unix:PATH"};
+      auto path = acp::parse_unix_address(s->get());
+      if (!path) return Error{where + ": " + path.error().message};
+      (k == "listen" ? d.listen : d.connect) = s->get();
+    } else if (k == "on_disconnect") {
+      const auto* s = value.as_string();
+      if (!s || (s->get() != "cancel" && s->get() != "continue")) {
+        return Error{where + " must be \"cancel\" or \"continue\""};
+      }
+      d.on_disconnect = s->get() == "cancel" ? OnDisconnect::kCancel : OnDisconnect::kContinue;
     } else if (k == "retention") {
       const auto* table = value.as_table();
       if (!table) return Error{where + " must be a table, e.g. { keep_days = 30, keep_runs = 100000 }"};
@@ -82,7 +96,7 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       if (!b) return Error{where + " must be true or false"};
       d.fsync = b->get();
     } else if (k == "cancel_grace" || k == "kill_grace" || k == "start_timeout" || k == "run_timeout" ||
-               k == "adapter_idle_ttl" || k == "breaker_cooldown") {
+               k == "adapter_idle_ttl" || k == "breaker_cooldown" || k == "idle_exit") {
       auto ms = seconds(value, where);
       if (!ms) return ms.error();
       std::chrono::milliseconds* target = k == "cancel_grace"    ? &d.cancel_grace
@@ -90,6 +104,7 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
                                           : k == "start_timeout" ? &d.start_timeout
                                           : k == "run_timeout"   ? &d.run_timeout
                                           : k == "breaker_cooldown" ? &d.breaker_cooldown
+                                          : k == "idle_exit"     ? &d.idle_exit
                                                                  : &d.adapter_idle_ttl;
       *target = *ms;
     } else if (k == "breaker_failures") {

@@ -21,6 +21,9 @@ struct Retention {
   bool bounded() const { return keep_days > 0 || keep_runs > 0; }
 };
 
+/// What a server does with the running turn of a client that disconnects.
+enum class OnDisconnect { kCancel, kContinue };
+
 struct DaemonConfig {
   /// Harness for sessions whose host names none. When the file does not
   /// set it, choose_default_harness picks the first installed harness.
@@ -75,6 +78,15 @@ struct DaemonConfig {
   /// Users' packaging templates (<name>.tmpl); by default the templates/
   /// folder beside the config file.
   std::string template_dir;
+  /// The server's socket (unix:PATH); empty: harnessd.sock in the state
+  /// directory. See docs/server.md.
+  std::string listen;
+  /// When set, `harnessd` relays its stdio to this server (unix:PATH).
+  std::string connect;
+  /// A server with no client and no open prompt exits after this long; 0: never.
+  std::chrono::milliseconds idle_exit{0};
+  /// A client's running turn when it disconnects: cancelled, or run to its end.
+  OnDisconnect on_disconnect = OnDisconnect::kCancel;
 };
 
 /// [daemon] max_live_adapters, or its default.

@@ -29,5 +29,22 @@ struct ServeOptions {
 /// 0 after a clean shutdown, 1 when stdio could not be set up.
 int serve(ServeOptions options);
 
+struct SocketServeOptions {
+  ServeOptions serve;
+  /// The socket to create (unix:PATH's PATH), or
+  std::string path;
+  /// a listening socket already open (systemd's); -1: none.
+  int listen_fd = -1;
+};
+
+/// Serves every client that connects to the socket, over one engine, until
+/// a stop signal or config.daemon.idle_exit with nothing to do. Returns 0
+/// after a clean shutdown, 1 when the socket could not be opened.
+int serve_socket(SocketServeOptions options);
+
+/// The server's socket when none is configured: harnessd.sock in the state
+/// directory.
+std::string server_socket_path(const std::string& state_dir);
+
 
 }  // namespace harnessd::worker

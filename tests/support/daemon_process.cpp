@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -166,6 +168,92 @@ Daemon::~Daemon() {
   // (a daemon killed mid-run may leave runs for the next start to end).
   if (!check_ledger_) return;
   for (auto& p : check_ledger(state_dir_, code == 128 + SIGKILL)) ledger_problems().push_back(std::move(p));
+}
+
+Server::Server(const std::string& config, std::vector<std::string> args, std::string state_dir,
+               std::vector<std::string> prefix) {
+  config_path_ = dir_.write("config.toml", config);
+  stderr_path_ = dir_.path() + "/server.log";
+  state_dir_ = state_dir.empty() ? dir_.path() + "/state" : std::move(state_dir);
+  socket_ = state_dir_ + "/harnessd.sock";
+  std::vector<std::string> argv = std::move(prefix);
+  const bool activated = !argv.empty();
+  argv.insert(argv.end(), {harnessd_exe(), "--config", config_path_, "--state-dir", state_dir_, "--cancel-grace", "0.3",
+                           "--kill-grace", "0.5", "--log-level", "debug", "serve"});
+  if (!activated) argv.push_back("--listen");
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (activated) {
+    std::filesystem::create_directories(state_dir_);
+    ::chmod(state_dir_.c_str(), 0700);
+  }
+  int err_fd = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  must(err_fd >= 0, "cannot create " + stderr_path_);
+  pid_ = fork();
+  must(pid_ >= 0, "cannot fork");
+  if (pid_ == 0) {
+    int null = ::open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(err_fd, 2);
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    execvp(cargv[0], cargv.data());
+    _exit(127);
+  }
+  ::close(err_fd);
+  // Up once its socket takes connections.
+  bool up = eventually(
+      [&] {
+        if (wait_exit(0ms) != -1) return true;
+        int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_.c_str());
+        bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+        ::close(fd);
+        return ok;
+      },
+      10s);
+  must(up && !exited_, "the server did not start listening: " + stderr_text());
+}
+
+Server::~Server() {
+  int code = exited_ ? exit_code_ : stop(10s);
+  if (code == -1 && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    code = 128 + SIGKILL;
+  }
+  if (!check_ledger_) return;
+  for (auto& p : check_ledger(state_dir_, code == 128 + SIGKILL)) ledger_problems().push_back(std::move(p));
+}
+
+std::unique_ptr<Daemon> Server::client() {
+  auto d = std::make_unique<Daemon>(read_file(config_path_), std::vector<std::string>{"--connect", "unix:" + socket_},
+                                    state_dir_);
+  d->skip_ledger_check();
+  return d;
+}
+
+int Server::wait_exit(std::chrono::milliseconds timeout) {
+  if (exited_) return exit_code_;
+  auto end = std::chrono::steady_clock::now() + timeout;
+  do {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      exited_ = true;
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return exit_code_;
+    }
+    usleep(2000);
+  } while (std::chrono::steady_clock::now() < end);
+  return -1;
+}
+
+int Server::stop(std::chrono::milliseconds timeout) {
+  if (!exited_) ::kill(pid_, SIGTERM);
+  return wait_exit(timeout);
 }
 
 void Daemon::send_raw(const std::string& bytes) {

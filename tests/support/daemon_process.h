@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -108,6 +109,46 @@ class Daemon {
   std::string config_path_;
   int next_id_ = 1000;
   bool check_ledger_ = true;
+};
+
+/// A `harnessd serve --listen` process, stdin from /dev/null, and its
+/// clients: `harnessd --connect` processes driven like a Daemon.
+class Server {
+ public:
+  /// Starts `harnessd --config <config> --state-dir <dir> serve --listen
+  /// <args...>` (short grace periods, debug log) and waits until its socket
+  /// answers. The socket is harnessd.sock in the state directory. With a
+  /// `prefix` (systemd-socket-activate -l SOCKET), that program runs
+  /// `harnessd ... serve <args...>` and passes it the socket.
+  explicit Server(const std::string& config = fake_config(), std::vector<std::string> args = {},
+                  std::string state_dir = "", std::vector<std::string> prefix = {});
+  /// Stops it (SIGTERM) if it still runs, kills it if it does not exit in
+  /// 10 s, and checks the ledger as a Daemon does.
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  pid_t pid() const { return pid_; }
+  const std::string& socket() const { return socket_; }
+  const std::string& state_dir() const { return state_dir_; }
+  const std::string& config_path() const { return config_path_; }
+  std::string stderr_text() const { return read_file(stderr_path_); }
+  /// A client: `harnessd --connect unix:<socket>`. Its ledger check is the
+  /// server's.
+  std::unique_ptr<Daemon> client();
+  /// Waits for the exit; the exit code, 128+signal, or -1 on timeout.
+  int wait_exit(std::chrono::milliseconds timeout = 10s);
+  /// SIGTERM, then wait_exit.
+  int stop(std::chrono::milliseconds timeout = 10s);
+  void skip_ledger_check() { check_ledger_ = false; }
+
+ private:
+  TempDir dir_;
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+  bool exited_ = false;
+  bool check_ledger_ = true;
+  std::string stderr_path_, state_dir_, config_path_, socket_;
 };
 
 /// Runs `harnessd ARGS` (ARGS as a shell would split them) and returns its
