@@ -2,6 +2,8 @@
 // rule of the ACP v1 schema; messages name the method and the field.
 #include "schema/acp.h"
 
+#include <limits>
+
 #include "schema/decoder.h"
 
 namespace harnessd::schema {
@@ -257,6 +259,37 @@ Expected<std::string, RpcError> decode_run_get(const json& params) {
   auto id = d.required_string("runId");
   if (!d.ok()) return d.error();
   return *id;
+}
+
+Expected<WatchRequest, RpcError> decode_watch(const json& params) {
+  Decoder d("_harnessd/sessions/watch", params);
+  WatchRequest out;
+  out.sessionId = d.optional_string("sessionId");
+  out.name = d.optional_string("name");
+  auto from = d.optional_int("fromSeq", 1, std::numeric_limits<std::int64_t>::max());
+  if (d.ok() && out.sessionId.has_value() == out.name.has_value()) d.fail("sessionId", "or name is required (one of them)");
+  if (!d.ok()) return d.error();
+  if (from) out.fromSeq = static_cast<std::uint64_t>(*from);
+  return out;
+}
+
+Expected<json, RpcError> decode_unwatch(const json& params) {
+  Decoder d("_harnessd/sessions/unwatch", params);
+  const json* id = d.required_value("watchId");
+  if (d.ok() && !id->is_string() && !id->is_number_integer()) d.fail("watchId", "must be a string or an integer");
+  if (!d.ok()) return d.error();
+  return *id;
+}
+
+Expected<WaitRequest, RpcError> decode_wait(const json& params) {
+  Decoder d("_harnessd/runs/wait", params);
+  WaitRequest out;
+  auto id = d.required_string("runId");
+  // Up to a day at a time; a client waits again for longer.
+  out.timeoutMs = d.optional_int("timeoutMs", 0, 86400000);
+  if (!d.ok()) return d.error();
+  out.runId = *id;
+  return out;
 }
 
 Expected<SetConfigOptionRequest, RpcError> decode_set_config_option(const json& params) {

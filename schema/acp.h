@@ -102,6 +102,22 @@ Expected<CancelRequest, RpcError> decode_cancel_request(const nlohmann::json& pa
 Expected<LoadSessionRequest, RpcError> decode_load_session(const std::string& method, const nlohmann::json& params);
 Expected<std::string, RpcError> decode_run_get(const nlohmann::json& params);
 
+/// Params of `_harnessd/sessions/watch`: one of sessionId and name.
+struct WatchRequest {
+  std::optional<std::string> sessionId;
+  std::optional<std::string> name;
+  std::uint64_t fromSeq = 1;
+};
+Expected<WatchRequest, RpcError> decode_watch(const nlohmann::json& params);
+/// Params of `_harnessd/sessions/unwatch`: the watch's id (any JSON-RPC id).
+Expected<nlohmann::json, RpcError> decode_unwatch(const nlohmann::json& params);
+/// Params of `_harnessd/runs/wait`.
+struct WaitRequest {
+  std::string runId;
+  std::optional<std::int64_t> timeoutMs;
+};
+Expected<WaitRequest, RpcError> decode_wait(const nlohmann::json& params);
+
 struct SetConfigOptionRequest {
   std::string sessionId;
   std::string configId;

@@ -36,7 +36,8 @@ json agent_capabilities(const Config& config) {
   // harnessd's own extensions, for hosts that look for them.
   json ours = {{"version", HARNESSD_VERSION},
                {"methods",
-                {"_harnessd/sessions/list", "_harnessd/sessions/set_summary", "_harnessd/runs/get",
+                {"_harnessd/sessions/list", "_harnessd/sessions/set_summary", "_harnessd/sessions/watch",
+                 "_harnessd/sessions/unwatch", "_harnessd/status", "_harnessd/runs/wait", "_harnessd/runs/get",
                  "_harnessd/runs/list"}},
                {"notifications", {"$/cancel_request"}},
                {"meta", {"harness", "name", "hostSession", "ensure", "lane", "timeoutMs", "mode", "template", "context"}},
@@ -96,6 +97,9 @@ Agent::Agent(Runtime& rt)
                                  std::bind_front(&Agent::on_set_mode, this));
   c.bind<schema::SetSummaryRequest>("_harnessd/sessions/set_summary", schema::decode_set_summary,
                                     std::bind_front(&Agent::on_set_summary, this));
+  c.bind<schema::WatchRequest>("_harnessd/sessions/watch", unless_closing("_harnessd/sessions/watch", schema::decode_watch),
+                               std::bind_front(&Agent::on_watch, this));
+  c.bind<json>("_harnessd/sessions/unwatch", schema::decode_unwatch, std::bind_front(&Agent::on_unwatch, this));
   c.bind_notification<schema::SessionRef>("session/cancel", session_ref("session/cancel"),
                                           std::bind_front(&Agent::on_cancel, this));
   c.bind_notification<schema::CancelRequest>("$/cancel_request", schema::decode_cancel_request,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -53,6 +54,11 @@ class Agent {
   /// session/load or resume of a session this process serves.
   void restore(bool replay, const std::string& id, acp::Reply reply);
   void on_set_summary(schema::SetSummaryRequest req, acp::Reply reply);
+  /// _harnessd/sessions/watch and unwatch (see FrameLog). A watch's id is
+  /// its request's id.
+  void on_watch(schema::WatchRequest req, acp::Reply reply);
+  void start_watch(const std::string& id, std::uint64_t from_seq, acp::Reply reply);
+  void on_unwatch(nlohmann::json watch_id, acp::Reply reply);
   void on_set_config_option(schema::SetConfigOptionRequest req, acp::Reply reply);
   void on_set_mode(schema::SetModeRequest req, acp::Reply reply);
 
@@ -95,6 +101,8 @@ class Agent {
   queue::Scheduler<QueuedPrompt> scheduler_;
   /// The read-only methods; they see the sessions and the queue above.
   Queries queries_{rt_, registry_, scheduler_};
+  /// Watches by their id (as JSON text), to their session.
+  std::map<std::string, std::string> watches_;
   bool closing_ = false;  // close_all ran: no session is opened any more
   bool pumping_ = false;
   bool pump_again_ = false;

@@ -364,3 +364,75 @@ Expected<Session*, RpcError> Agent::reopen(const SessionRecord& record, const sc
 }
 
 }  // namespace harnessd::worker
+
+namespace harnessd::worker {
+
+void Agent::on_watch(schema::WatchRequest req, acp::Reply reply) {
+  std::string id;
+  if (req.sessionId) {
+    id = *req.sessionId;
+  } else if (auto open = registry_.find_name(*req.name)) {
+    id = *open;
+  } else {
+    // The newest open record by that name, as ensure finds it.
+    std::optional<SessionRecord> found;
+    for (const auto& stored : rt_.store.sessions_named(*req.name)) {
+      auto record = SessionRecord::from_json(stored);
+      if (!record || record->closed || record->name != *req.name) continue;
+      if (!found || record->updated_at > found->updated_at) found = std::move(*record);
+    }
+    if (!found) {
+      return reply.error(RpcError{rpc_code::kResourceNotFound, "No open session is named '" + *req.name + "'",
+                                  {{"name", *req.name}}});
+    }
+    id = found->session_id;
+  }
+  if (registry_.find(id)) return start_watch(id, req.fromSeq, std::move(reply));
+  // A session of an earlier lifetime: served from here from now on, like a
+  // session/resume, but its adapter starts only with its next prompt.
+  auto record = stored_record(id);
+  if (!record || record->closed) return reply.error(RpcError::session_not_found(id));
+  rt_.store.claim_session(id, record->name, [this, alive = std::weak_ptr<bool>(alive_), id, from = req.fromSeq,
+                                             reply = std::move(reply)](Expected<Store::Claim> claim) mutable {
+    if (alive.expired()) return;
+    if (claim && claim->held) return reply.error(session_busy(*claim->held, std::nullopt));
+    if (closing_) return reply.error(shutting_down("_harnessd/sessions/watch"));
+    if (!registry_.find(id)) {
+      auto stored = stored_record(id);
+      auto opened = stored ? reopen(*stored, schema::LoadSessionRequest{id, stored->cwd, std::nullopt})
+                           : Expected<Session*, RpcError>(RpcError::session_not_found(id));
+      if (!opened) {
+        if (claim) rt_.store.release_session(id);
+        return reply.error(opened.error());
+      }
+    }
+    start_watch(id, from, std::move(reply));
+  });
+}
+
+void Agent::start_watch(const std::string& id, std::uint64_t from_seq, acp::Reply reply) {
+  Session* session = registry_.find(id);
+  if (!session) return reply.error(RpcError::session_not_found(id));
+  json watch_id = reply.id();
+  watches_[watch_id.dump()] = id;
+  session->watch(watch_id, from_seq, [id, watch_id, reply = std::move(reply)](Expected<FrameLog::Started> s) mutable {
+    if (!s) return reply.error(RpcError::internal("_harnessd/sessions/watch: " + s.error().message));
+    json result = {{"watchId", watch_id}, {"sessionId", id}, {"nextSeq", s->next_seq}, {"replayed", s->replayed}};
+    if (s->missing) result["missing"] = s->missing;
+    reply.result(std::move(result));
+  });
+}
+
+void Agent::on_unwatch(json watch_id, acp::Reply reply) {
+  auto it = watches_.find(watch_id.dump());
+  Session* session = it == watches_.end() ? nullptr : registry_.find(it->second);
+  if (it != watches_.end()) watches_.erase(it);
+  if (!session || !session->unwatch(watch_id)) {
+    RpcError e = RpcError::invalid_params("_harnessd/sessions/unwatch: no watch " + watch_id.dump());
+    e.data = {{"method", "_harnessd/sessions/unwatch"}, {"field", "watchId"}};
+    return reply.error(e);
+  }
+  reply.result(json::object());
+}
+
+}  // namespace harnessd::worker

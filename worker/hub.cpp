@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "acp/files.h"
 #include "acp/line_splitter.h"
 #include "acp/log.h"
 #include "acp/stream.h"
@@ -52,6 +53,10 @@ struct Hub::Client {
   bool initialized = false;
   bool gone = false;
   std::set<std::string> sessions;
+  /// Sessions it attached to by a load while they were busy: their frames
+  /// come to it through a watch, not as the session's updates.
+  std::set<std::string> attached_by_watch;
+  std::string connected_at = acp::iso_time();
 };
 
 Hub::Hub(acp::Loop& loop, EngineOptions engine, HubOptions options)
@@ -194,14 +199,76 @@ void Hub::from_client(Client& c, std::string_view line) {
   Forwarded f{c.id, client_id, method, session_of(msg)};
   if (method == "session/prompt" && !f.session.empty()) {
     prompts_[f.session].push_back(id);
-    attached_[f.session].insert(c.id);
+    if (!c.attached_by_watch.count(f.session)) attached_[f.session].insert(c.id);
     c.sessions.insert(f.session);
   }
-  if (method == "session/load" && !f.session.empty()) loading_[f.session] = c.id;
+  if (method == "session/load" && !f.session.empty()) {
+    auto busy = prompts_.find(f.session);
+    if (busy != prompts_.end() && !busy->second.empty()) {
+      // A turn runs: the session is not reloaded but watched from its first
+      // frame, and the watch's frames reach this client as updates.
+      f.attach = true;
+      msg = {{"jsonrpc", "2.0"},
+             {"method", "_harnessd/sessions/watch"},
+             {"params", {{"sessionId", f.session}, {"fromSeq", 1}}}};
+      watches_[id] = Watch{c.id, client_id, f.session, true};
+    } else {
+      loading_[f.session] = c.id;
+    }
+  }
+  if (method == "_harnessd/sessions/watch") watches_[id] = Watch{c.id, client_id, f.session, false};
+  if (method == "_harnessd/sessions/unwatch" && msg.contains("params") && msg["params"].is_object() &&
+      msg["params"].contains("watchId")) {
+    // The client names its own id for the watch.
+    for (const auto& [wid, w] : watches_) {
+      if (w.client == c.id && !w.as_updates && w.id == msg["params"]["watchId"]) msg["params"]["watchId"] = wid;
+    }
+  }
   forwarded_.emplace(id, std::move(f));
   by_client_id_.emplace(std::make_pair(c.id, key), id);
   msg["id"] = id;
   engine_host_.receive_line(msg.dump());
+}
+
+void Hub::route_event(json& msg) {
+  json& params = msg["params"];
+  if (!params.is_object() || !params.contains("watchId") || !params["watchId"].is_number_integer()) return;
+  auto it = watches_.find(params["watchId"].get<std::int64_t>());
+  if (it == watches_.end()) return;
+  const Watch w = it->second;
+  if (params.value("closed", false)) watches_.erase(it);
+  auto c = clients_.find(w.client);
+  if (c == clients_.end()) return;
+  if (!w.as_updates) {
+    params["watchId"] = w.id;
+    send(*c->second, acp::to_line(msg));
+    return;
+  }
+  if (!params.contains("update")) return;
+  send(*c->second, acp::to_line({{"jsonrpc", "2.0"},
+                                 {"method", "session/update"},
+                                 {"params", {{"sessionId", w.session}, {"update", std::move(params["update"])}}}}));
+}
+
+void Hub::engine_call(const std::string& method, json params) {
+  engine_host_.receive_line(
+      json{{"jsonrpc", "2.0"}, {"id", next_own_id_--}, {"method", method}, {"params", std::move(params)}}.dump());
+}
+
+json Hub::clients_json() const {
+  json out = json::array();
+  for (const auto& [id, c] : clients_) {
+    std::size_t prompts = 0, watches = 0;
+    for (const auto& [fid, f] : forwarded_) prompts += f.client == id && f.method == "session/prompt";
+    for (const auto& [wid, w] : watches_) watches += w.client == id;
+    out.push_back({{"id", id},
+                   {"peer", c->label},
+                   {"connectedAt", c->connected_at},
+                   {"sessions", c->sessions},
+                   {"prompts", prompts},
+                   {"watches", watches}});
+  }
+  return out;
 }
 
 void Hub::from_engine(std::string line) {
@@ -213,6 +280,7 @@ void Hub::from_engine(std::string line) {
     return;
   }
   const std::string method = method_it->is_string() ? method_it->get<std::string>() : "";
+  if (method == "_harnessd/session_event") return route_event(msg);
   const std::string session = session_of(msg);
   if (msg.contains("id")) {
     // A request for a client: the one whose prompt runs on the session.
@@ -247,7 +315,7 @@ void Hub::from_engine(std::string line) {
 }
 
 void Hub::answered(std::int64_t id, json& msg) {
-  if (id == 0) return;  // the hub's own initialize
+  if (id <= 0) return;  // the hub's own requests
   auto it = forwarded_.find(id);
   if (it == forwarded_.end()) return;
   Forwarded f = std::move(it->second);
@@ -278,10 +346,28 @@ void Hub::answered(std::int64_t id, json& msg) {
       attached_.erase(a);
     }
   }
+  if (f.method == "_harnessd/sessions/watch" || f.attach) {
+    auto w = watches_.find(id);
+    if (!ok && w != watches_.end()) watches_.erase(w);
+    if (ok && msg["result"].is_object()) msg["result"]["watchId"] = f.id;
+  }
+  if (ok && f.method == "_harnessd/status" && msg["result"].is_object()) msg["result"]["clients"] = clients_json();
   auto c = clients_.find(f.client);
   if (c != clients_.end() && !c->second->gone) {
     Client& client = *c->second;
     if (ok && f.method == "initialize") client.initialized = true;
+    if (f.attach) {
+      // The load's answer: the replay is out, and what follows is live.
+      if (ok) {
+        client.attached_by_watch.insert(f.session);
+        client.sessions.insert(f.session);
+        const json replayed = msg["result"].value("replayed", json(0));
+        const json next = msg["result"].value("nextSeq", json(0));
+        msg = {{"jsonrpc", "2.0"},
+               {"result", {{"_meta", {{"harnessd", {{"attached", true}, {"replayed", replayed}, {"nextSeq", next}}}}}}}};
+      }
+      attach.clear();
+    }
     if (!attach.empty()) {
       attached_[attach].insert(client.id);
       client.sessions.insert(attach);
@@ -349,6 +435,14 @@ void Hub::drop(std::uint64_t id, const std::string& why) {
     }
   }
   std::erase_if(by_client_id_, [id](const auto& kv) { return kv.first.first == id; });
+  std::vector<std::int64_t> watching;
+  for (const auto& [wid, w] : watches_) {
+    if (w.client == id) watching.push_back(wid);
+  }
+  for (std::int64_t wid : watching) {
+    watches_.erase(wid);
+    engine_call("_harnessd/sessions/unwatch", {{"watchId", wid}});
+  }
   // What the engine asked it is decided without it.
   std::vector<std::int64_t> unanswered;
   for (const auto& [rid, client] : asked_) {

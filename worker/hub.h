@@ -64,6 +64,14 @@ class Hub {
     nlohmann::json id;  // the client's own id
     std::string method;
     std::string session;  // params.sessionId, where there is one
+    bool attach = false;  // a session/load made a watch (see from_client)
+  };
+  /// A watch, by the id the engine knows it by.
+  struct Watch {
+    std::uint64_t client = 0;
+    nlohmann::json id;    // the client's id for it
+    std::string session;
+    bool as_updates = false;  // a session/load that attached: its frames go as session/update
   };
 
   void from_client(Client& c, std::string_view line);
@@ -79,6 +87,11 @@ class Hub {
   /// Decides an engine request no client can answer.
   void decide_alone(std::int64_t id, const std::string& method, const nlohmann::json& params, bool cancelling);
   void drop(std::uint64_t id, const std::string& why);
+  /// A session_event to the client of its watch.
+  void route_event(nlohmann::json& msg);
+  /// A request of the hub's own to the engine; its answer is dropped.
+  void engine_call(const std::string& method, nlohmann::json params);
+  nlohmann::json clients_json() const;
   void check_idle();
 
   acp::Loop& loop_;
@@ -99,6 +112,8 @@ class Hub {
   /// A session being replayed to one client (its session/load): its
   /// updates go to that client alone meanwhile.
   std::map<std::string, std::uint64_t> loading_;
+  std::unordered_map<std::int64_t, Watch> watches_;
+  std::int64_t next_own_id_ = -1;  // the hub's own requests count down
   /// The engine's requests waiting on a client, by the engine's id.
   std::unordered_map<std::int64_t, std::uint64_t> asked_;
   std::function<void()> on_idle_;

@@ -1,5 +1,7 @@
 #include "worker/queries.h"
 
+#include <unistd.h>
+
 #include "acp/files.h"
 #include "worker/session_record.h"
 
@@ -11,10 +13,19 @@ namespace {
 
 constexpr std::size_t kListPageSize = 100;
 
+// The process's adapters: {live, idle, waiting, max, idleTtlMs}.
+json adapters_json(const Runtime& rt) {
+  return {{"live", rt.live->held()},
+          {"idle", rt.live->idle_count()},
+          {"waiting", rt.live->waiting()},
+          {"max", rt.live->cap()},
+          {"idleTtlMs", rt.config.daemon.adapter_idle_ttl.count()}};
+}
+
 }  // namespace
 
 Queries::Queries(Runtime& rt, const Registry& registry, const Scheduler& scheduler)
-    : rt_(rt), registry_(registry), scheduler_(scheduler) {
+    : rt_(rt), registry_(registry), scheduler_(scheduler), wait_poll_(rt.loop), started_at_(acp::iso_time()) {
   acp::Connection& c = rt_.host;
   c.bind<schema::ListSessionsRequest>(
       "session/list", schema::decode_list_sessions,
@@ -25,6 +36,72 @@ Queries::Queries(Runtime& rt, const Registry& registry, const Scheduler& schedul
   c.bind<schema::ListRunsRequest>(
       "_harnessd/runs/list", schema::decode_list_runs,
       [this](schema::ListRunsRequest req, acp::Reply r) { list_runs(std::move(req), std::move(r)); });
+  c.bind<schema::WaitRequest>("_harnessd/runs/wait", schema::decode_wait,
+                              [this](schema::WaitRequest req, acp::Reply r) { wait_run(std::move(req), std::move(r)); });
+  c.on_request("_harnessd/status", [this](const json&, acp::Reply r) { status(std::move(r)); });
+}
+
+Queries::~Queries() { check_waits(true); }
+
+void Queries::wait_run(schema::WaitRequest req, acp::Reply reply) {
+  std::optional<RunRecord> run = rt_.store.find_run(req.runId);
+  if (!run) {
+    return reply.error(RpcError{rpc_code::kResourceNotFound, "Run not found: " + req.runId, {{"runId", req.runId}}});
+  }
+  if (run->ended()) return reply.result({{"run", run_json(*run)}});
+  Waiter w{req.runId, std::move(reply), std::nullopt};
+  if (req.timeoutMs) w.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(*req.timeoutMs);
+  waiters_.push_back(std::move(w));
+  // The ledger is the truth for runs of every process on the state
+  // directory, so it is asked again while anyone waits.
+  if (!wait_poll_.active()) wait_poll_.start_every(std::chrono::milliseconds(50), [this] { check_waits(false); });
+}
+
+void Queries::check_waits(bool all) {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<Waiter> keep;
+  for (Waiter& w : waiters_) {
+    if (!w.reply.pending()) continue;  // its client is gone
+    std::optional<RunRecord> run = rt_.store.find_run(w.run_id);
+    const bool timed_out = w.deadline && now >= *w.deadline;
+    if (run && run->ended()) {
+      w.reply.result({{"run", run_json(*run)}});
+    } else if (timed_out || all || !run) {
+      json result = {{"pending", true}};
+      if (run) result["run"] = run_json(*run);
+      w.reply.result(std::move(result));
+    } else {
+      keep.push_back(std::move(w));
+    }
+  }
+  waiters_ = std::move(keep);
+  if (waiters_.empty()) wait_poll_.stop();
+}
+
+void Queries::status(acp::Reply reply) const {
+  json sessions = json::array();
+  registry_.for_each_open([&](const std::string& id, const auto& name, const Session& s) {
+    sessions.push_back({{"sessionId", id},
+                        {"name", name ? json(*name) : json()},
+                        {"harness", s.profile().name},
+                        {"state", s.state()},
+                        {"queueDepth", scheduler_.queued(id)},
+                        {"activeRunId", s.active_run_id() ? json(*s.active_run_id()) : json()}});
+  });
+  json result = {{"pid", ::getpid()},
+                 {"startedAt", started_at_},
+                 {"uptimeMs", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::steady_clock::now() - started_)
+                                  .count()},
+                 {"sessions", std::move(sessions)},
+                 {"running", scheduler_.running()},
+                 {"queued", scheduler_.total_queued()},
+                 // One host on stdio; a server puts its clients here.
+                 {"clients", 1}};
+  if (rt_.live) {
+    result["adapters"] = adapters_json(rt_);
+  }
+  reply.result(std::move(result));
 }
 
 void Queries::list_sessions(schema::ListSessionsRequest req, acp::Reply reply) const {
@@ -128,11 +205,7 @@ void Queries::open_sessions(acp::Reply reply) const {
   json result = {{"sessions", std::move(sessions)}, {"running", scheduler_.running()},
                  {"queued", scheduler_.total_queued()}};
   if (rt_.live) {
-    result["adapters"] = {{"live", rt_.live->held()},
-                          {"idle", rt_.live->idle_count()},
-                          {"waiting", rt_.live->waiting()},
-                          {"max", rt_.live->cap()},
-                          {"idleTtlMs", rt_.config.daemon.adapter_idle_ttl.count()}};
+    result["adapters"] = adapters_json(rt_);
   }
   json harnesses = json::object();
   for (const auto& [name, breaker] : rt_.breakers) harnesses[name] = breaker.status();

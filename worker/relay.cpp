@@ -53,11 +53,23 @@ Relay::Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession
       quoted_id_(json(session_id_).dump()),
       adapter_(adapter),
       order_(order),
-      hooks_(std::move(hooks)) {}
+      hooks_(std::move(hooks)),
+      frames_([this](const json& id, std::uint64_t seq, std::string_view frame) { send_event(id, seq, frame); },
+              [this](acp::UniqueFunction<void(Expected<std::string>)> done) {
+                // Everything recorded so far is on disk first.
+                rt_.store.barrier_all([this, done = std::move(done)](Expected<void>) mutable {
+                  rt_.store.read_transcript(session_id_, [done = std::move(done)](
+                                                             Expected<transcript::Expanded> read) mutable {
+                    if (!read) return done(read.error());
+                    done(std::move(read->lines));
+                  });
+                });
+              }) {}
 
 bool Relay::keeps_transcript() const { return !hooks_.keep_transcript || hooks_.keep_transcript(); }
 
 void Relay::record_transcript(std::string line) {
+  frames_.add(line);
   if (!keeps_transcript()) return;
   close_range(std::nullopt);
   rt_.store.append(Store::transcript_file(session_id_), std::move(line));
@@ -161,6 +173,7 @@ void Relay::relay_as_is(std::string line) {
     range_run_ = r->run_id();
     rt_.store.append(Store::transcript_file(session_id_), transcript::from_line(range_run_, *r->last_frame_at()));
   }
+  frames_.add(line);
   deliver(std::move(line));
 }
 
@@ -287,6 +300,25 @@ void Relay::deliver(std::string line) {
     return;
   }
   rt_.host.send_line(std::move(line));
+}
+
+void Relay::send_event(const json& watch_id, std::uint64_t seq, std::string_view frame) {
+  // The frame's update as it is, without the envelope of a session/update.
+  json parsed = schema::parse_or_discard(frame);
+  if (!parsed.is_object() || !parsed.contains("params") || !parsed["params"].is_object()) return;
+  json params = {{"watchId", watch_id},
+                 {"sessionId", session_id_},
+                 {"seq", seq},
+                 {"update", std::move(parsed["params"]["update"])}};
+  deliver(acp::to_line({{"jsonrpc", "2.0"}, {"method", "_harnessd/session_event"}, {"params", std::move(params)}}));
+}
+
+void Relay::end_watches() {
+  frames_.end_all([this](const json& watch_id) {
+    deliver(acp::to_line({{"jsonrpc", "2.0"},
+                          {"method", "_harnessd/session_event"},
+                          {"params", {{"watchId", watch_id}, {"sessionId", session_id_}, {"closed", true}}}}));
+  });
 }
 
 bool Relay::host_accepts_unstable(const std::string& kind) const {

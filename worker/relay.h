@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/adapter_session.h"
+#include "worker/frame_log.h"
 #include "worker/host_order.h"
 #include "worker/run_recorder.h"
 #include "worker/runtime.h"
@@ -58,6 +59,10 @@ class Relay {
   void send_line(std::string line, bool record_in_run = true);
   /// Appends one frame (a line with its newline) to the transcript.
   void record_transcript(std::string line);
+  /// The session's transcript frames, numbered, and their watches.
+  FrameLog& frames() { return frames_; }
+  /// The session closes: each watch is told so, after its last frame.
+  void end_watches();
   /// session/load: sends the host every frame of `transcript` (as
   /// Store::read_transcript reads it) again; returns how many.
   std::size_t replay(const transcript::Expanded& transcript);
@@ -82,6 +87,8 @@ class Relay {
   bool keeps_transcript() const;
   /// Sends a line to the host, after any answer still on its way.
   void deliver(std::string line);
+  /// A watch's `_harnessd/session_event` for one frame.
+  void send_event(const nlohmann::json& watch_id, std::uint64_t seq, std::string_view frame);
   /// Ends the transcript's open range of the running turn's events at byte
   /// `at` (default: all the run has recorded).
   void close_range(std::optional<std::uint64_t> at);
@@ -96,6 +103,7 @@ class Relay {
   const adapters::AdapterSession& adapter_;
   HostOrder& order_;
   Hooks hooks_;
+  FrameLog frames_;
 };
 
 }  // namespace harnessd::worker

@@ -63,6 +63,25 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
   }
   if (init_.created_at.empty()) init_.created_at = acp::iso_time();
   adapter_defaults_ = init_.adapter_defaults;
+  // Watches number the transcript's frames from the first one: a session
+  // of an earlier lifetime counts what it already holds. The read is queued
+  // before anything of this lifetime is appended to it.
+  if (!init_.harness_fixed) {
+    relay_.frames().set_base(0);
+  } else {
+    std::weak_ptr<bool> alive = alive_;
+    rt_.store.read_transcript(init_.id, [this, alive](Expected<transcript::Expanded> read) {
+      if (alive.expired()) return;
+      std::uint64_t frames = 0;
+      if (read) {
+        for (char c : read->lines) frames += c == '\n';
+      } else {
+        acp::log::warn("session " + init_.id + ": cannot count its transcript for watches (" + read.error().message +
+                       "); numbering from 1");
+      }
+      relay_.frames().set_base(frames);
+    });
+  }
   // Until the adapter runs, what the harness's adapter offered last time.
   options_.expect(init_.profile.name, init_.config_choices);
 }
@@ -548,8 +567,12 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   // answered; if they cannot be written, the run failed. The answer waits
   // for that, and for the answers of earlier turns; the session does not.
   const std::uint64_t ticket = host_order_->reserve();
-  Store::Done deliver = [order = host_order_, ticket, run_id, reply = std::move(turn.prompt.reply),
-                         answer = std::move(answer), failure = std::move(failure)](Expected<void> written) mutable {
+  // Once the run is on disk, a watch reads its frames from there.
+  const std::uint64_t recorded = relay_.frames().base_known() ? relay_.frames().next_seq() - 1 : 0;
+  Store::Done deliver = [this, alive = std::weak_ptr<bool>(alive_), recorded, order = host_order_, ticket, run_id,
+                         reply = std::move(turn.prompt.reply), answer = std::move(answer),
+                         failure = std::move(failure)](Expected<void> written) mutable {
+    if (written && recorded && !alive.expired()) relay_.frames().forget_through(recorded);
     order->ready(ticket, [run_id, written = std::move(written), reply = std::move(reply), answer = std::move(answer),
                             failure = std::move(failure)]() mutable {
       if (!written) {
@@ -649,6 +672,7 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
     adapter_.retire();
   }
   if (forget) save_record();
+  relay_.end_watches();
   // No turn of ours to answer. Last, so that whatever waits on it comes
   // after the record's write, and after the answers of ended turns.
   if (answered) host_order_->then(std::move(answered));

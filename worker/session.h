@@ -160,6 +160,12 @@ class Session final : private adapters::LiveAdapters::Member {
   /// for the answer's _meta.
   void restore(bool replay, acp::UniqueFunction<void(Expected<nlohmann::json, RpcError>)> done);
   bool busy() const { return turn_ != nullptr; }
+  /// _harnessd/sessions/watch: the transcript's frames from `from_seq`
+  /// (replayed), then each new one (see FrameLog).
+  void watch(nlohmann::json watch_id, std::uint64_t from_seq, FrameLog::StartedFn started) {
+    relay_.frames().watch(std::move(watch_id), from_seq, std::move(started));
+  }
+  bool unwatch(const nlohmann::json& watch_id) { return relay_.frames().unwatch(watch_id); }
 
   /// The session record (sessions/<id>.json) as it stands.
   nlohmann::json record() const { return fields().to_json(); }

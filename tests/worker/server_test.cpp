@@ -77,6 +77,19 @@ int run_program(const std::vector<std::string>& argv, std::string* out) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+// Two initialized clients, and a session the first one made.
+struct TwoClients {
+  std::unique_ptr<Daemon> first, second;
+  std::string sid;
+};
+TwoClients two_clients(Server& s) {
+  TwoClients t{s.client(), s.client(), ""};
+  t.first->initialize();
+  t.second->initialize();
+  t.sid = t.first->new_session("/tmp");
+  return t;
+}
+
 // A `slow` turn is running once its first tick reaches the client.
 bool running(Daemon& c) {
   std::vector<json> seen;
@@ -93,11 +106,7 @@ bool running(Daemon& c) {
 
 TEST_CASE("two clients of one server share a session: one FIFO queue, both see the updates, each gets its own answers") {
   Server s;
-  auto a = s.client();
-  auto b = s.client();
-  a->initialize();
-  b->initialize();
-  std::string sid = a->new_session("/tmp");
+  auto [a, b, sid] = two_clients(s);
   json loaded = load_session(*b, sid);
   INFO(loaded.dump());
   REQUIRE(loaded.contains("result"));
@@ -147,11 +156,7 @@ TEST_CASE("two clients of one server share a session: one FIFO queue, both see t
 
 TEST_CASE("a session/cancel from another client ends the running turn cancelled") {
   Server s;
-  auto a = s.client();
-  auto b = s.client();
-  a->initialize();
-  b->initialize();
-  std::string sid = a->new_session("/tmp");
+  auto [a, b, sid] = two_clients(s);
   REQUIRE(load_session(*b, sid).contains("result"));
   a->send(prompt_request(7, sid, "slow 10000"));
   REQUIRE(running(*a));
@@ -383,4 +388,223 @@ TEST_CASE("systemd socket activation: harnessd serves the socket that systemd-so
   CHECK(s.stderr_text().find("listening on the socket systemd passed") != std::string::npos);
   c.reset();
   CHECK(s.stop() == 0);
+}
+
+namespace {
+
+// The events of a watch that arrive before its answer (the replay), and the
+// answer.
+json start_watch(Daemon& c, const json& id, const json& params, std::vector<json>& events) {
+  c.send(request(id, "_harnessd/sessions/watch", params));
+  std::vector<json> seen;
+  json answer = c.recv_reply(id, &seen);
+  for (const json& m : seen) {
+    if (m.value("method", "") == "_harnessd/session_event") events.push_back(m["params"]);
+  }
+  return answer;
+}
+
+// The session/update params of `seen` as the events a watch gives: update
+// objects of session `sid`.
+std::vector<json> updates_of(const std::vector<json>& seen, const std::string& sid) {
+  std::vector<json> out;
+  for (const json& p : update_params(seen, sid)) out.push_back(p["update"]);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a watch replays the transcript from fromSeq, then follows it live, numbered without gap or duplicate") {
+  Server s;
+  auto [a, w, sid] = two_clients(s);
+  REQUIRE(a->prompt(sid, "echo one")["result"]["stopReason"] == "end_turn");
+  std::vector<json> events;
+  json answer = start_watch(*w, "w1", {{"sessionId", sid}}, events);
+  INFO(answer.dump());
+  REQUIRE(answer["result"]["watchId"] == "w1");
+  CHECK(answer["result"]["nextSeq"] == 3);
+  CHECK(answer["result"]["replayed"] == 2);
+  REQUIRE(events.size() == 2);
+  CHECK(events[0]["seq"] == 1);
+  CHECK(events[0]["update"]["sessionUpdate"] == "user_message_chunk");
+  CHECK(events[0]["update"]["content"]["text"] == "echo one");
+  CHECK(events[1]["seq"] == 2);
+  CHECK(events[1]["update"]["content"]["text"] == "one");
+  CHECK(events[1]["watchId"] == "w1");
+
+  // Live: the next turn's frames, as the prompting client got its updates.
+  std::vector<json> seen;
+  REQUIRE(a->prompt(sid, "stream 5", &seen)["result"]["stopReason"] == "end_turn");
+  std::vector<json> live;
+  REQUIRE(eventually([&] {
+    while (auto m = w->recv(50ms)) {
+      if (m->value("method", "") == "_harnessd/session_event") live.push_back((*m)["params"]);
+    }
+    return live.size() >= 6;
+  }, 5s));
+  REQUIRE(live.size() == 6);  // the user's prompt, then five chunks
+  for (std::size_t i = 0; i < live.size(); ++i) CHECK(live[i]["seq"] == 3 + i);
+  std::vector<json> watched;
+  for (std::size_t i = 1; i < live.size(); ++i) watched.push_back(live[i]["update"]);
+  CHECK(watched == updates_of(seen, sid));
+
+  // From the middle: exactly the tail.
+  std::vector<json> tail;
+  json again = start_watch(*w, 7, {{"sessionId", sid}, {"fromSeq", 5}}, tail);
+  CHECK(again["result"]["nextSeq"] == 9);
+  REQUIRE(tail.size() == 4);
+  CHECK(tail.front()["seq"] == 5);
+  CHECK(tail.back()["seq"] == 8);
+  CHECK(tail.back()["update"] == live.back()["update"]);
+
+  // Unwatched: nothing more for w1; 7 still follows; an unknown one is refused.
+  w->send(request("u", "_harnessd/sessions/unwatch", {{"watchId", "w1"}}));
+  CHECK(w->recv_reply("u")["result"] == json::object());
+  w->send(request("u2", "_harnessd/sessions/unwatch", {{"watchId", "w1"}}));
+  CHECK(w->recv_reply("u2")["error"]["code"] == -32602);
+  REQUIRE(a->prompt(sid, "echo two")["result"]["stopReason"] == "end_turn");
+  std::vector<json> after;
+  REQUIRE(eventually([&] {
+    while (auto m = w->recv(50ms)) after.push_back(*m);
+    return after.size() >= 2;
+  }, 5s));
+  for (const json& m : after) CHECK(m["params"]["watchId"] == 7);
+  // The session closes: the watch is told, and ends.
+  a->send(request("close", "session/close", {{"sessionId", sid}}));
+  CHECK(a->recv_reply("close").contains("result"));
+  auto closed = w->recv();
+  REQUIRE(closed);
+  CHECK((*closed)["params"]["closed"] == true);
+  CHECK((*closed)["params"]["watchId"] == 7);
+}
+
+TEST_CASE("a session's frames keep their numbers across a restart of the server") {
+  TempDir dir;
+  const std::string state = dir.path() + "/state";
+  const std::string config = fake_config();
+  std::string sid;
+  std::vector<json> before;
+  {
+    Server s(config, {}, state);
+    auto a = s.client();
+    a->initialize();
+    sid = a->new_session("/tmp");
+    REQUIRE(a->prompt(sid, "stream 3")["result"]["stopReason"] == "end_turn");
+    json answer = start_watch(*a, "w", {{"sessionId", sid}}, before);
+    CHECK(answer["result"]["nextSeq"] == 5);
+  }
+  Server s(config, {}, state);
+  auto w = s.client();
+  w->initialize();
+  std::vector<json> after;
+  json answer = start_watch(*w, "w", {{"sessionId", sid}}, after);
+  INFO(answer.dump());
+  CHECK(answer["result"]["nextSeq"] == 5);
+  REQUIRE(after.size() == before.size());
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    CHECK(after[i]["seq"] == before[i]["seq"]);
+    CHECK(after[i]["update"] == before[i]["update"]);
+  }
+  // The watch reopened the session here; its next frames go on from 5.
+  auto a = s.client();
+  a->initialize();
+  json loaded = load_session(*a, sid);
+  REQUIRE(loaded.contains("result"));
+  REQUIRE(a->prompt(sid, "echo next")["result"]["stopReason"] == "end_turn");
+  std::vector<json> live;
+  REQUIRE(eventually([&] {
+    while (auto m = w->recv(50ms)) live.push_back((*m)["params"]);
+    return live.size() >= 2;
+  }, 5s));
+  CHECK(live[0]["seq"] == 5);
+  CHECK(live[1]["seq"] == 6);
+  CHECK(live[1]["update"]["content"]["text"] == "next");
+}
+
+TEST_CASE("session/load from a second client while a turn runs attaches: the replay, then the rest live, nothing twice") {
+  Server s;
+  auto [a, b, sid] = two_clients(s);
+  a->send(prompt_request(1, sid, "slow 1500"));
+  REQUIRE(running(*a));
+  std::vector<json> replay;
+  json loaded = load_session(*b, sid, &replay);
+  INFO(loaded.dump());
+  REQUIRE(loaded.contains("result"));
+  CHECK(loaded["result"]["_meta"]["harnessd"]["attached"] == true);
+  std::vector<json> seen_a;
+  CHECK(a->recv_reply(1, &seen_a)["result"]["stopReason"] == "end_turn");
+  std::vector<json> got = replay;
+  REQUIRE(eventually([&] {
+    while (auto m = b->recv(50ms)) got.push_back(*m);
+    return message_text(got).find("tick 30") != std::string::npos;
+  }, 5s));
+  // b got every tick (one each 50 ms) once, in order, and the user's
+  // prompt from the replay.
+  std::vector<json> ticks_b;
+  for (const json& u : updates_of(got, sid)) {
+    if (u["sessionUpdate"] == "agent_message_chunk") ticks_b.push_back(u);
+  }
+  CHECK(updates_of(got, sid).front()["sessionUpdate"] == "user_message_chunk");
+  REQUIRE(ticks_b.size() == 30);
+  for (std::size_t i = 0; i < ticks_b.size(); ++i) {
+    CHECK(ticks_b[i]["content"]["text"] == "tick " + std::to_string(i + 1));
+  }
+  // b, attached this way, prompts the session like any client.
+  std::vector<json> mine;
+  CHECK(b->prompt(sid, "echo mine", &mine)["result"]["stopReason"] == "end_turn");
+  CHECK(message_text(mine) == "mine");
+}
+
+TEST_CASE("_harnessd/runs/wait answers at once for an ended run, at the end for a running one, pending after its timeout") {
+  Server s;
+  auto [a, w, sid] = two_clients(s);
+  json done = a->prompt(sid, "echo done");
+  w->send(request(1, "_harnessd/runs/wait", {{"runId", run_id_of(done)}}));
+  json ended = w->recv_reply(1);
+  CHECK(ended["result"]["run"]["state"] == "completed");
+  CHECK_FALSE(ended["result"].contains("pending"));
+
+  a->send(prompt_request(2, sid, "slow 800"));
+  REQUIRE(running(*a));
+  json list = [&] {
+    w->send(request(2, "_harnessd/status", json::object()));
+    return w->recv_reply(2);
+  }();
+  INFO(list.dump());
+  std::string run;
+  for (const json& x : list["result"]["sessions"]) {
+    if (x["sessionId"] == sid) run = x["activeRunId"];
+  }
+  REQUIRE_FALSE(run.empty());
+  w->send(request(3, "_harnessd/runs/wait", {{"runId", run}, {"timeoutMs", 50}}));
+  json pending = w->recv_reply(3);
+  CHECK(pending["result"]["pending"] == true);
+  CHECK(pending["result"]["run"]["state"] == "started");
+  w->send(request(4, "_harnessd/runs/wait", {{"runId", run}}));
+  json waited = w->recv_reply(4, nullptr, 10s);
+  CHECK(waited["result"]["run"]["state"] == "completed");
+  CHECK(a->recv_reply(2)["result"]["stopReason"] == "end_turn");
+  w->send(request(5, "_harnessd/runs/wait", {{"runId", "run_nosuch"}}));
+  CHECK(w->recv_reply(5)["error"]["code"] == -32002);
+}
+
+TEST_CASE("_harnessd/status names the server's clients, sessions and queues") {
+  Server s;
+  auto [a, b, sid] = two_clients(s);
+  a->send(prompt_request(1, sid, "slow 600"));
+  a->send(prompt_request(2, sid, "echo queued"));
+  REQUIRE(running(*a));
+  b->send(request("st", "_harnessd/status", json::object()));
+  json st = b->recv_reply("st");
+  INFO(st.dump());
+  CHECK(st["result"]["pid"] == s.pid());
+  CHECK(st["result"]["uptimeMs"].get<long long>() >= 0);
+  REQUIRE(st["result"]["clients"].size() == 2);
+  std::size_t prompts = 0;
+  for (const json& c : st["result"]["clients"]) prompts += c["prompts"].get<std::size_t>();
+  CHECK(prompts == 2);
+  REQUIRE(st["result"]["sessions"].size() == 1);
+  CHECK(st["result"]["sessions"][0]["queueDepth"] == 1);
+  CHECK(st["result"]["running"] == 1);
+  a->recv_reply(2);
 }
