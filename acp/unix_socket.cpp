@@ -1,6 +1,7 @@
 #include "acp/unix_socket.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -28,15 +29,6 @@ Expected<sockaddr_un> address_of(const std::string& path) {
   return addr;
 }
 
-// Whether a server answers on `path` now.
-bool answers(const sockaddr_un& addr) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
 }  // namespace
 
 Expected<std::string> parse_unix_address(const std::string& address) {
@@ -51,17 +43,29 @@ Expected<std::string> parse_unix_address(const std::string& address) {
   return path;
 }
 
-Expected<int> listen_unix(const std::string& path, int backlog) {
+Expected<Listener> listen_unix(const std::string& path, int backlog) {
   auto addr = address_of(path);
   if (!addr) return addr.error();
+  const std::string lock_path = path + ".lock";
+  int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (lock < 0) return Error{"cannot open " + lock_path + ": " + errno_text(errno)};
+  if (::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    const int e = errno;
+    ::close(lock);
+    if (e == EWOULDBLOCK) return Error{"a server already listens on " + path};
+    return Error{"cannot lock " + lock_path + ": " + errno_text(e)};
+  }
+  auto fail = [&](std::string why) -> Expected<Listener> {
+    ::close(lock);
+    return Error{std::move(why)};
+  };
   struct stat st{};
   if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) return Error{path + " exists and is not a socket; not replacing it"};
-    if (answers(*addr)) return Error{"a server already listens on " + path};
-    ::unlink(path.c_str());  // left by a server that is gone
+    if (!S_ISSOCK(st.st_mode)) return fail(path + " exists and is not a socket; not replacing it");
+    ::unlink(path.c_str());  // left by a server that is gone: its lock was free
   }
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return Error{"socket: " + errno_text(errno)};
+  if (fd < 0) return fail("socket: " + errno_text(errno));
   // Created 0600 from the start: no moment where another user could connect.
   const mode_t old = ::umask(0177);
   const int bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr);
@@ -69,16 +73,15 @@ Expected<int> listen_unix(const std::string& path, int backlog) {
   ::umask(old);
   if (bound != 0) {
     ::close(fd);
-    if (bind_errno == EADDRINUSE) return Error{"a server already listens on " + path};
-    return Error{"cannot bind " + path + ": " + errno_text(bind_errno)};
+    return fail("cannot bind " + path + ": " + errno_text(bind_errno));
   }
   if (::listen(fd, backlog) != 0) {
     const int e = errno;
     ::close(fd);
     ::unlink(path.c_str());
-    return Error{"cannot listen on " + path + ": " + errno_text(e)};
+    return fail("cannot listen on " + path + ": " + errno_text(e));
   }
-  return fd;
+  return Listener{fd, lock};
 }
 
 std::optional<Expected<int>> socket_from_systemd() {

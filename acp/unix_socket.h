@@ -17,10 +17,16 @@ namespace harnessd::acp {
 /// sockaddr_un holds).
 Expected<std::string> parse_unix_address(const std::string& address);
 
-/// A listening socket at `path`, close-on-exec and non-blocking, mode 0600.
-/// A socket file left by a server that is gone (connect refused) is
-/// replaced; one that a live server answers on is not ("already serving").
-Expected<int> listen_unix(const std::string& path, int backlog = 128);
+/// A listening socket at `path`, close-on-exec and non-blocking, mode 0600,
+/// and the lock that makes it ours: `path`.lock, held (flock) for as long
+/// as `lock_fd` stays open. A second server on the path fails to take it
+/// ("already listens"); a socket file left by a server that is gone is
+/// replaced, since the lock is free again.
+struct Listener {
+  int fd = -1;
+  int lock_fd = -1;
+};
+Expected<Listener> listen_unix(const std::string& path, int backlog = 128);
 
 /// The first socket passed by the sd_listen_fds protocol (LISTEN_PID is
 /// this process, LISTEN_FDS at least 1: fd 3), made close-on-exec and

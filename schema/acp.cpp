@@ -254,8 +254,10 @@ Expected<LoadSessionRequest, RpcError> decode_load_session(const std::string& me
   return out;
 }
 
-Expected<std::string, RpcError> decode_run_get(const json& params) {
-  Decoder d("_harnessd/runs/get", params);
+Expected<std::string, RpcError> decode_run_get(const json& params) { return decode_run_ref("_harnessd/runs/get", params); }
+
+Expected<std::string, RpcError> decode_run_ref(const std::string& method, const json& params) {
+  Decoder d(method, params);
   auto id = d.required_string("runId");
   if (!d.ok()) return d.error();
   return *id;

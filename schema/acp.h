@@ -101,6 +101,8 @@ Expected<CancelRequest, RpcError> decode_cancel_request(const nlohmann::json& pa
 /// `method` is "session/load" (mcpServers required) or "session/resume".
 Expected<LoadSessionRequest, RpcError> decode_load_session(const std::string& method, const nlohmann::json& params);
 Expected<std::string, RpcError> decode_run_get(const nlohmann::json& params);
+/// `{runId}` of `method`.
+Expected<std::string, RpcError> decode_run_ref(const std::string& method, const nlohmann::json& params);
 
 /// Params of `_harnessd/sessions/watch`: one of sessionId and name.
 struct WatchRequest {

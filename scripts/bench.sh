@@ -14,6 +14,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Processes and memory after 1,000 and 10,000 sessions, and the first
 # prompt with and without warm adapters (issue 15).
 "$root/build/tests/bench_sessions" "$@"
+# The shared server (issue 16): what `harnessd --connect` adds to a round
+# trip, attaching to a session of 1,000 updates, 100 clients x 10 sessions x
+# 10 prompts on one server, and `harnessd run --shared` against a run in
+# process.
+"$root/build/tests/bench_server" "$@"
 
 # One prompt through `harnessd run` on an instant adapter (the fake agent),
 # end to end: process start, session, prompt, recording flushed, exit.

@@ -37,7 +37,7 @@ json agent_capabilities(const Config& config) {
   json ours = {{"version", HARNESSD_VERSION},
                {"methods",
                 {"_harnessd/sessions/list", "_harnessd/sessions/set_summary", "_harnessd/sessions/watch",
-                 "_harnessd/sessions/unwatch", "_harnessd/status", "_harnessd/runs/wait", "_harnessd/runs/get",
+                 "_harnessd/sessions/unwatch", "_harnessd/status", "_harnessd/runs/wait", "_harnessd/runs/cancel", "_harnessd/runs/get",
                  "_harnessd/runs/list"}},
                {"notifications", {"$/cancel_request"}},
                {"meta", {"harness", "name", "hostSession", "ensure", "lane", "timeoutMs", "mode", "template", "context"}},
@@ -100,6 +100,9 @@ Agent::Agent(Runtime& rt)
   c.bind<schema::WatchRequest>("_harnessd/sessions/watch", unless_closing("_harnessd/sessions/watch", schema::decode_watch),
                                std::bind_front(&Agent::on_watch, this));
   c.bind<json>("_harnessd/sessions/unwatch", schema::decode_unwatch, std::bind_front(&Agent::on_unwatch, this));
+  c.bind<std::string>(
+      "_harnessd/runs/cancel", [](const json& p) { return schema::decode_run_ref("_harnessd/runs/cancel", p); },
+      std::bind_front(&Agent::on_cancel_run, this));
   c.bind_notification<schema::SessionRef>("session/cancel", session_ref("session/cancel"),
                                           std::bind_front(&Agent::on_cancel, this));
   c.bind_notification<schema::CancelRequest>("$/cancel_request", schema::decode_cancel_request,
@@ -268,6 +271,29 @@ void Agent::on_cancel(schema::SessionRef req) {
     return;
   }
   session->cancel();
+}
+
+void Agent::on_cancel_run(std::string run_id, acp::Reply reply) {
+  // Queued: it leaves the queue, answered cancelled.
+  auto removed = scheduler_.remove_if([&](const QueuedPrompt& q) { return q.run_id == run_id; });
+  if (removed) {
+    acp::log::info("session " + removed->first + ": queued run " + run_id + " cancelled");
+    answer_cancelled(std::move(removed->second));
+    return reply.result({{"cancelled", true}, {"was", "queued"}});
+  }
+  // Running: cancelled like session/cancel.
+  Session* running = nullptr;
+  registry_.for_each_open([&](const std::string&, const auto&, Session& s) {
+    if (s.active_run_id() == run_id) running = &s;
+  });
+  if (running) {
+    running->cancel();
+    return reply.result({{"cancelled", true}, {"was", "running"}});
+  }
+  std::optional<RunRecord> run = rt_.store.find_run(run_id);
+  if (!run) return reply.error(RpcError{rpc_code::kResourceNotFound, "Run not found: " + run_id, {{"runId", run_id}}});
+  // Ended, or another process's: nothing of it runs here.
+  reply.result({{"cancelled", false}, {"state", run->state}});
 }
 
 void Agent::on_cancel_request(schema::CancelRequest req) {

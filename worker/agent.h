@@ -49,6 +49,8 @@ class Agent {
   void on_prompt(PromptParams params, acp::Reply reply);
   void on_cancel(schema::SessionRef req);
   void on_cancel_request(schema::CancelRequest req);
+  /// _harnessd/runs/cancel {runId}: a queued or running run of this process.
+  void on_cancel_run(std::string run_id, acp::Reply reply);
   void on_close(schema::SessionRef req, acp::Reply reply);
   void on_load(bool replay, schema::LoadSessionRequest req, acp::Reply reply);
   /// session/load or resume of a session this process serves.

@@ -22,11 +22,14 @@
 #include "harnesses/bridge_main.h"
 #include "harnessd_version.h"
 #include "acp/unix_socket.h"
+#include "schema/acp.h"
 #include "worker/config.h"
 #include "worker/connect.h"
 #include "worker/daemon.h"
 #include "worker/housekeeping.h"
 #include "worker/inspect.h"
+#include "worker/server_client.h"
+#include "worker/server_commands.h"
 #include "worker/state_dir.h"
 #include "acp/files.h"
 #include "worker/wrapper.h"
@@ -88,6 +91,9 @@ int main(int argc, char** argv) {
   app.add_flag("--no-guard", no_guard, "Spawn adapters without the process-group guard");
   std::optional<std::string> connect_addr;
   app.add_option("--connect", connect_addr, "Relay stdio to the harnessd server on this socket (unix:PATH)");
+  bool shared = false;
+  app.add_flag("--shared", shared,
+               "Go through the state directory's server (harnessd and harnessd run), starting one if none listens");
   auto* serve_cmd = app.add_subcommand("serve", "Serve ACP v1 on stdio (the default), or on a socket with --listen");
   serve_cmd->fallthrough();
   std::optional<std::string> listen_addr;
@@ -130,6 +136,26 @@ int main(int argc, char** argv) {
       "--file", show_file, "Print one file of the run: request.json, prompt.md, events.jsonl, stderr.log, result.json");
   show_cmd->add_option("--export", show_export, "Write the run's files into this new or empty folder")
       ->excludes(file_opt);
+  std::string watch_target, watch_format = "text";
+  std::uint64_t watch_from = 1;
+  auto* watch_cmd = app.add_subcommand("watch", "Follow a session of the server: its transcript, then live");
+  watch_cmd->fallthrough();
+  watch_cmd->add_option("session", watch_target, "Session id or name")->required();
+  watch_cmd->add_option("--from", watch_from, "Start at this frame number (1: the whole transcript)")
+      ->check(CLI::Range(static_cast<std::uint64_t>(1), static_cast<std::uint64_t>(1) << 62));
+  watch_cmd->add_option("--format", watch_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  std::string wait_run, wait_format = "text";
+  std::optional<double> wait_timeout;
+  auto* wait_cmd = app.add_subcommand("wait", "Wait for a run to end; the exit code is harnessd run's for it");
+  wait_cmd->fallthrough();
+  wait_cmd->add_option("run", wait_run, "The run id (run_...)")->required();
+  wait_cmd->add_option("--timeout", wait_timeout, "Seconds to wait at most (then exit 4)")
+      ->check(CLI::Range(0.0, 86400.0));
+  wait_cmd->add_option("--format", wait_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  std::string cancel_target;
+  auto* cancel_cmd = app.add_subcommand("cancel", "Cancel a queued or running run, or a session's running turn, in the server");
+  cancel_cmd->fallthrough();
+  cancel_cmd->add_option("target", cancel_target, "A run id (run_...), or a session id or name")->required();
   std::string close_target;
   auto* close_cmd = app.add_subcommand("close", "Close a session that no running daemon serves, by id or name");
   close_cmd->fallthrough();
@@ -252,8 +278,20 @@ int main(int argc, char** argv) {
     return runs_command(runs_query);
   }
   if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
-  if (status_cmd->parsed()) return status_command(chosen_state_dir, status_format);
-  if (close_cmd->parsed()) return close_command(chosen_state_dir, close_target);
+  // The state directory's server, for the commands that ask it.
+  const std::string socket = server_address(*config, chosen_state_dir);
+  if (status_cmd->parsed()) return status_command(chosen_state_dir, status_format, server_status(socket));
+  if (watch_cmd->parsed()) return watch_command(socket, watch_target, watch_from, watch_format);
+  if (wait_cmd->parsed()) return wait_command(socket, chosen_state_dir, wait_run, wait_timeout, wait_format);
+  if (cancel_cmd->parsed()) return cancel_command(socket, cancel_target);
+  if (close_cmd->parsed()) {
+    // A session the server holds is closed by it; any other from here.
+    if (auto fd = connect_server(socket)) {
+      ::close(*fd);
+      return close_through_server(socket, close_target);
+    }
+    return close_command(chosen_state_dir, close_target);
+  }
   if (show_cmd->parsed()) return show_command(chosen_state_dir, show_run, show_format, show_file, show_export);
   if (prune_cmd->parsed()) return prune_command(chosen_state_dir, prune_older_than, prune_dry_run);
   if (forget_cmd->parsed()) return forget_command(chosen_state_dir, forget_target, forget_dry_run);
@@ -277,6 +315,19 @@ int main(int argc, char** argv) {
   // A relay serves a host on stdio, as `harnessd` with no command does.
   const bool stdio_host = app.get_subcommands().empty();
   if (!connect_addr && !d.connect.empty() && stdio_host) connect_addr = d.connect;
+  shared = shared || d.shared;
+  // A server that --shared starts reads the same config file.
+  std::optional<std::string> config_file;
+  if (config_path) config_file = std::filesystem::absolute(*config_path).lexically_normal().string();
+  // What the server cannot know of this host; see RelayMeta.
+  RelayMeta relay_meta;
+  relay_meta.harness = harness;
+  if (const char* key = std::getenv("HARNESSD_HOST_SESSION")) {
+    std::string value = key;
+    bool plain = !value.empty() && value.size() <= schema::kMaxHostSession;
+    for (unsigned char c : value) plain = plain && c >= 0x20 && c != 0x7f;
+    if (plain) relay_meta.host_session = value;
+  }
   if (connect_addr) {
     if (!stdio_host) {
       acp::log::error("--connect relays a host's stdio to a server and takes no command");
@@ -287,7 +338,15 @@ int main(int argc, char** argv) {
       acp::log::error("--connect: " + path.error().message);
       return run_exit::kUsage;
     }
-    return connect_relay(*path);
+    return connect_relay(*path, relay_meta);
+  }
+  if (shared && stdio_host) {
+    auto fd = connect_or_start_server(socket, config_file, chosen_state_dir, shared_idle_exit(*config));
+    if (!fd) {
+      acp::log::error(fd.error().message);
+      return 1;
+    }
+    return relay(*fd, relay_meta);
   }
 
   raise_fd_limit();
@@ -296,6 +355,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "harnessd: %s", no_harness_installed_message(*config).c_str());
       return refuse(no_harness_installed_message(*config));
     }
+    wrap.shared = shared;
+    wrap.config_path = config_file;
     return run_command(wrap, *config, chosen_state_dir);
   }
   ServeOptions options;
@@ -312,13 +373,13 @@ int main(int argc, char** argv) {
   // A socket from systemd (socket activation), or --listen: many clients.
   std::optional<Expected<int>> activated = acp::socket_from_systemd();
   if (activated || listen_opt->count() > 0) {
-    SocketServeOptions socket;
+    SocketServeOptions served;
     if (activated) {
       if (!*activated) {
         acp::log::error(activated->error().message);
         return 1;
       }
-      socket.listen_fd = **activated;
+      served.listen_fd = **activated;
     } else {
       std::string address = listen_addr && !listen_addr->empty() ? *listen_addr : options.config.daemon.listen;
       if (address.empty()) {
@@ -335,10 +396,10 @@ int main(int argc, char** argv) {
         acp::log::error("--listen: " + path.error().message);
         return run_exit::kUsage;
       }
-      socket.path = *path;
+      served.path = *path;
     }
-    socket.serve = std::move(options);
-    return serve_socket(std::move(socket));
+    served.serve = std::move(options);
+    return serve_socket(std::move(served));
   }
   if (::isatty(0) == 1) {
     // Someone typed `harnessd` at a prompt: say what it waits for.

@@ -85,6 +85,9 @@ struct DaemonConfig {
   std::string connect;
   /// A server with no client and no open prompt exits after this long; 0: never.
   std::chrono::milliseconds idle_exit{0};
+  /// `harnessd` and `harnessd run` go through the state directory's
+  /// server, starting one when none listens (as --shared does).
+  bool shared = false;
   /// A client's running turn when it disconnects: cancelled, or run to its end.
   OnDisconnect on_disconnect = OnDisconnect::kCancel;
 };

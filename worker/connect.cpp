@@ -1,6 +1,6 @@
 // The stdio relay to a server: one poll loop, one buffer each way. A
-// direction is read only once its buffer has been written out, so memory
-// stays at two buffers and neither side can block the other.
+// direction is read only once what it read before has been written out,
+// so memory stays at two buffers and neither side can block the other.
 #include "worker/connect.h"
 
 #include <fcntl.h>
@@ -11,57 +11,88 @@
 
 #include <cerrno>
 #include <cstring>
-#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "acp/log.h"
 #include "acp/unix_socket.h"
+#include "schema/json_parse.h"
 
 namespace harnessd::worker {
 
 namespace {
 
-constexpr std::size_t kBuffer = 256 * 1024;
+constexpr std::size_t kChunk = 256 * 1024;
 
 struct Direction {
   int from = -1;
   int to = -1;
-  std::vector<char> buf = std::vector<char>(kBuffer);
-  std::size_t start = 0, end = 0;
-  bool eof = false;  // `from` ended
-  bool pending() const { return start < end; }
+  std::string out;      // read, not yet written
+  std::size_t at = 0;   // how much of `out` is written
+  std::string partial;  // a line not yet ended (only when lines are edited)
+  bool eof = false;     // `from` ended
+  bool pending() const { return at < out.size(); }
 };
 
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
+// The host's session/new, with what the relay was started with that the
+// server cannot know: the harness (--harness) and the host's name for the
+// session (HARNESSD_HOST_SESSION), unless the request names them itself.
+std::string edit_line(std::string line, const RelayMeta& meta) {
+  if (line.find("\"session/new\"") == std::string::npos) return line;
+  nlohmann::json msg = schema::parse_or_discard(line);
+  if (!msg.is_object() || msg.value("method", "") != "session/new" || !msg.contains("params") ||
+      !msg["params"].is_object()) {
+    return line;
+  }
+  nlohmann::json& params = msg["params"];
+  if (params.contains("_meta") && !params["_meta"].is_object()) return line;  // the server says what is wrong
+  nlohmann::json& ours = params["_meta"]["harnessd"];
+  if (ours.is_null()) ours = nlohmann::json::object();
+  if (!ours.is_object()) return line;
+  if (meta.harness && !ours.contains("harness")) ours["harness"] = *meta.harness;
+  if (meta.host_session && !ours.contains("hostSession")) ours["hostSession"] = *meta.host_session;
+  return msg.dump();
+}
+
 // Reads what is there; false on a hard error.
-bool fill(Direction& d) {
+bool fill(Direction& d, const RelayMeta* meta) {
+  char buf[kChunk];
   for (;;) {
-    ssize_t n = ::read(d.from, d.buf.data(), d.buf.size());
-    if (n > 0) {
-      d.start = 0;
-      d.end = static_cast<std::size_t>(n);
-      return true;
-    }
-    if (n == 0) {
+    ssize_t n = ::read(d.from, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n < 0 && errno != ECONNRESET) return false;
+    d.out.erase(0, d.at);
+    d.at = 0;
+    if (n <= 0) {
       d.eof = true;
+      d.out += d.partial;  // a last line without its LF goes as it is
+      d.partial.clear();
       return true;
     }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-    if (errno == ECONNRESET) {
-      d.eof = true;
+    if (!meta) {
+      d.out.append(buf, static_cast<std::size_t>(n));
       return true;
     }
-    return false;
+    d.partial.append(buf, static_cast<std::size_t>(n));
+    std::size_t start = 0;
+    for (std::size_t nl; (nl = d.partial.find('\n', start)) != std::string::npos; start = nl + 1) {
+      d.out += edit_line(d.partial.substr(start, nl - start), *meta);
+      d.out += '\n';
+    }
+    d.partial.erase(0, start);
+    return true;
   }
 }
 
 // Writes what it can; false when the other side is gone.
 bool drain(Direction& d) {
   while (d.pending()) {
-    ssize_t n = ::write(d.to, d.buf.data() + d.start, d.end - d.start);
+    ssize_t n = ::write(d.to, d.out.data() + d.at, d.out.size() - d.at);
     if (n > 0) {
-      d.start += static_cast<std::size_t>(n);
+      d.at += static_cast<std::size_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -73,25 +104,38 @@ bool drain(Direction& d) {
 
 }  // namespace
 
-int connect_relay(const std::string& path) {
-  signal(SIGPIPE, SIG_IGN);
+int connect_relay(const std::string& path, const RelayMeta& meta) {
   auto sock = acp::connect_unix(path);
   if (!sock) {
     acp::log::error(sock.error().message + " (start one with 'harnessd serve --listen unix:" + path + "')");
     return 1;
   }
-  const int s = *sock;
+  return relay(*sock, meta);
+}
+
+int relay(int s, const RelayMeta& meta) {
+  signal(SIGPIPE, SIG_IGN);
   set_nonblocking(0);
   set_nonblocking(1);
   set_nonblocking(s);
-  Direction up{0, s};    // host to server
-  Direction down{s, 1};  // server to host
+  // Lines from the host are looked at only when there is something to add.
+  const RelayMeta* edit = meta.harness || meta.host_session ? &meta : nullptr;
+  Direction up, down;
+  up.from = 0;  // host to server
+  up.to = s;
+  down.from = s;  // server to host
+  down.to = 1;
+  bool up_closed = false;
   int code = 0;
   for (;;) {
-    // The server's side ends the relay once what it sent is out; the host's
-    // side ends it at once (what it would still be sent, it would not read).
+    // The host's input ended: once what it sent is out, the server is told
+    // (its half of the socket closes) and answers what is still open, as a
+    // harnessd on stdio does. The relay ends with the server's side.
+    if (up.eof && !up.pending() && !up_closed) {
+      ::shutdown(s, SHUT_WR);
+      up_closed = true;
+    }
     if (down.eof && !down.pending()) break;
-    if (up.eof && !up.pending()) break;
     pollfd fds[4];
     nfds_t n = 0;
     int up_in = -1, up_out = -1, down_in = -1, down_out = -1;
@@ -99,13 +143,14 @@ int connect_relay(const std::string& path) {
     if (up.pending()) fds[up_out = static_cast<int>(n++)] = {up.to, POLLOUT, 0};
     if (!down.pending() && !down.eof) fds[down_in = static_cast<int>(n++)] = {down.from, POLLIN, 0};
     if (down.pending()) fds[down_out = static_cast<int>(n++)] = {down.to, POLLOUT, 0};
+    if (n == 0) break;
     if (::poll(fds, n, -1) < 0) {
       if (errno == EINTR) continue;
       code = 1;
       break;
     }
     auto ready = [&](int at) { return at >= 0 && fds[at].revents != 0; };
-    if ((ready(up_in) && !fill(up)) || (ready(down_in) && !fill(down))) {
+    if ((ready(up_in) && !fill(up, edit)) || (ready(down_in) && !fill(down, nullptr))) {
       code = 1;
       break;
     }

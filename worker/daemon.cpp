@@ -103,7 +103,22 @@ std::string server_socket_path(const std::string& state_dir) { return state_dir 
 int serve_socket(SocketServeOptions options) {
   // A client that closes its end must not kill us with SIGPIPE.
   signal(SIGPIPE, SIG_IGN);
+  acp::Loop loop;
+  // Watched before the socket exists, so that a client that can connect
+  // can also stop the server in order. Handled once the loop runs.
+  std::function<void(const std::string&)> stop_fn;
+  std::vector<std::unique_ptr<acp::SignalWatch>> signals;
+  if (options.serve.handle_signals) {
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+      signals.push_back(std::make_unique<acp::SignalWatch>(loop, sig, [&](int s) {
+        loop.post([&, s] {
+          if (stop_fn) stop_fn(std::string("signal ") + strsignal(s));
+        });
+      }));
+    }
+  }
   int listen_fd = options.listen_fd;
+  int lock_fd = -1;
   const bool own_path = listen_fd < 0;
   if (own_path) {
     auto opened = acp::listen_unix(options.path);
@@ -111,7 +126,8 @@ int serve_socket(SocketServeOptions options) {
       acp::log::error(opened.error().message);
       return 1;
     }
-    listen_fd = *opened;
+    listen_fd = opened->fd;
+    lock_fd = opened->lock_fd;
   }
   const uid_t self = ::geteuid();
   const auto idle_exit = options.serve.config.daemon.idle_exit;
@@ -119,7 +135,6 @@ int serve_socket(SocketServeOptions options) {
   hub_options.max_line_bytes = options.serve.config.daemon.max_line_bytes;
   hub_options.max_client_queued = 4 * options.serve.config.daemon.queue_high_water;
   hub_options.on_disconnect = options.serve.config.daemon.on_disconnect;
-  acp::Loop loop;
   {
     Hub hub(loop, engine_options_for(options.serve), hub_options);
     acp::UvHandle<uv_poll_t> listener(new uv_poll_t);
@@ -129,7 +144,6 @@ int serve_socket(SocketServeOptions options) {
       return 1;
     }
     acp::Timer idle(loop);
-    std::vector<std::unique_ptr<acp::SignalWatch>> signals;
     bool stopping = false;
     auto finish = [&] {
       idle.stop();
@@ -164,7 +178,7 @@ int serve_socket(SocketServeOptions options) {
           continue;
         }
         idle.stop();
-        hub.add_client(a.fd, "pid " + std::to_string(a.pid));
+        hub.add_client(a.fd, a.pid);
       }
     }};
     listener->data = &accepting;
@@ -183,18 +197,16 @@ int serve_socket(SocketServeOptions options) {
         if (hub.clients() == 0 && hub.prompts_open() == 0) stop("idle for " + std::to_string(idle_exit.count()) + " ms");
       });
     }
-    if (options.serve.handle_signals) {
-      for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
-        signals.push_back(std::make_unique<acp::SignalWatch>(loop, sig, [&](int s) {
-          loop.post([&, s] { stop(std::string("signal ") + strsignal(s)); });
-        }));
-      }
-    }
+    stop_fn = stop;
     acp::log::info("server: listening on " + (own_path ? options.path : std::string("the socket systemd passed")));
     loop.run();
+    stop_fn = nullptr;
   }
+  signals.clear();
   ::close(listen_fd);
+  // Unlinked while the lock is held, so that no new server's socket goes.
   if (own_path) ::unlink(options.path.c_str());
+  if (lock_fd >= 0) ::close(lock_fd);
   return loop.close() ? 0 : 1;
 }
 

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "acp/files.h"
 #include "acp/line_splitter.h"
 #include "acp/log.h"
@@ -57,6 +59,8 @@ struct Hub::Client {
   /// come to it through a watch, not as the session's updates.
   std::set<std::string> attached_by_watch;
   std::string connected_at = acp::iso_time();
+  pid_t pid = 0;
+  bool input_ended = false;  // it sends nothing more; it goes once answered
 };
 
 Hub::Hub(acp::Loop& loop, EngineOptions engine, HubOptions options)
@@ -87,9 +91,10 @@ std::size_t Hub::prompts_open() const {
   return n;
 }
 
-void Hub::add_client(int fd, std::string label) {
+void Hub::add_client(int fd, pid_t pid) {
   const std::uint64_t id = next_client_++;
-  auto c = std::make_unique<Client>(id, std::move(label), options_.max_line_bytes, *this);
+  auto c = std::make_unique<Client>(id, "pid " + std::to_string(pid), options_.max_line_bytes, *this);
+  c->pid = pid;
   int out_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
   auto reader = acp::open_fd_reader(loop_, fd);
   auto writer = out_fd >= 0 ? acp::open_fd_writer(loop_, out_fd) : Expected<std::unique_ptr<acp::Writer>>(Error{"dup failed"});
@@ -109,7 +114,8 @@ void Hub::add_client(int fd, std::string label) {
                [this, raw, id](int status) {
                  raw->splitter.finish();
                  loop_.post([this, id, status] {
-                   drop(id, status == 0 ? "it disconnected" : "reading it failed (" + acp::uv_error_text(status) + ")");
+                   if (status == 0) return input_ended(id);
+                   drop(id, "reading it failed (" + acp::uv_error_text(status) + ")");
                  });
                });
   acp::log::info("client " + c->label + " connected");
@@ -260,9 +266,9 @@ json Hub::clients_json() const {
   for (const auto& [id, c] : clients_) {
     std::size_t prompts = 0, watches = 0;
     for (const auto& [fid, f] : forwarded_) prompts += f.client == id && f.method == "session/prompt";
-    for (const auto& [wid, w] : watches_) watches += w.client == id;
+    for (const auto& [wid, w] : watches_) watches += w.client == id && !w.as_updates;
     out.push_back({{"id", id},
-                   {"peer", c->label},
+                   {"pid", c->pid},
                    {"connectedAt", c->connected_at},
                    {"sessions", c->sessions},
                    {"prompts", prompts},
@@ -307,9 +313,18 @@ void Hub::from_engine(std::string line) {
     if (auto c = clients_.find(l->second); c != clients_.end()) send(*c->second, std::move(line));
     return;
   }
-  auto a = attached_.find(session);
-  if (a == attached_.end()) return;
-  for (std::uint64_t id : a->second) {
+  // While a turn runs, its updates go to the client that sent the prompt
+  // and to the session's watchers (the clients that loaded it); between
+  // turns, to every client attached to it.
+  std::set<std::uint64_t> to;
+  if (Client* asker = asker_for(session)) {
+    // One that joined during a turn follows the session through its watch.
+    if (!asker->attached_by_watch.count(session)) to.insert(asker->id);
+    if (auto w = watchers_.find(session); w != watchers_.end()) to.insert(w->second.begin(), w->second.end());
+  } else if (auto a = attached_.find(session); a != attached_.end()) {
+    to = a->second;
+  }
+  for (std::uint64_t id : to) {
     if (auto c = clients_.find(id); c != clients_.end()) send(*c->second, line);
   }
 }
@@ -337,7 +352,11 @@ void Hub::answered(std::int64_t id, json& msg) {
       msg["result"]["sessionId"].is_string()) {
     attach = msg["result"]["sessionId"].get<std::string>();
   }
-  if (ok && (f.method == "session/load" || f.method == "session/resume")) attach = f.session;
+  if (ok && (f.method == "session/load" || f.method == "session/resume")) {
+    attach = f.session;
+    // Over a server every load attaches: the client follows the session live.
+    if (msg["result"].is_object() && !f.attach) msg["result"]["_meta"]["harnessd"]["attached"] = true;
+  }
   if (ok && f.method == "session/close") {
     if (auto a = attached_.find(f.session); a != attached_.end()) {
       for (std::uint64_t cid : a->second) {
@@ -345,6 +364,7 @@ void Hub::answered(std::int64_t id, json& msg) {
       }
       attached_.erase(a);
     }
+    watchers_.erase(f.session);
   }
   if (f.method == "_harnessd/sessions/watch" || f.attach) {
     auto w = watches_.find(id);
@@ -370,10 +390,14 @@ void Hub::answered(std::int64_t id, json& msg) {
     }
     if (!attach.empty()) {
       attached_[attach].insert(client.id);
+      if (f.method == "session/load") watchers_[attach].insert(client.id);
       client.sessions.insert(attach);
     }
     msg["id"] = f.id;
     send(client, acp::to_line(msg));
+    if (client.input_ended && !has_open_requests(client.id)) {
+      loop_.post([this, cid = client.id] { drop(cid, "it disconnected"); });
+    }
   }
   if (f.method == "session/prompt") check_idle();
 }
@@ -408,13 +432,7 @@ void Hub::decide_alone(std::int64_t id, const std::string& method, const json& p
   engine_host_.receive_line(answer.dump());
 }
 
-void Hub::drop(std::uint64_t id, const std::string& why) {
-  auto it = clients_.find(id);
-  if (it == clients_.end()) return;
-  std::unique_ptr<Client> c = std::move(it->second);
-  clients_.erase(it);
-  c->gone = true;
-  acp::log::info("client " + c->label + " left: " + why);
+void Hub::cancel_prompts_of(std::uint64_t id) {
   const bool cancel_running = options_.on_disconnect == OnDisconnect::kCancel;
   // Its prompts: queued ones leave the queue; the running one is cancelled
   // or goes on, as [daemon] on_disconnect says.
@@ -425,13 +443,45 @@ void Hub::drop(std::uint64_t id, const std::string& why) {
     const bool running = p != prompts_.end() && !p->second.empty() && p->second.front() == fid;
     if (!running || cancel_running) cancel.push_back(fid);
   }
+  for (std::int64_t fid : cancel) {
+    engine_host_.receive_line(json{{"jsonrpc", "2.0"}, {"method", "$/cancel_request"}, {"params", {{"requestId", fid}}}}.dump());
+  }
+}
+
+bool Hub::has_open_requests(std::uint64_t id) const {
+  return std::any_of(forwarded_.begin(), forwarded_.end(), [id](const auto& kv) { return kv.second.client == id; });
+}
+
+void Hub::input_ended(std::uint64_t id) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  Client& c = *it->second;
+  // The client sends nothing more but may still read, as a host that
+  // closes harnessd's stdin does: what it asked is answered (its prompts
+  // cancelled, or a running one let run by on_disconnect), then it goes.
+  c.input_ended = true;
+  c.in.reset();
+  cancel_prompts_of(id);
+  if (!has_open_requests(id)) drop(id, "it disconnected");
+}
+
+void Hub::drop(std::uint64_t id, const std::string& why) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  std::unique_ptr<Client> c = std::move(it->second);
+  clients_.erase(it);
+  c->gone = true;
+  acp::log::info("client " + c->label + " left: " + why);
+  if (!c->input_ended) cancel_prompts_of(id);
   for (auto& [session, client] : std::map<std::string, std::uint64_t>(loading_)) {
     if (client == id) loading_.erase(session);
   }
   for (const std::string& s : c->sessions) {
-    if (auto a = attached_.find(s); a != attached_.end()) {
-      a->second.erase(id);
-      if (a->second.empty()) attached_.erase(a);
+    for (auto* map : {&attached_, &watchers_}) {
+      if (auto a = map->find(s); a != map->end()) {
+        a->second.erase(id);
+        if (a->second.empty()) map->erase(a);
+      }
     }
   }
   std::erase_if(by_client_id_, [id](const auto& kv) { return kv.first.first == id; });
@@ -454,9 +504,6 @@ void Hub::drop(std::uint64_t id, const std::string& why) {
     // client that goes away answers (ACP's prompt turn, cancellation).
     json answer = {{"jsonrpc", "2.0"}, {"id", rid}, {"result", {{"outcome", {{"outcome", "cancelled"}}}}}};
     engine_host_.receive_line(answer.dump());
-  }
-  for (std::int64_t fid : cancel) {
-    engine_host_.receive_line(json{{"jsonrpc", "2.0"}, {"method", "$/cancel_request"}, {"params", {{"requestId", fid}}}}.dump());
   }
   // The reader and writer may be inside their own callbacks' callers.
   loop_.post([c = std::move(c)]() mutable { c.reset(); });

@@ -1,11 +1,13 @@
 // Hub: many client connections over one Engine. The engine still speaks to
 // one host connection; the hub is that host. It gives each client's
 // requests ids of its own and sends the answers back to the client that
-// asked, sends a session's updates to every client attached to it (the one
-// that created or loaded it, or prompted it), and routes the engine's
-// requests (permission) to the client whose prompt is running on the
-// session. See docs/server.md.
+// asked; sends a turn's updates to the client whose prompt it is and to
+// the clients that loaded the session (between turns, to every client
+// attached to it); and routes the engine's requests (permission) to the
+// client whose prompt is running on the session. See docs/server.md.
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <deque>
@@ -41,8 +43,8 @@ class Hub {
   Hub(const Hub&) = delete;
   Hub& operator=(const Hub&) = delete;
 
-  /// Serves a connected socket; takes the fd. `label` names it in logs.
-  void add_client(int fd, std::string label);
+  /// Serves a connected socket (takes the fd) of process `pid`.
+  void add_client(int fd, pid_t pid);
   std::size_t clients() const { return clients_.size(); }
   /// Prompts sent to the engine and not answered yet.
   std::size_t prompts_open() const;
@@ -87,6 +89,12 @@ class Hub {
   /// Decides an engine request no client can answer.
   void decide_alone(std::int64_t id, const std::string& method, const nlohmann::json& params, bool cancelling);
   void drop(std::uint64_t id, const std::string& why);
+  /// The client's input ended: see the .cpp.
+  void input_ended(std::uint64_t id);
+  /// Its queued prompts, and its running one unless on_disconnect says
+  /// continue, are cancelled.
+  void cancel_prompts_of(std::uint64_t id);
+  bool has_open_requests(std::uint64_t id) const;
   /// A session_event to the client of its watch.
   void route_event(nlohmann::json& msg);
   /// A request of the hub's own to the engine; its answer is dropped.
@@ -107,8 +115,12 @@ class Hub {
   /// Per session, the prompts sent to the engine in order; the first one is
   /// the running (or next) turn.
   std::map<std::string, std::deque<std::int64_t>> prompts_;
-  /// Per session, the clients that receive its updates.
+  /// Per session, the clients attached to it (they made, loaded or
+  /// prompted it): they get its updates between turns.
   std::map<std::string, std::set<std::uint64_t>> attached_;
+  /// Per session, the clients that loaded it: they get every turn's
+  /// updates, not only their own prompts'.
+  std::map<std::string, std::set<std::uint64_t>> watchers_;
   /// A session being replayed to one client (its session/load): its
   /// updates go to that client alone meanwhile.
   std::map<std::string, std::uint64_t> loading_;

@@ -480,7 +480,7 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
 }
 
 
-int status_command(const std::string& state_dir, const std::string& format) {
+int status_command(const std::string& state_dir, const std::string& format, const std::optional<json>& server) {
   UniqueFd root;
   std::unique_ptr<StateDb> db;
   if (!open_for_query(state_dir, root, db)) return 1;
@@ -532,6 +532,20 @@ int status_command(const std::string& state_dir, const std::string& format) {
     for (const auto& [state, n] : by_state) runs[state] += n;
   }
   out["runs"] = runs;
+  std::string server_text = "none listening";
+  if (server) {
+    const std::size_t clients = (*server)["clients"].is_array() ? (*server)["clients"].size() : 0;
+    out["server"] = {{"pid", (*server)["pid"]},
+                     {"startedAt", (*server)["startedAt"]},
+                     {"uptimeMs", (*server)["uptimeMs"]},
+                     {"clients", (*server)["clients"].is_array() ? (*server)["clients"] : json::array()},
+                     {"sessions", (*server)["sessions"].size()},
+                     {"running", (*server)["running"]},
+                     {"queued", (*server)["queued"]}};
+    server_text = "pid " + (*server)["pid"].dump() + ", up " +
+                  std::to_string((*server)["uptimeMs"].get<long long>() / 1000) + " s, " + std::to_string(clients) +
+                  " clients, " + std::to_string((*server)["sessions"].size()) + " sessions open";
+  }
   if (format == "json") {
     print_line(out.dump());
     return 0;
@@ -549,6 +563,7 @@ int status_command(const std::string& state_dir, const std::string& format) {
                 (std::string(state) == run_event::kStarted ? "running" : state);
   }
   print_table({{"state directory", state_dir},
+               {"server", server_text},
                {"daemons", daemon_text},
                {"sessions", std::to_string(open) + " open (" + std::to_string(served.size()) + " served), " +
                                 std::to_string(closed) + " closed"},

@@ -57,7 +57,8 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
 /// Prints what the state directory holds now: the daemons serving it,
 /// sessions open and served, their adapters (live, idle, evicted), runs
 /// by state. Returns the exit code.
-int status_command(const std::string& state_dir, const std::string& format);
+int status_command(const std::string& state_dir, const std::string& format,
+                   const std::optional<nlohmann::json>& server = std::nullopt);
 
 /// Prints one run from the ledger and its recording: who ran it and when,
 /// how it ended, the prompt, each tool call with its outcome and time, the

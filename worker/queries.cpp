@@ -24,7 +24,7 @@ json adapters_json(const Runtime& rt) {
 
 }  // namespace
 
-Queries::Queries(Runtime& rt, const Registry& registry, const Scheduler& scheduler)
+Queries::Queries(Runtime& rt, Registry& registry, const Scheduler& scheduler)
     : rt_(rt), registry_(registry), scheduler_(scheduler), wait_poll_(rt.loop), started_at_(acp::iso_time()) {
   acp::Connection& c = rt_.host;
   c.bind<schema::ListSessionsRequest>(
@@ -48,13 +48,24 @@ void Queries::wait_run(schema::WaitRequest req, acp::Reply reply) {
   if (!run) {
     return reply.error(RpcError{rpc_code::kResourceNotFound, "Run not found: " + req.runId, {{"runId", req.runId}}});
   }
-  if (run->ended()) return reply.result({{"run", run_json(*run)}});
+  if (run->ended()) return answer_ended(*run, std::move(reply));
   Waiter w{req.runId, std::move(reply), std::nullopt};
   if (req.timeoutMs) w.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(*req.timeoutMs);
   waiters_.push_back(std::move(w));
   // The ledger is the truth for runs of every process on the state
   // directory, so it is asked again while anyone waits.
   if (!wait_poll_.active()) wait_poll_.start_every(std::chrono::milliseconds(50), [this] { check_waits(false); });
+}
+
+void Queries::answer_ended(const RunRecord& run, acp::Reply reply) {
+  json result = {{"run", run_json(run)}};
+  // A run of a session served here: after the prompt's own answer, which
+  // waits for the same record to be on disk.
+  if (Session* s = registry_.find(run.sessionId)) {
+    s->after_answers([reply = std::move(reply), result = std::move(result)]() mutable { reply.result(std::move(result)); });
+    return;
+  }
+  reply.result(std::move(result));
 }
 
 void Queries::check_waits(bool all) {
@@ -65,7 +76,9 @@ void Queries::check_waits(bool all) {
     std::optional<RunRecord> run = rt_.store.find_run(w.run_id);
     const bool timed_out = w.deadline && now >= *w.deadline;
     if (run && run->ended()) {
-      w.reply.result({{"run", run_json(*run)}});
+      // A run of a session served here: after the prompt's own answer,
+      // which waits for the same record to be on disk.
+      answer_ended(*run, std::move(w.reply));
     } else if (timed_out || all || !run) {
       json result = {{"pending", true}};
       if (run) result["run"] = run_json(*run);

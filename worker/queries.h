@@ -26,7 +26,7 @@ class Queries {
   using Scheduler = queue::Scheduler<QueuedPrompt>;
 
   /// Binds the methods on `rt.host`; everything given outlives this.
-  Queries(Runtime& rt, const Registry& registry, const Scheduler& scheduler);
+  Queries(Runtime& rt, Registry& registry, const Scheduler& scheduler);
   /// Waits still open are answered with what the store says now.
   ~Queries();
 
@@ -37,6 +37,7 @@ class Queries {
     std::optional<std::chrono::steady_clock::time_point> deadline;
   };
   void wait_run(schema::WaitRequest req, acp::Reply reply);
+  void answer_ended(const RunRecord& run, acp::Reply reply);
   /// Answers the waits whose run ended or whose time ran out.
   void check_waits(bool all);
   void status(acp::Reply reply) const;
@@ -47,7 +48,7 @@ class Queries {
   nlohmann::json run_json(const RunRecord& run) const;
 
   Runtime& rt_;
-  const Registry& registry_;
+  Registry& registry_;
   const Scheduler& scheduler_;
   std::vector<Waiter> waiters_;
   acp::Timer wait_poll_;

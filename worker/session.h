@@ -166,6 +166,8 @@ class Session final : private adapters::LiveAdapters::Member {
     relay_.frames().watch(std::move(watch_id), from_seq, std::move(started));
   }
   bool unwatch(const nlohmann::json& watch_id) { return relay_.frames().unwatch(watch_id); }
+  /// Runs `fn` once the answers of the turns that ended so far are out.
+  void after_answers(acp::UniqueFunction<void()> fn) { host_order_->then(std::move(fn)); }
 
   /// The session record (sessions/<id>.json) as it stands.
   nlohmann::json record() const { return fields().to_json(); }

@@ -22,8 +22,10 @@
 #include <nlohmann/json.hpp>
 
 #include "acp/files.h"
+#include "acp/line_splitter.h"
 #include "acp/log.h"
 #include "acp/loop.h"
+#include "acp/stream.h"
 #include "adapters/prestart.h"
 #include "adapters/process.h"
 #include "adapters/tree_sweep.h"
@@ -36,6 +38,7 @@
 #include "worker/ledger.h"
 #include "worker/progress_line.h"
 #include "worker/run_report.h"
+#include "worker/server_client.h"
 #include "worker/session.h"
 #include "worker/store.h"
 #include "schema/json_parse.h"
@@ -137,13 +140,20 @@ class RunClient {
         context_(std::move(context)),
         cwd_(std::move(cwd)),
         host_(connection_options("run", true), [this](std::string line) { pass(client_, std::move(line)); }),
-        client_(connection_options("engine", false), [this](std::string line) { pass(host_, std::move(line)); }),
+        client_(connection_options("engine", false), [this](std::string line) { to_engine(std::move(line)); }),
         progress_(loop, options_.harness.value_or(engine_options_.config.daemon.default_harness), outcome_.started,
                   [this] { return !outcome_.text.empty() && outcome_.text.back() != '\n'; }) {}
 
   int exit_code() const { return outcome_.exit_code; }
 
+  /// The engine is the server on this connected socket (before start()).
+  void use_server(int fd) { server_fd_ = fd; }
+
   void start() {
+    if (server_fd_ >= 0) {
+      start_through_server();
+      return;
+    }
     // A run in a new session: its adapter starts now, while the engine
     // opens the state directory, and the session's start takes it over
     // (a named session may exist already, with another directory or
@@ -163,6 +173,11 @@ class RunClient {
     }
     engine_options_.warm = false;  // one prompt: nothing to keep warm for
     engine_ = std::make_unique<Engine>(loop_, host_, std::move(engine_options_));
+    bind_client();
+    initialize();
+  }
+
+  void bind_client() {
     client_.on_notification("session/update", [this](const json& p) { on_update(p); });
     client_.on_request("session/request_permission", [this](const json& p, acp::Reply r) {
       json outcome = permission_outcome(p, options_.approve);
@@ -176,7 +191,6 @@ class RunClient {
     for (int signum : {SIGINT, SIGTERM, SIGHUP}) {
       signals_.push_back(std::make_unique<acp::SignalWatch>(loop_, signum, [this](int) { on_signal(); }));
     }
-    initialize();
   }
 
   /// After the loop ran dry: the engine finishes its writes as it goes.
@@ -184,6 +198,7 @@ class RunClient {
     engine_.reset();
     client_.close();
     host_.close();
+    close_server();
   }
 
  private:
@@ -192,6 +207,51 @@ class RunClient {
     o.peer = peer;
     o.require_initialize = agent_side;
     return o;
+  }
+
+  void to_engine(std::string line) {
+    if (server_fd_ >= 0) {
+      if (server_out_) server_out_->write(std::move(line));
+      return;
+    }
+    pass(host_, std::move(line));
+  }
+
+  // The server is the engine: its lines come from the socket.
+  void start_through_server() {
+    auto reader = acp::open_fd_reader(loop_, server_fd_);
+    int out_fd = ::fcntl(server_fd_, F_DUPFD_CLOEXEC, 3);
+    auto writer = out_fd >= 0 ? acp::open_fd_writer(loop_, out_fd)
+                              : Expected<std::unique_ptr<acp::Writer>>(Error{std::strerror(errno)});
+    if (!reader || !writer) {
+      server_gone_ = true;
+      return fail(RpcError::internal("cannot use the harnessd server's connection: " +
+                                     (!reader ? reader.error().message : writer.error().message)));
+    }
+    server_in_ = std::move(*reader);
+    server_out_ = std::move(*writer);
+    splitter_ = std::make_unique<acp::LineSplitter>(
+        engine_options_.config.daemon.max_line_bytes, [this](std::string_view line) { client_.receive_line(line); },
+        [this](std::string_view prefix, std::size_t size) {
+          client_.receive_overlong(prefix, size, engine_options_.config.daemon.max_line_bytes);
+        });
+    server_in_->start([this](std::string_view data) { splitter_->feed(data); },
+                      [this](int) {
+                        splitter_->finish();
+                        loop_.post([this] {
+                          server_gone_ = true;
+                          client_.fail_pending("the harnessd server closed the connection");
+                          if (!ending_) fail(RpcError::internal("the harnessd server closed the connection"));
+                          close_server();
+                        });
+                      });
+    bind_client();
+    initialize();
+  }
+
+  void close_server() {
+    server_in_.reset();
+    server_out_.reset();
   }
 
   // Lines cross on the next loop iteration, never inside the sender's stack.
@@ -377,12 +437,31 @@ class RunClient {
     ending_ = true;
     outcome_.exit_code = code;
     if (prestart_) prestart_->discard();  // not taken: the run ended before its adapter started
+    if (server_fd_ >= 0) return end_through_server();
     // A session without a name exists for this run alone: it ends closed
     // however the run ends (a second signal comes here mid-turn).
     // Reported on the next turn of the loop, after the answers the engine
     // sent as it closed: they cross on the loop too.
     engine_->shutdown(
         "the run is over", [this] { loop_.post([this] { finished(); }); }, /*close_sessions=*/!options_.session);
+  }
+
+  // Through a server: a session without a name is closed (which also ends
+  // a turn still running); a named one stays for the next run.
+  void end_through_server() {
+    auto done = [this] {
+      auto report = [this] { loop_.post([this] { finished(); }); };
+      if (server_out_) {
+        server_out_->flush([this, report] {
+          close_server();
+          report();
+        });
+      } else {
+        report();
+      }
+    };
+    if (options_.session || outcome_.session_id.empty() || server_gone_) return done();
+    client_.call("session/close", {{"sessionId", outcome_.session_id}}, [done](acp::Connection::CallResult) { done(); });
   }
 
   void on_signal() {
@@ -419,6 +498,12 @@ class RunClient {
   acp::Connection client_;  // ours
   std::unique_ptr<adapters::Prestart> prestart_;  // declared before engine_: it outlives the engine
   std::unique_ptr<Engine> engine_;
+  // Through a server (use_server): its connection instead of an engine.
+  int server_fd_ = -1;
+  bool server_gone_ = false;
+  std::unique_ptr<acp::Reader> server_in_;
+  std::unique_ptr<acp::Writer> server_out_;
+  std::unique_ptr<acp::LineSplitter> splitter_;
   std::vector<std::unique_ptr<acp::SignalWatch>> signals_;
   RunOutcome outcome_;  // what the run came to, filled in as it goes
   int signals_seen_ = 0;
@@ -489,10 +574,22 @@ int run_command(const WrapperOptions& options, const Config& config, const std::
   engine.state_dir = state_dir;
   engine.store.sync = config.daemon.fsync;
   engine.store.retention = config.daemon.retention;
+  // A server of the state directory serves the run when one listens (or
+  // with --shared, one started now); else the run has an engine of its own.
+  const std::string address = server_address(config, state_dir);
+  std::optional<int> server;
+  if (options.shared) {
+    auto fd = connect_or_start_server(address, options.config_path, state_dir, shared_idle_exit(config));
+    if (!fd) return refuse(fd.error().message);
+    server = *fd;
+  } else {
+    server = connect_server(address);
+  }
   int code = run_exit::kFailed;
   {
     acp::Loop loop;
     RunClient client(loop, options, std::move(engine), std::move(*prompt), std::move(*context), std::move(*cwd));
+    if (server) client.use_server(*server);
     client.start();
     loop.run();
     client.stop();

@@ -35,6 +35,11 @@ struct WrapperOptions {
   std::string format = "text";          // text, json or quiet
   std::string progress = "auto";        // the status line on stderr: never, auto (a terminal) or always
   std::string prompt;                   // the text, or "-" for stdin
+  /// Go through the state directory's server, starting one if none
+  /// listens; without it a listening server is used, else none.
+  bool shared = false;
+  /// The config file given, for a server that --shared starts.
+  std::optional<std::string> config_path;
 };
 
 /// `harnessd run`: returns the process exit code (run_exit).

@@ -2,11 +2,16 @@
 // argv the way users configure it: exec, persistent named sessions across
 // separate acpx invocations, cancel, status, sessions close, and --format json.
 // Each test checks that no harnessd or adapter process is left behind.
+// With HARNESSD_VIA=connect the same tests run against one shared server
+// (`harnessd serve --listen` on the test's state directory), and acpx spawns
+// the relay `harnessd --connect unix:STATE/harnessd.sock` instead.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,9 +23,44 @@ const FAKE_AGENT = process.env.FAKE_AGENT_EXE;
 const ACPX = path.join(HERE, 'node_modules', '.bin', 'acpx');
 assert.ok(HARNESSD && FAKE_AGENT, 'HARNESSD_EXE and FAKE_AGENT_EXE must be set');
 assert.ok(fs.existsSync(ACPX), `acpx is not installed at ${ACPX} (run the README's test command)`);
+const VIA = process.env.HARNESSD_VIA ?? 'stdio';
+assert.ok(['stdio', 'connect'].includes(VIA), `HARNESSD_VIA must be stdio or connect, not ${VIA}`);
+
+/// Starts the shared server of `env` and waits until its socket accepts connections.
+async function startServer(env) {
+  const child = spawn(HARNESSD, [...env.harnessdArgs, 'serve', '--listen'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b) => { stderr += b; });
+  const exited = once(child, 'exit');
+  const server = { child, exited, stderr: () => stderr };
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    assert.equal(child.exitCode, null, `the server exited before it listened: ${stderr}`);
+    const listening = await new Promise((resolve) => {
+      const probe = net.createConnection(env.socket);
+      probe.on('connect', () => { probe.destroy(); resolve(true); });
+      probe.on('error', () => resolve(false));
+    });
+    if (listening) break;
+    assert.ok(Date.now() < deadline, `the server did not listen on ${env.socket} within 10 s: ${stderr}`);
+    await sleep(50);
+  }
+  env.server = server;
+}
+
+/// Stops the shared server with SIGTERM; returns how it exited (SIGKILL after 5 s).
+async function stopServer(env) {
+  const { child, exited } = env.server;
+  if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  const [code, signal] = await exited;
+  clearTimeout(timer);
+  return { code, signal };
+}
 
 /// A private HOME (acpx keeps its sessions there), config and state directory.
-function makeEnv() {
+async function makeEnv() {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-acpx-'));
   const home = path.join(root, 'home');
   const work = path.join(root, 'work');
@@ -31,8 +71,14 @@ function makeEnv() {
   // the folder on its command line for the leftover check.
   fs.writeFileSync(config, `[daemon]\ndefault_harness = "fake"\n[harness.fake]\ncommand = ${JSON.stringify(
     [FAKE_AGENT, '--state-dir', path.join(root, 'fake'), '--resume', '--config-options'])}\n`);
-  const agent = `${HARNESSD} --config ${config} --state-dir ${path.join(root, 'state')}`;
-  return { root, home, work, agent };
+  const harnessdArgs = ['--config', config, '--state-dir', path.join(root, 'state')];
+  const env = { root, home, work, agent: [HARNESSD, ...harnessdArgs].join(' '), harnessdArgs };
+  if (VIA === 'connect') {
+    env.socket = path.join(root, 'state', 'harnessd.sock');
+    env.agent = `${HARNESSD} --connect unix:${env.socket}`;
+    await startServer(env);
+  }
+  return env;
 }
 
 function acpx(env, args, { input } = {}) {
@@ -79,6 +125,8 @@ function leftovers(root) {
 }
 
 async function finish(env) {
+  // The shared server goes first: what is left after it is a leftover.
+  const server = env.server ? await stopServer(env) : null;
   const deadline = Date.now() + 5000;
   while (leftovers(env.root).length && Date.now() < deadline) await sleep(50);
   const left = leftovers(env.root);
@@ -92,10 +140,13 @@ async function finish(env) {
   const sockets = `/tmp/acpx-${createHash('sha256').update(env.home).digest('hex').slice(0, 10)}`;
   fs.rmSync(sockets, { recursive: true, force: true });
   assert.deepEqual(left, [], 'processes left behind');
+  if (server) {
+    assert.deepEqual(server, { code: 0, signal: null }, `the server's exit after SIGTERM; stderr:\n${env.server.stderr()}`);
+  }
 }
 
 test('acpx exec runs one prompt through harnessd and exits, also with --model', async () => {
-  const env = makeEnv();
+  const env = await makeEnv();
   try {
     // --model needs the model option in session/new's answer. On a brand-new
     // state directory harnessd learns it by starting the adapter at that
@@ -116,7 +167,7 @@ test('acpx exec runs one prompt through harnessd and exits, also with --model', 
 });
 
 test('acpx --format json: every line is JSON-RPC, harnessd extensions advertised, the turn ends end_turn', async () => {
-  const env = makeEnv();
+  const env = await makeEnv();
   try {
     const r = await acpx(env, ['--format', 'json', 'exec', 'echo in json']);
     assert.equal(r.code, 0, r.stderr);
@@ -138,7 +189,7 @@ test('acpx --format json: every line is JSON-RPC, harnessd extensions advertised
 });
 
 test('acpx persistent named session: prompts from separate invocations, a lost queue owner, set model, status, cancel, close', async () => {
-  const env = makeEnv();
+  const env = await makeEnv();
   try {
     const created = await acpx(env, ['sessions', 'new', '--name', 'work']);
     assert.equal(created.code, 0, created.stderr);
@@ -164,6 +215,8 @@ test('acpx persistent named session: prompts from separate invocations, a lost q
     const gone = Date.now() + 5000;
     while (leftovers(env.root).length && Date.now() < gone) await sleep(50);
     assert.deepEqual(leftovers(env.root), [], 'the killed processes took their children with them');
+    // The shared server was killed with them; it starts again, as its service manager would.
+    if (env.server) await startServer(env);
     const third = await acpx(env, ['prompt', '-s', 'work', 'history']);
     assert.equal(third.code, 0, third.stderr);
     assert.match(third.stdout, /history: echo the first turn \| history/, 'the session survived its processes');

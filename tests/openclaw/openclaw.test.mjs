@@ -14,9 +14,15 @@
 // comes back from its state directory), `/acp close`, and the OpenClaw session
 // key recorded by harnessd. At the end the gateway is stopped and no process
 // of the run may remain.
+// With HARNESSD_VIA=connect the same run goes through one shared server
+// (`harnessd serve --listen` on the run's state directory, given the harness
+// flags, which the relay does not take): OpenClaw's harnessd argv is then the relay
+// `harnessd --connect unix:STATE/harnessd.sock`, and the server is stopped
+// before the check for leftover processes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -39,6 +45,8 @@ for (const need of [path.join(NODE_BIN, 'node'), OPENCLAW, path.join(PLUGIN, 'no
 }
 assert.ok(!fs.existsSync(path.join(HERE, 'node_modules', 'acpx')),
   'acpx must come from the plugin\'s own folder, not from the test\'s');
+const VIA = process.env.HARNESSD_VIA ?? 'stdio';
+assert.ok(['stdio', 'connect'].includes(VIA), `HARNESSD_VIA must be stdio or connect, not ${VIA}`);
 
 /// The fenced block of `lang` in the guide's section `heading`.
 function guideBlock(heading, lang) {
@@ -137,6 +145,10 @@ async function makeWorld() {
   agent.command = swap(agent.command, 'harnessd', HARNESSD, 'harnessd command');
   assert.deepEqual(agent.args, ['--harness', 'claude-code'], 'the guide\'s harnessd argv');
   agent.args = ['--harness', 'fake', '--config', harnessdConfig, '--state-dir', dirs.state];
+  // The relay takes no harness flags: the server gets them.
+  const serverArgs = [...agent.args, 'serve', '--listen'];
+  const socket = path.join(dirs.state, 'harnessd.sock');
+  if (VIA === 'connect') agent.args = ['--connect', `unix:${socket}`];
   assert.deepEqual([...replaced].sort(), ['harnessd command', 'plugin folder', 'port', 'project folder', 'token'],
     'the guide\'s configuration changed: update what the test replaces');
   // Only for the failure report: the gateway's log in the run's folder.
@@ -151,7 +163,28 @@ async function makeWorld() {
     HARNESSD_OPENCLAW_RUN: root,
   };
   delete env.NODE_OPTIONS;
-  return { root, dirs, port, env };
+  return { root, dirs, port, env, serverArgs, socket, server: null };
+}
+
+/// Starts the shared server (HARNESSD_VIA=connect) in the run's environment and
+/// waits until its socket accepts connections.
+async function startServer(world) {
+  const child = spawn(HARNESSD, world.serverArgs, { cwd: world.dirs.work, env: world.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b) => { stderr = (stderr + b).slice(-8000); });
+  world.server = { child, pid: child.pid, exited: once(child, 'exit'), stderr: () => stderr };
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    assert.equal(child.exitCode, null, `the server exited before it listened: ${stderr}`);
+    const listening = await new Promise((resolve) => {
+      const probe = net.createConnection(world.socket);
+      probe.on('connect', () => { probe.destroy(); resolve(true); });
+      probe.on('error', () => resolve(false));
+    });
+    if (listening) return;
+    assert.ok(Date.now() < deadline, `the server did not listen on ${world.socket} within 10 s: ${stderr}`);
+    await sleep(50);
+  }
 }
 
 /// Runs a command to its end and collects its output.
@@ -339,9 +372,16 @@ function harnessdOfInstance(world, daemon) {
   return null;
 }
 
-/// harnessd processes of this run (the daemon OpenClaw spawned, per ACP session).
+/// harnessd processes of this run (the daemon OpenClaw spawned, per ACP session;
+/// with HARNESSD_VIA=connect, the relays OpenClaw spawned and the server).
 function harnessdProcesses(world) {
-  return processesOf(world).filter((line) => line.includes(`--state-dir ${world.dirs.state}`));
+  return processesOf(world).filter((line) => line.includes(`--state-dir ${world.dirs.state}`) ||
+    line.includes(`--connect unix:${world.socket}`));
+}
+
+/// The harnessd processes OpenClaw spawned: all but the shared server.
+function spawnedHarnessds(world) {
+  return harnessdProcesses(world).filter((line) => Number(line.split(':')[0]) !== world.server?.pid);
 }
 
 test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent turns, cancel, close', { timeout: 540000 }, async (t) => {
@@ -379,6 +419,7 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
     if (!process.env.HARNESSD_KEEP_TEST_DIRS) fs.rmSync(world.root, { recursive: true, force: true });
   });
 
+  if (VIA === 'connect') await startServer(world);
   const port = (argv) => replaceWords(argv, [['18789', String(world.port)]]);
   const validate = await runGuide(world, guideCommand('config', 'validate'));
   assert.equal(validate.code, 0, `openclaw config validate: ${validate.stdout}${validate.stderr}`);
@@ -519,6 +560,8 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   process.kill(serving, 'SIGKILL');
   const killDeadline = Date.now() + 5000;
   while (isAlive(serving) && Date.now() < killDeadline) await sleep(50);
+  // A killed shared server starts again, as its service manager would.
+  if (world.server) await startServer(world);
   const revived = await turn('history');
   assert.equal(revived.status, 'ok', JSON.stringify(revived));
   const remembered = JSON.stringify(revived.result.payloads);
@@ -532,8 +575,8 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   const closeReply = await tuiCommand(world, replaceWords(guideCommand('tui', '/acp close KEY'), [['KEY', key]]));
   assert.match(closeReply, /Closed ACP session/, closeReply);
   const closeDeadline = Date.now() + 15000;
-  while (harnessdProcesses(world).length && Date.now() < closeDeadline) await sleep(100);
-  assert.deepEqual(harnessdProcesses(world), [], `harnessd still runs after /acp close and the one-shot run\n${describeRuns(world)}`);
+  while (spawnedHarnessds(world).length && Date.now() < closeDeadline) await sleep(100);
+  assert.deepEqual(spawnedHarnessds(world), [], `harnessd still runs after /acp close and the one-shot run\n${describeRuns(world)}`);
 
   // harnessd recorded each session under OpenClaw's key (the plugin passes
   // it in HARNESSD_HOST_SESSION), so the key finds the runs.
@@ -570,6 +613,13 @@ test('OpenClaw spawns harnessd through its ACP runtime: one-shot, persistent tur
   await exited;
   clearTimeout(stopDeadline);
   assert.notEqual(gatewayExit.signal, 'SIGKILL', 'the gateway did not stop within 20 s of SIGTERM');
+  if (world.server) {
+    world.server.child.kill('SIGTERM');
+    const serverDeadline = setTimeout(() => world.server.child.kill('SIGKILL'), 5000);
+    const [code, signal] = await world.server.exited;
+    clearTimeout(serverDeadline);
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, `the server's exit after SIGTERM; stderr:\n${world.server.stderr()}`);
+  }
   const deadline = Date.now() + 5000;
   while (processesOf(world).length && Date.now() < deadline) await sleep(100);
   assert.deepEqual(processesOf(world), [], 'processes left behind');

@@ -8,7 +8,9 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "daemon_process.h"
@@ -104,7 +106,7 @@ bool running(Daemon& c) {
 
 }  // namespace
 
-TEST_CASE("two clients of one server share a session: one FIFO queue, both see the updates, each gets its own answers") {
+TEST_CASE("two clients of one server share a session: one FIFO queue, the loader sees every turn, each gets its own answers") {
   Server s;
   auto [a, b, sid] = two_clients(s);
   json loaded = load_session(*b, sid);
@@ -146,12 +148,12 @@ TEST_CASE("two clients of one server share a session: one FIFO queue, both see t
   };
   REQUIRE(starts(text_b).size() == 2);
   CHECK(ends(text_b)[0] <= starts(text_b)[1]);
-  // a sees b's turn too, after its own answer.
+  // a made the session and did not load it: it gets its own turns' updates,
+  // not b's, and no answer of b's.
+  CHECK(starts(message_text(seen_a)).size() == 1);
   std::vector<json> later;
   while (auto m = a->recv(500ms)) later.push_back(*m);
-  CHECK(message_text(later).find("start ") != std::string::npos);
-  // No answer went to the wrong client.
-  for (const json& m : later) CHECK_FALSE((m.contains("id") && !m.contains("method")));
+  CHECK(later.empty());
 }
 
 TEST_CASE("a session/cancel from another client ends the running turn cancelled") {
@@ -607,4 +609,145 @@ TEST_CASE("_harnessd/status names the server's clients, sessions and queues") {
   CHECK(st["result"]["sessions"][0]["queueDepth"] == 1);
   CHECK(st["result"]["running"] == 1);
   a->recv_reply(2);
+}
+
+namespace {
+
+// The pid of the server `harnessd status` reports for `state_dir`, or 0.
+pid_t server_pid(const std::string& state_dir) {
+  Output st = run_harnessd({"--state-dir", state_dir, "status", "--format", "json"});
+  json j = json::parse(st.out, nullptr, false);
+  if (j.is_discarded() || !j.contains("server")) return 0;
+  return j["server"]["pid"].get<pid_t>();
+}
+
+}  // namespace
+
+TEST_CASE("five harnessd run --shared --session same at once: one server, one turn at a time, each run ended once") {
+  TempDir dir;
+  const std::string state = dir.path() + "/state";
+  const std::string config = dir.write("config.toml", fake_config({}, "", "idle_exit = 20\n"));
+  std::vector<Output> outs(5);
+  std::vector<std::thread> runs;
+  for (int i = 0; i < 5; ++i) {
+    runs.emplace_back([&, i] {
+      outs[i] = run_harnessd({"--config", config, "--state-dir", state, "run", "--shared", "--session", "same",
+                              "--format", "json", "timed 200"});
+    });
+  }
+  for (auto& t : runs) t.join();
+  const pid_t server = server_pid(state);
+  REQUIRE(server > 0);
+  std::vector<std::pair<long long, long long>> spans;
+  std::set<std::string> sessions;
+  for (const Output& o : outs) {
+    INFO(o.out << o.err);
+    REQUIRE(o.code == 0);
+    json r = json::parse(o.out);
+    sessions.insert(r["sessionId"].get<std::string>());
+    const std::string text = r["text"];
+    long long start = std::stoll(text.substr(text.find("start ") + 6));
+    long long end = std::stoll(text.substr(text.find(" end ") + 5));
+    spans.emplace_back(start, end);
+  }
+  CHECK(sessions.size() == 1);
+  std::sort(spans.begin(), spans.end());
+  for (std::size_t i = 1; i < spans.size(); ++i) CHECK(spans[i - 1].second <= spans[i].first);
+  // Every run went through the one server, and ended once.
+  Ledger l = read_ledger(state);
+  std::set<std::string> daemons;
+  for (const json& e : l.entries) daemons.insert(e["daemon"].get<std::string>());
+  CHECK(daemons.size() == 1);
+  CHECK(l.terminal.size() == 5);
+  for (const auto& [run, entries] : l.terminal) CHECK(entries.size() == 1);
+  // A plain stdio harnessd cannot take the session the server holds.
+  Daemon plain(read_file(config), {}, state);
+  plain.initialize();
+  plain.send(request(1, "session/new",
+                     {{"cwd", "/tmp"}, {"mcpServers", json::array()}, {"_meta", {{"harnessd", {{"name", "same"}, {"ensure", true}}}}}}));
+  json busy = plain.recv_reply(1);
+  CHECK(busy["error"]["code"] == -32017);
+  CHECK(busy["error"]["data"]["owner"]["pid"] == server);
+  ::kill(server, SIGTERM);
+  CHECK(eventually([&] { return !process_alive(server); }, 10s));
+}
+
+TEST_CASE("harnessd run goes through a listening server, and cancel, close and wait work from the shell") {
+  Server s;
+  // run without --shared uses the server that listens.
+  Output first = run_harnessd({"--config", s.config_path(), "--state-dir", s.state_dir(), "run", "--session", "named",
+                               "--format", "json", "echo through"});
+  INFO(first.out << first.err);
+  REQUIRE(first.code == 0);
+  json r = json::parse(first.out);
+  CHECK(r["text"] == "through");
+  CHECK(s.stderr_text().find("client pid") != std::string::npos);
+  // wait on an ended run, through the server.
+  Output waited = run_harnessd({"--state-dir", s.state_dir(), "wait", r["runId"]});
+  CHECK(waited.code == 0);
+  CHECK(waited.out.find("completed (end_turn)") != std::string::npos);
+
+  // cancel a running run by its id, and a session's turn by its name.
+  auto a = s.client();
+  a->initialize();
+  a->send(request(1, "session/new",
+                  {{"cwd", "/tmp"}, {"mcpServers", json::array()}, {"_meta", {{"harnessd", {{"name", "named"}, {"ensure", true}}}}}}));
+  std::string sid = a->recv_reply(1)["result"]["sessionId"];
+  CHECK(sid == r["sessionId"]);
+  a->send(prompt_request(2, sid, "slow 10000"));
+  REQUIRE(running(*a));
+  Output by_name = run_harnessd({"--state-dir", s.state_dir(), "cancel", "named"});
+  INFO(by_name.out << by_name.err);
+  CHECK(by_name.code == 0);
+  CHECK(by_name.out.find("cancelled (it was running)") != std::string::npos);
+  json cancelled = a->recv_reply(2);
+  CHECK(cancelled["result"]["stopReason"] == "cancelled");
+  Output again = run_harnessd({"--state-dir", s.state_dir(), "wait", run_id_of(cancelled)});
+  CHECK(again.code == 130);
+  // A queued run, by id.
+  a->send(prompt_request(3, sid, "slow 10000"));
+  a->send(prompt_request(4, sid, "echo queued"));
+  REQUIRE(running(*a));
+  std::string queued;
+  REQUIRE(eventually([&] {
+    Output runs = run_harnessd({"--state-dir", s.state_dir(), "runs", "--state", "queued", "--format", "json"});
+    if (runs.out.empty()) return false;
+    queued = json::parse(runs.out.substr(0, runs.out.find('\n')))["runId"];
+    return true;
+  }));
+  Output by_id = run_harnessd({"--state-dir", s.state_dir(), "cancel", queued});
+  CHECK(by_id.code == 0);
+  CHECK(by_id.out.find("cancelled (it was queued)") != std::string::npos);
+  CHECK(a->recv_reply(4)["result"]["stopReason"] == "cancelled");
+  // close through the server: the running turn is answered, the session goes.
+  Output closed = run_harnessd({"--state-dir", s.state_dir(), "close", "named"});
+  CHECK(closed.code == 0);
+  CHECK(a->recv_reply(3)["result"]["stopReason"] == "cancelled");
+  Output none = run_harnessd({"--state-dir", s.state_dir(), "cancel", "named"});
+  CHECK(none.code == 1);
+}
+
+TEST_CASE("harnessd wait needs no server: it reads the ledger until the run ends, or exits 4 at its timeout") {
+  Daemon d;
+  d.initialize();
+  std::string sid = d.new_session("/tmp");
+  d.send(prompt_request(1, sid, "slow 1500"));
+  std::string run;
+  REQUIRE(eventually([&] {
+    Output runs = run_harnessd({"--state-dir", d.state_dir(), "runs", "--state", "started", "--format", "json"});
+    if (runs.out.empty()) return false;
+    run = json::parse(runs.out.substr(0, runs.out.find('\n')))["runId"];
+    return true;
+  }));
+  Output early = run_harnessd({"--state-dir", d.state_dir(), "wait", run, "--timeout", "0.2", "--format", "json"});
+  CHECK(early.code == 4);
+  CHECK(json::parse(early.out)["pending"] == true);
+  Output waited = run_harnessd({"--state-dir", d.state_dir(), "wait", run});
+  CHECK(waited.code == 0);
+  CHECK(d.recv_reply(1)["result"]["stopReason"] == "end_turn");
+  Output unknown = run_harnessd({"--state-dir", d.state_dir(), "wait", "run_nosuch"});
+  CHECK(unknown.code == 2);
+  Output no_server = run_harnessd({"--state-dir", d.state_dir(), "watch", sid});
+  CHECK(no_server.code == 1);
+  CHECK(no_server.err.find("no harnessd server listens") != std::string::npos);
 }
