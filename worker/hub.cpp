@@ -154,7 +154,7 @@ void Hub::from_client(Client& c, std::string_view line) {
     // An answer to one of the engine's requests that this client was asked.
     if (!has_id || !msg["id"].is_number_integer()) return;
     auto asked = asked_.find(msg["id"].get<std::int64_t>());
-    if (asked == asked_.end() || asked->second != c.id) {
+    if (asked == asked_.end() || asked->second.client != c.id) {
       acp::log::warn("client " + c.label + " answered a request it was not asked; ignored");
       return;
     }
@@ -292,13 +292,13 @@ void Hub::from_engine(std::string line) {
     // A request for a client: the one whose prompt runs on the session.
     const std::int64_t id = msg["id"].is_number_integer() ? msg["id"].get<std::int64_t>() : 0;
     Client* c = asker_for(session);
-    if (!c) {
+    if (!c || c->input_ended) {
       loop_.post([this, id, method, params = msg.value("params", json::object())] {
         decide_alone(id, method, params, false);
       });
       return;
     }
-    asked_[id] = c->id;
+    asked_[id] = Asked{c->id, method, msg.value("params", json::object())};
     send(*c, std::move(line));
     return;
   }
@@ -448,6 +448,20 @@ void Hub::cancel_prompts_of(std::uint64_t id) {
   }
 }
 
+void Hub::decide_asked_of(std::uint64_t id) {
+  // What the engine asked the client is decided without it: refused, or
+  // cancelled when its turn is being cancelled too (ACP's answer to a
+  // request of a cancelled turn).
+  std::vector<std::pair<std::int64_t, Asked>> unanswered;
+  for (const auto& [rid, a] : asked_) {
+    if (a.client == id) unanswered.emplace_back(rid, a);
+  }
+  for (auto& [rid, a] : unanswered) {
+    asked_.erase(rid);
+    decide_alone(rid, a.method, a.params, options_.on_disconnect == OnDisconnect::kCancel);
+  }
+}
+
 bool Hub::has_open_requests(std::uint64_t id) const {
   return std::any_of(forwarded_.begin(), forwarded_.end(), [id](const auto& kv) { return kv.second.client == id; });
 }
@@ -462,6 +476,7 @@ void Hub::input_ended(std::uint64_t id) {
   c.input_ended = true;
   c.in.reset();
   cancel_prompts_of(id);
+  decide_asked_of(id);
   if (!has_open_requests(id)) drop(id, "it disconnected");
 }
 
@@ -493,18 +508,7 @@ void Hub::drop(std::uint64_t id, const std::string& why) {
     watches_.erase(wid);
     engine_call("_harnessd/sessions/unwatch", {{"watchId", wid}});
   }
-  // What the engine asked it is decided without it.
-  std::vector<std::int64_t> unanswered;
-  for (const auto& [rid, client] : asked_) {
-    if (client == id) unanswered.push_back(rid);
-  }
-  for (std::int64_t rid : unanswered) {
-    asked_.erase(rid);
-    // The request's params are the engine's; a cancelled outcome is what a
-    // client that goes away answers (ACP's prompt turn, cancellation).
-    json answer = {{"jsonrpc", "2.0"}, {"id", rid}, {"result", {{"outcome", {{"outcome", "cancelled"}}}}}};
-    engine_host_.receive_line(answer.dump());
-  }
+  decide_asked_of(id);
   // The reader and writer may be inside their own callbacks' callers.
   loop_.post([c = std::move(c)]() mutable { c.reset(); });
   check_idle();

@@ -95,6 +95,8 @@ class Hub {
   /// continue, are cancelled.
   void cancel_prompts_of(std::uint64_t id);
   bool has_open_requests(std::uint64_t id) const;
+  /// Answers, without the client, the engine's requests it was asked.
+  void decide_asked_of(std::uint64_t id);
   /// A session_event to the client of its watch.
   void route_event(nlohmann::json& msg);
   /// A request of the hub's own to the engine; its answer is dropped.
@@ -127,7 +129,12 @@ class Hub {
   std::unordered_map<std::int64_t, Watch> watches_;
   std::int64_t next_own_id_ = -1;  // the hub's own requests count down
   /// The engine's requests waiting on a client, by the engine's id.
-  std::unordered_map<std::int64_t, std::uint64_t> asked_;
+  struct Asked {
+    std::uint64_t client = 0;
+    std::string method;
+    nlohmann::json params;
+  };
+  std::unordered_map<std::int64_t, Asked> asked_;
   std::function<void()> on_idle_;
   acp::Timer flush_bound_;
   bool stopping_ = false;

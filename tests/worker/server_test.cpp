@@ -751,3 +751,30 @@ TEST_CASE("harnessd wait needs no server: it reads the ledger until the run ends
   CHECK(no_server.code == 1);
   CHECK(no_server.err.find("no harnessd server listens") != std::string::npos);
 }
+
+TEST_CASE("a permission request left unanswered by a client that goes is refused, and the turn goes on with on_disconnect = continue") {
+  Server s(fake_config({}, "", "on_disconnect = \"continue\"\n"));
+  std::string sid;
+  {
+    auto a = s.client();
+    a->initialize();
+    sid = a->new_session("/tmp");
+    a->send(prompt_request(1, sid, "permission"));
+    // Asked, and never answers: it leaves instead.
+    REQUIRE(eventually([&] {
+      auto m = a->recv(100ms);
+      return m && m->value("method", "") == "session/request_permission";
+    }, 10s));
+  }
+  Ledger l;
+  REQUIRE(eventually([&] {
+    l = read_ledger(s.state_dir());
+    return l.terminal.size() == 1 && !l.terminal.begin()->second.empty();
+  }, 10s));
+  CHECK(l.terminal.begin()->second[0]["event"] == "completed");
+  auto b = s.client();
+  b->initialize();
+  std::vector<json> replay;
+  REQUIRE(load_session(*b, sid, &replay).contains("result"));
+  CHECK(message_text(replay) == "permission: selected reject");
+}
