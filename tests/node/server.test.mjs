@@ -51,6 +51,10 @@ function validateOurAnswers(c) {
   for (const m of c.wire()) {
     const method = m.method === undefined && 'result' in m ? methods.get(m.id) : undefined;
     if (ourResponses.has(method)) assertOurs(ourResponses.get(method), m.result, `client ${c.name}: the answer to ${method}`);
+    if ((method === 'session/load' || method === 'session/resume') && m.result?._meta?.harnessd) {
+      assertOurs('RestoreResultMeta', m.result._meta.harnessd, `client ${c.name}: the _meta.harnessd of the answer to ${method}`);
+    }
+    if (m.method === '_harnessd/session_event') assertOurs('SessionEventNotification', m.params, `client ${c.name}: a session event`);
   }
 }
 
