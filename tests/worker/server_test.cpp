@@ -324,19 +324,21 @@ TEST_CASE("the socket is 0600 in a 0700 state directory, a second server on it i
 }
 
 TEST_CASE("idle-exit: a server with no client and no prompt exits cleanly, and removes its socket") {
-  Server s(fake_config(), {"--idle-exit", "0.5"});
+  // Long enough for a client process to start and connect on a slow
+  // machine (the sanitizers), after the start-up probe's connection left.
+  Server s(fake_config(), {"--idle-exit", "3"});
   {
     auto c = s.client();
     c->initialize();
     std::string sid = c->new_session("/tmp");
     // Busy meanwhile: a client is connected, then a prompt runs.
-    std::this_thread::sleep_for(800ms);
+    std::this_thread::sleep_for(3500ms);
     CHECK(s.wait_exit(0ms) == -1);
     CHECK(c->prompt(sid, "slow 700")["result"]["stopReason"] == "end_turn");
   }
-  CHECK(s.wait_exit(10s) == 0);
+  CHECK(s.wait_exit(15s) == 0);
   CHECK_FALSE(std::filesystem::exists(s.socket()));
-  CHECK(s.stderr_text().find("idle for 500 ms") != std::string::npos);
+  CHECK(s.stderr_text().find("idle for 3000 ms") != std::string::npos);
 }
 
 TEST_CASE("connecting to a socket nothing listens on fails at once and says so") {
