@@ -149,7 +149,10 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       {"openspace", {"max_iterations", "skill_dir"}},
       {"exec", {"input", "output", "field"}}};
   static const std::set<std::string> kCommon = {"kind", "command", "env", "env_passthrough", "description",
-                                                "mode", "template", "recording", "auth_env", "warm", "limits"};
+                                                "mode", "template", "recording", "auth_env", "warm", "limits",
+                                                // The permission policy (permission_policy.h).
+                                                "permissions", "rule", "fallback", "ask_timeout", "ask_fallback",
+                                                "remember"};
   const auto& bridge_keys = kBridgeKeys.at(p.kind);
   std::vector<std::string> options;
   for (const auto& [key, value] : table) {
@@ -170,6 +173,7 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
     options.push_back(text);
   }
   if (!options.empty()) p.bridge_options = std::move(options);
+  if (auto policy = read_policy(table, where, p.policy); !policy) return policy.error();
   if (const toml::node* command = table.get("command")) {
     auto argv = string_array(*command, where + ".command");
     if (!argv) return argv.error();

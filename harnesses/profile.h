@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "harnesses/permission_policy.h"
+
 #include "adapters/cgroups.h"
 #include "schema/expected.h"
 
@@ -50,6 +52,8 @@ struct HarnessProfile {
   adapters::ResourceLimits limits;
   /// Adapters of this harness kept started and initialized ahead of need.
   std::size_t warm = 0;
+  /// What harnessd answers the adapter's permission requests on its own.
+  PermissionPolicy policy;
   /// One line for `harnessd harnesses`.
   std::string description;
   /// How to install what `command` needs, shown when it is missing.

@@ -41,6 +41,12 @@ void decode_harnessd_meta(Decoder& d, HarnessdMeta& out) {
   if (out.mode && *out.mode != "persistent" && *out.mode != "oneshot") {
     ours.fail("mode", "must be \"persistent\" or \"oneshot\", got '" + *out.mode + "'");
   }
+  out.permissions = ours.optional_string("permissions");
+  if (out.permissions && *out.permissions != "ask-host" && *out.permissions != "approve-all" &&
+      *out.permissions != "approve-reads" && *out.permissions != "deny-all") {
+    ours.fail("permissions",
+              "must be \"ask-host\", \"approve-all\", \"approve-reads\" or \"deny-all\", got '" + *out.permissions + "'");
+  }
   if (const json* context = ours.optional_object("context")) {
     auto checked = check_context(d.method(), "_meta.harnessd.context", *context);
     if (checked) {

@@ -31,6 +31,7 @@ struct HarnessdMeta {
   std::optional<std::int64_t> timeoutMs;  // run deadline; 0 means none
   std::optional<std::string> templateName;  // "template": packaging template for the prompt(s)
   std::optional<std::string> mode;          // session/new: "persistent" or "oneshot"
+  std::optional<std::string> permissions;   // session/new: a permission mode no looser than the profile's
   nlohmann::json context;                   // session/prompt: the packaging context (checked), or null
 };
 

@@ -168,7 +168,16 @@ void Agent::create_session(schema::NewSessionRequest req, acp::Reply reply, std:
   // Fail now, not at the first prompt, when the harness cannot run here.
   if (auto bad = check_harness(rt_, harness, profile->second)) return refuse(*bad);
 
+  if (meta.permissions && !harnesses::no_looser(*meta.permissions, profile->second.policy.mode)) {
+    RpcError e = RpcError::invalid_params("session/new: _meta.harnessd.permissions '" + *meta.permissions +
+                                          "' is looser than harness '" + harness + "' allows (its permissions are '" +
+                                          profile->second.policy.mode + "'); a session may only be stricter");
+    e.data = {{"method", "session/new"}, {"field", "_meta.harnessd.permissions"}};
+    return refuse(e);
+  }
+
   SessionInit init;
+  init.permissions = meta.permissions;
   init.mode = meta.mode.value_or(profile->second.mode);
   init.template_name = meta.templateName.value_or(profile->second.template_name);
   if (!init.template_name.empty()) {
@@ -351,6 +360,7 @@ Expected<Session*, RpcError> Agent::reopen(const SessionRecord& record, const sc
   init.mode = record.mode;
   init.template_name = record.template_name.value_or("");
   init.summary = record.summary.value_or("");
+  init.permissions = record.permissions;
   init.history = record.history;
   init.config_choices = record.config_options;
   if (record.adapter_options.is_array()) init.adapter_defaults = record.adapter_options;

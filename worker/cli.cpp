@@ -23,6 +23,7 @@
 #include "harnessd_version.h"
 #include "acp/unix_socket.h"
 #include "schema/acp.h"
+#include "worker/approvals.h"
 #include "worker/config.h"
 #include "worker/connect.h"
 #include "worker/daemon.h"
@@ -178,6 +179,15 @@ int main(int argc, char** argv) {
   forget_cmd->fallthrough();
   forget_cmd->add_option("session", forget_target, "The session's id, or a name only one session has")->required();
   forget_cmd->add_flag("--dry-run", forget_dry_run, "List what would be removed; change nothing");
+  std::optional<std::string> approvals_session;
+  std::optional<std::string> approvals_forget;
+  std::string approvals_format = "text";
+  auto* approvals_cmd =
+      app.add_subcommand("approvals", "List the approvals hosts answered \"always\" to, or forget one");
+  approvals_cmd->fallthrough();
+  approvals_cmd->add_option("--session", approvals_session, "Only this session's (id or name)");
+  approvals_cmd->add_option("--forget", approvals_forget, "Forget the approval with this id, or \"all\" of --session");
+  approvals_cmd->add_option("--format", approvals_format, "text or json")->check(CLI::IsMember({"text", "json"}));
   auto* harnesses_cmd = app.add_subcommand("harnesses", "List harness profiles, what they run, and what is missing");
   harnesses_cmd->fallthrough();
   harnesses_cmd->add_flag("--check", harnesses_check, "Also run each program with --version");
@@ -296,6 +306,9 @@ int main(int argc, char** argv) {
   if (prune_cmd->parsed()) return prune_command(chosen_state_dir, prune_older_than, prune_dry_run);
   if (forget_cmd->parsed()) return forget_command(chosen_state_dir, forget_target, forget_dry_run);
   if (gc_cmd->parsed()) return gc_command(chosen_state_dir, config->daemon.retention, gc_dry_run);
+  if (approvals_cmd->parsed()) {
+    return approvals_command(chosen_state_dir, approvals_session, approvals_forget, approvals_format);
+  }
   if (harnesses_cmd->parsed()) return harnesses_command(*config, harnesses_check, harnesses_format, chosen_state_dir);
   if (pack_cmd->parsed()) return pack_command(wrap, *config, chosen_state_dir);
   auto& d = config->daemon;

@@ -412,20 +412,16 @@ Hub::Client* Hub::asker_for(const std::string& session) {
   return c->second.get();
 }
 
-void Hub::decide_alone(std::int64_t id, const std::string& method, const json& params, bool cancelling) {
+void Hub::decide_alone(std::int64_t id, const std::string& method, const json& /*params*/, bool cancelling) {
   json answer = {{"jsonrpc", "2.0"}, {"id", id}};
-  if (method == "session/request_permission") {
-    // Nobody to ask: refused (a policy can say more, docs/server.md).
-    json outcome = {{"outcome", "cancelled"}};
-    if (!cancelling && params.contains("options") && params["options"].is_array()) {
-      for (const json& o : params["options"]) {
-        if (o.is_object() && o.value("kind", "") == "reject_once" && o.contains("optionId")) {
-          outcome = {{"outcome", "selected"}, {"optionId", o["optionId"]}};
-          break;
-        }
-      }
-    }
-    answer["result"] = {{"outcome", outcome}};
+  if (method == "session/request_permission" && cancelling) {
+    answer["result"] = {{"outcome", {{"outcome", "cancelled"}}}};
+  } else if (method == "session/request_permission") {
+    // Nobody to ask: the session's permission policy decides by its
+    // ask_fallback (docs/policy.md).
+    answer["error"] = {{"code", rpc_code::kPeerGone},
+                       {"message", method + ": the client that asked for this turn is gone"},
+                       {"data", {{"clientGone", true}}}};
   } else {
     answer["error"] = {{"code", -32603}, {"message", method + ": the client that asked for this turn is gone"}};
   }

@@ -64,7 +64,9 @@ Relay::Relay(Runtime& rt, std::string session_id, const adapters::AdapterSession
                     done(std::move(read->lines));
                   });
                 });
-              }) {}
+              }),
+      gate_(rt, session_id_,
+            {hooks_.recorder, hooks_.permission_scope, hooks_.cancelling}) {}
 
 bool Relay::keeps_transcript() const { return !hooks_.keep_transcript || hooks_.keep_transcript(); }
 
@@ -135,8 +137,14 @@ void Relay::bind(adapters::AdapterLink& link) {
     relay_update(params);
     inbound_line_ = {};  // its line is gone once the dispatch returns
   });
+  rpc.on_request("session/request_permission", [this](const json& params, acp::Reply reply) {
+    gate_.request(params, std::move(reply), [this](json out, PermissionGate::Answered answered) {
+      ask_host("session/request_permission", std::move(out), std::move(answered));
+    });
+  });
   for (const char* method : kForwarded) {
     std::string m = method;
+    if (m == "session/request_permission") continue;
     rpc.on_request(m,
                    [this, m](const json& params, acp::Reply reply) { forward_to_host(m, params, std::move(reply)); });
   }
@@ -214,6 +222,7 @@ void Relay::relay_update(const json& params) {
                                     content->contains("text") && (*content)["text"].is_string()
                                 ? &(*content)["text"].get_ref<const std::string&>()
                                 : nullptr;
+  if (kind == "tool_call" || kind == "tool_call_update") gate_.note(*update);
   if (kTurnUpdates.count(kind)) hooks_.turn_output(kind, text ? std::string_view(*text) : std::string_view());
   const bool too_long = kChunkUpdates.count(kind) && text && text->size() > kMaxChunkText;
   if (kind != "config_option_update" && !too_long && params.contains("sessionId")) {
@@ -356,19 +365,19 @@ void Relay::forward_to_host(const std::string& method, const json& params, acp::
     reply.error(RpcError::method_not_found(method));
     return;
   }
-  json out = params;
-  if (out.is_object() && out.contains("sessionId")) out["sessionId"] = session_id_;
-  order_.then([&host = rt_.host, method, out = std::move(out), reply = std::move(reply)]() mutable {
-    host.call(method, std::move(out), [method, reply = std::move(reply)](acp::Connection::CallResult r) mutable {
-      if (r) {
-        reply.result(std::move(*r));
-      } else if (method == "session/request_permission" && r.error().code == rpc_code::kPeerGone) {
-        // Nobody can approve: treat it as a cancelled permission request.
-        reply.result({{"outcome", {{"outcome", "cancelled"}}}});
-      } else {
-        reply.error(r.error());
-      }
-    });
+  ask_host(method, params, [reply = std::move(reply)](acp::Connection::CallResult r) mutable {
+    if (r) {
+      reply.result(std::move(*r));
+    } else {
+      reply.error(r.error());
+    }
+  });
+}
+
+void Relay::ask_host(const std::string& method, json params, acp::Connection::CallHandler answered) {
+  if (params.is_object() && params.contains("sessionId")) params["sessionId"] = session_id_;
+  order_.then([&host = rt_.host, method, params = std::move(params), answered = std::move(answered)]() mutable {
+    host.call(method, std::move(params), std::move(answered));
   });
 }
 

@@ -16,6 +16,7 @@
 #include "adapters/adapter_session.h"
 #include "worker/frame_log.h"
 #include "worker/host_order.h"
+#include "worker/permission_gate.h"
 #include "worker/run_recorder.h"
 #include "worker/runtime.h"
 #include "worker/transcript.h"
@@ -40,6 +41,10 @@ class Relay {
     /// False when the session's harness records metadata only: no
     /// transcript is kept.
     std::function<bool()> keep_transcript;
+    /// What the session's permission requests are decided by.
+    std::function<const PermissionGate::Scope&()> permission_scope;
+    /// The running turn is being cancelled.
+    std::function<bool()> cancelling;
   };
 
   /// `adapter` tells whether a prompt is in flight and whether the adapter
@@ -59,6 +64,8 @@ class Relay {
   void send_line(std::string line, bool record_in_run = true);
   /// Appends one frame (a line with its newline) to the transcript.
   void record_transcript(std::string line);
+  /// Decides the adapter's permission requests.
+  PermissionGate& permissions() { return gate_; }
   /// The session's transcript frames, numbered, and their watches.
   FrameLog& frames() { return frames_; }
   /// The session closes: each watch is told so, after its last frame.
@@ -82,6 +89,9 @@ class Relay {
   /// the session id replaced, else update_line().
   std::string relayed_line(const nlohmann::json& params);
   void forward_to_host(const std::string& method, const nlohmann::json& params, acp::Reply reply);
+  /// Sends the host a request of the adapter's (after any answer still on
+  /// its way), with this session's id.
+  void ask_host(const std::string& method, nlohmann::json params, acp::Connection::CallHandler answered);
   bool host_can_serve(const std::string& method) const;
   bool host_accepts_unstable(const std::string& kind) const;
   bool keeps_transcript() const;
@@ -104,6 +114,7 @@ class Relay {
   HostOrder& order_;
   Hooks hooks_;
   FrameLog frames_;
+  PermissionGate gate_;
 };
 
 }  // namespace harnessd::worker

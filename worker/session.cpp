@@ -35,7 +35,15 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                 options_.replace(options);
                 return config_options();
               },
-              [this] { return !init_.profile.record_metadata_only; }}),
+              [this] { return !init_.profile.record_metadata_only; },
+              [this]() -> const PermissionGate::Scope& {
+                permission_scope_.policy = init_.profile.policy;
+                if (init_.permissions) permission_scope_.policy.mode = *init_.permissions;
+                permission_scope_.cwd = init_.cwd;
+                permission_scope_.harness = init_.profile.name;
+                return permission_scope_;
+              },
+              [this] { return turn_ && turn_->control.stop_reason() == queue::StopReason::kCancelled; }}),
       adapter_(rt.loop, rt.reaper, rt.config.daemon.kill_grace, "session " + init_.id, init_.profile.name,
                {[this] { return adapter_spec(); }, [this](adapters::AdapterLink& link) { relay_.bind(link); },
                 [this](const json& answer, bool announce) { take_adapter_options(answer, announce); },
@@ -101,6 +109,7 @@ SessionRecord Session::fields() const {
   r.mode = init_.mode;
   if (!init_.template_name.empty()) r.template_name = init_.template_name;
   if (!init_.summary.empty()) r.summary = init_.summary;
+  r.permissions = init_.permissions;
   r.history = init_.history;
   r.mcp_servers = init_.mcp_servers;
   // The adapter's session of this lifetime, else the one it is resuming,
@@ -341,6 +350,7 @@ void Session::start_turn(QueuedPrompt prompt) {
   // and the turn does not wait for it; a packaged one waits for the files
   // its harness is told to read.
   turn_->recorder = std::move(turn_->prompt.recorder);
+  relay_.permissions().turn_started();
   std::string request_line = acp::to_line(turn_->prompt.request);
   request_line.pop_back();
   turn_->recorder->event("host>harnessd", request_line, true);
@@ -552,6 +562,7 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   facts.store_error = turn.error;
   facts.state_dir = rt_.store.dir();
   if (!turn.adapter_start.is_null()) facts.adapter_start = turn.adapter_start;
+  if (json permissions = relay_.permissions().take_summary(); !permissions.is_null()) facts.permissions = permissions;
   TurnOutcome o = turn_outcome(turn.control.stop_reason(), std::move(result), facts,
                                [this](const std::string& what) { return adapter_.failure(what); });
   const std::string event = o.event;

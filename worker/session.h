@@ -57,6 +57,8 @@ struct SessionInit {
   nlohmann::json history = nlohmann::json::array();
   /// Set by the host with _harnessd/sessions/set_summary.
   std::string summary;
+  /// _meta.harnessd.permissions: a mode stricter than the profile's.
+  std::optional<std::string> permissions;
   /// The adapter's config options the host chose ({configId: value}),
   /// applied again to every new adapter of the session.
   nlohmann::json config_choices = nlohmann::json::object();
@@ -254,6 +256,8 @@ class Session final : private adapters::LiveAdapters::Member {
   bool unsaved_time_ = false;  // a turn ended after the record was last written
   std::map<std::uint64_t, acp::UniqueFunction<void(const RpcError&)>> held_;  // by held()'s order
   std::uint64_t next_held_ = 0;
+
+  PermissionGate::Scope permission_scope_;  // what the relay's gate reads, refreshed at each request
 
   // Last, so that they go first: their hooks call into the members above.
   Relay relay_;

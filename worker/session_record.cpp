@@ -19,7 +19,7 @@ std::optional<std::string> optional_string(const json& j, const char* key) {
 }  // namespace
 
 json SessionRecord::to_json() const {
-  return {{"sessionId", session_id},
+  json j = {{"sessionId", session_id},
           {"name", or_null(name)},
           {"hostSession", or_null(host_session)},
           {"harness", harness},
@@ -39,6 +39,8 @@ json SessionRecord::to_json() const {
           {"daemon", daemon},
           {"createdAt", created_at},
           {"updatedAt", updated_at}};
+  if (permissions) j["permissions"] = *permissions;
+  return j;
 }
 
 Expected<SessionRecord, std::string> SessionRecord::from_json(const json& j) {
@@ -52,6 +54,7 @@ Expected<SessionRecord, std::string> SessionRecord::from_json(const json& j) {
   r.mode = j.value("mode", "persistent") == "oneshot" ? "oneshot" : "persistent";
   r.template_name = optional_string(j, "template");
   r.summary = optional_string(j, "summary");
+  r.permissions = optional_string(j, "permissions");
   if (auto it = j.find("history"); it != j.end() && it->is_array()) r.history = *it;
   if (auto it = j.find("mcpServers"); it != j.end() && it->is_array()) r.mcp_servers = *it;
   r.adapter_session_id = optional_string(j, "adapterSessionId");
@@ -81,7 +84,7 @@ std::optional<std::string> session_record_problem(const json& record) {
       {"runTimeoutMs", kInteger}, {"lane", kString},           {"configOptions", kObject},
       {"adapterOptions", kArray}, {"closed", kBool},           {"createdAt", kString},
       {"updatedAt", kString},     {"daemon", kString},         {"hostSession", kStringOrNull},
-      {"adapter", kObject}};
+      {"adapter", kObject},       {"permissions", kStringOrNull}};
   static const char* const kTypeNames[] = {"a string", "a string or null", "a boolean",
                                            "an integer", "an array or null", "an object or null"};
   for (const auto& [field, type] : kFields) {

@@ -24,6 +24,9 @@ struct SessionRecord {
   std::string mode = "persistent";  // or "oneshot"
   std::optional<std::string> template_name;
   std::optional<std::string> summary;
+  /// The permission mode the host asked for at session/new, stricter than
+  /// its profile's (_meta.harnessd.permissions); none: the profile's.
+  std::optional<std::string> permissions;
   /// Oneshot sessions: [{task, answer, runId}] of the turns that ended.
   nlohmann::json history = nlohmann::json::array();
   nlohmann::json mcp_servers = nlohmann::json::array();

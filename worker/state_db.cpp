@@ -99,6 +99,21 @@ WHERE harness IS NOT NULL GROUP BY harness;
 INSERT INTO meta(key, value) VALUES ('transition entries', 'own fields where the run row says the rest')
 ON CONFLICT(key) DO NOTHING;
 )sql",
+    // 5: approvals a host gave "always" (worker/approvals.h).
+    R"sql(
+CREATE TABLE approvals(
+  id INTEGER PRIMARY KEY,
+  scope TEXT NOT NULL CHECK (scope IN ('session', 'harness')),
+  session_id TEXT,
+  harness TEXT NOT NULL,
+  action TEXT NOT NULL CHECK (action IN ('allow', 'deny')),
+  kind TEXT NOT NULL DEFAULT '',
+  command TEXT,
+  paths TEXT NOT NULL DEFAULT '[]',
+  created_at TEXT NOT NULL,
+  run_id TEXT);
+CREATE INDEX approvals_by_harness ON approvals(harness, session_id);
+)sql",
 };
 
 constexpr const char* kImportedKey = "imported pre-sqlite files";

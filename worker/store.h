@@ -147,6 +147,10 @@ class Store {
   void claim_name(std::string name, std::string new_id, ClaimDone done);
   /// Gives up this process's lease of the session.
   void release_session(std::string id);
+  using DatabaseDone = acp::UniqueFunction<void(Expected<nlohmann::json>)>;
+  /// Runs `work` on the database's thread, in its write transaction, behind
+  /// what was queued before; `done` gets its result on the loop.
+  void with_database(std::function<Expected<nlohmann::json>(StateDb&)> work, DatabaseDone done);
   /// Every lease held by a live process, by session id.
   std::map<std::string, StateDb::Lease> leases();
 

@@ -17,13 +17,17 @@ StateDb::Lease Store::lease_for(std::string id, std::optional<std::string> name)
   return {std::move(id), std::move(name), instance_, static_cast<std::int64_t>(::getpid()), acp::iso_time()};
 }
 
-void Store::claim(std::function<Expected<Claim>(StateDb&)> decide, ClaimDone done) {
-  // Decided on the writer thread, in its write transaction: two processes
-  // asking at once are served one after the other.
-  auto outcome = std::make_shared<Expected<Claim>>(Error{"not decided"});
+namespace {
+
+// A job for the writer thread whose result `done` gets on the loop (no
+// `done`: the result is dropped).
+template <class T>
+DbWriter::Job job_with_result(std::function<Expected<T>(StateDb&)> work,
+                              acp::UniqueFunction<void(Expected<T>)> done) {
+  auto outcome = std::make_shared<Expected<T>>(Error{"not done"});
   DbWriter::Job job;
-  job.apply = [decide = std::move(decide), outcome](StateDb& db) -> Expected<void> {
-    *outcome = decide(db);
+  job.apply = [work = std::move(work), outcome](StateDb& db) -> Expected<void> {
+    *outcome = work(db);
     if (!*outcome) return Error{outcome->error().message};
     return {};
   };
@@ -33,7 +37,19 @@ void Store::claim(std::function<Expected<Claim>(StateDb&)> decide, ClaimDone don
       done(std::move(*outcome));
     };
   }
-  to_database(std::move(job));
+  return job;
+}
+
+}  // namespace
+
+void Store::claim(std::function<Expected<Claim>(StateDb&)> decide, ClaimDone done) {
+  // Decided on the writer thread, in its write transaction: two processes
+  // asking at once are served one after the other.
+  to_database(job_with_result<Claim>(std::move(decide), std::move(done)));
+}
+
+void Store::with_database(std::function<Expected<json>(StateDb&)> work, DatabaseDone done) {
+  to_database(job_with_result<json>(std::move(work), std::move(done)));
 }
 
 void Store::claim_session(std::string id, std::optional<std::string> name, ClaimDone done) {

@@ -49,6 +49,9 @@ std::string result_file(const std::string& event, const TurnFacts& facts, const 
   if (facts.adapter_start) {
     if (Member* m = add("adapterStart")) m->value = &*facts.adapter_start;
   }
+  if (facts.permissions) {
+    if (Member* m = add("permissions")) m->value = &*facts.permissions;
+  }
   if (fields.is_object()) {
     for (const auto& [k, v] : fields.items()) members.emplace_back(k).value = &v;
   }

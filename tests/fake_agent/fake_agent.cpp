@@ -720,6 +720,8 @@ class FakeAgent {
       cmd_paced(args);
     } else if (command == "permission") {
       cmd_permission();
+    } else if (command == "tool") {
+      cmd_tool(args);
     } else if (command == "slow") {
       finish(tick_for(int_arg(args, 1000)) ? "end_turn" : "cancelled");
     } else if (command == "timed") {
@@ -892,6 +894,47 @@ class FakeAgent {
     finish("end_turn");
   }
 
+  // `tool <kind> <rawInput JSON>`: a tool call announced by a tool_call
+  // update (kind, title, rawInput, locations from rawInput.path), then a
+  // permission request that names only its toolCallId.
+  void cmd_tool(const std::string& args) {
+    auto [kind, raw_text] = split_word(args);
+    json raw = json::parse(trim(raw_text), nullptr, false);
+    if (raw.is_discarded() || !raw.is_object()) raw = json::object();
+    const std::string call_id = "call_" + std::to_string(++tool_calls_);
+    json update = {{"sessionUpdate", "tool_call"}, {"toolCallId", call_id}, {"title", kind + " call"},
+                   {"kind", kind},                 {"status", "pending"},   {"rawInput", raw}};
+    if (raw.contains("path") && raw["path"].is_string()) update["locations"] = json::array({{{"path", raw["path"]}}});
+    send_update(update);
+    json params = {{"sessionId", turn_->session_id},
+                   {"toolCall", {{"toolCallId", call_id}}},
+                   {"options",
+                    {{{"optionId", "allow"}, {"name", "Allow once"}, {"kind", "allow_once"}},
+                     {{"optionId", "always"}, {"name", "Always allow"}, {"kind", "allow_always"}},
+                     {{"optionId", "reject"}, {"name", "Reject"}, {"kind", "reject_once"}},
+                     {{"optionId", "never"}, {"name", "Always reject"}, {"kind", "reject_always"}}}}};
+    long long id = send_request("session/request_permission", std::move(params));
+    json response = *await_response(id, false);
+    if (response.contains("error")) {
+      if (cancelled()) return finish("cancelled");
+      send_chunk("permission: error " + dump(response["error"].is_object() ? response["error"].value("code", json()) : response["error"]));
+      return finish("end_turn");
+    }
+    const json result = response.value("result", json());
+    const json outcome = result.is_object() ? result.value("outcome", json()) : json();
+    if (cancelled()) return finish("cancelled");
+    if (outcome.is_object() && outcome.value("outcome", json()) == "selected") {
+      const json option = outcome.value("optionId", json());
+      const std::string option_id = option.is_string() ? option.get<std::string>() : dump(option);
+      const bool ran = option_id == "allow" || option_id == "always";
+      send_update({{"sessionUpdate", "tool_call_update"}, {"toolCallId", call_id}, {"status", ran ? "completed" : "failed"}});
+      send_chunk("permission: selected " + option_id);
+    } else {
+      send_chunk("permission: cancelled");
+    }
+    finish("end_turn");
+  }
+
   void cmd_ignore_sigterm() {
     turn_->ignore_cancel = true;
     ignore_eof_ = true;
@@ -1054,6 +1097,7 @@ class FakeAgent {
   std::string input_;
   bool stdin_closed_ = false;
   bool ignore_eof_ = false;
+  int tool_calls_ = 0;  // the tool command's calls, for their ids
   json client_capabilities_ = json::object();
   std::map<std::string, Session> sessions_;
   long long next_session_ = 1;

@@ -122,7 +122,7 @@ async function startModelServer(dir) {
 // Per the recipe in tests/fakes/README.md; everything the harness needs is in the profile's env,
 // since adapters get only a small safe environment. TMPDIR keeps their temp files in our dir.
 // `extraEnv` goes to every adapter as well (e.g. sanitizer options).
-function writeConfig(root, port, defaultHarness, extraEnv = {}, daemonToml = '') {
+function writeConfig(root, port, defaultHarness, extraEnv = {}, daemonToml = '', profileToml = '') {
   const home = path.join(root, 'home');
   const tmp = path.join(root, 'tmp');
   const claudeDir = path.join(root, 'claude');
@@ -183,6 +183,7 @@ function writeConfig(root, port, defaultHarness, extraEnv = {}, daemonToml = '')
   let toml = `[daemon]\ndefault_harness = ${q(defaultHarness)}\n${daemonToml}`;
   for (const [name, p] of Object.entries(profiles)) {
     toml += `\n[harness.${name}]\nkind = ${q(p.kind)}\ncommand = [${p.command.map(q).join(', ')}]\n`;
+    if (name === defaultHarness) toml += profileToml;
     toml += `[harness.${name}.env]\n`;
     for (const [k, v] of Object.entries(p.env)) toml += `${k} = ${q(v)}\n`;
   }
@@ -200,7 +201,7 @@ const HARNESSES = {
 // Makes a temp root (home, config dirs, workspace, state), starts the fake model server and
 // harnessd (under strace when `strace` is given), connects the SDK client and runs body(ctx, d).
 // Then: shutdown, exit code 0, no process left, every line valid, every prompt seen by the fake.
-async function withHarnessd(harness, body, { onPermission, strace = false, daemonToml = '' } = {}) {
+async function withHarnessd(harness, body, { onPermission, strace = false, daemonToml = '', profileToml = '' } = {}) {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-e2e-'));
   const workspace = path.join(root, 'work');
   fs.mkdirSync(workspace);
@@ -219,13 +220,14 @@ async function withHarnessd(harness, body, { onPermission, strace = false, daemo
       }
     },
   };
+  d.stateDir = path.join(root, 'state');
   try {
     server = await startModelServer(root);
     d.server = server;
     // LeakSanitizer cannot run under ptrace: a sanitized build traced by
     // strace would fail at exit for that reason alone.
     const noLeakCheck = strace ? { ASAN_OPTIONS: 'detect_leaks=0' } : {};
-    const config = writeConfig(root, server.port, HARNESSES[harness].profile, noLeakCheck, daemonToml);
+    const config = writeConfig(root, server.port, HARNESSES[harness].profile, noLeakCheck, daemonToml, profileToml);
     const args = ['--config', config, '--state-dir', path.join(root, 'state'), '--cancel-grace', '1',
       '--kill-grace', '1', '--log-level', 'info'];
     const straceLog = path.join(root, 'strace.txt');
@@ -473,6 +475,36 @@ for (const harness of Object.keys(HARNESSES)) {
         assert.ok(replyText(turn.updates).includes('TOOL DONE:'), describe(turn));
         assert.ok(!fs.existsSync(path.join(d.workspace, 'rejected.txt')), 'the rejected command ran');
       }, { onPermission: () => ({ outcome: { outcome: 'selected', optionId: 'reject' } }) });
+    });
+
+    test('claude: permission rules decide Bash calls without the host', opts, async () => {
+      const profileToml = [
+        'permissions = "rules"', 'fallback = "ask"',
+        '[[harness.cc.rule]]', 'action = "deny"', 'command = ["echo denied*", "rm -rf *"]',
+        '[[harness.cc.rule]]', 'action = "allow"', 'kind = "execute"', 'command = "echo allowed*"', '',
+      ].join('\n');
+      await withHarnessd(harness, async (ctx, d) => {
+        const sessionId = await start(ctx, d);
+        const allowed = await prompt(ctx, d, sessionId, 'TOOL:echo allowed > allowed.txt');
+        assertEndTurn(d, allowed);
+        assert.ok(hasUpdate(allowed.updates, 'tool_call_update', (u) => u.status === 'completed'), describe(allowed));
+        assert.equal(fs.readFileSync(path.join(d.workspace, 'allowed.txt'), 'utf8'), 'allowed\n');
+        const denied = await prompt(ctx, d, sessionId, 'TOOL:echo denied > denied.txt');
+        assertEndTurn(d, denied);
+        assert.ok(!hasUpdate(denied.updates, 'tool_call_update', (u) => u.status === 'completed'), describe(denied));
+        assert.ok(replyText(denied.updates).includes('TOOL DONE:'), describe(denied));
+        assert.ok(!fs.existsSync(path.join(d.workspace, 'denied.txt')), 'the denied command ran');
+        assert.deepEqual(d.permissions, [], 'the rules decided: the host was never asked');
+        // The audit: each run's result says which rule decided.
+        const runs = execFileSync(HARNESSD, ['--state-dir', d.stateDir, 'runs', '--format', 'json'], { encoding: 'utf8' })
+          .trim().split('\n').map((l) => JSON.parse(l));
+        const results = runs.map((r) => JSON.parse(execFileSync(HARNESSD,
+          ['--state-dir', d.stateDir, 'show', r.runId, '--file', 'result.json'], { encoding: 'utf8' })));
+        assert.deepEqual(results.map((r) => r.permissions), [
+          { asked: 0, allowed: 1, denied: 0, byRule: { 'rule 2': 1 } },
+          { asked: 0, allowed: 0, denied: 1, byRule: { 'rule 1': 1 } },
+        ]);
+      }, { profileToml, onPermission: () => { throw new Error('the host must not be asked'); } });
     });
   } else {
     test('opencode: a tool call runs (no permission asked)', opts, async () => {

@@ -78,10 +78,10 @@ async function waitForSocket(socketPath, child, timeoutMs = 10000) {
 // Starts a server on a fresh config and state directory, runs body(server), then stops it with
 // SIGTERM (the clients still connected) and checks its exit code, leftover processes and every
 // line each client got.
-async function withServer(body) {
+async function withServer(body, profileToml = '') {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'harnessd-server-'));
   const config = path.join(dir, 'config.toml');
-  fs.writeFileSync(config, `[daemon]\ndefault_harness = "fake"\n[harness.fake]\ncommand = ${JSON.stringify([FAKE_AGENT])}\n`);
+  fs.writeFileSync(config, `[daemon]\ndefault_harness = "fake"\n[harness.fake]\ncommand = ${JSON.stringify([FAKE_AGENT])}\n${profileToml}`);
   const stateDir = path.join(dir, 'state');
   const child = spawn(HARNESSD, ['--config', config, '--state-dir', stateDir, '--cancel-grace', '0.3', '--kill-grace', '0.5',
     'serve', '--listen'], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -335,6 +335,40 @@ test('a permission request goes to the client whose prompt runs, never to the ot
     const asked = (c) => c.wire().filter((m) => m.method === 'session/request_permission').length;
     assert.deepEqual([asked(a), asked(b)], [1, 1], 'each client is asked exactly once, on the wire too');
   });
+});
+
+test('permission rules on a shared server: rules decide alone, ask goes to the asking client, always is remembered, silence is denied after ask_timeout', async () => {
+  const profile = ['permissions = "rules"', 'fallback = "ask"', 'ask_timeout = 1',
+    '[[harness.fake.rule]]', 'action = "deny"', 'command = ["rm -rf *", "sudo *"]',
+    '[[harness.fake.rule]]', 'action = "allow"', 'command = "git *"', ''].join('\n');
+  await withServer(async (server) => {
+    let choice = 'always';
+    const a = await server.connect('a', {
+      onPermission: () => (choice ? { outcome: { outcome: 'selected', optionId: choice } } : new Promise(() => {})),
+    });
+    const b = await server.connect('b', { onPermission: () => ({ outcome: { outcome: 'selected', optionId: 'allow' } }) });
+    const sid = await newSession(a);
+    await loadSession(b, sid);
+    const tool = async (command) => {
+      const res = await prompt(a, sid, `tool execute ${JSON.stringify({ command })}`);
+      assert.equal(res.stopReason, 'end_turn');
+      return chunkTexts(wireUpdates(a, sid)).at(-1);
+    };
+    assert.equal(await tool('git status'), 'permission: selected allow');
+    assert.equal(await tool('sudo rm -rf /'), 'permission: selected reject');
+    assert.equal(a.permissions.length, 0, 'the rules decided without asking');
+    assert.equal(await tool('make'), 'permission: selected always');
+    assert.equal(a.permissions.length, 1);
+    assert.equal(a.permissions[0].toolCall.toolCallId.startsWith('call_'), true);
+    assert.equal(await tool('make'), 'permission: selected allow', 'the always answer decides the same call again');
+    assert.equal(a.permissions.length, 1, 'a remembered approval does not ask');
+    choice = null; // a never answers now
+    const t0 = Date.now();
+    assert.equal(await tool('make install'), 'permission: selected reject');
+    assert.ok(Date.now() - t0 >= 900, 'the fallback waits for ask_timeout');
+    assert.equal(a.permissions.length, 2);
+    assert.equal(b.permissions.length, 0, 'only the asking client is asked');
+  }, profile);
 });
 
 test('session/load while a turn runs: the transcript, then the live updates, with no gap and no duplicate', async () => {
