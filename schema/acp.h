@@ -31,6 +31,10 @@ struct HarnessdMeta {
   std::optional<std::int64_t> timeoutMs;  // run deadline; 0 means none
   std::optional<std::string> templateName;  // "template": packaging template for the prompt(s)
   std::optional<std::string> mode;          // session/new: "persistent" or "oneshot"
+  /// session/new: "sandbox": {mode?, network?}, a sandbox stricter than the
+  /// harness's ("none", "read-only" or "workspace-write"; network a boolean).
+  std::optional<std::string> sandboxMode;
+  std::optional<bool> sandboxNetwork;
   nlohmann::json context;                   // session/prompt: the packaging context (checked), or null
 };
 

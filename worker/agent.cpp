@@ -40,7 +40,8 @@ json agent_capabilities(const Config& config) {
                  "_harnessd/sessions/unwatch", "_harnessd/status", "_harnessd/runs/wait", "_harnessd/runs/cancel", "_harnessd/runs/get",
                  "_harnessd/runs/list"}},
                {"notifications", {"$/cancel_request"}},
-               {"meta", {"harness", "name", "hostSession", "ensure", "lane", "timeoutMs", "mode", "template", "context"}},
+               {"meta", {"harness", "name", "hostSession", "ensure", "lane", "timeoutMs", "mode", "template", "context",
+                         "sandbox"}},
                {"harnesses", harnesses},
                {"defaultHarness", config.daemon.default_harness}};
   return {{"loadSession", true},

@@ -19,7 +19,7 @@ std::optional<std::string> optional_string(const json& j, const char* key) {
 }  // namespace
 
 json SessionRecord::to_json() const {
-  return {{"sessionId", session_id},
+  json j = {{"sessionId", session_id},
           {"name", or_null(name)},
           {"hostSession", or_null(host_session)},
           {"harness", harness},
@@ -39,6 +39,8 @@ json SessionRecord::to_json() const {
           {"daemon", daemon},
           {"createdAt", created_at},
           {"updatedAt", updated_at}};
+  if (!sandbox.is_null()) j["sandbox"] = sandbox;
+  return j;
 }
 
 Expected<SessionRecord, std::string> SessionRecord::from_json(const json& j) {
@@ -52,6 +54,7 @@ Expected<SessionRecord, std::string> SessionRecord::from_json(const json& j) {
   r.mode = j.value("mode", "persistent") == "oneshot" ? "oneshot" : "persistent";
   r.template_name = optional_string(j, "template");
   r.summary = optional_string(j, "summary");
+  if (auto it = j.find("sandbox"); it != j.end() && it->is_object()) r.sandbox = *it;
   if (auto it = j.find("history"); it != j.end() && it->is_array()) r.history = *it;
   if (auto it = j.find("mcpServers"); it != j.end() && it->is_array()) r.mcp_servers = *it;
   r.adapter_session_id = optional_string(j, "adapterSessionId");
@@ -98,6 +101,10 @@ std::optional<std::string> session_record_problem(const json& record) {
       case kObject: ok = it->is_object() || it->is_null(); break;
     }
     if (!ok) return std::string(field) + " must be " + kTypeNames[type];
+  }
+  auto sandbox = record.find("sandbox");
+  if (sandbox != record.end() && !sandbox->is_object() && !sandbox->is_null()) {
+    return "sandbox must be an object or null";
   }
   return std::nullopt;
 }

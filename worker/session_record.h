@@ -24,6 +24,8 @@ struct SessionRecord {
   std::string mode = "persistent";  // or "oneshot"
   std::optional<std::string> template_name;
   std::optional<std::string> summary;
+  /// The host's stricter sandbox ({mode, network}); null: the harness's.
+  nlohmann::json sandbox;
   /// Oneshot sessions: [{task, answer, runId}] of the turns that ended.
   nlohmann::json history = nlohmann::json::array();
   nlohmann::json mcp_servers = nlohmann::json::array();

@@ -30,6 +30,8 @@ struct TurnFacts {
   /// How the run's adapter was started, on the first run it served
   /// ({warm, startMs, savedMs?}), for result.json.
   std::optional<nlohmann::json> adapter_start;
+  /// The session's effective sandbox (adapters::sandbox_json), for result.json.
+  std::optional<nlohmann::json> sandbox;
 };
 
 struct TurnOutcome {
