@@ -442,3 +442,24 @@ TEST_CASE("session/new may ask for a stricter sandbox than the harness's, never 
   json alone = ask(plain, {{"network", false}});
   CHECK(alone["error"]["code"] == -32602);
 }
+
+TEST_CASE("a session's stricter sandbox goes with it to another harness chosen before its first prompt") {
+  require_bubblewrap();
+  TempDir workspace;
+  json other = json::array({fake_agent_exe()});
+  Daemon d(fake_config() + "\n[harness.other]\ncommand = " + other.dump() + "\n");
+  d.initialize();
+  d.send(request("new", "session/new",
+                 {{"cwd", workspace.path()},
+                  {"mcpServers", json::array()},
+                  {"_meta", {{"harnessd", {{"sandbox", {{"mode", "read-only"}}}}}}}}));
+  json created = d.recv_reply("new");
+  REQUIRE(created.contains("result"));
+  const std::string sid = created["result"]["sessionId"];
+  d.send(request("switch", "session/set_config_option", {{"sessionId", sid}, {"configId", "harness"}, {"value", "other"}}));
+  json switched = d.recv_reply("switch");
+  INFO(switched.dump());
+  REQUIRE(switched.contains("result"));
+  CHECK(say(d, sid, "write inside.txt no").first == "write failed: Read-only file system");
+  CHECK_FALSE(file_exists(workspace.path() + "/inside.txt"));
+}
