@@ -59,7 +59,7 @@ std::optional<RpcError> check_cwd(const std::string& method, const std::string& 
 
 // session/new's answer for a named session that was open already (ensure):
 // its id, name and effective sandbox.
-json ensured_answer(Session* session, const std::string& id, const std::string& name, bool reopened = false) {
+json ensured_answer(const Session* session, const std::string& id, const std::string& name, bool reopened = false) {
   json meta = {{"name", name}, {"created", false}};
   if (reopened) meta["reopened"] = true;
   if (session) meta["sandbox"] = session->sandbox();
