@@ -152,7 +152,8 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
                                                 "mode", "template", "recording", "auth_env", "warm", "limits",
                                                 // The permission policy (permission_policy.h).
                                                 "permissions", "rule", "fallback", "ask_timeout", "ask_fallback",
-                                                "remember"};
+                                                "remember",
+                                                "sandbox", "network", "writable"};
   const auto& bridge_keys = kBridgeKeys.at(p.kind);
   std::vector<std::string> options;
   for (const auto& [key, value] : table) {
@@ -251,12 +252,45 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
     if (!n || n->get() < 0 || n->get() > 64) return Error{where + ".warm must be a whole number from 0 to 64"};
     p.warm = static_cast<std::size_t>(n->get());
   }
+  if (const toml::node* sandbox = table.get("sandbox")) {
+    const auto* s = sandbox->as_string();
+    if (!s || !adapters::is_sandbox_mode(s->get())) {
+      return Error{where + ".sandbox must be \"none\", \"read-only\" or \"workspace-write\""};
+    }
+    p.sandbox.mode = s->get();
+  }
+  if (const toml::node* network = table.get("network")) {
+    const auto* b = network->as_boolean();
+    if (!b) return Error{where + ".network must be true or false"};
+    p.sandbox.network = b->get();
+  }
+  if (const toml::node* writable = table.get("writable")) {
+    auto paths = string_array(*writable, where + ".writable");
+    if (!paths) return paths.error();
+    for (const auto& path : *paths) {
+      if (path.empty() || (path.front() != '/' && path != "~" && path.rfind("~/", 0) != 0) ||
+          path.find('\0') != std::string::npos) {
+        return Error{where + ".writable: '" + path + "' must be an absolute path or start with ~/"};
+      }
+    }
+    p.sandbox.writable = std::move(*paths);
+  }
+  // Only a sandbox can take the network away: never a profile that only
+  // looks cut off.
+  if (!p.sandbox.network && !p.sandbox.enabled()) {
+    return Error{where + ".network = false needs sandbox = \"read-only\" or \"workspace-write\" (bubblewrap)"};
+  }
   if (const toml::node* auth = table.get("auth_env")) {
     const auto* s = auth->as_string();
     if (!s || s->get().empty() || s->get().find_first_of("=\0") != std::string::npos) {
       return Error{where + ".auth_env must name an environment variable"};
     }
     p.auth_env = s->get();
+  }
+  if (p.warm > 0 && p.sandbox.enabled()) {
+    // A warm adapter starts before its session's cwd is known, and the
+    // sandbox makes that cwd writable.
+    return Error{where + ": warm adapters cannot be sandboxed (the sandbox binds the session's cwd); set warm = 0"};
   }
   if (const toml::node* desc = table.get("description")) {
     if (const auto* s = desc->as_string()) p.description = s->get();

@@ -13,6 +13,7 @@
 #include "harnesses/permission_policy.h"
 
 #include "adapters/cgroups.h"
+#include "adapters/sandbox.h"
 #include "schema/expected.h"
 
 namespace harnessd::harnesses {
@@ -50,6 +51,8 @@ struct HarnessProfile {
   std::string auth_env;
   /// Limits on each adapter tree (a cgroup of its own); none by default.
   adapters::ResourceLimits limits;
+  /// The sandbox of each adapter tree (bubblewrap); none by default.
+  adapters::Sandbox sandbox;
   /// Adapters of this harness kept started and initialized ahead of need.
   std::size_t warm = 0;
   /// What harnessd answers the adapter's permission requests on its own.

@@ -47,6 +47,16 @@ void decode_harnessd_meta(Decoder& d, HarnessdMeta& out) {
     ours.fail("permissions",
               "must be \"ask-host\", \"approve-all\", \"approve-reads\" or \"deny-all\", got '" + *out.permissions + "'");
   }
+  if (ours.optional_object("sandbox")) {
+    Decoder sandbox = ours.nested("sandbox");
+    out.sandboxMode = sandbox.optional_string("mode");
+    out.sandboxNetwork = sandbox.optional_bool("network");
+    if (out.sandboxMode && *out.sandboxMode != "none" && *out.sandboxMode != "read-only" &&
+        *out.sandboxMode != "workspace-write") {
+      sandbox.fail("mode", "must be \"none\", \"read-only\" or \"workspace-write\"");
+    }
+    ours.absorb(sandbox);
+  }
   if (const json* context = ours.optional_object("context")) {
     auto checked = check_context(d.method(), "_meta.harnessd.context", *context);
     if (checked) {

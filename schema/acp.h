@@ -32,6 +32,10 @@ struct HarnessdMeta {
   std::optional<std::string> templateName;  // "template": packaging template for the prompt(s)
   std::optional<std::string> mode;          // session/new: "persistent" or "oneshot"
   std::optional<std::string> permissions;   // session/new: a permission mode no looser than the profile's
+  /// session/new: "sandbox": {mode?, network?}, a sandbox stricter than the
+  /// harness's ("none", "read-only" or "workspace-write"; network a boolean).
+  std::optional<std::string> sandboxMode;
+  std::optional<bool> sandboxNetwork;
   nlohmann::json context;                   // session/prompt: the packaging context (checked), or null
 };
 

@@ -31,8 +31,9 @@ packages=(g++ make cmake pkg-config nlohmann-json3-dev libuv1-dev libtomlplusplu
 # The fuzz targets (run by the test suite too) need clang and libFuzzer.
 if [ $want_tests -eq 1 ] || [ $fuzz -eq 1 ]; then packages+=(clang libclang-rt-14-dev); fi
 # The server tests start harnessd through systemd-socket-activate and run a
-# client as another user with setpriv.
-if [ $want_tests -eq 1 ]; then packages+=(systemd util-linux); fi
+# client as another user with setpriv; the sandbox tests run adapters under
+# bubblewrap (and fail without it).
+if [ $want_tests -eq 1 ]; then packages+=(systemd util-linux bubblewrap); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

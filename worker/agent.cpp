@@ -40,7 +40,8 @@ json agent_capabilities(const Config& config) {
                  "_harnessd/sessions/unwatch", "_harnessd/status", "_harnessd/runs/wait", "_harnessd/runs/cancel", "_harnessd/runs/get",
                  "_harnessd/runs/list"}},
                {"notifications", {"$/cancel_request"}},
-               {"meta", {"harness", "name", "hostSession", "ensure", "lane", "timeoutMs", "mode", "template", "context", "permissions"}},
+               {"meta", {"harness", "name", "hostSession", "ensure", "lane", "timeoutMs", "mode", "template", "context",
+                         "permissions", "sandbox"}},
                {"harnesses", harnesses},
                {"defaultHarness", config.daemon.default_harness}};
   return {{"loadSession", true},
@@ -353,7 +354,10 @@ void Agent::on_set_config_option(schema::SetConfigOptionRequest req, acp::Reply 
   if (profile == rt_.config.harnesses.end()) {
     return reply.error(bad_value("names unknown harness '" + req.value.get<std::string>() + "'"));
   }
-  if (auto bad = check_harness(rt_, profile->first, profile->second)) return reply.error(*bad);
+  // The sandbox the session chose goes with it to the new harness.
+  harnesses::HarnessProfile effective = profile->second;
+  effective.sandbox = adapters::tightened(effective.sandbox, session->init().sandbox_choice);
+  if (auto bad = check_harness(rt_, profile->first, effective)) return reply.error(*bad);
   auto changed = session->set_harness(profile->second);
   if (!changed) return reply.error(changed.error());
   acp::log::info("session " + session->id() + ": harness is now '" + profile->first + "'");

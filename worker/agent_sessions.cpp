@@ -10,6 +10,7 @@
 #include "acp/files.h"
 #include "acp/log.h"
 #include "adapters/process.h"
+#include "adapters/sandbox.h"
 #include "queue/ids.h"
 #include "schema/acp.h"
 #include "worker/agent.h"
@@ -56,6 +57,57 @@ std::optional<RpcError> check_cwd(const std::string& method, const std::string& 
   return e;
 }
 
+// session/new's answer for a named session that was open already (ensure):
+// its id, name and effective sandbox.
+json ensured_answer(const Session* session, const std::string& id, const std::string& name, bool reopened = false) {
+  json meta = {{"name", name}, {"created", false}};
+  if (reopened) meta["reopened"] = true;
+  if (session) meta["sandbox"] = session->sandbox();
+  return {{"sessionId", id}, {"_meta", {{"harnessd", std::move(meta)}}}};
+}
+
+// -32010 when the profile asks for a sandbox that this machine cannot make:
+// never a session that only looks sandboxed (issue 17).
+std::optional<RpcError> check_sandbox(const std::string& name, const harnesses::HarnessProfile& profile) {
+  if (!profile.sandbox.enabled()) return std::nullopt;
+  const adapters::SandboxSupport& sandbox = adapters::SandboxSupport::here();
+  auto why = sandbox.refuse();
+  if (!why) return std::nullopt;
+  return RpcError{rpc_code::kHarnessUnavailable,
+                  "harness '" + name + "' asks for a sandbox (" + profile.sandbox.mode +
+                      ") that cannot be made here: " + *why + "; to fix: " + sandbox.hint(),
+                  {{"harness", name},
+                   {"reason", "sandbox"},
+                   {"sandbox", profile.sandbox.mode},
+                   {"why", *why},
+                   {"hint", sandbox.hint()}}};
+}
+
+// session/new's `_meta.harnessd.sandbox`: what the host asked for, as a
+// choice to tighten the harness's sandbox `base` with; -32602 when it would
+// loosen it (issue 17: stricter, never looser).
+Expected<adapters::Sandbox, RpcError> sandbox_choice(const std::string& harness, const adapters::Sandbox& base,
+                                                     const schema::HarnessdMeta& meta) {
+  adapters::Sandbox choice;
+  if (!meta.sandboxMode && !meta.sandboxNetwork) return choice;
+  choice.mode = meta.sandboxMode.value_or("none");
+  choice.network = meta.sandboxNetwork.value_or(true);
+  adapters::Sandbox asked = base;
+  if (meta.sandboxMode) asked.mode = *meta.sandboxMode;
+  if (meta.sandboxNetwork) asked.network = *meta.sandboxNetwork;
+  std::string problem;
+  if (!adapters::at_least_as_strict(asked, base)) {
+    problem = "can only make harness '" + harness + "''s sandbox stricter, and it has mode " + base.mode +
+              (base.network ? " with network" : " without network");
+  } else if (!asked.enabled() && !asked.network) {
+    problem = "network: false needs a mode, \"read-only\" or \"workspace-write\"";
+  }
+  if (problem.empty()) return choice;
+  RpcError e = RpcError::invalid_params("session/new: _meta.harnessd.sandbox " + problem);
+  e.data = {{"method", "session/new"}, {"field", "_meta.harnessd.sandbox"}};
+  return e;
+}
+
 }  // namespace
 
 std::optional<RpcError> check_harness(const Runtime& rt, const std::string& name,
@@ -69,6 +121,7 @@ std::optional<RpcError> check_harness(const Runtime& rt, const std::string& name
                       {{"harness", name}, {"reason", "limits"}, {"limits", profile.limits.describe()}}};
     }
   }
+  if (auto bad = check_sandbox(name, profile)) return bad;
   auto program = adapters::find_executable(profile.command.at(0), adapter_path(rt, profile));
   if (program) return std::nullopt;
   RpcError e{rpc_code::kHarnessUnavailable, "harness '" + name + "' cannot run: " + program.error().message,
@@ -82,7 +135,7 @@ void Agent::on_new_session(schema::NewSessionRequest req, acp::Reply reply) {
   if (req.harnessd.ensure) {
     const std::string name = *req.harnessd.name;
     if (auto existing = registry_.find_name(name)) {
-      reply.result({{"sessionId", *existing}, {"_meta", {{"harnessd", {{"name", name}, {"created", false}}}}}});
+      reply.result(ensured_answer(registry_.find(*existing), *existing, name));
       return;
     }
     // Which session serves the name is decided in the state database, so
@@ -110,8 +163,8 @@ void Agent::ensure_claimed(schema::NewSessionRequest req, acp::Reply reply, Stor
   if (claim.held) return reply.error(session_busy(*claim.held, name));
   if (claim.created) return create_session(std::move(req), std::move(reply), std::move(claim.session_id), true);
   // Already ours (a second ensure of the name while the first was decided).
-  if (registry_.find(claim.session_id)) {
-    reply.result({{"sessionId", claim.session_id}, {"_meta", {{"harnessd", {{"name", name}, {"created", false}}}}}});
+  if (Session* open = registry_.find(claim.session_id)) {
+    reply.result(ensured_answer(open, claim.session_id, name));
     return;
   }
   // A session of that name from an earlier lifetime, not closed, comes
@@ -127,7 +180,7 @@ void Agent::ensure_claimed(schema::NewSessionRequest req, acp::Reply reply, Stor
 void Agent::ensure_locally(schema::NewSessionRequest req, acp::Reply reply, std::string id) {
   const std::string name = *req.harnessd.name;
   if (auto existing = registry_.find_name(name)) {
-    reply.result({{"sessionId", *existing}, {"_meta", {{"harnessd", {{"name", name}, {"created", false}}}}}});
+    reply.result(ensured_answer(registry_.find(*existing), *existing, name));
     return;
   }
   std::optional<SessionRecord> found;
@@ -144,8 +197,7 @@ void Agent::reopen_named(schema::NewSessionRequest req, acp::Reply reply, const 
   schema::LoadSessionRequest again{record.session_id, req.cwd, req.mcpServers};
   auto reopened = reopen(record, again);
   if (!reopened) return reply.error(reopened.error());
-  reply.result({{"sessionId", again.sessionId},
-                {"_meta", {{"harnessd", {{"name", *req.harnessd.name}, {"created", false}, {"reopened", true}}}}}});
+  reply.result(ensured_answer(registry_.find(again.sessionId), again.sessionId, *req.harnessd.name, true));
 }
 
 void Agent::create_session(schema::NewSessionRequest req, acp::Reply reply, std::string id, bool leased) {
@@ -165,8 +217,12 @@ void Agent::create_session(schema::NewSessionRequest req, acp::Reply reply, std:
     return refuse(e);
   }
   if (auto bad = check_cwd("session/new", req.cwd)) return refuse(*bad);
+  auto choice = sandbox_choice(harness, profile->second.sandbox, meta);
+  if (!choice) return refuse(choice.error());
+  harnesses::HarnessProfile effective = profile->second;
+  effective.sandbox = adapters::tightened(effective.sandbox, *choice);
   // Fail now, not at the first prompt, when the harness cannot run here.
-  if (auto bad = check_harness(rt_, harness, profile->second)) return refuse(*bad);
+  if (auto bad = check_harness(rt_, harness, effective)) return refuse(*bad);
 
   if (meta.permissions && !harnesses::no_looser(*meta.permissions, profile->second.policy.mode)) {
     RpcError e = RpcError::invalid_params("session/new: _meta.harnessd.permissions '" + *meta.permissions +
@@ -187,6 +243,7 @@ void Agent::create_session(schema::NewSessionRequest req, acp::Reply reply, std:
   init.id = id;
   init.cwd = req.cwd;
   init.profile = profile->second;
+  init.sandbox_choice = *choice;
   init.mcp_servers = req.mcpServers;
   init.name = meta.name;
   init.host_session = meta.hostSession ? meta.hostSession : host_session_from_env(rt_.parent_env);
@@ -198,9 +255,13 @@ void Agent::create_session(schema::NewSessionRequest req, acp::Reply reply, std:
   session.save_record();
   acp::log::info("session " + id + ": created for harness '" + harness + "' in " + req.cwd +
                  (meta.name ? " as '" + *meta.name + "'" : ""));
-  auto answer = [id, name = meta.name, reply = std::move(reply)](json options) mutable {
+  auto answer = [id, name = meta.name, sandbox = session.sandbox(), reply = std::move(reply)](json options) mutable {
     json result = {{"sessionId", id}, {"configOptions", std::move(options)}};
-    if (name) result["_meta"] = {{"harnessd", {{"name", *name}, {"created", true}}}};
+    result["_meta"] = {{"harnessd", {{"sandbox", std::move(sandbox)}}}};
+    if (name) {
+      result["_meta"]["harnessd"]["name"] = *name;
+      result["_meta"]["harnessd"]["created"] = true;
+    }
     reply.result(std::move(result));
   };
   // Hosts read the model and mode options from this answer (acpx --model
@@ -347,6 +408,21 @@ Expected<Session*, RpcError> Agent::reopen(const SessionRecord& record, const sc
   }
   if (auto bad = check_cwd("session/load", req.cwd)) return *bad;
   SessionInit init;
+  // The host's stricter sandbox comes back with the session.
+  if (record.sandbox.is_object()) {
+    // A record edited by hand errs on the strict side.
+    auto mode = record.sandbox.find("mode");
+    auto network = record.sandbox.find("network");
+    if (mode != record.sandbox.end()) {
+      init.sandbox_choice.mode = mode->is_string() && adapters::is_sandbox_mode(mode->get_ref<const std::string&>())
+                                     ? mode->get<std::string>()
+                                     : "read-only";
+    }
+    init.sandbox_choice.network = network == record.sandbox.end() || (network->is_boolean() && network->get<bool>());
+  }
+  harnesses::HarnessProfile effective = profile->second;
+  effective.sandbox = adapters::tightened(effective.sandbox, init.sandbox_choice);
+  if (auto bad = check_sandbox(record.harness, effective)) return *bad;
   init.id = req.sessionId;
   init.cwd = req.cwd;
   init.profile = profile->second;

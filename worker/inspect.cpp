@@ -304,9 +304,16 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
   bool limits_refused = false;
   const adapters::CgroupSupport& cgroups = adapters::CgroupSupport::here();
   if (check && format != "json") print_line("limits: " + cgroups.describe());
+  // The sandbox is probed (bwrap run once) only when asked or needed.
+  bool sandbox_refused = false;
+  auto sandbox_support = [] () -> const adapters::SandboxSupport& { return adapters::SandboxSupport::here(); };
+  if (check && format != "json") print_line("sandbox: " + sandbox_support().describe());
   for (const auto& [name, profile] : config.harnesses) {
     std::optional<std::string> refused = profile.limits.any() ? cgroups.refuse(profile.limits) : std::nullopt;
     limits_refused = limits_refused || refused;
+    const bool sandboxed = profile.sandbox.enabled();
+    std::optional<std::string> sandbox_refusal = sandboxed ? sandbox_support().refuse() : std::nullopt;
+    sandbox_refused = sandbox_refused || sandbox_refusal;
     const HarnessProbe probe = probe_harness(profile, parent, check);
     const Expected<std::string>& found = probe.found;
     const std::string& version = probe.version;
@@ -337,6 +344,20 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
                        {"enforced", !refused},
                        {"mechanism", refused ? *refused : cgroups.describe()}};
       }
+      if (check || sandboxed) {
+        // The profile's sandbox (its cwd is the session's, so "writable"
+        // lists the profile's own paths) and whether this machine makes it.
+        const adapters::SandboxSupport& support = sandbox_support();
+        json sb = {{"mode", profile.sandbox.mode}, {"available", support.available()},
+                   {"mechanism", support.describe()}};
+        if (sandboxed) {
+          sb["network"] = profile.sandbox.network;
+          sb["writable"] = profile.sandbox.writable;
+          sb["enforced"] = !sandbox_refusal;
+        }
+        if (!support.available()) sb["install"] = support.hint();
+        j["sandbox"] = std::move(sb);
+      }
       print_line(j.dump());
       continue;
     }
@@ -355,6 +376,18 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
       print_line("    limits: " + profile.limits.describe() +
                  (refused ? ": refused, " + *refused : ", enforced by " + cgroups.describe()));
     }
+    if (sandboxed) {
+      std::string what = profile.sandbox.mode + (profile.sandbox.network ? ", network" : ", no network");
+      for (const auto& path : profile.sandbox.writable) what += ", writable " + path;
+      print_line("    sandbox: " + what +
+                 (sandbox_refusal ? ": refused, " + *sandbox_refusal + " (" + sandbox_support().hint() + ")"
+                                  : ", enforced by " + sandbox_support().describe()));
+    }
+  }
+  if (check && sandbox_refused) {
+    std::fprintf(stderr, "harnessd: a profile asks for a sandbox that cannot be made here (%s); its sessions are refused\n",
+                 sandbox_support().hint().c_str());
+    return 1;
   }
   if (check && limits_refused) {
     std::fprintf(stderr, "harnessd: a profile has limits that cannot be enforced here; its sessions are refused\n");

@@ -2,6 +2,11 @@
 // ("prompt-turn", "cancellation") and to DESIGN.md "Semantics that must hold".
 #include "worker/session.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string_view>
 #include <utility>
 
 #include "acp/files.h"
@@ -59,6 +64,9 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                 },
                 [this] { return &rt_.breaker(init_.profile.name); },
                 [this](const json& client_capabilities) -> std::optional<adapters::WarmAdapter> {
+                  // Warm adapters run unsandboxed (a sandboxed profile has
+                  // none): not for a session that chose a sandbox.
+                  if (init_.profile.sandbox.enabled()) return std::nullopt;
                   auto pool = rt_.warm.find(init_.profile.name);
                   if (pool == rt_.warm.end()) return std::nullopt;
                   return pool->second->take(client_capabilities);
@@ -70,6 +78,7 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
     host_order_->limit(*rt.adapter_output_gate, rt.config.daemon.queue_high_water, rt.config.daemon.queue_low_water);
   }
   if (init_.created_at.empty()) init_.created_at = acp::iso_time();
+  init_.profile.sandbox = adapters::tightened(init_.profile.sandbox, init_.sandbox_choice);
   adapter_defaults_ = init_.adapter_defaults;
   // Watches number the transcript's frames from the first one: a session
   // of an earlier lifetime counts what it already holds. The read is queued
@@ -110,6 +119,9 @@ SessionRecord Session::fields() const {
   if (!init_.template_name.empty()) r.template_name = init_.template_name;
   if (!init_.summary.empty()) r.summary = init_.summary;
   r.permissions = init_.permissions;
+  if (init_.sandbox_choice != adapters::Sandbox{}) {
+    r.sandbox = {{"mode", init_.sandbox_choice.mode}, {"network", init_.sandbox_choice.network}};
+  }
   r.history = init_.history;
   r.mcp_servers = init_.mcp_servers;
   // The adapter's session of this lifetime, else the one it is resuming,
@@ -187,6 +199,7 @@ Expected<void, RpcError> Session::set_harness(const harnesses::HarnessProfile& p
     adapter_defaults_ = nullptr;
   }
   init_.profile = profile;
+  init_.profile.sandbox = adapters::tightened(profile.sandbox, init_.sandbox_choice);
   adapter_.set_harness(profile.name);
   options_.expect(init_.profile.name, init_.config_choices);
   save_record();
@@ -420,6 +433,31 @@ void Session::ensure_adapter(Ready ready) {
   adapter_.ensure(std::move(ready));
 }
 
+namespace {
+
+std::string env_value(const std::vector<std::string>& env, std::string_view name) {
+  for (const auto& e : env) {
+    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=') {
+      return e.substr(name.size() + 1);
+    }
+  }
+  return {};
+}
+
+// What a sandboxed adapter of `profile` may write, given its environment:
+// the sandbox's own paths, and for a bridge the folder where bridges keep
+// their small state (harnessd's, not the workspace's).
+std::vector<std::string> sandbox_writable(const harnesses::HarnessProfile& profile, const std::string& cwd,
+                                          const std::vector<std::string>& adapter_env, const std::string& state_dir) {
+  auto writable = adapters::writable_paths(profile.sandbox, cwd, env_value(adapter_env, "HOME"));
+  if (profile.sandbox.enabled() && !harnesses::bridge_of(profile.kind).empty()) {
+    writable.push_back(state_dir + "/bridges");
+  }
+  return writable;
+}
+
+}  // namespace
+
 adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, const std::string& cwd,
                                      const std::string& self_exe, const std::vector<std::string>& parent_env,
                                      const std::string& state_dir, const std::string& guard_exe, bool sweep_orphans) {
@@ -431,8 +469,49 @@ adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, 
   process.env.push_back("HARNESSD_STATE_DIR=" + state_dir);
   process.guard_exe = guard_exe;
   process.sweep_orphans = sweep_orphans;
+  if (profile.sandbox.enabled()) {
+    // guard -> bwrap -> adapter. Never a silent downgrade: without a
+    // working bwrap (session/new refuses such sessions first) the start
+    // fails on the missing program.
+    const adapters::SandboxSupport& support = adapters::SandboxSupport::here();
+    auto writable = sandbox_writable(profile, cwd, process.env, state_dir);
+    if (!harnesses::bridge_of(profile.kind).empty()) acp::make_dirs(state_dir + "/bridges");
+    // The adapter is looked up here, on its own PATH, as it would be
+    // without the sandbox; bwrap gets its absolute path.
+    if (auto program = adapters::find_executable(process.argv.at(0), env_value(process.env, "PATH"))) {
+      process.argv[0] = *program;
+    }
+    // Only the private /tmp is writable for sure.
+    std::erase_if(process.env, [](const std::string& e) { return e.rfind("TMPDIR=", 0) == 0; });
+    process.env.push_back("TMPDIR=/tmp");
+    // harnessd's state directory holds its socket, through which the
+    // adapter could ask for a session without a sandbox; the runtime
+    // directory holds the user's session bus and the like. Both are
+    // covered when they exist (bwrap cannot make a mount point on the
+    // read-only host).
+    std::vector<std::string> hidden;
+    const std::string runtime_dir = "/run/user/" + std::to_string(::getuid());
+    for (const std::string& dir : {state_dir, env_value(process.env, "XDG_RUNTIME_DIR"), runtime_dir}) {
+      if (std::find(hidden.begin(), hidden.end(), dir) != hidden.end()) continue;
+      struct stat st {};
+      if (!dir.empty() && dir.front() == '/' && ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        hidden.push_back(dir);
+      }
+    }
+    process.argv = adapters::sandbox_argv(support.available() ? support.bwrap() : "bwrap", profile.sandbox, cwd,
+                                          writable, hidden, process.argv);
+  }
   return process;
 }
+
+json sandbox_report(const harnesses::HarnessProfile& profile, const std::string& cwd,
+                    const std::vector<std::string>& parent_env, const std::string& state_dir) {
+  if (!profile.sandbox.enabled()) return adapters::sandbox_json(profile.sandbox, {});
+  auto env = harnesses::adapter_environment(profile, parent_env);
+  return adapters::sandbox_json(profile.sandbox, sandbox_writable(profile, cwd, env, state_dir));
+}
+
+json Session::sandbox() const { return sandbox_report(init_.profile, init_.cwd, rt_.parent_env, rt_.store.dir()); }
 
 adapters::AdapterOptions adapter_link_options(const Runtime& rt, const harnesses::HarnessProfile& profile,
                                               const std::string& cwd, std::string label) {
@@ -563,6 +642,7 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   facts.state_dir = rt_.store.dir();
   if (!turn.adapter_start.is_null()) facts.adapter_start = turn.adapter_start;
   if (json permissions = relay_.permissions().take_summary(); !permissions.is_null()) facts.permissions = permissions;
+  facts.sandbox = sandbox();
   TurnOutcome o = turn_outcome(turn.control.stop_reason(), std::move(result), facts,
                                [this](const std::string& what) { return adapter_.failure(what); });
   const std::string event = o.event;
@@ -647,6 +727,7 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
       facts.started_at = turn->started_at;
       facts.ended_at = acp::iso_time();
       facts.partial_output = turn->partial_output;
+      facts.sandbox = sandbox();
       TurnOutcome o = cancelled_outcome("session closed", facts);
       const std::uint64_t ticket = host_order_->reserve();
       turn->recorder->finish(

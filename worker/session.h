@@ -53,6 +53,10 @@ struct SessionInit {
   std::string mode = "persistent";
   /// The session's packaging template; empty: prompts go as sent.
   std::string template_name;
+  /// `_meta.harnessd.sandbox` of its session/new: a sandbox stricter than
+  /// the harness's, applied to `profile` (and to any harness chosen later).
+  /// The default ({"none", network}) asks for nothing.
+  adapters::Sandbox sandbox_choice;
   /// Oneshot sessions: [{task, answer, runId}] of the turns that ended, oldest first.
   nlohmann::json history = nlohmann::json::array();
   /// Set by the host with _harnessd/sessions/set_summary.
@@ -76,6 +80,11 @@ inline constexpr std::size_t kHistoryTurns = 50;
 adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, const std::string& cwd,
                                      const std::string& self_exe, const std::vector<std::string>& parent_env,
                                      const std::string& state_dir, const std::string& guard_exe, bool sweep_orphans);
+
+/// The sandbox an adapter of `profile` started in `cwd` gets, as reported
+/// to hosts ({"mode":"none"}, or {"mode", "network", "writable"}).
+nlohmann::json sandbox_report(const harnesses::HarnessProfile& profile, const std::string& cwd,
+                              const std::vector<std::string>& parent_env, const std::string& state_dir);
 
 /// The options of an adapter link of `profile` started in `cwd`, labelled
 /// `label`: the process, the guard, and the daemon's limits and gates.
@@ -101,6 +110,9 @@ class Session final : private adapters::LiveAdapters::Member {
   const harnesses::HarnessProfile& profile() const { return init_.profile; }
   const SessionInit& init() const { return init_; }
   bool oneshot() const { return init_.mode == "oneshot"; }
+  /// The effective sandbox of its adapters, as session/new's answer and
+  /// result.json report it ({"mode":"none"} without one).
+  nlohmann::json sandbox() const;
   /// _harnessd/sessions/set_summary: goes into later packaged prompts.
   void set_summary(std::string summary);
 

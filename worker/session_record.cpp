@@ -40,6 +40,7 @@ json SessionRecord::to_json() const {
           {"createdAt", created_at},
           {"updatedAt", updated_at}};
   if (permissions) j["permissions"] = *permissions;
+  if (!sandbox.is_null()) j["sandbox"] = sandbox;
   return j;
 }
 
@@ -55,6 +56,7 @@ Expected<SessionRecord, std::string> SessionRecord::from_json(const json& j) {
   r.template_name = optional_string(j, "template");
   r.summary = optional_string(j, "summary");
   r.permissions = optional_string(j, "permissions");
+  if (auto it = j.find("sandbox"); it != j.end() && it->is_object()) r.sandbox = *it;
   if (auto it = j.find("history"); it != j.end() && it->is_array()) r.history = *it;
   if (auto it = j.find("mcpServers"); it != j.end() && it->is_array()) r.mcp_servers = *it;
   r.adapter_session_id = optional_string(j, "adapterSessionId");
@@ -101,6 +103,10 @@ std::optional<std::string> session_record_problem(const json& record) {
       case kObject: ok = it->is_object() || it->is_null(); break;
     }
     if (!ok) return std::string(field) + " must be " + kTypeNames[type];
+  }
+  auto sandbox = record.find("sandbox");
+  if (sandbox != record.end() && !sandbox->is_object() && !sandbox->is_null()) {
+    return "sandbox must be an object or null";
   }
   return std::nullopt;
 }

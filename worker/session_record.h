@@ -27,6 +27,8 @@ struct SessionRecord {
   /// The permission mode the host asked for at session/new, stricter than
   /// its profile's (_meta.harnessd.permissions); none: the profile's.
   std::optional<std::string> permissions;
+  /// The host's stricter sandbox ({mode, network}); null: the harness's.
+  nlohmann::json sandbox;
   /// Oneshot sessions: [{task, answer, runId}] of the turns that ended.
   nlohmann::json history = nlohmann::json::array();
   nlohmann::json mcp_servers = nlohmann::json::array();

@@ -33,7 +33,7 @@ std::string result_file(const std::string& event, const TurnFacts& facts, const 
     const json* value = nullptr;        // one of the fields
   };
   std::vector<Member> members;
-  members.reserve(7 + (fields.is_object() ? fields.size() : 0));
+  members.reserve(8 + (fields.is_object() ? fields.size() : 0));
   auto add = [&](std::string_view key) -> Member* {
     if (fields.is_object() && fields.contains(key)) return nullptr;  // the outcome's own
     return &members.emplace_back(key);
@@ -51,6 +51,9 @@ std::string result_file(const std::string& event, const TurnFacts& facts, const 
   }
   if (facts.permissions) {
     if (Member* m = add("permissions")) m->value = &*facts.permissions;
+  }
+  if (facts.sandbox) {
+    if (Member* m = add("sandbox")) m->value = &*facts.sandbox;
   }
   if (fields.is_object()) {
     for (const auto& [k, v] : fields.items()) members.emplace_back(k).value = &v;

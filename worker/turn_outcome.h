@@ -32,6 +32,8 @@ struct TurnFacts {
   std::optional<nlohmann::json> adapter_start;
   /// The run's permission requests: {asked, allowed, denied, byRule}.
   std::optional<nlohmann::json> permissions;
+  /// The session's effective sandbox (adapters::sandbox_json), for result.json.
+  std::optional<nlohmann::json> sandbox;
 };
 
 struct TurnOutcome {

@@ -4,10 +4,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +18,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -792,6 +796,12 @@ class FakeAgent {
       char buffer[4096];
       send_chunk(::getcwd(buffer, sizeof buffer) ? buffer : std::string("<getcwd failed>"));
       finish("end_turn");
+    } else if (command == "write") {
+      auto [path, content] = split_word(args);
+      cmd_write(path, content);
+    } else if (command == "connect") {
+      auto [host, port] = split_word(args);
+      cmd_connect(host, trim(port));
     } else if (command == "pid") {
       send_chunk("pid " + std::to_string(::getpid()) + " ppid " + std::to_string(::getppid()));
       finish("end_turn");
@@ -850,6 +860,39 @@ class FakeAgent {
       send_chunk("unknown command: " + text);
       finish("end_turn");
     }
+  }
+
+  // "write <path> <text>": what a tool that edits a file does; the chunk
+  // says whether the file system let it (sandbox tests).
+  void cmd_write(const std::string& path, const std::string& content) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int err = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+      if (::write(fd, content.data(), content.size()) != static_cast<ssize_t>(content.size())) err = errno;
+      if (::close(fd) != 0 && err == 0) err = errno;
+    }
+    send_chunk(err == 0 ? "wrote " + path : "write failed: " + std::string(std::strerror(err)));
+    finish("end_turn");
+  }
+
+  // "connect <host> <port>": one TCP connection to an IPv4 address, closed
+  // at once; the chunk says whether the network let it (sandbox tests).
+  void cmd_connect(const std::string& host, const std::string& port) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(int_arg(port, 0)));
+    int err = ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) == 1 ? 0 : EINVAL;
+    if (err == 0) {
+      int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        err = errno;
+      } else {
+        if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) err = errno;
+        ::close(fd);
+      }
+    }
+    send_chunk(err == 0 ? "connected" : "connect failed: " + std::string(std::strerror(err)));
+    finish("end_turn");
   }
 
   void cmd_permission() {

@@ -133,6 +133,7 @@ test('the _harnessd extensions and _meta.harnessd match their schemas', async ()
       sessionId = created.sessionId;
       assertValid('NewSessionResultMeta', created._meta.harnessd, 'session/new answer');
       assert.equal(created._meta.harnessd.created, true);
+      assert.deepEqual(created._meta.harnessd.sandbox, { mode: 'none' });
       const ensured = await call('session/new', { cwd: os.tmpdir(), mcpServers: [], _meta: { harnessd: { name: 'ext', ensure: true } } });
       assertValid('NewSessionResultMeta', ensured._meta.harnessd, 'session/new answer with ensure');
       assert.deepEqual([ensured.sessionId, ensured._meta.harnessd.created], [sessionId, false]);
