@@ -352,6 +352,7 @@ Expected<Session*, RpcError> Agent::reopen(const SessionRecord& record, const sc
   init.template_name = record.template_name.value_or("");
   init.summary = record.summary.value_or("");
   init.history = record.history;
+  init.usage = record.usage;
   init.config_choices = record.config_options;
   if (record.adapter_options.is_array()) init.adapter_defaults = record.adapter_options;
   init.harness_fixed = true;

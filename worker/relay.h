@@ -40,6 +40,9 @@ class Relay {
     /// False when the session's harness records metadata only: no
     /// transcript is kept.
     std::function<bool()> keep_transcript;
+    /// The adapter reported usage (a usage_update, during a turn or
+    /// between turns); `update` is the update object. May be empty.
+    std::function<void(const nlohmann::json& update)> usage;
   };
 
   /// `adapter` tells whether a prompt is in flight and whether the adapter

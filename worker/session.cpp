@@ -10,6 +10,7 @@
 #include "acp/utf8.h"
 #include "harnesses/packaging.h"
 #include "worker/turn_outcome.h"
+#include "worker/usage.h"
 
 namespace harnessd::worker {
 
@@ -35,9 +36,15 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                 options_.replace(options);
                 return config_options();
               },
-              [this] { return !init_.profile.record_metadata_only; }}),
+              [this] { return !init_.profile.record_metadata_only; },
+              [this](const json& update) { usage_reported(update); }}),
       adapter_(rt.loop, rt.reaper, rt.config.daemon.kill_grace, "session " + init_.id, init_.profile.name,
-               {[this] { return adapter_spec(); }, [this](adapters::AdapterLink& link) { relay_.bind(link); },
+               {[this] { return adapter_spec(); },
+                [this](adapters::AdapterLink& link) {
+                  // A new adapter process counts its session's cost afresh.
+                  adapter_cost_ = nullptr;
+                  relay_.bind(link);
+                },
                 [this](const json& answer, bool announce) { take_adapter_options(answer, announce); },
                 [this](const json& offered) {
                   adapter_defaults_ = offered;
@@ -102,6 +109,7 @@ SessionRecord Session::fields() const {
   if (!init_.template_name.empty()) r.template_name = init_.template_name;
   if (!init_.summary.empty()) r.summary = init_.summary;
   r.history = init_.history;
+  r.usage = init_.usage;
   r.mcp_servers = init_.mcp_servers;
   // The adapter's session of this lifetime, else the one it is resuming,
   // else the one of the earlier lifetime.
@@ -520,6 +528,27 @@ void Session::turn_output(std::string_view kind, std::string_view text) {
   if (kind == "agent_message_chunk" && turn_->answer.size() < kMaxAnswerBytes) turn_->answer += text;
 }
 
+void Session::usage_reported(const json& update) {
+  if (turn_) {
+    turn_->usage_update = update;
+    turn_->usage_update.erase("sessionUpdate");
+    return;
+  }
+  // Between turns: the session's cost so far, from which the next run's
+  // share is counted.
+  if (update.contains("cost") && update["cost"].is_object()) adapter_cost_ = update["cost"];
+}
+
+json Session::account(const Turn& turn, const json& reported) {
+  json used = usage::of_run(reported, turn.usage_update, adapter_cost_);
+  if (!init_.usage.is_object()) init_.usage = usage::empty_sum();
+  usage::add(init_.usage, used);
+  if (turn.usage_update.is_object() && turn.usage_update.contains("cost") && turn.usage_update["cost"].is_object()) {
+    adapter_cost_ = turn.usage_update["cost"];
+  }
+  return used;
+}
+
 void Session::remember(const Turn& turn, const std::string& event) {
   // Only turns that ended with an answer: a failed or cancelled task is not
   // something the next one can build on.
@@ -552,6 +581,8 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   facts.store_error = turn.error;
   facts.state_dir = rt_.store.dir();
   if (!turn.adapter_start.is_null()) facts.adapter_start = turn.adapter_start;
+  // PromptResponse.usage (ACP), when the adapter answered with one.
+  facts.usage = account(turn, result && result->is_object() ? result->value("usage", json()) : json());
   TurnOutcome o = turn_outcome(turn.control.stop_reason(), std::move(result), facts,
                                [this](const std::string& what) { return adapter_.failure(what); });
   const std::string event = o.event;
@@ -636,6 +667,7 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
       facts.started_at = turn->started_at;
       facts.ended_at = acp::iso_time();
       facts.partial_output = turn->partial_output;
+      facts.usage = account(*turn, json());
       TurnOutcome o = cancelled_outcome("session closed", facts);
       const std::uint64_t ticket = host_order_->reserve();
       turn->recorder->finish(

@@ -30,6 +30,10 @@ struct TurnFacts {
   /// How the run's adapter was started, on the first run it served
   /// ({warm, startMs, savedMs?}), for result.json.
   std::optional<nlohmann::json> adapter_start;
+  /// What the run used (usage::of_run), null when its adapter reported
+  /// nothing: result.json and the terminal entry get it as `usage`, a
+  /// result answer as `_meta.harnessd.usage`.
+  nlohmann::json usage;
 };
 
 struct TurnOutcome {

@@ -400,7 +400,12 @@ class RunClient {
         outcome_.adapter_meta = (*r)["_meta"];
         outcome_.adapter_meta.erase("harnessd");
       }
-      if (r->contains("usage")) outcome_.usage = (*r)["usage"];
+      // The run's usage as harnessd recorded it, else the adapter's own.
+      if (meta.is_object() && meta.contains("usage")) {
+        outcome_.usage = meta["usage"];
+      } else if (r->contains("usage")) {
+        outcome_.usage = (*r)["usage"];
+      }
       outcome_.exit_code = outcome_.stop_reason == "end_turn"    ? run_exit::kDone
                            : outcome_.stop_reason == "cancelled" ? run_exit::kInterrupted
                                                                  : run_exit::kFailed;

@@ -1,0 +1,141 @@
+// Usage accounting (issue 17): what the fake agent reports as usage_update
+// and PromptResponse.usage ends up alike in result.json, the ledger, the
+// answer and the session record.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <map>
+#include <sstream>
+
+#include "acp/files.h"
+#include "daemon_process.h"
+#include "worker/usage.h"
+
+using namespace harnessd::test;
+using nlohmann::json;
+
+namespace {
+
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) out.push_back(json::parse(line));
+  }
+  return out;
+}
+
+std::vector<json> cli_json(const std::string& args) {
+  std::string out;
+  REQUIRE(run_cli(args + " --format json", &out, false) == 0);
+  return json_lines(out);
+}
+
+// The terminal ledger entry of each run, by run id.
+std::map<std::string, json> terminal_entries(const std::string& state_dir) {
+  std::map<std::string, json> out;
+  for (json& e : cli_json("runs --transitions --state-dir " + state_dir)) {
+    const std::string event = e.value("event", "");
+    if (event != "queued" && event != "started") out[e["runId"].get<std::string>()] = e;
+  }
+  return out;
+}
+
+// The token counts of a usage object, a sum or a usage line, alone (cost
+// is compared apart, as numbers).
+json tokens_of(const json& u) {
+  json out = json::object();
+  for (const char* key : harnessd::worker::usage::kTokenFields) {
+    if (u.contains(key)) out[key] = u[key];
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a run's usage: token counts from the answer, context and the cost's growth from usage_update") {
+  namespace usage = harnessd::worker::usage;
+  CHECK(usage::of_run(nullptr, nullptr, nullptr).is_null());
+  // totalTokens worked out when missing; counts of the wrong type dropped.
+  json u = usage::of_run({{"inputTokens", 10}, {"outputTokens", 5}, {"thoughtTokens", "x"}}, nullptr, nullptr);
+  CHECK(u == json({{"inputTokens", 10}, {"outputTokens", 5}, {"totalTokens", 15}}));
+  const json update = {{"used", 900}, {"size", 1000}, {"cost", {{"amount", 0.5}, {"currency", "USD"}}}};
+  u = usage::of_run(nullptr, update, {{"amount", 0.2}, {"currency", "USD"}});
+  CHECK(u["context"] == json({{"used", 900}, {"size", 1000}}));
+  CHECK(u["cost"]["amount"].get<double>() == Approx(0.3));
+  // Another currency, or a smaller figure (a process counting afresh): as reported.
+  CHECK(usage::of_run(nullptr, update, {{"amount", 0.2}, {"currency", "EUR"}})["cost"]["amount"] == 0.5);
+  CHECK(usage::of_run(nullptr, update, {{"amount", 0.7}, {"currency", "USD"}})["cost"]["amount"] == 0.5);
+  json sum;
+  usage::add(sum, u);
+  usage::add(sum, nullptr);
+  CHECK(sum["runs"] == 2);
+  CHECK(sum["cost"]["USD"].get<double>() == Approx(0.3));
+  CHECK(usage::cost_text(sum["cost"]) == "0.3000 USD");
+}
+
+TEST_CASE("a run's usage agrees in result.json, the ledger, the answer and the session record") {
+  TempDir state;
+  std::string s1, s2;
+  std::vector<json> answers;
+  {
+    Daemon d(fake_config(), {}, state.path());
+    d.initialize();
+    s1 = d.new_session("/tmp");
+    s2 = d.new_session("/tmp");
+    answers.push_back(d.prompt(s1, "usage 100 30 0.01"));
+    answers.push_back(d.prompt(s1, "usage 50 20 0.02"));
+    answers.push_back(d.prompt(s2, "usage 7 3"));
+    for (const json& a : answers) REQUIRE(a["result"]["stopReason"] == "end_turn");
+
+    // The answer: _meta.harnessd.usage beside the adapter's own usage.
+    const json first = answers[0]["result"]["_meta"]["harnessd"]["usage"];
+    CHECK(first["inputTokens"] == 100);
+    CHECK(first["outputTokens"] == 30);
+    CHECK(first["totalTokens"] == 130);
+    CHECK(first["context"] == json({{"used", 130}, {"size", 200000}}));
+    CHECK(first["cost"]["currency"] == "USD");
+    CHECK(first["cost"]["amount"].get<double>() == Approx(0.01));
+    // usage_update's cost is the session's running total: the second run
+    // is charged what it added, not the total.
+    const json second = answers[1]["result"]["_meta"]["harnessd"]["usage"];
+    CHECK(second["totalTokens"] == 70);
+    CHECK(second["context"]["used"] == 200);
+    CHECK(second["cost"]["amount"].get<double>() == Approx(0.02));
+    const json third = answers[2]["result"]["_meta"]["harnessd"]["usage"];
+    CHECK(third["totalTokens"] == 10);
+    CHECK_FALSE(third.contains("cost"));
+
+    // result.json and the terminal ledger entry say the same.
+    auto ends = terminal_entries(d.state_dir());
+    for (const json& a : answers) {
+      const std::string run = run_id_of(a);
+      const json used = a["result"]["_meta"]["harnessd"]["usage"];
+      auto result = run_file(d.state_dir(), run, "result.json");
+      REQUIRE(result);
+      CHECK(json::parse(*result)["usage"] == used);
+      REQUIRE(ends.count(run));
+      CHECK(ends[run]["event"] == "completed");
+      CHECK(ends[run]["usage"] == used);
+    }
+    d.close_stdin();
+    REQUIRE(d.wait_exit() == 0);
+  }
+
+  // The session records sum their runs.
+  std::map<std::string, json> records;
+  for (json& r : cli_json("sessions --all --state-dir " + state.path())) records[r["sessionId"]] = r;
+  REQUIRE(records.count(s1));
+  REQUIRE(records.count(s2));
+  const json sum1 = records[s1]["usage"];
+  CHECK(sum1["runs"] == 2);
+  CHECK(tokens_of(sum1) == json({{"inputTokens", 150},
+                                 {"outputTokens", 50},
+                                 {"totalTokens", 200},
+                                 {"cachedReadTokens", 0},
+                                 {"cachedWriteTokens", 0},
+                                 {"thoughtTokens", 0}}));
+  CHECK(sum1["cost"]["USD"].get<double>() == Approx(0.03));
+  CHECK(records[s2]["usage"]["runs"] == 1);
+  CHECK(records[s2]["usage"]["totalTokens"] == 10);
+}
