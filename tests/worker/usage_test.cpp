@@ -1,6 +1,6 @@
 // Usage accounting (issue 17): what the fake agent reports as usage_update
 // and PromptResponse.usage ends up alike in result.json, the ledger, the
-// answer and the session record.
+// answer, the session record and `harnessd usage`.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -74,7 +74,7 @@ TEST_CASE("a run's usage: token counts from the answer, context and the cost's g
   CHECK(usage::cost_text(sum["cost"]) == "0.3000 USD");
 }
 
-TEST_CASE("a run's usage agrees in result.json, the ledger, the answer and the session record") {
+TEST_CASE("a run's usage agrees in result.json, the ledger, the answer, the session record and harnessd usage") {
   TempDir state;
   std::string s1, s2;
   std::vector<json> answers;
@@ -138,4 +138,44 @@ TEST_CASE("a run's usage agrees in result.json, the ledger, the answer and the s
   CHECK(sum1["cost"]["USD"].get<double>() == Approx(0.03));
   CHECK(records[s2]["usage"]["runs"] == 1);
   CHECK(records[s2]["usage"]["totalTokens"] == 10);
+
+  // harnessd usage, by harness, session and day, agrees with them.
+  auto by_harness = cli_json("usage --by harness --state-dir " + state.path());
+  REQUIRE(by_harness.size() == 1);
+  CHECK(by_harness[0]["key"] == "fake");
+  CHECK(by_harness[0]["runs"] == 3);
+  CHECK(by_harness[0]["inputTokens"] == 157);
+  CHECK(by_harness[0]["outputTokens"] == 53);
+  CHECK(by_harness[0]["totalTokens"] == 210);
+  CHECK(by_harness[0]["cost"]["USD"].get<double>() == Approx(0.03));
+
+  auto by_session = cli_json("usage --by session --state-dir " + state.path());
+  REQUIRE(by_session.size() == 2);
+  for (const json& line : by_session) {
+    const json& record = records[line["key"].get<std::string>()]["usage"];
+    CHECK(line["harness"] == "fake");
+    CHECK(line["runs"] == record["runs"]);
+    CHECK(tokens_of(line) == tokens_of(record));
+    CHECK(line["cost"].size() == record["cost"].size());
+  }
+
+  auto by_day = cli_json("usage --by day --state-dir " + state.path());
+  REQUIRE(by_day.size() == 1);
+  CHECK(by_day[0]["key"].get<std::string>().size() == 10);  // YYYY-MM-DD
+  CHECK(tokens_of(by_day[0]) == tokens_of(by_harness[0]));
+
+  // Nothing queued in the future: --since a duration and a date.
+  CHECK(cli_json("usage --since 1h --state-dir " + state.path()).size() == 1);
+  CHECK(cli_json("usage --since 2999-01-01 --state-dir " + state.path()).empty());
+  std::string out;
+  CHECK(run_cli("usage --since soon --state-dir " + state.path(), &out) == 2);
+
+  // The text table: a row for the harness and the total.
+  REQUIRE(run_cli("usage --state-dir " + state.path(), &out, false) == 0);
+  INFO(out);
+  CHECK(out.find("HARNESS") != std::string::npos);
+  CHECK(out.find("fake") != std::string::npos);
+  CHECK(out.find("210") != std::string::npos);
+  CHECK(out.find("0.0300 USD") != std::string::npos);
+  CHECK(out.find("total") != std::string::npos);
 }
