@@ -9,6 +9,7 @@
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "harnesses/packaging.h"
+#include "worker/budgets.h"
 #include "worker/turn_outcome.h"
 #include "worker/usage.h"
 
@@ -546,6 +547,7 @@ json Session::account(const Turn& turn, const json& reported) {
   if (turn.usage_update.is_object() && turn.usage_update.contains("cost") && turn.usage_update["cost"].is_object()) {
     adapter_cost_ = turn.usage_update["cost"];
   }
+  if (rt_.budgets) rt_.budgets->ran(init_.profile.name, usage::tokens(used));
   return used;
 }
 

@@ -227,7 +227,8 @@ class Session final : private adapters::LiveAdapters::Member {
   void turn_output(std::string_view kind, std::string_view text);
   /// The adapter reported usage (see Relay::Hooks::usage).
   void usage_reported(const nlohmann::json& update);
-  /// The ended turn's usage (usage::of_run), added to the session's sum.
+  /// The ended turn's usage (usage::of_run), added to the session's sum;
+  /// budgets are told.
   nlohmann::json account(const Turn& turn, const nlohmann::json& reported);
   /// Adds an ended turn to a oneshot session's history.
   void remember(const Turn& turn, const std::string& event);

@@ -423,7 +423,9 @@ class RunClient {
 
   static int exit_code_for(const RpcError& e) {
     if (e.code == rpc_code::kRunTimeout) return run_exit::kTimeout;
-    if (e.code == -32602 || e.code == rpc_code::kHarnessUnavailable) return run_exit::kUsage;
+    if (e.code == -32602 || e.code == rpc_code::kHarnessUnavailable || e.code == rpc_code::kBudgetExceeded) {
+      return run_exit::kUsage;
+    }
     return run_exit::kFailed;
   }
 

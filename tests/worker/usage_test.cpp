@@ -1,6 +1,8 @@
-// Usage accounting (issue 17): what the fake agent reports as usage_update
-// and PromptResponse.usage ends up alike in result.json, the ledger, the
-// answer, the session record and `harnessd usage`.
+// Usage accounting and budgets (issue 17): what the fake agent reports as
+// usage_update and PromptResponse.usage ends up alike in result.json, the
+// ledger, the answer, the session record and `harnessd usage`; a harness's
+// max_concurrent serialises its sessions; max_runs_per_hour and
+// max_tokens_per_day refuse prompts with -32018, also after a restart.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 
 #include "acp/files.h"
 #include "daemon_process.h"
+#include "worker/budgets.h"
 #include "worker/usage.h"
 
 using namespace harnessd::test;
@@ -51,6 +54,11 @@ json tokens_of(const json& u) {
   return out;
 }
 
+json refused(Daemon& d, const std::string& sid, const std::string& text) {
+  const int id = d.send_prompt(sid, text);
+  return d.recv_reply(id);
+}
+
 }  // namespace
 
 TEST_CASE("a run's usage: token counts from the answer, context and the cost's growth from usage_update") {
@@ -72,6 +80,42 @@ TEST_CASE("a run's usage: token counts from the answer, context and the cost's g
   CHECK(sum["runs"] == 2);
   CHECK(sum["cost"]["USD"].get<double>() == Approx(0.3));
   CHECK(usage::cost_text(sum["cost"]) == "0.3000 USD");
+}
+
+TEST_CASE("budgets: sliding windows, the wait until a retry succeeds, and counts rebuilt from runs") {
+  using harnessd::worker::Budgets;
+  using namespace std::chrono;
+  const auto t0 = Budgets::Clock::now();
+  Budgets b;
+  CHECK_FALSE(b.check("h", {2, 0}, t0));
+  b.queued("h", t0);
+  b.queued("h", t0 + 10min);
+  auto refused = b.check("h", {2, 0}, t0 + 20min);
+  REQUIRE(refused);
+  CHECK(refused->code == -32018);
+  CHECK(refused->data["retryAfterMs"] == 40 * 60 * 1000);  // when the first leaves the hour
+  CHECK_FALSE(b.check("other", {2, 0}, t0 + 20min));
+  CHECK_FALSE(b.check("h", {2, 0}, t0 + 61min));
+  // Tokens: refused once the sum reaches the limit, until enough has left.
+  b.ran("h", 60, t0);
+  b.ran("h", 50, t0 + 1h);
+  refused = b.check("h", {0, 100}, t0 + 2h);
+  REQUIRE(refused);
+  CHECK(refused->data["budget"] == "max_tokens_per_day");
+  CHECK(refused->data["retryAfterMs"] == 22 * 3600 * 1000);  // the first leaves: 50 < 100
+  CHECK_FALSE(b.check("h", {0, 100}, t0 + 24h + 1s));
+  // Rebuilt from runs as the ledger has them.
+  harnessd::worker::RunRecord r;
+  r.harness = "h";
+  r.queuedAt = harnessd::acp::iso_time(t0);
+  r.endedAt = harnessd::acp::iso_time(t0 + 1min);
+  r.terminal_entries = 1;
+  r.outcome = {{"usage", {{"totalTokens", 120}}}};
+  Budgets loaded;
+  loaded.load({r, r}, t0 + 2min);
+  CHECK(loaded.check("h", {2, 0}, t0 + 2min));
+  CHECK(loaded.check("h", {0, 200}, t0 + 2min));
+  CHECK_FALSE(loaded.check("h", {3, 300}, t0 + 2min));
 }
 
 TEST_CASE("a run's usage agrees in result.json, the ledger, the answer, the session record and harnessd usage") {
@@ -178,4 +222,115 @@ TEST_CASE("a run's usage agrees in result.json, the ledger, the answer, the sess
   CHECK(out.find("210") != std::string::npos);
   CHECK(out.find("0.0300 USD") != std::string::npos);
   CHECK(out.find("total") != std::string::npos);
+}
+
+TEST_CASE("max_concurrent = 1 runs two sessions of one harness one after the other") {
+  // Intervals [startedAt, endedAt] of the runs in the ledger, in ms.
+  auto intervals = [](const std::string& state_dir) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (json& r : cli_json("runs --state-dir " + state_dir)) {
+      out.emplace_back(r["startedAt"].get<std::string>(), r["endedAt"].get<std::string>());
+    }
+    return out;
+  };
+  auto run_two = [](Daemon& d) {
+    d.initialize();
+    std::string a = d.new_session("/tmp");
+    std::string b = d.new_session("/tmp");
+    const int ia = d.send_prompt(a, "timed 400");
+    const int ib = d.send_prompt(b, "timed 400");
+    CHECK(d.recv_reply(ia)["result"]["stopReason"] == "end_turn");
+    CHECK(d.recv_reply(ib)["result"]["stopReason"] == "end_turn");
+  };
+  SECTION("limited: no overlap") {
+    Daemon d(fake_config({}, "max_concurrent = 1\n"));
+    run_two(d);
+    auto runs = intervals(d.state_dir());
+    REQUIRE(runs.size() == 2);
+    std::sort(runs.begin(), runs.end());
+    INFO(runs[0].first << " - " << runs[0].second << ", " << runs[1].first << " - " << runs[1].second);
+    CHECK(runs[0].second <= runs[1].first);  // ISO times of one clock compare as text
+  }
+  SECTION("unlimited: they overlap (the check above can fail)") {
+    Daemon d(fake_config());
+    run_two(d);
+    auto runs = intervals(d.state_dir());
+    REQUIRE(runs.size() == 2);
+    std::sort(runs.begin(), runs.end());
+    CHECK(runs[0].second > runs[1].first);
+  }
+}
+
+TEST_CASE("max_runs_per_hour refuses the prompt past it with -32018, also after a restart") {
+  TempDir state;
+  const std::string config = fake_config({}, "max_runs_per_hour = 2\n");
+  {
+    Daemon d(config, {}, state.path());
+    d.initialize();
+    std::string sid = d.new_session("/tmp");
+    CHECK(d.prompt(sid, "echo one")["result"]["stopReason"] == "end_turn");
+    CHECK(d.prompt(sid, "echo two")["result"]["stopReason"] == "end_turn");
+    json answer = refused(d, sid, "echo three");
+    INFO(answer.dump());
+    REQUIRE(answer["error"]["code"] == -32018);
+    const json& data = answer["error"]["data"];
+    CHECK(data["retryable"] == true);
+    CHECK(data["retryAfterMs"].get<long long>() > 0);
+    CHECK(data["retryAfterMs"].get<long long>() <= 3600 * 1000);
+    CHECK(data["budget"] == "max_runs_per_hour");
+    CHECK(data["sessionId"] == sid);
+    d.close_stdin();
+    REQUIRE(d.wait_exit() == 0);
+  }
+  // The refused prompt never became a run.
+  CHECK(cli_json("runs --state-dir " + state.path()).size() == 2);
+  {
+    Daemon d(config, {}, state.path());
+    d.initialize();
+    std::string sid = d.new_session("/tmp");
+    json answer = refused(d, sid, "echo four");
+    INFO(answer.dump());
+    CHECK(answer["error"]["code"] == -32018);
+    CHECK(answer["error"]["data"]["budget"] == "max_runs_per_hour");
+  }
+}
+
+TEST_CASE("max_tokens_per_day lets the run that crosses it finish, then refuses, also after a restart") {
+  TempDir state;
+  const std::string config = fake_config({}, "max_tokens_per_day = 100\n");
+  {
+    Daemon d(config, {}, state.path());
+    d.initialize();
+    std::string sid = d.new_session("/tmp");
+    CHECK(d.prompt(sid, "usage 30 10")["result"]["stopReason"] == "end_turn");
+    // 40 so far: this one goes over the budget on its way and still ends.
+    json crossing = d.prompt(sid, "usage 60 40");
+    REQUIRE(crossing["result"]["stopReason"] == "end_turn");
+    CHECK(crossing["result"]["_meta"]["harnessd"]["usage"]["totalTokens"] == 100);
+    json answer = refused(d, sid, "echo more");
+    INFO(answer.dump());
+    REQUIRE(answer["error"]["code"] == -32018);
+    const json& data = answer["error"]["data"];
+    CHECK(data["retryable"] == true);
+    CHECK(data["budget"] == "max_tokens_per_day");
+    CHECK(data["used"] == 140);
+    // The first run leaves the 24-hour window first, which is not enough:
+    // the wait lasts until the second one leaves it.
+    CHECK(data["retryAfterMs"].get<long long>() > 23LL * 3600 * 1000);
+    d.close_stdin();
+    REQUIRE(d.wait_exit() == 0);
+  }
+  auto ends = terminal_entries(state.path());
+  REQUIRE(ends.size() == 2);
+  for (auto& [run, e] : ends) CHECK(e["event"] == "completed");
+  {
+    Daemon d(config, {}, state.path());
+    d.initialize();
+    std::string sid = d.new_session("/tmp");
+    json answer = refused(d, sid, "echo after the restart");
+    INFO(answer.dump());
+    CHECK(answer["error"]["code"] == -32018);
+    CHECK(answer["error"]["data"]["budget"] == "max_tokens_per_day");
+    CHECK(answer["error"]["data"]["used"] == 140);
+  }
 }
