@@ -154,10 +154,15 @@ void Session::save_record_after_turn() {
   // Compared as fields: the record is turned into JSON only when written.
   SessionRecord r = fields();
   std::string updated_at = std::exchange(r.updated_at, {});
+  // Its usage sum changes with every turn, like its time: within a second
+  // of the last write, a change of those alone waits for the record's
+  // next write or the shutdown (the ledger has each run's usage at once).
+  nlohmann::json usage = std::exchange(r.usage, saved_record_.usage);
   if (r == saved_record_ && std::chrono::steady_clock::now() - saved_at_ < std::chrono::seconds(1)) {
     unsaved_time_ = true;
     return;
   }
+  r.usage = std::move(usage);
   r.updated_at = std::move(updated_at);
   save(r);
 }

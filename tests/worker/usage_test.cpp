@@ -105,8 +105,10 @@ TEST_CASE("budgets: sliding windows, the wait until a retry succeeds, and counts
   CHECK(refused->data["retryAfterMs"] == 22 * 3600 * 1000);  // the first leaves: 50 < 100
   CHECK_FALSE(b.check("h", {0, 100}, t0 + 24h + 1s));
   // Rebuilt from runs as the ledger has them.
+  // (Copied from a string: g++ 12 warns falsely on a short literal here, -Wrestrict.)
+  const std::string harness = "h";
   harnessd::worker::RunRecord r;
-  r.harness = "h";
+  r.harness = harness;
   r.queuedAt = harnessd::acp::iso_time(t0);
   r.endedAt = harnessd::acp::iso_time(t0 + 1min);
   r.terminal_entries = 1;
