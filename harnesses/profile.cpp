@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <set>
+#include <string_view>
 
 #include "harnesses/bridges.h"
 
@@ -153,7 +154,8 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
                                                 // The permission policy (permission_policy.h).
                                                 "permissions", "rule", "fallback", "ask_timeout", "ask_fallback",
                                                 "remember",
-                                                "sandbox", "network", "writable"};
+                                                "sandbox", "network", "writable",
+                                                "max_concurrent", "max_runs_per_hour", "max_tokens_per_day"};
   const auto& bridge_keys = kBridgeKeys.at(p.kind);
   std::vector<std::string> options;
   for (const auto& [key, value] : table) {
@@ -279,6 +281,17 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
   // looks cut off.
   if (!p.sandbox.network && !p.sandbox.enabled()) {
     return Error{where + ".network = false needs sandbox = \"read-only\" or \"workspace-write\" (bubblewrap)"};
+  }
+  // Concurrency and budgets: whole numbers, 0 for no limit.
+  for (const char* key : {"max_concurrent", "max_runs_per_hour", "max_tokens_per_day"}) {
+    const toml::node* node = table.get(key);
+    if (!node) continue;
+    const auto* n = node->as_integer();
+    if (!n || n->get() < 0) return Error{where + "." + key + " must be a whole number, 0 for no limit"};
+    const std::int64_t v = n->get();
+    if (std::string_view(key) == "max_concurrent") p.max_concurrent = static_cast<std::size_t>(v);
+    if (std::string_view(key) == "max_runs_per_hour") p.max_runs_per_hour = static_cast<std::size_t>(v);
+    if (std::string_view(key) == "max_tokens_per_day") p.max_tokens_per_day = v;
   }
   if (const toml::node* auth = table.get("auth_env")) {
     const auto* s = auth->as_string();

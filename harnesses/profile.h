@@ -3,6 +3,7 @@
 // the config file under [harness.<name>].
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -57,6 +58,15 @@ struct HarnessProfile {
   std::size_t warm = 0;
   /// What harnessd answers the adapter's permission requests on its own.
   PermissionPolicy policy;
+  /// Runs of this harness at once across all sessions (0: only the daemon's
+  /// max_concurrent_runs); others wait in their queues.
+  std::size_t max_concurrent = 0;
+  /// Prompts of this harness accepted in any sliding hour (0: no limit);
+  /// past it a prompt is refused with -32018.
+  std::size_t max_runs_per_hour = 0;
+  /// Tokens (totalTokens of the runs' usage) of this harness in any sliding
+  /// 24 hours (0: no limit); once reached, prompts are refused with -32018.
+  std::int64_t max_tokens_per_day = 0;
   /// One line for `harnessd harnesses`.
   std::string description;
   /// How to install what `command` needs, shown when it is missing.

@@ -4,6 +4,7 @@
 // the caller pumps it, so tests are deterministic.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -56,9 +57,15 @@ class Scheduler {
     return it == sessions_.end() || it->second.items.size() < options_.max_queue_depth;
   }
 
-  /// Appends to the session's FIFO. Check can_enqueue() first.
-  void enqueue(const std::string& session, Lane lane, T item) {
+  /// Appends to the session's FIFO. Check can_enqueue() first. A session
+  /// in a `group` (its harness) with a `group_limit` runs only while fewer
+  /// than that many turns of the group run; it waits in its queue
+  /// meanwhile (0: only the global limit).
+  void enqueue(const std::string& session, Lane lane, T item, const std::string& group = {},
+               std::size_t group_limit = 0) {
     auto& s = sessions_[session];
+    if (!s.active) s.group = group;  // an active turn keeps counting where it started
+    if (!group.empty()) group_limits_[group] = group_limit;
     bool was_empty = s.items.empty();
     s.items.push_back(Item{next_ticket_++, lane, std::move(item)});
     if (was_empty && !s.active) mark_ready(session, s);
@@ -68,16 +75,23 @@ class Scheduler {
   /// ready. The session becomes active until finished().
   std::optional<Started> next() {
     if (running_ >= options_.max_concurrent_runs) return std::nullopt;
-    int lane = pick_lane();
+    // Per lane, the first ready session whose group has room.
+    std::array<ReadySet::iterator, kLaneCount> first;
+    for (int l = 0; l < kLaneCount; ++l) {
+      first[l] = std::find_if(ready_[l].begin(), ready_[l].end(),
+                              [this](const auto& entry) { return has_room(sessions_.at(entry.second).group); });
+    }
+    int lane = pick_lane(first);
     if (lane < 0) return std::nullopt;
-    auto first = ready_[lane].begin();
-    std::string key = first->second;
-    ready_[lane].erase(first);
+    std::string key = first[lane]->second;
+    ready_[lane].erase(first[lane]);
     auto& s = sessions_.at(key);
+    s.ready_lane = -1;
     Item item = std::move(s.items.front());
     s.items.pop_front();
     s.active = true;
     ++running_;
+    if (!s.group.empty()) ++group_running_[s.group];
     return Started{std::move(key), item.lane, std::move(item.value)};
   }
 
@@ -88,6 +102,7 @@ class Scheduler {
     if (it == sessions_.end() || !it->second.active) return;
     it->second.active = false;
     --running_;
+    release_group(it->second.group);
     if (it->second.items.empty()) {
       sessions_.erase(it);
     } else {
@@ -102,7 +117,10 @@ class Scheduler {
     auto it = sessions_.find(session);
     if (it == sessions_.end()) return out;
     unmark_ready(it->second);
-    if (it->second.active) --running_;
+    if (it->second.active) {
+      --running_;
+      release_group(it->second.group);
+    }
     for (auto& item : it->second.items) out.push_back(std::move(item.value));
     sessions_.erase(it);
     return out;
@@ -151,6 +169,11 @@ class Scheduler {
     return it != sessions_.end() && it->second.active;
   }
   std::size_t running() const { return running_; }
+  /// Turns of `group` running now.
+  std::size_t running(const std::string& group) const {
+    auto it = group_running_.find(group);
+    return it == group_running_.end() ? 0 : it->second;
+  }
   std::size_t total_queued() const {
     std::size_t n = 0;
     for (const auto& [key, s] : sessions_) n += s.items.size();
@@ -169,7 +192,20 @@ class Scheduler {
     // Where the session sits among the ready ones: its head's lane and ticket.
     int ready_lane = -1;
     std::uint64_t ready_ticket = 0;
+    std::string group;  // empty: none
   };
+  using ReadySet = std::set<std::pair<std::uint64_t, std::string>>;
+
+  bool has_room(const std::string& group) const {
+    if (group.empty()) return true;
+    auto limit = group_limits_.find(group);
+    return limit == group_limits_.end() || limit->second == 0 || running(group) < limit->second;
+  }
+  void release_group(const std::string& group) {
+    auto it = group_running_.find(group);
+    if (it == group_running_.end()) return;
+    if (--it->second == 0) group_running_.erase(it);
+  }
 
   // A session is ready when it has a queued head and no active turn. Ready
   // sessions wait per lane in the order their head prompt arrived.
@@ -193,11 +229,12 @@ class Scheduler {
   // each gets its weight in credit, the richest goes, and pays the total.
   // With weights 4:2:1 and all lanes busy the order is I S I B I S I ...,
   // and every lane with work gets a start within one cycle.
-  int pick_lane() {
+  // Lanes whose ready sessions all wait for their group take no part.
+  int pick_lane(const std::array<ReadySet::iterator, kLaneCount>& first) {
     int best = -1;
     long total = 0;
     for (int l = 0; l < kLaneCount; ++l) {
-      if (ready_[l].empty()) continue;
+      if (first[l] == ready_[l].end()) continue;
       credit_[l] += options_.lane_weights[l];
       total += options_.lane_weights[l];
       if (best < 0 || credit_[l] > credit_[best]) best = l;
@@ -206,14 +243,16 @@ class Scheduler {
     // A lane with nothing waiting keeps no credit, so it cannot hoard
     // priority for later.
     for (int l = 0; l < kLaneCount; ++l) {
-      if (ready_[l].empty() && l != best) credit_[l] = 0;
+      if (first[l] == ready_[l].end() && l != best) credit_[l] = 0;
     }
     return best;
   }
 
   SchedulerOptions options_;
   std::unordered_map<std::string, SessionQueue> sessions_;
-  std::array<std::set<std::pair<std::uint64_t, std::string>>, kLaneCount> ready_;
+  std::array<ReadySet, kLaneCount> ready_;
+  std::unordered_map<std::string, std::size_t> group_limits_;
+  std::unordered_map<std::string, std::size_t> group_running_;
   std::array<long, kLaneCount> credit_{};
   std::size_t running_ = 0;
   std::uint64_t next_ticket_ = 0;

@@ -38,6 +38,10 @@ inline constexpr int kStoreFailed = -32016;
 /// Another harnessd process on the state directory serves the session;
 /// retry once it lets go (data.retryable is true, data.owner says who).
 inline constexpr int kSessionBusy = -32017;
+/// A budget of the session's harness is spent (max_runs_per_hour,
+/// max_tokens_per_day): the prompt was not queued; data.retryable is true,
+/// data.retryAfterMs says when to try again, data.budget which budget.
+inline constexpr int kBudgetExceeded = -32018;
 }  // namespace rpc_code
 
 /// A JSON-RPC error object. `data` is omitted from the wire when null.

@@ -234,6 +234,15 @@ void Agent::on_prompt(PromptParams params, acp::Reply reply) {
                {{"sessionId", session->id()}, {"queueDepth", depth}, {"retryable", true}}};
     return reply.error(e);
   }
+  // A spent budget of the harness refuses the prompt before it is a run
+  // (issue 17); the host retries after data.retryAfterMs.
+  const harnesses::HarnessProfile& profile = session->profile();
+  if (rt_.budgets) {
+    if (auto refused = rt_.budgets->check(profile.name, {profile.max_runs_per_hour, profile.max_tokens_per_day})) {
+      refused->data["sessionId"] = session->id();
+      return reply.error(*refused);
+    }
+  }
   QueuedPrompt prompt;
   prompt.run_id = queue::make_id("run_");
   prompt.request = {{"id", reply.id()},
@@ -251,6 +260,7 @@ void Agent::on_prompt(PromptParams params, acp::Reply reply) {
   LedgerEntry queued = prompt.ledger;
   queued.event = run_event::kQueued;
   rt_.store.record(std::move(queued));
+  if (rt_.budgets) rt_.budgets->queued(profile.name);
   prompt.recorder = std::make_unique<RunRecorder>(
       rt_.store, prompt.ledger,
       RunRecorder::Policy{rt_.config.daemon.max_recording_bytes, session->profile().record_metadata_only},
@@ -260,7 +270,8 @@ void Agent::on_prompt(PromptParams params, acp::Reply reply) {
   prompt.context = meta.context;
   prompt.timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : session->init().run_timeout;
   queue::Lane lane = meta.lane ? *queue::parse_lane(*meta.lane) : session->init().lane;
-  scheduler_.enqueue(session->id(), lane, std::move(prompt));
+  // [harness.X] max_concurrent: its sessions share that many slots.
+  scheduler_.enqueue(session->id(), lane, std::move(prompt), profile.name, profile.max_concurrent);
   pump();
   prepare_next(session->id());
 }

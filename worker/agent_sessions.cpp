@@ -438,6 +438,7 @@ Expected<Session*, RpcError> Agent::reopen(const SessionRecord& record, const sc
   init.summary = record.summary.value_or("");
   init.permissions = record.permissions;
   init.history = record.history;
+  init.usage = record.usage;
   init.config_choices = record.config_options;
   if (record.adapter_options.is_array()) init.adapter_defaults = record.adapter_options;
   init.harness_fixed = true;

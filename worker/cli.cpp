@@ -29,6 +29,7 @@
 #include "worker/daemon.h"
 #include "worker/housekeeping.h"
 #include "worker/inspect.h"
+#include "worker/usage_command.h"
 #include "worker/server_client.h"
 #include "worker/server_commands.h"
 #include "worker/state_dir.h"
@@ -115,6 +116,15 @@ int main(int argc, char** argv) {
   runs_cmd->add_flag("--transitions", runs_query.transitions,
                      "Print every recorded transition of the runs (the ledger), not one line per run");
   runs_cmd->add_option("--format", runs_query.format, "text or json")->check(CLI::IsMember({"text", "json"}));
+
+  UsageQuery usage_query;
+  auto* usage_cmd = app.add_subcommand("usage", "Sum what the recorded runs used (tokens, cost) by harness, session or day");
+  usage_cmd->fallthrough();
+  usage_cmd->add_option("--since", usage_query.since,
+                        "Only runs queued since a date (2026-12-01), an ISO time, or a duration ago (90m, 24h, 7d)");
+  usage_cmd->add_option("--by", usage_query.by, "harness, session or day (UTC)")
+      ->check(CLI::IsMember({"harness", "session", "day"}));
+  usage_cmd->add_option("--format", usage_query.format, "text or json")->check(CLI::IsMember({"text", "json"}));
 
   std::string sessions_format = "text";
   bool sessions_all = false;
@@ -288,6 +298,10 @@ int main(int argc, char** argv) {
     return runs_command(runs_query);
   }
   if (sessions_cmd->parsed()) return sessions_command(chosen_state_dir, sessions_format, sessions_all);
+  if (usage_cmd->parsed()) {
+    usage_query.state_dir = chosen_state_dir;
+    return usage_command(usage_query);
+  }
   // The state directory's server, for the commands that ask it.
   const std::string socket = server_address(*config, chosen_state_dir);
   if (status_cmd->parsed()) return status_command(chosen_state_dir, status_format, server_status(socket));

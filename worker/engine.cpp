@@ -48,8 +48,25 @@ Engine::Engine(acp::Loop& loop, acp::Connection& host, EngineOptions options)
     if (known.is_array() && !rt_->harness_options.count(name)) rt_->harness_options[name] = std::move(known);
   }
   rt_->breaker_changed = [this] { publish_harnesses(); };
+  rt_->budgets = &budgets_;
+  load_budgets();
   if (options_.warm) start_warm_pools();
   agent_ = std::make_unique<Agent>(*rt_);
+}
+
+void Engine::load_budgets() {
+  // Budgets survive a restart: what counts is read back from the ledger.
+  // Only when a harness has one, so that a start without budgets never
+  // reads history.
+  bool any = false;
+  for (const auto& [name, profile] : options_.config.harnesses) {
+    any = any || profile.max_runs_per_hour || profile.max_tokens_per_day;
+  }
+  if (!any) return;
+  const auto now = Budgets::Clock::now();
+  StateDb::RunFilter filter;
+  filter.since = acp::iso_time(now - Budgets::kLookBack);
+  budgets_.load(store_->list_runs(filter).runs, now);
 }
 
 void Engine::start_warm_pools() {

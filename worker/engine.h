@@ -68,6 +68,8 @@ class Engine {
   void drain_store();
   /// A WarmPool for each harness with `warm` > 0 (filled after initialize).
   void start_warm_pools();
+  /// Counts the budgets' runs and tokens again from the ledger.
+  void load_budgets();
   /// Writes the harnesses' breakers to harnesses_file().
   void publish_harnesses();
 
@@ -78,6 +80,7 @@ class Engine {
   adapters::Reaper reaper_;
   adapters::LiveAdapters live_;
   std::unique_ptr<Store> store_;
+  Budgets budgets_;
   std::unique_ptr<Runtime> rt_;
   std::unique_ptr<Agent> agent_;
   acp::Timer deadline_;

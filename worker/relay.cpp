@@ -224,6 +224,7 @@ void Relay::relay_update(const json& params) {
                                 : nullptr;
   if (kind == "tool_call" || kind == "tool_call_update") gate_.note(*update);
   if (kTurnUpdates.count(kind)) hooks_.turn_output(kind, text ? std::string_view(*text) : std::string_view());
+  if (kind == "usage_update" && hooks_.usage) hooks_.usage(*update);
   const bool too_long = kChunkUpdates.count(kind) && text && text->size() > kMaxChunkText;
   if (kind != "config_option_update" && !too_long && params.contains("sessionId")) {
     // The usual update: serialised straight from what the adapter sent,

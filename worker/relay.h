@@ -45,6 +45,9 @@ class Relay {
     std::function<const PermissionGate::Scope&()> permission_scope;
     /// The running turn is being cancelled.
     std::function<bool()> cancelling;
+    /// The adapter reported usage (a usage_update, during a turn or
+    /// between turns); `update` is the update object. May be empty.
+    std::function<void(const nlohmann::json& update)> usage;
   };
 
   /// `adapter` tells whether a prompt is in flight and whether the adapter

@@ -18,6 +18,7 @@
 #include "adapters/reaper.h"
 #include "adapters/start_breaker.h"
 #include "adapters/warm_pool.h"
+#include "worker/budgets.h"
 #include "worker/config.h"
 #include "worker/store.h"
 
@@ -76,6 +77,8 @@ struct Runtime {
   }
   /// Set by the Engine: publishes the breakers for other processes.
   std::function<void()> breaker_changed = {};
+  /// The harnesses' budgets (owned by the Engine); null: none kept.
+  Budgets* budgets = nullptr;
 };
 
 }  // namespace harnessd::worker

@@ -14,7 +14,9 @@
 #include "acp/log.h"
 #include "acp/utf8.h"
 #include "harnesses/packaging.h"
+#include "worker/budgets.h"
 #include "worker/turn_outcome.h"
+#include "worker/usage.h"
 
 namespace harnessd::worker {
 
@@ -48,9 +50,15 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                 permission_scope_.harness = init_.profile.name;
                 return permission_scope_;
               },
-              [this] { return turn_ && turn_->control.stop_reason() == queue::StopReason::kCancelled; }}),
+              [this] { return turn_ && turn_->control.stop_reason() == queue::StopReason::kCancelled; },
+              [this](const json& update) { usage_reported(update); }}),
       adapter_(rt.loop, rt.reaper, rt.config.daemon.kill_grace, "session " + init_.id, init_.profile.name,
-               {[this] { return adapter_spec(); }, [this](adapters::AdapterLink& link) { relay_.bind(link); },
+               {[this] { return adapter_spec(); },
+                [this](adapters::AdapterLink& link) {
+                  // A new adapter process counts its session's cost afresh.
+                  adapter_cost_ = nullptr;
+                  relay_.bind(link);
+                },
                 [this](const json& answer, bool announce) { take_adapter_options(answer, announce); },
                 [this](const json& offered) {
                   adapter_defaults_ = offered;
@@ -123,6 +131,7 @@ SessionRecord Session::fields() const {
     r.sandbox = {{"mode", init_.sandbox_choice.mode}, {"network", init_.sandbox_choice.network}};
   }
   r.history = init_.history;
+  r.usage = init_.usage;
   r.mcp_servers = init_.mcp_servers;
   // The adapter's session of this lifetime, else the one it is resuming,
   // else the one of the earlier lifetime.
@@ -166,10 +175,15 @@ void Session::save_record_after_turn() {
   // Compared as fields: the record is turned into JSON only when written.
   SessionRecord r = fields();
   std::string updated_at = std::exchange(r.updated_at, {});
+  // Its usage sum changes with every turn, like its time: within a second
+  // of the last write, a change of those alone waits for the record's
+  // next write or the shutdown (the ledger has each run's usage at once).
+  nlohmann::json usage = std::exchange(r.usage, saved_record_.usage);
   if (r == saved_record_ && std::chrono::steady_clock::now() - saved_at_ < std::chrono::seconds(1)) {
     unsaved_time_ = true;
     return;
   }
+  r.usage = std::move(usage);
   r.updated_at = std::move(updated_at);
   save(r);
 }
@@ -609,6 +623,28 @@ void Session::turn_output(std::string_view kind, std::string_view text) {
   if (kind == "agent_message_chunk" && turn_->answer.size() < kMaxAnswerBytes) turn_->answer += text;
 }
 
+void Session::usage_reported(const json& update) {
+  if (turn_) {
+    turn_->usage_update = update;
+    turn_->usage_update.erase("sessionUpdate");
+    return;
+  }
+  // Between turns: the session's cost so far, from which the next run's
+  // share is counted.
+  if (update.contains("cost") && update["cost"].is_object()) adapter_cost_ = update["cost"];
+}
+
+json Session::account(const Turn& turn, const json& reported) {
+  json used = usage::of_run(reported, turn.usage_update, adapter_cost_);
+  if (!init_.usage.is_object()) init_.usage = usage::empty_sum();
+  usage::add(init_.usage, used);
+  if (turn.usage_update.is_object() && turn.usage_update.contains("cost") && turn.usage_update["cost"].is_object()) {
+    adapter_cost_ = turn.usage_update["cost"];
+  }
+  if (rt_.budgets) rt_.budgets->ran(init_.profile.name, usage::tokens(used));
+  return used;
+}
+
 void Session::remember(const Turn& turn, const std::string& event) {
   // Only turns that ended with an answer: a failed or cancelled task is not
   // something the next one can build on.
@@ -643,6 +679,8 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   if (!turn.adapter_start.is_null()) facts.adapter_start = turn.adapter_start;
   if (json permissions = relay_.permissions().take_summary(); !permissions.is_null()) facts.permissions = permissions;
   facts.sandbox = sandbox();
+  // PromptResponse.usage (ACP), when the adapter answered with one.
+  facts.usage = account(turn, result && result->is_object() ? result->value("usage", json()) : json());
   TurnOutcome o = turn_outcome(turn.control.stop_reason(), std::move(result), facts,
                                [this](const std::string& what) { return adapter_.failure(what); });
   const std::string event = o.event;
@@ -728,6 +766,7 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
       facts.ended_at = acp::iso_time();
       facts.partial_output = turn->partial_output;
       facts.sandbox = sandbox();
+      facts.usage = account(*turn, json());
       TurnOutcome o = cancelled_outcome("session closed", facts);
       const std::uint64_t ticket = host_order_->reserve();
       turn->recorder->finish(

@@ -63,6 +63,8 @@ struct SessionInit {
   std::string summary;
   /// _meta.harnessd.permissions: a mode stricter than the profile's.
   std::optional<std::string> permissions;
+  /// What the session's runs used so far (see SessionRecord::usage).
+  nlohmann::json usage;
   /// The adapter's config options the host chose ({configId: value}),
   /// applied again to every new adapter of the session.
   nlohmann::json config_choices = nlohmann::json::object();
@@ -213,6 +215,7 @@ class Session final : private adapters::LiveAdapters::Member {
     std::string task;       // the prompt's text, for the session's history
     std::string answer;     // the agent's message text, for the session's history
     nlohmann::json adapter_start;  // how its adapter was started, if it waited for one
+    nlohmann::json usage_update;   // the turn's last usage_update, or null
   };
   using Ready = acp::UniqueFunction<void(Expected<void, RpcError>)>;
 
@@ -236,6 +239,11 @@ class Session final : private adapters::LiveAdapters::Member {
   /// An update of the running turn reaches the host: it has output, and
   /// the agent's text is kept for a oneshot session's history.
   void turn_output(std::string_view kind, std::string_view text);
+  /// The adapter reported usage (see Relay::Hooks::usage).
+  void usage_reported(const nlohmann::json& update);
+  /// The ended turn's usage (usage::of_run), added to the session's sum;
+  /// budgets are told.
+  nlohmann::json account(const Turn& turn, const nlohmann::json& reported);
   /// Adds an ended turn to a oneshot session's history.
   void remember(const Turn& turn, const std::string& event);
 
@@ -247,6 +255,9 @@ class Session final : private adapters::LiveAdapters::Member {
   bool closed_ = false;
   bool prompted_ = false;          // a turn has started: the harness is fixed
   SessionOptions options_;
+  /// The cumulative cost the adapter process reported last (usage_update),
+  /// from which a run's share is counted; null until it reported one.
+  nlohmann::json adapter_cost_;
   nlohmann::json adapter_defaults_;  // what the adapter offered its new session; null until one was made
   acp::UniqueFunction<void(nlohmann::json)> early_answer_;  // session/new's, while its adapter starts early
   bool early_unused_ = false;  // the adapter started for session/new and nothing has used it since

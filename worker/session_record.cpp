@@ -35,6 +35,7 @@ json SessionRecord::to_json() const {
           {"configOptions", config_options},
           {"adapterOptions", adapter_options},
           {"adapter", adapter},
+          {"usage", usage},
           {"closed", closed},
           {"daemon", daemon},
           {"createdAt", created_at},
@@ -65,6 +66,7 @@ Expected<SessionRecord, std::string> SessionRecord::from_json(const json& j) {
   if (auto it = j.find("configOptions"); it != j.end() && it->is_object()) r.config_options = *it;
   if (auto it = j.find("adapterOptions"); it != j.end() && it->is_array()) r.adapter_options = *it;
   if (auto it = j.find("adapter"); it != j.end() && it->is_object()) r.adapter = *it;
+  if (auto it = j.find("usage"); it != j.end() && it->is_object()) r.usage = *it;
   r.closed = j.value("closed", false);
   r.daemon = j.value("daemon", "");
   r.created_at = j.value("createdAt", "");
@@ -86,7 +88,8 @@ std::optional<std::string> session_record_problem(const json& record) {
       {"runTimeoutMs", kInteger}, {"lane", kString},           {"configOptions", kObject},
       {"adapterOptions", kArray}, {"closed", kBool},           {"createdAt", kString},
       {"updatedAt", kString},     {"daemon", kString},         {"hostSession", kStringOrNull},
-      {"adapter", kObject},       {"permissions", kStringOrNull}};
+      {"adapter", kObject},       {"permissions", kStringOrNull},
+      {"usage", kObject}};
   static const char* const kTypeNames[] = {"a string", "a string or null", "a boolean",
                                            "an integer", "an array or null", "an object or null"};
   for (const auto& [field, type] : kFields) {

@@ -43,6 +43,9 @@ struct SessionRecord {
   /// The adapter as its process last saw it: {pid} while one runs,
   /// {evictedAt} once evicted, null otherwise.
   nlohmann::json adapter;
+  /// What the session's runs used (usage::add of each ended run); null
+  /// until a run ended.
+  nlohmann::json usage;
   bool closed = false;
   std::string daemon;  // the instance that wrote it last
   std::string created_at;

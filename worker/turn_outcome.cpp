@@ -80,6 +80,14 @@ std::string result_file(const std::string& event, const TurnFacts& facts, const 
   return out;
 }
 
+// The run's usage, where the run's end says it (issue 17).
+void add_usage(TurnOutcome& o, const TurnFacts& facts) {
+  if (facts.usage.is_null()) return;
+  if (!o.fields.is_object()) o.fields = json::object();
+  o.fields["usage"] = facts.usage;
+  if (o.answer) (*o.answer)["_meta"]["harnessd"]["usage"] = facts.usage;
+}
+
 }  // namespace
 
 json with_run_id(json result, const std::string& run_id) {
@@ -154,6 +162,7 @@ TurnOutcome turn_outcome(queue::StopReason stop, Expected<json, RpcError> adapte
       break;
     }
   }
+  add_usage(o, facts);
   o.result_file = result_file(o.event, facts, o.fields);
   return o;
 }
@@ -163,6 +172,7 @@ TurnOutcome cancelled_outcome(const std::string& reason, const TurnFacts& facts)
   o.event = run_event::kCancelled;
   o.fields = {{"reason", reason}};
   o.answer = with_run_id(cancelled_result(), facts.run_id);
+  add_usage(o, facts);
   o.result_file = result_file(o.event, facts, o.fields);
   return o;
 }

@@ -34,6 +34,10 @@ struct TurnFacts {
   std::optional<nlohmann::json> permissions;
   /// The session's effective sandbox (adapters::sandbox_json), for result.json.
   std::optional<nlohmann::json> sandbox;
+  /// What the run used (usage::of_run), null when its adapter reported
+  /// nothing: result.json and the terminal entry get it as `usage`, a
+  /// result answer as `_meta.harnessd.usage`.
+  nlohmann::json usage;
 };
 
 struct TurnOutcome {

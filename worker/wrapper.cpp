@@ -400,7 +400,12 @@ class RunClient {
         outcome_.adapter_meta = (*r)["_meta"];
         outcome_.adapter_meta.erase("harnessd");
       }
-      if (r->contains("usage")) outcome_.usage = (*r)["usage"];
+      // The run's usage as harnessd recorded it, else the adapter's own.
+      if (meta.is_object() && meta.contains("usage")) {
+        outcome_.usage = meta["usage"];
+      } else if (r->contains("usage")) {
+        outcome_.usage = (*r)["usage"];
+      }
       outcome_.exit_code = outcome_.stop_reason == "end_turn"    ? run_exit::kDone
                            : outcome_.stop_reason == "cancelled" ? run_exit::kInterrupted
                                                                  : run_exit::kFailed;
@@ -418,7 +423,9 @@ class RunClient {
 
   static int exit_code_for(const RpcError& e) {
     if (e.code == rpc_code::kRunTimeout) return run_exit::kTimeout;
-    if (e.code == -32602 || e.code == rpc_code::kHarnessUnavailable) return run_exit::kUsage;
+    if (e.code == -32602 || e.code == rpc_code::kHarnessUnavailable || e.code == rpc_code::kBudgetExceeded) {
+      return run_exit::kUsage;
+    }
     return run_exit::kFailed;
   }
 

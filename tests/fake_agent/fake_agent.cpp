@@ -77,6 +77,10 @@ struct Session {
   std::string cwd;
   std::vector<TurnRecord> turns;
   std::string model = "fake-small";  // its one config option
+  // `usage`: what the session has cost so far and its context's size, as
+  // usage_update reports them (cumulative, per the ACP session-usage RFD).
+  double cost = 0;
+  long long context = 0;
 };
 
 // The session's config options, as ACP session/new and set_config_option answer them.
@@ -593,10 +597,36 @@ class FakeAgent {
   }
 
   // The history is recorded (and written) before the answer goes out, so it is current once seen.
-  void finish(const std::string& stop_reason) {
+  void finish(const std::string& stop_reason, json usage = nullptr) {
     record_turn();
-    respond(turn_->request_id, {{"stopReason", stop_reason}});
+    json result = {{"stopReason", stop_reason}};
+    if (!usage.is_null()) result["usage"] = std::move(usage);
+    respond(turn_->request_id, std::move(result));
     turn_->answered = true;
+  }
+
+  // `usage <in> <out> [cost]`: a usage_update (context tokens so far, the
+  // session's cumulative cost when one is given), a chunk, then
+  // PromptResponse.usage {totalTokens, inputTokens, outputTokens}.
+  void cmd_usage(const std::string& args) {
+    auto [in_text, rest] = split_word(args);
+    auto [out_text, cost_text] = split_word(trim(rest));
+    const long long in = parse_int(in_text).value_or(0);
+    const long long out = parse_int(trim(out_text)).value_or(0);
+    Session* s = nullptr;
+    if (auto it = sessions_.find(turn_->session_id); it != sessions_.end()) s = &it->second;
+    json update = {{"sessionUpdate", "usage_update"}, {"used", 0}, {"size", 200000}};
+    if (s) {
+      s->context += in + out;
+      update["used"] = s->context;
+      if (!trim(cost_text).empty()) {
+        s->cost += std::strtod(trim(cost_text).c_str(), nullptr);
+        update["cost"] = {{"amount", s->cost}, {"currency", "USD"}};
+      }
+    }
+    send_update(update);
+    send_chunk("usage " + std::to_string(in) + " " + std::to_string(out));
+    finish("end_turn", {{"totalTokens", in + out}, {"inputTokens", in}, {"outputTokens", out}});
   }
 
   bool cancelled() const { return turn_ && turn_->cancel_requested && !turn_->ignore_cancel; }
@@ -718,6 +748,8 @@ class FakeAgent {
       long long n = int_arg(args, 1);
       for (long long i = 1; i <= n; ++i) send_chunk("chunk " + std::to_string(i));
       finish("end_turn");
+    } else if (command == "usage") {
+      cmd_usage(args);
     } else if (command == "flood") {
       cmd_flood(args);
     } else if (command == "paced") {

@@ -115,6 +115,30 @@ auth_env = "X_API_KEY")"), nullptr);
   CHECK(bad("auth_env = \"\"") == "[harness.a].auth_env must name an environment variable");
 }
 
+TEST_CASE("max_concurrent and the budgets are read and checked") {
+  auto p = profile_from_toml("a", toml::parse(R"(command = ["x"]
+max_concurrent = 2
+max_runs_per_hour = 30
+max_tokens_per_day = 5000000)"), nullptr);
+  REQUIRE(p);
+  CHECK(p->max_concurrent == 2);
+  CHECK(p->max_runs_per_hour == 30);
+  CHECK(p->max_tokens_per_day == 5000000);
+  // Absent: no limit.
+  auto none = profile_from_toml("b", toml::parse("command = [\"x\"]"), nullptr);
+  REQUIRE(none);
+  CHECK(none->max_concurrent == 0);
+  CHECK(none->max_runs_per_hour == 0);
+  CHECK(none->max_tokens_per_day == 0);
+  auto bad = [](const std::string& text) {
+    auto r = profile_from_toml("a", toml::parse("command = [\"x\"]\n" + text), nullptr);
+    return r ? std::string() : r.error().message;
+  };
+  CHECK(bad("max_concurrent = -1") == "[harness.a].max_concurrent must be a whole number, 0 for no limit");
+  CHECK(bad("max_runs_per_hour = \"10\"") == "[harness.a].max_runs_per_hour must be a whole number, 0 for no limit");
+  CHECK(bad("max_tokens_per_day = 1.5") == "[harness.a].max_tokens_per_day must be a whole number, 0 for no limit");
+}
+
 TEST_CASE("the cgroup v1 hierarchies harnessd may use are read from mountinfo and /proc/self/cgroup") {
   const std::string mountinfo =
       "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"

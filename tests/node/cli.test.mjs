@@ -1,6 +1,6 @@
 // The command line's --format json outputs against schema/cli.schema.json:
 // run (every ending, refusals included), runs, runs --follow, sessions,
-// harnesses and show, and, through a listening server, status (with the
+// harnesses, usage and show, and, through a listening server, status (with the
 // server), watch and wait, produced by the built binary on a private state
 // directory with the fake agent as the harness.
 import { test } from 'node:test';
@@ -87,6 +87,13 @@ test('runs, sessions, harnesses and show', async () => {
   assert.ok(sessions.some((s) => s.name === 'kept' && !s.closed));
   // No daemon serves them now: no adapter is kept for any.
   assert.ok(sessions.every((s) => s.adapterState.state === 'none'));
+
+  for (const by of ['harness', 'session', 'day']) {
+    const usage = lines(harnessd('usage', '--by', by, '--format', 'json').out);
+    assert.ok(usage.length >= 1, `usage --by ${by}`);
+    for (const u of usage) assertValid('UsageLine', u, `usage --by ${by} ${u.key}`);
+    assert.equal(usage.reduce((n, u) => n + u.runs, 0), runs.filter((r) => r.endedAt).length);
+  }
 
   const status = JSON.parse(harnessd('status', '--format', 'json').out);
   assertValid('StatusResult', status, 'status');

@@ -179,3 +179,33 @@ TEST_CASE("many sessions: every prompt starts exactly once, in order per session
     for (int i = 0; i < 10; ++i) CHECK(items[i] == i);
   }
 }
+
+TEST_CASE("a group's limit makes its sessions wait their turn while other sessions run") {
+  Scheduler<std::string> s(SchedulerOptions{8, 16, {4, 2, 1}});
+  // Two sessions of harness "h" (limit 1) and one of "other" (no limit).
+  s.enqueue("a", Lane::kInteractive, "1", "h", 1);
+  s.enqueue("b", Lane::kInteractive, "1", "h", 1);
+  s.enqueue("c", Lane::kInteractive, "1", "other", 0);
+  CHECK(drain(s) == std::vector<std::string>{"a:1", "c:1"});
+  CHECK(s.running("h") == 1);
+  CHECK(s.queued("b") == 1);  // waiting, not refused
+  s.finished("c");
+  CHECK(drain(s).empty());
+  s.finished("a");
+  CHECK(drain(s) == std::vector<std::string>{"b:1"});
+  // Dropping a running session frees its group's place.
+  s.enqueue("a", Lane::kInteractive, "2", "h", 1);
+  CHECK(drain(s).empty());
+  s.drop("b");
+  CHECK(s.running("h") == 0);
+  CHECK(drain(s) == std::vector<std::string>{"a:2"});
+}
+
+TEST_CASE("a lane whose sessions all wait for their group does not hold up another lane") {
+  Scheduler<std::string> s(SchedulerOptions{8, 16, {4, 2, 1}});
+  s.enqueue("a", Lane::kInteractive, "1", "h", 1);
+  CHECK(drain(s) == std::vector<std::string>{"a:1"});
+  s.enqueue("b", Lane::kInteractive, "1", "h", 1);
+  s.enqueue("c", Lane::kBackground, "1");
+  CHECK(drain(s) == std::vector<std::string>{"c:1"});
+}
