@@ -24,11 +24,18 @@ long long ms_until(Budgets::Clock::time_point at, Budgets::Clock::time_point now
 
 }  // namespace
 
-void Budgets::queued(const std::string& harness, Clock::time_point at) { counts_[harness].runs.push_back(at); }
+void Budgets::queued(const std::string& harness, Clock::time_point at) {
+  // What left the windows goes at every change, so that the counts of a
+  // harness without limits (never checked) stay as small as its last hour.
+  Counts& c = counts_[harness];
+  expire(c, at);
+  c.runs.push_back(at);
+}
 
 void Budgets::ran(const std::string& harness, std::int64_t tokens, Clock::time_point at) {
   if (tokens <= 0) return;
   Counts& c = counts_[harness];
+  expire(c, at);
   c.used.emplace_back(at, tokens);
   c.tokens += tokens;
 }
