@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "adapters/process.h"
 
@@ -102,6 +103,25 @@ int run_captured(const std::vector<std::string>& args, std::string& output, std:
   return status;
 }
 
+bool in_tmp(const std::string& path) { return path.rfind("/tmp/", 0) == 0; }
+
+// The folders of `program` (absolute) under /tmp: where it is named, and
+// where it really is once its links are followed.
+std::vector<std::string> program_dirs_in_tmp(const std::string& program) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> dirs;
+  if (program.empty() || program.front() != '/') return dirs;
+  const std::string named = fs::path(program).lexically_normal().parent_path().string();
+  if (in_tmp(named)) dirs.push_back(named);
+  std::error_code ec;
+  const fs::path real = fs::canonical(program, ec);
+  if (!ec) {
+    const std::string real_dir = real.parent_path().string();
+    if (in_tmp(real_dir) && real_dir != named) dirs.push_back(real_dir);
+  }
+  return dirs;
+}
+
 }  // namespace
 
 bool is_sandbox_mode(std::string_view mode) {
@@ -156,6 +176,12 @@ std::vector<std::string> sandbox_argv(const std::string& bwrap, const Sandbox& s
   if (!sandbox.network) out.push_back("--unshare-net");
   for (const char* a : {"--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"}) {
     out.emplace_back(a);
+  }
+  // The program stays reachable, read-only, when it lies under /tmp (a
+  // build tree there, say), which the sandbox replaces with its own: its
+  // folder, and the one it links to.
+  if (!argv.empty()) {
+    for (const std::string& dir : program_dirs_in_tmp(argv.front())) out.insert(out.end(), {"--ro-bind", dir, dir});
   }
   // A read-only mount does not stop connect(2) on the Unix sockets under
   // it; a directory that must stay out of reach is covered instead.

@@ -41,12 +41,18 @@ std::string sandbox_config(const std::string& mode, bool network, const std::str
 }
 
 // A directory outside /tmp (which the sandbox replaces with a private one),
-// next to the binaries under test, so that a failed write there is the
-// read-only host and not a missing directory.
+// so that a failed write there is the read-only host and not a missing
+// directory.
 class OutsideDir {
  public:
   OutsideDir() {
-    std::string base = std::filesystem::path(harnessd_exe()).parent_path().string() + "/sandbox-test-XXXXXX";
+    // /var/tmp: not under /tmp, which the sandbox replaces with its own
+    // (the build tree may be there too), and writable on every Debian.
+    std::error_code ec;
+    const std::string root = std::filesystem::is_directory("/var/tmp", ec)
+                                 ? std::string("/var/tmp")
+                                 : std::filesystem::path(harnessd_exe()).parent_path().string();
+    std::string base = root + "/harnessd-sandbox-test-XXXXXX";
     std::vector<char> buf(base.begin(), base.end());
     buf.push_back('\0');
     REQUIRE(::mkdtemp(buf.data()) != nullptr);
