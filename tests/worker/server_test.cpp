@@ -733,7 +733,13 @@ TEST_CASE("harnessd wait needs no server: it reads the ledger until the run ends
   Daemon d;
   d.initialize();
   std::string sid = d.new_session("/tmp");
-  d.send(prompt_request(1, sid, "slow 1500"));
+  // The turn waits on the host's answer to its permission request, so it
+  // is still running for the early wait however slow the machine is.
+  d.send(prompt_request(1, sid, "permission"));
+  std::optional<json> ask;
+  for (int i = 0; i < 3 && !(ask && ask->value("method", "") == "session/request_permission"); ++i) ask = d.recv();
+  REQUIRE(ask);
+  REQUIRE(ask->value("method", "") == "session/request_permission");
   std::string run;
   REQUIRE(eventually([&] {
     Output runs = run_harnessd({"--state-dir", d.state_dir(), "runs", "--state", "started", "--format", "json"});
@@ -744,6 +750,7 @@ TEST_CASE("harnessd wait needs no server: it reads the ledger until the run ends
   Output early = run_harnessd({"--state-dir", d.state_dir(), "wait", run, "--timeout", "0.2", "--format", "json"});
   CHECK(early.code == 4);
   CHECK(json::parse(early.out)["pending"] == true);
+  d.send({{"jsonrpc", "2.0"}, {"id", (*ask)["id"]}, {"result", {{"outcome", {{"outcome", "selected"}, {"optionId", "allow"}}}}}});
   Output waited = run_harnessd({"--state-dir", d.state_dir(), "wait", run});
   CHECK(waited.code == 0);
   CHECK(d.recv_reply(1)["result"]["stopReason"] == "end_turn");
