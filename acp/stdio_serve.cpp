@@ -70,14 +70,23 @@ int serve_stdio(Loop& loop, const StdioServeOptions& options,
       log::warn(options.what + ": the peer stopped reading our output (" + uv_error_text(status) + ")");
       stop("output closed");
     });
-    peer->start([&](int status) {
-      if (status < 0) log::warn(options.what + ": reading the input failed: " + uv_error_text(status));
+    auto input_ended = [&](const std::string& why) {
       // Nothing the peer was asked can be answered now: a permission
       // request open at this moment reaches its adapter as "cancelled"
       // before the adapter is stopped.
       if (options.fail_pending_at_end) peer->rpc().fail_pending("stopped sending");
-      stop("end of input");
+      stop(why);
+    };
+    peer->start([&](int status) {
+      if (status < 0) log::warn(options.what + ": reading the input failed: " + uv_error_text(status));
+      input_ended("end of input");
     });
+    service->end_input = [&](const std::string& why) {
+      loop.post([&, why] {
+        peer->pause_input();
+        input_ended(why);
+      });
+    };
     if (options.handle_signals) {
       for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
         signals.push_back(std::make_unique<SignalWatch>(loop, sig, [&](int s) {

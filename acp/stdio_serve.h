@@ -22,6 +22,9 @@ class StdioService {
   /// Ends the work in order (answer what is open, stop processes); `done`
   /// runs once that is over. Called once.
   virtual void stop(const std::string& why, UniqueFunction<void()> done) = 0;
+  /// Set by serve_stdio: the service asks for the orderly end itself, as if
+  /// its input had ended (a worker whose front went silent).
+  std::function<void(const std::string& why)> end_input;
 };
 
 struct StdioServeOptions {

@@ -359,6 +359,10 @@ void AdapterSession::cancel() {
   if (link_) link_->rpc().notify("session/cancel", {{"sessionId", id_}});
 }
 
+void AdapterSession::notify(const std::string& method, json params) {
+  if (alive()) link_->rpc().notify(method, std::move(params));
+}
+
 void AdapterSession::set_config_option(const std::string& config_id, const json& value,
                                        acp::Connection::CallHandler done) {
   AdapterLink* raw = link_.get();
@@ -375,6 +379,19 @@ void AdapterSession::set_mode(const std::string& mode_id, acp::Connection::CallH
 }
 
 RpcError AdapterSession::failure(const std::string& what) const {
+  RpcError e = local_failure(what);
+  if (!spec_.host.empty()) {
+    // The adapter is ssh to a worker: which machine is the first thing to know.
+    const std::string adapter = "adapter of harness '" + harness_ + "'";
+    if (e.message.rfind(adapter, 0) == 0) {
+      e.message.insert(adapter.size(), " on host " + spec_.host);
+    }
+    e.data["host"] = spec_.host;
+  }
+  return e;
+}
+
+RpcError AdapterSession::local_failure(const std::string& what) const {
   RpcError e{rpc_code::kAdapterFailed, "", {{"harness", harness_}}};
   if (link_ && link_->exited()) {
     const auto& status = *link_->exit_status();

@@ -49,6 +49,9 @@ struct AdapterSessionSpec {
   std::string auth_env;
   /// The tree's resource limits ([harness.X] limits); none by default.
   ResourceLimits limits;
+  /// The worker host the adapter runs on (an ssh:// address), named in
+  /// its errors; empty: this machine.
+  std::string host;
 };
 
 /// The params of the initialize harnessd sends an adapter: the host's
@@ -116,6 +119,8 @@ class AdapterSession {
   void prompt(const nlohmann::json& blocks, acp::Connection::CallHandler done);
   /// session/cancel (a notification).
   void cancel();
+  /// Sends the running adapter a notification; nothing without one.
+  void notify(const std::string& method, nlohmann::json params);
   /// session/set_config_option; the options hook sees the new list first.
   void set_config_option(const std::string& config_id, const nlohmann::json& value, acp::Connection::CallHandler done);
   /// session/set_mode.
@@ -156,6 +161,8 @@ class AdapterSession {
   RpcError failure(const std::string& what) const;
 
  private:
+  /// failure() without the worker host.
+  RpcError local_failure(const std::string& what) const;
   void start();
   /// Takes over a warm adapter: it has answered initialize already.
   void adopt(WarmAdapter warm);

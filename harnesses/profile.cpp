@@ -24,21 +24,6 @@ HarnessProfile make(std::string name, std::vector<std::string> command, std::vec
   return p;
 }
 
-Expected<std::vector<std::string>> string_array(const toml::node& node, const std::string& where) {
-  const toml::array* arr = node.as_array();
-  if (!arr) return Error{where + " must be an array of strings"};
-  std::vector<std::string> out;
-  for (const auto& item : *arr) {
-    const auto* s = item.as_string();
-    if (!s) return Error{where + " must contain only strings"};
-    // exec() would cut an argument at a NUL: the program would not run
-    // what the file says.
-    if (s->get().find('\0') != std::string::npos) return Error{where + " must not contain NUL characters"};
-    out.push_back(s->get());
-  }
-  return out;
-}
-
 }  // namespace
 
 std::map<std::string, HarnessProfile> builtin_profiles() {
@@ -160,7 +145,7 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
   std::vector<std::string> options;
   for (const auto& [key, value] : table) {
     std::string k(key.str());
-    if (kCommon.count(k)) continue;
+    if (kCommon.count(k) || is_remote_key(k)) continue;
     if (!bridge_keys.count(k)) return Error{where + ": unknown key '" + k + "' for kind '" + p.kind + "'"};
     std::string text;
     if (const auto* str = value.as_string()) {
@@ -177,6 +162,24 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
   }
   if (!options.empty()) p.bridge_options = std::move(options);
   if (auto policy = read_policy(table, where, p.policy); !policy) return policy.error();
+  if (auto remote = read_remote(table, where, name, p.remote, p.launcher); !remote) return remote.error();
+  if (p.remote.enabled()) {
+    // The worker is an ACP agent whatever it runs; its own profile says
+    // what (kind, command, sandbox, limits).
+    if (table.get("kind") && p.kind != "acp") {
+      return Error{where + ": a remote profile speaks ACP to its worker; set kind in the worker's profile"};
+    }
+    for (const char* key : {"command", "sandbox", "network", "writable", "limits"}) {
+      if (table.get(key)) {
+        return Error{where + "." + key + " belongs in the worker's profile (remote_harness) on the worker host"};
+      }
+    }
+    p.kind = "acp";
+    p.bridge_options.clear();
+    p.command = p.remote.command;
+    p.sandbox = {};
+    p.limits = {};
+  }
   if (const toml::node* command = table.get("command")) {
     auto argv = string_array(*command, where + ".command");
     if (!argv) return argv.error();
@@ -299,6 +302,11 @@ Expected<HarnessProfile> profile_from_toml(const std::string& name, const toml::
       return Error{where + ".auth_env must name an environment variable"};
     }
     p.auth_env = s->get();
+  }
+  if (p.warm > 0 && (p.remote.enabled() || !p.launcher.empty())) {
+    // A warm adapter starts before its session exists: before a host is
+    // chosen, before the launcher's placeholders are known.
+    return Error{where + ": warm adapters cannot be remote or launched; set warm = 0"};
   }
   if (p.warm > 0 && p.sandbox.enabled()) {
     // A warm adapter starts before its session's cwd is known, and the

@@ -12,6 +12,7 @@
 #include <toml++/toml.h>
 
 #include "harnesses/permission_policy.h"
+#include "harnesses/remote.h"
 
 #include "adapters/cgroups.h"
 #include "adapters/sandbox.h"
@@ -67,6 +68,13 @@ struct HarnessProfile {
   /// Tokens (totalTokens of the runs' usage) of this harness in any sliding
   /// 24 hours (0: no limit); once reached, prompts are refused with -32018.
   std::int64_t max_tokens_per_day = 0;
+  /// Where the adapter runs when not here: a harnessd worker on one of
+  /// these hosts over OpenSSH (docs/remote.md). Then `command` is the
+  /// worker's argv.
+  RemoteSpec remote;
+  /// An argv prefix for the adapter (a container or pod runner), with the
+  /// placeholders of remote.h filled per session; empty: none.
+  std::vector<std::string> launcher;
   /// One line for `harnessd harnesses`.
   std::string description;
   /// How to install what `command` needs, shown when it is missing.

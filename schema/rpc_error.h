@@ -42,6 +42,9 @@ inline constexpr int kSessionBusy = -32017;
 /// max_tokens_per_day): the prompt was not queued; data.retryable is true,
 /// data.retryAfterMs says when to try again, data.budget which budget.
 inline constexpr int kBudgetExceeded = -32018;
+/// Every worker host of a remote harness holds its `capacity` of sessions:
+/// session/new was refused; data.retryable is true, data.hosts says who.
+inline constexpr int kNoCapacity = -32019;
 }  // namespace rpc_code
 
 /// A JSON-RPC error object. `data` is omitted from the wire when null.

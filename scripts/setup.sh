@@ -32,8 +32,9 @@ packages=(g++ make cmake pkg-config nlohmann-json3-dev libuv1-dev libtomlplusplu
 if [ $want_tests -eq 1 ] || [ $fuzz -eq 1 ]; then packages+=(clang libclang-rt-14-dev); fi
 # The server tests start harnessd through systemd-socket-activate and run a
 # client as another user with setpriv; the sandbox tests run adapters under
-# bubblewrap (and fail without it).
-if [ $want_tests -eq 1 ]; then packages+=(systemd util-linux bubblewrap); fi
+# bubblewrap (and fail without it); the remote-worker tests run the real sshd
+# in network namespaces (ip netns) and reach it with the OpenSSH client.
+if [ $want_tests -eq 1 ]; then packages+=(systemd util-linux bubblewrap openssh-server openssh-client iproute2); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 // Handlers of the ACP methods harnessd serves to its host.
 #include "worker/agent.h"
 
+#include <algorithm>
 #include <sys/stat.h>
 
 #include <ctime>
@@ -108,6 +109,33 @@ Agent::Agent(Runtime& rt)
                                           std::bind_front(&Agent::on_cancel, this));
   c.bind_notification<schema::CancelRequest>("$/cancel_request", schema::decode_cancel_request,
                                              std::bind_front(&Agent::on_cancel_request, this));
+  c.on_notification("_harnessd/alive", [this](const json& params) { on_front_alive(params); });
+}
+
+void Agent::on_front_alive(const json& params) {
+  // Only a worker watches: it has no one to wait for once its front (or
+  // the link to it) is gone, and a dead TCP link under steady output is
+  // not always noticed by sshd's own keep-alives.
+  if (!rt_.config.daemon.worker || !rt_.end_input) return;
+  auto number = [&](const char* key, std::int64_t fallback, std::int64_t lo, std::int64_t hi) {
+    std::int64_t v = fallback;
+    if (params.is_object() && params.contains(key) && params[key].is_number_integer()) v = params[key].get<std::int64_t>();
+    return std::clamp(v, lo, hi);
+  };
+  const std::int64_t interval = number("intervalMs", 5000, 100, 3600000);
+  const std::int64_t count = number("count", 3, 1, 100);
+  const auto bound = std::chrono::milliseconds(interval * (count + 1));
+  if (!front_watch_) {
+    front_watch_ = std::make_unique<acp::Timer>(rt_.loop);
+    acp::log::debug("the front says it is alive every " + std::to_string(interval) + " ms");
+  }
+  front_watch_->start(bound, [this, bound] {
+    acp::log::warn("the front sent nothing for " + std::to_string(bound.count()) +
+                   " ms: it, or the link to it, is gone; stopping");
+    rt_.end_input("front silent");
+  });
+  // The watch never keeps a stopping worker alive.
+  front_watch_->unref();
 }
 
 Agent::~Agent() {

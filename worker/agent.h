@@ -9,6 +9,7 @@
 #include <string>
 
 #include "acp/connection.h"
+#include "acp/loop.h"
 #include "queue/scheduler.h"
 #include "queue/session_registry.h"
 #include "schema/acp.h"
@@ -83,6 +84,14 @@ class Agent {
 
   /// Registers a live session (taking its name from an older holder).
   Session& open_session(SessionInit init);
+  /// Open sessions per worker host (remote sessions only).
+  std::map<std::string, std::size_t> sessions_per_host() const;
+  /// -32019: every host of a remote harness is full.
+  RpcError no_capacity(const std::string& harness, const harnesses::RemoteSpec& remote) const;
+  /// Starts a new remote session's worker on the first of `hosts` that
+  /// takes it, then answers session/new (or refuses it and closes the session).
+  void place_session(Session& session, std::vector<std::string> hosts, std::optional<std::string> name,
+                     acp::Reply reply);
   /// Brings a session of an earlier lifetime back from its record.
   Expected<Session*, RpcError> reopen(const SessionRecord& record, const schema::LoadSessionRequest& req);
   /// The record of a session no one here serves, if the store has a usable one.
@@ -108,6 +117,9 @@ class Agent {
   bool closing_ = false;  // close_all ran: no session is opened any more
   bool pumping_ = false;
   bool pump_again_ = false;
+  /// A worker's watch on its front's `_harnessd/alive` (docs/remote.md).
+  void on_front_alive(const nlohmann::json& params);
+  std::unique_ptr<acp::Timer> front_watch_;
   /// Answers from the store that arrive after the Agent is gone are dropped.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -14,6 +14,7 @@
 #include "queue/ids.h"
 #include "schema/acp.h"
 #include "worker/agent.h"
+#include "worker/placement.h"
 #include "worker/store.h"
 
 namespace harnessd::worker {
@@ -63,6 +64,7 @@ json ensured_answer(const Session* session, const std::string& id, const std::st
   json meta = {{"name", name}, {"created", false}};
   if (reopened) meta["reopened"] = true;
   if (session) meta["sandbox"] = session->sandbox();
+  if (session && !session->host().empty()) meta["host"] = session->host();
   return {{"sessionId", id}, {"_meta", {{"harnessd", std::move(meta)}}}};
 }
 
@@ -122,11 +124,14 @@ std::optional<RpcError> check_harness(const Runtime& rt, const std::string& name
     }
   }
   if (auto bad = check_sandbox(name, profile)) return bad;
-  auto program = adapters::find_executable(profile.command.at(0), adapter_path(rt, profile));
+  // A remote harness's command runs on its worker; here it takes ssh.
+  const std::string local = profile.remote.enabled() ? "ssh" : profile.command.at(0);
+  auto program = adapters::find_executable(local, adapter_path(rt, profile));
   if (program) return std::nullopt;
   RpcError e{rpc_code::kHarnessUnavailable, "harness '" + name + "' cannot run: " + program.error().message,
-             {{"harness", name}, {"command", profile.command}}};
-  if (!profile.install_hint.empty()) e.data["hint"] = profile.install_hint;
+             {{"harness", name}, {"command", profile.remote.enabled() ? json::array({"ssh"}) : json(profile.command)}}};
+  if (profile.remote.enabled()) e.data["hint"] = "install the OpenSSH client (Debian: apt-get install openssh-client)";
+  if (!profile.install_hint.empty() && !profile.remote.enabled()) e.data["hint"] = profile.install_hint;
   return e;
 }
 
@@ -216,7 +221,11 @@ void Agent::create_session(schema::NewSessionRequest req, acp::Reply reply, std:
     e.data = {{"method", "session/new"}, {"field", "_meta.harnessd.harness"}};
     return refuse(e);
   }
-  if (auto bad = check_cwd("session/new", req.cwd)) return refuse(*bad);
+  const harnesses::RemoteSpec& remote = profile->second.remote;
+  // A remote session's cwd is the worker's to check (remote_cwd).
+  if (!remote.enabled()) {
+    if (auto bad = check_cwd("session/new", req.cwd)) return refuse(*bad);
+  }
   auto choice = sandbox_choice(harness, profile->second.sandbox, meta);
   if (!choice) return refuse(choice.error());
   harnesses::HarnessProfile effective = profile->second;
@@ -249,9 +258,16 @@ void Agent::create_session(schema::NewSessionRequest req, acp::Reply reply, std:
   init.host_session = meta.hostSession ? meta.hostSession : host_session_from_env(rt_.parent_env);
   init.run_timeout = meta.timeoutMs ? std::chrono::milliseconds(*meta.timeoutMs) : rt_.config.daemon.run_timeout;
   if (meta.lane) init.lane = *queue::parse_lane(*meta.lane);
+  std::vector<std::string> hosts;
+  if (remote.enabled()) {
+    hosts = placement_order(remote, sessions_per_host());
+    if (hosts.empty()) return refuse(no_capacity(harness, remote));
+    init.host = hosts.front();
+  }
   // A new id: nobody else can ask for it before its lease is written.
   if (!leased) rt_.store.claim_session(id, meta.name, nullptr);
   Session& session = open_session(std::move(init));
+  if (remote.enabled()) return place_session(session, std::move(hosts), meta.name, std::move(reply));
   session.save_record();
   acp::log::info("session " + id + ": created for harness '" + harness + "' in " + req.cwd +
                  (meta.name ? " as '" + *meta.name + "'" : ""));
@@ -274,6 +290,51 @@ void Agent::create_session(schema::NewSessionRequest req, acp::Reply reply, std:
     return;
   }
   answer(session.config_options());
+}
+
+std::map<std::string, std::size_t> Agent::sessions_per_host() const {
+  std::map<std::string, std::size_t> open;
+  registry_.for_each_open([&](const std::string&, const auto&, const Session& s) {
+    if (!s.host().empty()) ++open[s.host()];
+  });
+  return open;
+}
+
+RpcError Agent::no_capacity(const std::string& harness, const harnesses::RemoteSpec& remote) const {
+  auto open = sessions_per_host();
+  json hosts = json::array();
+  for (const auto& host : remote.hosts) hosts.push_back({{"host", host}, {"sessions", open[host]}, {"capacity", remote.capacity}});
+  return RpcError{rpc_code::kNoCapacity,
+                  "session/new: every worker host of harness '" + harness + "' holds its " +
+                      std::to_string(remote.capacity) + " sessions; retry when one closes",
+                  {{"harness", harness}, {"retryable", true}, {"retryAfterMs", 1000}, {"hosts", std::move(hosts)}}};
+}
+
+void Agent::place_session(Session& session, std::vector<std::string> hosts, std::optional<std::string> name,
+                          acp::Reply reply) {
+  // The worker starts now: a host that cannot be reached is passed over,
+  // and a missing remote cwd refuses the session, while the host waits.
+  const std::string id = session.id();
+  acp::log::info("session " + id + ": placing harness '" + session.profile().name + "' on " + hosts.front());
+  session.place(std::move(hosts), [this, alive = std::weak_ptr<bool>(alive_), id, name = std::move(name),
+                                   reply = std::move(reply)](Expected<void, RpcError> placed) mutable {
+    if (alive.expired()) return;
+    Session* s = registry_.find(id);
+    if (!s || !placed) {
+      RpcError e = placed ? RpcError::internal("session " + id + " closed while it was placed") : placed.error();
+      if (s) close_session(id, "no worker host took it: " + e.message);
+      return reply.error(e);
+    }
+    s->save_record();
+    acp::log::info("session " + id + ": runs on " + s->host());
+    json result = {{"sessionId", id}, {"configOptions", s->config_options()}};
+    result["_meta"] = {{"harnessd", {{"sandbox", s->sandbox()}, {"host", s->host()}}}};
+    if (name) {
+      result["_meta"]["harnessd"]["name"] = *name;
+      result["_meta"]["harnessd"]["created"] = true;
+    }
+    reply.result(std::move(result));
+  });
 }
 
 Session& Agent::open_session(SessionInit init) {
@@ -406,8 +467,19 @@ Expected<Session*, RpcError> Agent::reopen(const SessionRecord& record, const sc
                     "session " + req.sessionId + " ran on harness '" + record.harness + "', which is not configured now",
                     {{"harness", record.harness}, {"sessionId", req.sessionId}}};
   }
-  if (auto bad = check_cwd("session/load", req.cwd)) return *bad;
+  const harnesses::RemoteSpec& remote = profile->second.remote;
+  if (!remote.enabled()) {
+    if (auto bad = check_cwd("session/load", req.cwd)) return *bad;
+  }
   SessionInit init;
+  // A remote session goes back to its host, whatever the pool says now.
+  if (remote.enabled()) {
+    init.host = record.worker_host.value_or("");
+    if (init.host.empty()) {
+      auto hosts = placement_order(remote, sessions_per_host());
+      init.host = hosts.empty() ? remote.hosts.front() : hosts.front();
+    }
+  }
   // The host's stricter sandbox comes back with the session.
   if (record.sandbox.is_object()) {
     // A record edited by hand errs on the strict side.

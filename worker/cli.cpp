@@ -93,6 +93,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-guard", no_guard, "Spawn adapters without the process-group guard");
   std::optional<std::string> connect_addr;
   app.add_option("--connect", connect_addr, "Relay stdio to the harnessd server on this socket (unix:PATH)");
+  bool worker_mode = false;
+  app.add_flag("--worker", worker_mode,
+               "Serve a front harnessd on another machine over pipes (ssh, a container): no terminal, and the end "
+               "of input stops everything at once");
   bool shared = false;
   app.add_flag("--shared", shared,
                "Go through the state directory's server (harnessd and harnessd run), starting one if none listens");
@@ -341,6 +345,23 @@ int main(int argc, char** argv) {
   if (idle_exit) d.idle_exit = to_ms(*idle_exit);
   // A relay serves a host on stdio, as `harnessd` with no command does.
   const bool stdio_host = app.get_subcommands().empty();
+  if (worker_mode) {
+    // A worker is started by a front, through ssh -T or a launcher: a
+    // terminal on either end means a person, or ssh -t, where the end of
+    // the front would not reach us as the end of our input.
+    if (!stdio_host || connect_addr || shared) {
+      acp::log::error("--worker serves ACP on stdin and stdout; it takes no command, --connect or --shared");
+      return run_exit::kUsage;
+    }
+    if (::isatty(0) == 1 || ::isatty(1) == 1) {
+      acp::log::error("--worker refuses to run on a terminal: a front harnessd starts it through pipes "
+                      "(ssh -T, docker run -i without -t); see docs/remote.md");
+      return run_exit::kUsage;
+    }
+    d.worker = true;
+    d.connect.clear();
+    d.shared = false;
+  }
   if (!connect_addr && !d.connect.empty() && stdio_host) connect_addr = d.connect;
   shared = shared || d.shared;
   // A server that --shared starts reads the same config file.

@@ -47,7 +47,7 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
       "state_dir",         "fsync",               "template_dir",        "queue_high_water", "queue_low_water",
       "max_recording_bytes", "retention",        "adapter_idle_ttl",    "max_live_adapters",
       "breaker_failures",  "breaker_cooldown",    "listen",              "connect",         "idle_exit",
-      "on_disconnect",     "shared"};
+      "on_disconnect",     "shared",              "worker_client_fs"};
   for (const auto& [key, value] : t) {
     std::string k(key.str());
     if (!kKnown.count(k)) return Error{"[daemon]: unknown key '" + k + "'"};
@@ -91,10 +91,10 @@ Expected<void> read_daemon(const toml::table& t, DaemonConfig& d) {
           d.retention.keep_runs = static_cast<std::size_t>(n->get());
         }
       }
-    } else if (k == "fsync" || k == "shared") {
+    } else if (k == "fsync" || k == "shared" || k == "worker_client_fs") {
       const auto* b = value.as_boolean();
       if (!b) return Error{where + " must be true or false"};
-      (k == "fsync" ? d.fsync : d.shared) = b->get();
+      (k == "fsync" ? d.fsync : k == "shared" ? d.shared : d.worker_client_fs) = b->get();
     } else if (k == "cancel_grace" || k == "kill_grace" || k == "start_timeout" || k == "run_timeout" ||
                k == "adapter_idle_ttl" || k == "breaker_cooldown" || k == "idle_exit") {
       auto ms = seconds(value, where);

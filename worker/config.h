@@ -90,6 +90,13 @@ struct DaemonConfig {
   bool shared = false;
   /// A client's running turn when it disconnects: cancelled, or run to its end.
   OnDisconnect on_disconnect = OnDisconnect::kCancel;
+  /// `harnessd --worker` (from the command line only): this process serves
+  /// a front harnessd on another machine (docs/remote.md). The end of its
+  /// input stops every adapter at once, with no cancel grace.
+  bool worker = false;
+  /// A worker offers its adapters the front's fs/* and terminal/* (which
+  /// act on the front's machine) only when this is set.
+  bool worker_client_fs = false;
 };
 
 /// [daemon] max_live_adapters, or its default.

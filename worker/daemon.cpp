@@ -35,6 +35,9 @@ class EngineService final : public acp::StdioService {
         low_water_(options.config.daemon.queue_low_water),
         engine_(loop, peer.rpc(), std::move(options)),
         host_output_hold_(engine_.adapter_output_gate()) {
+    engine_.set_end_input([this](const std::string& why) {
+      if (end_input) end_input(why);
+    });
     peer.set_output_watermarks(high_water_, low_water_, [this](bool over) {
       acp::log::debug(over ? "the host is behind on our output; holding the adapters' output back"
                            : "the host caught up; reading the adapters again");
@@ -90,6 +93,9 @@ int serve(ServeOptions options) {
   // After the engine: our output, bounded, since a host that no longer
   // reads must not keep us alive.
   serve_options.flush_bound = std::chrono::seconds(3);
+  // A worker's input ends when its front (or the link to it) is gone:
+  // nobody reads what is left to say.
+  if (options.config.daemon.worker) serve_options.flush_bound = std::chrono::milliseconds(200);
   serve_options.what = "host connection";
 
   EngineOptions engine_options = engine_options_for(options);

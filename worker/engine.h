@@ -63,6 +63,8 @@ class Engine {
   /// Closed while an adapter's stdin queue is over its high-water mark; the
   /// owner of the host's reader stops reading the host meanwhile.
   acp::FlowGate& host_input_gate() { return host_input_gate_; }
+  /// See Runtime::end_input.
+  void set_end_input(std::function<void(const std::string& why)> fn) { rt_->end_input = std::move(fn); }
 
  private:
   void drain_store();

@@ -62,9 +62,10 @@ HarnessProbe probe_harness(const harnesses::HarnessProfile& profile, const std::
   for (const auto& e : env) {
     if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
   }
-  const std::string program = profile.command.empty() ? "" : profile.command[0];
+  // A remote profile's command runs on its worker; here it needs ssh.
+  const std::string program = profile.remote.enabled() ? "ssh" : profile.command.empty() ? "" : profile.command[0];
   auto found = adapters::find_executable(program, path);
-  std::string version = check && found ? program_version(*found, env) : "";
+  std::string version = check && found && !profile.remote.enabled() ? program_version(*found, env) : "";
   return HarnessProbe{std::move(found), std::move(version)};
 }
 

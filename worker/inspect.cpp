@@ -2,6 +2,8 @@
 // line per run or session); json output is one JSON object per line.
 #include "worker/inspect.h"
 
+#include "harnesses/remote.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -331,7 +333,8 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
         j["missing"] = found.error().message;
         j["install"] = profile.install_hint;
       }
-      if (check) j["programVersion"] = version;  // what `<program> --version` said
+      if (check && !profile.remote.enabled()) j["programVersion"] = version;  // what `<program> --version` said
+      if (profile.remote.enabled()) j["remote"] = {{"hosts", profile.remote.hosts}, {"capacity", profile.remote.capacity}};
       json down = json::array();
       for (const auto& [pid, breaker] : unavailable_in(name)) {
         json b = breaker;
@@ -371,6 +374,12 @@ int harnesses_command(const Config& config, bool check, const std::string& forma
     }
     for (const auto& [pid, breaker] : unavailable_in(name)) {
       print_line("    unavailable in harnessd pid " + std::to_string(pid) + ": " + unavailable_text(breaker));
+    }
+    if (profile.remote.enabled()) {
+      std::string hosts;
+      for (const auto& host : profile.remote.hosts) hosts += (hosts.empty() ? "" : ", ") + host;
+      print_line("    remote: on " + hosts + ", through ssh" +
+                 (profile.remote.capacity ? ", " + std::to_string(profile.remote.capacity) + " sessions per host" : ""));
     }
     if (profile.limits.any()) {
       print_line("    limits: " + profile.limits.describe() +
@@ -499,7 +508,9 @@ int sessions_command(const std::string& state_dir, const std::string& format, bo
     std::string adapter_text = adapter.value("state", "none");
     if (adapter.contains("since")) adapter_text += " since " + short_time(adapter["since"].get<std::string>());
     if (adapter.contains("pid")) adapter_text += " (pid " + std::to_string(adapter["pid"].get<long long>()) + ")";
-    rows.push_back({id, name, r.harness.empty() ? "-" : r.harness, state, adapter_text, short_time(r.updated_at),
+    std::string harness = r.harness.empty() ? "-" : r.harness;
+    if (r.worker_host) harness += " on " + harnesses::host_label(*r.worker_host);
+    rows.push_back({id, name, harness, state, adapter_text, short_time(r.updated_at),
                     summary.empty() ? "none" : summary, r.cwd.empty() ? "-" : r.cwd});
   }
   if (format != "json") {

@@ -343,6 +343,9 @@ bool Relay::host_accepts_unstable(const std::string& kind) const {
 bool Relay::host_can_serve(const std::string& method) const {
   const json& caps = rt_.client_capabilities;
   if (method == "session/request_permission") return true;
+  if (!client_fs_ || !worker_serves_client_fs(rt_)) {
+    if (method.rfind("fs/", 0) == 0 || method.rfind("terminal/", 0) == 0) return false;
+  }
   if (method == "fs/read_text_file") return flag(caps, "fs", "readTextFile");
   if (method == "fs/write_text_file") return flag(caps, "fs", "writeTextFile");
   if (method.rfind("terminal/", 0) == 0) return flag(caps, "terminal");
@@ -350,14 +353,29 @@ bool Relay::host_can_serve(const std::string& method) const {
   return false;
 }
 
+bool worker_serves_client_fs(const Runtime& rt) { return !rt.config.daemon.worker || rt.config.daemon.worker_client_fs; }
+
 json adapter_client_capabilities(const Runtime& rt) {
   json caps = rt.client_capabilities.is_object() ? rt.client_capabilities : json::object();
   // harnessd does not relay authentication flows, so terminal auth is not offered.
   caps.erase("auth");
+  // A worker's host is a front on another machine: its files and
+  // terminals are not where this adapter works.
+  if (!worker_serves_client_fs(rt)) {
+    caps.erase("fs");
+    caps.erase("terminal");
+  }
   return caps;
 }
 
-json Relay::adapter_client_capabilities() const { return worker::adapter_client_capabilities(rt_); }
+json Relay::adapter_client_capabilities() const {
+  json caps = worker::adapter_client_capabilities(rt_);
+  if (!client_fs_) {
+    caps.erase("fs");
+    caps.erase("terminal");
+  }
+  return caps;
+}
 
 void Relay::forward_to_host(const std::string& method, const json& params, acp::Reply reply) {
   if (!host_can_serve(method)) {

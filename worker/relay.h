@@ -27,6 +27,10 @@ namespace harnessd::worker {
 /// harnessd does not relay.
 nlohmann::json adapter_client_capabilities(const Runtime& rt);
 
+/// False for a worker (`harnessd --worker`) not configured to offer its
+/// front's fs/* and terminal/* to its adapters.
+bool worker_serves_client_fs(const Runtime& rt);
+
 class Relay {
  public:
   struct Hooks {
@@ -79,6 +83,10 @@ class Relay {
   /// What the adapter is offered in initialize: the host's own
   /// capabilities, less those harnessd does not relay.
   nlohmann::json adapter_client_capabilities() const;
+  /// False: the adapter runs on another machine (a remote profile without
+  /// forward_client_fs), so the host's fs/* and terminal/* are neither
+  /// offered to it nor served (-32601).
+  void set_client_fs(bool on) { client_fs_ = on; }
 
  private:
   void relay_update(const nlohmann::json& params);
@@ -118,6 +126,7 @@ class Relay {
   Hooks hooks_;
   FrameLog frames_;
   PermissionGate gate_;
+  bool client_fs_ = true;
 };
 
 }  // namespace harnessd::worker

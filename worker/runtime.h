@@ -75,6 +75,9 @@ struct Runtime {
     }
     return it->second;
   }
+  /// Set by whoever serves the host on stdio: ends the host connection as
+  /// if its input had ended (a worker whose front went silent). May be empty.
+  std::function<void(const std::string& why)> end_input = {};
   /// Set by the Engine: publishes the breakers for other processes.
   std::function<void()> breaker_changed = {};
   /// The harnesses' budgets (owned by the Engine); null: none kept.

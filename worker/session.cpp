@@ -70,7 +70,9 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                 [this] {
                   if (rt_.live) rt_.live->busy(*this);
                 },
-                [this] { return &rt_.breaker(init_.profile.name); },
+                // A worker host that cannot be reached stops only its own starts.
+                [this] { return &rt_.breaker(init_.host.empty() ? init_.profile.name
+                                                                : init_.profile.name + " on " + init_.host); },
                 [this](const json& client_capabilities) -> std::optional<adapters::WarmAdapter> {
                   // Warm adapters run unsandboxed (a sandboxed profile has
                   // none): not for a session that chose a sandbox.
@@ -81,6 +83,14 @@ Session::Session(Runtime& rt, SessionInit init, std::function<void(Session&)> on
                 }}) {
   adapter_.set_resume_id(init_.restore_adapter_session);
   adapter_.set_live_adapters(rt.live);
+  relay_.set_client_fs(!init_.profile.remote.enabled() || init_.profile.remote.forward_client_fs);
+  if (init_.profile.remote.enabled()) {
+    // The worker's watch on us: it stops once it hears nothing for
+    // (count + 1) intervals, whatever its sshd notices.
+    front_alive_ = std::make_unique<acp::Timer>(rt.loop);
+    front_alive_->start_every(std::chrono::seconds(init_.profile.remote.keepalive_interval), [this] { send_alive(); });
+    front_alive_->unref();
+  }
   // What waits behind an answer is host output like any other.
   if (rt.adapter_output_gate) {
     host_order_->limit(*rt.adapter_output_gate, rt.config.daemon.queue_high_water, rt.config.daemon.queue_low_water);
@@ -127,6 +137,7 @@ SessionRecord Session::fields() const {
   if (!init_.template_name.empty()) r.template_name = init_.template_name;
   if (!init_.summary.empty()) r.summary = init_.summary;
   r.permissions = init_.permissions;
+  if (!init_.host.empty()) r.worker_host = init_.host;
   if (init_.sandbox_choice != adapters::Sandbox{}) {
     r.sandbox = {{"mode", init_.sandbox_choice.mode}, {"network", init_.sandbox_choice.network}};
   }
@@ -200,6 +211,13 @@ Expected<void, RpcError> Session::set_harness(const harnesses::HarnessProfile& p
     RpcError e = RpcError::invalid_params(
         "session/set_config_option: the harness of session " + init_.id + " can change only before its first prompt");
     e.data = {{"method", "session/set_config_option"}, {"field", "configId"}};
+    return e;
+  }
+  if (profile.remote.enabled() || init_.profile.remote.enabled()) {
+    // A remote session's host is chosen, and its worker started, by session/new.
+    RpcError e = RpcError::invalid_params("session/set_config_option: session " + init_.id +
+                                          " cannot change to or from a remote harness; open a new session for it");
+    e.data = {{"method", "session/set_config_option"}, {"field", "value"}};
     return e;
   }
   // The mode and template follow the harness unless the host chose its own.
@@ -434,6 +452,72 @@ void Session::start_adapter_early(acp::UniqueFunction<void(json)> done) {
   early_unused_ = true;
 }
 
+std::string Session::remote_cwd() const {
+  if (!init_.profile.remote.enabled()) return init_.cwd;
+  // Checked when the config was read.
+  auto cwd = harnesses::expand(init_.profile.remote.cwd, {init_.cwd, init_.id, init_.profile.name});
+  return cwd ? *cwd : init_.cwd;
+}
+
+namespace {
+
+// ssh's own exit status when it could not connect or lost the connection
+// (a remote command's 255 reads the same; a worker never exits with it).
+bool unreachable(const RpcError& e) { return e.data.is_object() && e.data.value("exitCode", 0) == 255; }
+
+}  // namespace
+
+struct Session::Placing {
+  std::vector<std::string> hosts;
+  std::size_t next = 0;
+  json tried = json::array();
+  acp::UniqueFunction<void(Expected<void, RpcError>)> done;
+};
+
+void Session::place(std::vector<std::string> hosts, acp::UniqueFunction<void(Expected<void, RpcError>)> done) {
+  auto placing = std::make_shared<Placing>();
+  placing->hosts = std::move(hosts);
+  placing->done = std::move(done);
+  early_unused_ = false;
+  try_host(std::move(placing));
+}
+
+void Session::try_host(std::shared_ptr<Placing> placing) {
+  init_.host = placing->hosts.at(placing->next++);
+  std::weak_ptr<bool> alive = alive_;
+  ensure_adapter([this, alive, placing](Expected<void, RpcError> ready) mutable {
+    auto finish = [&](Expected<void, RpcError> outcome) {
+      if (auto done = std::move(placing->done)) done(std::move(outcome));
+    };
+    if (alive.expired()) {
+      return finish(RpcError::internal("the session closed while its worker host was being chosen"));
+    }
+    if (ready) {
+      settle();
+      return finish({});
+    }
+    const RpcError& e = ready.error();
+    placing->tried.push_back({{"host", init_.host}, {"message", e.message}});
+    if (!unreachable(e)) {
+      settle();
+      return finish(e);
+    }
+    acp::log::warn("session " + init_.id + ": " + e.message +
+                   (placing->next < placing->hosts.size() ? "; trying the next host" : ""));
+    if (placing->next < placing->hosts.size()) return try_host(std::move(placing));
+    settle();
+    std::string message = "no worker host of harness '" + init_.profile.name + "' could be reached:";
+    for (const auto& t : placing->tried) {
+      message += " " + t["host"].get<std::string>() + " (" + t["message"].get<std::string>() + ")";
+      if (&t != &placing->tried.back()) message += ";";
+    }
+    RpcError all{rpc_code::kAdapterFailed, message,
+                 {{"harness", init_.profile.name}, {"reason", "unreachable"}, {"hosts", placing->tried}}};
+    if (e.data.is_object() && e.data.contains("stderrTail")) all.data["stderrTail"] = e.data["stderrTail"];
+    finish(std::move(all));
+  });
+}
+
 void Session::answer_early() {
   auto done = std::move(early_answer_);
   early_answer_ = nullptr;
@@ -444,7 +528,18 @@ void Session::ensure_adapter(Ready ready) {
   early_unused_ = false;
   if (rt_.live) rt_.live->busy(*this);
   if (!adapter_.started()) evicted_at_.clear();
-  adapter_.ensure(std::move(ready));
+  if (!front_alive_) return adapter_.ensure(std::move(ready));
+  // A new worker hears from us at once: its watch starts with its first turn.
+  adapter_.ensure([this, ready = std::move(ready)](Expected<void, RpcError> up) mutable {
+    if (up) send_alive();
+    ready(std::move(up));
+  });
+}
+
+void Session::send_alive() {
+  const auto& remote = init_.profile.remote;
+  adapter_.notify("_harnessd/alive",
+                  {{"intervalMs", remote.keepalive_interval * 1000}, {"count", remote.keepalive_count}});
 }
 
 namespace {
@@ -474,15 +569,29 @@ std::vector<std::string> sandbox_writable(const harnesses::HarnessProfile& profi
 
 adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, const std::string& cwd,
                                      const std::string& self_exe, const std::vector<std::string>& parent_env,
-                                     const std::string& state_dir, const std::string& guard_exe, bool sweep_orphans) {
+                                     const std::string& state_dir, const std::string& guard_exe, bool sweep_orphans,
+                                     const AdapterPlace& place) {
   adapters::ProcessSpec process;
+  process.guard_exe = guard_exe;
+  process.sweep_orphans = sweep_orphans;
+  if (profile.remote.enabled()) {
+    // guard -> ssh -> (the worker host) harnessd --worker -> its adapter.
+    // The cwd is the worker's, said in session/new; ssh runs anywhere.
+    process.argv =
+        harnesses::ssh_argv(profile.remote, place.host.empty() ? profile.remote.hosts.front() : place.host);
+    process.cwd = "/";
+    process.env = harnesses::adapter_environment(profile, parent_env);
+    // The user's agent holds the keys ssh may need.
+    if (std::string agent = env_value(parent_env, "SSH_AUTH_SOCK"); !agent.empty()) {
+      process.env.push_back("SSH_AUTH_SOCK=" + agent);
+    }
+    return process;
+  }
   process.argv = harnesses::adapter_argv(profile, self_exe);
   process.cwd = cwd;
   process.env = harnesses::adapter_environment(profile, parent_env);
   // Bridges keep their own small state (e.g. OpenCode's session ids) here.
   process.env.push_back("HARNESSD_STATE_DIR=" + state_dir);
-  process.guard_exe = guard_exe;
-  process.sweep_orphans = sweep_orphans;
   if (profile.sandbox.enabled()) {
     // guard -> bwrap -> adapter. Never a silent downgrade: without a
     // working bwrap (session/new refuses such sessions first) the start
@@ -515,6 +624,10 @@ adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, 
     process.argv = adapters::sandbox_argv(support.available() ? support.bwrap() : "bwrap", profile.sandbox, cwd,
                                           writable, hidden, process.argv);
   }
+  // guard -> launcher (a container or pod runner) -> [bwrap ->] adapter.
+  if (!profile.launcher.empty()) {
+    process.argv = harnesses::launched_argv(profile.launcher, {cwd, place.session, profile.name}, process.argv);
+  }
   return process;
 }
 
@@ -528,11 +641,11 @@ json sandbox_report(const harnesses::HarnessProfile& profile, const std::string&
 json Session::sandbox() const { return sandbox_report(init_.profile, init_.cwd, rt_.parent_env, rt_.store.dir()); }
 
 adapters::AdapterOptions adapter_link_options(const Runtime& rt, const harnesses::HarnessProfile& profile,
-                                              const std::string& cwd, std::string label) {
+                                              const std::string& cwd, std::string label, const AdapterPlace& place) {
   const auto& d = rt.config.daemon;
   adapters::AdapterOptions link;
   link.process = adapter_process(profile, cwd, rt.self_exe, rt.parent_env, rt.store.dir(), rt.guard_exe,
-                                 rt.sweep_orphans);
+                                 rt.sweep_orphans, place);
   link.prestart = rt.prestart;
   link.label = std::move(label);
   link.max_line_bytes = d.max_line_bytes;
@@ -547,10 +660,13 @@ adapters::AdapterOptions adapter_link_options(const Runtime& rt, const harnesses
 adapters::AdapterSessionSpec Session::adapter_spec() const {
   const auto& d = rt_.config.daemon;
   adapters::AdapterSessionSpec spec;
-  spec.link = adapter_link_options(rt_, init_.profile, init_.cwd, "session " + init_.id);
+  spec.link = adapter_link_options(rt_, init_.profile, init_.cwd,
+                                   "session " + init_.id + (init_.host.empty() ? "" : " on " + init_.host),
+                                   {init_.id, init_.host});
   spec.command = init_.profile.command;
   spec.install_hint = init_.profile.install_hint;
-  spec.cwd = init_.cwd;
+  spec.cwd = remote_cwd();
+  spec.host = init_.host;
   spec.mcp_servers = init_.mcp_servers;
   spec.client_capabilities = relay_.adapter_client_capabilities();
   spec.config_choices = init_.config_choices;
@@ -679,6 +795,19 @@ void Session::finish_turn(std::uint64_t generation, acp::Connection::CallResult 
   if (!turn.adapter_start.is_null()) facts.adapter_start = turn.adapter_start;
   if (json permissions = relay_.permissions().take_summary(); !permissions.is_null()) facts.permissions = permissions;
   facts.sandbox = sandbox();
+  if (!init_.host.empty()) {
+    // The worker's own run id, before the answer takes ours.
+    json worker = {{"host", init_.host}};
+    if (result && result->is_object()) {
+      const json* meta = &*result;
+      for (const char* key : {"_meta", "harnessd", "runId"}) {
+        meta = meta->is_object() && meta->contains(key) ? &(*meta)[key] : nullptr;
+        if (!meta) break;
+      }
+      if (meta && meta->is_string()) worker["runId"] = *meta;
+    }
+    facts.worker = std::move(worker);
+  }
   // PromptResponse.usage (ACP), when the adapter answered with one.
   facts.usage = account(turn, result && result->is_object() ? result->value("usage", json()) : json());
   TurnOutcome o = turn_outcome(turn.control.stop_reason(), std::move(result), facts,
@@ -792,11 +921,12 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
     e.data = {{"sessionId", init_.id}};
     fail(e);
   }
-  if (!forget && adapter_.prompting() && adapter_.alive()) {
+  if (!forget && adapter_.prompting() && adapter_.alive() && !rt_.config.daemon.worker) {
     // Shutting down mid-turn: the adapter is told (session/cancel, then
     // EOF) and has cancel_grace to read that, and any answer already
     // written to it such as a cancelled permission request, before the
-    // kill ladder goes on.
+    // kill ladder goes on. A worker whose front is gone has nobody to
+    // wait for: its trees are stopped at once.
     adapter_.cancel();
     adapter_.retire(rt_.config.daemon.cancel_grace);
   } else {

@@ -72,6 +72,16 @@ struct SessionInit {
   nlohmann::json adapter_defaults;
   /// A session of an earlier lifetime keeps its harness.
   bool harness_fixed = false;
+  /// A remote profile's session: the worker host it runs on (an ssh://
+  /// address of the profile's); it stays there. Empty: here.
+  std::string host;
+};
+
+/// Where an adapter runs: its session (for the launcher's placeholders)
+/// and, for a remote profile, the worker host.
+struct AdapterPlace {
+  std::string session;
+  std::string host;
 };
 
 /// Turns a oneshot session remembers; older ones are forgotten.
@@ -81,7 +91,8 @@ inline constexpr std::size_t kHistoryTurns = 50;
 /// command, environment and guard).
 adapters::ProcessSpec adapter_process(const harnesses::HarnessProfile& profile, const std::string& cwd,
                                      const std::string& self_exe, const std::vector<std::string>& parent_env,
-                                     const std::string& state_dir, const std::string& guard_exe, bool sweep_orphans);
+                                     const std::string& state_dir, const std::string& guard_exe, bool sweep_orphans,
+                                     const AdapterPlace& place = {});
 
 /// The sandbox an adapter of `profile` started in `cwd` gets, as reported
 /// to hosts ({"mode":"none"}, or {"mode", "network", "writable"}).
@@ -91,7 +102,8 @@ nlohmann::json sandbox_report(const harnesses::HarnessProfile& profile, const st
 /// The options of an adapter link of `profile` started in `cwd`, labelled
 /// `label`: the process, the guard, and the daemon's limits and gates.
 adapters::AdapterOptions adapter_link_options(const Runtime& rt, const harnesses::HarnessProfile& profile,
-                                              const std::string& cwd, std::string label);
+                                              const std::string& cwd, std::string label,
+                                              const AdapterPlace& place = {});
 
 /// Lives in the Agent's registry while open. All methods run on the loop
 /// thread. Every prompt given to start_turn() is answered exactly once.
@@ -136,6 +148,13 @@ class Session final : private adapters::LiveAdapters::Member {
   /// or the session closes, with the configOptions to answer. The host is
   /// not told of the list meanwhile: the answer carries it.
   void start_adapter_early(acp::UniqueFunction<void(nlohmann::json)> done);
+  /// A remote session's worker host (an ssh:// address); empty: here.
+  const std::string& host() const { return init_.host; }
+  /// Starts a remote session's worker on the first of `hosts` that can be
+  /// reached, for session/new (a host whose ssh cannot connect is passed
+  /// over; any other failure ends the search). `done` gets the error that
+  /// refuses the session, or success; the session then stays on its host.
+  void place(std::vector<std::string> hosts, acp::UniqueFunction<void(Expected<void, RpcError>)> done);
   std::chrono::system_clock::time_point updated_at() const { return updated_at_; }
   /// The adapter's pid, or 0 when no adapter runs.
   int adapter_pid() const;
@@ -230,7 +249,14 @@ class Session final : private adapters::LiveAdapters::Member {
   /// Takes the adapter's configOptions from an answer, if it has them;
   /// `announce` tells the host of a change (once it knows the session).
   void take_adapter_options(const nlohmann::json& answer, bool announce);
+  /// A remote session's `_harnessd/alive` to its worker, every keep-alive interval.
+  std::unique_ptr<acp::Timer> front_alive_;
+  void send_alive();
   void answer_early();
+  struct Placing;
+  void try_host(std::shared_ptr<Placing> placing);
+  /// The session's cwd on its adapter's machine (remote_cwd for a worker).
+  std::string remote_cwd() const;
   void turn_recording_ready(std::uint64_t generation, Expected<void> opened);
   void send_prompt();
   void stop_turn(queue::StopReason why);

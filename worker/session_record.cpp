@@ -42,6 +42,7 @@ json SessionRecord::to_json() const {
           {"updatedAt", updated_at}};
   if (permissions) j["permissions"] = *permissions;
   if (!sandbox.is_null()) j["sandbox"] = sandbox;
+  if (worker_host) j["host"] = *worker_host;
   return j;
 }
 
@@ -57,6 +58,7 @@ Expected<SessionRecord, std::string> SessionRecord::from_json(const json& j) {
   r.template_name = optional_string(j, "template");
   r.summary = optional_string(j, "summary");
   r.permissions = optional_string(j, "permissions");
+  r.worker_host = optional_string(j, "host");
   if (auto it = j.find("sandbox"); it != j.end() && it->is_object()) r.sandbox = *it;
   if (auto it = j.find("history"); it != j.end() && it->is_array()) r.history = *it;
   if (auto it = j.find("mcpServers"); it != j.end() && it->is_array()) r.mcp_servers = *it;
@@ -89,7 +91,7 @@ std::optional<std::string> session_record_problem(const json& record) {
       {"adapterOptions", kArray}, {"closed", kBool},           {"createdAt", kString},
       {"updatedAt", kString},     {"daemon", kString},         {"hostSession", kStringOrNull},
       {"adapter", kObject},       {"permissions", kStringOrNull},
-      {"usage", kObject}};
+      {"usage", kObject},         {"host", kStringOrNull}};
   static const char* const kTypeNames[] = {"a string", "a string or null", "a boolean",
                                            "an integer", "an array or null", "an object or null"};
   for (const auto& [field, type] : kFields) {

@@ -29,6 +29,8 @@ struct SessionRecord {
   std::optional<std::string> permissions;
   /// The host's stricter sandbox ({mode, network}); null: the harness's.
   nlohmann::json sandbox;
+  /// A remote session's worker host (ssh://...), where it stays ("host").
+  std::optional<std::string> worker_host;
   /// Oneshot sessions: [{task, answer, runId}] of the turns that ended.
   nlohmann::json history = nlohmann::json::array();
   nlohmann::json mcp_servers = nlohmann::json::array();

@@ -55,6 +55,9 @@ std::string result_file(const std::string& event, const TurnFacts& facts, const 
   if (facts.sandbox) {
     if (Member* m = add("sandbox")) m->value = &*facts.sandbox;
   }
+  if (facts.worker) {
+    if (Member* m = add("worker")) m->value = &*facts.worker;
+  }
   if (fields.is_object()) {
     for (const auto& [k, v] : fields.items()) members.emplace_back(k).value = &v;
   }
@@ -86,6 +89,18 @@ void add_usage(TurnOutcome& o, const TurnFacts& facts) {
   if (!o.fields.is_object()) o.fields = json::object();
   o.fields["usage"] = facts.usage;
   if (o.answer) (*o.answer)["_meta"]["harnessd"]["usage"] = facts.usage;
+}
+
+// Which worker ran a remote session's run (issue 18).
+void add_worker(TurnOutcome& o, const TurnFacts& facts) {
+  if (!facts.worker) return;
+  // The terminal ledger entry says where the run ran; result.json takes
+  // the same fields.
+  if (!o.fields.is_object()) o.fields = json::object();
+  o.fields["host"] = facts.worker->value("host", "");
+  o.fields["worker"] = *facts.worker;
+  if (o.answer) (*o.answer)["_meta"]["harnessd"]["worker"] = *facts.worker;
+  if (o.failure && o.failure->data.is_object()) o.failure->data["worker"] = *facts.worker;
 }
 
 }  // namespace
@@ -163,6 +178,7 @@ TurnOutcome turn_outcome(queue::StopReason stop, Expected<json, RpcError> adapte
     }
   }
   add_usage(o, facts);
+  add_worker(o, facts);
   o.result_file = result_file(o.event, facts, o.fields);
   return o;
 }

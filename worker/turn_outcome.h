@@ -38,6 +38,9 @@ struct TurnFacts {
   /// nothing: result.json and the terminal entry get it as `usage`, a
   /// result answer as `_meta.harnessd.usage`.
   nlohmann::json usage;
+  /// A remote session's run: {host, runId?}, the worker host and the run id
+  /// the worker gave it (its own ledger's), for result.json and the answer.
+  std::optional<nlohmann::json> worker;
 };
 
 struct TurnOutcome {
