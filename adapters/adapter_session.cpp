@@ -218,6 +218,18 @@ void AdapterSession::open(AdapterLink* raw) {
     if (link_.get() != raw) return;
     replaying_ = false;
     if (!r && r.error().code == rpc_code::kAuthRequired) return started(auth_required(r.error()));
+    if (!r && r.error().code == rpc_code::kSessionBusy) {
+      // A worker whose earlier process still holds the session (a lost
+      // link it has not noticed yet): a new session there would drop the
+      // harness's memory of this one; the start fails and a later one
+      // resumes it.
+      RpcError e = failure("could not resume its session: " + r.error().message);
+      e.data["retryable"] = true;
+      e.data["adapterError"] = r.error();
+      restore_outcome_ = {{"restored", false}, {"method", method}, {"reason", e.message}};
+      resume_id_ = old_id;
+      return started(std::move(e));
+    }
     if (!r) {
       restore_outcome_ = {{"restored", false},
                           {"method", method},

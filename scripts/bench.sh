@@ -19,6 +19,15 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # 10 prompts on one server, and `harnessd run --shared` against a run in
 # process.
 "$root/build/tests/bench_server" "$@"
+# Remote workers (issue 18): per-prompt overhead, relay throughput and
+# session start of a worker over ssh on a network-namespace host, against a
+# local adapter, measured side by side. It needs root (network namespaces)
+# and the test packages (sshd), so it runs only as root.
+if [ "$(id -u)" = 0 ]; then
+  node "$root/tests/bench/bench_remote.mjs" "$root/build/harnessd" "$root/build/tests/fake_agent"
+else
+  echo "remote workers: not measured, it needs root"
+fi
 
 # One prompt through `harnessd run` on an instant adapter (the fake agent),
 # end to end: process start, session, prompt, recording flushed, exit.

@@ -462,8 +462,17 @@ std::string Session::remote_cwd() const {
 namespace {
 
 // ssh's own exit status when it could not connect or lost the connection
-// (a remote command's 255 reads the same; a worker never exits with it).
-bool unreachable(const RpcError& e) { return e.data.is_object() && e.data.value("exitCode", 0) == 255; }
+// (a remote command's 255 reads the same; a worker never exits with it),
+// also as the last failure of a host whose starts the breaker now refuses.
+bool unreachable(const RpcError& e) {
+  if (!e.data.is_object()) return false;
+  if (e.data.value("exitCode", 0) == 255) return true;
+  if (e.data.value("reason", "") != "unavailable") return false;
+  auto last = e.data.find("lastError");
+  if (last == e.data.end() || !last->is_object()) return false;
+  auto data = last->find("data");
+  return data != last->end() && data->is_object() && data->value("exitCode", 0) == 255;
+}
 
 }  // namespace
 

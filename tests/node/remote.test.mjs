@@ -330,6 +330,9 @@ test('a host that cannot be reached is passed over at session/new, and the next 
       const created = await newSession(ctx, 'pool-w2-first');
       assert.equal(created._meta.harnessd.host, w1.url);
       assert.match(f.stderr(), new RegExp(`on host ${w2.url}.*exit code 255`));
+      // Past breaker_failures (3) the host's starts are refused without a try: still the next host.
+      for (let i = 0; i < 3; i++) assert.equal((await newSession(ctx, 'pool-w2-first'))._meta.harnessd.host, w1.url);
+      assert.match(f.stderr(), /is unavailable: its last 3 adapter starts failed/);
       // Every host unreachable: refused, naming each.
       await w1.linkDown();
       try {
