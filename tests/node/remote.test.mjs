@@ -93,6 +93,8 @@ function frontConfig() {
     `[harness.remote]\nremote = "${w1.url}"\n${common()}` +
     `[harness.remote-fs]\nremote = "${w1.url}"\nforward_client_fs = true\n` +
     `${common(['--config', path.join(dir, 'worker-fs.toml')])}` +
+    // The front would forward, but the worker is not configured to offer.
+    `[harness.remote-fs-front-only]\nremote = "${w1.url}"\nforward_client_fs = true\n${common()}` +
     `[harness.pool]\nhosts = ["${w1.url}", "${w2.url}"]\ncapacity = 3\n${common()}` +
     // w2 first: when it cannot be reached, the session goes to w1.
     `[harness.pool-w2-first]\nhosts = ["${w2.url}", "${w1.url}"]\n${common()}` +
@@ -246,10 +248,16 @@ test('the SDK drives a session on a worker host: updates, a permission, cancel, 
   assert.ok(f.out.lines.length > 0);
 });
 
-test('with forward_client_fs on both sides, the worker\'s adapter reads through the front\'s host', async () => {
+test('fs goes to the front\'s host only with forward_client_fs on the front and worker_client_fs on the worker', async () => {
   const file = path.join(dir, 'only-the-host-has-this.txt');
   await withFront(async (ctx, f) => {
     await initialize(ctx);
+    // Forwarded by the front only: the worker offers its adapter nothing and refuses the read itself.
+    const half = (await newSession(ctx, 'remote-fs-front-only')).sessionId;
+    assert.deepEqual((await prompt(ctx, f, half, 'client-caps')).chunks, ['{}']);
+    const refused = await prompt(ctx, f, half, `call fs/read_text_file {"sessionId":"$SESSION","path":"${file}"}`);
+    assert.match(refused.chunks[0], /^error: .*"code":-32601/);
+    assert.equal(f.reads.length, 0);
     const { sessionId } = await newSession(ctx, 'remote-fs');
     const caps = JSON.parse((await prompt(ctx, f, sessionId, 'client-caps')).chunks[0]);
     assert.equal(caps.fs?.readTextFile, true);
