@@ -487,6 +487,7 @@ void Session::place(std::vector<std::string> hosts, acp::UniqueFunction<void(Exp
   auto placing = std::make_shared<Placing>();
   placing->hosts = std::move(hosts);
   placing->done = std::move(done);
+  placing_ = placing;
   early_unused_ = false;
   try_host(std::move(placing));
 }
@@ -922,6 +923,15 @@ void Session::close(bool forget, acp::UniqueFunction<void()> answered) {
     }
   }
   answer_early();  // the session exists; a later lifetime can load it
+  if (auto placing = placing_.lock()) {
+    // Closed (a shutdown) while its worker was starting: session/new is
+    // refused, from a fresh stack, once the session is gone.
+    if (auto done = std::move(placing->done)) {
+      rt_.loop.post([done = std::move(done)]() mutable {
+        done(RpcError::internal("session/new: harnessd is shutting down"));
+      });
+    }
+  }
   adapter_.drop_waiters();
   auto held = std::move(held_);
   held_.clear();

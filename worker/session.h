@@ -255,6 +255,7 @@ class Session final : private adapters::LiveAdapters::Member {
   void answer_early();
   struct Placing;
   void try_host(std::shared_ptr<Placing> placing);
+  std::weak_ptr<Placing> placing_;  // while session/new chooses its host
   /// The session's cwd on its adapter's machine (remote_cwd for a worker).
   std::string remote_cwd() const;
   void turn_recording_ready(std::uint64_t generation, Expected<void> opened);

@@ -93,6 +93,9 @@ function frontConfig() {
     `[harness.remote]\nremote = "${w1.url}"\n${common()}` +
     `[harness.remote-fs]\nremote = "${w1.url}"\nforward_client_fs = true\n` +
     `${common(['--config', path.join(dir, 'worker-fs.toml')])}` +
+    // A worker that takes a while to start: the front may end meanwhile.
+    `[harness.slow-start]\nremote = "${w1.url}"\n` + common().replace(/remote_command = \[/,
+      `remote_command = ["sh", "-c", "sleep 1; exec \\"$0\\" \\"$@\\"", `) +
     // The front would forward, but the worker is not configured to offer.
     `[harness.remote-fs-front-only]\nremote = "${w1.url}"\nforward_client_fs = true\n${common()}` +
     `[harness.pool]\nhosts = ["${w1.url}", "${w2.url}"]\ncapacity = 3\n${common()}` +
@@ -413,6 +416,19 @@ test('containment: a worker host whose link goes down mid-turn fails the turn na
 
 test('containment: sshd killed on the worker host mid-turn fails the turn naming it, and comes back', async () => {
   await lostMidTurn((h) => h.killSshd(), (h) => h.startSshd(), 'sshd killed');
+});
+
+test('a front that ends while a worker starts refuses that session/new, and leaves nothing', async () => {
+  await withFront(async (ctx, f) => {
+    await initialize(ctx);
+    const pending = newSession(ctx, 'slow-start').then(() => assert.fail('the session was made'), (e) => e);
+    await waitFor('the worker connection started', 5000, () => othersThan(f.child.pid).length > 0);
+    f.child.stdin.end();
+    const e = await pending;
+    assert.match(e.message, /shutting down/);
+  });
+  await waitFor('nothing of the half-started worker left', WORKER_CLEANS_UP_MS,
+    () => processesWithMarker(MARK).length === 0);
 });
 
 test('harnessd --worker refuses a terminal, and says why', () => {
