@@ -149,6 +149,7 @@ void Queries::list_sessions(schema::ListSessionsRequest req, acp::Reply reply) c
       }
       json entry = {{"sessionId", r->session_id}, {"cwd", r->cwd}, {"updatedAt", r->updated_at}};
       json meta = {{"harness", r->harness}, {"open", registry_.find(r->session_id) != nullptr}};
+      if (r->worker_host) meta["host"] = *r->worker_host;
       if (auto lease = served.find(r->session_id); lease != served.end()) {
         meta["servedBy"] = {{"pid", lease->second.pid},
                             {"instance", lease->second.owner},
@@ -213,6 +214,7 @@ void Queries::open_sessions(acp::Reply reply) const {
                   {"adapterPid", s.adapter_pid() ? json(s.adapter_pid()) : json()},
                   {"adapter", s.adapter_status()},
                   {"updatedAt", acp::iso_time(s.updated_at())}};
+    if (!s.host().empty()) entry["host"] = s.host();
     sessions.push_back(std::move(entry));
   });
   json result = {{"sessions", std::move(sessions)}, {"running", scheduler_.running()},

@@ -209,6 +209,9 @@ test('the SDK drives a session on a worker host: updates, a permission, cancel, 
     assert.equal(created._meta.harnessd.host, w1.url);
     ours.assertValid('NewSessionResultMeta', created._meta.harnessd, 'session/new _meta.harnessd');
     const id = created.sessionId;
+    const listed = await ctx.request('_harnessd/sessions/list', {});
+    ours.assertValid('SessionsListResponse', listed, '_harnessd/sessions/list');
+    assert.equal(listed.sessions.find((s) => s.sessionId === id).host, w1.url);
 
     const streamed = await prompt(ctx, f, id, 'stream 3');
     assert.deepEqual(streamed.chunks, ['chunk 1', 'chunk 2', 'chunk 3']);
