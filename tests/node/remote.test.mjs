@@ -60,8 +60,12 @@ before(async () => {
   fs.writeFileSync(path.join(dir, 'worker.toml'), worker(''));
   fs.writeFileSync(path.join(dir, 'worker-fs.toml'), worker('worker_client_fs = true\n'));
   const script = path.join(dir, 'worker.sh');
+  // sshd passes no environment on: under the sanitizers the worker gets the suite's options here,
+  // with its reports written beside the test's files, where the end of the file looks for them.
+  const sanitizers = ['ASAN_OPTIONS', 'UBSAN_OPTIONS'].filter((name) => process.env[name])
+    .map((name) => `'${name}=${process.env[name]}:log_path=${dir}/sanitizer-report'`).join(' ');
   fs.writeFileSync(script, `#!/bin/sh\nset -- $SSH_CONNECTION "$@"\nhere=$3\nshift 4\n` +
-    `exec env ${MARK} ${HARNESSD} --worker --config ${dir}/worker.toml --state-dir ${dir}/machines/$here ` +
+    `exec env ${MARK} ${sanitizers} ${HARNESSD} --worker --config ${dir}/worker.toml --state-dir ${dir}/machines/$here ` +
     `--kill-grace 0.5 --log-level warn "$@"\n`);
   fs.chmodSync(script, 0o755);
 });
@@ -73,8 +77,11 @@ after(async () => {
     .catch(() => {});
   const left = processesWithMarker(MARK);
   for (const pid of left) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  const reports = dir ? fs.readdirSync(dir).filter((f) => f.startsWith('sanitizer-report'))
+    .map((f) => fs.readFileSync(path.join(dir, f), 'utf8')) : [];
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
   assert.deepEqual(left, [], `processes of the test left after it: ${left}`);
+  assert.deepEqual(reports, [], 'a worker reported a sanitizer error');
 });
 
 const workerState = (host) => path.join(dir, 'machines', host.address);
