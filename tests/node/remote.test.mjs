@@ -100,6 +100,8 @@ function frontConfig() {
     `[harness.remote]\nremote = "${w1.url}"\n${common()}` +
     `[harness.remote-fs]\nremote = "${w1.url}"\nforward_client_fs = true\n` +
     `${common(['--config', path.join(dir, 'worker-fs.toml')])}` +
+    // The session's directory on the worker: a template over the front's.
+    `[harness.elsewhere]\nremote = "${w1.url}"\nremote_cwd = "${dir}/worktrees/{harness}{cwd}"\n${common()}` +
     // A worker that takes a while to start: the front may end meanwhile.
     `[harness.slow-start]\nremote = "${w1.url}"\n` + common().replace(/remote_command = \[/,
       `remote_command = ["sh", "-c", "sleep 1; exec \\"$0\\" \\"$@\\"", `) +
@@ -234,6 +236,11 @@ test('the SDK drives a session on a worker host: updates, a permission, cancel, 
     assert.equal(result.host, w1.url);
     const workerRun = JSON.parse(showFile(workerState(w1), meta.worker.runId, 'result.json'));
     assert.equal(workerRun.state, 'completed');
+    const runs = execFileSync(HARNESSD, ['runs', '--state-dir', f.state, '--format', 'json'], { encoding: 'utf8' })
+      .trim().split('\n').map((l) => JSON.parse(l));
+    const run = runs.find((r) => r.runId === meta.runId);
+    assert.equal(run.host, w1.url);
+    assert.deepEqual(run.worker, meta.worker);
 
     // The host's fs and terminal are this machine's: never offered to the worker, never served.
     assert.deepEqual((await prompt(ctx, f, id, 'client-caps')).chunks, ['{}']);
@@ -279,6 +286,26 @@ test('fs goes to the front\'s host only with forward_client_fs on the front and 
     assert.equal(read.chunks[0], 'result: {"content":"from the host"}');
     assert.equal(f.reads.length, 1);
   }, { files: { [file]: 'from the host' } });
+});
+
+test('the session\'s cwd on the worker comes from remote_cwd, and one missing there refuses session/new naming host and path', async () => {
+  const w1 = lab.hosts[0];
+  // A checkout the front names but does not have: only the worker's copy exists.
+  const front = `/hd-front-only-${MARK_VALUE}/checkout`;
+  const there = path.join(dir, 'worktrees', 'elsewhere', front);
+  assert.ok(!fs.existsSync(front));
+  await withFront(async (ctx, f) => {
+    await initialize(ctx);
+    await assert.rejects(newSession(ctx, 'elsewhere', front), (e) => {
+      assert.equal(e.code, -32011);
+      assert.ok(e.message.includes(w1.url) && e.message.includes(there), e.message);
+      assert.equal(e.data.host, w1.url);
+      return true;
+    });
+    fs.mkdirSync(there, { recursive: true });
+    const { sessionId } = await newSession(ctx, 'elsewhere', front);
+    assert.deepEqual((await prompt(ctx, f, sessionId, 'cwd')).chunks, [there]);
+  });
 });
 
 test('a remote session stays on its host: load and resume in later fronts go back to it', async () => {
