@@ -495,37 +495,44 @@ void Session::place(std::vector<std::string> hosts, acp::UniqueFunction<void(Exp
 void Session::try_host(std::shared_ptr<Placing> placing) {
   init_.host = placing->hosts.at(placing->next++);
   std::weak_ptr<bool> alive = alive_;
-  ensure_adapter([this, alive, placing](Expected<void, RpcError> ready) mutable {
-    auto finish = [&](Expected<void, RpcError> outcome) {
-      if (auto done = std::move(placing->done)) done(std::move(outcome));
-    };
-    if (alive.expired()) {
-      return finish(RpcError::internal("the session closed while its worker host was being chosen"));
-    }
-    if (ready) {
-      settle();
-      return finish({});
-    }
-    const RpcError& e = ready.error();
-    placing->tried.push_back({{"host", init_.host}, {"message", e.message}});
-    if (!unreachable(e)) {
-      settle();
-      return finish(e);
-    }
-    acp::log::warn("session " + init_.id + ": " + e.message +
-                   (placing->next < placing->hosts.size() ? "; trying the next host" : ""));
-    if (placing->next < placing->hosts.size()) return try_host(std::move(placing));
-    settle();
-    std::string message = "no worker host of harness '" + init_.profile.name + "' could be reached:";
-    for (const auto& t : placing->tried) {
-      message += " " + t["host"].get<std::string>() + " (" + t["message"].get<std::string>() + ")";
-      if (&t != &placing->tried.back()) message += ";";
-    }
-    RpcError all{rpc_code::kAdapterFailed, message,
-                 {{"harness", init_.profile.name}, {"reason", "unreachable"}, {"hosts", placing->tried}}};
-    if (e.data.is_object() && e.data.contains("stderrTail")) all.data["stderrTail"] = e.data["stderrTail"];
-    finish(std::move(all));
+  ensure_adapter([this, alive, placing, &loop = rt_.loop](Expected<void, RpcError> up) mutable {
+    // From a fresh stack: the adapter that failed is still unwinding its
+    // exit, and what comes next may close this session, or start another.
+    loop.post([this, alive, placing, up = std::move(up)]() mutable { host_tried(alive, placing, std::move(up)); });
   });
+}
+
+void Session::host_tried(const std::weak_ptr<bool>& alive, std::shared_ptr<Placing> placing,
+                         Expected<void, RpcError> ready) {
+  auto finish = [&](Expected<void, RpcError> outcome) {
+    if (auto done = std::move(placing->done)) done(std::move(outcome));
+  };
+  if (alive.expired()) {
+    return finish(RpcError::internal("the session closed while its worker host was being chosen"));
+  }
+  if (ready) {
+    settle();
+    return finish({});
+  }
+  const RpcError& e = ready.error();
+  placing->tried.push_back({{"host", init_.host}, {"message", e.message}});
+  if (!unreachable(e)) {
+    settle();
+    return finish(e);
+  }
+  acp::log::warn("session " + init_.id + ": " + e.message +
+                 (placing->next < placing->hosts.size() ? "; trying the next host" : ""));
+  if (placing->next < placing->hosts.size()) return try_host(std::move(placing));
+  settle();
+  std::string message = "no worker host of harness '" + init_.profile.name + "' could be reached:";
+  for (const auto& t : placing->tried) {
+    message += " " + t["host"].get<std::string>() + " (" + t["message"].get<std::string>() + ")";
+    if (&t != &placing->tried.back()) message += ";";
+  }
+  RpcError all{rpc_code::kAdapterFailed, message,
+               {{"harness", init_.profile.name}, {"reason", "unreachable"}, {"hosts", placing->tried}}};
+  if (e.data.is_object() && e.data.contains("stderrTail")) all.data["stderrTail"] = e.data["stderrTail"];
+  finish(std::move(all));
 }
 
 void Session::answer_early() {

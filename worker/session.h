@@ -255,6 +255,9 @@ class Session final : private adapters::LiveAdapters::Member {
   void answer_early();
   struct Placing;
   void try_host(std::shared_ptr<Placing> placing);
+  /// What became of a host's try (`this` only if `alive`): the next host,
+  /// or the end of the search.
+  void host_tried(const std::weak_ptr<bool>& alive, std::shared_ptr<Placing> placing, Expected<void, RpcError> ready);
   std::weak_ptr<Placing> placing_;  // while session/new chooses its host
   /// The session's cwd on its adapter's machine (remote_cwd for a worker).
   std::string remote_cwd() const;
