@@ -68,6 +68,19 @@ json ensured_answer(const Session* session, const std::string& id, const std::st
   return {{"sessionId", id}, {"_meta", {{"harnessd", std::move(meta)}}}};
 }
 
+// session/new's answer for a session it made: its id and options, its
+// effective sandbox, the worker host of a remote one, and its name.
+json created_answer(const std::string& id, const std::optional<std::string>& name, json sandbox,
+                    const std::string& host, json options) {
+  json ours = {{"sandbox", std::move(sandbox)}};
+  if (!host.empty()) ours["host"] = host;
+  if (name) {
+    ours["name"] = *name;
+    ours["created"] = true;
+  }
+  return {{"sessionId", id}, {"configOptions", std::move(options)}, {"_meta", {{"harnessd", std::move(ours)}}}};
+}
+
 // -32010 when the profile asks for a sandbox that this machine cannot make:
 // never a session that only looks sandboxed (issue 17).
 std::optional<RpcError> check_sandbox(const std::string& name, const harnesses::HarnessProfile& profile) {
@@ -130,8 +143,10 @@ std::optional<RpcError> check_harness(const Runtime& rt, const std::string& name
   if (program) return std::nullopt;
   RpcError e{rpc_code::kHarnessUnavailable, "harness '" + name + "' cannot run: " + program.error().message,
              {{"harness", name}, {"command", profile.remote.enabled() ? json::array({"ssh"}) : json(profile.command)}}};
-  if (profile.remote.enabled()) e.data["hint"] = "install the OpenSSH client (Debian: apt-get install openssh-client)";
-  if (!profile.install_hint.empty() && !profile.remote.enabled()) e.data["hint"] = profile.install_hint;
+  const std::string hint = profile.remote.enabled()
+                               ? "install the OpenSSH client (Debian: apt-get install openssh-client)"
+                               : profile.install_hint;
+  if (!hint.empty()) e.data["hint"] = hint;
   return e;
 }
 
@@ -272,13 +287,7 @@ void Agent::create_session(schema::NewSessionRequest req, acp::Reply reply, std:
   acp::log::info("session " + id + ": created for harness '" + harness + "' in " + req.cwd +
                  (meta.name ? " as '" + *meta.name + "'" : ""));
   auto answer = [id, name = meta.name, sandbox = session.sandbox(), reply = std::move(reply)](json options) mutable {
-    json result = {{"sessionId", id}, {"configOptions", std::move(options)}};
-    result["_meta"] = {{"harnessd", {{"sandbox", std::move(sandbox)}}}};
-    if (name) {
-      result["_meta"]["harnessd"]["name"] = *name;
-      result["_meta"]["harnessd"]["created"] = true;
-    }
-    reply.result(std::move(result));
+    reply.result(created_answer(id, name, std::move(sandbox), "", std::move(options)));
   };
   // Hosts read the model and mode options from this answer (acpx --model
   // sets the model right after it). When nothing yet says what this
@@ -327,13 +336,7 @@ void Agent::place_session(Session& session, std::vector<std::string> hosts, std:
     }
     s->save_record();
     acp::log::info("session " + id + ": runs on " + s->host());
-    json result = {{"sessionId", id}, {"configOptions", s->config_options()}};
-    result["_meta"] = {{"harnessd", {{"sandbox", s->sandbox()}, {"host", s->host()}}}};
-    if (name) {
-      result["_meta"]["harnessd"]["name"] = *name;
-      result["_meta"]["harnessd"]["created"] = true;
-    }
-    reply.result(std::move(result));
+    reply.result(created_answer(id, name, s->sandbox(), s->host(), s->config_options()));
   });
 }
 
